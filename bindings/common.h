@@ -1,0 +1,36 @@
+// Shared helpers for the binding layer: input checks that raise Python
+// errors naming the argument, and the per-op registration hooks.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+namespace hilcore_bindings {
+namespace py = pybind11;
+
+int num_threads();
+
+void register_knn(py::module_& m);
+void register_jaccard(py::module_& m);
+void register_dbscan(py::module_& m);
+#ifdef HILCORE_WITH_CUDA
+void register_cuda(py::module_& m);
+#endif
+
+// CHECK_*-style validation: raise ValueError naming the argument.
+template <typename T>
+inline void check_array(const py::array_t<T>& a, const char* name, int ndim) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) +
+                          "-D array, got " + std::to_string(a.ndim()) + "-D");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+}
+
+inline void check_status(int status, const char* what) {
+  if (status != 0)
+    throw std::runtime_error(std::string(what) + " failed with status " + std::to_string(status));
+}
+
+}  // namespace hilcore_bindings

@@ -1,0 +1,114 @@
+"""Array families and input validation shared by every public op.
+
+Public functions accept NumPy arrays, torch tensors (CPU or CUDA) and CuPy
+arrays. Internally every backend works on torch tensors; results go back to
+the caller's family with :func:`to_family`. Validation errors are
+``ValueError``/``TypeError`` that name the argument and say what was expected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where an input came from: ``"numpy"``, ``"torch"`` or ``"cupy"``, and its device."""
+
+    kind: str
+    device: torch.device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def _is_cupy(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def as_tensor(a, name: str) -> tuple[torch.Tensor, Family]:
+    """Zero-copy view of ``a`` as a torch tensor, and the family to return results in."""
+    if isinstance(a, torch.Tensor):
+        if a.layout != torch.strided:
+            raise TypeError(f"{name}: expected a dense tensor, got layout {a.layout}")
+        return a, Family("torch", a.device)
+    if isinstance(a, np.ndarray):
+        if a.dtype == object:
+            raise TypeError(f"{name}: expected a numeric array, got dtype object")
+        return torch.from_numpy(np.ascontiguousarray(a) if not a.flags.writeable else a), Family(
+            "numpy", torch.device("cpu"))
+    if _is_cupy(a):
+        t = torch.from_dlpack(a)
+        return t, Family("cupy", t.device)
+    if isinstance(a, (list, tuple)):
+        arr = np.asarray(a)
+        return torch.from_numpy(arr), Family("numpy", torch.device("cpu"))
+    raise TypeError(f"{name}: expected a NumPy array, torch tensor or CuPy array, got {type(a).__name__}")
+
+
+def to_family(t: torch.Tensor, fam: Family):
+    """Return ``t`` in the caller's family (NumPy for NumPy input, CuPy for CuPy input)."""
+    if fam.kind == "numpy":
+        return t.detach().cpu().numpy()
+    if fam.kind == "cupy":
+        import cupy
+
+        return cupy.from_dlpack(t.detach())
+    return t
+
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def features(x, name: str = "x", *, normalize: bool = True) -> tuple[torch.Tensor, Family]:
+    """Validate a feature matrix ``[N, D]`` and return it as contiguous float32 torch.
+
+    Rows are L2-normalised when ``normalize`` (every op works on cosine
+    similarity; unnormalised input is accepted and normalised here). Raises on
+    wrong rank, non-floating dtype, empty input, NaN/Inf and all-zero rows.
+    """
+    t, fam = as_tensor(x, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D array [N, D] (one row per image), got shape {tuple(t.shape)}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype (float16/bfloat16/float32/float64), got {t.dtype}")
+    n, d = t.shape
+    if n == 0:
+        raise ValueError(f"{name}: expected at least one row, got shape {tuple(t.shape)}")
+    if d == 0:
+        raise ValueError(f"{name}: expected at least one feature column, got shape {tuple(t.shape)}")
+    t = t.to(torch.float32).contiguous()
+    bad = ~torch.isfinite(t).all(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise ValueError(f"{name}: {int(bad.sum())} row(s) contain NaN or Inf (first rows: {rows})")
+    if normalize:
+        norms = torch.linalg.vector_norm(t, dim=1)
+        zero = norms == 0
+        if bool(zero.any()):
+            rows = torch.nonzero(zero).flatten()[:5].tolist()
+            raise ValueError(f"{name}: {int(zero.sum())} row(s) are all zeros and cannot be L2-normalised "
+                             f"(first rows: {rows})")
+        t = t / norms.unsqueeze(1)
+    return t, fam
+
+
+def positive_int(v, name: str, *, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {v}")
+    return int(v)
+
+
+def nonneg_float(v, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__}") from None
+    if not np.isfinite(f) or f < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {v}")
+    return f

@@ -1,0 +1,74 @@
+"""Exact k-nearest neighbours on cosine similarity."""
+from __future__ import annotations
+
+import torch
+
+from . import _arrays, _dispatch
+
+IMPLEMENTED = ("torch", "native", "triton", "cuda", "faiss")
+
+
+def _impl(backend: str):
+    if backend == "torch":
+        from .torch_backend.knn import knn as f
+    elif backend == "native":
+        from .native_backend.knn import knn as f
+    elif backend == "triton":
+        from .triton.knn import knn as f
+    elif backend == "cuda":
+        # the CUDA build has no kNN of its own: the fused Triton kernel (or
+        # cuBLAS through torch when Triton is absent) serves CUDA tensors.
+        from .cuda_backend.knn import knn as f
+    elif backend == "faiss":
+        from .faiss_backend import knn as f
+    else:  # pragma: no cover - resolve() guards this
+        raise AssertionError(backend)
+    return f
+
+
+def knn_tensors(x: torch.Tensor, k: int, y: torch.Tensor | None, backend: str):
+    """Internal entry on validated, normalised float32 tensors; returns torch (idx, sim)."""
+    return _impl(backend)(x, k, y)
+
+
+def knn(x, k: int, *, y=None, backend: str = "auto"):
+    """Exact k nearest neighbours by cosine similarity.
+
+    Rows are L2-normalised first. In self-search (``y is None``) each row is
+    its own first neighbour; elsewhere ties are broken by the lower index.
+    Memory is O(block x N): the similarity matrix is never formed whole.
+
+    Args:
+        x: ``[N, D]`` queries (NumPy, torch CPU/CUDA or CuPy; any float dtype).
+        k: neighbours per row, ``1 <= k <= M`` (M = rows of ``y``, or N).
+        y: optional ``[M, D]`` database; ``None`` searches ``x`` against itself.
+        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"``, ``"cuda"`` or ``"faiss"``.
+
+    Returns:
+        ``(idx, sim)``: ``[N, k]`` int64 indices into the database and
+        ``[N, k]`` float32 cosine similarities, best first, in the input's family.
+
+    Example:
+        >>> import numpy as np, hilcore
+        >>> x = np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32)
+        >>> idx, sim = hilcore.knn(x, 5)
+        >>> bool((idx[:, 0] == np.arange(100)).all())
+        True
+    """
+    xt, fam = _arrays.features(x, "x")
+    if y is None:
+        yt = None
+        m = xt.shape[0]
+    else:
+        yt, _ = _arrays.features(y, "y")
+        if yt.device != xt.device:
+            raise ValueError(f"y: expected the same device as x ({xt.device}), got {yt.device}")
+        if yt.shape[1] != xt.shape[1]:
+            raise ValueError(f"y: expected {xt.shape[1]} columns like x, got shape {tuple(yt.shape)}")
+        m = yt.shape[0]
+    k = _arrays.positive_int(k, "k")
+    if k > m:
+        raise ValueError(f"k: expected k <= {m} (the number of database rows), got {k}")
+    b = _dispatch.resolve("knn", backend, xt.device, IMPLEMENTED)
+    idx, sim = knn_tensors(xt, k, yt, b)
+    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
