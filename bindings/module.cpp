@@ -19,6 +19,9 @@ PYBIND11_MODULE(_native, m) {
   hilcore_bindings::register_knn(m);
   hilcore_bindings::register_jaccard(m);
   hilcore_bindings::register_dbscan(m);
+  hilcore_bindings::register_subcluster(m);
+  hilcore_bindings::register_memory(m);
+  hilcore_bindings::register_brst(m);
 #ifdef HILCORE_WITH_CUDA
   hilcore_bindings::register_cuda(m);
 #endif

@@ -32,12 +32,19 @@ def half_k(k1: int) -> int:
     return int(np.around(k1 / 2))
 
 
-def _impl(backend: str):
+def _impl(backend: str, device: torch.device):
+    """The k-reciprocal/Jaccard stages for ``backend``.
+
+    ``triton`` only brings the kNN; its stages are the CUDA kernels when they
+    are built and the input is on a GPU, else the torch ones.
+    """
+    if backend == "triton":
+        backend = "cuda" if (device.type == "cuda" and _dispatch.has_cuda()) else "torch"
     if backend == "torch":
         from .torch_backend.jaccard import jaccard as f
     elif backend == "native":
         from .native_backend.jaccard import jaccard as f
-    elif backend in ("cuda", "triton"):
+    elif backend == "cuda":
         from .cuda_backend.jaccard import jaccard as f
     else:  # pragma: no cover
         raise AssertionError(backend)
@@ -47,7 +54,7 @@ def _impl(backend: str):
 def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, backend: str) -> SparseRows:
     """Internal entry on a validated, normalised float32 tensor. k1, k2 already clamped."""
     rank, _ = knn_tensors(x, k1, None, _KNN_FOR[backend])
-    indptr, indices, data = _impl(backend)(x, rank, k1, k2, max_distance)
+    indptr, indices, data = _impl(backend, x.device)(x, rank, k1, k2, max_distance)
     return SparseRows(indptr, indices, data, x.shape[0])
 
 
