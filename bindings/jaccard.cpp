@@ -1,5 +1,84 @@
+// hilcore._native.jaccard: sparse k-reciprocal Jaccard distance from a ranking.
+#include <utility>
+#include <vector>
+
 #include "common.h"
+#include "cpu/jaccard_cpu.h"
 
 namespace hilcore_bindings {
-void register_jaccard(py::module_& m) { (void)m; }
+
+namespace {
+
+// `obj` as a C-contiguous ndim-D array of exactly dtype T, else ValueError naming it.
+template <typename T>
+py::array_t<T> expect_array(const py::object& obj, const char* name, int ndim, const char* dtype_name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::value_error(std::string(name) + ": expected a NumPy array, got " +
+                          std::string(py::str(obj.get_type().attr("__name__"))));
+  if (!py::isinstance<py::array_t<T>>(obj))
+    throw py::value_error(std::string(name) + ": expected dtype " + dtype_name + ", got " +
+                          std::string(py::str(obj.attr("dtype"))));
+  auto a = py::reinterpret_borrow<py::array_t<T>>(obj);
+  check_array(a, name, ndim);
+  return a;
+}
+
+// Hand a vector to NumPy without copying; the array owns it.
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule base(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
+                        owned->data(), base);
+}
+
+py::tuple jaccard(const py::object& x_obj, const py::object& rank_obj, int64_t k1, int64_t k2,
+                  double max_distance) {
+  auto x = expect_array<float>(x_obj, "x", 2, "float32");
+  auto rank = expect_array<int64_t>(rank_obj, "rank", 2, "int64");
+  const int64_t n = x.shape(0), d = x.shape(1);
+  if (n < 1 || d < 1) throw py::value_error("x: expected a non-empty [N, D] array");
+  if (n > INT32_MAX) throw py::value_error("x: at most 2^31 - 1 rows are supported");
+  if (rank.shape(0) != n)
+    throw py::value_error("rank: expected " + std::to_string(n) + " rows like x, got " +
+                          std::to_string(rank.shape(0)));
+  if (k1 < 1 || k1 > n || k1 > rank.shape(1))
+    throw py::value_error("k1: expected 1 <= k1 <= min(N, rank columns) = " +
+                          std::to_string(std::min<int64_t>(n, rank.shape(1))) + ", got " + std::to_string(k1));
+  if (k2 < 1 || k2 > k1)
+    throw py::value_error("k2: expected 1 <= k2 <= k1 = " + std::to_string(k1) + ", got " + std::to_string(k2));
+  if (!(max_distance >= 0)) throw py::value_error("max_distance: expected a number >= 0 (inf keeps every pair)");
+  const int64_t ld = rank.shape(1);
+  const int64_t* r = rank.data();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t a = 0; a < k1; ++a) {
+      const int64_t j = r[i * ld + a];
+      if (j < 0 || j >= n)
+        throw py::value_error("rank: entry [" + std::to_string(i) + ", " + std::to_string(a) + "] = " +
+                              std::to_string(j) + " is not a row index in [0, " + std::to_string(n) + ")");
+    }
+  const float* xp = x.data();
+  const float md = static_cast<float>(max_distance);  // kept iff d <= md in float32, like torch/NumPy
+  const int nt = num_threads();
+  hilcore::JaccardCsr out;
+  int status;
+  {
+    py::gil_scoped_release release;
+    status = hilcore::jaccard_cpu(xp, n, d, r, ld, k1, k2, md, nt, &out);
+  }
+  check_status(status, "jaccard_cpu");
+  py::tuple seconds = py::make_tuple(out.seconds[0], out.seconds[1], out.seconds[2], out.seconds[3]);
+  return py::make_tuple(to_numpy(std::move(out.indptr)), to_numpy(std::move(out.indices)),
+                        to_numpy(std::move(out.data)), seconds);
+}
+
+}  // namespace
+
+void register_jaccard(py::module_& m) {
+  m.def("jaccard", &jaccard, py::arg("x"), py::arg("rank"), py::arg("k1"), py::arg("k2"), py::arg("max_distance"),
+        "Sparse k-reciprocal Jaccard distance. x: float32 [N, D] L2-normalised; rank: int64 [N, >=k1] self-search "
+        "ranking (self first). Returns (indptr int64 [N+1], indices int64 [nnz], data float32 [nnz], "
+        "seconds per stage (reciprocal+weights, query expansion, inverted index, jaccard)).");
+}
+
 }  // namespace hilcore_bindings

@@ -1,0 +1,286 @@
+#include "cpu/jaccard_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace hilcore {
+
+namespace {
+
+// Build a CSR whose rows are produced independently (in parallel, any order):
+// fn(i, scratch, idx_out, val_out) appends row i. Each thread makes its own
+// scratch with make(); rows are then copied into place, so the result does
+// not depend on the thread count.
+template <class Idx, class Make, class Fn>
+void build_rows(int64_t n, int nt, Make make, Fn fn, std::vector<int64_t>& indptr, std::vector<Idx>& idx,
+                std::vector<float>& val) {
+  std::vector<std::vector<Idx>> tidx(nt);
+  std::vector<std::vector<float>> tval(nt);
+  std::vector<int64_t> start(n), len(n);
+  std::vector<int> owner(n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    auto scratch = make();
+    std::vector<Idx>& I = tidx[t];
+    std::vector<float>& V = tval[t];
+#pragma omp for schedule(dynamic, 32)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = static_cast<int64_t>(I.size());
+      fn(i, scratch, I, V);
+      owner[i] = t;
+      start[i] = s;
+      len[i] = static_cast<int64_t>(I.size()) - s;
+    }
+  }
+  indptr.assign(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) indptr[i + 1] = indptr[i] + len[i];
+  idx.resize(indptr[n]);
+  val.resize(indptr[n]);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy_n(tidx[owner[i]].begin() + start[i], len[i], idx.begin() + indptr[i]);
+    std::copy_n(tval[owner[i]].begin() + start[i], len[i], val.begin() + indptr[i]);
+  }
+}
+
+// round(k / 2) with ties to even, as Python's round() and np.around.
+inline int64_t half_round_even(int64_t k) {
+  const int64_t h = k / 2;
+  if (k % 2 == 0) return h;
+  return (h % 2 == 0) ? h : h + 1;  // h + 0.5 -> the even neighbour
+}
+
+// Fixed-width k-reciprocal sets: row i holds cnt[i] members.
+struct RecipSets {
+  int64_t width = 0;
+  std::vector<int32_t> members;
+  std::vector<int32_t> cnt;
+};
+
+// R(i, k) with m = min(k + 1, k1) ranking columns: j in rank[i, :m] with i in rank[j, :m].
+RecipSets reciprocal_sets(const int64_t* rank, int64_t ld, int64_t n, int64_t m, int nt) {
+  RecipSets R;
+  R.width = m;
+  R.members.assign(n * m, 0);
+  R.cnt.assign(n, 0);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t c = 0;
+    for (int64_t a = 0; a < m; ++a) {
+      const int64_t j = rank[i * ld + a];
+      const int64_t* rj = rank + j * ld;
+      bool back = false;
+      for (int64_t b = 0; b < m; ++b) back |= (rj[b] == i);
+      if (back) R.members[i * m + c++] = static_cast<int32_t>(j);
+    }
+    R.cnt[i] = c;
+  }
+  return R;
+}
+
+inline float dot(const float* a, const float* b, int64_t d) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t t = 0; t < d; ++t) s += a[t] * b[t];
+  return s;
+}
+
+struct ExpandScratch {
+  std::vector<int64_t> in_r;  // == i when the column is in R(i, k1)
+  std::vector<int64_t> in_e;  // == i when the column is in E(i)
+  std::vector<int32_t> e;
+  std::vector<float> w;
+};
+
+struct DenseScratch {
+  std::vector<float> acc;
+  std::vector<uint8_t> seen;
+  std::vector<int32_t> touched;
+  std::vector<std::pair<int64_t, float>> kept;
+};
+
+}  // namespace
+
+int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
+                int64_t k2, float max_distance, int num_threads, JaccardCsr* out) {
+  if (n < 1 || d < 1 || k1 < 1 || k1 > n || k1 > ld_rank || k2 < 1 || k2 > k1 || out == nullptr) return 1;
+  if (n > INT32_MAX) return 1;
+  const int nt = num_threads < 1 ? 1 : num_threads;
+  double t0 = omp_get_wtime();
+
+  // 1. k-reciprocal sets, expansion, softmax weights -> V (CSR, sorted columns).
+  const int64_t kh = half_round_even(k1);
+  const RecipSets R1 = reciprocal_sets(rank, ld_rank, n, k1, nt);
+  const RecipSets Rh = reciprocal_sets(rank, ld_rank, n, std::min(kh + 1, k1), nt);
+  std::vector<int64_t> v_ptr;
+  std::vector<int32_t> v_idx;
+  std::vector<float> v_val;
+  build_rows<int32_t>(
+      n, nt,
+      [&]() {
+        ExpandScratch s;
+        s.in_r.assign(n, -1);
+        s.in_e.assign(n, -1);
+        return s;
+      },
+      [&](int64_t i, ExpandScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
+        s.e.clear();
+        const int32_t* ri = &R1.members[i * R1.width];
+        const int32_t nri = R1.cnt[i];
+        for (int32_t a = 0; a < nri; ++a) {
+          s.in_r[ri[a]] = i;
+          s.in_e[ri[a]] = i;
+          s.e.push_back(ri[a]);
+        }
+        for (int32_t a = 0; a < nri; ++a) {
+          const int32_t* rc = &Rh.members[static_cast<int64_t>(ri[a]) * Rh.width];
+          const int32_t nrc = Rh.cnt[ri[a]];
+          int32_t common = 0;
+          for (int32_t b = 0; b < nrc; ++b) common += (s.in_r[rc[b]] == i);
+          if (3 * common > 2 * nrc) {  // |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|, exactly
+            for (int32_t b = 0; b < nrc; ++b) {
+              if (s.in_e[rc[b]] != i) {
+                s.in_e[rc[b]] = i;
+                s.e.push_back(rc[b]);
+              }
+            }
+          }
+        }
+        std::sort(s.e.begin(), s.e.end());
+        // softmax over E(i) of -(2 - 2 x_i.x_j), max subtracted
+        const float* xi = x + i * d;
+        s.w.resize(s.e.size());
+        float mx = -INFINITY;
+        for (size_t a = 0; a < s.e.size(); ++a) {
+          s.w[a] = -(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d));
+          mx = std::max(mx, s.w[a]);
+        }
+        float sum = 0.f;
+        for (size_t a = 0; a < s.e.size(); ++a) {
+          s.w[a] = std::exp(s.w[a] - mx);
+          sum += s.w[a];
+        }
+        for (size_t a = 0; a < s.e.size(); ++a) {
+          I.push_back(s.e[a]);
+          V.push_back(s.w[a] / sum);
+        }
+      },
+      v_ptr, v_idx, v_val);
+  double t1 = omp_get_wtime();
+
+  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n].
+  const auto make_dense = [&]() {
+    DenseScratch s;
+    s.acc.assign(n, 0.f);
+    s.seen.assign(n, 0);
+    return s;
+  };
+  std::vector<int64_t> q_ptr;
+  std::vector<int32_t> q_idx;
+  std::vector<float> q_val;
+  if (k2 > 1) {
+    build_rows<int32_t>(
+        n, nt, make_dense,
+        [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
+          s.touched.clear();
+          for (int64_t a = 0; a < k2; ++a) {
+            const int64_t r = rank[i * ld_rank + a];
+            for (int64_t p = v_ptr[r]; p < v_ptr[r + 1]; ++p) {
+              const int32_t t = v_idx[p];
+              if (!s.seen[t]) {
+                s.seen[t] = 1;
+                s.touched.push_back(t);
+              }
+              s.acc[t] += v_val[p];
+            }
+          }
+          std::sort(s.touched.begin(), s.touched.end());
+          const float kf = static_cast<float>(k2);
+          for (int32_t t : s.touched) {
+            I.push_back(t);
+            V.push_back(s.acc[t] / kf);
+            s.acc[t] = 0.f;
+            s.seen[t] = 0;
+          }
+        },
+        q_ptr, q_idx, q_val);
+    std::vector<int64_t>().swap(v_ptr);
+    std::vector<int32_t>().swap(v_idx);
+    std::vector<float>().swap(v_val);
+  } else {
+    q_ptr.swap(v_ptr);
+    q_idx.swap(v_idx);
+    q_val.swap(v_val);
+  }
+  double t2 = omp_get_wtime();
+
+  // 3. inverted index: the columns of V', rows ascending within each column.
+  const int64_t nnz = q_ptr[n];
+  std::vector<int64_t> c_ptr(n + 1, 0);
+  for (int64_t p = 0; p < nnz; ++p) ++c_ptr[q_idx[p] + 1];
+  for (int64_t t = 0; t < n; ++t) c_ptr[t + 1] += c_ptr[t];
+  std::vector<int32_t> c_row(nnz);
+  std::vector<float> c_val(nnz);
+  {
+    std::vector<int64_t> fill(c_ptr.begin(), c_ptr.end() - 1);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) {
+        const int64_t f = fill[q_idx[p]]++;
+        c_row[f] = static_cast<int32_t>(i);
+        c_val[f] = q_val[p];
+      }
+    }
+  }
+  double t3 = omp_get_wtime();
+
+  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]), t ascending then j ascending.
+  build_rows<int64_t>(
+      n, nt, make_dense,
+      [&](int64_t i, DenseScratch& s, std::vector<int64_t>& I, std::vector<float>& V) {
+        s.touched.clear();
+        s.kept.clear();
+        for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) {
+          const int32_t t = q_idx[p];
+          const float vi = q_val[p];
+          for (int64_t c = c_ptr[t]; c < c_ptr[t + 1]; ++c) {
+            const int32_t j = c_row[c];
+            if (!s.seen[j]) {
+              s.seen[j] = 1;
+              s.touched.push_back(j);
+            }
+            s.acc[j] += std::min(vi, c_val[c]);
+          }
+        }
+        s.kept.emplace_back(i, 0.f);  // the diagonal, always stored as exactly 0
+        for (int32_t j : s.touched) {
+          const float m = s.acc[j];
+          s.acc[j] = 0.f;
+          s.seen[j] = 0;
+          if (j == i) continue;
+          float dist = 1.f - m / (2.f - m);
+          if (dist < 0.f) dist = 0.f;
+          if (m > 0.f && dist <= max_distance) s.kept.emplace_back(j, dist);
+        }
+        std::sort(s.kept.begin(), s.kept.end(),
+                  [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
+                    return a.first < b.first;
+                  });
+        for (const auto& kv : s.kept) {
+          I.push_back(kv.first);
+          V.push_back(kv.second);
+        }
+      },
+      out->indptr, out->indices, out->data);
+  double t4 = omp_get_wtime();
+  out->seconds[0] = t1 - t0;
+  out->seconds[1] = t2 - t1;
+  out->seconds[2] = t3 - t2;
+  out->seconds[3] = t4 - t3;
+  return 0;
+}
+
+}  // namespace hilcore

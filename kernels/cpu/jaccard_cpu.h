@@ -1,0 +1,31 @@
+// Sparse k-reciprocal Jaccard distance from a self-search kNN ranking.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace hilcore {
+
+// Output CSR [n, n]: indptr [n+1], indices [nnz] (sorted per row), data [nnz].
+struct JaccardCsr {
+  std::vector<int64_t> indptr;
+  std::vector<int64_t> indices;
+  std::vector<float> data;
+  double seconds[4] = {0, 0, 0, 0};  // reciprocal+weights, query expansion, inverted index, jaccard
+};
+
+// Layout: x row-major [n, d] float32 with L2-normalised rows; rank row-major
+// [n, ld_rank] int64, row i holding i's neighbours best first (i itself at
+// column 0), the first k1 columns used, every entry in [0, n), distinct per row.
+// Semantics (DESIGN.md): R(i, k) = {j in rank[i, :min(k+1, k1)] : i in
+// rank[j, :min(k+1, k1)]}; expansion by R(c, round_half_even(k1/2)) for c in
+// R(i, k1) when |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|; V[i] = softmax of
+// -(2 - 2 x_i.x_j) over the expanded set; V' = mean of V over rank[i, :k2];
+// m(i, j) = sum_t min(V'[i, t], V'[j, t]) summed in ascending t, so that
+// m(i, j) and m(j, i) are bit-identical; d = max(0, 1 - m / (2 - m)).
+// Kept: d <= max_distance (compared in float32) with m > 0; the diagonal is
+// always stored as exactly 0. Memory O(n * support) plus O(n) per thread.
+// Preconditions: 1 <= k2 <= k1 <= ld_rank, k1 <= n. Returns 0, or 1 for bad sizes.
+int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
+                int64_t k2, float max_distance, int num_threads, JaccardCsr* out);
+
+}  // namespace hilcore

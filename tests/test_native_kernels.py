@@ -1,0 +1,306 @@
+"""Direct tests of the C++ kernels (hilcore._native through hilcore.native_backend)
+against slow NumPy loops written from the formulas of DESIGN.md, and against
+scikit-learn's DBSCAN on the dense matrix."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from hilcore._dispatch import native_module
+
+nat = native_module()
+pytestmark = pytest.mark.skipif(nat is None, reason="hilcore._native is not built")
+
+if nat is not None:
+    from hilcore.native_backend.dbscan import dbscan as native_dbscan
+    from hilcore.native_backend.jaccard import jaccard as native_jaccard
+    from hilcore.native_backend.knn import knn as native_knn
+
+
+# ----------------------------------------------------------------------------- references
+
+def ref_topk(S: np.ndarray, k: int, self_search: bool):
+    """Sort each row by (sim desc, index asc), the row's own column first in self-search."""
+    n, m = S.shape
+    idx = np.empty((n, k), np.int64)
+    for i in range(n):
+        keys = [(-math.inf if (self_search and j == i) else -float(S[i, j]), j) for j in range(m)]
+        idx[i] = [j for _, j in sorted(keys)[:k]]
+    return idx, np.take_along_axis(S, idx, 1)
+
+
+def ref_rank(x: np.ndarray, k: int) -> np.ndarray:
+    S = x.astype(np.float64) @ x.astype(np.float64).T
+    return ref_topk(S, k, True)[0]
+
+
+def ref_jaccard_dense(x: np.ndarray, rank: np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """Dense Jaccard distance (float64), from the formulas, one loop per row."""
+    n = x.shape[0]
+    kh = round(k1 / 2)
+    xd = x.astype(np.float64)
+
+    def recip(i, k):
+        m = min(k + 1, k1)
+        return [int(j) for j in rank[i, :m] if i in rank[j, :m].tolist()]
+
+    V = np.zeros((n, n))
+    for i in range(n):
+        ri = recip(i, k1)
+        e = set(ri)
+        for c in ri:
+            rc = recip(c, kh)
+            if len(set(rc) & set(ri)) > 2 / 3 * len(rc):
+                e |= set(rc)
+        e = sorted(e)
+        logits = -(2 - 2 * (xd[e] @ xd[i]))
+        w = np.exp(logits - logits.max())
+        V[i, e] = w / w.sum()
+    if k2 > 1:
+        V = np.stack([V[rank[i, :k2]].mean(axis=0) for i in range(n)])
+    D = np.ones((n, n))
+    for i in range(n):
+        m = np.minimum(V[i][None, :], V).sum(axis=1)
+        D[i] = np.where(m > 0, np.maximum(1 - m / (2 - m), 0.0), 1.0)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def to_dense(indptr, indices, data, n, fill=1.0):
+    D = np.full((n, n), fill, np.float32)
+    for i in range(n):
+        for p in range(int(indptr[i]), int(indptr[i + 1])):
+            D[i, indices[p]] = data[p]
+    return D
+
+
+def features(n, d, seed, dup=0):
+    """Normalised float32 rows; the last `dup` rows repeat earlier ones exactly."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 6), d))
+    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, d))
+    if dup:
+        x[n - dup:] = x[:dup]
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return x
+
+
+# ----------------------------------------------------------------------------- kNN
+
+@pytest.mark.parametrize("n,m,k,self_search", [
+    (1, 1, 1, True), (2, 2, 2, True), (19, 19, 5, True), (200, 200, 30, True), (200, 200, 200, True),
+    (1, 1, 1, False), (2, 2, 2, False), (19, 19, 5, False), (19, 7, 7, False), (200, 200, 30, False),
+    (200, 57, 1, False)])
+def test_topk_merge_ties_any_tile_order(n, m, k, self_search):
+    rng = np.random.default_rng(n * 1000 + m)
+    S = rng.integers(-3, 4, size=(n, m)).astype(np.float32) / 4  # many exact ties
+    bs = np.full((n, k), -np.inf, np.float32)
+    bi = np.full((n, k), -1, np.int64)
+    tiles = [(i0, j0) for i0 in range(0, n, 8) for j0 in range(0, m, 5)]
+    rng.shuffle(tiles)
+    for i0, j0 in tiles:
+        nat.knn_topk_merge(np.ascontiguousarray(S[i0:i0 + 8, j0:j0 + 5]), i0, j0, bs, bi, self_search)
+    idx, sim = ref_topk(S, k, self_search)
+    np.testing.assert_array_equal(bi, idx)
+    np.testing.assert_array_equal(bs, sim)
+
+
+@pytest.mark.parametrize("n,k,tile", [(1, 1, 4), (2, 2, 1), (19, 5, 4), (19, 19, 7), (200, 30, 64), (200, 200, 2048)])
+def test_knn_self_search_exact_ties_duplicates(n, k, tile):
+    # small-integer rows: every dot product is exact in float32, so ties are
+    # real ties and the (sim desc, index asc) order is checked exactly
+    rng = np.random.default_rng(n + k)
+    x = rng.integers(-2, 3, size=(n, 6)).astype(np.float32)
+    x[n // 2:n // 2 + n // 4] = x[:n // 4]  # duplicate rows
+    x[np.abs(x).sum(1) == 0, 0] = 1
+    idx, sim = native_knn(torch.from_numpy(x), k, None, tile=tile)
+    ridx, rsim = ref_topk(x.astype(np.float64) @ x.T.astype(np.float64), k, True)
+    np.testing.assert_array_equal(idx.numpy(), ridx)
+    np.testing.assert_array_equal(sim.numpy(), rsim.astype(np.float32))
+    assert (idx[:, 0].numpy() == np.arange(n)).all()
+
+
+@pytest.mark.parametrize("n,m,k,tile", [(1, 3, 3, 2), (19, 7, 4, 3), (200, 150, 10, 64)])
+def test_knn_database(n, m, k, tile):
+    rng = np.random.default_rng(m)
+    x = rng.integers(-2, 3, size=(n, 5)).astype(np.float32)
+    y = rng.integers(-2, 3, size=(m, 5)).astype(np.float32)
+    idx, sim = native_knn(torch.from_numpy(x), k, torch.from_numpy(y), tile=tile)
+    ridx, rsim = ref_topk(x.astype(np.float64) @ y.T.astype(np.float64), k, False)
+    np.testing.assert_array_equal(idx.numpy(), ridx)
+    np.testing.assert_array_equal(sim.numpy(), rsim.astype(np.float32))
+
+
+def test_knn_real_features_match_float64():
+    x = features(200, 32, 0)
+    idx, sim = native_knn(torch.from_numpy(x), 10, None, tile=48)
+    S = x.astype(np.float64) @ x.T.astype(np.float64)
+    ridx, rsim = ref_topk(S, 10, True)
+    np.testing.assert_allclose(sim.numpy(), rsim, atol=1e-5)
+    assert (idx.numpy() == ridx).mean() > 0.99  # float32 rounding may swap near-ties only
+
+
+def test_topk_merge_validation():
+    bs = np.full((4, 2), -np.inf, np.float32)
+    bi = np.full((4, 2), -1, np.int64)
+    with pytest.raises(ValueError, match="S: expected dtype float32"):
+        nat.knn_topk_merge(np.zeros((2, 2)), 0, 0, bs, bi, True)
+    with pytest.raises(ValueError, match="row0"):
+        nat.knn_topk_merge(np.zeros((2, 2), np.float32), 3, 0, bs, bi, True)
+    with pytest.raises(ValueError, match="best_idx"):
+        nat.knn_topk_merge(np.zeros((2, 2), np.float32), 0, 0, bs, bi[:, :1].copy(), True)
+    with pytest.raises(ValueError, match="S: expected a C-contiguous"):
+        nat.knn_topk_merge(np.zeros((2, 4), np.float32)[:, ::2], 0, 0, bs, bi, True)
+
+
+# ----------------------------------------------------------------------------- Jaccard
+
+JACCARD_CASES = [(1, 1, 1), (2, 2, 1), (2, 2, 2), (19, 5, 1), (19, 7, 3), (19, 19, 6), (200, 20, 6), (200, 30, 1),
+                 (200, 9, 9)]
+
+
+@pytest.mark.parametrize("n,k1,k2", JACCARD_CASES)
+def test_jaccard_matches_dense_loops(n, k1, k2):
+    x = features(n, 16, n + k1, dup=n // 10)
+    rank = ref_rank(x, k1)
+    indptr, indices, data = native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), k1, k2, math.inf)
+    indptr, indices, data = indptr.numpy(), indices.numpy(), data.numpy()
+    D = ref_jaccard_dense(x, rank, k1, k2)
+    # every pair whose supports meet is stored (d < 1 in the reference), nothing else
+    stored = to_dense(indptr, indices, np.ones_like(data), n, fill=0.0).astype(bool)
+    np.fill_diagonal(stored, True)
+    ref_stored = D < 1.0 - 1e-12
+    np.fill_diagonal(ref_stored, True)
+    np.testing.assert_array_equal(stored, ref_stored)
+    np.testing.assert_allclose(to_dense(indptr, indices, data, n), D, atol=2e-5)
+    for i in range(n):  # sorted indices, diagonal exactly 0
+        row = indices[indptr[i]:indptr[i + 1]]
+        assert (np.diff(row) > 0).all()
+        assert data[indptr[i]:indptr[i + 1]][row == i].tolist() == [0.0]
+
+
+@pytest.mark.parametrize("n,k1,k2", [(19, 7, 3), (200, 20, 6), (200, 30, 1)])
+@pytest.mark.parametrize("max_distance", [0.0, 0.3, 0.6, 0.9])
+def test_jaccard_max_distance_and_exact_symmetry(n, k1, k2, max_distance):
+    x = features(n, 16, 7, dup=n // 8)
+    rank = ref_rank(x, k1)
+    indptr, indices, data = (t.numpy() for t in native_jaccard(torch.from_numpy(x), torch.from_numpy(rank),
+                                                               k1, k2, max_distance))
+    A = sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    assert (A != A.T).nnz == 0  # bit-identical m(i, j) and m(j, i)
+    assert (data <= np.float32(max_distance)).all()
+    assert (A.diagonal() == 0).all() and all(i in indices[indptr[i]:indptr[i + 1]] for i in range(n))
+    D = ref_jaccard_dense(x, rank, k1, k2)
+    dense = to_dense(indptr, indices, data, n, fill=np.inf)
+    clear = np.abs(D - max_distance) > 1e-5  # away from the threshold, the kept set is exact
+    np.testing.assert_array_equal((dense <= max_distance)[clear], (D <= max_distance)[clear])
+    kept = np.isfinite(dense)
+    np.testing.assert_allclose(dense[kept], D[kept], atol=2e-5)
+    if n // 8 > 0:  # exact duplicates are stored even at distance 0 (they are neighbours)
+        assert dense[n - 1, n // 8 - 1] <= 1e-6 or D[n - 1, n // 8 - 1] > 1e-6
+
+
+def test_jaccard_stores_zero_distances_of_identical_rows():
+    x = np.repeat(features(4, 8, 3), 5, axis=0)  # 4 groups of 5 identical rows
+    rank = ref_rank(x, 5)
+    indptr, indices, data = (t.numpy() for t in native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), 5, 2,
+                                                               0.6))
+    dense = to_dense(indptr, indices, data, 20, fill=np.inf)
+    for g in range(4):
+        block = dense[5 * g:5 * g + 5, 5 * g:5 * g + 5]
+        assert np.isfinite(block).all() and np.abs(block).max() <= 1e-6
+
+
+def test_jaccard_validation():
+    x = torch.from_numpy(features(10, 4, 0))
+    rank = torch.from_numpy(ref_rank(x.numpy(), 4))
+    with pytest.raises(ValueError, match="rank: expected dtype int64"):
+        nat.jaccard(x.numpy(), rank.numpy().astype(np.int32), 4, 2, 0.6)
+    with pytest.raises(ValueError, match="x: expected dtype float32"):
+        nat.jaccard(x.numpy().astype(np.float64), rank.numpy(), 4, 2, 0.6)
+    with pytest.raises(ValueError, match="k1"):
+        nat.jaccard(x.numpy(), rank.numpy(), 5, 2, 0.6)
+    with pytest.raises(ValueError, match="k2"):
+        nat.jaccard(x.numpy(), rank.numpy(), 4, 5, 0.6)
+    bad = rank.numpy().copy()
+    bad[3, 2] = 10
+    with pytest.raises(ValueError, match=r"rank: entry \[3, 2\]"):
+        nat.jaccard(x.numpy(), bad, 4, 2, 0.6)
+    with pytest.raises(ValueError, match="rank: expected 10 rows"):
+        nat.jaccard(x.numpy(), rank.numpy()[:5].copy(), 4, 2, 0.6)
+
+
+# ----------------------------------------------------------------------------- DBSCAN
+
+def ref_sklearn(D, eps, min_samples):
+    from sklearn.cluster import DBSCAN
+
+    return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(D)
+
+
+def csr_of_dense(D, keep):
+    A = sp.csr_matrix(np.where(keep, 1.0, 0.0))
+    A.sort_indices()
+    return (torch.from_numpy(A.indptr.astype(np.int64)), torch.from_numpy(A.indices.astype(np.int64)),
+            torch.from_numpy(D[keep].astype(np.float32)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 19, 200])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("eps,min_samples", [(1e-6, 1), (1e-6, 2), (0.2, 3), (0.35, 4), (0.5, 5), (1.0, 200)])
+def test_dbscan_matches_sklearn_random_symmetric(n, seed, eps, min_samples):
+    rng = np.random.default_rng(seed * 7 + n)
+    # quantised distances: exact ties at eps and exact zeros off the diagonal
+    D = np.round(rng.random((n, n)) * 20) / 40
+    D = np.minimum(D, D.T).astype(np.float32)
+    np.fill_diagonal(D, 0)
+    expect = ref_sklearn(D, eps, min_samples)
+    # every entry stored (zeros included) ...
+    got_all = native_dbscan(*csr_of_dense(D, np.ones_like(D, bool)), n, eps, min_samples)
+    np.testing.assert_array_equal(got_all.numpy(), expect)
+    # ... and only the off-diagonal entries within eps (the diagonal is implied)
+    keep = D <= np.float32(eps)
+    np.fill_diagonal(keep, False)
+    got = native_dbscan(*csr_of_dense(D, keep), n, eps, min_samples)
+    np.testing.assert_array_equal(got.numpy(), expect)
+
+
+def test_dbscan_float32_threshold_like_sklearn():
+    d = np.float32(0.6)
+    D = np.array([[0, d, 1], [d, 0, 1], [1, 1, 0]], np.float32)
+    got = native_dbscan(*csr_of_dense(D, np.ones_like(D, bool)), 3, 0.6, 2)
+    np.testing.assert_array_equal(got.numpy(), ref_sklearn(D, 0.6, 2))
+    assert got.tolist() == [0, 0, -1]
+
+
+@pytest.mark.parametrize("n,k1,k2", [(19, 7, 3), (200, 20, 6), (200, 30, 1)])
+@pytest.mark.parametrize("min_samples", [1, 4, 8])
+def test_dbscan_on_jaccard_output_matches_sklearn(n, k1, k2, min_samples):
+    x = features(n, 16, 11, dup=n // 6)
+    rank = ref_rank(x, k1)
+    for eps in (0.3, 0.6):
+        indptr, indices, data = native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), k1, k2, eps)
+        dense = to_dense(indptr.numpy(), indices.numpy(), data.numpy(), n, fill=1.0)
+        got = native_dbscan(indptr, indices, data, n, eps, min_samples)
+        np.testing.assert_array_equal(got.numpy(), ref_sklearn(dense, eps, min_samples))
+
+
+def test_dbscan_validation():
+    ip = np.array([0, 1, 2], np.int64)
+    ix = np.array([0, 1], np.int64)
+    dt = np.array([0, 0], np.float32)
+    with pytest.raises(ValueError, match="indptr: expected length"):
+        nat.dbscan(ip, ix, dt, 3, 0.5, 2)
+    with pytest.raises(ValueError, match="indices: entry 1"):
+        nat.dbscan(ip, np.array([0, 5], np.int64), dt, 2, 0.5, 2)
+    with pytest.raises(ValueError, match="data: expected dtype float32"):
+        nat.dbscan(ip, ix, dt.astype(np.float64), 2, 0.5, 2)
+    with pytest.raises(ValueError, match="indptr: expected non-decreasing"):
+        nat.dbscan(np.array([0, 2, 1], np.int64), ix, dt, 2, 0.5, 2)
+    with pytest.raises(ValueError, match="min_samples"):
+        nat.dbscan(ip, ix, dt, 2, 0.5, 0)
+    assert nat.dbscan(ip, ix, dt, 2, 0.5, 1).tolist() == [0, 1]
