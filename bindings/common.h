@@ -31,6 +31,23 @@ inline void check_array(const py::array_t<T>& a, const char* name, int ndim) {
     throw py::value_error(std::string(name) + ": expected a C-contiguous array");
 }
 
+// `obj` as a C-contiguous ndim-D NumPy array of exactly dtype T (optionally writeable),
+// else ValueError naming the argument.
+template <typename T>
+inline py::array_t<T> expect_array(const py::object& obj, const char* name, int ndim, const char* dtype_name,
+                            bool writeable = false) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::value_error(std::string(name) + ": expected a NumPy array, got " +
+                          std::string(py::str(obj.get_type().attr("__name__"))));
+  if (!py::isinstance<py::array_t<T>>(obj))
+    throw py::value_error(std::string(name) + ": expected dtype " + dtype_name + ", got " +
+                          std::string(py::str(obj.attr("dtype"))));
+  auto a = py::reinterpret_borrow<py::array_t<T>>(obj);
+  check_array(a, name, ndim);
+  if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": expected a writeable array");
+  return a;
+}
+
 inline void check_status(int status, const char* what) {
   if (status != 0)
     throw std::runtime_error(std::string(what) + " failed with status " + std::to_string(status));

@@ -6,20 +6,6 @@ namespace hilcore_bindings {
 
 namespace {
 
-// `obj` as a C-contiguous ndim-D array of exactly dtype T, else ValueError naming it.
-template <typename T>
-py::array_t<T> expect_array(const py::object& obj, const char* name, int ndim, const char* dtype_name) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::value_error(std::string(name) + ": expected a NumPy array, got " +
-                          std::string(py::str(obj.get_type().attr("__name__"))));
-  if (!py::isinstance<py::array_t<T>>(obj))
-    throw py::value_error(std::string(name) + ": expected dtype " + dtype_name + ", got " +
-                          std::string(py::str(obj.attr("dtype"))));
-  auto a = py::reinterpret_borrow<py::array_t<T>>(obj);
-  check_array(a, name, ndim);
-  return a;
-}
-
 py::array_t<int64_t> dbscan(const py::object& indptr_obj, const py::object& indices_obj, const py::object& data_obj,
                             int64_t n, double eps, int64_t min_samples) {
   auto indptr = expect_array<int64_t>(indptr_obj, "indptr", 1, "int64");

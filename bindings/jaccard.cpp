@@ -9,20 +9,6 @@ namespace hilcore_bindings {
 
 namespace {
 
-// `obj` as a C-contiguous ndim-D array of exactly dtype T, else ValueError naming it.
-template <typename T>
-py::array_t<T> expect_array(const py::object& obj, const char* name, int ndim, const char* dtype_name) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::value_error(std::string(name) + ": expected a NumPy array, got " +
-                          std::string(py::str(obj.get_type().attr("__name__"))));
-  if (!py::isinstance<py::array_t<T>>(obj))
-    throw py::value_error(std::string(name) + ": expected dtype " + dtype_name + ", got " +
-                          std::string(py::str(obj.attr("dtype"))));
-  auto a = py::reinterpret_borrow<py::array_t<T>>(obj);
-  check_array(a, name, ndim);
-  return a;
-}
-
 // Hand a vector to NumPy without copying; the array owns it.
 template <typename T>
 py::array_t<T> to_numpy(std::vector<T>&& v) {

@@ -8,22 +8,6 @@ namespace hilcore_bindings {
 
 namespace {
 
-// `obj` as a C-contiguous ndim-D array of exactly dtype T, else ValueError naming it.
-template <typename T>
-py::array_t<T> expect_array(const py::object& obj, const char* name, int ndim, const char* dtype_name,
-                            bool writeable = false) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::value_error(std::string(name) + ": expected a NumPy array, got " +
-                          std::string(py::str(obj.get_type().attr("__name__"))));
-  if (!py::isinstance<py::array_t<T>>(obj))
-    throw py::value_error(std::string(name) + ": expected dtype " + dtype_name + ", got " +
-                          std::string(py::str(obj.attr("dtype"))));
-  auto a = py::reinterpret_borrow<py::array_t<T>>(obj);
-  check_array(a, name, ndim);
-  if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": expected a writeable array");
-  return a;
-}
-
 void knn_topk_merge(const py::object& S_obj, int64_t row0, int64_t col0, const py::object& sim_obj,
                     const py::object& idx_obj, bool self_search) {
   auto S = expect_array<float>(S_obj, "S", 2, "float32");
