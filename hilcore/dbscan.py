@@ -44,6 +44,9 @@ def as_rows(dist, eps: float) -> tuple[SparseRows, _arrays.Family]:
     if sp.issparse(dist):
         _check_square(dist.shape)
         csr = sp.csr_matrix(dist)  # copies COO/CSC; CSR input is shared
+        if not csr.has_canonical_format:  # repeated entries are summed, as scipy does, on a copy
+            csr = csr.copy()
+            csr.sum_duplicates()
         data = torch.from_numpy(np.asarray(csr.data))
         _check_values(data)
         rows = SparseRows(torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
