@@ -1,0 +1,305 @@
+"""The ``hil`` command.
+
+    hil cluster FEATURES [--k1 30 --k2 6 --eps 0.6 --min-samples 4 --backend auto --out labels.npy]
+    hil make-features OUT.npy [--ids 300 --per-id 20 --dim 1536 --seed 0]
+    hil bench [bench_cluster.py options]
+    hil --version
+
+``cluster`` reads features (``.npy``, or ``.pt``/``.pth`` holding a tensor or a
+dict with a ``"features"``/``"feats"`` entry; one row per image), runs the
+k-reciprocal Jaccard distance (kept up to ``eps``) and DBSCAN, and prints the
+clusters, the noise and the time per stage. Errors in the input end the
+command with exit status 2 and one line ``hil: error: ...`` on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+PROG = "hil"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _fail(msg: str) -> NoReturn:
+    raise CLIError(msg)
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def load_features(path: str):
+    """Features ``[N, D]`` from ``path`` as a NumPy array or torch tensor (not yet validated for NaN)."""
+    p = Path(path)
+    if not p.exists():
+        _fail(f"FEATURES: no such file: {path}")
+    if p.is_dir():
+        _fail(f"FEATURES: is a directory, expected a .npy or .pt file: {path}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY":
+            _fail(f"FEATURES: {path} is not a .npy file (no NumPy header)")
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            if "pickle" in str(e):
+                _fail(f"FEATURES: {path} holds Python objects, expected a numeric array [N, D]")
+            _fail(f"FEATURES: cannot read {path} as a .npy array ({e})")
+        except Exception as e:  # noqa: BLE001 - any reader failure is a user-facing format error
+            _fail(f"FEATURES: cannot read {path} as a .npy array ({type(e).__name__}: {e})")
+    elif suffix in (".pt", ".pth"):
+        import torch
+
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            _fail(f"FEATURES: cannot read {path} as a torch file ({type(e).__name__}: {str(e).splitlines()[0]})")
+        if isinstance(obj, dict):
+            key = next((k for k in ("features", "feats") if k in obj), None)
+            if key is None:
+                _fail(f"FEATURES: {path} holds a dict without a 'features' or 'feats' entry "
+                      f"(keys: {sorted(map(str, obj))[:8]})")
+            obj = obj[key]
+        if isinstance(obj, np.ndarray):
+            arr = obj
+        elif isinstance(obj, torch.Tensor):
+            arr = obj.detach()
+        else:
+            _fail(f"FEATURES: {path} holds a {type(obj).__name__}, expected a tensor or a dict with 'features'")
+    else:
+        _fail(f"FEATURES: unsupported file type {p.suffix or '(none)'!r} for {path}; expected .npy or .pt")
+    return arr
+
+
+def check_features(arr, path: str):
+    """Shape, dtype and NaN checks with messages that name the file; returns the array."""
+    shape = tuple(arr.shape)
+    if len(shape) != 2:
+        _fail(f"FEATURES: expected a 2-D array [N, D] (one row per image), got shape {shape} in {path}")
+    if shape[0] == 0 or shape[1] == 0:
+        _fail(f"FEATURES: expected at least one row and one column, got shape {shape} in {path}")
+    kind = str(arr.dtype)
+    if not any(t in kind for t in ("float", "bfloat")):
+        _fail(f"FEATURES: expected floating-point features, got dtype {kind} in {path}")
+    if hasattr(arr, "detach"):
+        import torch
+
+        finite = torch.isfinite(arr).all(dim=1).numpy()
+    else:
+        finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        _fail(f"FEATURES: {bad.size} row(s) contain NaN or Inf in {path} (first rows: {bad[:5].tolist()})")
+    norms = (arr.float().norm(dim=1).numpy() if hasattr(arr, "detach")
+             else np.linalg.norm(arr.astype(np.float32, copy=False), axis=1))
+    if (norms == 0).any():
+        bad = np.flatnonzero(norms == 0)
+        _fail(f"FEATURES: {bad.size} row(s) are all zeros in {path} (first rows: {bad[:5].tolist()})")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="hil cluster", unit="stage", disable=not enabled, file=sys.stderr,
+                bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]{postfix}")
+
+
+def cmd_cluster(args) -> int:
+    import hilcore
+
+    t0 = time.perf_counter()
+    arr = check_features(load_features(args.features), args.features)
+    if args.device != "cpu":
+        import torch
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            _fail(f"--device {args.device}: no CUDA device is available")
+        arr = (arr if isinstance(arr, torch.Tensor) else torch.from_numpy(arr)).to(args.device)
+    t_load = time.perf_counter() - t0
+    n, d = arr.shape
+    k1 = min(args.k1, n)
+
+    from hilcore import _dispatch
+    from hilcore.jaccard import IMPLEMENTED as JAC_IMPL
+    from hilcore.dbscan import IMPLEMENTED as DB_IMPL
+    import torch
+
+    device = arr.device if isinstance(arr, torch.Tensor) else torch.device("cpu")
+    try:
+        b_jac = _dispatch.resolve("jaccard_distance", args.backend, device, JAC_IMPL)
+        b_db = _dispatch.resolve("dbscan", args.backend, device, DB_IMPL)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _fail(f"--backend: {e}")
+    backend = b_jac if b_jac == b_db else f"{b_jac} (jaccard) / {b_db} (dbscan)"
+
+    # a progress display on runs long enough to wait for (or when asked)
+    slow = n >= 20000 or (b_jac == "torch" and device.type == "cpu" and n >= 4000)
+    show = args.progress == "on" or (args.progress == "auto" and slow and sys.stderr.isatty())
+    bar = _progress(2, show)
+    try:
+        bar.set_postfix_str(f"kNN + Jaccard on {n} x {d}")
+        t = time.perf_counter()
+        dist = hilcore.jaccard_distance(arr, args.k1, args.k2, max_distance=args.eps, backend=b_jac)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_jac = time.perf_counter() - t
+        bar.update(1)
+        bar.set_postfix_str("DBSCAN")
+        t = time.perf_counter()
+        labels = hilcore.dbscan(dist, args.eps, args.min_samples, backend=b_db)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.cpu().numpy()
+        t_db = time.perf_counter() - t
+        bar.update(1)
+    except (ValueError, TypeError) as e:
+        _fail(str(e))
+    finally:
+        bar.close()
+    labels = np.asarray(labels, dtype=np.int64)
+    nnz = dist._nnz() if isinstance(dist, torch.Tensor) else dist.nnz
+
+    clustered = labels[labels >= 0]
+    n_clusters = int(clustered.max()) + 1 if clustered.size else 0
+    n_noise = int((labels < 0).sum())
+    largest = int(np.bincount(clustered).max()) if clustered.size else 0
+    out = sys.stdout
+    print(f"features   {args.features}: N={n} D={d} ({device})", file=out)
+    print(f"backend    {backend}", file=out)
+    print(f"params     k1={args.k1} k2={args.k2} eps={args.eps} min_samples={args.min_samples}"
+          + (f" (k1 clamped to N={k1})" if k1 != args.k1 else ""), file=out)
+    print(f"clusters   {n_clusters}", file=out)
+    print(f"noise      {n_noise} ({100.0 * n_noise / n:.1f}%)", file=out)
+    print(f"largest    {largest}", file=out)
+    print(f"pairs      {nnz} stored with d <= eps ({nnz / n:.1f} per row)", file=out)
+    print(f"time       load {t_load:.3f}s  knn+jaccard {t_jac:.3f}s  dbscan {t_db:.3f}s  "
+          f"total {t_jac + t_db:.3f}s", file=out)
+    if args.out:
+        outp = Path(args.out)
+        outp.parent.mkdir(parents=True, exist_ok=True)
+        np.save(outp, labels)
+        print(f"labels     -> {outp}", file=out)
+    return 0
+
+
+def _ids_path(out: Path, what: str) -> Path:
+    stem = out.name[:-4] if out.name.endswith(".npy") else out.name
+    return out.with_name(f"{stem}_{what}.npy")
+
+
+def cmd_make_features(args) -> int:
+    from .synthetic import reid_features
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npy":
+        _fail(f"OUT: expected a .npy path, got {args.out}")
+    if args.ids < 1 or args.per_id < 1 or args.dim < 2:
+        _fail("--ids and --per-id must be >= 1 and --dim >= 2")
+    t = time.perf_counter()
+    x, ids, cams = reid_features(args.ids, args.per_id, dim=args.dim, n_cams=args.cams, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, x)
+    np.save(_ids_path(out, "ids"), ids)
+    np.save(_ids_path(out, "cams"), cams)
+    print(f"wrote {out} ({x.shape[0]} x {x.shape[1]} float32, {args.ids} identities x {args.per_id} images, "
+          f"{args.cams} cameras, seed {args.seed}) and {_ids_path(out, 'ids')}, {_ids_path(out, 'cams')} "
+          f"in {time.perf_counter() - t:.2f}s")
+    return 0
+
+
+def cmd_bench(bench_args: list[str]) -> int:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cluster.py"
+    if not script.exists():
+        _fail(f"bench: {script} not found (the benchmarks live in the source tree; run from a clone)")
+    import runpy
+
+    sys.argv = [str(script)] + list(bench_args)
+    sys.path.insert(0, str(script.parents[1]))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog=PROG, description="hilcore: the clustering step of unsupervised "
+                                "visible-infrared ReID (k-reciprocal Jaccard + DBSCAN), fast and O(N) in memory.")
+    p.add_argument("--version", action="version", version=f"hil (hilcore) {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("cluster", help="cluster features: Jaccard distance + DBSCAN -> pseudo labels",
+                       description="Cluster features (one row per image) with the k-reciprocal Jaccard distance "
+                       "and DBSCAN, as a HIL / cluster-contrast epoch does.")
+    c.add_argument("features", metavar="FEATURES",
+                   help=".npy array [N, D], or .pt holding a tensor or a dict with 'features'/'feats'")
+    c.add_argument("--k1", type=int, default=30, help="k-reciprocal ranking length (default 30)")
+    c.add_argument("--k2", type=int, default=6, help="query-expansion length, 1 = none (default 6)")
+    c.add_argument("--eps", type=float, default=0.6, help="DBSCAN radius on the Jaccard distance (default 0.6)")
+    c.add_argument("--min-samples", type=int, default=4, help="DBSCAN core size, self included (default 4)")
+    c.add_argument("--backend", default="auto", help="auto, torch, native, cuda, triton (default auto)")
+    c.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the computation runs (default cpu)")
+    c.add_argument("--out", default=None, help="write the labels (int64 [N], -1 = noise) to this .npy")
+    c.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress display: auto = on a terminal for long runs (default auto)")
+    c.set_defaults(func=cmd_cluster)
+
+    m = sub.add_parser("make-features", help="write ReID-like synthetic features (+ OUT_ids.npy, OUT_cams.npy)",
+                       description="Write ReID-like synthetic features (identities x cameras x noise, "
+                       "L2-normalised) for trying hil cluster.")
+    m.add_argument("out", metavar="OUT.npy")
+    m.add_argument("--ids", type=int, default=300, help="identities (default 300)")
+    m.add_argument("--per-id", type=int, default=20, help="images per identity (default 20)")
+    m.add_argument("--dim", type=int, default=1536, help="feature dimension (default 1536)")
+    m.add_argument("--cams", type=int, default=4, help="cameras (default 4)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.set_defaults(func=cmd_make_features)
+
+    # listed for --help; main() forwards everything after "bench" to the script untouched
+    sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
+                   add_help=False)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        try:
+            return cmd_bench(argv[1:])
+        except CLIError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
