@@ -1,5 +1,62 @@
+// hilcore._native: cluster_centers and kmeans_segments (CPU).
 #include "common.h"
 
+#include "cpu/subcluster_cpu.h"
+
 namespace hilcore_bindings {
-void register_subcluster(py::module_& m) { (void)m; }
+namespace {
+
+using f32 = py::array_t<float>;
+using f64 = py::array_t<double>;
+using i64 = py::array_t<int64_t>;
+
+f32 cluster_centers(const f32& x, const i64& labels, int64_t c) {
+  check_array(x, "x", 2);
+  check_array(labels, "labels", 1);
+  const int64_t n = x.shape(0), d = x.shape(1);
+  if (labels.shape(0) != n) throw py::value_error("labels: expected one label per row of x");
+  if (c <= 0) throw py::value_error("c: expected at least one cluster");
+  f32 out({c, d});
+  int st;
+  {
+    py::gil_scoped_release nogil;
+    st = hilcore::cluster_centers_cpu(x.data(), n, d, labels.data(), c, out.mutable_data());
+  }
+  if (st == 2) throw py::value_error("labels: expected values in [-1, c)");
+  check_status(st, "cluster_centers_cpu");
+  return out;
+}
+
+py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, int64_t k, int64_t iters,
+                          const f64& u) {
+  check_array(xm, "xm", 2);
+  check_array(starts, "starts", 1);
+  check_array(sizes, "sizes", 1);
+  check_array(u, "u", 3);
+  const int64_t m = xm.shape(0), d = xm.shape(1), e = starts.shape(0);
+  if (sizes.shape(0) != e) throw py::value_error("sizes: expected as many entries as starts");
+  if (u.shape(0) != e || u.shape(2) != k) throw py::value_error("u: expected shape [E, runs, k]");
+  const int64_t runs = u.shape(1);
+  f32 cen({e, k, d});
+  i64 cnt({e, k}), first({e, k});
+  int st;
+  {
+    py::gil_scoped_release nogil;
+    st = hilcore::kmeans_segments_cpu(xm.data(), m, d, starts.data(), sizes.data(), e, k, runs, iters, u.data(),
+                                      cen.mutable_data(), cnt.mutable_data(), first.mutable_data());
+  }
+  if (st == 2) throw py::value_error("sizes: every segment needs more than k rows inside xm");
+  check_status(st, "kmeans_segments_cpu");
+  return py::make_tuple(cen, cnt, first);
+}
+
+}  // namespace
+
+void register_subcluster(py::module_& m) {
+  m.def("cluster_centers", &cluster_centers, py::arg("x"), py::arg("labels"), py::arg("c"),
+        "[C, D] float32 mean of the rows of each cluster (labels -1 ignored)");
+  m.def("kmeans_segments", &kmeans_segments, py::arg("xm"), py::arg("starts"), py::arg("sizes"), py::arg("k"),
+        py::arg("iters"), py::arg("u"),
+        "Batched k-means inside row segments; returns (centres [E,k,D], counts [E,k], first row [E,k])");
+}
 }  // namespace hilcore_bindings

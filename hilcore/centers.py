@@ -1,0 +1,191 @@
+"""Cluster centres and multi-centre (sub-cluster) memories, DESIGN.md step 4."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _arrays, _dispatch
+
+IMPLEMENTED = ("torch", "native")
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _impl(backend: str):
+    if backend == "torch":
+        from .torch_backend import centers as m
+    elif backend == "native":
+        from .native_backend import centers as m
+    else:  # pragma: no cover - resolve() guards this
+        raise AssertionError(backend)
+    return m
+
+
+def cluster_labels(labels, n: int, device: torch.device, name: str = "labels") -> torch.Tensor:
+    """Validate ``[n]`` integer cluster labels (-1 = noise) and return them as int64 on ``device``."""
+    t, _ = _arrays.as_tensor(labels, name)
+    if t.dim() != 1:
+        raise ValueError(f"{name}: expected a 1-D array of cluster ids, got shape {tuple(t.shape)}")
+    if t.dtype not in _INT_DTYPES:
+        raise TypeError(f"{name}: expected an integer dtype (cluster ids, -1 for noise), got {t.dtype}")
+    if t.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} labels (one per row of the features), got {t.shape[0]}")
+    t = t.to(device=device, dtype=torch.int64)
+    if n and int(t.min()) < -1:
+        raise ValueError(f"{name}: cluster ids must be >= 0, or -1 for noise; got {int(t.min())}")
+    return t
+
+
+def count_clusters(lab: torch.Tensor, name: str = "labels") -> tuple[int, torch.Tensor]:
+    """``(C, sizes)`` for validated labels; raises when every sample is noise or ids are not contiguous."""
+    valid = lab[lab >= 0]
+    if valid.numel() == 0:
+        raise ValueError(f"{name}: every sample is noise (-1); no cluster to average")
+    c = int(valid.max()) + 1
+    sizes = torch.bincount(valid, minlength=c)
+    empty = torch.nonzero(sizes == 0).flatten()
+    if empty.numel():
+        ids = empty[:10].tolist()
+        more = "" if empty.numel() <= 10 else f" (and {empty.numel() - 10} more)"
+        raise ValueError(f"{name}: cluster ids must be contiguous 0..C-1; ids {ids}{more} have no member")
+    return c, sizes
+
+
+def cluster_centers(x, labels, *, backend: str = "auto"):
+    """Mean feature of every cluster (noise ignored).
+
+    Rows of ``x`` are L2-normalised first (DESIGN.md step 1 hands over
+    normalised features; normalising again makes every op agree on unnormalised
+    input too). The centres themselves are plain means, not re-normalised.
+    Sums are accumulated in float64.
+
+    Args:
+        x: ``[N, D]`` features (NumPy, torch CPU/CUDA or CuPy; any float dtype).
+        labels: ``[N]`` integer cluster ids ``0..C-1``, ``-1`` for noise; every
+            id in ``0..C-1`` must have a member (C = max label + 1).
+        backend: ``"auto"``, ``"torch"`` or ``"native"``.
+
+    Returns:
+        ``[C, D]`` float32 centres in the family (and device) of ``x``.
+
+    Example:
+        >>> import numpy as np, hilcore
+        >>> x = np.array([[1, 0], [1, 0], [0, 2], [3, 3]], dtype=np.float32)
+        >>> hilcore.cluster_centers(x, np.array([0, 0, 1, -1])).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    xt, fam = _arrays.features(x, "x", normalize=True)
+    lab = cluster_labels(labels, xt.shape[0], xt.device)
+    c, _ = count_clusters(lab)
+    b = _dispatch.resolve("cluster_centers", backend, xt.device, IMPLEMENTED)
+    return _arrays.to_family(_impl(b).cluster_centers(xt, lab, c), fam)
+
+
+def _check_fraction(v, name: str) -> float:
+    f = _arrays.nonneg_float(v, name)
+    if f > 1:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {v}")
+    return f
+
+
+def seeding_uniforms(seed, c: int, n_init: int, n_sub: int) -> torch.Tensor:
+    """The k-means++ draws shared by every backend: float64 ``[C, n_init, n_sub]`` uniforms in
+    [0, 1) from ``numpy.random.default_rng(seed)``, one per (cluster, init, seeding step)."""
+    return torch.from_numpy(np.random.default_rng(seed).random((c, n_init, n_sub)))
+
+
+def _order_and_fill(sub: torch.Tensor, cnt: torch.Tensor, first: torch.Tensor):
+    """Sort every cluster's sub-centres by (size desc, smallest member index asc); returns the
+    sorted ``[C, S, D]`` sub-centres and the ``[C, S, 1]`` mask of slots that hold one."""
+    o1 = torch.sort(first, dim=1, stable=True).indices
+    cnt1 = torch.gather(cnt, 1, o1)
+    o2 = torch.sort(cnt1, dim=1, descending=True, stable=True).indices
+    order = torch.gather(o1, 1, o2)
+    cnt = torch.gather(cnt, 1, order)
+    sub = torch.gather(sub, 1, order.unsqueeze(2).expand_as(sub))
+    return sub, (cnt > 0).unsqueeze(2)
+
+
+def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "kmeans", *, iters: int = 30,
+               n_init: int = 4, eps: float = 0.3, min_samples: int = 4, seed: int = 0, backend: str = "auto"):
+    """Multi-centre memory ``[C, 1 + n_sub, D]`` of DESIGN.md step 4.
+
+    Slot 0 of cluster ``c`` is its centre ``m_c`` (:func:`cluster_centers`);
+    slot ``s >= 1`` is ``weight * m_c + (1 - weight) * u_{c,s}`` where
+    ``u_{c,1..n_sub}`` are the means of the secondary clusters of ``c``'s
+    members (L2-normalised rows), sorted by size (largest first), ties by the
+    smallest sample index they contain. A slot without a secondary cluster holds
+    ``m_c`` itself.
+
+    ``method="kmeans"``: k-means with ``n_sub`` clusters on the normalised rows
+    of every cluster, batched over all clusters at once (ragged segments).
+    Each of ``n_init`` runs seeds with k-means++ (plain, one candidate per
+    step) driven by the uniforms ``numpy.random.default_rng(seed).random((C,
+    n_init, n_sub))`` (step 0 picks member ``floor(u * n)``; step t the first
+    member whose cumulative squared distance to the chosen seeds exceeds
+    ``u * total``), then runs at most ``iters`` Lloyd steps (assignment to the
+    nearest sub-centre, ties to the lower one; an empty sub-cluster keeps its
+    previous centre), stopping early once the assignment no longer changes. The
+    run with the lowest inertia (sum of squared distances; ties: the earlier
+    run) among those that end with no empty sub-cluster wins. Clusters with
+    ``<= n_sub`` members, or whose every run ends with an empty sub-cluster
+    (e.g. fewer than ``n_sub`` distinct rows), repeat the centre in every slot.
+    Same input and seed give the same output; backends agree up to float32
+    rounding.
+
+    ``method="dbscan"``: DBSCAN (DESIGN.md semantics) inside each cluster on
+    the cosine distance ``1 - cos`` with ``eps`` and ``min_samples`` (self
+    included); the largest ``n_sub`` density clusters are kept (ties: smallest
+    member index), the remaining slots hold the centre. Runs on torch for every
+    backend (within-cluster pairs, batched over clusters).
+
+    Args:
+        x: ``[N, D]`` features (any family, any float dtype).
+        labels: ``[N]`` cluster ids ``0..C-1`` (contiguous), -1 for noise.
+        n_sub: secondary clusters per cluster (S >= 1).
+        weight: w in [0, 1].
+        method: ``"kmeans"`` or ``"dbscan"``.
+        iters: max Lloyd iterations (>= 1); n_init: k-means++ runs (>= 1).
+        eps, min_samples: DBSCAN parameters for ``method="dbscan"``.
+        seed: integer seed of the k-means++ draws.
+        backend: ``"auto"``, ``"torch"`` or ``"native"`` (C++ k-means on CPU).
+
+    Returns:
+        ``[C, 1 + n_sub, D]`` float32 in the family of ``x``.
+
+    Example:
+        >>> import numpy as np, hilcore
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((200, 32)).astype(np.float32)
+        >>> labels = np.repeat(np.arange(4), 50)
+        >>> hilcore.subcluster(x, labels, n_sub=9).shape
+        (4, 10, 32)
+    """
+    xt, fam = _arrays.features(x, "x", normalize=True)
+    lab = cluster_labels(labels, xt.shape[0], xt.device)
+    n_sub = _arrays.positive_int(n_sub, "n_sub")
+    weight = _check_fraction(weight, "weight")
+    if method not in ("kmeans", "dbscan"):
+        raise ValueError(f"method: expected 'kmeans' or 'dbscan', got {method!r}")
+    iters = _arrays.positive_int(iters, "iters")
+    n_init = _arrays.positive_int(n_init, "n_init")
+    eps = _arrays.nonneg_float(eps, "eps")
+    min_samples = _arrays.positive_int(min_samples, "min_samples")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
+    c, _ = count_clusters(lab)
+    b = _dispatch.resolve("subcluster", backend, xt.device, IMPLEMENTED)
+    impl = _impl(b)
+    centres = impl.cluster_centers(xt, lab, c)
+    if method == "kmeans":
+        u = seeding_uniforms(int(seed), c, n_init, n_sub)
+        sub, cnt, first = impl.kmeans_subcenters(xt, lab, c, n_sub, iters, u)
+    else:
+        from .torch_backend.centers import dbscan_subcenters
+
+        sub, cnt, first = dbscan_subcenters(xt, lab, c, n_sub, eps, min_samples)
+    sub, has = _order_and_fill(sub, cnt, first)
+    m = centres.unsqueeze(1)
+    slots = torch.where(has, weight * m + (1 - weight) * sub, m)  # exact centre copies in empty slots
+    out = torch.cat([m, slots], dim=1)
+    return _arrays.to_family(out, fam)

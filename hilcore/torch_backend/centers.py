@@ -1,0 +1,249 @@
+"""Cluster centres and batched sub-clustering in pure PyTorch (any device).
+
+Ragged clusters are handled as segments: the members of the clusters being
+sub-clustered are gathered in cluster order (ascending sample index inside a
+cluster), so cluster ``e`` is the contiguous range ``[start_e, start_e + n_e)``.
+Every step runs on all clusters (and all k-means runs) at once.
+"""
+from __future__ import annotations
+
+import torch
+
+_CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
+
+
+def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
+    """[C, D] float32 mean of the rows of each cluster; float64 sums."""
+    keep = lab >= 0
+    sums = torch.zeros(c, x.shape[1], dtype=torch.float64, device=x.device)
+    sums.index_add_(0, lab[keep], x[keep].to(torch.float64))
+    cnt = torch.bincount(lab[keep], minlength=c).to(torch.float64)
+    return (sums / cnt.unsqueeze(1)).to(torch.float32)
+
+
+def segments(lab: torch.Tensor, clusters: torch.Tensor):
+    """Members of ``clusters`` (sorted cluster ids) as segments.
+
+    Returns ``(mem, seg, starts, sizes)``: ``mem`` [M] sample indices in
+    (segment, sample index) order, ``seg`` [M] segment of each, ``starts`` and
+    ``sizes`` [E] int64.
+    """
+    c_max = int(lab.max()) + 1 if lab.numel() else 0
+    emap = torch.full((max(c_max, 1),), -1, dtype=torch.int64, device=lab.device)
+    emap[clusters] = torch.arange(clusters.numel(), device=lab.device)
+    e_of = torch.where(lab >= 0, emap[lab.clamp(min=0)], torch.full_like(lab, -1))
+    idx = torch.nonzero(e_of >= 0).flatten()
+    order = torch.sort(e_of[idx], stable=True).indices
+    mem = idx[order]
+    seg = e_of[mem]
+    sizes = torch.bincount(seg, minlength=clusters.numel())
+    starts = torch.cumsum(sizes, 0) - sizes
+    return mem, seg, starts, sizes
+
+
+class _Buckets:
+    """Segments padded to the next power of two of their size and stacked per padded size, so
+    that member-vs-own-centres products are batched matmuls ([E_b, cap, D] x [E_b, D, K]).
+    Padding wastes at most 2x; the loop is over the few distinct sizes, not over clusters."""
+
+    def __init__(self, xm: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor):
+        m, d = xm.shape
+        self.m = m
+        xpad = torch.cat([xm, torch.zeros(1, d, dtype=xm.dtype, device=xm.device)])
+        caps = torch.pow(2, torch.ceil(torch.log2(sizes.to(torch.float64))).to(torch.int64))
+        self.parts = []
+        for cap in torch.unique(caps).tolist():
+            segs = torch.nonzero(caps == cap).flatten()
+            ar = torch.arange(cap, device=xm.device)
+            pos = starts[segs].unsqueeze(1) + ar.unsqueeze(0)
+            pos = torch.where(ar.unsqueeze(0) < sizes[segs].unsqueeze(1), pos, torch.full_like(pos, m))
+            self.parts.append((segs, pos.flatten(), xpad[pos]))
+
+    def dots(self, cen: torch.Tensor) -> torch.Tensor:
+        """[M, K] dot of every member with the K centres of its segment (cen [E, K, D])."""
+        k = cen.shape[1]
+        out = torch.empty(self.m + 1, k, dtype=torch.float32, device=cen.device)
+        for segs, pos, xb in self.parts:
+            out[pos] = torch.bmm(xb, cen[segs].transpose(1, 2)).reshape(-1, k)  # padding lands in row m
+        return out[: self.m]
+
+
+def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor):
+    """Batched k-means++ / Lloyd k-means with ``k`` clusters inside every cluster of ``lab``.
+
+    ``u``: float64 [C, R, k] seeding uniforms (R runs). Returns ``(sub [C, k, D]
+    float32, cnt [C, k] int64, first [C, k] int64)``: the winning run's
+    sub-centres, member counts and smallest member sample index; ``cnt`` is all
+    zero for clusters with ``<= k`` members or whose every run leaves an empty
+    sub-cluster. The algorithm is spelled out in :func:`hilcore.subcluster`.
+    """
+    dev = x.device
+    n, d = x.shape
+    r_runs = u.shape[1]
+    sub = torch.zeros(c, k, d, dtype=torch.float32, device=dev)
+    cnt_out = torch.zeros(c, k, dtype=torch.int64, device=dev)
+    first_out = torch.full((c, k), n, dtype=torch.int64, device=dev)
+    sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
+    elig = torch.nonzero(sizes_all > k).flatten()
+    e_n = elig.numel()
+    if e_n == 0:
+        return sub, cnt_out, first_out
+    mem, seg, starts, sizes = segments(lab, elig)
+    m = mem.numel()
+    xm = x[mem]
+    xx = (xm * xm).sum(1)
+    buckets = _Buckets(xm, starts, sizes)
+    ue = u.to(dev)[elig]  # [E, R, k]
+    sizes_f = sizes.to(torch.float64)
+    ends = starts + sizes - 1
+
+    best_inertia = torch.full((e_n,), float("inf"), dtype=torch.float64, device=dev)
+    best_cen = torch.zeros(e_n, k, d, dtype=torch.float32, device=dev)
+    best_cnt = torch.zeros(e_n, k, dtype=torch.int64, device=dev)
+    best_first = torch.full((e_n, k), n, dtype=torch.int64, device=dev)
+
+    def pick_uniform(uu):  # member position floor(u * n), clamped into the segment
+        return starts + torch.minimum(torch.floor(uu * sizes_f).to(torch.int64), sizes - 1)
+
+    def assign(cen):
+        cc = (cen * cen).sum(2)  # [E, k]
+        score = cc[seg] - 2 * buckets.dots(cen)
+        return torch.argmin(score, dim=1)  # first minimum: ties go to the lower sub-cluster
+
+    # Lloyd runs are independent; the loop is over runs (n_init), never over clusters.
+    for r in range(r_runs):
+        # k-means++ seeding
+        cen = torch.empty(e_n, k, d, dtype=torch.float32, device=dev)
+        cen[:, 0] = xm[pick_uniform(ue[:, r, 0])]
+        mind2 = torch.full((m,), float("inf"), dtype=torch.float32, device=dev)
+        for t in range(1, k):
+            newest = cen[:, t - 1]  # [E, D]
+            cc = (newest * newest).sum(1)
+            dots = buckets.dots(newest.unsqueeze(1)).squeeze(1)
+            d2 = torch.clamp(xx + cc[seg] - 2 * dots, min=0)
+            mind2 = torch.minimum(mind2, d2)
+            cs = torch.cumsum(mind2.to(torch.float64), 0)
+            before = torch.where(starts > 0, cs[(starts - 1).clamp(min=0)], torch.zeros_like(sizes_f))
+            total = cs[ends] - before
+            target = before + ue[:, r, t] * total
+            pos = torch.searchsorted(cs, target, right=True)  # first member with cumsum > target
+            pos = torch.minimum(torch.maximum(pos, starts), ends)
+            pos = torch.where(total > 0, pos, pick_uniform(ue[:, r, t]))
+            cen[:, t] = xm[pos]
+        # Lloyd iterations (a converged run is a fixed point, so a global early stop is exact)
+        prev = None
+        for _ in range(iters):
+            a = assign(cen)
+            if prev is not None and torch.equal(a, prev):
+                break
+            key = seg * k + a
+            sums = torch.zeros(e_n * k, d, dtype=torch.float64, device=dev)
+            sums.index_add_(0, key, xm.to(torch.float64))
+            cnt = torch.bincount(key, minlength=e_n * k).view(e_n, k)
+            new = (sums.view(e_n, k, d) / cnt.clamp(min=1).unsqueeze(2).to(torch.float64)).to(torch.float32)
+            cen = torch.where((cnt > 0).unsqueeze(2), new, cen)
+            prev = a
+        a = assign(cen)
+        key = seg * k + a
+        cc = (cen * cen).sum(2)
+        dots = torch.gather(buckets.dots(cen), 1, a.unsqueeze(1)).squeeze(1)
+        d2 = torch.clamp(xx + cc[seg, a] - 2 * dots, min=0).to(torch.float64)
+        inertia = torch.zeros(e_n, dtype=torch.float64, device=dev).index_add_(0, seg, d2)
+        cnt = torch.bincount(key, minlength=e_n * k).view(e_n, k)
+        inertia = torch.where((cnt > 0).all(1), inertia, torch.full_like(inertia, float("inf")))
+        first = torch.full((e_n * k,), n, dtype=torch.int64, device=dev)
+        first.scatter_reduce_(0, key, mem, reduce="amin")
+        better = inertia < best_inertia  # strict: ties keep the earlier run
+        best_inertia = torch.where(better, inertia, best_inertia)
+        best_cen = torch.where(better.view(-1, 1, 1), cen, best_cen)
+        best_cnt = torch.where(better.view(-1, 1), cnt, best_cnt)
+        best_first = torch.where(better.view(-1, 1), first.view(e_n, k), best_first)
+
+    ok = torch.isfinite(best_inertia)
+    sub[elig] = best_cen
+    cnt_out[elig] = torch.where(ok.view(-1, 1), best_cnt, torch.zeros_like(best_cnt))
+    first_out[elig] = best_first
+    return sub, cnt_out, first_out
+
+
+def dbscan_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, eps: float, min_samples: int):
+    """Density sub-clusters inside every cluster (DESIGN.md DBSCAN on ``1 - cos``), batched.
+
+    All within-cluster pairs are enumerated segment by segment (sum of n_c^2
+    pairs, in chunks); the ones with distance <= eps (self always) are the
+    neighbourhoods. Core components come from min-label propagation with
+    pointer jumping; a border point joins the component with the smallest root
+    among its core neighbours (roots are member positions, i.e. sample order).
+    Returns ``(sub [C, k, D], cnt [C, k], first [C, k])`` for the largest ``k``
+    components of each cluster (ties: smallest member index), unsorted slots
+    beyond them with ``cnt == 0``.
+    """
+    dev = x.device
+    n, d = x.shape
+    clusters = torch.arange(c, device=dev)
+    mem, seg, starts, sizes = segments(lab, clusters)
+    m = mem.numel()
+    xm = x[mem]
+    # pairs (p, q) of member positions within one segment
+    per_row = sizes[seg]
+    row_off = torch.cumsum(per_row, 0) - per_row
+    total = int(per_row.sum())
+    src_l, dst_l = [], []
+    chunk = 1 << 22
+    for s in range(0, total, chunk):
+        e = min(s + chunk, total)
+        j = torch.arange(s, e, device=dev)
+        p = torch.searchsorted(row_off, j, right=True) - 1
+        q = starts[seg[p]] + (j - row_off[p])
+        keep = p == q
+        sims = torch.zeros(e - s, dtype=torch.float32, device=dev)
+        for s2 in range(0, e - s, _CHUNK * 8):
+            e2 = min(s2 + _CHUNK * 8, e - s)
+            sims[s2:e2] = (xm[p[s2:e2]] * xm[q[s2:e2]]).sum(1)
+        keep = keep | (1 - sims <= eps)
+        src_l.append(p[keep])
+        dst_l.append(q[keep])
+    src = torch.cat(src_l)
+    dst = torch.cat(dst_l)
+    deg = torch.bincount(src, minlength=m)
+    core = deg >= min_samples
+    cc_edge = core[src] & core[dst]
+    cs, cd = src[cc_edge], dst[cc_edge]
+    big = m  # sentinel above every position
+    root = torch.where(core, torch.arange(m, device=dev), torch.full((m,), big, device=dev))
+    while True:
+        nxt = root.clone()
+        nxt.scatter_reduce_(0, cs, root[cd], reduce="amin")
+        nxt = torch.where(core, nxt[nxt.clamp(max=m - 1)].minimum(nxt), nxt)  # pointer jumping
+        if torch.equal(nxt, root):
+            break
+        root = nxt
+    # border points: smallest root among core neighbours
+    bmask = core[dst] & ~core[src]
+    border_root = torch.full((m,), big, dtype=torch.int64, device=dev)
+    border_root.scatter_reduce_(0, src[bmask], root[dst[bmask]], reduce="amin")
+    root = torch.where(core, root, border_root)
+    valid = root < big
+    vm = torch.nonzero(valid).flatten()
+    g = root[vm]
+    gsize = torch.bincount(g, minlength=m)
+    gfirst = torch.full((m,), n, dtype=torch.int64, device=dev).scatter_reduce_(0, g, mem[vm], reduce="amin")
+    gsum = torch.zeros(m, d, dtype=torch.float64, device=dev).index_add_(0, g, xm[vm].to(torch.float64))
+    groups = torch.nonzero(gsize > 0).flatten()
+    gc = seg[groups]
+    # order groups by (cluster asc, size desc, first asc)
+    o = torch.sort(gfirst[groups], stable=True).indices
+    o = o[torch.sort(gsize[groups][o], descending=True, stable=True).indices]
+    o = o[torch.sort(gc[o], stable=True).indices]
+    groups, gc = groups[o], gc[o]
+    cstart = torch.searchsorted(gc, gc, right=False)
+    rank = torch.arange(groups.numel(), device=dev) - cstart
+    top = rank < k
+    groups, gc, rank = groups[top], gc[top], rank[top]
+    sub = torch.zeros(c, k, d, dtype=torch.float32, device=dev)
+    cnt = torch.zeros(c, k, dtype=torch.int64, device=dev)
+    first = torch.full((c, k), n, dtype=torch.int64, device=dev)
+    sub[gc, rank] = (gsum[groups] / gsize[groups].unsqueeze(1).to(torch.float64)).to(torch.float32)
+    cnt[gc, rank] = gsize[groups]
+    first[gc, rank] = gfirst[groups]
+    return sub, cnt, first
