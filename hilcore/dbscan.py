@@ -39,6 +39,15 @@ def _check_values(data: torch.Tensor, name="dist"):
         raise ValueError(f"{name}: contains negative distances (min {float(data.min())})")
 
 
+def _cut(data: torch.Tensor, eps: float) -> torch.Tensor:
+    """float32 distances, with entries > eps (compared in the input's own dtype) set to +inf.
+
+    The kernels compare in float32; rounding a float64 distance just above eps
+    down to float32(eps) would otherwise make it a neighbour.
+    """
+    return torch.where(data <= eps, data.to(torch.float32), torch.full_like(data, float("inf"), dtype=torch.float32))
+
+
 def as_rows(dist, eps: float) -> tuple[SparseRows, _arrays.Family]:
     """Any accepted distance input as CSR rows on its device (dense input keeps entries <= eps)."""
     if sp.issparse(dist):
@@ -50,7 +59,7 @@ def as_rows(dist, eps: float) -> tuple[SparseRows, _arrays.Family]:
         data = torch.from_numpy(np.asarray(csr.data))
         _check_values(data)
         rows = SparseRows(torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-                          data.to(torch.float32), csr.shape[0])
+                          _cut(data, eps), csr.shape[0])
         return rows, _arrays.Family("numpy", torch.device("cpu"))
     if type(dist).__module__.startswith("cupyx"):
         _check_square(dist.shape)
@@ -58,14 +67,14 @@ def as_rows(dist, eps: float) -> tuple[SparseRows, _arrays.Family]:
         data = torch.from_dlpack(csr.data)
         _check_values(data)
         rows = SparseRows(torch.from_dlpack(csr.indptr).to(torch.int64), torch.from_dlpack(csr.indices).to(torch.int64),
-                          data.to(torch.float32), csr.shape[0])
+                          _cut(data, eps), csr.shape[0])
         return rows, _arrays.Family("cupy", data.device)
     if isinstance(dist, torch.Tensor) and dist.layout in (torch.sparse_csr, torch.sparse_coo):
         _check_square(dist.shape)
         t = dist.to_sparse_csr() if dist.layout == torch.sparse_coo else dist
         data = t.values()
         _check_values(data)
-        rows = SparseRows(t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), data.to(torch.float32),
+        rows = SparseRows(t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), _cut(data, eps),
                           t.shape[0])
         return rows, _arrays.Family("torch", data.device)
     t, fam = _arrays.as_tensor(dist, "dist")
