@@ -5,10 +5,19 @@
 >>> labels = hilcore.dbscan(d, eps=0.6, min_samples=4)
 """
 from ._dispatch import BackendUnavailable, backends, has_cuda
+from .brst import MatchResult, bidirectional_match, brst
+from .centers import cluster_centers, subcluster
 from .dbscan import dbscan
+from .epoch import EpochClusters, EpochConfig, cluster_epoch
 from .jaccard import jaccard_distance
 from .knn import knn
+from .mccl import mccl_loss
+from .memory import ClusterMemory, InstanceMemory, MultiCenterMemory, cluster_contrast_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendUnavailable", "backends", "dbscan", "has_cuda", "jaccard_distance", "knn", "__version__"]
+__all__ = [
+    "BackendUnavailable", "ClusterMemory", "EpochClusters", "EpochConfig", "InstanceMemory", "MatchResult",
+    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "cluster_centers", "cluster_contrast_loss",
+    "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss", "subcluster", "__version__",
+]

@@ -107,7 +107,7 @@ def _order_and_fill(sub: torch.Tensor, cnt: torch.Tensor, first: torch.Tensor):
 
 
 def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "kmeans", *, iters: int = 30,
-               n_init: int = 4, eps: float = 0.3, min_samples: int = 4, seed: int = 0, backend: str = "auto"):
+               n_init: int = 10, eps: float = 0.3, min_samples: int = 4, seed: int = 0, backend: str = "auto"):
     """Multi-centre memory ``[C, 1 + n_sub, D]`` of DESIGN.md step 4.
 
     Slot 0 of cluster ``c`` is its centre ``m_c`` (:func:`cluster_centers`);

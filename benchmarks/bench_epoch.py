@@ -1,0 +1,127 @@
+"""cluster_epoch against the loop-based reference step at SYSU-MM01 size.
+
+Features: ReID-like synthetic features (hilcore.synthetic.reid_features; the
+two modalities share identity centres and differ in images and cameras),
+22,258 RGB + 11,909 IR, D = 1536 by default. Both sides run in this process
+(hilcore first, then the loop reference of benchmarks/loop_reference.py:
+dense Jaccard + scikit-learn DBSCAN, per-cluster loops, per-cluster
+KMeans(n_init=10), per-sample BRST loops). Checks before the table: identical
+DBSCAN labels per modality, identical shared labels when the per-modality
+labels agree. Results: ``benchmarks/results/epoch_<device>_<model>[_quick].json``.
+
+    python benchmarks/bench_epoch.py --quick      # small N, seconds: checks the script
+    python benchmarks/bench_epoch.py              # full size (minutes; the loop side dominates)
+    python benchmarks/bench_epoch.py --device cuda --skip-loop
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hilcore.epoch import EpochConfig, cluster_epoch  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def make_features(n_rgb, n_ir, dim, n_ids, seed=0):
+    """Two modalities with shared identity centres."""
+    try:
+        from hilcore.synthetic import reid_features
+
+        xr, _, _ = reid_features(n_ids, n=n_rgb, dim=dim, seed=seed)
+        xi, _, _ = reid_features(n_ids, n=n_ir, dim=dim, seed=seed, camera_bias=0.4)
+        return xr, xi
+    except ImportError:
+        rng = np.random.default_rng(seed)
+        centres = rng.standard_normal((n_ids, dim)).astype(np.float32)
+        out = []
+        for n in (n_rgb, n_ir):
+            ids = rng.integers(0, n_ids, n)
+            x = centres[ids] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+            out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+        return out[0], out[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="small N (1,500 + 800, D=256)")
+    ap.add_argument("--repeats", type=int, default=3, help="hilcore repeats (the loop side runs once)")
+    ap.add_argument("--skip-loop", action="store_true", help="time hilcore only")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    from benchmarks.bench_cluster import machine_info, slug
+
+    if args.quick:
+        n_rgb, n_ir, dim, n_ids = 1500, 800, 256, 60
+    else:
+        n_rgb, n_ir, dim, n_ids = 22258, 11909, 1536, 395
+    xr, xi = make_features(n_rgb, n_ir, dim, n_ids)
+    cfg = EpochConfig()
+    xrt, xit = torch.from_numpy(xr).to(args.device), torch.from_numpy(xi).to(args.device)
+    cluster_epoch(xrt, xit, cfg)  # warm-up (Triton compilation, allocator)
+    runs = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = cluster_epoch(xrt, xit, cfg)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        runs.append((time.perf_counter() - t0, out))
+    t_hil = statistics.median(t for t, _ in runs)
+    out = runs[-1][1]
+    result = dict(machine=machine_info(args.device), quick=args.quick, n_rgb=n_rgb, n_ir=n_ir, dim=dim,
+                  config=vars(cfg), hilcore_s=t_hil, hilcore_stages=out.timings, counts=out.counts)
+    ok = True
+    if not args.skip_loop:
+        from benchmarks.loop_reference import loop_epoch
+
+        t0 = time.perf_counter()
+        ref = loop_epoch(xr, xi, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, cfg.n_sub, cfg.weight, cfg.ratio,
+                         cfg.seed)
+        t_loop = time.perf_counter() - t0
+        same_rgb = np.array_equal(np.asarray(out.labels_rgb.cpu()), ref["labels_rgb"])
+        same_ir = np.array_equal(np.asarray(out.labels_ir.cpu()), ref["labels_ir"])
+        same_shared = (np.array_equal(np.asarray(out.shared_labels_rgb.cpu()), ref["shared_labels_rgb"])
+                       and np.array_equal(np.asarray(out.shared_labels_ir.cpu()), ref["shared_labels_ir"]))
+        ok = same_rgb and same_ir and same_shared
+        result.update(loop_s=t_loop, loop_stages=ref["timings"], speedup=t_loop / t_hil,
+                      same_labels_rgb=bool(same_rgb), same_labels_ir=bool(same_ir),
+                      same_shared_labels=bool(same_shared))
+    print(f"# cluster_epoch on {result['machine']['device_name']} ({args.device}): "
+          f"{n_rgb} RGB + {n_ir} IR, D={dim}{' [quick]' if args.quick else ''}")
+    print(f"counts: {out.counts}")
+    print(f"{'stage':16s} {'hilcore s':>10s}   {'loop stage':16s} {'loop s':>10s}")
+    loop_st = result.get("loop_stages", {})
+    pairs = [("jaccard_rgb+dbscan_rgb", "cluster_rgb"), ("jaccard_ir+dbscan_ir", "cluster_ir"),
+             ("centers_rgb", "centers_rgb"), ("centers_ir", "centers_ir"), ("subcluster_rgb", "subcluster_rgb"),
+             ("subcluster_ir", "subcluster_ir"), ("match", "match"), ("shared", "shared"), ("total", "total")]
+    for h, lname in pairs:
+        hv = sum(out.timings[k] for k in h.split("+"))
+        lv = loop_st.get(lname)
+        print(f"{h:22s} {hv:10.3f}   {lname:16s} {'-' if lv is None else format(lv, '10.3f'):>10s}")
+    if "speedup" in result:
+        print(f"end to end: hilcore {t_hil:.3f} s (median of {args.repeats}), loop {result['loop_s']:.3f} s, "
+              f"speedup {result['speedup']:.1f}x; labels identical: rgb {result['same_labels_rgb']}, "
+              f"ir {result['same_labels_ir']}, shared {result['same_shared_labels']}")
+    path = Path(args.out) if args.out else RESULTS / (
+        f"epoch_{args.device.split(':')[0]}_{slug(result['machine']['device_name'])}"
+        f"{'_quick' if args.quick else ''}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

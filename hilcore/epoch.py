@@ -1,0 +1,197 @@
+"""The clustering step of one HIL epoch in one call (DESIGN.md steps 2-5)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import _arrays
+from .brst import IMPLEMENTED as _BRST_IMPL
+from .brst import bidirectional_match
+from .centers import IMPLEMENTED as _CENTERS_IMPL
+from .centers import cluster_centers, subcluster
+from .dbscan import IMPLEMENTED as _DBSCAN_IMPL
+from .dbscan import dbscan
+from .jaccard import IMPLEMENTED as _JACCARD_IMPL
+from .jaccard import jaccard_distance
+
+
+@dataclass
+class EpochConfig:
+    """Parameters of :func:`cluster_epoch` (defaults: HIL on SYSU-MM01).
+
+    ``backend`` is handed to every stage that implements it (kNN/Jaccard:
+    torch/native/triton/cuda; DBSCAN: torch/native/cuda/cuml; centres and
+    sub-clusters: torch/native; BRST: torch/native/triton); a stage that does
+    not implement the named backend runs with ``"auto"``.
+    """
+
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    n_sub: int = 9
+    weight: float = 0.9
+    sub_method: str = "kmeans"
+    ratio: float = 0.5
+    match_mode: str = "both"
+    backend: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class EpochClusters:
+    """Result of :func:`cluster_epoch`; arrays in the family (and device) of ``feats_rgb``.
+
+    Attributes:
+        labels_rgb, labels_ir: ``[N_rgb]``, ``[N_ir]`` int64 DBSCAN labels per modality (-1 noise).
+        centers_rgb, centers_ir: ``[C_rgb, D]``, ``[C_ir, D]`` float32 cluster means.
+        multi_rgb, multi_ir: ``[C, 1 + n_sub, D]`` float32 multi-centre memories (:func:`hilcore.subcluster`).
+        shared_labels_rgb, shared_labels_ir: labels in the shared space after BRST matching.
+        shared_centers: ``[n_shared, D]`` means over both modalities with the shared labels.
+        shared_multi: ``[n_shared, 1 + n_sub, D]`` sub-clustering over both modalities with the shared labels.
+        pairs: ``[P, 2]`` int64 matched ``(rgb cluster, ir cluster)``; unmatched_rgb / unmatched_ir:
+            cluster ids in no pair (see :func:`hilcore.bidirectional_match`).
+        counts: ``clusters_rgb``, ``clusters_ir``, ``outliers_rgb``, ``outliers_ir``, ``matched_pairs``,
+            ``unmatched_rgb``, ``unmatched_ir``, ``shared_clusters``, ``shared_outliers_rgb``,
+            ``shared_outliers_ir``.
+        timings: seconds per stage (``jaccard_rgb``, ``dbscan_rgb``, ``centers_rgb``,
+            ``subcluster_rgb``, the same for ``_ir``, ``match``, ``shared``, ``total``).
+    """
+
+    labels_rgb: Any
+    labels_ir: Any
+    centers_rgb: Any
+    centers_ir: Any
+    multi_rgb: Any
+    multi_ir: Any
+    shared_labels_rgb: Any
+    shared_labels_ir: Any
+    shared_centers: Any
+    shared_multi: Any
+    pairs: Any
+    unmatched_rgb: Any
+    unmatched_ir: Any
+    counts: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def _backend_for(backend: str, implemented: tuple[str, ...]) -> str:
+    return backend if backend == "auto" or backend in implemented else "auto"
+
+
+class _Clock:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, fn, *args, **kw):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.times[name] = time.perf_counter() - t0
+        return out
+
+
+def _check_config(cfg: EpochConfig) -> None:
+    if not isinstance(cfg, EpochConfig):
+        raise TypeError(f"config: expected an EpochConfig or None, got {type(cfg).__name__}")
+    if cfg.sub_method not in ("kmeans", "dbscan"):
+        raise ValueError(f"config.sub_method: expected 'kmeans' or 'dbscan', got {cfg.sub_method!r}")
+    if cfg.match_mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
+        raise ValueError(f"config.match_mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {cfg.match_mode!r}")
+    if not isinstance(cfg.backend, str):
+        raise TypeError(f"config.backend: expected a string, got {type(cfg.backend).__name__}")
+
+
+def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> EpochClusters:
+    """Pseudo labels and memories of one HIL epoch from the features of both modalities.
+
+    Per modality: ``jaccard_distance(x, k1, k2, max_distance=eps)`` (sparse,
+    exact for DBSCAN), ``dbscan(d, eps, min_samples)``, ``cluster_centers`` and
+    ``subcluster(n_sub, weight, sub_method, seed)``. Then
+    ``bidirectional_match(ratio, match_mode)`` gives the shared label space,
+    and the shared centres / multi-centres are computed over the rows of both
+    modalities (RGB first) with the shared labels.
+
+    Args:
+        feats_rgb: ``[N_rgb, D]`` visible features (NumPy, torch CPU/CUDA, CuPy; rows normalised inside).
+        feats_ir: ``[N_ir, D]`` infrared features, same D, family and device.
+        config: :class:`EpochConfig` (``None``: the defaults).
+
+    Returns:
+        :class:`EpochClusters`.
+
+    Raises:
+        ValueError: when a modality ends all-noise (DBSCAN finds no cluster);
+            the message names the modality and the parameters.
+
+    Example:
+        >>> from hilcore.synthetic import reid_features
+        >>> xr, _, _ = reid_features(60, 20, dim=256, seed=1)
+        >>> xi, _, _ = reid_features(60, 10, dim=256, seed=2)
+        >>> out = hilcore.cluster_epoch(xr, xi, hilcore.EpochConfig(k1=20))
+        >>> out.counts["clusters_rgb"], out.timings["total"]
+    """
+    cfg = EpochConfig() if config is None else config
+    _check_config(cfg)
+    xr, fam = _arrays.features(feats_rgb, "feats_rgb")
+    xi, _ = _arrays.features(feats_ir, "feats_ir")
+    if xi.device != xr.device:
+        raise ValueError(f"feats_ir: expected the device of feats_rgb ({xr.device}), got {xi.device}")
+    if xi.shape[1] != xr.shape[1]:
+        raise ValueError(f"feats_ir: expected {xr.shape[1]} columns like feats_rgb, got shape {tuple(xi.shape)}")
+    be = cfg.backend
+    clock = _Clock(xr.device)
+    t_start = time.perf_counter()
+    per = {}
+    for name, x in (("rgb", xr), ("ir", xi)):
+        d = clock(f"jaccard_{name}", jaccard_distance, x, cfg.k1, cfg.k2, max_distance=cfg.eps,
+                  backend=_backend_for(be, _JACCARD_IMPL))
+        lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, backend=_backend_for(be, _DBSCAN_IMPL))
+        lab = torch.as_tensor(lab).to(x.device)
+        del d
+        if not bool((lab >= 0).any()):
+            raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
+                             f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
+                             f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+        cb = _backend_for(be, _CENTERS_IMPL)
+        cen = clock(f"centers_{name}", cluster_centers, x, lab, backend=cb)
+        multi = clock(f"subcluster_{name}", subcluster, x, lab, cfg.n_sub, cfg.weight, cfg.sub_method,
+                      seed=cfg.seed, backend=cb)
+        per[name] = (lab, cen, multi)
+    lr, li = per["rgb"][0], per["ir"][0]
+    m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode,
+              backend=_backend_for(be, _BRST_IMPL))
+    sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
+
+    def shared():
+        xs = torch.cat([xr, xi])
+        ls = torch.cat([sr, si])
+        cb = _backend_for(be, _CENTERS_IMPL)
+        return (cluster_centers(xs, ls, backend=cb),
+                subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb))
+    s_cen, s_multi = clock("shared", shared)
+    clock.times["total"] = time.perf_counter() - t_start
+
+    def n_clusters(lab):
+        return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
+
+    counts = {
+        "clusters_rgb": n_clusters(lr), "clusters_ir": n_clusters(li),
+        "outliers_rgb": int((lr < 0).sum()), "outliers_ir": int((li < 0).sum()),
+        "matched_pairs": int(len(m.pairs)), "unmatched_rgb": int(len(m.unmatched_rgb)),
+        "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
+        "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
+    }
+    f = lambda t: _arrays.to_family(torch.as_tensor(t).to(xr.device), fam)  # noqa: E731
+    return EpochClusters(
+        labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
+        multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
+        shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
+        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=dict(clock.times))

@@ -1,0 +1,124 @@
+"""Multi-centre contrastive loss (MCCL) of HIL, DESIGN.md."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _dispatch
+from .memory import ClusterMemory, MultiCenterMemory, batch_features
+
+IMPLEMENTED = ("torch", "triton")
+
+#: Distance guard: ``d = sqrt(||x - M||^2 + DIST_EPS)``, so ``d >= 1e-4`` and ``1/d <= 1e4`` even when
+#: a sample equals a slot. ``||x - M||^2`` is summed from the differences (not expanded as
+#: ``||x||^2 + ||M||^2 - 2 x.M``, whose float32 cancellation near 0 would swamp the guard).
+DIST_EPS = 1e-8
+#: The constant of ``-log(pos / (pos + neg + 1e-8))``.
+MARGIN = 1e-8
+
+
+def mccl_torch(x: torch.Tensor, mem: torch.Tensor, eps: float = DIST_EPS, margin: float = MARGIN):
+    """Reference implementation with autograd: ``(loss [B], cstar [B])`` for unit rows ``x`` and ``mem``
+    ``[C, S, D]`` of the same dtype. Forms the ``[B, C, S]`` distances (direct differences, cdist)."""
+    b = x.shape[0]
+    c, s, _ = mem.shape
+    r = torch.cdist(x, mem.reshape(c * s, -1), compute_mode="donot_use_mm_for_euclid_dist").reshape(b, c, s)
+    d = torch.sqrt(r * r + eps)
+    cstar = torch.argmin(d.detach().reshape(b, c * s), dim=1) // s  # first minimum: lowest (c, s) on ties
+    u = 1.0 / d
+    rows = torch.arange(b, device=x.device)
+    pos = u[rows, cstar].mean(dim=1)
+    if c > 1:
+        umax = 1.0 / d.min(dim=2).values  # [B, C]: 1 / min_s d_cs
+        others = torch.ones(b, c, dtype=torch.bool, device=x.device)
+        others[rows, cstar] = False
+        neg = (umax * others).sum(dim=1) / (c - 1)
+    else:
+        neg = torch.zeros_like(pos)
+    loss = -torch.log(pos / (pos + neg + margin))
+    return loss, cstar
+
+
+def _bank(memory) -> torch.Tensor:
+    if isinstance(memory, MultiCenterMemory):
+        return memory.features
+    if isinstance(memory, ClusterMemory):
+        return memory.features.unsqueeze(1)
+    if isinstance(memory, torch.Tensor):
+        if memory.dim() != 3 or 0 in memory.shape:
+            raise ValueError(f"memory: expected a non-empty [C, S, D] tensor, got shape {tuple(memory.shape)}")
+        if not torch.is_floating_point(memory):
+            raise TypeError(f"memory: expected a floating dtype, got {memory.dtype}")
+        if not bool(torch.isfinite(memory).all()):
+            raise ValueError("memory: contains NaN or Inf")
+        return memory
+    raise TypeError(f"memory: expected a MultiCenterMemory (or a [C, S, D] tensor), got {type(memory).__name__}")
+
+
+def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: bool = False,
+              backend: str = "auto"):
+    """Multi-centre contrastive loss of HIL (DESIGN.md), differentiable in ``x``.
+
+    For each sample (row of ``x``, L2-normalised here, differentiably) against
+    the memory ``M`` ``[C, S, D]``:
+    ``d_cs = ||x - M_cs||``, guarded as ``sqrt(||x - M_cs||^2 + 1e-8)``
+    (so a sample equal to a slot gives ``d = 1e-4``, not a division by zero);
+    ``c*`` = the cluster of the overall nearest slot (the nearest cluster, not
+    the pseudo label; the lowest (c, s) on exact ties);
+    ``pos = mean_s 1/d_{c* s}``; ``neg = mean_{c != c*} 1 / min_s d_cs``
+    (``neg = 0`` when C == 1); ``loss = -log(pos / (pos + neg + 1e-8))``.
+    The memory receives no gradient (it is read detached).
+
+    Backends: ``"torch"`` (autograd on the ``[B, C, S]`` distances, any
+    device, float64 when ``x`` is float64, else float32) and ``"triton"`` (a
+    fused forward that streams over the clusters keeping per-sample running
+    statistics, and a backward that recomputes the distance tiles: no
+    ``[B, C, S]`` tensor; float32; CUDA, or CPU under ``TRITON_INTERPRET=1``).
+    ``"auto"`` picks triton on CUDA and torch on CPU.
+
+    Args:
+        x: ``[B, D]`` torch features (B >= 1), on the memory's device.
+        memory: a :class:`MultiCenterMemory` (a :class:`ClusterMemory` counts as
+            S = 1), or a ``[C, S, D]`` tensor.
+        temp: must be ``None``. MCCL has no temperature (DESIGN.md); a
+            temperature dividing the distances would cancel in ``pos / (pos + neg)``,
+            so any other value is rejected rather than silently ignored.
+        reduction: ``"mean"`` over the batch (default), ``"sum"``, or
+            ``"none"`` for the ``[B]`` per-sample losses (e.g. to average over the
+            samples whose two feature heads agree on ``c*``).
+        return_nearest: also return ``c*`` ``[B]`` int64.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        the loss (scalar, or ``[B]`` for ``reduction="none"``), and ``c*`` when
+        ``return_nearest``.
+
+    Example:
+        >>> mem = hilcore.MultiCenterMemory.from_tensor(hilcore.subcluster(feats, labels))
+        >>> loss, cstar = hilcore.mccl_loss(x, mem, reduction="none", return_nearest=True)
+        >>> loss[cstar == cstar_other_head].mean().backward()
+    """
+    if temp is not None:
+        raise ValueError(f"temp: MCCL has no temperature (DESIGN.md); pass temp=None, got {temp!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    bank = _bank(memory).detach()
+    xt = batch_features(x, bank.shape[-1], bank.device)
+    if xt.shape[0] == 0:
+        raise ValueError("x: expected at least one sample")
+    b = _dispatch.resolve("mccl_loss", backend, bank.device, IMPLEMENTED)
+    if b == "triton":
+        from .triton.mccl import mccl
+
+        xn = F.normalize(xt.to(torch.float32), dim=1)
+        loss, cstar = mccl(xn, bank.to(torch.float32), DIST_EPS, MARGIN)
+        loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
+    else:
+        dt = torch.float64 if xt.dtype == torch.float64 else torch.float32
+        xn = F.normalize(xt.to(dt), dim=1)
+        loss, cstar = mccl_torch(xn, bank.to(dt))
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return (loss, cstar) if return_nearest else loss
