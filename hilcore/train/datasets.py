@@ -1,0 +1,291 @@
+"""Readers for SYSU-MM01 and RegDB in their released layouts, and an image loader.
+
+Every reader returns lists of :class:`Sample` ``(path, pid, camid, modality)``
+with ``modality`` 0 for visible (RGB) and 1 for infrared/thermal.
+
+Labels: the ``pid`` of a *training* sample is read from the layout only so
+that cluster quality (ARI, AMI, FMI, V-measure) can be reported; the
+unsupervised HIL loop never trains on it. Test-set pids drive evaluation.
+
+SYSU-MM01 (``root/``)::
+
+    cam1/ ... cam6/<4-digit id>/*.jpg     RGB cameras 1, 2, 4, 5; IR cameras 3, 6
+    exp/train_id.txt, val_id.txt, test_id.txt   comma-separated ids on one line
+
+Training identities are train + val; the query set is every IR test image
+(cameras 3 and 6), the gallery pool every RGB test image (sample the
+per-trial gallery with :func:`hilcore.eval.sysu_gallery`). ``pid`` is the
+identity number of the folder name, ``camid`` the camera number.
+
+RegDB (``root/``)::
+
+    Visible/..., Thermal/...                      images
+    idx/{train,test}_{visible,thermal}_{trial}.txt  lines "relative/path label"
+
+412 identities split 206/206 per trial (trials 1..10). ``pid`` is the label of
+the index file, ``camid`` 1 for visible and 2 for thermal.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+RGB, IR = 0, 1
+SYSU_RGB_CAMS = (1, 2, 4, 5)
+SYSU_IR_CAMS = (3, 6)
+REGDB_VISIBLE_CAM, REGDB_THERMAL_CAM = 1, 2
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_SIZE = (288, 144)
+
+
+class Sample(NamedTuple):
+    """One image: its path, identity, camera and modality (0 = RGB/visible, 1 = IR/thermal)."""
+
+    path: str
+    pid: int
+    camid: int
+    modality: int
+
+
+def _check_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: folder {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what}: {path} is not a folder")
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: file {path} does not exist")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+# --------------------------------------------------------------------------- SYSU-MM01
+
+
+def read_sysu_ids(path) -> list[int]:
+    """Identity numbers of a SYSU-MM01 ``exp/*_id.txt`` file (comma-separated, one line)."""
+    path = Path(path)
+    _check_file(path, "SYSU-MM01 id list")
+    text = path.read_text()
+    tokens = [t for t in text.replace(",", " ").split() if t]
+    if not tokens:
+        raise ValueError(f"{path}: expected comma-separated identity numbers, the file is empty")
+    ids = []
+    for t in tokens:
+        try:
+            v = int(t)
+        except ValueError:
+            raise ValueError(f"{path}: expected comma-separated identity numbers, found {t!r}") from None
+        if v < 0:
+            raise ValueError(f"{path}: identity numbers must be >= 0, found {v}")
+        ids.append(v)
+    if len(set(ids)) != len(ids):
+        dup = sorted({v for v in ids if ids.count(v) > 1})[:5]
+        raise ValueError(f"{path}: identities listed twice: {dup}")
+    return ids
+
+
+@dataclass
+class SYSUMM01:
+    """SYSU-MM01 read from disk. ``train``: every image of the train + val identities, both modalities."""
+
+    root: Path
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+    train_ids: list[int]
+    test_ids: list[int]
+
+    @property
+    def train_rgb(self) -> list[Sample]:
+        return [s for s in self.train if s.modality == RGB]
+
+    @property
+    def train_ir(self) -> list[Sample]:
+        return [s for s in self.train if s.modality == IR]
+
+    def gallery_trial(self, mode: str = "all", trial: int = 0) -> list[Sample]:
+        """The gallery of one evaluation trial (one random RGB image per identity and camera)."""
+        from ..eval import sysu_gallery
+
+        g = self.gallery
+        idx = sysu_gallery([s.path for s in g], np.array([s.pid for s in g], dtype=np.int64),
+                           np.array([s.camid for s in g], dtype=np.int64), mode=mode, trial=trial)
+        return [g[i] for i in idx]
+
+
+def load_sysu_mm01(root) -> SYSUMM01:
+    """Read SYSU-MM01 from its released layout (see the module docstring).
+
+    Raises FileNotFoundError naming the missing root, camera folder or id file,
+    and ValueError for malformed id files, identities in both the training and
+    test lists, or a listed identity without any image.
+    """
+    root = Path(root)
+    _check_dir(root, "SYSU-MM01 root")
+    exp = root / "exp"
+    _check_dir(exp, "SYSU-MM01 split folder")
+    train_ids = read_sysu_ids(exp / "train_id.txt")
+    val_ids = read_sysu_ids(exp / "val_id.txt")
+    test_ids = read_sysu_ids(exp / "test_id.txt")
+    both = sorted(set(train_ids) & set(val_ids))
+    if both:
+        raise ValueError(f"{exp}: identities in both train_id.txt and val_id.txt: {both[:5]}")
+    fit_ids = sorted(set(train_ids) | set(val_ids))
+    both = sorted(set(fit_ids) & set(test_ids))
+    if both:
+        raise ValueError(f"{exp}: identities in both the training lists and test_id.txt: {both[:5]}")
+    test_ids = sorted(test_ids)
+
+    per_id: dict[int, list[Sample]] = {i: [] for i in fit_ids + test_ids}
+    for cam in range(1, 7):
+        cdir = root / f"cam{cam}"
+        _check_dir(cdir, f"SYSU-MM01 camera {cam}")
+        modality = RGB if cam in SYSU_RGB_CAMS else IR
+        with os.scandir(cdir) as it:
+            folders = {e.name: e.path for e in it if e.is_dir()}
+        for pid in per_id:
+            folder = folders.get(f"{pid:04d}")
+            if folder is None:
+                continue  # not every identity appears in every camera
+            names = sorted(n for n in os.listdir(folder) if _is_image(n))
+            per_id[pid].extend(Sample(os.path.join(folder, n), pid, cam, modality) for n in names)
+    empty = [pid for pid, s in per_id.items() if not s]
+    if empty:
+        raise ValueError(f"SYSU-MM01 layout: identities listed in {exp} have no image in any "
+                         f"{root}/cam*/<id> folder: {[f'{p:04d}' for p in empty[:5]]}")
+    train = [s for pid in fit_ids for s in per_id[pid]]
+    query = [s for pid in test_ids for s in per_id[pid] if s.modality == IR]
+    gallery = [s for pid in test_ids for s in per_id[pid] if s.modality == RGB]
+    if not query:
+        raise ValueError(f"SYSU-MM01 layout: no IR image (cam3, cam6) of the test identities under {root}")
+    if not gallery:
+        raise ValueError(f"SYSU-MM01 layout: no RGB image (cam1, cam2, cam4, cam5) of the test identities "
+                         f"under {root}")
+    return SYSUMM01(root, train, query, gallery, fit_ids, test_ids)
+
+
+# --------------------------------------------------------------------------- RegDB
+
+
+def read_regdb_index(root, name: str, camid: int, modality: int) -> list[Sample]:
+    """Samples of one RegDB index file ``root/idx/<name>`` (lines ``relative/path label``)."""
+    root = Path(root)
+    path = root / "idx" / name
+    _check_file(path, "RegDB index")
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'relative/path label', got {line.strip()!r}")
+        rel, label = parts
+        try:
+            pid = int(label)
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer") from None
+        img = root / rel
+        if not img.is_file():
+            raise FileNotFoundError(f"{path}:{lineno}: image {img} does not exist")
+        out.append(Sample(str(img), pid, camid, modality))
+    if not out:
+        raise ValueError(f"{path}: the index file lists no image")
+    return out
+
+
+@dataclass
+class RegDB:
+    """One RegDB trial read from the released index files."""
+
+    root: Path
+    trial: int
+    train_visible: list[Sample]
+    train_thermal: list[Sample]
+    test_visible: list[Sample]
+    test_thermal: list[Sample]
+
+    @property
+    def train(self) -> list[Sample]:
+        return self.train_visible + self.train_thermal
+
+
+def load_regdb(root, trial: int = 1) -> RegDB:
+    """Read RegDB trial ``trial`` (1..10 in the release) from ``root/idx``.
+
+    Raises FileNotFoundError naming the missing root, ``Visible``/``Thermal``
+    folder, index file or listed image, ValueError for a malformed line.
+    """
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)):
+        raise TypeError(f"trial: expected an integer, got {type(trial).__name__}")
+    if trial < 1:
+        raise ValueError(f"trial: expected an integer >= 1 (RegDB trials are 1..10), got {trial}")
+    root = Path(root)
+    _check_dir(root, "RegDB root")
+    _check_dir(root / "Visible", "RegDB visible images")
+    _check_dir(root / "Thermal", "RegDB thermal images")
+    _check_dir(root / "idx", "RegDB index files")
+    v, t = (REGDB_VISIBLE_CAM, RGB), (REGDB_THERMAL_CAM, IR)
+    return RegDB(
+        root, int(trial),
+        read_regdb_index(root, f"train_visible_{trial}.txt", *v),
+        read_regdb_index(root, f"train_thermal_{trial}.txt", *t),
+        read_regdb_index(root, f"test_visible_{trial}.txt", *v),
+        read_regdb_index(root, f"test_thermal_{trial}.txt", *t),
+    )
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tensor:
+    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized (bilinear) to ``size = (H, W)``.
+
+    Grey images (and SYSU's IR jpgs) come back with three equal channels.
+    ``size=None`` keeps the file's size.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size is not None:
+            h, w = (int(v) for v in size)
+            if h < 1 or w < 1:
+                raise ValueError(f"size: expected (H, W) with positive entries, got {size}")
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageList(torch.utils.data.Dataset):
+    """Map-style dataset over samples: item ``i`` is ``(image [3, H, W], i)``.
+
+    ``transform`` (optional) maps the float image tensor to another tensor.
+    """
+
+    def __init__(self, samples, size: tuple[int, int] | None = DEFAULT_SIZE, transform=None):
+        self.samples = list(samples)
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        img = load_image(self.samples[i].path, self.size)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, i
