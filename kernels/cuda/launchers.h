@@ -1,0 +1,90 @@
+// Host-callable launchers of the CUDA kernels (kernels/cuda/*.cu).
+//
+// Plain C++: no CUDA types. Pointers are device pointers, `stream` is a
+// cudaStream_t passed as void* (nullptr: the legacy default stream). Each
+// launcher enqueues its kernels asynchronously and returns a cudaError_t as
+// int (0: success); error_string() turns it into text. Empty inputs (zero
+// rows) launch nothing and return 0. Node ids inside the pipeline are int32
+// (n < 2^31), offsets int64. The binding layer (bindings/cuda.cpp) checks
+// sizes; the Python layer allocates every buffer with torch and does the
+// exclusive scans between a count pass and its fill pass.
+#pragma once
+#include <cstdint>
+
+namespace hilcore {
+namespace cuda {
+
+const char* error_string(int status);
+
+// ---- k-reciprocal Jaccard (jaccard_cuda.cu) ---------------------------------
+// rank: [n, ld_rank] int64, row i = i's neighbours best first (i at column 0),
+// first k1 columns used, entries in [0, n). kh1 = min(round_half_even(k1/2) + 1, k1).
+// f1 [n, k1]: f1[i, c] = 1 iff i is among the first k1 entries of rank[rank[i, c]].
+// fh [n, kh1]: fh[i, c] = 1 iff i is among the first kh1 entries of rank[rank[i, c]].
+int krecip_flags(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, uint8_t* f1, uint8_t* fh,
+                 void* stream);
+
+// Expansion, raw (with repeats): R(i, k1) followed by R(c, kh) of every
+// qualifying c in R(i, k1). Count pass writes raw_count [n]; fill pass writes
+// raw[raw_ptr[i] ...] (raw_ptr = exclusive scan of raw_count, [n+1]).
+int expand_count(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, const uint8_t* f1,
+                 const uint8_t* fh, int64_t* raw_count, void* stream);
+int expand_fill(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, const uint8_t* f1,
+                const uint8_t* fh, const int64_t* raw_ptr, int32_t* raw, void* stream);
+
+// Unique: first[p] = 1 iff raw[p] does not occur earlier in its row; e_count[i]
+// = distinct values of row i.
+int unique_count(const int64_t* raw_ptr, const int32_t* raw, int64_t n, uint8_t* first, int64_t* e_count,
+                 void* stream);
+// E(i) sorted ascending into e_idx[e_ptr[i] ...] and the softmax weights
+// V[i, j] = softmax_j(-(2 - 2 x_i.x_j)) into e_val. x: [n, d] float32 row-major.
+int unique_weights(const float* x, int64_t n, int64_t d, const int64_t* raw_ptr, const int32_t* raw,
+                   const uint8_t* first, const int64_t* e_ptr, int32_t* e_idx, float* e_val, void* stream);
+
+// Local query expansion V'[i] = mean over a < k2 of V[rank[i, a]] (union of
+// sorted supports). Count pass: q_count [n]; fill pass: q_idx/q_val at q_ptr.
+int query_expansion_count(const int64_t* e_ptr, const int32_t* e_idx, const int64_t* rank, int64_t n,
+                          int64_t ld_rank, int k2, int64_t* q_count, void* stream);
+int query_expansion_fill(const int64_t* e_ptr, const int32_t* e_idx, const float* e_val, const int64_t* rank,
+                         int64_t n, int64_t ld_rank, int k2, const int64_t* q_ptr, int32_t* q_idx, float* q_val,
+                         void* stream);
+
+// Sparse Jaccard over V' (CSR q_*) and its transpose (postings p_*: for each
+// column t, the rows holding t in ascending row order, with their values).
+// slots[i]: hash-table capacity for row i: a power of two >= 32 and
+// >= 2 * min(n, sum over t in supp(i) of |postings(t)|), so the load stays <= 1/2.
+int jaccard_slots(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, int64_t n, int64_t* slots,
+                  void* stream);
+// Rows row0 .. row0+rows-1. w_off [rows+1]: offsets of each row's table in
+// keys/vals (keys preset to -1, vals to 0). Build accumulates
+// m(i, j) = sum_t min(V'[i, t], V'[j, t]) in ascending t (bit-identical to m(j, i)).
+int jaccard_build(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
+                  const int32_t* p_row, const float* p_val, int64_t row0, int64_t rows, const int64_t* w_off,
+                  int32_t* keys, float* vals, void* stream);
+// Kept pairs: j == i (stored as 0), or m > 0 and d = max(0, 1 - m/(2 - m)) <= max_distance.
+int jaccard_count(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
+                  float max_distance, int64_t* kept, void* stream);
+// Writes the kept (j, d) of each row at k_off[r] (chunk-local, [rows+1]); the
+// order inside a row is the table's, the caller sorts.
+int jaccard_fill(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
+                 float max_distance, const int64_t* k_off, int64_t* out_idx, float* out_val, void* stream);
+
+// ---- DBSCAN on CSR distances (dbscan_cuda.cu) --------------------------------
+// Neighbours of i: i and every stored j != i with data <= eps (float32 compare).
+// core[i] = 1 iff neighbours >= min_samples.
+int dbscan_core(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
+                int64_t min_samples, uint8_t* core, void* stream);
+// Union-find over core-core edges (hook the larger root under the smaller), then
+// root[i] = the smallest core index of i's component for core i, -1 otherwise.
+// parent: [n] int32 scratch.
+int dbscan_components(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
+                      const uint8_t* core, int32_t* parent, int32_t* root, void* stream);
+// root_cum[r] = number of component roots <= r (inclusive scan of root[r] == r).
+// labels[i] = root_cum[root[i]] - 1 for core i; for the rest the smallest such
+// label over core neighbours, else -1.
+int dbscan_labels(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
+                  const uint8_t* core, const int32_t* root, const int64_t* root_cum, int64_t* labels,
+                  void* stream);
+
+}  // namespace cuda
+}  // namespace hilcore
