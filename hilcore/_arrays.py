@@ -96,6 +96,25 @@ def features(x, name: str = "x", *, normalize: bool = True) -> tuple[torch.Tenso
     return t, fam
 
 
+_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def int_vector(a, name: str, n: int, device: torch.device, *, what: str, noun: str, per: str) -> torch.Tensor:
+    """Validate a 1-D integer array of ``n`` entries and return it as int64 on ``device``.
+
+    Errors read "{name}: expected a 1-D array of {what}", "... an integer dtype
+    ({what})" and "{name}: expected {n} {noun} ({per}), got ...".
+    """
+    t, _ = as_tensor(a, name)
+    if t.dim() != 1:
+        raise ValueError(f"{name}: expected a 1-D array of {what}, got shape {tuple(t.shape)}")
+    if t.dtype not in _INT_DTYPES:
+        raise TypeError(f"{name}: expected an integer dtype ({what}), got {t.dtype}")
+    if t.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} {noun} ({per}), got {t.shape[0]}")
+    return t.to(device=device, dtype=torch.int64)
+
+
 def positive_int(v, name: str, *, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")

@@ -8,7 +8,6 @@ from . import _arrays, _dispatch
 
 IMPLEMENTED = ("torch", "native")
 
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def _impl(backend: str):
@@ -23,14 +22,8 @@ def _impl(backend: str):
 
 def cluster_labels(labels, n: int, device: torch.device, name: str = "labels") -> torch.Tensor:
     """Validate ``[n]`` integer cluster labels (-1 = noise) and return them as int64 on ``device``."""
-    t, _ = _arrays.as_tensor(labels, name)
-    if t.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D array of cluster ids, got shape {tuple(t.shape)}")
-    if t.dtype not in _INT_DTYPES:
-        raise TypeError(f"{name}: expected an integer dtype (cluster ids, -1 for noise), got {t.dtype}")
-    if t.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} labels (one per row of the features), got {t.shape[0]}")
-    t = t.to(device=device, dtype=torch.int64)
+    t = _arrays.int_vector(labels, name, n, device, what="cluster ids, -1 for noise", noun="labels",
+                           per="one per row of the features")
     if n and int(t.min()) < -1:
         raise ValueError(f"{name}: cluster ids must be >= 0, or -1 for noise; got {int(t.min())}")
     return t

@@ -45,19 +45,11 @@ SYSU_RGB_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 # elements per [block, G] working tensor; a handful of them are alive at once
 _BLOCK_ELEMS = 1 << 22
 
-_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _labels(a, name: str, n: int, dim_name: str, device: torch.device) -> torch.Tensor:
-    t, _ = _arrays.as_tensor(a, name)
-    if t.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D array of integer labels, got shape {tuple(t.shape)}")
-    if t.dtype not in _INT_DTYPES:
-        raise TypeError(f"{name}: expected an integer dtype, got {t.dtype}")
-    if t.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} labels ({dim_name} of distmat), got {t.shape[0]}")
-    return t.to(device=device, dtype=torch.int64)
+    return _arrays.int_vector(a, name, n, device, what="integer labels", noun="labels", per=f"{dim_name} of distmat")
 
 
 def _distmat(distmat) -> torch.Tensor:

@@ -44,7 +44,6 @@ IMPLEMENTED = ("torch", "native")
 # ||v|| is floored here before dividing (v = 0 only when x = -m exactly with mu = 1/2).
 NORM_EPS = 1e-12
 
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 _MEM_DTYPES = (torch.float32, torch.float64)
 
 
@@ -88,14 +87,7 @@ def batch_features(x, num_features: int, device: torch.device, name: str = "x") 
 def batch_targets(targets, batch: int, upper: int, device: torch.device, name: str = "targets",
                   what: str = "cluster") -> torch.Tensor:
     """Validate ``[B]`` integer targets in ``[0, upper)`` and return them as int64 on ``device``."""
-    t, _ = _arrays.as_tensor(targets, name)
-    if t.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D array of {what} ids, got shape {tuple(t.shape)}")
-    if t.dtype not in _INT_DTYPES:
-        raise TypeError(f"{name}: expected an integer dtype ({what} ids), got {t.dtype}")
-    if t.shape[0] != batch:
-        raise ValueError(f"{name}: expected {batch} ids (one per row of x), got {t.shape[0]}")
-    t = t.to(device=device, dtype=torch.int64)
+    t = _arrays.int_vector(targets, name, batch, device, what=f"{what} ids", noun="ids", per="one per row of x")
     if batch:
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= upper:
@@ -335,12 +327,8 @@ class InstanceMemory(_Memory):
     @torch.no_grad()
     def set_labels(self, labels) -> None:
         """Replace the pseudo labels (``[N]`` integers, -1 for noise)."""
-        t, _ = _arrays.as_tensor(labels, "labels")
-        if t.dim() != 1 or t.shape[0] != self.num_instances:
-            raise ValueError(f"labels: expected shape ({self.num_instances},), got {tuple(t.shape)}")
-        if t.dtype not in _INT_DTYPES:
-            raise TypeError(f"labels: expected an integer dtype, got {t.dtype}")
-        t = t.to(device=self.labels.device, dtype=torch.int64)
+        t = _arrays.int_vector(labels, "labels", self.num_instances, self.labels.device,
+                               what="pseudo labels, -1 for noise", noun="labels", per="one per instance")
         if t.numel() and int(t.min()) < -1:
             raise ValueError(f"labels: expected ids >= 0 or -1 for noise, got {int(t.min())}")
         self.labels.copy_(t)

@@ -42,7 +42,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma
 
 
-def _check(x, name: str = "x") -> None:
+def check_images(x, name: str = "x") -> None:
+    """Raise unless ``x`` is a floating-point image batch ``[B, 3, H, W]``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:
@@ -89,7 +90,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
     """Luminance (0.299 R + 0.587 G + 0.114 B) replicated to three channels."""
-    _check(x)
+    check_images(x)
     return _grey(x).expand(-1, 3, -1, -1).contiguous()
 
 
@@ -98,7 +99,7 @@ def color_jitter(x, brightness: float = 0.2, contrast: float = 0.2, saturation: 
     """Per sample, with probability ``p``: brightness ``x * b``, contrast ``(x - mean(grey)) * c + mean(grey)``,
     saturation ``(x - grey) * s + grey``, in that order, clamped to [0, 1] after each; each factor is uniform
     in ``[max(0, 1 - strength), 1 + strength]``."""
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     p = _check_prob(p, "p")
     for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
@@ -119,7 +120,7 @@ def color_jitter(x, brightness: float = 0.2, contrast: float = 0.2, saturation: 
 
 def pad_crop(x, padding: int = 10, fill: float = 0.0, generator=None) -> torch.Tensor:
     """Pad every side by ``padding`` with ``fill``, then crop a random H x W window per sample."""
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     padding = int(padding)
     if padding < 0:
@@ -139,7 +140,7 @@ def pad_crop(x, padding: int = 10, fill: float = 0.0, generator=None) -> torch.T
 
 def hflip(x, p: float = 0.5, generator=None) -> torch.Tensor:
     """Mirror each sample left-right with probability ``p``."""
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     p = _check_prob(p, "p")
     apply = _rand(x.shape[0], generator) < p
@@ -156,7 +157,7 @@ def random_erasing(x, p: float = 0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value
     ``value``: a scalar or one value per channel (the ImageNet mean by
     default, i.e. 0 after normalisation).
     """
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     p = _check_prob(p, "p")
     if not (0 < scale[0] <= scale[1] <= 1):
@@ -194,7 +195,7 @@ def channel_exchange(x, p: float = 0.5, mode: str = "replicate", generator=None)
     ``mode="replicate"``: one channel drawn uniformly from R, G, B is copied to
     all three; ``mode="permute"``: the channels are put in a random order.
     """
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     p = _check_prob(p, "p")
     if mode not in ("replicate", "permute"):
@@ -217,7 +218,7 @@ def ir_adapt(x, p: float = 0.5, contrast: float = 0.3, brightness: float = 0.2, 
     contrast factors uniform in ``[1 - s, 1 + s]`` are applied (about the
     image mean) and the result is clamped to [0, 1].
     """
-    _check(x)
+    check_images(x)
     _check_generator(generator)
     p = _check_prob(p, "p")
     B = x.shape[0]
@@ -235,7 +236,7 @@ def ir_adapt(x, p: float = 0.5, contrast: float = 0.3, brightness: float = 0.2, 
 
 def resize(x, size) -> torch.Tensor:
     """Bilinear resize to ``size = (H, W)`` (antialiased when shrinking); a no-op copy when already that size."""
-    _check(x)
+    check_images(x)
     size = tuple(int(s) for s in size)
     if tuple(x.shape[-2:]) == size:
         return x.clone()
@@ -245,7 +246,7 @@ def resize(x, size) -> torch.Tensor:
 
 def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """``(x - mean) / std`` per channel."""
-    _check(x)
+    check_images(x)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
@@ -253,7 +254,7 @@ def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
 
 def denormalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Inverse of :func:`normalize`: ``x * std + mean``."""
-    _check(x)
+    check_images(x)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return x * s + m
@@ -284,7 +285,7 @@ class Transform:
         single = x.dim() == 3
         if single:
             x = x.unsqueeze(0)
-        _check(x)
+        check_images(x)
         _check_generator(generator)
         g = self.generator if generator is None else generator
         for _, op, takes_generator, kwargs in self._steps:

@@ -51,6 +51,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .augment import check_images
+
 __all__ = ["BACKBONES", "GeM", "LoadReport", "ReIDModel", "ResNet50", "TinyCNN", "VisionTransformer",
            "build_backbone", "build_model", "load_transreid_checkpoint", "resize_pos_embed"]
 
@@ -65,15 +67,6 @@ def _pair(v, name: str) -> tuple[int, int]:
     if a < 1 or b < 1:
         raise ValueError(f"{name}: expected positive sizes, got {v!r}")
     return a, b
-
-
-def _check_images(x, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name}: expected images [B, 3, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +197,7 @@ class VisionTransformer(nn.Module):
 
     def forward_tokens(self, x):
         """All tokens after the final LayerNorm: ``[B, 1 + rows*cols, D]`` (cls first)."""
-        _check_images(x)
+        check_images(x)
         if tuple(x.shape[-2:]) != self.img_size:
             raise ValueError(f"x: expected images of size {self.img_size} (the model's img_size), "
                              f"got {tuple(x.shape[-2:])}")
@@ -477,7 +470,7 @@ class ResNet50(nn.Module):
 
     def forward_features(self, x):
         """The layer4 map ``[B, 2048, H/16, W/16]`` (last stride 1)."""
-        _check_images(x)
+        check_images(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -505,7 +498,7 @@ class TinyCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x):
-        _check_images(x)
+        check_images(x)
         return self.features(x)
 
     def forward(self, x):

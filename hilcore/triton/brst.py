@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tiles import dot_tile
+
 
 # _brst_scan_kernel
 # Layout: xb [M, D], protos [C, D] float32, rows L2-normalised, unit stride along D
@@ -34,22 +36,14 @@ def _brst_scan_kernel(x_ptr, p_ptr, best_ptr, sim_ptr, part_ptr, M, C, D,
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     rows64 = rows.to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
     run_val = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     run_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
     for n0 in range(0, C, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < C
         cols64 = cols.to(tl.int64)
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            kk = k0 + offs_k
-            k_ok = kk < D
-            a = tl.load(x_ptr + rows64[:, None] * stride_x + kk[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(p_ptr + cols64[None, :] * stride_pr + kk[:, None],
-                        mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-            s = tl.dot(a, b, s, input_precision="ieee")
+        s = dot_tile(x_ptr, p_ptr, rows64, row_ok, cols64, col_ok, D, stride_x, stride_pr,
+                     BLOCK_M, BLOCK_N, BLOCK_K)
         s = tl.where(row_ok[:, None] & col_ok[None, :], s, float("-inf"))
         # row side: best column of this tile, lowest index on ties
         tile_val = tl.max(s, axis=1)

@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tiles import dot_tile
+
 # Largest k served by the kernel; larger k goes to the torch backend.
 MAX_K = 256
 
@@ -50,7 +52,6 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, N, M, D, K,
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N
     rows64 = rows.to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
 
     slot = tl.arange(0, KP).to(tl.int64)
     best = tl.zeros([BLOCK_M, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
@@ -60,15 +61,8 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, N, M, D, K,
         cols = n0 + tl.arange(0, BLOCK_N)
         col_ok = cols < M
         cols64 = cols.to(tl.int64)
-        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            kk = k0 + offs_k
-            k_ok = kk < D
-            a = tl.load(x_ptr + rows64[:, None] * stride_x + kk[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(y_ptr + cols64[None, :] * stride_y + kk[:, None],
-                        mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-            s = tl.dot(a, b, s, input_precision="ieee")
+        s = dot_tile(x_ptr, y_ptr, rows64, row_ok, cols64, col_ok, D, stride_x, stride_y,
+                     BLOCK_M, BLOCK_N, BLOCK_K)
 
         # float bits -> int32 with the same order (-0.0 and +0.0 both map to 0)
         bits = s.to(tl.int32, bitcast=True)

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._tiles import slot_sqdist
+
 
 # _mccl_fwd_kernel
 # Layout: x [B, D] float32 unit rows (row stride D), mem [C, S, D] float32
@@ -39,7 +41,6 @@ def _mccl_fwd_kernel(x_ptr, m_ptr, pos_ptr, neg_ptr, cstar_ptr, B, C, S, D, EPS,
     rows64 = rows.to(tl.int64)
     slots = tl.arange(0, S_P)
     slot_ok = slots < S
-    offs_d = tl.arange(0, BLOCK_D)
 
     best_d = tl.full([BLOCK_B], float("inf"), tl.float32)
     best_c = tl.zeros([BLOCK_B], dtype=tl.int64)
@@ -48,14 +49,7 @@ def _mccl_fwd_kernel(x_ptr, m_ptr, pos_ptr, neg_ptr, cstar_ptr, B, C, S, D, EPS,
     neg_sum = tl.zeros([BLOCK_B], dtype=tl.float32)
     for c in range(0, C):
         srow = (c * S + slots).to(tl.int64) * D  # row offsets of the cluster's slots
-        sq = tl.zeros([BLOCK_B, S_P], dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_D):
-            kk = k0 + offs_d
-            k_ok = kk < D
-            a = tl.load(x_ptr + rows64[:, None] * D + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            m = tl.load(m_ptr + srow[:, None] + kk[None, :], mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
-            diff = a[:, None, :] - m[None, :, :]
-            sq += tl.sum(diff * diff, axis=2)
+        sq = slot_sqdist(x_ptr, m_ptr, rows64, row_ok, srow, slot_ok, D, BLOCK_B, S_P, BLOCK_D)
         d = tl.sqrt(sq + EPS)
         d = tl.where(slot_ok[None, :], d, float("inf"))
         u = tl.where(slot_ok[None, :], 1.0 / d, 0.0)
@@ -95,7 +89,6 @@ def _mccl_bwd_kernel(x_ptr, m_ptr, cstar_ptr, cpos_ptr, cneg_ptr, grad_ptr, B, C
     rows64 = rows.to(tl.int64)
     slots = tl.arange(0, S_P)
     slot_ok = slots < S
-    offs_d = tl.arange(0, BLOCK_D)
     cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     col_ok = cols < D
     cstar = tl.load(cstar_ptr + rows64, mask=row_ok, other=-1)
@@ -106,14 +99,7 @@ def _mccl_bwd_kernel(x_ptr, m_ptr, cstar_ptr, cpos_ptr, cneg_ptr, grad_ptr, B, C
     acc = tl.zeros([BLOCK_B, BLOCK_O], dtype=tl.float32)
     for c in range(0, C):
         srow = (c * S + slots).to(tl.int64) * D  # row offsets of the cluster's slots
-        sq = tl.zeros([BLOCK_B, S_P], dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_D):
-            kk = k0 + offs_d
-            k_ok = kk < D
-            a = tl.load(x_ptr + rows64[:, None] * D + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            m = tl.load(m_ptr + srow[:, None] + kk[None, :], mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
-            diff = a[:, None, :] - m[None, :, :]
-            sq += tl.sum(diff * diff, axis=2)
+        sq = slot_sqdist(x_ptr, m_ptr, rows64, row_ok, srow, slot_ok, D, BLOCK_B, S_P, BLOCK_D)
         d = tl.sqrt(sq + EPS)
         d = tl.where(slot_ok[None, :], d, float("inf"))
         dmin = tl.min(d, axis=1)
