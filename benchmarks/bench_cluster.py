@@ -64,7 +64,7 @@ def _peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / 2**20
 
 
-def _sync(device: str):
+def sync(device: str):
     if device.startswith("cuda"):
         import torch
 
@@ -83,6 +83,7 @@ def worker_hilcore(spec) -> dict:
 
     import hilcore
     from hilcore import _dispatch
+    from hilcore.dbscan import IMPLEMENTED as DBSCAN_IMPLEMENTED
     from hilcore.jaccard import _KNN_FOR, IMPLEMENTED
 
     x, _ = _features(spec)
@@ -90,36 +91,41 @@ def worker_hilcore(spec) -> dict:
     xt = torch.from_numpy(x).to(dev) if dev != "cpu" else x
     k1, k2, eps, ms, backend = spec["k1"], spec["k2"], spec["eps"], spec["min_samples"], spec["backend"]
     resolved = _dispatch.resolve("jaccard_distance", backend, torch.device(dev), IMPLEMENTED)
+    # DBSCAN has no Triton kernel: a "triton" run clusters with the automatic choice
+    db_backend = backend if backend in DBSCAN_IMPLEMENTED else "auto"
     # warm-up on a small slice: imports, thread pools, kernel compilation are not the op's cost
     warm = xt[: min(256, len(x))]
     hilcore.dbscan(hilcore.jaccard_distance(warm, min(k1, len(warm)), k2, max_distance=eps, backend=backend),
-                   eps, ms, backend=backend)
-    _sync(dev)
+                   eps, ms, backend=db_backend)
+    sync(dev)
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     totals, jacs, dbs = [], [], []
     labels = nnz = None
     for _ in range(spec["repeats"]):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         d = hilcore.jaccard_distance(xt, k1, k2, max_distance=eps, backend=backend)
-        _sync(dev)
+        sync(dev)
         t1 = time.perf_counter()
-        labels = hilcore.dbscan(d, eps, ms, backend=backend)
-        _sync(dev)
+        labels = hilcore.dbscan(d, eps, ms, backend=db_backend)
+        sync(dev)
         t2 = time.perf_counter()
         jacs.append(t1 - t0)
         dbs.append(t2 - t1)
         totals.append(t2 - t0)
         nnz = int(d._nnz()) if isinstance(d, torch.Tensor) else int(d.nnz)
         del d
-    # the kNN alone, once, with the backend the Jaccard pipeline uses
+    # the kNN alone, with the backend the Jaccard pipeline uses (median over the same repeats)
     knn_backend = _KNN_FOR.get(resolved, resolved)
-    _sync(dev)
-    t = time.perf_counter()
-    hilcore.knn(xt, min(k1, len(x)), backend=knn_backend)
-    _sync(dev)
-    t_knn = time.perf_counter() - t
+    knns = []
+    for _ in range(spec["repeats"]):
+        sync(dev)
+        t = time.perf_counter()
+        hilcore.knn(xt, min(k1, len(x)), backend=knn_backend)
+        sync(dev)
+        knns.append(time.perf_counter() - t)
+    t_knn = statistics.median(knns)
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     np.save(spec["labels_out"], labels.astype(np.int64))
     out = {
@@ -160,12 +166,12 @@ def worker_peak(spec) -> dict:
         a = torch.randn(m, k, device=dev).to(dt)
         b = torch.randn(k, m, device=dev).to(dt)
         torch.mm(a, b)
-        _sync(dev)
+        sync(dev)
         best = float("inf")
         for _ in range(5 if dev == "cpu" else 20):
             t = time.perf_counter()
             torch.mm(a, b)
-            _sync(dev)
+            sync(dev)
             best = min(best, time.perf_counter() - t)
         out[name] = 2.0 * m * m * k / best / 1e9
     return out

@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # shared with the cluster benchmark: device naming, file slug, machine record, sync
-from benchmarks.bench_cluster import RESULTS, _sync, machine_info, n_ids_for, slug  # noqa: E402
+from benchmarks.bench_cluster import RESULTS, sync, machine_info, n_ids_for, slug  # noqa: E402
 
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 DIM = 768
@@ -152,15 +152,15 @@ def measure_floor(n: int, dim: int, device: str) -> dict:
         buf = torch.empty(tile, n, device=device, dtype=dt)
         with _tf32(tf32) if cuda else contextlib.nullcontext():
             torch.mm(a[:tile], bt, out=buf)  # warm-up: library init, kernel selection
-            _sync(device)
+            sync(device)
             best = math.inf
             for _ in range(tries):
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 for s in range(0, n, tile):
                     e = min(n, s + tile)
                     torch.mm(a[s:e], bt, out=buf[: e - s])
-                _sync(device)
+                sync(device)
                 best = min(best, time.perf_counter() - t0)
         out["s"][name] = best
         out["gflops"][name] = 2.0 * n * n * dim / best / 1e9
@@ -186,7 +186,7 @@ def _warm(xt, args, k1: int):
     d = hilcore.jaccard_distance(part, min(k1, w), args.k2, max_distance=args.eps, backend=args.backend)
     hilcore.dbscan(d, args.eps, args.min_samples, backend=args.dbscan_backend)
     hilcore.knn(part, min(k1, w), backend=args.knn_backend)
-    _sync(args.device)
+    sync(args.device)
 
 
 def measure(n: int, reps: int, args, row: dict) -> None:
@@ -207,7 +207,7 @@ def measure(n: int, reps: int, args, row: dict) -> None:
     xt = torch.from_numpy(x).to(dev) if cuda else torch.from_numpy(x)
     if cuda:
         del x
-        _sync(dev)
+        sync(dev)
     gc.collect()
     k1 = min(args.k1, n)
 
@@ -224,13 +224,13 @@ def measure(n: int, reps: int, args, row: dict) -> None:
     totals, jacs, dbs = [], [], []
     labels = nnz = None
     for _ in range(reps):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         d = hilcore.jaccard_distance(xt, k1, args.k2, max_distance=args.eps, backend=args.backend)
-        _sync(dev)
+        sync(dev)
         t1 = time.perf_counter()
         labels = hilcore.dbscan(d, args.eps, args.min_samples, backend=args.dbscan_backend)
-        _sync(dev)
+        sync(dev)
         t2 = time.perf_counter()
         jacs.append(t1 - t0)
         dbs.append(t2 - t1)
@@ -247,10 +247,10 @@ def measure(n: int, reps: int, args, row: dict) -> None:
     row["stage"] = "knn"
     knns = []
     for _ in range(reps):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         idx, _sim = hilcore.knn(xt, k1, backend=args.knn_backend)
-        _sync(dev)
+        sync(dev)
         knns.append(time.perf_counter() - t0)
         del idx, _sim
     del row["stage"]
