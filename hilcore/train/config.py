@@ -1,0 +1,272 @@
+"""Training configuration: every hyper-parameter of a HIL run, read from YAML.
+
+A config file has one mapping per section; anything left out keeps its
+default (the defaults are HIL's on SYSU-MM01 with the ViT)::
+
+    data:    {dataset: sysu, root: data/SYSU-MM01, size: [288, 144], workers: 8}
+    model:   {backbone: vit_b16, pretrained: ckpt/vit_base_ics_cfs_lup.pth}
+    sampler: {P: 16, K: 8}
+    optim:   {epochs: 50, iters: 200, lr: 3.5e-4}
+    loss:    {temp: 0.05, memory_momentum: 0.1}
+    cluster: {k1: 30, k2: 6, eps: 0.6}      # hilcore.EpochConfig fields
+    run:     {output: runs/sysu_vit, device: auto, amp: true}
+
+Overrides on the command line use dotted keys with YAML values:
+``optim.lr=1e-4 sampler.P=8 data.size=[64,32]``.
+
+Example:
+    >>> cfg = load_config("configs/demo_tiny.yaml", ["optim.epochs=2"])
+    >>> cfg.optim.epochs
+    2
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("sysu", "regdb", "synthetic")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "sysu"           # sysu | regdb | synthetic (the SYSU layout written by `hil make-synthetic`)
+    root: str = "data/SYSU-MM01"
+    regdb_trial: int = 1            # RegDB: which released split (1..10) trains and tests
+    size: list = field(default_factory=lambda: [288, 144])   # (H, W) fed to the model
+    workers: int = 4                # DataLoader workers for reading images
+    cache: bool = False             # keep every image decoded in RAM (small datasets: the demo)
+    extract_batch: int = 128        # batch size of feature extraction and evaluation
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_b16"       # vit_b16 | resnet50 | tiny
+    pretrained: str | None = None   # TransReID(-SSL) .pth for vit_b16
+    s_dim: int | None = None        # width of head "s" (None: the backbone's)
+    kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
+
+
+@dataclass
+class SamplerConfig:
+    P: int = 16                     # pseudo identities per modality per batch
+    K: int = 8                      # instances per pseudo identity
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"              # adam | adamw | sgd
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9           # sgd only
+    epochs: int = 50
+    iters: int = 200                # iterations per epoch
+    warmup_epochs: int = 10         # linear warm-up from warmup_factor * lr
+    warmup_factor: float = 0.01
+    milestones: list = field(default_factory=lambda: [20, 40])   # step decay (x gamma) at these epochs
+    gamma: float = 0.1
+    grad_clip: float | None = None
+
+
+@dataclass
+class LossConfig:
+    temp: float = 0.05              # cluster-contrast temperature
+    memory_momentum: float = 0.1    # cluster / multi-centre memories (weight the old vector keeps)
+    instance_momentum: float = 0.9  # instance memories
+    cc_weight: float = 1.0          # cluster contrast on each modality's own memory
+    shared_weight: float = 1.0      # cluster contrast on the shared (cross-modal) memory
+    mccl_weight: float = 0.1        # MCCL weight before mccl_switch_epoch ...
+    mccl_weight_late: float = 1.0   # ... and from it on
+    mccl_switch_epoch: int = 20
+    mccl_cross: bool = True         # also MCCL against the other modality's multi-centre memory
+    nc_weight: float = 0.5          # neighbour consistency on the instance memories
+    nc_k: int = 5                   # neighbours (self included) per sample
+    nc_cross: bool = True           # also against the other modality's instance memory
+
+
+@dataclass
+class ClusterConfig:
+    """Fields of :class:`hilcore.EpochConfig`."""
+
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    n_sub: int = 9
+    weight: float = 0.9
+    sub_method: str = "kmeans"
+    ratio: float = 0.5
+    match_mode: str = "both"
+    backend: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1                  # evaluate every N epochs (and always after the last); 0 = only the last
+    trials: int = 10                # SYSU gallery draws / RegDB: the configured trial only
+    modes: list = field(default_factory=lambda: ["all", "indoor"])   # SYSU search modes
+
+
+@dataclass
+class RunConfig:
+    output: str = "runs/hil"
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    amp: bool = True                # mixed precision (CUDA only; CPU runs fp32)
+    seed: int = 0
+    resume: str = "auto"            # auto: continue when output/last.pt exists | never | a checkpoint path
+    progress: bool = True           # progress bars (stderr)
+    threads: int | None = None      # torch CPU threads (None: torch's default)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def epoch_config(self):
+        """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
+        from hilcore import EpochConfig
+
+        return EpochConfig(**dataclasses.asdict(self.cluster), seed=self.run.seed)
+
+    def mccl_weight_at(self, epoch: int) -> float:
+        """MCCL weight of (0-based) ``epoch``."""
+        lo = self.loss
+        return lo.mccl_weight if epoch < lo.mccl_switch_epoch else lo.mccl_weight_late
+
+
+def _section_types() -> dict:
+    return {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
+
+
+def from_dict(d: dict | None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a nested mapping; unknown sections/keys raise ValueError."""
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise TypeError(f"config: expected a mapping of sections, got {type(d).__name__}")
+    sections = _section_types()
+    unknown = sorted(set(d) - set(sections))
+    if unknown:
+        raise ValueError(f"config: unknown section(s) {unknown}; expected some of {sorted(sections)}")
+    built = {}
+    for name, factory in sections.items():
+        default = factory()
+        vals = d.get(name) or {}
+        if not isinstance(vals, dict):
+            raise TypeError(f"config.{name}: expected a mapping, got {type(vals).__name__}")
+        names = {f.name for f in dataclasses.fields(default)}
+        bad = sorted(set(vals) - names)
+        if bad:
+            raise ValueError(f"config.{name}: unknown key(s) {bad}; expected some of {sorted(names)}")
+        built[name] = dataclasses.replace(default, **vals)
+    cfg = TrainConfig(**built)
+    validate(cfg)
+    return cfg
+
+
+def _positive(v: Any, name: str, minimum: float = 1, integer: bool = True) -> None:
+    ok = isinstance(v, int) and not isinstance(v, bool) if integer else isinstance(v, (int, float)) \
+        and not isinstance(v, bool)
+    if not ok or v < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"config.{name}: expected {kind} >= {minimum}, got {v!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the key of the first bad value."""
+    d = cfg.data
+    if d.dataset not in DATASETS:
+        raise ValueError(f"config.data.dataset: expected one of {DATASETS}, got {d.dataset!r}")
+    if not isinstance(d.size, (list, tuple)) or len(d.size) != 2 or not all(
+            isinstance(s, int) and s >= 8 for s in d.size):
+        raise ValueError(f"config.data.size: expected [H, W] integers >= 8, got {d.size!r}")
+    _positive(d.workers, "data.workers", 0)
+    _positive(d.extract_batch, "data.extract_batch")
+    _positive(d.regdb_trial, "data.regdb_trial")
+    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny"):
+        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50 or tiny, got {cfg.model.backbone!r}")
+    if not isinstance(cfg.model.kwargs, dict):
+        raise ValueError(f"config.model.kwargs: expected a mapping, got {cfg.model.kwargs!r}")
+    _positive(cfg.sampler.P, "sampler.P")
+    _positive(cfg.sampler.K, "sampler.K")
+    o = cfg.optim
+    if o.name not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"config.optim.name: expected adam, adamw or sgd, got {o.name!r}")
+    _positive(o.lr, "optim.lr", 0, integer=False)
+    _positive(o.weight_decay, "optim.weight_decay", 0, integer=False)
+    _positive(o.epochs, "optim.epochs")
+    _positive(o.iters, "optim.iters")
+    _positive(o.warmup_epochs, "optim.warmup_epochs", 0)
+    lo = cfg.loss
+    _positive(lo.temp, "loss.temp", 1e-6, integer=False)
+    for k in ("memory_momentum", "instance_momentum"):
+        v = getattr(lo, k)
+        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ValueError(f"config.loss.{k}: expected a number in [0, 1], got {v!r}")
+    for k in ("cc_weight", "shared_weight", "mccl_weight", "mccl_weight_late", "nc_weight"):
+        _positive(getattr(lo, k), f"loss.{k}", 0, integer=False)
+    _positive(lo.mccl_switch_epoch, "loss.mccl_switch_epoch", 0)
+    _positive(lo.nc_k, "loss.nc_k")
+    _positive(cfg.eval.every, "eval.every", 0)
+    _positive(cfg.eval.trials, "eval.trials")
+    if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):
+        raise ValueError(f"config.eval.modes: expected a list of 'all'/'indoor', got {cfg.eval.modes!r}")
+    if not isinstance(cfg.run.seed, int):
+        raise ValueError(f"config.run.seed: expected an integer, got {cfg.run.seed!r}")
+    cfg.epoch_config()  # EpochConfig accepts the fields
+
+
+def apply_overrides(d: dict, overrides) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to the nested mapping ``d`` in place."""
+    import yaml
+
+    for item in overrides or ():
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"override {item!r}: expected section.key=value (e.g. optim.lr=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({e})") from None
+        sec = d.setdefault(parts[0], {})
+        if sec is None:
+            sec = d[parts[0]] = {}
+        sec[parts[1]] = value
+    return d
+
+
+def load_config(path=None, overrides=None) -> TrainConfig:
+    """Read a YAML config (``None``: the defaults) and apply ``overrides`` (``["optim.lr=1e-4", ...]``)."""
+    import yaml
+
+    d: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config: file {p} does not exist")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config: {p} is not valid YAML ({e})") from None
+    apply_overrides(d, overrides)
+    return from_dict(d)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The config as YAML text (sections in their canonical order)."""
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

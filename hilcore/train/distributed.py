@@ -1,0 +1,140 @@
+"""torch.distributed helpers of the driver: process groups, sharding, padded gathers, broadcasts.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) :func:`setup`
+joins the default process group (NCCL on CUDA devices, gloo on CPU); without
+them everything here is a single-process no-op, so the loop is written once.
+
+Feature extraction is sharded in contiguous blocks (:func:`shard_range`) and
+gathered with :func:`all_gather_rows`, which pads every shard to the longest
+one (all_gather needs equal shapes) and trims, so the result equals the
+single-process extraction row for row.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def setup(device: str = "auto", timeout_s: float = 1800.0) -> torch.device:
+    """Join the process group when launched by torchrun and return this process's device.
+
+    ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``
+    or ``"cuda:N"``. Under torchrun a CUDA run uses ``cuda:LOCAL_RANK``.
+    """
+    want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for CUDA but no CUDA device is available")
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if launched and not is_dist():
+        backend = "nccl" if want_cuda else "gloo"
+        if want_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    if want_cuda:
+        if is_dist():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device(device if device.startswith("cuda") else "cuda")
+    return torch.device("cpu")
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def shard_range(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """The contiguous block ``[start, stop)`` of ``n`` rows that rank ``r`` of ``w`` handles
+    (the first ``n % w`` ranks take one row more)."""
+    r = rank() if r is None else r
+    w = world_size() if w is None else w
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return start, start + base + (1 if r < extra else 0)
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    if is_dist() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``[n_r, ...]`` tensor along dim 0 in rank order (n_r may differ).
+
+    Each shard is padded to ``max n_r`` rows for ``all_gather`` and trimmed
+    after; the result is on ``t``'s device. Single process: ``t`` itself.
+    """
+    if not is_dist():
+        return t
+    dev = _comm_device(t)
+    x = t.detach().to(dev).contiguous()
+    n = torch.tensor([x.shape[0]], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    m = max(sizes)
+    pad = torch.zeros((m,) + tuple(x.shape[1:]), dtype=x.dtype, device=dev)
+    pad[:x.shape[0]] = x
+    parts = [torch.empty_like(pad) for _ in sizes]
+    dist.all_gather(parts, pad)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(t.device)
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (pickled; keep it on the CPU)."""
+    if not is_dist():
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src=src, device=_comm_device(torch.empty(0)))
+    return box[0]
+
+
+def all_reduce_mean(values: dict) -> dict:
+    """Mean over ranks of a dict of floats (for the logged losses)."""
+    if not is_dist() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device(torch.empty(0)))
+    dist.all_reduce(t)
+    t /= world_size()
+    return {k: float(v) for k, v in zip(keys, t.cpu().tolist())}
+
+
+def sync_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last
+    training step every rank holds its own running statistics; the sharded
+    extraction of the next epoch needs one model on all ranks.
+    """
+    if not is_dist():
+        return
+    dev = _comm_device(torch.empty(0))
+    for b in model.buffers():
+        t = b.detach().to(dev)
+        dist.broadcast(t, src=src)
+        b.copy_(t.to(b.device))
