@@ -304,3 +304,221 @@ def test_dbscan_validation():
     with pytest.raises(ValueError, match="min_samples"):
         nat.dbscan(ip, ix, dt, 2, 0.5, 0)
     assert nat.dbscan(ip, ix, dt, 2, 0.5, 1).tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------------------- kNN: the int8-candidate path
+
+if nat is not None:
+    from hilcore.native_backend import knn as knn_mod
+
+
+def assert_knn_exact(idx, sim, x, y, k, self_search, atol=2e-6):
+    """(idx, sim) is a top-k of the float64 similarities up to float32 rounding: the returned values
+    are the true ones, sorted, and no left-out column beats the k-th by more than atol; self first."""
+    idx, sim = np.asarray(idx), np.asarray(sim)
+    S = x.astype(np.float64) @ (x if y is None else y).astype(np.float64).T
+    n, m = S.shape
+    assert idx.shape == (n, k) and sim.shape == (n, k)
+    for i in range(n):
+        row = idx[i]
+        assert len(set(row.tolist())) == k and row.min() >= 0 and row.max() < m
+        np.testing.assert_allclose(sim[i], S[i, row], atol=atol, rtol=0)
+        start = 0
+        if self_search:
+            assert row[0] == i
+            start = 1
+        assert (np.diff(sim[i, start:]) <= atol).all()
+        rest = np.delete(S[i], row)
+        if rest.size and k > start:
+            assert rest.max() <= S[i, row[start:]].min() + atol
+
+
+def reid(n, d, seed=0):
+    from hilcore.synthetic import reid_features
+
+    x, _, _ = reid_features(max(2, n // 20), n=n, dim=d, seed=seed)
+    return x
+
+
+@pytest.mark.parametrize("n,d,k,tile,extra", [(700, 128, 10, 256, None), (523, 96, 30, 128, 4), (300, 64, 5, 2048, 0)])
+def test_knn_int8_reid_matches_fp32_and_float64(n, d, k, tile, extra):
+    x = reid(n, d, seed=n)
+    xt = torch.from_numpy(x)
+    i8, s8 = native_knn(xt, k, None, tile=tile, precision="int8", extra=extra)
+    st = dict(knn_mod.last_stats)
+    i32, s32 = native_knn(xt, k, None, tile=tile, precision="fp32")
+    assert st["precision"] == "int8" and knn_mod.last_stats["precision"] == "fp32"
+    if extra is None:  # the default candidates certify most rows (few extras send many to the second pass)
+        assert st["uncertified_fraction"] < 0.5
+    assert_knn_exact(i8, s8, x, None, k, True)
+    assert_knn_exact(i32, s32, x, None, k, True)
+    np.testing.assert_allclose(s8.numpy(), s32.numpy(), atol=2e-6, rtol=0)
+    assert (i8 == i32).float().mean() > 0.995  # only float32 near-ties may swap
+
+
+@pytest.mark.parametrize("extra", [0, 3, 40])
+def test_knn_int8_exact_ties_equal_fp32_bitwise(extra):
+    # rows with four entries of +-0.5 (unit norm): int8 quantisation is exact, every product is
+    # a multiple of 1/4 computed exactly, so ties are real and both paths must agree bit for bit
+    rng = np.random.default_rng(5)
+    n, d, k = 300, 64, 12
+    x = np.zeros((n, d), np.float32)
+    for i in range(n):
+        cols = rng.choice(8, 4, replace=False)  # few distinct supports: many ties, many duplicates
+        x[i, cols] = rng.choice([-0.5, 0.5], 4)
+    xt = torch.from_numpy(x)
+    i8, s8 = native_knn(xt, k, None, tile=64, precision="int8", extra=extra)
+    i32, s32 = native_knn(xt, k, None, tile=64, precision="fp32")
+    ridx, rsim = ref_topk(x.astype(np.float64) @ x.T.astype(np.float64), k, True)
+    np.testing.assert_array_equal(i8.numpy(), ridx)
+    np.testing.assert_array_equal(s8.numpy(), rsim.astype(np.float32))
+    np.testing.assert_array_equal(i32.numpy(), ridx)
+
+
+def test_knn_int8_crowded_rows_take_the_fallbacks():
+    # near-identical rows: every approximate value lies within the bound of every other, nothing
+    # certifies, and the second pass overflows its cap -> the fp32 path must produce the answer
+    rng = np.random.default_rng(1)
+    n, d, k = 400, 128, 8
+    base = rng.standard_normal(d)
+    x = base + 1e-3 * rng.standard_normal((n, d))
+    x[300:] = x[:100]  # exact duplicates too
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    i8, s8 = native_knn(torch.from_numpy(x), k, None, tile=128, precision="int8")
+    st = knn_mod.last_stats
+    assert st["uncertified_fraction"] > 0.9 and st["fallback_rows"] > 0
+    assert_knn_exact(i8, s8, x, None, k, True, atol=1e-6)
+    i32, s32 = native_knn(torch.from_numpy(x), k, None, tile=128, precision="fp32")
+    np.testing.assert_allclose(s8.numpy(), s32.numpy(), atol=1e-6, rtol=0)
+
+
+def test_knn_int8_second_pass_without_fp32():
+    # extra=0: no row certifies from its k candidates, but ReID rows are spread enough that
+    # the second int8 pass settles every row without the fp32 fallback
+    x = reid(600, 128, seed=3)
+    i8, s8 = native_knn(torch.from_numpy(x), 10, None, tile=256, precision="int8", extra=0)
+    st = knn_mod.last_stats
+    assert st["uncertified_fraction"] > 0.5 and st["fallback_rows"] == 0
+    assert_knn_exact(i8, s8, x, None, 10, True)
+
+
+@pytest.mark.parametrize("n,m,k,tile,extra", [(300, 500, 10, 128, None), (77, 600, 1, 64, 2), (19, 130, 130, 64, 5),
+                                              (5, 33, 7, 16, 0)])
+def test_knn_int8_database(n, m, k, tile, extra):
+    x = reid(n + m, 64, seed=m)
+    q, db = x[:n].copy(), x[n:].copy()
+    idx, sim = native_knn(torch.from_numpy(q), k, torch.from_numpy(db), tile=tile, precision="int8", extra=extra)
+    assert knn_mod.last_stats["precision"] == "int8"
+    assert_knn_exact(idx, sim, q, db, k, False)
+    i32, s32 = native_knn(torch.from_numpy(q), k, torch.from_numpy(db), tile=tile, precision="fp32")
+    np.testing.assert_allclose(sim.numpy(), s32.numpy(), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("n,k,tile", [(1, 1, 16), (2, 2, 16), (19, 5, 16), (19, 19, 7), (40, 1, 16), (99, 3, 33)])
+def test_knn_int8_small_sizes_and_tails(n, k, tile):
+    x = reid(n, 64, seed=n + k) if n >= 2 else np.ones((1, 64), np.float32) / 8
+    x[n // 2:n // 2 + n // 4] = x[:n // 4]  # duplicates
+    idx, sim = native_knn(torch.from_numpy(x), k, None, tile=tile, precision="int8", extra=1)
+    assert knn_mod.last_stats["precision"] == "int8"
+    assert_knn_exact(idx, sim, x, None, k, True)
+
+
+def test_knn_int8_zero_rows_and_unnormalised():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((150, 70)) / 8 * rng.uniform(0.2, 3, (150, 1))).astype(np.float32)  # norms 0.2..3
+    x[[3, 80]] = 0  # zero rows: scale 0, their products all 0
+    x[5, :] = 0
+    x[5, 7] = 2.0  # a single spike
+    idx, sim = native_knn(torch.from_numpy(x), 6, None, tile=64, precision="int8", extra=3)
+    assert_knn_exact(idx, sim, x, None, 6, True, atol=1e-5)  # values up to ~9
+
+
+def test_knn_int8_bound_holds_for_every_pair():
+    # the certificate's B_i bounds |float32 dot - approximate| for every column j, on adversarial rows too
+    rng = np.random.default_rng(4)
+    x = reid(300, 96, seed=9)
+    x[:10] = rng.standard_normal((10, 96)) ** 3  # heavy-tailed rows: large quantisation residuals
+    x[10, :] = 0
+    x[10, 0] = 1
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    q, s, xn, pn, en = knn_mod._quantize(nat, torch.from_numpy(x))
+    q, s = q.numpy().astype(np.int64), s.numpy()
+    assert np.abs(q).max() <= 127
+    np.testing.assert_allclose(en.numpy(), np.linalg.norm(x - s[:, None] * q, axis=1), rtol=1e-5, atol=1e-7)
+    assert (en.numpy().astype(np.float64) >= np.linalg.norm(x.astype(np.float64) - s[:, None].astype(np.float64) * q,
+                                                            axis=1)).all()
+    B = knn_mod.row_bounds(96, xn.numpy(), pn.numpy(), en.numpy(), xn.numpy(), pn.numpy(), en.numpy())
+    approx = (s[:, None] * s[None, :]).astype(np.float32) * (q @ q.T).astype(np.float32)
+    exact32 = x @ x.T  # a float32 product (any summation order is covered by the bound)
+    assert (np.abs(exact32.astype(np.float64) - approx) <= B[:, None]).all()
+    assert (np.abs(x.astype(np.float64) @ x.T.astype(np.float64) - approx) <= B[:, None]).all()
+
+
+def test_knn_precision_auto_and_validation():
+    x = reid(4096, 64, seed=1)
+    idx, sim = native_knn(torch.from_numpy(x), 5, None)
+    assert knn_mod.last_stats["precision"] == "int8"
+    assert knn_mod.last_stats["uncertified_fraction"] < 0.5
+    ri, rs = native_knn(torch.from_numpy(x), 5, None, precision="fp32")
+    np.testing.assert_allclose(sim.numpy(), rs.numpy(), atol=2e-6, rtol=0)
+    assert (idx == ri).float().mean() > 0.999
+    native_knn(torch.from_numpy(x[:4095]), 5, None)
+    assert knn_mod.last_stats["precision"] == "fp32"
+    native_knn(torch.from_numpy(x[:, :63].copy()), 5, None)
+    assert knn_mod.last_stats["precision"] == "fp32"
+    # beyond exact int32 accumulation the int8 request falls back to fp32
+    big = np.zeros((3, knn_mod.INT8_MAX_DIM + 1), np.float32)
+    big[:, 0] = 1
+    native_knn(torch.from_numpy(big), 2, None, precision="int8")
+    assert knn_mod.last_stats["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        native_knn(torch.from_numpy(x[:10]), 2, None, precision="bf16")
+    with pytest.raises(ValueError, match="extra"):
+        native_knn(torch.from_numpy(x[:10]), 2, None, precision="int8", extra=-1)
+
+
+@pytest.mark.parametrize("columns", [False, True])
+@pytest.mark.parametrize("self_search", [True, False])
+def test_topk_merge_i8_matches_reference(columns, self_search):
+    # power-of-two scales: (s_i * s_j) * S is exact, so ties in S are ties in the values
+    rng = np.random.default_rng(int(columns) * 2 + int(self_search))
+    n, k = 90, 7
+    S = rng.integers(-4, 5, size=(n, n)).astype(np.int32)
+    S = np.triu(S) + np.triu(S, 1).T  # symmetric, like a self-search product
+    scale = (2.0 ** rng.integers(-3, 2, n)).astype(np.float32)
+    A = (scale[:, None] * scale[None, :]).astype(np.float32) * S.astype(np.float32)
+    bs = np.full((n, k), -np.inf, np.float32)
+    bi = np.full((n, k), -1, np.int64)
+    edges = [0, 17, 40, 41, 90]
+    tiles = [(a, b) for a in range(4) for b in range(4) if not columns or b > a]
+    rng.shuffle(tiles)
+    for a, b in tiles:
+        r0, r1, c0, c1 = edges[a], edges[a + 1], edges[b], edges[b + 1]
+        tile = np.ascontiguousarray(S[r0:r1, c0:c1])
+        nat.knn_topk_merge_i8(tile, r0, c0, scale, scale, bs, bi, self_search, False)
+        if columns:  # the same tile, merged into its columns' lists (the lower triangle)
+            nat.knn_topk_merge_i8(tile, r0, c0, scale, scale, bs, bi, self_search, True)
+    if columns:  # the diagonal blocks: rows only
+        for a in range(4):
+            r0, r1 = edges[a], edges[a + 1]
+            nat.knn_topk_merge_i8(np.ascontiguousarray(S[r0:r1, r0:r1]), r0, r0, scale, scale, bs, bi,
+                                  self_search, False)
+    idx, sim = ref_topk(A, k, self_search)
+    np.testing.assert_array_equal(bi, idx)
+    np.testing.assert_array_equal(bs, sim)
+
+
+def test_topk_merge_i8_validation():
+    bs = np.full((40, 2), -np.inf, np.float32)
+    bi = np.full((40, 2), -1, np.int64)
+    sc = np.ones(40, np.float32)
+    with pytest.raises(ValueError, match="S: expected dtype int32"):
+        nat.knn_topk_merge_i8(np.zeros((2, 2), np.float32), 0, 0, sc, sc, bs, bi, True, False)
+    with pytest.raises(ValueError, match="columns"):
+        nat.knn_topk_merge_i8(np.zeros((20, 20), np.int32), 0, 10, sc, sc, bs, bi, True, True)
+    with pytest.raises(ValueError, match="col0"):
+        nat.knn_topk_merge_i8(np.zeros((2, 20), np.int32), 0, 30, sc, sc, bs, bi, True, False)
+    with pytest.raises(ValueError, match="cand_idx"):
+        ci = np.full((40, 2), 99, np.int64)
+        x = np.ones((40, 4), np.float32)
+        nat.knn_rescore(x, x, ci, bs, sc, True, bi, bs, np.zeros(40, np.uint8))

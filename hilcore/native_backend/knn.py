@@ -1,29 +1,128 @@
-"""Native kNN: BLAS tiles through torch (float32) and the C++ running top-k merge."""
+"""Native kNN: BLAS tiles through torch and the C++ running top-k merges.
+
+Two exact paths compute the same answer (up to float32 rounding of the
+similarities themselves):
+
+- ``fp32``: float32 ``torch.mm`` on ``TILE x TILE`` tiles merged into the
+  running top-k lists (the reference path; small inputs and fallback).
+- ``int8``: int8 candidates, exact rescoring, certification, fp32 fallback for
+  the rows that cannot be certified. Per row ``x_i ~ p_i = s_i q_i`` with
+  ``s_i = max|x_i| / 127`` and ``q_i`` int8; residual ``e_i = x_i - p_i``. The
+  int8 product ``q_i . q_j`` is exact in int32 (``D * 127^2 < 2^31``), and
+  ``torch._int_mm`` runs it about 2-3x faster than the float32 GEMM here. The
+  tile merges keep ``K' = k + extra`` candidates per row by the approximate
+  similarity ``a_ij = fl(fl(s_i s_j) fl(q_i . q_j))``; the C++ rescoring
+  computes ``x_i . x_j`` in float32 for them, keeps the best k, and certifies
+  the row when no other column can beat its k-th entry:
+
+  Let ``t_ij = x_i . x_j`` (real), ``a*_ij = p_i . p_j`` (real), ``ê_ij`` the
+  float32 dot product computed by the rescoring. Since
+  ``x_i . x_j - p_i . p_j = x_i . e_j + e_i . p_j``,
+
+      |t_ij - a*_ij| <= ||x_i|| ||e_j|| + ||e_i|| ||p_j||
+      |a_ij - a*_ij| <= ((1 + u)^3 - 1) |a*_ij| <= 4u ||p_i|| ||p_j||   (three roundings, u = 2^-24)
+      |ê_ij - t_ij|  <= γ_D ||x_i|| ||x_j||,  γ_D = D u / (1 - D u)     (any summation order)
+
+  so with the database maxima EN = max ||e_j||, NP = max ||p_j||, NX = max ||x_j||,
+
+      B_i = ||x_i|| EN + ||e_i|| NP + 4u ||p_i|| NP + γ_D ||x_i|| NX + 1e-6
+
+  bounds ``|ê_ij - a_ij|`` for every column j (1e-6 absorbs underflow of
+  ``s_i s_j`` and the double sums of the check). The norms are float64 sums
+  rounded up to float32, and B_i is rounded up. Every column j outside the
+  candidates has ``a_ij <= c_i`` (the smallest candidate value), hence
+  ``ê_ij <= c_i + B_i``; the row is certified iff its k-th exact value
+  ``e_k(i) > c_i + B_i`` (strict: a tie could otherwise be won by a lower
+  index). Certified rows are then exactly the top-k by ``ê`` over all
+  columns. An uncertified row gets a second int8 pass against every column:
+  each column with ``a_ij + B_i >=`` the row's current k-th value is rescored
+  and merged (no other can enter); a row that would rescore more than
+  ``max(256, M / 16)`` columns (crowded data) is recomputed with the fp32 path.
+
+``precision="auto"`` takes the int8 path for ``D >= 64`` and a database of at
+least 4096 rows. :data:`last_stats` records what the last call did.
+"""
 from __future__ import annotations
 
+import math
+import time
+
+import numpy as np
 import torch
 
 from .._dispatch import native_module
 
-# Square tiles of TILE x TILE similarities (16 MiB in float32): memory O(TILE x N).
+# Square tiles of TILE x TILE similarities (16 MiB in float32 / int32): memory O(TILE x N).
 TILE = 2048
+# auto: the int8 path from these sizes on (below, the fp32 GEMM is short anyway)
+INT8_MIN_DIM = 64
+INT8_MIN_ROWS = 4096
+# int32 accumulation of D products of int8 in [-127, 127] is exact while D * 127^2 < 2^31
+INT8_MAX_DIM = (2**31 - 1) // (127 * 127)
+_U = 2.0**-24  # unit roundoff of float32
+
+#: What the last call did: ``precision`` ("fp32" or "int8"), ``candidates`` (K'), ``rows``,
+#: ``uncertified_rows`` / ``uncertified_fraction`` (rows the candidates did not certify: they
+#: took the second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed in
+#: fp32), stage ``times_s``.
+last_stats: dict = {}
 
 
-def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE):
+def default_extra(k: int) -> int:
+    """Extra candidates per row (K' = k + extra) of the int8 path."""
+    return 2 * k + 8
+
+
+def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE, precision: str = "auto",
+        extra: int | None = None):
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).
 
     Returns ``(idx int64 [N, k], sim float32 [N, k])``, best first by (sim desc,
     index asc); in self-search each row's own index is first. Self-search
     computes only the tiles on and above the diagonal and merges each
-    off-diagonal tile into both its rows and (transposed) its columns.
+    off-diagonal tile into both its rows and its columns.
+
+    ``precision``: ``"auto"`` (int8 candidates for ``D >= 64`` and ``M >= 4096``,
+    else fp32), ``"fp32"`` or ``"int8"`` (falls back to fp32 when ``D`` is too
+    large for exact int32 accumulation). ``extra``: candidates beyond k per row
+    on the int8 path (default :func:`default_extra`). Both are internal knobs
+    for tests and benchmarks; every choice returns the exact answer.
     """
-    nat = native_module()
+    if precision not in ("auto", "fp32", "int8"):
+        raise ValueError(f"precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
+    if extra is not None and (not isinstance(extra, int) or extra < 0):
+        raise ValueError(f"extra: expected a non-negative int or None, got {extra!r}")
     x = x.to(torch.float32).contiguous()
-    n = x.shape[0]
+    db = x if y is None else y.to(torch.float32).contiguous()
+    n, d = x.shape
+    m = db.shape[0]
+    if precision == "auto":
+        use_int8 = d >= INT8_MIN_DIM and m >= INT8_MIN_ROWS
+    else:
+        use_int8 = precision == "int8"
+    if use_int8 and d > INT8_MAX_DIM:
+        use_int8 = False
+    if not use_int8 or n == 0:
+        t0 = time.perf_counter()
+        out = _knn_fp32(x, k, y is None, db, tile)
+        last_stats.clear()
+        last_stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
+                          fallback_rows=0, fallback_fraction=0.0,
+                          times_s={"fp32": time.perf_counter() - t0})
+        return out
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra)
+
+
+# ---------------------------------------------------------------------------------------------- fp32
+
+
+def _knn_fp32(x, k, self_search, db, tile):
+    nat = native_module()
+    n, m = x.shape[0], db.shape[0]
     best_sim = torch.full((n, k), float("-inf"), dtype=torch.float32)
     best_idx = torch.full((n, k), -1, dtype=torch.int64)
     bs, bi = best_sim.numpy(), best_idx.numpy()
-    if y is None:
+    if self_search:
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
             for j0 in range(i0, n, tile):
@@ -33,12 +132,137 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
                     nat.knn_topk_merge(s.t().contiguous().numpy(), j0, i0, bs, bi, True)
                 del s
     else:
-        y = y.to(torch.float32).contiguous()
-        m = y.shape[0]
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
             for j0 in range(0, m, tile):
-                s = torch.mm(xi, y[j0:j0 + tile].t())
+                s = torch.mm(xi, db[j0:j0 + tile].t())
                 nat.knn_topk_merge(s.numpy(), i0, j0, bs, bi, False)
                 del s
+    return best_idx, best_sim
+
+
+def _fp32_rows(x, rows, k, self_search, db, tile):
+    """The fp32 path for the gathered rows ``x[rows]`` against every database row."""
+    nat = native_module()
+    r = rows.numel()
+    best_sim = torch.full((r, k), float("-inf"), dtype=torch.float32)
+    best_idx = torch.full((r, k), -1, dtype=torch.int64)
+    m = db.shape[0]
+    for b0 in range(0, r, tile):
+        ids = rows[b0:b0 + tile].contiguous()
+        xr = x[ids]
+        bs, bi = best_sim[b0:b0 + tile].numpy(), best_idx[b0:b0 + tile].numpy()
+        for j0 in range(0, m, tile):
+            s = torch.mm(xr, db[j0:j0 + tile].t())
+            nat.knn_topk_merge_rows(s.numpy(), ids.numpy(), j0, bs, bi, self_search)
+            del s
+    return best_idx, best_sim
+
+
+# ---------------------------------------------------------------------------------------------- int8
+
+
+def _quantize(nat, a):
+    n, d = a.shape
+    q = torch.empty((n, d), dtype=torch.int8)
+    scale, xnorm, pnorm, enorm = (torch.empty(n, dtype=torch.float32) for _ in range(4))
+    nat.knn_quantize(a.numpy(), q.numpy(), scale.numpy(), xnorm.numpy(), pnorm.numpy(), enorm.numpy())
+    return q, scale, xnorm, pnorm, enorm
+
+
+def _round_up_f32(v: np.ndarray) -> np.ndarray:
+    f = v.astype(np.float32)
+    low = f.astype(np.float64) < v
+    f[low] = np.nextafter(f[low], np.float32(np.inf))
+    return f
+
+
+def row_bounds(d, xnorm, pnorm, enorm, db_xnorm, db_pnorm, db_enorm) -> np.ndarray:
+    """B_i (float32, rounded up) bounding |rescored - approximate| of row i against every column."""
+    xn, pn, en = (np.asarray(a, np.float64) for a in (xnorm, pnorm, enorm))
+    EN = float(np.max(db_enorm))
+    NP = float(np.max(db_pnorm))
+    NX = float(np.max(db_xnorm))
+    gamma = d * _U / (1.0 - d * _U)
+    b = xn * EN + en * NP + 4.0 * _U * pn * NP + gamma * xn * NX + 1e-6
+    b = b * (1.0 + 1e-12)  # the float64 evaluation of b itself
+    return _round_up_f32(b)
+
+
+def _knn_int8(x, k, self_search, db, tile, extra):
+    nat = native_module()
+    n, d = x.shape
+    m = db.shape[0]
+    kc = min(m, k + extra)
+    times = {}
+    t = time.perf_counter()
+    qx, sx, nx, px, ex = _quantize(nat, x)
+    if self_search:
+        qy, sy, ny, py, ey = qx, sx, nx, px, ex
+    else:
+        qy, sy, ny, py, ey = _quantize(nat, db)
+    qyT = qy.t().contiguous()  # [D, M]: _int_mm(qx[i0:i1], qyT[:, j0:j1]) is the fast layout
+    bound = torch.from_numpy(row_bounds(d, nx.numpy(), px.numpy(), ex.numpy(), ny.numpy(), py.numpy(), ey.numpy()))
+    times["quantize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cand_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
+    cand_idx = torch.full((n, kc), -1, dtype=torch.int64)
+    cs, ci = cand_sim.numpy(), cand_idx.numpy()
+    sxn, syn = sx.numpy(), sy.numpy()
+    for i0 in range(0, n, tile):
+        qi = qx[i0:i0 + tile]
+        for j0 in range(i0 if self_search else 0, m, tile):
+            s = torch._int_mm(qi, qyT[:, j0:j0 + tile]).numpy()
+            nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, self_search, False)
+            if self_search and j0 != i0:
+                nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, True, True)
+            del s
+    times["candidates"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    best_idx = torch.empty((n, k), dtype=torch.int64)
+    best_sim = torch.empty((n, k), dtype=torch.float32)
+    certified = torch.empty(n, dtype=torch.uint8)
+    n_cert = nat.knn_rescore(x.numpy(), db.numpy(), ci, cs, bound.numpy(), self_search, best_idx.numpy(),
+                             best_sim.numpy(), certified.numpy())
+    times["rescore"] = time.perf_counter() - t
+
+    # uncertified rows: an int8 pass against every column rescoring each column that
+    # could still enter (approx + B_i >= the k-th value); rows that would rescore
+    # more than `cap` columns go to the fp32 path
+    t = time.perf_counter()
+    failed = torch.nonzero(certified == 0).flatten()
+    n_over = 0
+    if failed.numel():
+        f = failed.numel()
+        ri, rsim = best_idx[failed].contiguous(), best_sim[failed].contiguous()
+        qf, sf, bf = qx[failed], sx[failed], bound[failed]
+        counts = torch.zeros(f, dtype=torch.int64)
+        cap = max(256, m // 16)
+        for b0 in range(0, f, tile):
+            ids = failed[b0:b0 + tile]
+            qb = qf[b0:b0 + tile]
+            for j0 in range(0, m, tile):
+                s = torch._int_mm(qb, qyT[:, j0:j0 + tile]).numpy()
+                nat.knn_refine_i8(s, ids.numpy(), j0, sf[b0:b0 + tile].numpy(), syn, bf[b0:b0 + tile].numpy(),
+                                  x.numpy(), db.numpy(), rsim[b0:b0 + tile].numpy(), ri[b0:b0 + tile].numpy(),
+                                  self_search, counts[b0:b0 + tile].numpy(), cap)
+                del s
+        best_idx[failed] = ri
+        best_sim[failed] = rsim
+        over = failed[counts < 0]
+        n_over = over.numel()
+        times["refine"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if n_over:
+            fi, fs = _fp32_rows(x, over, k, self_search, db, tile)
+            best_idx[over] = fi
+            best_sim[over] = fs
+    times["fallback"] = time.perf_counter() - t
+    last_stats.clear()
+    last_stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
+                      uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
+                      fallback_fraction=n_over / n, times_s=times,
+                      bound_median=float(np.median(bound.numpy())) if n else math.nan)
     return best_idx, best_sim

@@ -1,5 +1,7 @@
-// Running top-k merge for the blocked exact kNN (the product itself is a BLAS
-// GEMM done by the caller, one tile at a time).
+// Blocked exact kNN on CPU: the running top-k merges of similarity tiles (the
+// products are GEMMs done by the caller, one tile at a time), and the pieces
+// of the exact int8-candidate path (quantise, merge int8 tiles, rescore and
+// certify).
 #pragma once
 #include <cstdint>
 
@@ -18,5 +20,68 @@ namespace hilcore {
 int knn_topk_merge_cpu(const float* S, int64_t b, int64_t c, int64_t row0, int64_t col0,
                        float* best_sim, int64_t* best_idx, int64_t n_rows, int64_t k,
                        bool self_search, int num_threads);
+
+// As knn_topk_merge_cpu for a gathered set of rows: tile row r merges into
+// best row r ([b, k]) and its own index (for self_search) is row_ids[r].
+int knn_topk_merge_rows_cpu(const float* S, int64_t b, int64_t c, const int64_t* row_ids, int64_t col0,
+                            float* best_sim, int64_t* best_idx, int64_t k, bool self_search, int num_threads);
+
+// Symmetric per-row int8 quantisation of x [n, d] (row-major):
+//   scale[i] = max_t |x_it| / 127,  q_i = round(127 x_i / max_t |x_it|) in [-127, 127],
+//   p_i = scale[i] q_i,  e_i = x_i - p_i,
+// and the norms ||x_i||, ||p_i||, ||e_i|| computed in float64 and rounded UP
+// to float32 (each stored value is >= the exact norm). A zero row gets scale 0.
+// Returns 0, or 1 for bad sizes.
+int knn_quantize_cpu(const float* x, int64_t n, int64_t d, int8_t* q, float* scale, float* xnorm,
+                     float* pnorm, float* enorm, int num_threads);
+
+// Merge a tile of int8 products S [b, c] (int32, row-major) into running
+// top-k lists of approximate similarities a = (row_scale * col_scale) * S
+// (float32, this exact evaluation order, so a(i, j) == a(j, i) bit for bit).
+// row_scale is indexed by the global row (row0 + r), col_scale by the global
+// column (col0 + q).
+// columns == false: tile row r merges into list row0 + r (as knn_topk_merge_cpu).
+// columns == true: tile column q merges into list col0 + q with candidates
+// row0 + r (the transposed tile, read in place in 16-column strips); in
+// self-search the two index ranges must then be disjoint (an off-diagonal tile).
+// Preconditions: the destination lists fit in n_rows, k >= 1.
+// Returns 0, 1 for bad sizes, 2 for overlapping ranges in column mode.
+int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, int64_t col0,
+                          const float* row_scale, const float* col_scale, float* best_sim, int64_t* best_idx,
+                          int64_t n_rows, int64_t k, bool self_search, bool columns, int num_threads);
+
+// Exact rescoring and certification of candidate lists.
+//
+// cand_idx / cand_sim [n, kc] (row-major): each row's kc candidates sorted by
+// (approximate sim desc, idx asc), self first in self-search; every column not
+// listed has approximate sim <= cand_sim[i, kc - 1] (the last entry).
+// For each row: exact float32 dot products x_i . y_j over the candidates
+// (AVX2/FMA, 32 partial sums), sorted by (exact desc, idx asc), self first;
+// the first k are written to out_idx / out_sim [n, k]. certified[i] = 1 when
+// the row provably equals the top-k over all m columns:
+//   kc == m (no column left out), or k == 1 in self-search, or
+//   e_k > cand_sim[i, kc - 1] + bound[i]   (strict; e_k = the k-th exact value),
+// where bound[i] must bound |computed exact - approximate| for row i against
+// every column (see hilcore/native_backend/knn.py). Else certified[i] = 0.
+// Preconditions: 1 <= k <= kc <= m, candidate indices in [0, m).
+// Returns 0, or 1 for bad sizes / indices.
+int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_t d, const int64_t* cand_idx,
+                    const float* cand_sim, int64_t kc, const float* bound, int64_t k, bool self_search,
+                    int64_t* out_idx, float* out_sim, uint8_t* certified, int num_threads);
+
+// Second pass for rows that failed certification (gathered: tile row r is
+// global row row_ids[r]; its sorted top-k list is best_sim/best_idx row r,
+// already holding the rescored top-k). Every column j of the int32 tile S
+// [b, c] (columns col0..) whose approximate value a = (row_scale[r] *
+// col_scale[j]) * S[r, j] satisfies a + bound[r] >= the list's current k-th
+// value, and that is not listed yet, is rescored exactly (x_row . y_j, as in
+// knn_rescore_cpu) and offered to the list. The rest cannot enter: their
+// exact value is <= a + bound[r] < the k-th value. counts[r] accumulates the
+// rescored columns; past cap it is set to -1 and the row is skipped from then
+// on (the caller recomputes it in fp32).
+int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row_ids, int64_t col0,
+                      const float* row_scale, const float* col_scale, const float* bound, const float* x,
+                      const float* y, int64_t d, float* best_sim, int64_t* best_idx, int64_t k, bool self_search,
+                      int64_t* counts, int64_t cap, int num_threads);
 
 }  // namespace hilcore
