@@ -197,3 +197,57 @@ def test_cli_make_synthetic_and_errors(tmp_path, capsys):
     assert "unknown key" in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path / "none.pt"), "--dataset", "sysu", "--data-root", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- camera-aware centring
+def test_camera_centre_matches_numpy_reference():
+    from hilcore.train.loop import camera_centre
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(9, 5)).astype(np.float32)
+    cams = np.array([1, 1, 3, 3, 3, 6, 1, 6, 2])          # camera 2 has a single image
+    ref = x.copy()
+    for c in (1, 3, 6):
+        ref[cams == c] -= x[cams == c].mean(0)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)   # the lone camera-2 row keeps its direction
+    out = camera_centre(torch.from_numpy(x), cams)
+    assert out.dtype == torch.float32 and out.shape == (9, 5)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+    # a per-camera offset (what a camera adds to every image) disappears
+    shifted = torch.from_numpy(x) + torch.from_numpy(rng.normal(size=(7, 5)).astype(np.float32))[cams]
+    np.testing.assert_allclose(camera_centre(shifted, cams)[cams != 2].numpy(), ref[cams != 2], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="cams"):
+        camera_centre(torch.from_numpy(x), cams[:4])
+    with pytest.raises(ValueError, match="x"):
+        camera_centre(torch.zeros(3), cams[:3])
+
+
+def test_cam_center_config():
+    cfg = C.load_config("configs/demo_tiny.yaml")
+    assert cfg.cluster.cam_center is True
+    assert not hasattr(cfg.epoch_config(), "cam_center")     # the loop's option, not hilcore.EpochConfig's
+    assert C.load_config(None).cluster.cam_center is False
+    with pytest.raises(ValueError, match=r"config\.cluster\.cam_center"):
+        C.load_config(None, ["cluster.cam_center=3"])
+
+
+def test_cam_center_labels_from_centred_memories_from_raw(tiny_root, tmp_path):
+    from hilcore.train.loop import MODS, Trainer, camera_centre
+
+    cfg = C.from_dict(tiny_config(tiny_root, tmp_path / "run", cluster={"cam_center": True, "eps": 0.9}))
+    tr = Trainer(cfg)
+    feats = tr.extract_train()
+    cl = tr.cluster(feats)
+    x = {m: camera_centre(feats[m], tr.data.train[m].cams) for m in MODS}
+    ref = hilcore.cluster_epoch(x["rgb"], x["ir"], cfg.epoch_config())
+    assert torch.equal(cl.labels_rgb, ref.labels_rgb) and torch.equal(cl.labels_ir, ref.labels_ir)
+    assert torch.equal(cl.shared_labels_ir, ref.shared_labels_ir)
+    for m in MODS:   # centres: means of the un-centred features over the centred clustering's labels
+        lab = getattr(cl, f"labels_{m}")
+        assert int(lab.max()) >= 0
+        want = torch.stack([F.normalize(feats[m], dim=1)[lab == c].mean(0) for c in range(int(lab.max()) + 1)])
+        torch.testing.assert_close(getattr(cl, f"centers_{m}"), want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(getattr(cl, f"multi_{m}")[:, 0], getattr(cl, f"centers_{m}"))
+    assert not torch.allclose(cl.centers_rgb, ref.centers_rgb)
+    row = tr.train_epoch(0, cl, feats)
+    assert math.isfinite(row["loss"])

@@ -87,7 +87,7 @@ class LossConfig:
 
 @dataclass
 class ClusterConfig:
-    """Fields of :class:`hilcore.EpochConfig`."""
+    """Fields of :class:`hilcore.EpochConfig`, plus ``cam_center`` (the loop's, not passed on)."""
 
     k1: int = 30
     k2: int = 6
@@ -99,6 +99,8 @@ class ClusterConfig:
     ratio: float = 0.5
     match_mode: str = "both"
     backend: str = "auto"
+    cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
+    #                                 rows re-normalised); memories still from the features themselves
 
 
 @dataclass
@@ -137,7 +139,9 @@ class TrainConfig:
         """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
         from hilcore import EpochConfig
 
-        return EpochConfig(**dataclasses.asdict(self.cluster), seed=self.run.seed)
+        fields = dataclasses.asdict(self.cluster)
+        fields.pop("cam_center")
+        return EpochConfig(**fields, seed=self.run.seed)
 
     def mccl_weight_at(self, epoch: int) -> float:
         """MCCL weight of (0-based) ``epoch``."""
@@ -217,6 +221,8 @@ def validate(cfg: TrainConfig) -> None:
         _positive(getattr(lo, k), f"loss.{k}", 0, integer=False)
     _positive(lo.mccl_switch_epoch, "loss.mccl_switch_epoch", 0)
     _positive(lo.nc_k, "loss.nc_k")
+    if not isinstance(cfg.cluster.cam_center, bool):
+        raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
     _positive(cfg.eval.every, "eval.every", 0)
     _positive(cfg.eval.trials, "eval.trials")
     if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):

@@ -267,6 +267,61 @@ class HeadMemories(torch.nn.Module):
             for mod, labels in (("rgb", cl.labels_rgb), ("ir", cl.labels_ir))})
 
 
+def camera_centre(x: torch.Tensor, cams) -> torch.Tensor:
+    """Rows of ``x`` minus the mean row of their camera, re-normalised (camera-aware feature centring).
+
+    Camera ids are legitimate metadata in unsupervised ReID (every image
+    comes with the camera that took it; identities stay unknown). Removing
+    each camera's mean feature removes what all images of a camera share
+    (background, colour cast, and -- as cameras are per modality -- the
+    modality offset), so that the k-reciprocal neighbourhoods, DBSCAN and the
+    cross-modal matching see the identity part of the feature. A camera with
+    a single image keeps its row (its mean is the row itself).
+
+    Args:
+        x: ``[N, D]`` float features (rows L2-normalised or not).
+        cams: ``[N]`` integer camera ids (NumPy or torch).
+
+    Returns:
+        ``[N, D]`` float32 L2-normalised rows, on ``x``'s device.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x: expected [N, D] features, got shape {tuple(x.shape)}")
+    c = torch.as_tensor(np.asarray(cams), dtype=torch.int64, device=x.device)
+    if c.shape != (x.shape[0],):
+        raise ValueError(f"cams: expected {x.shape[0]} camera ids, got shape {tuple(c.shape)}")
+    x = x.float()
+    if x.shape[0] == 0:
+        return x.clone()
+    _, inv, cnt = torch.unique(c, return_inverse=True, return_counts=True)
+    means = torch.zeros((cnt.shape[0], x.shape[1]), dtype=x.dtype, device=x.device).index_add_(0, inv, x)
+    means /= cnt[:, None].to(x.dtype)
+    out = x - means[inv]
+    single = cnt[inv] == 1
+    out[single] = x[single]
+    return F.normalize(out, dim=1)
+
+
+def _recentre(cl, feats: dict, ec):
+    """Centres and multi-centre memories of ``cl`` recomputed from the un-centred ``feats`` (same labels).
+
+    The model's outputs live in the un-centred space, so the memories it is
+    trained against (and updates) must too; only the pseudo labels come from
+    the centred features.
+    """
+    sub = dict(n_sub=ec.n_sub, weight=ec.weight, method=ec.sub_method, seed=ec.seed)
+    for m, lab in (("rgb", cl.labels_rgb), ("ir", cl.labels_ir)):
+        if int(lab.max()) >= 0:
+            setattr(cl, f"centers_{m}", hilcore.cluster_centers(feats[m], lab))
+            setattr(cl, f"multi_{m}", hilcore.subcluster(feats[m], lab, **sub))
+    both = torch.cat([feats["rgb"], feats["ir"]])
+    shared = torch.cat([cl.shared_labels_rgb, cl.shared_labels_ir])
+    if cl.shared_centers.shape[0] > 0:
+        cl.shared_centers = hilcore.cluster_centers(both, shared)
+        cl.shared_multi = hilcore.subcluster(both, shared, **sub)
+    return cl
+
+
 def _clusters_to(cl, device):
     for k, v in vars(cl).items():
         if isinstance(v, torch.Tensor):
@@ -390,11 +445,22 @@ class Trainer:
                                     progress=self.progress, desc=f"extract {m.upper()}") for m in MODS}
 
     def cluster(self, feats: dict):
-        """:func:`hilcore.cluster_epoch` on rank 0, broadcast to the others (CPU copies), moved to the device."""
+        """:func:`hilcore.cluster_epoch` on rank 0, broadcast to the others (CPU copies), moved to the device.
+
+        With ``cluster.cam_center`` the pseudo labels (per modality and shared)
+        come from the camera-centred features (:func:`camera_centre`); the
+        centres and multi-centre memories are then recomputed from the
+        features themselves with those labels.
+        """
         cl, err = None, None
         if D.is_main():
             try:
-                cl = hilcore.cluster_epoch(feats["rgb"], feats["ir"], self.cfg.epoch_config())
+                ec = self.cfg.epoch_config()
+                if self.cfg.cluster.cam_center:
+                    x = {m: camera_centre(feats[m], self.data.train[m].cams) for m in MODS}
+                    cl = _recentre(hilcore.cluster_epoch(x["rgb"], x["ir"], ec), feats, ec)
+                else:
+                    cl = hilcore.cluster_epoch(feats["rgb"], feats["ir"], ec)
                 cl = _clusters_to(cl, torch.device("cpu"))
             except ValueError as e:
                 err = str(e)
@@ -453,7 +519,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
             bar.update(1)
             if self.progress:
-                bar.set_postfix_str(f"loss {float(loss):.3f}")
+                bar.set_postfix_str(f"loss {float(loss.detach()):.3f}")
         bar.close()
         with torch.no_grad():
             D.sync_buffers(self.model)

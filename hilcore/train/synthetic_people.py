@@ -1,16 +1,22 @@
 """Procedurally drawn people written to disk in the SYSU-MM01 and RegDB layouts.
 
-Each identity gets fixed clothing colours (upper and lower), a clothing
-pattern (solid, horizontal/vertical stripes, checks), skin and hair tones, a
-build (height, shoulder width, leg width), short or long sleeves and maybe a
-bag. Each image jitters pose (stride, arm swing, mirror), scale and position,
-lighting and the camera's colour cast, over a noisy camera-specific background.
+Each identity gets fixed clothing colours (upper and lower, saturated and
+well apart), a clothing pattern (solid, horizontal/vertical stripes, checks),
+skin and hair tones, a build (height, shoulder width, leg width), short or
+long sleeves and maybe a bag. Each image jitters pose (stride, arm swing,
+mirror), scale and position and lighting, over a camera-specific background.
+Cameras differ less than people do (a mild colour cast, a dim low-contrast
+background), so that identity, not the camera, is what most of the pixels
+say -- a random-init CNN can then start from features a clustering can use
+(the demo, ``configs/demo_tiny.yaml``, still centres features per camera).
 
-The IR cameras get a thermal-like rendering of the same geometry: skin
-brightest, clothing at identity-specific warmth levels (patterns show faintly,
-as material contrast), background dark, slightly blurred; stored as three equal
-channels like SYSU-MM01's IR jpgs. Colour is invisible in IR, so cross-modal
-matching has to rely on shape, pattern and warmth, as with real data.
+The IR cameras get a near-infrared-like rendering of the same geometry: skin
+brightest, each clothing part at a grey level that follows its visible
+luminance (reflectance) plus an identity-specific material offset, so that
+patterns show as the luminance contrast of their two colours; background dark,
+slightly blurred; stored as three equal channels like SYSU-MM01's IR jpgs.
+Hue is invisible in IR, so cross-modal matching has to rely on shape, pattern
+and brightness, as with real data.
 
 Everything is deterministic in ``seed``: the same arguments write byte-identical files.
 
@@ -45,34 +51,45 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
 
 
+def _lum(c: np.ndarray) -> float:
+    return float(0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2])
+
+
 def _identity(seed: int, pid: int) -> dict:
     rng = np.random.default_rng([seed, 101, pid])
-    up = _hsv(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.35, 0.95))
+    # saturated, well-separated clothing colours: identity dominates the image, not the camera
+    up = _hsv(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
     if rng.random() < 0.5:
-        up2 = _hsv(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.2, 1.0))
+        up2 = _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.2, 1.0))
     else:
-        up2 = np.full(3, 0.92) if up.mean() < 0.5 else np.full(3, 0.12)
-    low = _hsv(rng.random(), rng.uniform(0.1, 0.8), rng.uniform(0.15, 0.8))
-    low2 = np.clip(low * rng.uniform(0.4, 0.7) + rng.uniform(0.0, 0.3), 0, 1)
-    return dict(
+        up2 = np.full(3, 0.95) if _lum(up) < 0.5 else np.full(3, 0.08)
+    low = _hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.15, 0.9))
+    low2 = np.clip(low * rng.uniform(0.3, 0.6) + rng.uniform(0.0, 0.4), 0, 1)
+    ident = dict(
         upper=up, upper2=up2, lower=low, lower2=low2,
-        upper_pattern=_PATTERNS_UPPER[rng.choice(4, p=[0.35, 0.25, 0.15, 0.25])],
-        lower_pattern=_PATTERNS_LOWER[rng.choice(3, p=[0.7, 0.1, 0.2])],
-        period=rng.uniform(0.035, 0.08),
+        upper_pattern=_PATTERNS_UPPER[rng.choice(4, p=[0.3, 0.25, 0.2, 0.25])],
+        lower_pattern=_PATTERNS_LOWER[rng.choice(3, p=[0.6, 0.15, 0.25])],
+        period=rng.uniform(0.04, 0.09),
         skin=_SKIN[rng.integers(len(_SKIN))], hair=_HAIR[rng.integers(len(_HAIR))],
         shoe=_hsv(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.05, 0.6)),
-        height=rng.uniform(0.80, 0.95), shoulder=rng.uniform(0.13, 0.18), leg=rng.uniform(0.04, 0.06),
-        waist=rng.uniform(0.47, 0.55), long_sleeves=bool(rng.random() < 0.6), long_hair=bool(rng.random() < 0.35),
+        height=rng.uniform(0.80, 0.95), shoulder=rng.uniform(0.12, 0.20), leg=rng.uniform(0.035, 0.065),
+        waist=rng.uniform(0.45, 0.57), long_sleeves=bool(rng.random() < 0.6), long_hair=bool(rng.random() < 0.35),
         bag=_hsv(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.15, 0.8)) if rng.random() < 0.35 else None,
-        # thermal: warmth of each part; pattern amplitude is the material contrast seen in IR
-        t_upper=rng.uniform(0.42, 0.80), t_lower=rng.uniform(0.38, 0.75), t_pattern=rng.uniform(0.06, 0.16),
         t_skin=rng.uniform(0.88, 1.0),
     )
+    # IR (near-infrared-like): a part's brightness follows its reflectance, i.e. its visible luminance, plus
+    # an identity-specific material offset; patterns show as the luminance contrast of their two colours
+    for part in ("upper", "upper2", "lower", "lower2"):
+        ident[f"t_{part}"] = float(np.clip(0.1 + 0.9 * _lum(ident[part]) + rng.uniform(-0.1, 0.1), 0.05, 0.95))
+    return ident
 
 
 def _camera(seed: int, cam: int) -> dict:
     rng = np.random.default_rng([seed, 202, cam])
-    return dict(base=rng.uniform(0.2, 0.75, 3), cast=rng.uniform(0.85, 1.15, 3), t_level=rng.uniform(0.06, 0.2))
+    # a mild colour cast and a dim, low-contrast background (cf. the person): cameras differ, but less than people
+    grey = rng.uniform(0.3, 0.6)
+    return dict(base=np.clip(grey + rng.uniform(-0.06, 0.06, 3), 0, 1), cast=rng.uniform(0.95, 1.05, 3),
+                t_level=rng.uniform(0.08, 0.16))
 
 
 def _segment(yy, xx, a, b, r):
@@ -168,11 +185,11 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
     shade = 1.0 - 0.25 * np.clip(((xx - cx) / (1.2 * sh)) ** 2, 0.0, 1.0)  # rounded body
 
     if infrared:
-        bg = cam["t_level"] + 0.10 * _smooth_noise(rng, h, w, (5, 3))
+        bg = cam["t_level"] + 0.05 * _smooth_noise(rng, h, w, (5, 3))
         t = np.empty((h, w), dtype=np.float32)
         t[:] = bg
-        t_up = ident["t_upper"] + ident["t_pattern"] * np.where(pu, 1.0, -1.0)
-        t_lo = ident["t_lower"] + 0.7 * ident["t_pattern"] * np.where(pl, 1.0, -1.0)
+        t_up = np.where(pu, ident["t_upper2"], ident["t_upper"])
+        t_lo = np.where(pl, ident["t_lower2"], ident["t_lower"])
         warmth = {_SKIN_L: ident["t_skin"], _HAIR_L: 0.55 * ident["t_skin"], _SHOE: 0.3, _BAG: 0.25}
         for code, val in warmth.items():
             t[label == code] = val
@@ -181,7 +198,7 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
         body = label != _BG
         t = np.where(body, t * (0.85 + 0.15 * shade), t) * rng.uniform(0.9, 1.1)
         img = Image.fromarray((np.clip(t, 0, 1) * 255).astype(np.uint8))
-        img = img.filter(ImageFilter.GaussianBlur(radius=0.8 * ss))
+        img = img.filter(ImageFilter.GaussianBlur(radius=0.5 * ss))
         if ss > 1:
             img = img.resize((w_out, h_out), Image.BOX)
         g = np.asarray(img, dtype=np.float32) / 255.0
@@ -189,8 +206,8 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
         g8 = (g * 255).astype(np.uint8)
         return np.repeat(g8[:, :, None], 3, axis=2)
 
-    bg = cam["base"][None, None, :] + 0.25 * _smooth_noise(rng, h, w, (6, 3))[:, :, None]
-    bg = bg + 0.08 * _smooth_noise(rng, h, w, (24, 12))[:, :, None] * rng.uniform(0.5, 1.5, 3)
+    bg = cam["base"][None, None, :] + 0.10 * _smooth_noise(rng, h, w, (6, 3))[:, :, None]
+    bg = bg + 0.04 * _smooth_noise(rng, h, w, (24, 12))[:, :, None] * rng.uniform(0.5, 1.5, 3)
     rgb = bg.astype(np.float32)
     colours = {_SKIN_L: ident["skin"], _HAIR_L: ident["hair"], _SHOE: ident["shoe"]}
     if ident["bag"] is not None:
@@ -202,7 +219,7 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
     rgb = np.where((label == _LOWER)[:, :, None],
                    np.where(pl[:, :, None], ident["lower2"], ident["lower"]), rgb)
     rgb = np.where((label != _BG)[:, :, None], rgb * shade[:, :, None], rgb)
-    rgb = rgb * cam["cast"][None, None, :] * rng.uniform(0.75, 1.15)
+    rgb = rgb * cam["cast"][None, None, :] * rng.uniform(0.85, 1.1)
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     if ss > 1:
         img = img.resize((w_out, h_out), Image.BOX)
