@@ -115,6 +115,16 @@ def int_vector(a, name: str, n: int, device: torch.device, *, what: str, noun: s
     return t.to(device=device, dtype=torch.int64)
 
 
+def features_like(y, ref: torch.Tensor, name: str, ref_name: str) -> torch.Tensor:
+    """:func:`features` for a second matrix that must share ``ref``'s device and column count."""
+    t, _ = features(y, name)
+    if t.device != ref.device:
+        raise ValueError(f"{name}: expected the same device as {ref_name} ({ref.device}), got {t.device}")
+    if t.shape[1] != ref.shape[1]:
+        raise ValueError(f"{name}: expected {ref.shape[1]} columns like {ref_name}, got shape {tuple(t.shape)}")
+    return t
+
+
 def positive_int(v, name: str, *, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")

@@ -66,11 +66,7 @@ def brst(x_b, labels_b, protos_a, ratio: float = 0.5, *, backend: str = "auto"):
         [0, 0, 1, -1]
     """
     xb, fam = _arrays.features(x_b, "x_b")
-    pa, _ = _arrays.features(protos_a, "protos_a")
-    if pa.device != xb.device:
-        raise ValueError(f"protos_a: expected the same device as x_b ({xb.device}), got {pa.device}")
-    if pa.shape[1] != xb.shape[1]:
-        raise ValueError(f"protos_a: expected {xb.shape[1]} columns like x_b, got shape {tuple(pa.shape)}")
+    pa = _arrays.features_like(protos_a, xb, "protos_a", "x_b")
     lab = cluster_labels(labels_b, xb.shape[0], xb.device, "labels_b")
     ratio = _arrays.nonneg_float(ratio, "ratio")
     b = _dispatch.resolve("brst", backend, xb.device, IMPLEMENTED)
@@ -161,11 +157,7 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
         ([[0, 1], [1, 0]], [0, 0, 1, 1], [1, 1, 0, 0])
     """
     xr, fam = _arrays.features(x_rgb, "x_rgb")
-    xi, _ = _arrays.features(x_ir, "x_ir")
-    if xi.device != xr.device:
-        raise ValueError(f"x_ir: expected the same device as x_rgb ({xr.device}), got {xi.device}")
-    if xi.shape[1] != xr.shape[1]:
-        raise ValueError(f"x_ir: expected {xr.shape[1]} columns like x_rgb, got shape {tuple(xi.shape)}")
+    xi = _arrays.features_like(x_ir, xr, "x_ir", "x_rgb")
     lr = cluster_labels(labels_rgb, xr.shape[0], xr.device, "labels_rgb")
     li = cluster_labels(labels_ir, xi.shape[0], xi.device, "labels_ir")
     c_rgb, _ = count_clusters(lr, "labels_rgb")

@@ -141,11 +141,7 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
     cfg = EpochConfig() if config is None else config
     _check_config(cfg)
     xr, fam = _arrays.features(feats_rgb, "feats_rgb")
-    xi, _ = _arrays.features(feats_ir, "feats_ir")
-    if xi.device != xr.device:
-        raise ValueError(f"feats_ir: expected the device of feats_rgb ({xr.device}), got {xi.device}")
-    if xi.shape[1] != xr.shape[1]:
-        raise ValueError(f"feats_ir: expected {xr.shape[1]} columns like feats_rgb, got shape {tuple(xi.shape)}")
+    xi = _arrays.features_like(feats_ir, xr, "feats_ir", "feats_rgb")
     be = cfg.backend
     clock = _Clock(xr.device)
     t_start = time.perf_counter()

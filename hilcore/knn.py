@@ -60,11 +60,7 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
         yt = None
         m = xt.shape[0]
     else:
-        yt, _ = _arrays.features(y, "y")
-        if yt.device != xt.device:
-            raise ValueError(f"y: expected the same device as x ({xt.device}), got {yt.device}")
-        if yt.shape[1] != xt.shape[1]:
-            raise ValueError(f"y: expected {xt.shape[1]} columns like x, got shape {tuple(yt.shape)}")
+        yt = _arrays.features_like(y, xt, "y", "x")
         m = yt.shape[0]
     k = _arrays.positive_int(k, "k")
     if k > m:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hilcore.epoch import EpochConfig
+
 DATASETS = ("sysu", "regdb", "synthetic")
 
 
@@ -86,19 +88,10 @@ class LossConfig:
 
 
 @dataclass
-class ClusterConfig:
-    """Fields of :class:`hilcore.EpochConfig`, plus ``cam_center`` (the loop's, not passed on)."""
+class ClusterConfig(EpochConfig):
+    """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed`` comes from ``run.seed``), plus
+    ``cam_center`` (the loop's, not passed on)."""
 
-    k1: int = 30
-    k2: int = 6
-    eps: float = 0.6
-    min_samples: int = 4
-    n_sub: int = 9
-    weight: float = 0.9
-    sub_method: str = "kmeans"
-    ratio: float = 0.5
-    match_mode: str = "both"
-    backend: str = "auto"
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
     #                                 rows re-normalised); memories still from the features themselves
 
@@ -137,11 +130,10 @@ class TrainConfig:
 
     def epoch_config(self):
         """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
-        from hilcore import EpochConfig
-
         fields = dataclasses.asdict(self.cluster)
         fields.pop("cam_center")
-        return EpochConfig(**fields, seed=self.run.seed)
+        fields["seed"] = self.run.seed
+        return EpochConfig(**fields)
 
     def mccl_weight_at(self, epoch: int) -> float:
         """MCCL weight of (0-based) ``epoch``."""
