@@ -16,8 +16,10 @@ is updated.
 
 Backends of ``update``: ``"torch"`` (any device: the batch is applied in
 rounds, round r applying the r-th occurrence of every target at once, so
-``max multiplicity`` vectorised rounds and no per-sample Python loop) and
-``"native"`` (one C++ loop over the CPU buffers, zero-copy).
+``max multiplicity`` vectorised rounds and no per-sample Python loop),
+``"native"`` (one C++ loop over the CPU buffers, zero-copy) and ``"triton"`` (one
+program per distinct target applying its occurrences in order; float32, a
+float64 memory goes through the torch path; see :mod:`hilcore.triton.memory`).
 
 Example:
     >>> import torch, hilcore
@@ -39,7 +41,7 @@ from torch import nn
 
 from . import _arrays, _dispatch
 
-IMPLEMENTED = ("torch", "native")
+IMPLEMENTED = ("torch", "native", "triton")
 
 # ||v|| is floored here before dividing (v = 0 only when x = -m exactly with mu = 1/2).
 NORM_EPS = 1e-12
@@ -147,6 +149,8 @@ def _impl(backend: str):
         return update_torch
     if backend == "native":
         from .native_backend.memory import update as f
+    elif backend == "triton":
+        from .triton.memory import update as f
     else:  # pragma: no cover - resolve() guards this
         raise AssertionError(backend)
     return f
@@ -190,7 +194,8 @@ class _Memory(nn.Module):
             x: ``[B, D]`` batch features (rows L2-normalised here; detached), on the memory's device.
             targets: ``[B]`` integer ids in ``[0, R)`` (R = clusters, or instances for an
                 :class:`InstanceMemory`); duplicates are applied one after the other in batch order.
-            backend: ``"auto"``, ``"torch"`` or ``"native"`` (CPU buffers).
+            backend: ``"auto"``, ``"torch"``, ``"native"`` (CPU buffers) or ``"triton"`` (CUDA, or CPU
+                under ``TRITON_INTERPRET=1``).
         """
         xt = batch_features(x, self.num_features, self.features.device).detach()
         bank = self._bank()
