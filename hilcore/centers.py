@@ -6,7 +6,7 @@ import torch
 
 from . import _arrays, _dispatch
 
-IMPLEMENTED = ("torch", "native")
+IMPLEMENTED = ("torch", "native", "triton")
 
 
 
@@ -15,6 +15,8 @@ def _impl(backend: str):
         from .torch_backend import centers as m
     elif backend == "native":
         from .native_backend import centers as m
+    elif backend == "triton":
+        from .triton import centers as m
     else:  # pragma: no cover - resolve() guards this
         raise AssertionError(backend)
     return m
@@ -56,7 +58,8 @@ def cluster_centers(x, labels, *, backend: str = "auto"):
         x: ``[N, D]`` features (NumPy, torch CPU/CUDA or CuPy; any float dtype).
         labels: ``[N]`` integer cluster ids ``0..C-1``, ``-1`` for noise; every
             id in ``0..C-1`` must have a member (C = max label + 1).
-        backend: ``"auto"``, ``"torch"`` or ``"native"``.
+        backend: ``"auto"``, ``"torch"``, ``"native"`` or ``"triton"`` (CUDA, or CPU
+            under ``TRITON_INTERPRET=1``).
 
     Returns:
         ``[C, D]`` float32 centres in the family (and device) of ``x``.
@@ -141,7 +144,8 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
         iters: max Lloyd iterations (>= 1); n_init: k-means++ runs (>= 1).
         eps, min_samples: DBSCAN parameters for ``method="dbscan"``.
         seed: integer seed of the k-means++ draws.
-        backend: ``"auto"``, ``"torch"`` or ``"native"`` (C++ k-means on CPU).
+        backend: ``"auto"``, ``"torch"``, ``"native"`` (C++ k-means on CPU) or
+            ``"triton"`` (Triton centres and assignment step, torch for the rest).
 
     Returns:
         ``[C, 1 + n_sub, D]`` float32 in the family of ``x``.

@@ -68,10 +68,14 @@ class _Buckets:
         return out[: self.m]
 
 
-def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor):
+def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor,
+                      *, assign=None):
     """Batched k-means++ / Lloyd k-means with ``k`` clusters inside every cluster of ``lab``.
 
-    ``u``: float64 [C, R, k] seeding uniforms (R runs). Returns ``(sub [C, k, D]
+    ``u``: float64 [C, R, k] seeding uniforms (R runs). ``assign``: optional
+    assignment step ``assign(xm [M, D], seg [M], cen [E, k, D]) -> [M] int64``
+    (index of the sub-centre of its own segment minimising ``|c|^2 - 2 x.c``,
+    ties to the lower one); other backends plug their kernel in here. Returns ``(sub [C, k, D]
     float32, cnt [C, k] int64, first [C, k] int64)``: the winning run's
     sub-centres, member counts and smallest member sample index; ``cnt`` is all
     zero for clusters with ``<= k`` members or whose every run leaves an empty
@@ -105,7 +109,9 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     def pick_uniform(uu):  # member position floor(u * n), clamped into the segment
         return starts + torch.minimum(torch.floor(uu * sizes_f).to(torch.int64), sizes - 1)
 
-    def assign(cen):
+    def assign_step(cen):
+        if assign is not None:
+            return assign(xm, seg, cen)
         cc = (cen * cen).sum(2)  # [E, k]
         score = cc[seg] - 2 * buckets.dots(cen)
         return torch.argmin(score, dim=1)  # first minimum: ties go to the lower sub-cluster
@@ -133,7 +139,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
         # Lloyd iterations (a converged run is a fixed point, so a global early stop is exact)
         prev = None
         for _ in range(iters):
-            a = assign(cen)
+            a = assign_step(cen)
             if prev is not None and torch.equal(a, prev):
                 break
             key = seg * k + a
@@ -143,7 +149,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
             new = (sums.view(e_n, k, d) / cnt.clamp(min=1).unsqueeze(2).to(torch.float64)).to(torch.float32)
             cen = torch.where((cnt > 0).unsqueeze(2), new, cen)
             prev = a
-        a = assign(cen)
+        a = assign_step(cen)
         key = seg * k + a
         cc = (cen * cen).sum(2)
         dots = torch.gather(buckets.dots(cen), 1, a.unsqueeze(1)).squeeze(1)
