@@ -90,6 +90,18 @@ def _why_not(backend: str, device: torch.device) -> str | None:
     return f"unknown backend {backend!r}; expected one of {('auto',) + ALL_BACKENDS}"
 
 
+# Where each backend keeps its implementation of an op module ``hilcore.<package>.<op>``.
+_PACKAGES = {"torch": "torch_backend", "native": "native_backend", "triton": "triton", "cuda": "cuda_backend"}
+
+
+def impl(op_module: str, backend: str, attr: str | None = None):
+    """The module (or its ``attr``) implementing ``op_module`` (e.g. ``"centers"``) for ``backend``."""
+    import importlib
+
+    mod = importlib.import_module(f"hilcore.{_PACKAGES[backend]}.{op_module}")
+    return mod if attr is None else getattr(mod, attr)
+
+
 def resolve(op: str, backend: str, device: torch.device, implemented: tuple[str, ...]) -> str:
     """Pick the backend for ``op`` on ``device``.
 

@@ -15,15 +15,7 @@ IMPLEMENTED = ("torch", "native", "triton")
 
 
 def _impl(backend: str):
-    if backend == "torch":
-        from .torch_backend.brst import row_argmax_col_max as f
-    elif backend == "native":
-        from .native_backend.brst import row_argmax_col_max as f
-    elif backend == "triton":
-        from .triton.brst import row_argmax_col_max as f
-    else:  # pragma: no cover - resolve() guards this
-        raise AssertionError(backend)
-    return f
+    return _dispatch.impl("brst", backend, "row_argmax_col_max")
 
 
 def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, ratio: float, backend: str):

@@ -11,15 +11,7 @@ IMPLEMENTED = ("torch", "native", "triton")
 
 
 def _impl(backend: str):
-    if backend == "torch":
-        from .torch_backend import centers as m
-    elif backend == "native":
-        from .native_backend import centers as m
-    elif backend == "triton":
-        from .triton import centers as m
-    else:  # pragma: no cover - resolve() guards this
-        raise AssertionError(backend)
-    return m
+    return _dispatch.impl("centers", backend)
 
 
 def cluster_labels(labels, n: int, device: torch.device, name: str = "labels") -> torch.Tensor:
