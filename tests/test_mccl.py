@@ -93,7 +93,7 @@ def test_validation():
     with pytest.raises(TypeError, match="memory"):
         mccl_loss(x, [1, 2])
     with pytest.raises(hilcore.BackendUnavailable):
-        mccl_loss(x, mem, backend="native")
+        mccl_loss(x, mem, backend="cuda")
 
 
 @needs_triton
