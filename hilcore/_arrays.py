@@ -80,19 +80,31 @@ def features(x, name: str = "x", *, normalize: bool = True) -> tuple[torch.Tenso
         raise ValueError(f"{name}: expected at least one row, got shape {tuple(t.shape)}")
     if d == 0:
         raise ValueError(f"{name}: expected at least one feature column, got shape {tuple(t.shape)}")
+    src = t
     t = t.to(torch.float32).contiguous()
-    bad = ~torch.isfinite(t).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten()[:5].tolist()
-        raise ValueError(f"{name}: {int(bad.sum())} row(s) contain NaN or Inf (first rows: {rows})")
+    # One pass: a NaN/Inf entry makes its row's norm non-finite; so does a float32 overflow of
+    # finite entries, which the float64 norm of those rows then settles.
+    norms = torch.linalg.vector_norm(t, dim=1)
+    odd = ~torch.isfinite(norms)
+    if bool(odd.any()):
+        nonfinite = torch.zeros_like(odd)
+        nonfinite[odd] = ~torch.isfinite(t[odd]).all(dim=1)
+        if bool(nonfinite.any()):
+            rows = torch.nonzero(nonfinite).flatten()[:5].tolist()
+            raise ValueError(f"{name}: {int(nonfinite.sum())} row(s) contain NaN or Inf (first rows: {rows})")
+        norms[odd] = torch.linalg.vector_norm(t[odd].double(), dim=1).float()
+        if normalize and not bool(torch.isfinite(norms).all()):
+            rows = torch.nonzero(~torch.isfinite(norms)).flatten()[:5].tolist()
+            raise ValueError(f"{name}: row(s) {rows} are too large to L2-normalise in float32")
     if normalize:
-        norms = torch.linalg.vector_norm(t, dim=1)
         zero = norms == 0
         if bool(zero.any()):
             rows = torch.nonzero(zero).flatten()[:5].tolist()
             raise ValueError(f"{name}: {int(zero.sum())} row(s) are all zeros and cannot be L2-normalised "
                              f"(first rows: {rows})")
-        t = t / norms.unsqueeze(1)
+        norms = norms.unsqueeze(1)
+        # normalise in place when the conversion above already made a private copy
+        t = t.div_(norms) if t.data_ptr() != src.data_ptr() else t / norms
     return t, fam
 
 

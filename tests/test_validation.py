@@ -127,3 +127,16 @@ def test_explicit_unavailable_backend_raises():
     assert "cuda" not in hilcore.backends("cpu")
     # "auto" never raises for lack of a backend: it falls back
     assert hilcore.dbscan(D, 0.5, 2).tolist() == [0, 0, -1]
+
+
+def test_huge_finite_rows_normalise_instead_of_vanishing():
+    # squares of 1e20 overflow float32; the rows must still come out unit-norm, and the input untouched
+    from hilcore._arrays import features
+
+    x = np.full((3, 4), 1e20, dtype=np.float32)
+    x[1] = [3e20, 4e20, 0, 0]
+    x0 = x.copy()
+    f, _ = features(x)
+    np.testing.assert_allclose(f.numpy()[0], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(f.numpy()[1], [0.6, 0.8, 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(x, x0)
