@@ -71,6 +71,24 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
+def time_cluster(xt, k1: int, k2: int, eps: float, min_samples: int, backend: str, db_backend: str, dev: str):
+    """One timed hilcore run, jaccard_distance(max_distance=eps) then dbscan:
+    ``(jaccard_s, dbscan_s, labels, stored_pairs)``."""
+    import hilcore
+    import torch
+
+    sync(dev)
+    t0 = time.perf_counter()
+    d = hilcore.jaccard_distance(xt, k1, k2, max_distance=eps, backend=backend)
+    sync(dev)
+    t1 = time.perf_counter()
+    labels = hilcore.dbscan(d, eps, min_samples, backend=db_backend)
+    sync(dev)
+    t2 = time.perf_counter()
+    nnz = int(d._nnz()) if isinstance(d, torch.Tensor) else int(d.nnz)
+    return t1 - t0, t2 - t1, labels, nnz
+
+
 def _features(spec):
     from hilcore.synthetic import reid_features
 
@@ -103,19 +121,10 @@ def worker_hilcore(spec) -> dict:
     totals, jacs, dbs = [], [], []
     labels = nnz = None
     for _ in range(spec["repeats"]):
-        sync(dev)
-        t0 = time.perf_counter()
-        d = hilcore.jaccard_distance(xt, k1, k2, max_distance=eps, backend=backend)
-        sync(dev)
-        t1 = time.perf_counter()
-        labels = hilcore.dbscan(d, eps, ms, backend=db_backend)
-        sync(dev)
-        t2 = time.perf_counter()
-        jacs.append(t1 - t0)
-        dbs.append(t2 - t1)
-        totals.append(t2 - t0)
-        nnz = int(d._nnz()) if isinstance(d, torch.Tensor) else int(d.nnz)
-        del d
+        t_jac, t_db, labels, nnz = time_cluster(xt, k1, k2, eps, ms, backend, db_backend, dev)
+        jacs.append(t_jac)
+        dbs.append(t_db)
+        totals.append(t_jac + t_db)
     # the kNN alone, with the backend the Jaccard pipeline uses (median over the same repeats)
     knn_backend = _KNN_FOR.get(resolved, resolved)
     knns = []

@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # shared with the cluster benchmark: device naming, file slug, machine record, sync
-from benchmarks.bench_cluster import RESULTS, sync, machine_info, n_ids_for, slug  # noqa: E402
+from benchmarks.bench_cluster import RESULTS, machine_info, n_ids_for, slug, sync, time_cluster  # noqa: E402
 
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 DIM = 768
@@ -224,19 +224,11 @@ def measure(n: int, reps: int, args, row: dict) -> None:
     totals, jacs, dbs = [], [], []
     labels = nnz = None
     for _ in range(reps):
-        sync(dev)
-        t0 = time.perf_counter()
-        d = hilcore.jaccard_distance(xt, k1, args.k2, max_distance=args.eps, backend=args.backend)
-        sync(dev)
-        t1 = time.perf_counter()
-        labels = hilcore.dbscan(d, args.eps, args.min_samples, backend=args.dbscan_backend)
-        sync(dev)
-        t2 = time.perf_counter()
-        jacs.append(t1 - t0)
-        dbs.append(t2 - t1)
-        totals.append(t2 - t0)
-        nnz = int(d._nnz()) if isinstance(d, torch.Tensor) else int(d.nnz)
-        del d
+        t_jac, t_db, labels, nnz = time_cluster(xt, k1, args.k2, args.eps, args.min_samples, args.backend,
+                                                args.dbscan_backend, dev)
+        jacs.append(t_jac)
+        dbs.append(t_db)
+        totals.append(t_jac + t_db)
     if cuda:
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         row["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
