@@ -35,6 +35,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .._extras import require
+
 RGB, IR = 0, 1
 SYSU_RGB_CAMS = (1, 2, 4, 5)
 SYSU_IR_CAMS = (3, 6)
@@ -253,7 +255,7 @@ def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tenso
     Grey images (and SYSU's IR jpgs) come back with three equal channels.
     ``size=None`` keeps the file's size.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "hilcore.train.load_image")
 
     path = Path(path)
     if not path.is_file():
