@@ -133,3 +133,16 @@ def test_pyproject_dependencies():
     assert {"pyyaml", "pillow", "matplotlib", "tqdm", "scikit-learn"} <= extras["train"]
     assert {"psutil"} <= extras["bench"]
     assert extras["train"] | extras["bench"] | {"pytest"} <= extras["test"]
+
+
+def test_readme_commands_install_their_extras_and_ci_runs_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    main_cmd = next(line for line in readme.splitlines() if "hil train --config" in line and "pip install" in line)
+    test_cmd = next(line for line in readme.splitlines() if "python -m pytest" in line and "pip install" in line)
+    assert 'pip install -e ".[train]"' in main_cmd
+    assert 'pip install -e ".[test]"' in test_cmd
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci  # verbatim
+    cross = [i for i, line in enumerate(ci) if line.strip().startswith(".ci/cross_aarch64.sh")]
+    assert cross and cross[0] < ci.index(test_cmd)
+    assert "set +e" not in "\n".join(ci[:cross[0]])  # a cross-compile failure stops CI (set -e)
