@@ -148,6 +148,52 @@ def test_int8_merge_same_bits_on_every_path(paths, columns, c):
     assert (bi[untouched] == -1).all()
 
 
+@pytest.mark.parametrize("cap", [1000, 3])
+@pytest.mark.parametrize("c", [13, 64])
+def test_int8_refine_same_bits_on_every_path_and_reference(paths, cap, c):
+    """The second pass: every column with approx + B >= the k-th value, not listed, not self, is rescored."""
+    rng = np.random.default_rng(c + cap)
+    n, d, k = 90, 45, 4
+    x = _unit_rows(rng, n, d)
+    q = np.clip(np.rint(x * 127 / np.abs(x).max(1, keepdims=True)), -127, 127)
+    scale = (np.abs(x).max(1) / 127).astype(np.float32)
+    rows = np.array([3, 17, 40, 41, 88], np.int64)
+    col0 = 20
+    S = (q[rows] @ q[col0:col0 + c].T).astype(np.int32)
+    bound = np.full(rows.size, 0.05, np.float32)
+    # start lists: each row's self and k - 1 arbitrary columns, sorted (self first)
+    start_idx = np.stack([np.concatenate([[r], rng.choice(np.delete(np.arange(n), r), k - 1, replace=False)])
+                          for r in rows]).astype(np.int64)
+    start_sim = np.einsum("id,ikd->ik", x[rows], x[start_idx]).astype(np.float32)
+    order = np.argsort(-start_sim[:, 1:], axis=1, kind="stable") + 1
+    start_idx[:, 1:] = np.take_along_axis(start_idx, order, 1)
+    start_sim[:, 1:] = np.take_along_axis(start_sim, order, 1)
+    outs = {}
+    for p in paths:
+        nat.knn_set_cpu_path(p)
+        si, ss, cn = start_idx.copy(), start_sim.copy(), np.zeros(rows.size, np.int64)
+        nat.knn_refine_i8(S, rows, col0, scale[rows], scale, bound, x, x, ss, si, True, cn, cap)
+        outs[p] = (si, ss, cn)
+    for p, got in outs.items():
+        for a, b in zip(got, outs["scalar"]):
+            np.testing.assert_array_equal(a, b, err_msg=p)
+    si, ss, cn = outs["scalar"]
+    assert (cn > 0).any() if cap > c else (cn == -1).any()
+    for i, r in enumerate(rows):
+        if cn[i] < 0:
+            continue
+        # the reference: the true top-k (float64) of {listed} U {columns of the tile} must be what the row holds,
+        # up to float32 rounding of the rescored values
+        pool = sorted(set(start_idx[i].tolist()) | set(range(col0, col0 + c)))
+        exact = {j: float(x[r].astype(np.float64) @ x[j].astype(np.float64)) for j in pool}
+        want = [r] + sorted((j for j in pool if j != r), key=lambda j: (-exact[j], j))[:k - 1]
+        assert si[i, 0] == r
+        np.testing.assert_allclose(ss[i], [exact[j] for j in si[i]], atol=1e-5)
+        got_vals = sorted(exact[j] for j in si[i][1:])
+        want_vals = sorted(exact[j] for j in want[1:])
+        np.testing.assert_allclose(got_vals, want_vals, atol=1e-5)
+
+
 @pytest.mark.parametrize("n,d,k", [(301, 70, 7), (257, 33, 3)])
 def test_knn_int8_same_bits_on_every_path_and_exact(paths, n, d, k):
     rng = np.random.default_rng(n)
@@ -155,8 +201,9 @@ def test_knn_int8_same_bits_on_every_path_and_exact(paths, n, d, k):
     res = {}
     for p in paths:
         nat.knn_set_cpu_path(p)
-        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=2)
+        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=1)
         assert knn_mod.last_stats["precision"] == "int8"
+        assert knn_mod.last_stats["uncertified_rows"] > 0  # the second pass (refine) ran too
     for p, (i, s) in res.items():
         assert torch.equal(i, res["scalar"][0]) and torch.equal(s, res["scalar"][1]), p
     idx, sim = res["scalar"]

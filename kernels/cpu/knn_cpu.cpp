@@ -95,10 +95,21 @@ inline float round_up_f32(double v) {
   return f;
 }
 
+int64_t refine_row_i8_scalar(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, double B,
+                             const float* xr, const float* y, int64_t d, float* sim, int64_t* idx, int64_t k,
+                             int64_t self, int64_t cnt, int64_t cap) {
+  TopList L(sim, idx, k, self);
+  for (int64_t q = 0; q < c; ++q)
+    if (!knn_simd::refine_column<dot_f32_scalar>(L, static_cast<double>(approx(sr, sc[q], srow[q])) + B, col0 + q,
+                                                 xr, y, d, cnt, cap))
+      break;
+  return cnt;
+}
+
 }  // namespace
 
 namespace knn_simd {
-const Ops kScalarOps = {"scalar", merge_row_i8_scalar, merge_cols16_i8_scalar, dot_f32_scalar};
+const Ops kScalarOps = {"scalar", merge_row_i8_scalar, merge_cols16_i8_scalar, refine_row_i8_scalar, dot_f32_scalar};
 }  // namespace knn_simd
 
 namespace {
@@ -286,7 +297,7 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
   if (b < 0 || c < 0 || k < 1 || col0 < 0 || d < 1) return 1;
   if (num_threads < 1) num_threads = 1;
   const float* sc = col_scale + col0;
-  float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
+  const knn_simd::Ops& kern = ops();
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (b * c > 32768)
   for (int64_t r = 0; r < b; ++r) {
     if (counts[r] < 0) continue;  // overflowed earlier: left to the fp32 path
@@ -294,26 +305,8 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
     const int64_t self = self_search ? row : kNoSelf;
     float* sim = best_sim + r * k;
     int64_t* idx = best_idx + r * k;
-    TopList L(sim, idx, k, self);
-    const float* xr = x + row * d;
-    const int32_t* srow = S + r * c;
-    const double B = bound[r];
-    const float sr = row_scale[r];
-    int64_t cnt = counts[r];
-    for (int64_t q = 0; q < c; ++q) {
-      const int64_t j = col0 + q;
-      // exact(j) <= approx + B: only a column with approx + B >= the k-th key can enter
-      if (static_cast<double>(approx(sr, sc[q], srow[q])) + B < static_cast<double>(L.thr) || j == self) continue;
-      bool listed = false;
-      for (int64_t t = 0; t < k; ++t) listed |= idx[t] == j;
-      if (listed) continue;
-      if (++cnt > cap) {
-        cnt = -1;
-        break;
-      }
-      L.offer(dot(xr, y + j * d, d), j);
-    }
-    counts[r] = cnt;
+    counts[r] = kern.refine_row_i8(S + r * c, c, col0, row_scale[r], sc, static_cast<double>(bound[r]), x + row * d,
+                                   y, d, sim, idx, k, self, counts[r], cap);
   }
   return 0;
 }

@@ -25,6 +25,13 @@ struct Ops {
   void (*merge_cols16_i8)(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_t q0, int64_t row0,
                           int64_t col0, const float* rs, const float* sc, float* best_sim, int64_t* best_idx,
                           int64_t k, bool self_search);
+  // Second pass of one uncertified row (knn_refine_i8_cpu): every column q of the int32 tile row
+  // (columns col0..) with double((sr * sc[q]) * S[q]) + B >= the list's current k-th value, not
+  // the row itself and not listed yet, is rescored (dot_f32 of xr and y row col0 + q, d terms) and
+  // offered. Returns cnt plus the rescored columns, or -1 once that passes cap.
+  int64_t (*refine_row_i8)(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, double B,
+                           const float* xr, const float* y, int64_t d, float* sim, int64_t* idx, int64_t k,
+                           int64_t self, int64_t cnt, int64_t cap);
   // float32 dot product: 32 partial sums s_l = fma(a_t, b_t, s_l) over t = l (mod 32) for the
   // first 32 * floor(d / 32) terms, then 8 more sums for the next multiple of 8, reduced as a
   // fixed tree, then the tail by fma. Every variant gives the same bits.
@@ -97,6 +104,23 @@ struct TopList {
 
 // approximate similarity of an int8 product: (s_a * s_b) * float(S), this order
 inline float approx(float sa, float sb, int32_t s) { return (sa * sb) * static_cast<float>(s); }
+
+// One column of the second pass (Ops::refine_row_i8), in the TU's own flags and dot product.
+// Returns false when the row went past cap (cnt = -1).
+template <float (*Dot)(const float*, const float*, int64_t)>
+inline bool refine_column(TopList& L, double a_plus_b, int64_t j, const float* xr, const float* y, int64_t d,
+                          int64_t& cnt, int64_t cap) {
+  // exact(j) <= approx + B: only a column with approx + B >= the k-th key can enter
+  if (a_plus_b < static_cast<double>(L.thr) || j == L.self_idx) return true;
+  for (int64_t t = 0; t < L.k; ++t)
+    if (L.idx[t] == j) return true;  // listed
+  if (++cnt > cap) {
+    cnt = -1;
+    return false;
+  }
+  L.offer(Dot(xr, y + j * d, d), j);
+  return true;
+}
 
 }  // namespace
 }  // namespace knn_simd

@@ -110,9 +110,42 @@ float dot_f32(const float* a, const float* b, int64_t d) {
   return acc;
 }
 
+// The second pass: 8 columns per compare (approx widened to double, + B, >= the k-th value) pick the
+// few columns worth the exact test of refine_column, which repeats it with the current k-th value.
+int64_t refine_row_i8(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, double B,
+                      const float* xr, const float* y, int64_t d, float* sim, int64_t* idx, int64_t k, int64_t self,
+                      int64_t cnt, int64_t cap) {
+  TopList L(sim, idx, k, self);
+  const __m256 vsr = _mm256_set1_ps(sr);
+  const __m256d vb = _mm256_set1_pd(B);
+  int64_t q = 0;
+  for (; q + 8 <= c; q += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(vsr, _mm256_loadu_ps(sc + q)),
+                                   _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(srow + q))));
+    const __m256d lo = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), vb);
+    const __m256d hi = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), vb);
+    const __m256d vthr = _mm256_set1_pd(static_cast<double>(L.thr));
+    int mask = _mm256_movemask_pd(_mm256_cmp_pd(lo, vthr, _CMP_GE_OQ)) |
+               (_mm256_movemask_pd(_mm256_cmp_pd(hi, vthr, _CMP_GE_OQ)) << 4);
+    if (mask == 0) continue;
+    alignas(32) double ab[8];
+    _mm256_store_pd(ab, lo);
+    _mm256_store_pd(ab + 4, hi);
+    while (mask) {
+      const int l = __builtin_ctz(mask);
+      mask &= mask - 1;
+      if (!refine_column<dot_f32>(L, ab[l], col0 + q + l, xr, y, d, cnt, cap)) return cnt;
+    }
+  }
+  for (; q < c; ++q)
+    if (!refine_column<dot_f32>(L, static_cast<double>(approx(sr, sc[q], srow[q])) + B, col0 + q, xr, y, d, cnt, cap))
+      break;
+  return cnt;
+}
+
 }  // namespace
 
-const Ops kAvx2Ops = {"avx2", merge_row_i8, merge_cols16_i8, dot_f32};
+const Ops kAvx2Ops = {"avx2", merge_row_i8, merge_cols16_i8, refine_row_i8, dot_f32};
 
 }  // namespace knn_simd
 }  // namespace hilcore
