@@ -87,19 +87,20 @@ def _version_tuple(v) -> tuple:
 # ---------------------------------------------------------------------------------------------- checksum
 def _feed(h, obj, where: str) -> None:
     """Feed ``obj`` into hash ``h`` canonically; TypeError for anything outside the safe format."""
+    kind = type(obj)      # exact types: subclasses (NumPy scalars, enums, namedtuples) pickle as classes
     if obj is None:
         h.update(b"N")
-    elif isinstance(obj, bool):
+    elif kind is bool:
         h.update(b"B1" if obj else b"B0")
-    elif isinstance(obj, int):
+    elif kind is int:
         s = str(obj).encode()
         h.update(b"I%d:" % len(s) + s)
-    elif isinstance(obj, float):
+    elif kind is float:
         h.update(b"F" + struct.pack("<d", obj))
-    elif isinstance(obj, str):
+    elif kind is str:
         s = obj.encode("utf-8", "surrogatepass")
         h.update(b"S%d:" % len(s) + s)
-    elif isinstance(obj, bytes):
+    elif kind is bytes:
         h.update(b"Y%d:" % len(obj) + obj)
     elif isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided or obj.is_quantized or obj.device.type == "meta":
@@ -116,13 +117,13 @@ def _feed(h, obj, where: str) -> None:
     elif isinstance(obj, (torch.dtype, torch.device)):
         s = str(obj).encode()
         h.update(b"D%d:" % len(s) + s)
-    elif isinstance(obj, dict):
+    elif kind in (dict, OrderedDict):
         h.update(b"M%d:" % len(obj))
         for k, v in obj.items():
             _feed(h, k, f"{where} key {k!r}")
             _feed(h, v, f"{where}[{k!r}]")
-    elif isinstance(obj, (list, tuple)):
-        h.update((b"L" if isinstance(obj, list) else b"U") + b"%d:" % len(obj))
+    elif kind in (list, tuple, torch.Size):
+        h.update((b"L" if kind is list else b"U") + b"%d:" % len(obj))
         for i, v in enumerate(obj):
             _feed(h, v, f"{where}[{i}]")
     else:
@@ -243,6 +244,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"checkpoint: {path} is not a hilcore training checkpoint (no 'model'/'epoch' "
                               f"entries)")
+    if "hilcore_version" not in state and not isinstance(state.get("checksum"), dict):
+        verify(state, path)             # not sealed: format 1 (warns), or a format number to check
     return state
 
 
@@ -353,14 +356,15 @@ def to_safe(obj, where: str = "state"):
     ``OrderedDict`` and its ``_metadata`` are kept). Raises TypeError naming
     the entry for anything else outside the safe format.
     """
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or type(obj) in (bool, int, float, str, bytes, torch.Size) or isinstance(
+            obj, (torch.Tensor, torch.dtype, torch.device)):
         return obj
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError(f"checkpoint: {where} is a NumPy object array; expected numbers")
         return torch.from_numpy(np.ascontiguousarray(obj).astype(obj.dtype.newbyteorder("="), copy=True))
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, PurePath):
         return str(obj)
     if isinstance(obj, dict):
