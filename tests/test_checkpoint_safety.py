@@ -183,23 +183,30 @@ def test_hil_cluster_refuses_malicious(evil, capsys):
 def test_no_full_unpickling_in_the_package_outside_the_trust_path():
     """Every torch.load passes weights_only=True, except the one in convert_checkpoint; no pickle.load."""
     found = []
+
+    class Scan(ast.NodeVisitor):
+        def __init__(self, fname):
+            self.fname, self.scope = fname, ["<module>"]
+
+        def visit_FunctionDef(self, node):
+            self.scope.append(node.name)
+            self.generic_visit(node)
+            self.scope.pop()
+
+        visit_AsyncFunctionDef = visit_FunctionDef
+
+        def visit_Call(self, node):
+            name = ast.unparse(node.func)
+            kw = {k.arg: k.value for k in node.keywords}
+            safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+            if name.endswith(("pickle.load", "pickle.loads", "pickle.Unpickler")) or (
+                    name.endswith("torch.load") and not safe):
+                found.append((self.fname, self.scope[-1], ast.unparse(node)))
+            self.generic_visit(node)
+
     for f in sorted(PKG.rglob("*.py")):
-        tree = ast.parse(f.read_text(), str(f))
-        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
-            for node in ast.walk(fn):
-                if not isinstance(node, ast.Call):
-                    continue
-                name = ast.unparse(node.func)
-                if name.endswith(("pickle.load", "pickle.loads", "pickle.Unpickler")):
-                    found.append((f.name, getattr(fn, "name", "<module>"), name))
-                if name.endswith("torch.load"):
-                    kw = {k.arg: k.value for k in node.keywords}
-                    safe = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
-                    if not safe:
-                        found.append((f.name, getattr(fn, "name", "<module>"), ast.unparse(node)))
-    # each call is seen from every enclosing scope: keep the innermost function's name
-    unsafe = {(f, fn) for f, fn, _ in found if fn != "<module>"}
-    assert unsafe == {("checkpoint.py", "convert_checkpoint")}, found
+        Scan(f.name).visit(ast.parse(f.read_text(), str(f)))
+    assert {(f, fn) for f, fn, _ in found} == {("checkpoint.py", "convert_checkpoint")}, found
 
 
 # ------------------------------------------------------------------------------------------- format, checksum, version
