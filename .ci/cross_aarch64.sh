@@ -3,6 +3,7 @@
 # (package g++-aarch64-linux-gnu) and link them into one shared object with every symbol resolved.
 # Fails (non-zero exit) when a source does not build for aarch64: an unguarded x86 intrinsic, an
 # x86-only flag, a missing include. kernels/cpu/x86/ is x86_64-only by design and is not compiled here.
+# bindings/*.cpp get a compile-only check for aarch64 as well (see the end).
 #
 #   .ci/cross_aarch64.sh            # CXX=aarch64-linux-gnu-g++ by default
 #   CXX=clang++ CXXFLAGS=--target=aarch64-linux-gnu .ci/cross_aarch64.sh
@@ -42,3 +43,18 @@ case "$arch" in
   *) echo ".ci/cross_aarch64.sh: expected an aarch64 object, got: $arch" >&2; exit 1 ;;
 esac
 echo ".ci/cross_aarch64.sh: ${#objs[@]} sources of kernels/cpu build and link for aarch64 ($CXX)"
+
+# bindings/: no aarch64 Python to link against here, so a compile-only check (-fsyntax-only) against
+# this machine's Python and pybind11 headers (LP64 on both sides); skipped when pybind11 is missing.
+PY="${PYTHON:-python3}"
+if inc="$("$PY" -m pybind11 --includes 2>/dev/null)"; then
+  n=0
+  for src in bindings/*.cpp; do
+    # shellcheck disable=SC2086
+    "$CXX" -std=c++17 -fsyntax-only -fopenmp -Wall -Wno-deprecated-declarations -Ikernels -Ibindings $inc ${CXXFLAGS:-} "$src"
+    n=$((n + 1))
+  done
+  echo ".ci/cross_aarch64.sh: $n sources of bindings compile for aarch64 (syntax check, host Python headers)"
+else
+  echo ".ci/cross_aarch64.sh: pybind11 not importable by $PY: bindings/ not checked" >&2
+fi
