@@ -92,19 +92,62 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     return dense
 
 
-class DBSCAN:
-    """scikit-learn-compatible DBSCAN for precomputed distances, backed by :func:`hilcore.dbscan`.
+def _validate_X(est, X, **kw):
+    """scikit-learn's own input validation (sets ``n_features_in_``), on versions before and after 1.6."""
+    try:
+        from sklearn.utils.validation import validate_data
+    except ImportError:  # scikit-learn < 1.6
+        return est._validate_data(X, **kw)
+    return validate_data(est, X, **kw)
+
+
+def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: int) -> torch.Tensor:
+    """DBSCAN labels from neighbour edges ``(u, v)`` (u != v, both directions) and a core mask: components of
+    core-core edges numbered by their smallest core index, border points the smallest label of a core neighbour."""
+    from .torch_backend.dbscan import _components
+
+    both = core[u] & core[v]
+    root = _components(u[both], v[both], n)
+    ar = torch.arange(n, device=core.device)
+    number = torch.cumsum((core & (root == ar)).to(torch.int64), 0) - 1
+    labels = torch.where(core, number[root], torch.full_like(root, -1))
+    edge = ~core[u] & core[v]
+    big = torch.iinfo(torch.int64).max
+    border = torch.full((n,), big, dtype=torch.int64, device=core.device)
+    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
+    return torch.where(~core & (border != big), border, labels)
+
+
+try:  # a scikit-learn estimator when scikit-learn is importable (it is a dependency)
+    from sklearn.base import BaseEstimator as _BaseEstimator
+    from sklearn.base import ClusterMixin as _ClusterMixin
+except ImportError:  # pragma: no cover
+    _BaseEstimator, _ClusterMixin = object, object
+
+
+class DBSCAN(_ClusterMixin, _BaseEstimator):
+    """scikit-learn's ``DBSCAN(metric="precomputed")`` as a scikit-learn estimator backed by :func:`hilcore.dbscan`.
 
     Gives exactly ``sklearn.cluster.DBSCAN(eps, min_samples=min_samples,
-    metric="precomputed").fit_predict`` on a dense matrix (same numbering and
-    border assignment). Sparse input follows hilcore's rule: every stored entry
-    ``<= eps`` is a neighbour, stored zeros included (scikit-learn skips them).
+    metric="precomputed").fit`` on a symmetric distance matrix, dense or sparse
+    (same ``labels_`` numbering and border assignment, ``core_sample_indices_``,
+    ``components_``), with ``sample_weight`` as scikit-learn defines it: ``i``
+    is core when the weights of its neighbourhood (itself included) sum to
+    ``>= min_samples``. In sparse input every stored entry ``<= eps`` is a
+    neighbour, stored zeros included, and entries not stored are not (as
+    scikit-learn does). ``get_params`` / ``set_params`` / ``clone`` work;
+    parameters are checked in ``fit``.
+
+    NumPy and SciPy input goes through scikit-learn's validation; torch (CPU or
+    CUDA) and CuPy input go straight to hilcore's kernels on their device
+    (``labels_`` and ``core_sample_indices_`` are NumPy either way).
 
     Args:
-        eps: neighbourhood radius.
-        min_samples: neighbours (self included) that make a core point.
-        metric: only ``"precomputed"`` is supported.
-        n_jobs: accepted and ignored (the native backend uses OpenMP threads).
+        eps: neighbourhood radius (>= 0).
+        min_samples: neighbourhood weight (count, self included) that makes a core point.
+        metric: only ``"precomputed"`` (a distance matrix, e.g. from :func:`compute_jaccard_distance`).
+        n_jobs, metric_params, algorithm, leaf_size, p: scikit-learn's; accepted and ignored (they do not
+            change a precomputed DBSCAN; the native backend uses OpenMP threads).
         backend: hilcore backend; not in scikit-learn's signature.
 
     Example:
@@ -114,33 +157,106 @@ class DBSCAN:
     """
 
     def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,
-                 *, backend: str = "auto"):
-        if metric != "precomputed":
-            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
-                             f"matrix, e.g. from compute_jaccard_distance), got {metric!r}")
-        self.eps = _arrays.nonneg_float(eps, "eps")
-        self.min_samples = _arrays.positive_int(min_samples, "min_samples")
+                 metric_params=None, algorithm: str = "auto", leaf_size: int = 30, p=None, *, backend: str = "auto"):
+        self.eps = eps
+        self.min_samples = min_samples
         self.metric = metric
         self.n_jobs = n_jobs
+        self.metric_params = metric_params
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
         self.backend = backend
-        self.labels_ = None
 
-    def fit(self, X, y=None):
-        """Cluster the ``[N, N]`` distance matrix ``X``; sets ``labels_`` (int64 NumPy, -1 noise)."""
-        labels = _dbscan(X, self.eps, self.min_samples, backend=self.backend)
-        if isinstance(labels, torch.Tensor):
-            labels = labels.cpu().numpy()
-        elif not isinstance(labels, np.ndarray):  # CuPy
-            labels = labels.get()
-        self.labels_ = labels
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True  # distances
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"pairwise": True, "requires_positive_X": True}
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Cluster the ``[N, N]`` distance matrix ``X``.
+
+        Args:
+            X: ``[N, N]`` distances (NumPy, SciPy sparse, torch dense/sparse, CuPy).
+            y: ignored.
+            sample_weight: ``[N]`` weights (default 1 each); negative weights may keep a neighbour from
+                being core, as in scikit-learn.
+
+        Sets ``labels_`` (int64 NumPy, -1 noise), ``core_sample_indices_`` (int64 NumPy), ``components_``
+        (the rows of ``X`` of the core samples, in ``X``'s kind) and ``n_features_in_``; returns ``self``.
+        """
+        if self.metric != "precomputed":
+            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
+                             f"matrix, e.g. from compute_jaccard_distance), got {self.metric!r}")
+        eps = _arrays.nonneg_float(self.eps, "eps")
+        min_samples = _arrays.positive_int(self.min_samples, "min_samples")
+        from .dbscan import as_rows
+
+        native = isinstance(X, torch.Tensor) or type(X).__module__.split(".")[0] in ("cupy", "cupyx")
+        if not native:
+            X = _validate_X(self, X, accept_sparse="csr", dtype=[np.float64, np.float32])
+        if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
+            raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(X.shape)}")
+        if native:
+            self.n_features_in_ = int(X.shape[1])
+        else:
+            vals = X.data if sp.issparse(X) else X
+            if vals.size and vals.min() < 0:
+                raise ValueError(f"X: Negative values in data passed to a precomputed distance matrix "
+                                 f"(min {vals.min()}); expected distances >= 0")
+        n = X.shape[0]
+        rows, _ = as_rows(X, eps)
+        dev = rows.data.device
+        indptr, indices = rows.indptr.to(dev), rows.indices.to(dev)
+        r = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
+        near = (rows.data <= eps) & (indices != r)
+        key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
+        u, v = key // n, key % n
+        if sample_weight is None:
+            core = 1 + torch.bincount(u, minlength=n) >= min_samples
+            labels = _dbscan(X, eps, min_samples, backend=self.backend)
+            if isinstance(labels, torch.Tensor):
+                labels = labels.cpu().numpy()
+            elif not isinstance(labels, np.ndarray):  # CuPy
+                labels = labels.get()
+        else:
+            from sklearn.utils.validation import _check_sample_weight
+
+            w = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
+            wt = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
+            wsum = wt.clone().index_add_(0, u, wt[v])  # own weight + the neighbours'
+            core = wsum >= min_samples
+            labels = _labels_given_core(u, v, core, n).cpu().numpy()
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        idx = torch.nonzero(core).view(-1)
+        self.core_sample_indices_ = idx.cpu().numpy().astype(np.int64)
+        self.components_ = self._rows_of(X, idx)
         return self
 
-    def fit_predict(self, X, y=None):
-        """``fit(X)`` and return ``labels_``."""
-        return self.fit(X).labels_
+    @staticmethod
+    def _rows_of(X, idx: torch.Tensor):
+        """The rows ``idx`` of ``X``, in ``X``'s kind (scikit-learn: an empty ``[0, N]`` array when none)."""
+        if isinstance(X, torch.Tensor):
+            if X.layout == torch.strided:
+                return X[idx.to(X.device)]
+            return X.to_sparse_coo().index_select(0, idx.to(X.device))
+        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy / cupyx
+            import cupy
 
-    def __repr__(self) -> str:
-        return f"DBSCAN(eps={self.eps}, min_samples={self.min_samples}, metric={self.metric!r})"
+            return X[cupy.from_dlpack(idx)]
+        if idx.numel() == 0:
+            return np.empty((0, X.shape[1]))
+        sel = idx.numpy()
+        return X[sel].copy()
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
 
 
 # ------------------------------------------------------------------ memories (clustercontrast/models/cm.py)
