@@ -301,9 +301,13 @@ def _bank_arg(features, dims: int, name: str) -> torch.Tensor:
 
 
 def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """Per class present in ``t``, the index of its least similar sample ``argmin_i <x_i, m[t_i]>`` (first on ties)."""
+    """Per class present in ``t``, the index of its least similar sample ``argmin_i <x_i, m[t_i]>`` (first on ties).
+
+    The similarities are accumulated in float64: the choice is the exact argmin wherever two samples differ by more
+    than float64 rounding (a float32 loop, whose dot products round differently per BLAS call, can only pick
+    another sample where two similarities lie within ~1e-7 of each other)."""
     b, c = x.shape[0], bank.shape[0]
-    sims = torch.bmm(x.unsqueeze(1), bank[t].unsqueeze(2)).view(b)
+    sims = torch.bmm(x.unsqueeze(1).double(), bank[t].unsqueeze(2).double()).view(b)
     low = torch.full((c,), math.inf, dtype=sims.dtype, device=x.device).scatter_reduce(0, t, sims, "amin")
     ar = torch.arange(b, device=x.device)
     cand = torch.where(sims == low[t], ar, b)
