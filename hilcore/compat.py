@@ -307,7 +307,7 @@ def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor) -> torch.Tens
     than float64 rounding (a float32 loop, whose dot products round differently per BLAS call, can only pick
     another sample where two similarities lie within ~1e-7 of each other)."""
     b, c = x.shape[0], bank.shape[0]
-    sims = torch.bmm(x.unsqueeze(1).double(), bank[t].unsqueeze(2).double()).view(b)
+    sims = torch.linalg.vecdot(x.double(), bank.index_select(0, t).double())
     low = torch.full((c,), math.inf, dtype=sims.dtype, device=x.device).scatter_reduce(0, t, sims, "amin")
     ar = torch.arange(b, device=x.device)
     cand = torch.where(sims == low[t], ar, b)
