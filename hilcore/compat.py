@@ -300,27 +300,41 @@ def _bank_arg(features, dims: int, name: str) -> torch.Tensor:
     return features.detach()
 
 
-def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor, sims: torch.Tensor | None = None) -> torch.Tensor:
     """Per class present in ``t``, the index of its least similar sample ``argmin_i <x_i, m[t_i]>`` (first on ties).
 
-    The similarities are accumulated in float64: the choice is the exact argmin wherever two samples differ by more
-    than float64 rounding (a float32 loop, whose dot products round differently per BLAS call, can only pick
-    another sample where two similarities lie within ~1e-7 of each other)."""
+    The choice is the argmin of the exact (float64) similarities. ``sims`` are the similarities in the memory's
+    precision (the forward's logits ``out[i, t_i]`` when the memory has not changed since); every sample within the
+    rounding bound of the dot product (``2 gamma_D ||x_i|| ||m_c||``) of its class minimum is a candidate and only
+    the candidates are recomputed in float64, so the answer is exact at the cost of a few rows.
+    """
     b, c = x.shape[0], bank.shape[0]
-    sims = torch.linalg.vecdot(x.double(), bank.index_select(0, t).double())
+    if sims is None:
+        sims = torch.linalg.vecdot(x, bank.index_select(0, t))
     low = torch.full((c,), math.inf, dtype=sims.dtype, device=x.device).scatter_reduce(0, t, sims, "amin")
-    ar = torch.arange(b, device=x.device)
-    cand = torch.where(sims == low[t], ar, b)
-    first = torch.full((c,), b, dtype=torch.int64, device=x.device).scatter_reduce(0, t, cand, "amin")
+    d = x.shape[1]
+    u = torch.finfo(sims.dtype).eps / 2
+    gamma = d * u / (1.0 - d * u)
+    uniq = torch.unique(t)
+    norms = torch.zeros(c, dtype=sims.dtype, device=x.device)
+    norms[uniq] = torch.linalg.vector_norm(bank.index_select(0, uniq), dim=1).to(sims.dtype)
+    tol = 2.0 * gamma * norms[t] * torch.linalg.vector_norm(x, dim=1).to(sims.dtype) + 1e-30
+    cand = torch.nonzero(sims <= low[t] + tol).view(-1)
+    exact = torch.linalg.vecdot(x.index_select(0, cand).double(), bank.index_select(0, t[cand]).double())
+    tc = t[cand]
+    low64 = torch.full((c,), math.inf, dtype=torch.float64, device=x.device).scatter_reduce(0, tc, exact, "amin")
+    pick = torch.where(exact == low64[tc], cand, b)
+    first = torch.full((c,), b, dtype=torch.int64, device=x.device).scatter_reduce(0, tc, pick, "amin")
     return first[first < b]
 
 
-def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: float, mode: str, backend: str) -> None:
+def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: float, mode: str, backend: str,
+            sims: torch.Tensor | None = None) -> None:
     """The momentum update of ``bank`` in place, on the fused kernels (sequential batch-order semantics)."""
     if x.shape[0] == 0:
         return
     if mode == "hard":  # one move per class: towards its hardest sample; distinct rows, so order is moot
-        sel = _hardest(x, t, bank)
+        sel = _hardest(x, t, bank, sims)
         x, t = x[sel], t[sel]
     mem = bank if bank.dim() == 3 else bank.unsqueeze(1)
     _memory._impl(backend)(mem, x.contiguous(), t.contiguous(), momentum)
@@ -339,7 +353,10 @@ class _MemoryFunction(torch.autograd.Function):
             scores = xn.mm(bank.view(c * s, d).t()).view(xn.shape[0], c, s)
             out, ctx.slot = scores.max(dim=2)
             return out
-        return xn.mm(bank.t())
+        out = xn.mm(bank.t())
+        if mode == "hard":  # <x_i, m[y_i]> as the forward saw them, reused in backward if m is unchanged by then
+            ctx.sims, ctx.version = out.detach().gather(1, targets.unsqueeze(1)).squeeze(1), bank._version
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -354,7 +371,8 @@ class _MemoryFunction(torch.autograd.Function):
                     grad += torch.where(ctx.slot == s, g, 0.0).mm(bank[:, s])
             else:
                 grad = g.mm(bank)
-        _update(bank, xn.detach(), targets, ctx.momentum, ctx.mode, ctx.backend)
+        sims = ctx.sims if ctx.mode == "hard" and bank._version == ctx.version else None
+        _update(bank, xn.detach(), targets, ctx.momentum, ctx.mode, ctx.backend, sims)
         return grad, None, None, None, None, None
 
 

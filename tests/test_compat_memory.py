@@ -304,3 +304,40 @@ def test_cluster_memory_cuda_matches_cpu_loop(use_hard, backend):
     want_loss.backward()
     assert abs(float(loss) - float(want_loss)) <= 1e-4
     assert float((mem.features.cpu() - want).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hard_picks_the_exact_argmin_on_near_ties(backend):
+    """Samples whose similarities differ by less than float32 can resolve: the exact (float64) least similar wins."""
+    import hilcore.compat as hc
+
+    g = torch.Generator().manual_seed(37)
+    c, d, k = 5, 64, 6
+    bank = F.normalize(torch.randn(c, d, generator=g), dim=1)
+    base = F.normalize(torch.randn(c, d, generator=g), dim=1)
+    x, y = [], []
+    for cls in range(c):
+        for j in range(k):  # k copies of one sample, each nudged by one ulp in a few components
+            v = base[cls].clone()
+            idx = torch.randint(0, d, (3,), generator=g)
+            v[idx] = torch.nextafter(v[idx], torch.where(torch.rand(3, generator=g) < 0.5, -1.0, 1.0))
+            x.append(v)
+            y.append(cls)
+    x, y = torch.stack(x), torch.tensor(y)
+    exact = (x.double() * bank[y].double()).sum(1)
+    want = []
+    for cls in range(c):
+        members = torch.nonzero(y == cls).view(-1)
+        want.append(int(members[torch.argmin(exact[members])]))  # first minimum
+    got = hc._hardest(x, y, bank)
+    assert got.tolist() == want
+    assert hc._hardest(x, y, bank, (x @ bank.T).gather(1, y[:, None]).squeeze(1)).tolist() == want
+    # through the module (forward similarities reused in backward): the memory moves towards those samples
+    mem = compat.ClusterMemory(d, c, momentum=0.3, use_hard=True, backend=backend)
+    mem.features = bank.clone()
+    _run_compat(mem, x, y)
+    expect = bank.clone()
+    for cls, i in enumerate(want):
+        v = 0.3 * expect[cls] + 0.7 * F.normalize(x[i], dim=0)
+        expect[cls] = v / v.norm()
+    _close(mem.features, expect)
