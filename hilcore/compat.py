@@ -32,11 +32,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
 from . import _arrays, _dispatch
 from . import memory as _memory
-from .dbscan import dbscan as _dbscan
 from .jaccard import jaccard_distance as _jaccard_distance
 
 __all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
@@ -118,14 +118,7 @@ def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: 
     return torch.where(~core & (border != big), border, labels)
 
 
-try:  # a scikit-learn estimator when scikit-learn is importable (it is a dependency)
-    from sklearn.base import BaseEstimator as _BaseEstimator
-    from sklearn.base import ClusterMixin as _ClusterMixin
-except ImportError:  # pragma: no cover
-    _BaseEstimator, _ClusterMixin = object, object
-
-
-class DBSCAN(_ClusterMixin, _BaseEstimator):
+class DBSCAN(ClusterMixin, BaseEstimator):
     """scikit-learn's ``DBSCAN(metric="precomputed")`` as a scikit-learn estimator backed by :func:`hilcore.dbscan`.
 
     Gives exactly ``sklearn.cluster.DBSCAN(eps, min_samples=min_samples,
@@ -217,13 +210,13 @@ class DBSCAN(_ClusterMixin, _BaseEstimator):
         near = (rows.data <= eps) & (indices != r)
         key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
         u, v = key // n, key % n
-        if sample_weight is None:
+        if sample_weight is None:  # hilcore's kernels, on the rows built above
+            from .dbscan import IMPLEMENTED, _impl
+
             core = 1 + torch.bincount(u, minlength=n) >= min_samples
-            labels = _dbscan(X, eps, min_samples, backend=self.backend)
-            if isinstance(labels, torch.Tensor):
-                labels = labels.cpu().numpy()
-            elif not isinstance(labels, np.ndarray):  # CuPy
-                labels = labels.get()
+            b = _dispatch.resolve("hilcore.compat.DBSCAN", self.backend, dev, IMPLEMENTED)
+            labels = _impl(b)(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
+            labels = labels.cpu().numpy()
         else:
             from sklearn.utils.validation import _check_sample_weight
 
