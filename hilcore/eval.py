@@ -236,12 +236,12 @@ def sysu_gallery(g_paths: Sequence[str], g_pids, g_camids, mode: str = "all", tr
 def regdb_trial(root, trial: int):
     """The RegDB test split of one trial from the released index files.
 
-    Returns ``(visible, thermal)``: lists of :class:`hilcore.train.datasets.Sample`
+    Returns ``(visible, thermal)``: lists of :class:`hilcore.splits.Sample`
     read from ``idx/test_visible_{trial}.txt`` and ``idx/test_thermal_{trial}.txt``.
     Visible-to-thermal uses ``visible`` as queries and ``thermal`` as gallery;
     thermal-to-visible the reverse.
     """
-    from .train.datasets import load_regdb
+    from .splits import load_regdb
 
     data = load_regdb(root, trial)
     return data.test_visible, data.test_thermal
