@@ -156,7 +156,9 @@ def register(op: str, backend: str, *, devices: tuple[str, ...], dtypes: tuple[t
         dtypes: float dtypes it computes in.
         impl: ``"package.module:function"``, imported when first resolved.
         parts: for a pipeline instead of ``impl``: ``{part: (op, (backend, ...))}``;
-            each part runs the first of its backends that can run on the device.
+            each part runs the first of its backends that can run on the device. A
+            pipeline of one part is callable: it is that part under this backend's
+            name, and its label says what runs.
         note: one line for :func:`capabilities` readers.
     """
     if backend not in BACKENDS:
@@ -244,7 +246,7 @@ class Impl:
 
     def __call__(self, *args, **kwargs):
         if self.fn is None:
-            raise TypeError(f"{self.op} ({self.label}) is a pipeline: call its parts")
+            raise TypeError(f"{self.op} ({self.label}) is a pipeline of several parts: call its parts")
         return self.fn(*args, **kwargs)
 
 
@@ -264,7 +266,9 @@ def _build(cap: Capability, device: torch.device) -> Impl:
             if sub is not None and _entry_why_not(sub, device) is None:
                 parts.append((name, _build(sub, device)))
                 break
-    return Impl(cap.op, cap.backend, cap.dtypes, None, tuple(parts))
+    # a pipeline of one part is that part under another name (e.g. the cuda kNN is Triton's): callable
+    fn = parts[0][1].fn if len(parts) == 1 else None
+    return Impl(cap.op, cap.backend, cap.dtypes, fn, tuple(parts))
 
 
 def check_backend(backend, name: str = "backend") -> str:

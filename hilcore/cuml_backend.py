@@ -6,7 +6,7 @@ use it for comparisons at moderate N, not at scale. cuML's cluster numbering
 and its border assignment are not scikit-learn's, so only its partition of
 the core points is kept; clusters are then renumbered by their smallest core
 index and border points take the smallest label among their core neighbours
-(DESIGN.md), which makes the result equal to scikit-learn's.
+(docs/design.md), which makes the result equal to scikit-learn's.
 """
 from __future__ import annotations
 

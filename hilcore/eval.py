@@ -14,7 +14,7 @@ Averages run over the queries that have at least one match among the kept
 gallery images. Ranking runs on the distance matrix's device (a CUDA tensor is
 ranked on the GPU), in query blocks so memory stays bounded.
 
-SYSU-MM01 (DESIGN.md, "Evaluation protocols"): queries are the IR test
+SYSU-MM01 (docs/design.md, "Evaluation protocols"): queries are the IR test
 images (cameras 3 and 6), the gallery one random RGB image per test identity
 and camera (:func:`sysu_gallery`); gallery images with the query's identity and
 camera are dropped, and for a query of camera 3 every gallery image of camera 2

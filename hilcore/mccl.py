@@ -1,4 +1,4 @@
-"""Multi-centre contrastive loss (MCCL) of HIL, DESIGN.md."""
+"""Multi-centre contrastive loss (MCCL) of HIL, docs/design.md."""
 from __future__ import annotations
 
 import torch
@@ -30,7 +30,7 @@ def _bank(memory) -> torch.Tensor:
 
 def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: bool = False,
               backend: str = "auto"):
-    """Multi-centre contrastive loss of HIL (DESIGN.md), differentiable in ``x``.
+    """Multi-centre contrastive loss of HIL (docs/design.md), differentiable in ``x``.
 
     For each sample (row of ``x``, L2-normalised here, differentiably) against
     the memory ``M`` ``[C, S, D]``:
@@ -55,7 +55,7 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         x: ``[B, D]`` torch features (B >= 1), on the memory's device.
         memory: a :class:`MultiCenterMemory` (a :class:`ClusterMemory` counts as
             S = 1), or a ``[C, S, D]`` tensor.
-        temp: must be ``None``. MCCL has no temperature (DESIGN.md); a
+        temp: must be ``None``. MCCL has no temperature (docs/design.md); a
             temperature dividing the distances would cancel in ``pos / (pos + neg)``,
             so any other value is rejected rather than silently ignored.
         reduction: ``"mean"`` over the batch (default), ``"sum"``, or
@@ -74,7 +74,7 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         >>> loss[cstar == cstar_other_head].mean().backward()
     """
     if temp is not None:
-        raise ValueError(f"temp: MCCL has no temperature (DESIGN.md); pass temp=None, got {temp!r}")
+        raise ValueError(f"temp: MCCL has no temperature (docs/design.md); pass temp=None, got {temp!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
     bank = _bank(memory).detach()

@@ -6,7 +6,7 @@ receive gradients. A training step reads them through :meth:`logits` /
 :func:`cluster_contrast_loss` / :func:`hilcore.mccl_loss`, runs backward and
 the optimiser step, and then calls :meth:`update` explicitly with the batch.
 
-The update is DESIGN.md's momentum rule with exactly the semantics of a Python
+The update is docs/design.md's momentum rule with exactly the semantics of a Python
 loop over the batch: for i in batch order,
 ``m[y_i] <- normalize(mu * m[y_i] + (1 - mu) * x_i)`` (x_i L2-normalised), so a
 target that occurs several times in a batch is updated once per occurrence, in

@@ -1,4 +1,4 @@
-"""hilcore.jaccard_distance: every backend against the dense reference of DESIGN.md."""
+"""hilcore.jaccard_distance: every backend against the dense reference of docs/design.md."""
 import functools
 import importlib
 

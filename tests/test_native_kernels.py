@@ -1,5 +1,5 @@
 """Direct tests of the C++ kernels (hilcore._native through hilcore.native_backend)
-against slow NumPy loops written from the formulas of DESIGN.md, and against
+against slow NumPy loops written from the formulas of docs/design.md, and against
 scikit-learn's DBSCAN on the dense matrix."""
 from __future__ import annotations
 

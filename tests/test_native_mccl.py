@@ -57,7 +57,7 @@ def test_native_matches_torch(b, c, s, d):
     # does not), so the gradient there is rounding noise of that size
     scale = float(ga.abs().max())
     torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-4 * scale + 1e-8)
-    # and the loss against the float64 loop reference of DESIGN.md
+    # and the loss against the float64 loop reference of docs/design.md
     want, want_c = ref_mccl(x.double().numpy(), mem.double().numpy())
     np.testing.assert_array_equal(cb.numpy(), want_c)
     np.testing.assert_allclose(lb.numpy(), want, rtol=2e-4, atol=2e-5)

@@ -175,7 +175,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
 
 
 def dbscan_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, eps: float, min_samples: int):
-    """Density sub-clusters inside every cluster (DESIGN.md DBSCAN on ``1 - cos``), batched.
+    """Density sub-clusters inside every cluster (docs/design.md DBSCAN on ``1 - cos``), batched.
 
     All within-cluster pairs are enumerated segment by segment (sum of n_c^2
     pairs, in chunks); the ones with distance <= eps (self always) are the

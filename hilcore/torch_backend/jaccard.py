@@ -1,6 +1,6 @@
 """Sparse k-reciprocal Jaccard distance in pure PyTorch (any device).
 
-Stages (DESIGN.md), all on padded or CSR tensors, chunked over rows:
+Stages (docs/design.md), all on padded or CSR tensors, chunked over rows:
   1. reciprocal masks: ``rank[i, a]`` is in R(i, k) iff i is in the first
      ``min(k + 1, k1)`` entries of ``rank[rank[i, a]]``;
   2. expansion E(i): R(i, k1) plus every R(c, kh) (c in R(i, k1)) with

@@ -22,7 +22,7 @@ from ._tiles import slot_sqdist
 # _mccl_fwd_kernel
 # Layout: x [B, D] float32 unit rows (row stride D), mem [C, S, D] float32
 #   contiguous. Outputs pos, neg [B]
-#   float32 (the mean terms of DESIGN.md's MCCL) and cstar [B] int64.
+#   float32 (the mean terms of docs/design.md's MCCL) and cstar [B] int64.
 # Program pid owns samples [pid*BLOCK_B, (pid+1)*BLOCK_B). For each cluster c
 #   in order it accumulates sq [BLOCK_B, S_P] = sum_k (x_k - M_csk)^2 over
 #   BLOCK_D chunks of D (direct differences, not ||x||^2 + ||M||^2 - 2 x.M, so

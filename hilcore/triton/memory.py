@@ -1,4 +1,4 @@
-"""Fused momentum memory update in Triton, with the sequential per-sample semantics of DESIGN.md.
+"""Fused momentum memory update in Triton, with the sequential per-sample semantics of docs/design.md.
 
 The batch is grouped by target in torch (a stable sort, so the occurrences of
 a target keep their batch order) and one program runs per DISTINCT target: it
