@@ -17,7 +17,8 @@ timed on its own), peak memory, and the kNN's achieved GFLOP/s against a
 measured ``torch.mm`` peak on the same machine (the floor of the whole step on
 a CPU), counting the products the kNN computes (the native self-search computes
 only the tiles on and above the diagonal, about half of ``N^2``). The JSON
-records the label of what ran (e.g. ``knn=native, stages=native``). ``--extra-n`` sizes run hilcore only; the baseline is recorded as
+records the label of what ran (e.g. ``knn=native, stages=native``).
+``--extra-n`` sizes run hilcore only; the baseline is recorded as
 "does not fit" when its dense matrices exceed the available memory.
 
     python benchmarks/bench_cluster.py                    # full run (about 10 minutes on 2 cores)

@@ -137,7 +137,8 @@ def bench_brst(p, device, repeats):
     ok = (np.array_equal(np.asarray(m.labels_rgb.cpu()), sr) and np.array_equal(np.asarray(m.labels_ir.cpu()), si)
           and np.array_equal(np.asarray(m.pairs.cpu()), pairs) and m.n_shared == n_shared)
     t_hil = _time(lambda: bidirectional_match(xrt, lrt, xit, lit, 0.5, "both"), repeats, device)
-    return dict(op="brst_both", backend=_ran("bidirectional_match", device), params=p, check="identical shared labels and pairs", ok=bool(ok),
+    return dict(op="brst_both", backend=_ran("bidirectional_match", device), params=p,
+                check="identical shared labels and pairs", ok=bool(ok),
                 pairs=int(len(pairs)), loop_s=t_loop, hilcore_s=t_hil, speedup=t_loop / t_hil)
 
 
@@ -167,7 +168,8 @@ def bench_mccl(p, device, repeats):
               and torch.allclose(xa.grad, xb.grad, rtol=1e-3, atol=1e-4 * float(xa.grad.abs().max())))
     t_loop = _time(run_loop, max(1, repeats // 2), device)
     t_hil = _time(run_hil, repeats, device)
-    return dict(op="mccl_fwd_bwd", backend=_ran("mccl_loss", device), params=p, check="loss and x.grad allclose to the loop",
+    return dict(op="mccl_fwd_bwd", backend=_ran("mccl_loss", device), params=p,
+                check="loss and x.grad allclose to the loop",
                 ok=ok, loop_s=t_loop, hilcore_s=t_hil, speedup=t_loop / t_hil)
 
 

@@ -54,7 +54,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # shared with the cluster benchmark: device naming, file slug, machine record, sync
-from benchmarks.bench_cluster import RESULTS, knn_products, machine_info, n_ids_for, slug, sync, time_cluster  # noqa: E402,E501
+from benchmarks.bench_cluster import (RESULTS, knn_products, machine_info, n_ids_for, slug, sync,  # noqa: E402
+                                      time_cluster)
 
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 DIM = 768

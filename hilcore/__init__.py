@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable", "ClusterMemory", "EpochClusters", "EpochConfig", "InstanceMemory", "MatchResult",
-    "MultiCenterMemory", "backends", "capabilities", "bidirectional_match", "brst", "cluster_centers", "cluster_contrast_loss",
-    "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss", "subcluster", "__version__",
+    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "capabilities", "cluster_centers",
+    "cluster_contrast_loss", "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss",
+    "subcluster", "__version__",
 ]

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import hilcore
+from hilcore import synthetic
 from hilcore.ref import knn as ref_knn
 
 # the op modules (the package exports functions of the same names)
@@ -43,19 +44,12 @@ DBSCAN_BACKENDS = cpu_backends("dbscan")
 
 # ---------------------------------------------------------------- data
 def reid_features(n: int, d: int = 32, *, seed: int = 0, views: int = 4, per_id: int = 8,
-                  noise: float = 0.35, outliers: float = 0.1) -> np.ndarray:
-    """ReID-like float32 features, unnormalised: identities x views (camera offsets) + noise,
-    and a fraction of outlier rows that belong to no identity."""
-    rng = np.random.default_rng(seed)
-    ids = max(1, n // per_id)
-    centre = rng.standard_normal((ids, d))
-    view = 0.5 * rng.standard_normal((views, d))
-    who = rng.integers(0, ids, n)
-    cam = rng.integers(0, views, n)
-    x = centre[who] + view[cam] + noise * rng.standard_normal((n, d)) * np.sqrt(d) / 4
-    lone = rng.random(n) < outliers
-    x[lone] = 2 * rng.standard_normal((int(lone.sum()), d))
-    return x.astype(np.float32)
+                  outliers: float = 0.1) -> np.ndarray:
+    """ReID-like float32 features from :func:`hilcore.synthetic.reid_features` (the one generator:
+    identities x cameras + noise, a fraction of outlier rows), about ``per_id`` rows per identity,
+    left unnormalised: each row scaled by a norm in [0.5, 4) so every op's normalisation is exercised."""
+    x, _, _ = synthetic.reid_features(max(1, n // per_id), n=n, dim=d, n_cams=views, seed=seed, outliers=outliers)
+    return (x * np.random.default_rng(seed + 1).uniform(0.5, 4.0, (n, 1))).astype(np.float32)
 
 
 def tie_features(n: int, d: int = 16, *, seed: int = 0) -> np.ndarray:
