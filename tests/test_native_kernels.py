@@ -80,11 +80,12 @@ def to_dense(indptr, indices, data, n, fill=1.0):
 
 def features(n, d, seed, dup=0):
     """Normalised float32 rows; the last `dup` rows repeat earlier ones exactly."""
-    from hilcore.synthetic import reid_features
-
-    x, _, _ = reid_features(max(1, n // 6), n=n, dim=d, seed=seed)  # the one generator of synthetic data
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 6), d))
+    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, d))
     if dup:
         x[n - dup:] = x[:dup]
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     return x
 
 
