@@ -22,6 +22,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -142,6 +143,7 @@ class Capability:
 
 _TABLE: dict[tuple[str, str], Capability] = {}
 _LOADED = False
+_LOAD_LOCK = threading.RLock()
 
 
 def register(op: str, backend: str, *, devices: tuple[str, ...], dtypes: tuple[torch.dtype, ...] = (torch.float32,),
@@ -174,9 +176,11 @@ def _load() -> None:
     global _LOADED
     if _LOADED:
         return
-    _LOADED = True
-    for mod in BACKENDS.values():
-        importlib.import_module(mod)
+    with _LOAD_LOCK:  # another thread sees the table only once it is complete
+        if not _LOADED:
+            for mod in BACKENDS.values():
+                importlib.import_module(mod)
+            _LOADED = True
 
 
 def _entry(op: str, backend: str) -> Capability | None:
