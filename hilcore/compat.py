@@ -211,11 +211,9 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
         u, v = key // n, key % n
         if sample_weight is None:  # hilcore's kernels, on the rows built above
-            from .dbscan import IMPLEMENTED, _impl
-
             core = 1 + torch.bincount(u, minlength=n) >= min_samples
-            b = _dispatch.resolve("hilcore.compat.DBSCAN", self.backend, dev, IMPLEMENTED)
-            labels = _impl(b)(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
+            impl = _dispatch.resolve("dbscan", self.backend, dev, name="hilcore.compat.DBSCAN")
+            labels = impl(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
             labels = labels.cpu().numpy()
         else:
             from sklearn.utils.validation import _check_sample_weight
@@ -271,10 +269,10 @@ def _momentum_arg(m, name: str = "momentum") -> float:
 
 
 def _backend_arg(backend) -> str:
-    if not isinstance(backend, str):
-        raise TypeError(f"backend: expected a string, got {type(backend).__name__}")
-    if backend != "auto" and backend not in _memory.IMPLEMENTED:
-        raise ValueError(f"backend: expected 'auto' or one of {_memory.IMPLEMENTED}, got {backend!r}")
+    _dispatch.check_backend(backend)
+    if not _dispatch.implements("memory.update", backend):
+        raise ValueError(f"backend: expected 'auto' or one of {_dispatch.implemented('memory.update')} (the "
+                         f"memory-update kernels), got {backend!r}")
     return backend
 
 
@@ -321,7 +319,7 @@ def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor, sims: torch.T
     return first[first < b]
 
 
-def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: float, mode: str, backend: str,
+def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: float, mode: str, impl,
             sims: torch.Tensor | None = None) -> None:
     """The momentum update of ``bank`` in place, on the fused kernels (sequential batch-order semantics)."""
     if x.shape[0] == 0:
@@ -330,7 +328,7 @@ def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: floa
         sel = _hardest(x, t, bank, sims)
         x, t = x[sel], t[sel]
     mem = bank if bank.dim() == 3 else bank.unsqueeze(1)
-    _memory._impl(backend)(mem, x.contiguous(), t.contiguous(), momentum)
+    impl(mem, x.contiguous(), t.contiguous(), momentum)  # the registry's memory.update kernel
 
 
 class _MemoryFunction(torch.autograd.Function):
@@ -338,8 +336,8 @@ class _MemoryFunction(torch.autograd.Function):
     the memory as it is when backward runs, then the momentum update of ``m`` (cm.py's CM, CM_Hard, CM_D, EM)."""
 
     @staticmethod
-    def forward(ctx, xn, targets, bank, momentum, mode, backend):
-        ctx.bank, ctx.momentum, ctx.mode, ctx.backend = bank, momentum, mode, backend
+    def forward(ctx, xn, targets, bank, momentum, mode, impl):
+        ctx.bank, ctx.momentum, ctx.mode, ctx.impl = bank, momentum, mode, impl
         ctx.save_for_backward(xn, targets)
         if mode == "multi":
             c, s, d = bank.shape
@@ -365,7 +363,7 @@ class _MemoryFunction(torch.autograd.Function):
             else:
                 grad = g.mm(bank)
         sims = ctx.sims if ctx.mode == "hard" and bank._version == ctx.version else None
-        _update(bank, xn.detach(), targets, ctx.momentum, ctx.mode, ctx.backend, sims)
+        _update(bank, xn.detach(), targets, ctx.momentum, ctx.mode, ctx.impl, sims)
         return grad, None, None, None, None, None
 
 
@@ -374,8 +372,8 @@ def _apply(inputs, indexes, features, momentum, mode: str, dims: int, backend: s
     x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs")
     y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes",
                               what="instance" if mode == "em" else "cluster")
-    b = _dispatch.resolve(f"hilcore.compat.{'cm_d' if mode == 'multi' else 'cm'}", _backend_arg(backend),
-                          bank.device, _memory.IMPLEMENTED)
+    b = _dispatch.resolve("memory.update", _backend_arg(backend), bank.device,
+                          name=f"hilcore.compat.{'cm_d' if mode == 'multi' else mode}")
     with torch.autocast(bank.device.type, enabled=False):  # logits and update in the memory's precision
         return _MemoryFunction.apply(x.to(bank.dtype), y, bank, _momentum_arg(momentum),
                                      "all" if mode == "em" else mode, b)
@@ -460,7 +458,7 @@ class _CompatMemory(nn.Module):
         y = _memory.batch_targets(targets, x.shape[0], bank.shape[0], bank.device,
                                   "indexes" if what == "instance" else "targets", what=what)
         mu = self.momentum if training_momentum is None else _momentum_arg(training_momentum, "training_momentum")
-        b = _dispatch.resolve(f"hilcore.compat.{type(self).__name__}", self.backend, bank.device, _memory.IMPLEMENTED)
+        b = _dispatch.resolve("memory.update", self.backend, bank.device, name=f"hilcore.compat.{type(self).__name__}")
         with torch.autocast(bank.device.type, enabled=False):  # loss, logits and update in the memory's dtype
             xn = F.normalize(x.to(bank.dtype), dim=1)
             out = _MemoryFunction.apply(xn, y, bank, mu, mode, b) / self.temp
@@ -581,5 +579,5 @@ class Memory(_CompatMemory):
         bank = self._buffer("features", 2)
         x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
         y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
-        b = _dispatch.resolve("hilcore.compat.Memory.updateEM", self.backend, bank.device, _memory.IMPLEMENTED)
+        b = _dispatch.resolve("memory.update", self.backend, bank.device, name="hilcore.compat.Memory.updateEM")
         _update(bank, x.to(bank.dtype), y, self.momentum, "all", b)

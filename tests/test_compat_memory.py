@@ -6,8 +6,6 @@ runs here (torch, native, triton in the interpreter).
 """
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,8 +14,7 @@ import hilcore
 from hilcore import compat
 from hilcore.ref import cm as ref
 
-memory_module = importlib.import_module("hilcore.memory")
-BACKENDS = [b for b in hilcore.backends("cpu") if b in memory_module.IMPLEMENTED]
+BACKENDS = list(hilcore.capabilities("cpu")["memory.update"])
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
 
