@@ -60,8 +60,9 @@ def test_int8_path_is_chosen_on_this_cpu():
         pytest.skip(f"no AVX2/FMA or AVX-512 VNNI on this CPU ({f['arch']})")
     assert knn_mod.int8_matmul() is not None, "torch's int8 GEMM is missing or wrong on this machine"
     x = torch.nn.functional.normalize(torch.randn(4100, 64, generator=torch.Generator().manual_seed(1)), dim=1)
-    idx, sim = knn_mod.knn(x, 4)
-    assert knn_mod.last_stats["precision"] == "int8"
+    st = {}
+    idx, sim = knn_mod.knn(x, 4, stats=st)
+    assert st["precision"] == "int8"
     assert nat.cpu_features()["knn_path"] == "avx2"
     exact = (x.double() @ x.double().t())
     want = torch.topk(exact, 4, dim=1).values  # self (1.0) is the largest: first either way
@@ -201,9 +202,10 @@ def test_knn_int8_same_bits_on_every_path_and_exact(paths, n, d, k):
     res = {}
     for p in paths:
         nat.knn_set_cpu_path(p)
-        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=1)
-        assert knn_mod.last_stats["precision"] == "int8"
-        assert knn_mod.last_stats["uncertified_rows"] > 0  # the second pass (refine) ran too
+        st = {}
+        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=1, stats=st)
+        assert st["precision"] == "int8"
+        assert st["uncertified_rows"] > 0  # the second pass (refine) ran too
     for p, (i, s) in res.items():
         assert torch.equal(i, res["scalar"][0]) and torch.equal(s, res["scalar"][1]), p
     idx, sim = res["scalar"]
@@ -219,8 +221,9 @@ def test_knn_without_an_int8_gemm_takes_fp32(monkeypatch):
     x = torch.from_numpy(_unit_rows(np.random.default_rng(3), 150, 64))
     want = knn_mod.knn(x, 5, precision="fp32")
     monkeypatch.setattr(knn_mod, "_INT8_MATMUL", [None])
-    got = knn_mod.knn(x, 5, precision="int8")
-    assert knn_mod.last_stats["precision"] == "fp32"
+    st = {}
+    got = knn_mod.knn(x, 5, precision="int8", stats=st)
+    assert st["precision"] == "fp32"
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
