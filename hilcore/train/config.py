@@ -44,8 +44,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vit_b16"       # vit_b16 | resnet50 | tiny
-    pretrained: str | None = None   # TransReID(-SSL) .pth for vit_b16
+    backbone: str = "vit_b16"       # vit_b16 | resnet50 | tiny | hil_vit (the released network, hil_vit.py)
+    pretrained: str | None = None   # TransReID(-SSL) .pth for vit_b16 / hil_vit (vit_base_ics_cfs_lup.pth)
+    init_from: str | None = None    # hil_vit: a full release/SDCL checkpoint loaded over the model before epoch 0
+    reload_best_at: int | None = None   # reload output/best.pt's model at the start of this 0-based epoch (release: 20)
     s_dim: int | None = None        # width of head "s" (None: the backbone's)
     kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
 
@@ -189,8 +191,14 @@ def validate(cfg: TrainConfig) -> None:
     _positive(d.workers, "data.workers", 0)
     _positive(d.extract_batch, "data.extract_batch")
     _positive(d.regdb_trial, "data.regdb_trial")
-    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny"):
-        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50 or tiny, got {cfg.model.backbone!r}")
+    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny", "hil_vit"):
+        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50, tiny or hil_vit, "
+                         f"got {cfg.model.backbone!r}")
+    if cfg.model.init_from is not None and cfg.model.backbone != "hil_vit":
+        raise ValueError(f"config.model.init_from: only the hil_vit backbone loads full checkpoints, "
+                         f"got backbone {cfg.model.backbone!r}")
+    if cfg.model.reload_best_at is not None:
+        _positive(cfg.model.reload_best_at, "model.reload_best_at", 0)
     if not isinstance(cfg.model.kwargs, dict):
         raise ValueError(f"config.model.kwargs: expected a mapping, got {cfg.model.kwargs!r}")
     _positive(cfg.sampler.P, "sampler.P")

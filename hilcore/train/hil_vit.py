@@ -358,3 +358,46 @@ def load_hil_weights(model: HILNet, path_or_state_dict, *, hw_ratio: int = 2, st
     report = LoadReport(missing, unexpected, ignored, resized)
     model.load_report = report
     return report
+
+
+# ---------------------------------------------------------------------------------------------- features
+HEADS_CHOICES = ("d", "s", "both")
+
+
+@torch.no_grad()
+def flip_features(net: HILNet, x: torch.Tensor, modal) -> tuple[torch.Tensor, torch.Tensor]:
+    """``((f(x) + f(flip(x))) / 2`` for head d and head s, the release's extraction (eval mode is the caller's).
+
+    ``x``: normalised images ``[B, 3, H, W]``; ``flip`` mirrors the width.
+    """
+    a = net(x, modal)
+    b = net(torch.flip(x, dims=[3]), modal)
+    return (a["d"] + b["d"]) / 2.0, (a["s"] + b["s"]) / 2.0
+
+
+def combine_heads(d: torch.Tensor, s: torch.Tensor, heads: str = "both") -> torch.Tensor:
+    """The release's clustering feature ``normalize(cat(d, s))`` (``heads="both"``; the heads are not
+    normalised before the concatenation), or ``normalize(d)`` / ``normalize(s)``."""
+    if heads not in HEADS_CHOICES:
+        raise ValueError(f"heads: expected one of {HEADS_CHOICES}, got {heads!r}")
+    x = {"d": d, "s": s}.get(heads)
+    return F.normalize(torch.cat([d, s], dim=1) if x is None else x, dim=1)
+
+
+def build_hil_net(size=(288, 144), kwargs=None, pretrained=None, init_from=None, *, hw_ratio: int = 2,
+                  log=None) -> HILNet:
+    """A :class:`HILNet` for images of ``size``: ``pretrained`` (a TransReID-SSL ViT file) loaded into the base and
+    copied, then ``init_from`` (a release / SDCL ``model_best.pth.tar``) over the whole model, as the release
+    does before epoch 0. ``log(msg)`` receives one line per file with the key report."""
+    net = HILNet(img_size=tuple(size), **dict(kwargs or {}))
+    for what, path in (("pretrained", pretrained), ("init_from", init_from)):
+        if path is None:
+            continue
+        rep = load_hil_weights(net, path, hw_ratio=hw_ratio)
+        if what == "init_from" and rep.missing:
+            raise ValueError(f"model.init_from: {path} is not a full HIL checkpoint: {len(rep.missing)} model "
+                             f"keys missing (first: {rep.missing[:5]})")
+        if log is not None:
+            log(f"weights    {what} {path}: {len(rep.missing)} missing, {len(rep.unexpected)} unexpected "
+                f"{rep.unexpected[:5]}, {len(rep.ignored)} ignored, resized {rep.resized}")
+    return net
