@@ -247,8 +247,9 @@ def load_regdb(root, trial: int = 1) -> RegDB:
 # --------------------------------------------------------------------------- images
 
 
-def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tensor:
-    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized (bilinear) to ``size = (H, W)``.
+def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE, interpolation: str = "bilinear") -> torch.Tensor:
+    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized to ``size = (H, W)``
+    (``interpolation``: PIL's "bilinear" or "bicubic").
 
     Grey images (and SYSU's IR jpgs) come back with three equal channels.
     ``size=None`` keeps the file's size.
@@ -264,8 +265,10 @@ def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tenso
             h, w = (int(v) for v in size)
             if h < 1 or w < 1:
                 raise ValueError(f"size: expected (H, W) with positive entries, got {size}")
+            if interpolation not in ("bilinear", "bicubic"):
+                raise ValueError(f"interpolation: expected 'bilinear' or 'bicubic', got {interpolation!r}")
             if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), Image.BILINEAR if interpolation == "bilinear" else Image.BICUBIC)
         arr = np.asarray(im, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
