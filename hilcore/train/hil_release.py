@@ -428,7 +428,9 @@ def cluster_release(feats: dict, ec, head_cols, *, transfer: str = "rgb_to_ir_al
                   "outliers_rgb": int((lab["rgb"] < 0).sum()), "outliers_ir": int((lab["ir"] < 0).sum()),
                   "shared_clusters": int(s_cen.shape[0]), "shared_outliers_rgb": int((sr < 0).sum()),
                   "shared_outliers_ir": int((si < 0).sum()),
-                  "transferred_rgb": int(((sr >= 0) & (lab["rgb"] >= 0)).sum())}
+                  "transferred_rgb": int(((sr >= 0) & (lab["rgb"] >= 0)).sum()),
+                  # IR clusters that received RGB images (the release's cross-modal correspondences)
+                  "matched_pairs": int(torch.unique(sr[sr >= 0]).numel())}
     out.timings = {"cluster": t1 - t0, "match": t2 - t1, "memories": t3 - t2, "total": t3 - t0}
     return out
 
