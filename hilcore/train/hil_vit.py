@@ -234,19 +234,27 @@ class HILNet(nn.Module):
 # ---------------------------------------------------------------------------------------------- loading
 def read_weights(path):
     """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors (missing file, pickled
-    Python objects, not a torch file). Never runs code from the file."""
+    Python objects, not a torch file). Never runs code from the file: besides tensors and containers only
+    NumPy arrays (``ndarray``, ``dtype``, ``_reconstruct``) and ``argparse.Namespace`` are allowed."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint: {p} does not exist")
     import argparse
 
+    import numpy as np
+
+    # plain NumPy arrays (hil train checkpoints keep NumPy's RNG state) and DINO's argument namespace; an
+    # object array would need further globals and is refused like any other pickled object
+    allowed = [argparse.Namespace, np.ndarray, np.dtype, np._core.multiarray._reconstruct]
+    allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(allowed):
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"checkpoint: {p} holds Python objects other than tensors and containers; refusing to "
-                         f"unpickle them (weights_only loading: {first})") from None
+        lines = [t.strip() for t in str(e).splitlines() if "global" in t.lower() or "got <class" in t]
+        why = lines[0] if lines else type(e).__name__
+        raise ValueError(f"checkpoint: {p} holds Python objects other than tensors, containers and NumPy arrays; "
+                         f"refusing to unpickle them ({why})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"checkpoint: cannot read {p} as a torch file ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
