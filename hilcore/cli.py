@@ -318,6 +318,7 @@ def cmd_eval(args) -> int:
     state_epoch = ckpt.load_checkpoint(args.checkpoint)["epoch"]
     print(f"checkpoint {args.checkpoint}: {cfg.model.backbone}, epoch {state_epoch}, input "
           f"{cfg.data.size[0]}x{cfg.data.size[1]}")
+    feat_kw = dict(flip=cfg.data.flip_extract, augment=cfg.data.augment)   # the run's test features
     rows = []
     if args.dataset == "regdb":
         trials = [args.regdb_trial] if args.regdb_trial is not None else list(range(1, args.trials + 1))
@@ -330,7 +331,7 @@ def cmd_eval(args) -> int:
                 data = build_data(cfg)
             except (FileNotFoundError, NotADirectoryError, ValueError) as e:
                 _fail(str(e))
-            rows.append(evaluate(model, data, device, batch_size=args.batch_size, trials=1))
+            rows.append(evaluate(model, data, device, batch_size=args.batch_size, trials=1, **feat_kw))
         res = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         blocks = (("visible -> thermal", ""), ("thermal -> visible", "t2v_"))
         print(f"protocol   RegDB, trials {trials[0]}..{trials[-1]} ({len(trials)} averaged)")
@@ -339,7 +340,8 @@ def cmd_eval(args) -> int:
             data = build_data(cfg)
         except (FileNotFoundError, NotADirectoryError, ValueError) as e:
             _fail(str(e))
-        res = evaluate(model, data, device, batch_size=args.batch_size, trials=args.trials, modes=("all", "indoor"))
+        res = evaluate(model, data, device, batch_size=args.batch_size, trials=args.trials, modes=("all", "indoor"),
+                       **feat_kw)
         blocks = (("all-search", ""), ("indoor-search", "indoor_"))
         print(f"protocol   SYSU-MM01, {len(data.query)} IR queries, one RGB image per identity and camera, "
               f"{args.trials} trials averaged")
