@@ -281,11 +281,12 @@ def cmd_train(args) -> int:
     except (FileNotFoundError, ValueError, TypeError) as e:
         _fail(str(e))
     from .train import distributed as D
+    from .train.hil_vit import ModelSetupError
     from .train.loop import train
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError) as e:
+    except (FileNotFoundError, NotADirectoryError, ModelSetupError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -397,9 +398,9 @@ def cmd_extract(args) -> int:
     if rep.missing and full:
         _fail(f"--checkpoint {args.checkpoint}: {len(rep.missing)} parameters of the network are missing from the "
               f"file (first: {rep.missing[:5]}); is it a checkpoint of this network ({source})?")
-    print(f"checkpoint {args.checkpoint}: {'pretrained ViT (heads copied from its last block)' if rep.missing else 'full model'}"
-          f", {len(rep.unexpected)} unexpected key(s) {rep.unexpected[:5]}, {len(rep.ignored)} ignored; "
-          f"network from {source}", file=sys.stderr)
+    kind = "pretrained ViT (heads copied from its last block)" if rep.missing else "full model"
+    print(f"checkpoint {args.checkpoint}: {kind}, {len(rep.unexpected)} unexpected key(s) {rep.unexpected[:5]}, "
+          f"{len(rep.ignored)} ignored; network from {source}", file=sys.stderr)
     progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
     try:
         feats = extract_files(net, files, args.modality, heads=args.heads, batch_size=args.batch_size,

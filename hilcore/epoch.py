@@ -154,8 +154,12 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
     if memory_feats_rgb is None:
         mr, mi = xr, xi
     else:
-        mr, _ = _arrays.features(memory_feats_rgb, "memory_feats_rgb")
-        mi = _arrays.features_like(memory_feats_ir, mr, "memory_feats_ir", "memory_feats_rgb")
+        # validated, not normalised here: cluster_centers / subcluster normalise their rows themselves
+        mr, _ = _arrays.features(memory_feats_rgb, "memory_feats_rgb", normalize=False)
+        mi, _ = _arrays.features(memory_feats_ir, "memory_feats_ir", normalize=False)
+        if mi.shape[1] != mr.shape[1]:
+            raise ValueError(f"memory_feats_ir: expected {mr.shape[1]} columns like memory_feats_rgb, "
+                             f"got shape {tuple(mi.shape)}")
         for name, a, b in (("memory_feats_rgb", mr, xr), ("memory_feats_ir", mi, xi)):
             if a.shape[0] != b.shape[0] or a.device != b.device:
                 raise ValueError(f"{name}: expected {b.shape[0]} rows on {b.device} (one per clustered feature), "

@@ -438,3 +438,21 @@ def test_sysu_hil_preset_runs(tmp_path, capsys):
     assert rc == 0
     f = np.load(tmp_path / "f.npy")
     assert f.shape[1] == 48 and np.allclose(np.linalg.norm(f, axis=1), 1, atol=1e-5)
+
+
+def test_train_refuses_mismatched_weights(tmp_path, capsys):
+    from hilcore.cli import main
+    from hilcore.train.hil_vit import HILNet
+
+    root = tmp_path / "synth"
+    assert main(["make-synthetic", str(root), "--ids", "6", "--imgs-per-cam", "1", "--size", "32x16"]) == 0
+    other = HILNet(img_size=(32, 16), embed_dim=32, depth=2, num_heads=4)
+    bad = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in other.state_dict().items()}}, bad)
+    args = ["train", "--config", "configs/sysu_hil.yaml", f"data.root={root}", "data.dataset=synthetic",
+            "data.size=[32,16]", "run.device=cpu", "run.output=" + str(tmp_path / "run")]
+    assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}", f"model.init_from={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.init_from" in err and "module.base." in err and "does not fit" in err
+    assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4, colour: red}"]) == 2
+    assert "config.model.kwargs" in capsys.readouterr().err

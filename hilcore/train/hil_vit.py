@@ -60,7 +60,12 @@ import torch.nn.functional as F
 from .augment import check_images
 from .backbones import Block, LoadReport, _pair, resize_pos_embed
 
-__all__ = ["HILNet", "ICSPatchEmbed", "IBN", "load_hil_weights", "read_weights", "RELEASE_EXTRA_KEYS"]
+__all__ = ["HILNet", "ICSPatchEmbed", "IBN", "ModelSetupError", "load_hil_weights", "read_weights",
+           "RELEASE_EXTRA_KEYS"]
+
+
+class ModelSetupError(ValueError):
+    """A weights file or a model option that cannot be used (the message names the file / key / option)."""
 
 # Keys of the release's state dict that no forward pass reads (the TransReID classifier ``fc`` and a
 # ``decoder_norm`` left in its constructor); a checkpoint holding them loads with them listed as ignored.
@@ -253,10 +258,10 @@ def read_weights(path):
     except pickle.UnpicklingError as e:
         lines = [t.strip() for t in str(e).splitlines() if "global" in t.lower() or "got <class" in t]
         why = lines[0] if lines else type(e).__name__
-        raise ValueError(f"checkpoint: {p} holds Python objects other than tensors, containers and NumPy arrays; "
+        raise ModelSetupError(f"checkpoint: {p} holds Python objects other than tensors, containers and NumPy arrays; "
                          f"refusing to unpickle them ({why})") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"checkpoint: cannot read {p} as a torch file ({type(e).__name__}: "
+        raise ModelSetupError(f"checkpoint: cannot read {p} as a torch file ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
@@ -330,7 +335,7 @@ def load_hil_weights(model: HILNet, path_or_state_dict, *, hw_ratio: int = 2, st
     for k in keys:
         s = _strip(k, prefixes)
         if s in seen:
-            raise ValueError(f"checkpoint: keys {seen[s]!r} and {k!r} both map to {s!r}")
+            raise ModelSetupError(f"checkpoint: keys {seen[s]!r} and {k!r} both map to {s!r}")
         seen[s] = k
         v = sd[k]
         if full and s.startswith(RELEASE_EXTRA_KEYS) or not full and any(t in s for t in _PRETRAINED_SKIP):
@@ -349,20 +354,19 @@ def load_hil_weights(model: HILNet, path_or_state_dict, *, hw_ratio: int = 2, st
             elif s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == target[s].numel():
                 v = v.reshape(want)
         if v.shape != want:
-            raise ValueError(f"checkpoint key {k!r}: shape {tuple(sd[k].shape)} does not fit the model's {s!r} of "
+            raise ModelSetupError(f"checkpoint key {k!r}: shape {tuple(sd[k].shape)} does not fit the model's {s!r} of "
                              f"shape {tuple(want)}")
         new[s] = v
     if not new:
-        raise ValueError(f"checkpoint: no key matches the HIL network (first keys: {keys[:5]})")
+        raise ModelSetupError(f"checkpoint: no key matches the HIL network (first keys: {keys[:5]})")
     missing = [s for s in target if s not in new]
     if strict and (missing or unexpected):
-        raise ValueError(f"checkpoint: strict load failed; missing {missing[:10]}, unexpected {unexpected[:10]}")
+        raise ModelSetupError(f"checkpoint: strict load failed; missing {missing[:10]}, unexpected {unexpected[:10]}")
     with torch.no_grad():
         for s, v in new.items():
             target[s].copy_(v)
     if not full:
-        model.init_copies()
-        missing = [s for s in missing]  # base keys left at their initial values
+        model.init_copies()   # ``missing`` names base keys (patch_embed2 is then a copy)
     report = LoadReport(missing, unexpected, ignored, resized)
     model.load_report = report
     return report
@@ -397,13 +401,20 @@ def build_hil_net(size=(288, 144), kwargs=None, pretrained=None, init_from=None,
     """A :class:`HILNet` for images of ``size``: ``pretrained`` (a TransReID-SSL ViT file) loaded into the base and
     copied, then ``init_from`` (a release / SDCL ``model_best.pth.tar``) over the whole model, as the release
     does before epoch 0. ``log(msg)`` receives one line per file with the key report."""
-    net = HILNet(img_size=tuple(size), **dict(kwargs or {}))
+    try:
+        net = HILNet(img_size=tuple(size), **dict(kwargs or {}))
+    except (TypeError, ValueError) as e:
+        raise ModelSetupError(f"config.model.kwargs: {kwargs!r} do not build the released network (options: "
+                              f"depth, embed_dim, num_heads, mlp_ratio, drop_path_rate, stem_conv, ...): {e}") from None
     for what, path in (("pretrained", pretrained), ("init_from", init_from)):
         if path is None:
             continue
-        rep = load_hil_weights(net, path, hw_ratio=hw_ratio)
+        try:
+            rep = load_hil_weights(net, path, hw_ratio=hw_ratio)
+        except (ModelSetupError, TypeError) as e:
+            raise ModelSetupError(f"model.{what}: {e}") from None
         if what == "init_from" and rep.missing:
-            raise ValueError(f"model.init_from: {path} is not a full HIL checkpoint: {len(rep.missing)} model "
+            raise ModelSetupError(f"model.init_from: {path} is not a full HIL checkpoint: {len(rep.missing)} model "
                              f"keys missing (first: {rep.missing[:5]})")
         if log is not None:
             log(f"weights    {what} {path}: {len(rep.missing)} missing, {len(rep.unexpected)} unexpected "

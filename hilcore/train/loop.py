@@ -175,6 +175,8 @@ def _features(net, x, modality: str, *, flip: bool, raw: bool) -> torch.Tensor:
     """One batch's features: the heads (averaged with the mirrored image's when ``flip``), then ``cat(d, s)``
     un-normalised (``raw``), else the model's clustering feature: ``normalize(cat(d, s))`` for the released
     network, ``normalize(cat(normalize(d), normalize(s)))`` for :class:`ReIDModel`."""
+    if not (flip or raw or getattr(net, "modal_aware", False)):
+        return F.normalize(net.extract(x).float(), dim=1)      # ReIDModel.extract, as before the options
     o = _head_outputs(net, x, modality)
     d, s = o["d"].float(), o["s"].float()
     if flip:
