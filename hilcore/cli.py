@@ -7,6 +7,7 @@
     hil train --config FILE [section.key=value ...] [--output DIR] [--resume auto|never|PATH]
     hil eval CHECKPOINT --dataset sysu|regdb|synthetic --data-root DIR [--trials 10]
     hil extract --checkpoint CKPT --images DIR --modality rgb|ir --out F.npy [--config FILE] [--heads both]
+    hil convert-checkpoint [--trust] IN [OUT]
     hil --version
 
 ``cluster`` reads features (``.npy``, or ``.pt``/``.pth`` holding a tensor or a
@@ -281,12 +282,13 @@ def cmd_train(args) -> int:
     except (FileNotFoundError, ValueError, TypeError) as e:
         _fail(str(e))
     from .train import distributed as D
+    from .train.checkpoint import CheckpointError
     from .train.hil_vit import ModelSetupError
     from .train.loop import train
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError, ModelSetupError) as e:
+    except (FileNotFoundError, NotADirectoryError, ModelSetupError, CheckpointError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -419,6 +421,23 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_convert_checkpoint(args) -> int:
+    from .train import checkpoint as ckpt
+
+    src = Path(args.input)
+    if src.is_dir():
+        _fail(f"IN: {src} is a directory; expected a checkpoint file (e.g. {src / ckpt.LAST})")
+    try:
+        dst, state, old = ckpt.convert_checkpoint(src, args.output, trust=args.trust)
+    except (FileNotFoundError, ckpt.CheckpointError, OSError) as e:
+        _fail(str(e))
+    print(f"converted  {src} (format {old['format']}, hilcore {old['hilcore_version'] or 'unknown'}"
+          f"{', read in full because of --trust' if old['trusted'] else ', read safely'}) -> {dst} "
+          f"(format {state['version']}, hilcore {state['hilcore_version']}, epoch {state['epoch']}, "
+          f"sha256 {state['checksum']['sha256'][:16]}...)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -516,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="both: normalize(cat(feat, feat_s)) (default); d or s: that head, normalised")
     x.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (default auto)")
     x.set_defaults(func=cmd_extract)
+
+    v = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint in the safe format, with a checksum",
+                       description="Rewrite a training checkpoint in hilcore's safe format (tensors, numbers, "
+                       "strings, lists, dicts; read with torch.load(weights_only=True)) sealed with a SHA-256 "
+                       "checksum and the hilcore version. A file that pickles other Python objects (checkpoints "
+                       "of older hilcore versions) is read only with --trust, with full unpickling, which runs "
+                       "any code the file names: pass it only for files whose origin you trust.")
+    v.add_argument("input", metavar="IN", help="the checkpoint to convert")
+    v.add_argument("output", metavar="OUT", nargs="?", default=None,
+                   help="where to write the converted checkpoint (default: replace IN atomically)")
+    v.add_argument("--trust", action="store_true",
+                   help="read IN with full unpickling (only for files you trust; it can run code)")
+    v.set_defaults(func=cmd_convert_checkpoint)
 
     # listed for --help; main() forwards everything after "bench" to the script untouched
     sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",

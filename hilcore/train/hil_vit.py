@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -237,32 +236,30 @@ class HILNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def read_weights(path):
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors (missing file, pickled
-    Python objects, not a torch file). Never runs code from the file: besides tensors and containers only
-    NumPy arrays (``ndarray``, ``dtype``, ``_reconstruct``) and ``argparse.Namespace`` are allowed."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint: {p} does not exist")
+def _safe_globals() -> list:
+    """What a weights file may hold besides tensors and containers: plain NumPy arrays and scalars (the
+    release saves ``best_mAP`` as a NumPy float) and DINO's ``argparse.Namespace``. An object array would need
+    further globals and is refused like any other pickled object."""
     import argparse
 
     import numpy as np
 
-    # plain NumPy arrays (hil train checkpoints keep NumPy's RNG state) and DINO's argument namespace; an
-    # object array would need further globals and is refused like any other pickled object
-    allowed = [argparse.Namespace, np.ndarray, np.dtype, np._core.multiarray._reconstruct]
+    allowed = [argparse.Namespace, np.ndarray, np.dtype, np._core.multiarray._reconstruct,
+               np._core.multiarray.scalar]
     allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    return allowed
+
+
+def read_weights(path):
+    """Read a weights file with :func:`hilcore.train.checkpoint.load_state_file` (``torch.load(weights_only=True)``;
+    a ``hil train`` checkpoint is checksum-verified); never runs code from the file. Raises FileNotFoundError, or
+    :class:`ModelSetupError` for a file that pickles other objects, is truncated or is not a torch file."""
+    from .checkpoint import CheckpointError, load_state_file
+
     try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [t.strip() for t in str(e).splitlines() if "global" in t.lower() or "got <class" in t]
-        why = lines[0] if lines else type(e).__name__
-        raise ModelSetupError(f"checkpoint: {p} holds Python objects other than tensors, containers and NumPy arrays; "
-                         f"refusing to unpickle them ({why})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ModelSetupError(f"checkpoint: cannot read {p} as a torch file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        return load_state_file(path, what="checkpoint", safe_globals=_safe_globals())
+    except CheckpointError as e:
+        raise ModelSetupError(str(e)) from None
 
 
 def _unwrap(obj) -> Mapping:
