@@ -414,15 +414,21 @@ def test_sysu_hil_preset_runs(tmp_path, capsys):
     sd["pos_embed"] = torch.randn(1, 9, 24) * 0.02
     pre = tmp_path / "vit_base_ics_cfs_lup.pth"
     torch.save(sd, pre)
+    # the SDCL stage's model_best.pth.tar: the whole model, DataParallel keys, over the pretrained base
+    sdcl = HILNet(img_size=(32, 16), **kw)
+    init = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in sdcl.state_dict().items()}, "epoch": 40}, init)
     out = tmp_path / "run"
     rc = main(["train", "--config", "configs/sysu_hil.yaml", f"data.root={root}", "data.dataset=synthetic",
-               f"model.pretrained={pre}", "data.size=[32,16]", "model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}",
+               f"model.pretrained={pre}", f"model.init_from={init}", "data.size=[32,16]",
+               "model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}",
                "optim.epochs=2", "optim.iters=1", "model.reload_best_at=1", "sampler.P=2", "sampler.K=4",
                "data.workers=0", "eval.trials=1", "run.device=cpu", "run.progress=false", "run.threads=1",
                "cluster.k1=6", "cluster.eps=0.7", "cluster.n_sub=2", "--output", str(out)])
     log = capsys.readouterr().out
     assert rc == 0, log
     assert "weights    pretrained" in log and "resized ['pos_embed']" in log
+    assert f"weights    init_from {init}: 0 missing, 0 unexpected" in log
     assert "reload     the best model so far" in log
     from hilcore.train.hil_vit import read_weights
 
@@ -456,3 +462,28 @@ def test_train_refuses_mismatched_weights(tmp_path, capsys):
     assert "model.init_from" in err and "module.base." in err and "does not fit" in err
     assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4, colour: red}"]) == 2
     assert "config.model.kwargs" in capsys.readouterr().err
+
+
+def test_init_from_overwrites_the_pretrained_model(tmp_path):
+    from hilcore.train.hil_vit import HILNet
+    from hilcore.train.loop import build_reid_model
+
+    kw = {"embed_dim": 24, "depth": 2, "num_heads": 4}
+    pre_net = HILNet(img_size=(32, 16), **kw)
+    pre = tmp_path / "vit.pth"
+    torch.save({k[5:]: v for k, v in pre_net.state_dict().items()
+                if k.startswith("base.") and not k.startswith("base.patch_embed2")}, pre)
+    sdcl = HILNet(img_size=(32, 16), **kw)
+    init = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": {"module." + k: v for k, v in sdcl.state_dict().items()}}, init)
+    base = load_config("configs/sysu_hil.yaml", ["data.size=[32,16]", "model.kwargs={embed_dim: 24, depth: 2, "
+                                                 "num_heads: 4}", f"model.pretrained={pre}"])
+    only_pre = build_reid_model(base).state_dict()
+    # pretrained only: base from the file, heads and IR embedding copied from it
+    assert torch.equal(only_pre["b1.0.attn.qkv.weight"], pre_net.state_dict()["base.blocks.1.attn.qkv.weight"])
+    assert torch.equal(only_pre["base.patch_embed2.proj.weight"], pre_net.state_dict()["base.patch_embed.proj.weight"])
+    both = load_config("configs/sysu_hil.yaml", ["data.size=[32,16]", "model.kwargs={embed_dim: 24, depth: 2, "
+                                                 "num_heads: 4}", f"model.pretrained={pre}", f"model.init_from={init}"])
+    got = build_reid_model(both).state_dict()
+    for k, v in sdcl.state_dict().items():
+        assert torch.equal(got[k], v), k
