@@ -25,6 +25,16 @@ Per epoch:
    RegDB both directions) and **checkpoint** (atomic ``last.pt`` / ``best.pt``),
    then the metrics CSV and the PNG plot.
 
+The released HIL code does several of these steps differently; each
+difference is an option (``docs/hil_release.md``; ``configs/sysu_hil.yaml``
+sets them all): the released network (``model.backbone: hil_vit``, RGB / IR
+patch embeddings, ``model.init_from``, ``model.reload_best_at``),
+flip-averaged bicubic extraction, the release's augmentation with two RGB
+views, the camera-aware sampler, BRST RGB -> IR over all samples with
+memories from each head's raw features (:mod:`hilcore.train.hil_release`),
+shared MCCL with head weights, the release's neighbour terms with their
+epoch-parity schedule, raw instance-memory updates, summed terms.
+
 Example:
     >>> from hilcore.train.config import load_config
     >>> history = train(load_config("configs/demo_tiny.yaml"))
