@@ -4,7 +4,7 @@
 >>> d = hilcore.jaccard_distance(features, k1=30, k2=6, max_distance=0.6)
 >>> labels = hilcore.dbscan(d, eps=0.6, min_samples=4)
 """
-from ._dispatch import BackendUnavailable, backends, has_cuda
+from ._dispatch import BackendUnavailable, backends, capabilities, has_cuda
 from .brst import MatchResult, bidirectional_match, brst
 from .centers import cluster_centers, subcluster
 from .dbscan import dbscan
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable", "ClusterMemory", "EpochClusters", "EpochConfig", "InstanceMemory", "MatchResult",
-    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "cluster_centers", "cluster_contrast_loss",
-    "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss", "subcluster", "__version__",
+    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "capabilities", "cluster_centers",
+    "cluster_contrast_loss", "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss",
+    "subcluster", "__version__",
 ]
