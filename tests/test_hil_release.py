@@ -487,3 +487,19 @@ def test_init_from_overwrites_the_pretrained_model(tmp_path):
     got = build_reid_model(both).state_dict()
     for k, v in sdcl.state_dict().items():
         assert torch.equal(got[k], v), k
+
+
+@pytest.mark.parametrize("name,iters,eps,n_sub,dataset", [("sysu_hil", 100, 0.6, 9, "sysu"),
+                                                           ("regdb_hil", 50, 0.3, 2, "regdb")])
+def test_presets_schedule_and_optimiser(name, iters, eps, n_sub, dataset):
+    from hilcore.train.loop import build_optimizer, lr_at
+
+    cfg = load_config(f"configs/{name}.yaml")
+    assert (cfg.optim.iters, cfg.cluster.eps, cfg.cluster.n_sub, cfg.data.dataset) == (iters, eps, n_sub, dataset)
+    assert cfg.optim.epochs == 30 and cfg.sampler.P * cfg.sampler.K == 128 and cfg.data.rgb_views == 2
+    assert all(lr_at(cfg, e) == pytest.approx(3.5e-5) for e in range(30))      # StepLR(30) over 30 epochs
+    assert [cfg.mccl_weight_at(e) for e in (0, 19, 20, 29)] == [0.1, 0.1, 1.0, 1.0]
+    opt = build_optimizer(cfg, torch.nn.Linear(3, 2))
+    g = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD) and g["momentum"] == 0.9 and not g["nesterov"]
+    assert g["weight_decay"] == pytest.approx(5e-4)
