@@ -503,3 +503,19 @@ def test_presets_schedule_and_optimiser(name, iters, eps, n_sub, dataset):
     g = opt.param_groups[0]
     assert isinstance(opt, torch.optim.SGD) and g["momentum"] == 0.9 and not g["nesterov"]
     assert g["weight_decay"] == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic", "lanczos"])
+def test_load_image_interpolation(tmp_path, interp):
+    from PIL import Image
+
+    from hilcore.train.datasets import load_image
+
+    a = np.random.default_rng(0).integers(0, 256, (37, 19, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    filt = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}[interp]
+    want = np.asarray(Image.fromarray(a).resize((16, 32), filt), dtype=np.float32) / 255.0
+    got = load_image(tmp_path / "x.png", (32, 16), interp).permute(1, 2, 0).numpy()
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="interpolation"):
+        load_image(tmp_path / "x.png", (32, 16), "nearest")

@@ -41,7 +41,8 @@ class DataConfig:
     cache: bool = False             # keep every image decoded in RAM (small datasets: the demo)
     extract_batch: int = 128        # batch size of feature extraction and evaluation
     flip_extract: bool = False      # features = mean of the image's and its mirror's (clustering and evaluation)
-    extract_interp: str = "bilinear"   # resize of the images features are extracted from: bilinear | bicubic
+    extract_interp: str = "bilinear"   # resize of the training images features are extracted from: bilinear | bicubic
+    eval_interp: str = "bilinear"   # resize of the test images: bilinear | bicubic | lanczos (the release's ANTIALIAS)
     augment: str = "hilcore"        # training augmentation: hilcore (augment.py) | release (hil_release.py)
     rgb_views: int = 1              # RGB views per sampled image (2: a second view with channel exchange)
 
@@ -248,6 +249,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive(lo.mccl_switch_epoch, "loss.mccl_switch_epoch", 0)
     _positive(lo.nc_k, "loss.nc_k")
     _choice(d.extract_interp, "data.extract_interp", ("bilinear", "bicubic"))
+    _choice(d.eval_interp, "data.eval_interp", ("bilinear", "bicubic", "lanczos"))
     _choice(d.augment, "data.augment", ("hilcore", "release"))
     _choice(d.rgb_views, "data.rgb_views", (1, 2))
     _choice(cfg.sampler.name, "sampler.name", ("identity", "camera"))

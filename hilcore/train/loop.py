@@ -162,7 +162,7 @@ def build_data(cfg: TrainConfig) -> Data:
     ext = None
     if d.extract_interp != "bilinear":
         ext = {"rgb": mk(rgb, d.extract_interp), "ir": mk(ir, d.extract_interp)}
-    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q), mk(g), ext)
+    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q, d.eval_interp), mk(g, d.eval_interp), ext)
 
 
 # ================================================================================================ features
