@@ -536,6 +536,9 @@ class Trainer:
                     cl = cluster_release(feats, ec, [self.head_cols[h] for h in HEADS], transfer=c.transfer,
                                          raw=c.memory_features == "raw_heads", cluster_feats=x,
                                          per_modality=lo.cc_weight > 0 or lo.mccl_memory == "per_modality")
+                    if c.transfer == "rgb_to_ir_all" and not bool((cl.shared_labels_rgb >= 0).any()):
+                        raise ValueError(f"no RGB image survived the transfer to the {cl.counts['clusters_ir']} IR "
+                                         f"clusters (cluster.ratio={c.ratio}); there is no RGB image to train on")
                 cl = _clusters_to(cl, torch.device("cpu"))
             except ValueError as e:
                 err = str(e)
