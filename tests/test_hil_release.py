@@ -519,3 +519,16 @@ def test_load_image_interpolation(tmp_path, interp):
     assert np.array_equal(got, want)
     with pytest.raises(ValueError, match="interpolation"):
         load_image(tmp_path / "x.png", (32, 16), "nearest")
+
+
+def test_train_stops_cleanly_when_no_rgb_survives(tmp_path, capsys):
+    from hilcore.cli import main
+
+    root = tmp_path / "synth"
+    assert main(["make-synthetic", str(root), "--ids", "6", "--imgs-per-cam", "2", "--size", "32x16"]) == 0
+    rc = main(["train", "--config", "configs/sysu_hil.yaml", f"data.root={root}", "data.dataset=synthetic",
+               "data.size=[32,16]", "model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}", "run.device=cpu",
+               "data.workers=0", "run.progress=false", "cluster.k1=6", "cluster.eps=0.7", "cluster.ratio=5.0",
+               "run.output=" + str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "clustering failed" in err and "no RGB image survived" in err
