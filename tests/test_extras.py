@@ -99,8 +99,13 @@ def test_cli_names_the_missing_extra(tmp_path):
             with contextlib.redirect_stderr(err):
                 rc = main(argv)
             out.append([rc, err.getvalue()])
-        # the library's own message, outside the CLI
+        # hilcore.compat subclasses scikit-learn's estimator: the 'compat' extra
         from hilcore._extras import MissingExtra
+        try:
+            import hilcore.compat
+        except MissingExtra as e:
+            out.append(str(e))
+        # the library's own message, outside the CLI
         from hilcore.train.config import load_config
         try:
             load_config(None)
@@ -112,7 +117,9 @@ def test_cli_names_the_missing_extra(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     import json
 
-    *cli, lib = json.loads(r.stdout.strip().splitlines()[-1])
+    *cli, compat, lib = json.loads(r.stdout.strip().splitlines()[-1])
+    assert compat == ("hilcore.compat needs the 'compat' extra (scikit-learn is not installed): "
+                      "pip install 'hilcore[compat]'")
     assert lib == ("hilcore.train.config (YAML configs) needs the 'train' extra (pyyaml is not installed): "
                    "pip install 'hilcore[train]'")
     assert len(cli) == len(cases)
@@ -134,7 +141,8 @@ def test_pyproject_dependencies():
     extras = {k: names(v) for k, v in meta["optional-dependencies"].items()}
     assert {"pyyaml", "pillow", "matplotlib", "tqdm", "scikit-learn"} <= extras["train"]
     assert {"psutil"} <= extras["bench"]
-    assert extras["train"] | extras["bench"] | {"pytest"} <= extras["test"]
+    assert {"scikit-learn"} <= extras["compat"]
+    assert extras["train"] | extras["bench"] | extras["compat"] | {"pytest"} <= extras["test"]
 
 
 def test_readme_commands_install_their_extras_and_ci_runs_the_test_command():
