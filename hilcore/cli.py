@@ -115,8 +115,24 @@ def check_features(arr, path: str):
 # ---------------------------------------------------------------------------------------------- commands
 
 
+class _NoBar:
+    """The progress display without tqdm (the 'train' extra): nothing is shown."""
+
+    def set_postfix_str(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+    def close(self):
+        pass
+
+
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
 
     return tqdm(total=total, desc="hil cluster", unit="stage", disable=not enabled, file=sys.stderr,
                 bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]{postfix}")
@@ -556,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _missing_extra(e: ModuleNotFoundError, command: str) -> int:
+    """An optional dependency of ``hil COMMAND`` is not installed: name the extra, exit status 2."""
+    from ._extras import extra_for, missing_message
+
+    extra = extra_for(e.name)
+    if extra is None:
+        raise e
+    if command == "bench":  # the benchmark scripts' dependencies are all in the bench extra
+        extra = "bench"
+    print(f"{PROG}: error: {missing_message(e.name, f'{PROG} {command}', extra)}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -564,6 +593,8 @@ def main(argv=None) -> int:
         except CLIError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
+        except ModuleNotFoundError as e:
+            return _missing_extra(e, "bench")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -574,6 +605,8 @@ def main(argv=None) -> int:
     except CLIError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        return _missing_extra(e, args.command)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

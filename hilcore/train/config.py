@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hilcore._extras import require
 from hilcore.epoch import EpochConfig
 
 DATASETS = ("sysu", "regdb", "synthetic")
@@ -285,7 +286,7 @@ def validate(cfg: TrainConfig) -> None:
 
 def apply_overrides(d: dict, overrides) -> dict:
     """Apply ``section.key=value`` strings (values parsed as YAML) to the nested mapping ``d`` in place."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     for item in overrides or ():
         if "=" not in item:
@@ -307,7 +308,7 @@ def apply_overrides(d: dict, overrides) -> dict:
 
 def load_config(path=None, overrides=None) -> TrainConfig:
     """Read a YAML config (``None``: the defaults) and apply ``overrides`` (``["optim.lr=1e-4", ...]``)."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     d: dict = {}
     if path is not None:
@@ -324,6 +325,6 @@ def load_config(path=None, overrides=None) -> TrainConfig:
 
 def dump_config(cfg: TrainConfig) -> str:
     """The config as YAML text (sections in their canonical order)."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

@@ -38,6 +38,8 @@ from ..splits import (DEFAULT_SIZE, IMAGE_EXTENSIONS, IR, REGDB_THERMAL_CAM, REG
                       SYSU_IR_CAMS, SYSU_RGB_CAMS, RegDB, Sample, _check_dir, _check_file, _is_image, load_regdb,
                       read_regdb_index)
 
+from .._extras import require
+
 
 # --------------------------------------------------------------------------- SYSU-MM01
 
@@ -155,7 +157,7 @@ def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE, interpolation:
     Grey images (and SYSU's IR jpgs) come back with three equal channels.
     ``size=None`` keeps the file's size.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "hilcore.train.load_image")
 
     path = Path(path)
     if not path.is_file():

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 import hilcore
+from hilcore._extras import require
 
 from . import checkpoint as ckpt
 from . import distributed as D
@@ -240,7 +241,7 @@ def extract_features(model, source: ImageSource, modality: str, device: torch.de
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    tqdm = require("tqdm", "the training loop's progress bar").tqdm
 
     return tqdm(total=total, desc=desc, leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
