@@ -22,7 +22,20 @@ _AUTO_ORDER = {
 
 
 class BackendUnavailable(RuntimeError):
-    """An explicitly requested backend cannot run here."""
+    """An explicitly requested backend cannot run here.
+
+    The message names the op, the backend and the reason. ``backend="auto"``
+    never raises it: it falls back to a backend that runs.
+
+    Example:
+        >>> import numpy as np, hilcore
+        >>> x = np.eye(4, dtype=np.float32)
+        >>> try:
+        ...     hilcore.knn(x, 2, backend="cuda")     # NumPy input lives on the CPU
+        ... except hilcore.BackendUnavailable as e:
+        ...     print(e)
+        knn: backend 'cuda' cannot run: the cuda backend needs CUDA tensors, got device cpu
+    """
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +53,18 @@ def has_native() -> bool:
 
 
 def has_cuda() -> bool:
-    """True when this build of hilcore contains the CUDA kernels."""
+    """True when this build of hilcore contains the CUDA kernels.
+
+    Says what was compiled, not whether a GPU is present (see
+    ``torch.cuda.is_available()``); ``backends("cuda")`` lists what can run.
+
+    Example:
+        >>> import hilcore
+        >>> hilcore.has_cuda() in (True, False)
+        True
+        >>> hilcore.has_cuda() == ("cuda" in hilcore.backends("cuda"))
+        True
+    """
     mod = native_module()
     return bool(mod is not None and mod.has_cuda())
 
@@ -126,6 +150,21 @@ def resolve(op: str, backend: str, device: torch.device, implemented: tuple[str,
 
 
 def backends(device: str | torch.device = "cpu") -> list[str]:
-    """The backends that can run on ``device`` in this installation."""
+    """The backends that can run on ``device`` in this installation.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+
+    Returns:
+        names in ``("torch", "native", "cuda", "triton", "cuml", "faiss")``
+        order; ``"torch"`` runs everywhere. Which op implements which backend
+        is listed in each op's docstring.
+
+    Example:
+        >>> import hilcore
+        >>> b = hilcore.backends("cpu")
+        >>> b[0], "cuda" in b
+        ('torch', False)
+    """
     device = torch.device(device)
     return [b for b in ALL_BACKENDS if _why_not(b, device) is None]

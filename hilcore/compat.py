@@ -53,9 +53,22 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     Returns:
         ``[N, N]`` dense NumPy float32 (float16 with ``use_float16``) matrix.
 
+    Raises:
+        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf rows, not
+            floating point) or parameters, naming the argument.
+        hilcore.BackendUnavailable: a backend named explicitly cannot run here.
+
     Example:
+        >>> import numpy as np, hilcore
         >>> from hilcore.compat import compute_jaccard_distance
-        >>> rerank_dist = compute_jaccard_distance(features, k1=30, k2=6)
+        >>> from hilcore.synthetic import reid_features
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 rows
+        >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
+        >>> rerank_dist.shape, rerank_dist.dtype, float(rerank_dist.max())
+        ((300, 300), dtype('float32'), 1.0)
+        >>> sparse = hilcore.jaccard_distance(features, k1=20, k2=6)   # the same values, stored sparse
+        >>> bool(np.array_equal(rerank_dist[sparse.nonzero()], sparse.data[sparse.data > 0]))
+        True
     """
     start = time.perf_counter()
     if isinstance(target_features, torch.Tensor):
@@ -91,10 +104,21 @@ class DBSCAN:
         n_jobs: accepted and ignored (the native backend uses OpenMP threads).
         backend: hilcore backend; not in scikit-learn's signature.
 
+    Raises:
+        ValueError: ``metric`` other than ``"precomputed"``, ``eps < 0``,
+            ``min_samples < 1``; in :meth:`fit`, a distance matrix that is not
+            square or holds NaN / negative values.
+
     Example:
+        >>> import numpy as np, sklearn.cluster
         >>> from hilcore.compat import compute_jaccard_distance, DBSCAN
-        >>> labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(
-        ...     compute_jaccard_distance(features, k1=30, k2=6))
+        >>> from hilcore.synthetic import reid_features
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)
+        >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
+        >>> labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(rerank_dist)
+        >>> ref = sklearn.cluster.DBSCAN(eps=0.6, min_samples=4, metric="precomputed").fit_predict(rerank_dist)
+        >>> labels.dtype, bool((labels == ref).all()), int(labels.max()) + 1
+        (dtype('int64'), True, 20)
     """
 
     def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,

@@ -20,9 +20,20 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
     sim float32 [N, k])`` on ``x.device``, best first, self at rank 0 in
     self-search, ties to the lower index.
 
+    Raises:
+        ValueError: ``x`` is not a CUDA tensor.
+
     Example:
-        >>> x = torch.nn.functional.normalize(torch.randn(1000, 64, device="cuda"), dim=1)
-        >>> idx, sim = knn(x, 10)  # doctest: +SKIP (needs a GPU)
+        >>> import torch, hilcore
+        >>> from hilcore.cuda_backend.knn import knn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.nn.functional.normalize(torch.randn(1000, 64, generator=g), dim=1).cuda()  # needs a CUDA GPU
+        >>> idx, sim = knn(x, 10)
+        >>> idx.shape, idx.dtype, sim.dtype, idx.device.type
+        (torch.Size([1000, 10]), torch.int64, torch.float32, 'cuda')
+        >>> ref_idx, _ = hilcore.knn(x.cpu(), 10, backend="torch")     # the same neighbours on the CPU
+        >>> bool((idx.cpu() == ref_idx).float().mean() > 0.999)
+        True
     """
     if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
         where = x.device if isinstance(x, torch.Tensor) else type(x).__name__
