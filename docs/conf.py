@@ -7,7 +7,7 @@ Build (from the repository root; no network needed, intersphinx is off):
 The API reference is read from the docstrings (autodoc + napoleon, Google
 style); the Markdown pages (``docs/*.md``) go through myst-parser; the
 benchmark page is generated from ``benchmarks/results/*.json`` by the local
-extension ``docs/_ext/hil_benchmarks.py``.
+extension ``docs/_ext/hilcore_docs.py``.
 """
 import os
 import sys
@@ -35,13 +35,15 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
-    "hil_benchmarks",
+    "hilcore_docs",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 templates_path = []
+# Markdown pages written for GitHub may skip heading levels (H1 -> H3); that is cosmetic, not an error
+suppress_warnings = ["myst.header"]
 
 # autodoc / napoleon: Google-style docstrings, signatures as written in the source
 autodoc_member_order = "bysource"

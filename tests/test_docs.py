@@ -126,7 +126,7 @@ def _mini_project(tmp_path: Path, page: str, results: dict[str, object]) -> Path
     (src / "conf.py").write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(DOCS / "_ext")!r})
-        extensions = ["myst_parser", "hil_benchmarks"]
+        extensions = ["myst_parser", "hilcore_docs"]
         project = "t"
         html_static_path = []
     """))
@@ -146,8 +146,11 @@ def test_benchmark_directive_renders_known_and_unknown_files(tmp_path):
                         {"n": 99999, "hilcore_s": 9.0, "hilcore": {}, "baseline": {"skipped": "does not fit"}}]}
     strange = {"what": "a future benchmark", "value": float("nan"), "nested": {"a": 1, "b": [1, 2, 3]},
                "records": [{"x": 1, "y": "*bold?*"}, {"x": 2, "z": None}]}
+    (tmp_path / "NOTES.md").write_text("# notes outside the docs\n")
+    (tmp_path / "folder").mkdir()
     src = _mini_project(tmp_path, "# Page\n\nsee {optional-doc}`the missing page <nowhere>` and "
-                        "{optional-doc}`the bench <bench>`.\n",
+                        "{optional-doc}`the bench <bench>`; [the notes](../NOTES.md#top), "
+                        "[a folder](../folder/).\n\n```\n[in code](../NOTES.md)\n```\n",
                         {"cluster_t.json": cluster, "other.json": strange, "broken.json": "{not json",
                          "cluster_t.png": "not really a png", "loose.png": "x"})
     r = _sphinx(src, tmp_path / "out")
@@ -163,3 +166,7 @@ def test_benchmark_directive_renders_known_and_unknown_files(tmp_path):
     assert tables and not any("<ul" in t for t in tables), "a missing value rendered as a bullet list"
     page = (tmp_path / "out" / "html" / "page.html").read_text()
     assert "docs/nowhere.md" in page and 'href="bench.html"' in page
+    # links out of the docs: a Markdown file becomes a download, a folder its path; code blocks stay as written
+    assert re.search(r'class="reference download internal"[^>]*href="_downloads/[0-9a-f]+/NOTES.md"', page)
+    assert '<span class="pre">../folder/</span>' in page
+    assert '<span class="n">code</span><span class="p">](</span>' in page

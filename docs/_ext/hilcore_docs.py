@@ -1,7 +1,11 @@
 """Sphinx extension of the hilcore docs.
 
 * ``hilcore-benchmarks`` (directive) renders ``benchmarks/results/*.json`` at build time;
-* ``optional-doc`` (role) links to a page when it is part of the build and names its file otherwise.
+* ``optional-doc`` (role) links to a page when it is part of the build and names its file otherwise;
+* Markdown links from a page in ``docs/`` to repository files outside it that Sphinx cannot link
+  (``../README.md``: a Markdown file that is not a page; ``../tests/``: a folder) become a download link
+  to the file, and the folder's path in code, instead of a broken cross-reference (a warning, so an error
+  under ``-W``). Other links are left to MyST (a ``.py`` file is a download link already).
 
 Every JSON file becomes a section: the machine it ran on, then its tables.
 The result files the benchmark scripts write today get curated tables
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -337,6 +342,49 @@ class BenchmarkResults(SphinxDirective):
         return node.children
 
 
+_LINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\(([^()\s]+)\)")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def _outside_link(srcdir: Path, docdir: Path, text: str, target: str) -> str | None:
+    """The replacement of ``[text](target)`` when ``target`` is a repository path outside the docs, else None."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target) or target.startswith(("#", "/")):
+        return None
+    path = target.split("#", 1)[0]
+    if not path:
+        return None
+    full = (docdir / path).resolve()
+    try:
+        full.relative_to(srcdir.resolve())
+        return None  # inside the docs: a page or a file Sphinx handles
+    except ValueError:
+        pass
+    if full.is_dir():
+        return f"{text} (`{path}`)"
+    if full.is_file() and full.suffix in (".md", ".rst", ".txt"):
+        return f"{{download}}`{text} <{path}>`"
+    return None
+
+
+def rewrite_outside_links(app, docname: str, source: list[str]) -> None:
+    """``source-read`` hook for the Markdown pages (see the module docstring); code blocks are left alone."""
+    src = Path(app.srcdir)
+    doc = Path(app.env.doc2path(docname))
+    if doc.suffix != ".md":
+        return
+    out, in_code = [], False
+    for line in source[0].splitlines(keepends=True):
+        if _FENCE.match(line):
+            in_code = not in_code
+        if not in_code and "](" in line:
+            def sub(m):
+                new = _outside_link(src, doc.parent, m.group(1), m.group(2))
+                return m.group(0) if new is None else new
+            line = _LINK.sub(sub, line)
+        out.append(line)
+    source[0] = "".join(out)
+
+
 class OptionalDoc(SphinxRole):
     """``{optional-doc}`title <docname>``: a link to ``docname`` when that page is part of the build, else the
     title and the file name as plain text (for pages other branches add, so the build never has a dead link)."""
@@ -364,4 +412,5 @@ class OptionalDoc(SphinxRole):
 def setup(app):
     app.add_directive("hilcore-benchmarks", BenchmarkResults)
     app.add_role("optional-doc", OptionalDoc())
+    app.connect("source-read", rewrite_outside_links)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
