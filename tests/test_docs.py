@@ -144,6 +144,10 @@ def test_benchmark_directive_renders_known_and_unknown_files(tmp_path):
                          "hilcore_stages_s": {"knn": 0.25, "jaccard": 0.2, "dbscan": 0.05},
                          "hilcore": {"peak_rss_mb": 100.0}, "baseline": {"peak_rss_mb": 300.0}},
                         {"n": 99999, "hilcore_s": 9.0, "hilcore": {}, "baseline": {"skipped": "does not fit"}}]}
+    scale = {"benchmark": "scale", "machine": {"device": "cuda", "device_name": "Test GPU"},
+             "rows": [{"n": 10000, "status": "ok", "total_s": 0.25, "peak_gpu_mb": 512.0,
+                       "stages_s": {"knn": 0.125, "jaccard": 0.1, "dbscan": 0.025}},
+                      {"n": 1000000, "status": "oom", "reason": "in knn: CUDA out of memory"}]}
     strange = {"what": "a future benchmark", "value": float("nan"), "nested": {"a": 1, "b": [1, 2, 3]},
                "records": [{"x": 1, "y": "*bold?*"}, {"x": 2, "z": None}]}
     (tmp_path / "NOTES.md").write_text("# notes outside the docs\n")
@@ -151,13 +155,14 @@ def test_benchmark_directive_renders_known_and_unknown_files(tmp_path):
     src = _mini_project(tmp_path, "# Page\n\nsee {optional-doc}`the missing page <nowhere>` and "
                         "{optional-doc}`the bench <bench>`; [the notes](../NOTES.md#top), "
                         "[a folder](../folder/).\n\n```\n[in code](../NOTES.md)\n```\n",
-                        {"cluster_t.json": cluster, "other.json": strange, "broken.json": "{not json",
+                        {"cluster_t.json": cluster, "scale_t.json": scale, "other.json": strange, "broken.json": "{not json",
                          "cluster_t.png": "not really a png", "loose.png": "x"})
     r = _sphinx(src, tmp_path / "out")
     assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     html = (tmp_path / "out" / "html" / "bench.html").read_text()
     assert "1,234" in html and "4.0x" in html and "0.5 s" in html and "2 s" in html
     assert "does not fit" in html and "Test CPU" in html and "3 CPU cores" in html
+    assert "1,000,000" in html and "oom (in knn" in html and "0.125 / 0.1 / 0.025" in html and "Test GPU" in html
     assert "a future benchmark" in html and "*bold?*" in html   # escaped, not emphasis
     assert "nested.b (median)" in html
     assert "Could not read" in html and "broken.json" in html

@@ -200,7 +200,8 @@ def _scale(res: dict, page: _Page) -> bool:
     for r in rows or []:
         st = r.get("stages_s") or {}
         mem = r.get("peak_gpu_mb", r.get("peak_rss_mb"))
-        out.append([_num(r.get("n")), _esc(r.get("status", "-")), _secs(r.get("total_s")),
+        status = str(r.get("status", "-")) + (f" ({r['reason']})" if r.get("reason") else "")
+        out.append([_num(r.get("n")), _esc(status), _secs(r.get("total_s")),
                     " / ".join(_num(st.get(s)) for s in ("knn", "jaccard", "dbscan")),
                     _num(mem) if mem is not None else "-"])
     page.table(["N", "status", "total", "kNN / Jaccard / DBSCAN s", "peak memory MB"], out, "Scaling")
