@@ -223,8 +223,8 @@ class ClusterMemory(_Memory):
     """One unit vector per cluster: buffer ``features`` ``[C, D]``.
 
     Args:
-        num_features: D.
-        num_clusters: C.
+        num_features: D, the feature width.
+        num_clusters: C, the number of clusters.
         temp: temperature of :meth:`logits` (``x @ m.T / temp``).
         momentum: ``mu``, the weight the old memory keeps in :meth:`update`.
         device, dtype: of the buffer (float32 or float64). Starts at zeros;
