@@ -6,6 +6,7 @@
     hil make-synthetic DIR [--ids 96 --imgs-per-cam 4 --size 64x32 --seed 0 --layout sysu|regdb]
     hil train --config FILE [section.key=value ...] [--output DIR] [--resume auto|never|PATH]
     hil eval CHECKPOINT --dataset sysu|regdb|synthetic --data-root DIR [--trials 10]
+    hil convert-checkpoint [--trust] IN [OUT]
     hil --version
 
 ``cluster`` reads features (``.npy``, or ``.pt``/``.pth`` holding a tensor or a
@@ -280,11 +281,12 @@ def cmd_train(args) -> int:
     except (FileNotFoundError, ValueError, TypeError) as e:
         _fail(str(e))
     from .train import distributed as D
+    from .train.checkpoint import CheckpointError
     from .train.loop import train
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError) as e:
+    except (FileNotFoundError, NotADirectoryError, CheckpointError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -346,6 +348,23 @@ def cmd_eval(args) -> int:
     for name, pre in blocks:
         vals = [res.get(f"{pre}{k}", float("nan")) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")]
         print(f"{name:20s} " + " ".join(f"{100 * v:7.2f}" for v in vals))
+    return 0
+
+
+def cmd_convert_checkpoint(args) -> int:
+    from .train import checkpoint as ckpt
+
+    src = Path(args.input)
+    if src.is_dir():
+        _fail(f"IN: {src} is a directory; expected a checkpoint file (e.g. {src / ckpt.LAST})")
+    try:
+        dst, state, old = ckpt.convert_checkpoint(src, args.output, trust=args.trust)
+    except (FileNotFoundError, ckpt.CheckpointError, OSError) as e:
+        _fail(str(e))
+    print(f"converted  {src} (format {old['format']}, hilcore {old['hilcore_version'] or 'unknown'}"
+          f"{', read in full because of --trust' if old['trusted'] else ', read safely'}) -> {dst} "
+          f"(format {state['version']}, hilcore {state['hilcore_version']}, epoch {state['epoch']}, "
+          f"sha256 {state['checksum']['sha256'][:16]}...)")
     return 0
 
 
@@ -426,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=0, help="image reading processes (default 0)")
     e.add_argument("--size", default=None, help="input size HxW (default: the checkpoint's)")
     e.set_defaults(func=cmd_eval)
+
+    v = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint in the safe format, with a checksum",
+                       description="Rewrite a training checkpoint in hilcore's safe format (tensors, numbers, "
+                       "strings, lists, dicts; read with torch.load(weights_only=True)) sealed with a SHA-256 "
+                       "checksum and the hilcore version. A file that pickles other Python objects (checkpoints "
+                       "of older hilcore versions) is read only with --trust, with full unpickling, which runs "
+                       "any code the file names: pass it only for files whose origin you trust.")
+    v.add_argument("input", metavar="IN", help="the checkpoint to convert")
+    v.add_argument("output", metavar="OUT", nargs="?", default=None,
+                   help="where to write the converted checkpoint (default: replace IN atomically)")
+    v.add_argument("--trust", action="store_true",
+                   help="read IN with full unpickling (only for files you trust; it can run code)")
+    v.set_defaults(func=cmd_convert_checkpoint)
 
     # listed for --help; main() forwards everything after "bench" to the script untouched
     sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
