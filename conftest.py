@@ -21,7 +21,6 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
-from _pytest.doctest import DoctestItem  # noqa: E402
 
 collect_ignore = ["hilcore/train"]
 if importlib.util.find_spec("triton") is None:
@@ -39,10 +38,11 @@ _REQUIREMENTS = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if not isinstance(item, DoctestItem) or item.dtest is None:
+        dtest = getattr(item, "dtest", None)  # set on pytest's doctest items only
+        if dtest is None:
             continue
-        source = "\n".join(ex.source for ex in item.dtest.examples)
+        source = "\n".join(ex.source for ex in dtest.examples)
         for tag, (available, reason) in _REQUIREMENTS.items():
             if tag in source and not available():
-                item.add_marker(pytest.mark.skip(reason=f"{item.dtest.name}: {reason}"))
+                item.add_marker(pytest.mark.skip(reason=f"{dtest.name}: {reason}"))
                 break

@@ -175,3 +175,29 @@ def test_benchmark_directive_renders_known_and_unknown_files(tmp_path):
     assert re.search(r'class="reference download internal"[^>]*href="_downloads/[0-9a-f]+/NOTES.md"', page)
     assert '<span class="pre">../folder/</span>' in page
     assert '<span class="n">code</span><span class="p">](</span>' in page
+
+
+def _package_doctests():
+    import doctest
+    import importlib
+    import pkgutil
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    for info in pkgutil.walk_packages(hilcore.__path__, "hilcore."):
+        if info.name.startswith("hilcore.train") or (info.name.startswith("hilcore.triton")
+                                                       and importlib.util.find_spec("triton") is None):
+            continue
+        mod = importlib.import_module(info.name)
+        yield from (t for t in finder.find(mod) if t.examples)
+
+
+def test_gpu_examples_are_tagged_to_skip_without_a_gpu():
+    """An example that needs a GPU carries the comment root conftest.py turns into a skip with a reason."""
+    tags = ("# needs a CUDA GPU", "# needs CUDA or TRITON_INTERPRET=1")
+    found = 0
+    for t in _package_doctests():
+        found += 1
+        src = "\n".join(ex.source for ex in t.examples)
+        if ".cuda()" in src or 'device="cuda"' in src or "device='cuda'" in src:
+            assert any(tag in src for tag in tags), f"{t.name}: uses CUDA without a '# needs a CUDA GPU' tag"
+    assert found >= 25, f"only {found} docstring examples found in hilcore/"
