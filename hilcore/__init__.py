@@ -11,7 +11,7 @@ ReID-like synthetic features of 40 identities):
 >>> int(labels.max()) + 1, int((labels == -1).sum())    # clusters, noise
 (40, 69)
 """
-from ._dispatch import BackendUnavailable, backends, has_cuda
+from ._dispatch import BackendUnavailable, backends, capabilities, has_cuda
 from .brst import MatchResult, bidirectional_match, brst
 from .centers import cluster_centers, subcluster
 from .dbscan import dbscan
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable", "ClusterMemory", "EpochClusters", "EpochConfig", "InstanceMemory", "MatchResult",
-    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "cluster_centers", "cluster_contrast_loss",
-    "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss", "subcluster", "__version__",
+    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "capabilities", "cluster_centers",
+    "cluster_contrast_loss", "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss",
+    "subcluster", "__version__",
 ]

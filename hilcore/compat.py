@@ -31,7 +31,7 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
                              search_option: int = 0, use_float16: bool = False, *, backend: str = "auto"):
     """Dense k-reciprocal Jaccard distance, the signature existing pipelines call.
 
-    Same semantics as :func:`hilcore.jaccard_distance` (DESIGN.md); pairs
+    Same semantics as :func:`hilcore.jaccard_distance` (docs/design.md); pairs
     whose k-reciprocal supports do not meet are exactly 1.0 and the diagonal
     is 0.
 
