@@ -29,3 +29,21 @@ __all__ = [
     "cluster_contrast_loss", "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss",
     "subcluster", "__version__",
 ]
+
+
+# Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
+# ``import hilcore``), so ``import hilcore`` pays nothing for them.
+_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "eval", "faiss_backend", "native_backend",
+                    "ref", "splits", "synthetic", "torch_backend", "train", "triton")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
