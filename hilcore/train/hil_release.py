@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import Transform, _check_generator, _check_prob, _rand, check_images, hflip, normalize, pad_crop
+from .augment import (Transform, _check_generator, _check_prob, _fill_box, _first_fit, _rand, check_images, hflip,
+                      normalize, pad_crop)
 from .sampler import IdentitySampler
 
 ERASE_FILL = (0.4914, 0.4822, 0.4465)
@@ -123,20 +124,10 @@ def channel_random_erasing(x, p=0.5, sl=0.02, sh=0.4, r1=0.3, fill=ERASE_FILL, a
     ratio = r1 + (1 / r1 - r1) * _rand((B, attempts), generator)
     h = torch.round(torch.sqrt(area * ratio)).long()
     w = torch.round(torch.sqrt(area / ratio)).long()
-    ok = (h < H) & (w < W)
-    first = torch.argmax(ok.int(), dim=1)
-    idx = torch.arange(B)
-    h, w, fits = h[idx, first], w[idx, first], ok[idx, first] & apply
+    h, w, fits = _first_fit(h, w, (h < H) & (w < W), apply)
     top = torch.floor(_rand(B, generator) * (H - h + 1).double()).long()
     left = torch.floor(_rand(B, generator) * (W - w + 1).double()).long()
-    dev = x.device
-    top, left, h, w, fits = (t.to(dev) for t in (top, left, h, w, fits))
-    rr = torch.arange(H, device=dev).view(1, H, 1)
-    cc = torch.arange(W, device=dev).view(1, 1, W)
-    mask = ((rr >= top.view(B, 1, 1)) & (rr < (top + h).view(B, 1, 1)) & (cc >= left.view(B, 1, 1))
-            & (cc < (left + w).view(B, 1, 1)) & fits.view(B, 1, 1))
-    val = torch.as_tensor(fill, dtype=x.dtype, device=dev).view(1, -1, 1, 1).expand(B, C, H, W)
-    return torch.where(mask[:, None], val, x)
+    return _fill_box(x, top, left, h, w, fits, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
 
 
 def channel_exchange_release(x, generator=None):
