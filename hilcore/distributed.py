@@ -1,0 +1,499 @@
+"""Clustering past one device: sharded kNN, Jaccard distance and DBSCAN over torch.distributed.
+
+Every rank passes its shard of the rows, in rank order (any sizes, a rank may
+hold a single row or none); the global row index of local row ``a`` on rank
+``r`` is ``sum(sizes[:r]) + a``. The process group is torch.distributed's
+(NCCL on GPUs, gloo on CPUs, launched by ``torchrun``); without an initialised
+group every function runs as a world of one, which is the single-process call
+the sharded results equal.
+
+- :func:`knn`: the other shards are streamed past each rank one chunk at a
+  time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
+  and its ``[n_r, k]`` lists. Similarities are *canonical*: the float64 sum of
+  the exact float32 products, rounded once to float32, for every pair that
+  ends up in a list; candidates come from float64 tiles and rows the margin
+  does not certify are rescored against the whole chunk, so the lists are the
+  exact top-k under (similarity desc, index asc), self first, whatever the
+  sharding or the tile shapes. (``hilcore.knn``'s own similarities come from
+  float32 GEMM tiles whose rounding depends on the tile shape, so no sharded
+  computation can reproduce them bit for bit; its indices agree wherever no two
+  columns lie within float32 rounding of each other.)
+- :func:`jaccard_distance`: the torch backend's stages on the local rows; the
+  rank rows, reciprocal masks, features and weight rows of referenced
+  neighbours are fetched from their owners (``all_to_all`` of requests), the
+  inverted index is keyed by column owner (each rank fetches the columns its
+  rows' supports touch). Every sum runs in the same order as the torch backend
+  (softmax normaliser and query expansion in entry order, ``m(i, j)`` over
+  increasing t), so the rows are bitwise those of the single-process torch
+  backend given the same kNN.
+- :func:`dbscan`: core flags locally, core flags all-gathered, min-label
+  hooking of the core-core edges with an ``all_reduce(MIN)`` of the parent
+  array per round and pointer jumping, to a fixpoint; sklearn numbering and the
+  border rule; every rank returns the global labels (O(N) per rank).
+
+:data:`last_stats` records, per call on this rank, ``bytes_sent`` (payload
+bytes this rank put into collectives, times the receivers), the wall time and
+the peak of the largest temporaries.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from . import _arrays
+
+__all__ = ["knn", "jaccard_distance", "dbscan", "last_stats", "shard_sizes"]
+
+#: What the last call on this rank did: ``op``, ``bytes_sent``, ``time_s``, ``world``.
+last_stats: dict = {}
+
+# Rows of one streamed chunk are capped so that chunk x D float32 stays under this many elements.
+CHUNK_ELEMENTS = 1 << 22
+# Elements of one float64 similarity tile / one rescoring temporary.
+TILE_ELEMENTS = 1 << 22
+_U64 = 2.0**-53
+
+
+# ============================================================================================ comm helpers
+class _Comm:
+    """The group, this rank, the world size and the device collectives run on; counts bytes sent."""
+
+    def __init__(self, group):
+        self.group = group
+        self.on = dist.is_available() and dist.is_initialized()
+        self.world = dist.get_world_size(group) if self.on else 1
+        self.rank = dist.get_rank(group) if self.on else 0
+        nccl = self.on and dist.get_backend(group) == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        self.sent = 0
+
+    def global_rank(self, r: int) -> int:
+        return r if self.group is None else dist.get_global_rank(self.group, r)
+
+    def all_gather_int(self, v: int) -> list[int]:
+        if not self.on:
+            return [int(v)]
+        t = torch.tensor([int(v)], dtype=torch.int64, device=self.device)
+        out = [torch.zeros_like(t) for _ in range(self.world)]
+        dist.all_gather(out, t, group=self.group)
+        self.sent += 8 * (self.world - 1)
+        return [int(o) for o in out]
+
+    def broadcast(self, t: torch.Tensor, src: int) -> torch.Tensor:
+        """``t`` of rank ``src`` (other ranks pass a buffer of the right shape); on t's device."""
+        if not self.on:
+            return t
+        c = t.to(self.device).contiguous()
+        dist.broadcast(c, src=self.global_rank(src), group=self.group)
+        if src == self.rank:
+            self.sent += c.numel() * c.element_size() * (self.world - 1)
+        return c.to(t.device)
+
+    def all_reduce_min(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.on:
+            return t
+        c = t.to(self.device).contiguous()
+        dist.all_reduce(c, op=dist.ReduceOp.MIN, group=self.group)
+        self.sent += c.numel() * c.element_size() * (self.world - 1)
+        return c.to(t.device)
+
+    def all_gather_var(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenation over ranks (rank order) of 1-D ``t`` of varying lengths."""
+        if not self.on:
+            return t
+        sizes = self.all_gather_int(t.shape[0])
+        m = max(sizes)
+        pad = torch.zeros(m, dtype=t.dtype, device=self.device)
+        pad[:t.shape[0]] = t.to(self.device)
+        parts = [torch.empty_like(pad) for _ in sizes]
+        dist.all_gather(parts, pad, group=self.group)
+        self.sent += pad.numel() * pad.element_size() * (self.world - 1)
+        return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(t.device)
+
+    def all_to_all(self, send: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``send[q]`` (1-D, one dtype) goes to rank q; returns what every rank sent here, by source."""
+        if not self.on:
+            return [send[0]]
+        dev = send[0].device
+        counts = torch.tensor([s.shape[0] for s in send], dtype=torch.int64, device=self.device)
+        recv_counts = torch.empty_like(counts)
+        dist.all_to_all_single(recv_counts, counts, group=self.group)
+        rc = recv_counts.tolist()
+        flat = torch.cat(send).to(self.device)
+        out = torch.empty(sum(rc), dtype=flat.dtype, device=self.device)
+        sc = counts.tolist()
+        dist.all_to_all_single(out, flat, output_split_sizes=rc, input_split_sizes=sc, group=self.group)
+        self.sent += 8 * (self.world - 1) + (flat.numel() - sc[self.rank]) * flat.element_size()
+        return list(torch.split(out.to(dev), rc))
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return [0] + list(np.cumsum(sizes).tolist())
+
+
+def shard_sizes(n_local: int, *, group=None) -> list[int]:
+    """Rows held by every rank of ``group``, in rank order (``[n_local]`` without a process group)."""
+    return _Comm(group).all_gather_int(n_local)
+
+
+def _finish(op: str, comm: _Comm, t0: float, **extra) -> None:
+    last_stats.clear()
+    last_stats.update(op=op, bytes_sent=int(comm.sent), time_s=time.perf_counter() - t0, world=comm.world,
+                      rank=comm.rank, **extra)
+
+
+class _Owners:
+    """Which rank owns global row ``g`` (contiguous shards in rank order)."""
+
+    def __init__(self, sizes: list[int], device):
+        self.sizes = sizes
+        self.off = _offsets(sizes)
+        self.bounds = torch.tensor(self.off[1:], dtype=torch.int64, device=device)
+
+    def of(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.bounds, ids, right=True)
+
+
+def _fetch_rows(comm: _Comm, own: _Owners, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` (global, sorted unique) of the row-sharded ``table`` ([n_local, ...] here)."""
+    dev = table.device
+    owner = own.of(ids)
+    req = [ids[owner == q] for q in range(comm.world)]
+    asked = comm.all_to_all(req)  # ids the rank q wants from me
+    me = own.off[comm.rank]
+    shape = tuple(table.shape[1:])
+    width = int(np.prod(shape)) if shape else 1
+    flat_tab = table.reshape(table.shape[0], width)
+    reply = [flat_tab[a - me].reshape(-1) for a in asked]
+    got = comm.all_to_all(reply)
+    out = torch.empty((ids.shape[0], width), dtype=table.dtype, device=dev)
+    for q in range(comm.world):
+        out[owner == q] = got[q].view(-1, width)
+    return out.view((ids.shape[0],) + shape)
+
+
+def _fetch_csr(comm: _Comm, own: _Owners, ids: torch.Tensor, indptr: torch.Tensor,
+               cols: torch.Tensor, vals: torch.Tensor | None):
+    """Variable-length rows ``ids`` (global, sorted unique) of a row-sharded CSR: (ptr, cols, vals) in ids order."""
+    dev = indptr.device
+    owner = own.of(ids)
+    req = [ids[owner == q] for q in range(comm.world)]
+    asked = comm.all_to_all(req)
+    me = own.off[comm.rank]
+    length = indptr[1:] - indptr[:-1]
+    r_len, r_col, r_val = [], [], []
+    for a in asked:
+        loc = a - me
+        ln = length[loc]
+        pos = torch.repeat_interleave(indptr[loc], ln) + _segment_offsets(ln)
+        r_len.append(ln)
+        r_col.append(cols[pos])
+        if vals is not None:
+            r_val.append(vals[pos])
+    g_len = comm.all_to_all(r_len)
+    g_col = comm.all_to_all(r_col)
+    g_val = comm.all_to_all(r_val) if vals is not None else None
+    # reassemble in ids order: rows from owner q come in the order requested (ascending ids)
+    lens = torch.empty(ids.shape[0], dtype=torch.int64, device=dev)
+    for q in range(comm.world):
+        lens[owner == q] = g_len[q]
+    ptr = torch.zeros(ids.shape[0] + 1, dtype=torch.int64, device=dev)
+    ptr[1:] = torch.cumsum(lens, 0)
+    out_c = torch.empty(int(ptr[-1]), dtype=cols.dtype, device=dev)
+    out_v = torch.empty(int(ptr[-1]), dtype=vals.dtype, device=dev) if vals is not None else None
+    for q in range(comm.world):
+        rows_q = torch.nonzero(owner == q).flatten()
+        if rows_q.numel() == 0:
+            continue
+        ln = lens[rows_q]
+        pos = torch.repeat_interleave(ptr[rows_q], ln) + _segment_offsets(ln)
+        out_c[pos] = g_col[q]
+        if vals is not None:
+            out_v[pos] = g_val[q]
+    return ptr, out_c, out_v
+
+
+def _segment_offsets(reps: torch.Tensor) -> torch.Tensor:
+    total = torch.arange(int(reps.sum()), device=reps.device)
+    return total - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+
+
+# ================================================================================================== kNN
+def canonical_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """float32(sum_t float64(a[..., t]) * float64(b[..., t])) along the last dim (broadcasting)."""
+    return (a.double() * b.double()).sum(dim=-1).to(torch.float32)
+
+
+def _order_by_key(key: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Permutation of each row sorting by (key desc, idx asc)."""
+    by_idx = torch.argsort(idx, dim=1)
+    by_key = torch.sort(key.gather(1, by_idx), dim=1, descending=True, stable=True).indices
+    return by_idx.gather(1, by_key)
+
+
+def _prev_f32(v: torch.Tensor) -> torch.Tensor:
+    """The float32 just below each float32 value, as float64."""
+    return torch.nextafter(v, torch.full_like(v, -math.inf)).double()
+
+
+def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: int | None,
+                extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact top-min(k, m) of the local rows against chunk ``yb`` (global rows j0..j0+m).
+
+    Returns (key float32 [n, kk] with +inf for the row itself, canonical sim float32, global idx int64).
+    """
+    n, d = xl.shape
+    m = yb.shape[0]
+    kk = min(k, m)
+    kc = min(m, kk + extra)
+    dev = xl.device
+    keys = torch.empty((n, kk), dtype=torch.float32, device=dev)
+    sims = torch.empty((n, kk), dtype=torch.float32, device=dev)
+    idxs = torch.empty((n, kk), dtype=torch.int64, device=dev)
+    y64 = yb.double()
+    ny = float(y64.norm(dim=1).max()) if m else 0.0
+    gamma = d * _U64 / (1.0 - d * _U64)
+    block = max(1, min(n, TILE_ELEMENTS // max(m, kc * d, 1)))
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        xq = xl[s:e]
+        x64 = xq.double()
+        t = torch.mm(x64, y64.t())  # [b, m] float64
+        own = None
+        if self_off is not None:
+            g = torch.arange(s, e, device=dev) + self_off  # global ids of these rows
+            inside = (g >= j0) & (g < j0 + m)
+            own = torch.full((e - s,), -1, dtype=torch.int64, device=dev)
+            own[inside] = g[inside] - j0
+            r_in = torch.nonzero(inside).flatten()
+            t[r_in, own[r_in]] = math.inf
+        tv, tc = torch.topk(t, kc, dim=1, largest=True, sorted=True)
+        cs = canonical_similarity(xq.unsqueeze(1), yb[tc])  # [b, kc]
+        key = cs.clone()
+        if own is not None:
+            key = torch.where(tc == own.unsqueeze(1), torch.full_like(key, math.inf), key)
+        order = _order_by_key(key, tc)[:, :kk]
+        kkey, ksim, kidx = key.gather(1, order), cs.gather(1, order), tc.gather(1, order)
+        if kc < m:
+            # certified iff no column outside the kc candidates can reach the kk-th key
+            margin = 2.0 * gamma * x64.norm(dim=1) * ny + 1e-300
+            low = tv[:, -1]
+            bad = ~((low + margin) < _prev_f32(kkey[:, -1]))
+            rows = torch.nonzero(bad).flatten()
+            for b0 in range(0, rows.numel(), max(1, TILE_ELEMENTS // max(m * d, 1))):
+                rr = rows[b0:b0 + max(1, TILE_ELEMENTS // max(m * d, 1))]
+                full = canonical_similarity(xq[rr].unsqueeze(1), yb.unsqueeze(0))  # [r, m]
+                fkey = full.clone()
+                if own is not None:
+                    o = own[rr]
+                    hit = torch.nonzero(o >= 0).flatten()
+                    fkey[hit, o[hit]] = math.inf
+                top = torch.sort(fkey, dim=1, descending=True, stable=True).indices[:, :kk]
+                kkey[rr], ksim[rr], kidx[rr] = fkey.gather(1, top), full.gather(1, top), top
+        keys[s:e], sims[s:e], idxs[s:e] = kkey, ksim, kidx + j0
+    return keys, sims, idxs
+
+
+def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
+    """Exact cosine kNN of the rows sharded over ``group``; global indices.
+
+    Args:
+        x_local: ``[n_r, D]`` this rank's rows (NumPy or torch, any float
+            dtype; normalised inside as ``hilcore.knn`` does); ranks hold
+            consecutive blocks of the global rows in rank order.
+        k: neighbours per row, ``1 <= k <= N`` (N: rows over all ranks).
+        group: a torch.distributed process group (``None``: the default one,
+            or a world of one when none is initialised).
+        chunk_rows: rows per streamed chunk (default: ``2^22 / D``).
+
+    Returns:
+        ``(idx, sim)``: ``[n_r, k]`` int64 global indices, best first (the row
+        itself first, ties to the lower index), and float32 canonical
+        similarities (:func:`canonical_similarity`), in ``x_local``'s family.
+
+    Example:
+        >>> # torchrun --nproc_per_node 2: each rank passes its half
+        >>> idx, sim = hilcore.distributed.knn(x[start:stop], 10)
+    """
+    t0 = time.perf_counter()
+    comm = _Comm(group)
+    xl, fam = _local_features(x_local, "x_local", comm)
+    k = _arrays.positive_int(k, "k")
+    sizes = comm.all_gather_int(xl.shape[0])
+    dims = comm.all_gather_int(xl.shape[1])
+    if len(set(dims)) != 1:
+        raise ValueError(f"x_local: every rank must pass the same number of columns D, got {dims}")
+    n_all = sum(sizes)
+    if n_all == 0:
+        raise ValueError("x_local: expected at least one row over all ranks, got none")
+    if k > n_all:
+        raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
+    idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
+    _finish("knn", comm, t0, n=n_all, k=k)
+    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
+
+
+def _local_features(x_local, name: str, comm: _Comm):
+    t, fam = _arrays.as_tensor(x_local, name)
+    if t.dim() == 2 and t.shape[0] == 0:  # an empty shard is allowed
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
+        return t.to(torch.float32).contiguous(), fam
+    return _arrays.features(x_local, name)
+
+
+def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_rows: int | None):
+    n, d = xl.shape
+    dev = xl.device
+    off = _offsets(sizes)
+    me = off[comm.rank]
+    step = chunk_rows if chunk_rows is not None else max(1, CHUNK_ELEMENTS // max(d, 1))
+    step = _arrays.positive_int(step, "chunk_rows")
+    best_key = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
+    best_sim = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
+    best_idx = torch.full((n, k), sum(sizes), dtype=torch.int64, device=dev)
+    extra = k + 8
+    for src in range(comm.world):
+        for c0 in range(0, sizes[src], step):
+            c1 = min(sizes[src], c0 + step)
+            if src == comm.rank:
+                buf = xl[c0:c1].contiguous()
+            else:
+                buf = torch.empty((c1 - c0, d), dtype=torch.float32, device=dev)
+            buf = comm.broadcast(buf, src)
+            if n == 0:
+                continue
+            key, sim, idx = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None, extra)
+            ak = torch.cat([best_key, key], 1)
+            asim = torch.cat([best_sim, sim], 1)
+            aidx = torch.cat([best_idx, idx], 1)
+            order = _order_by_key(ak, aidx)[:, :k]
+            best_key, best_sim, best_idx = ak.gather(1, order), asim.gather(1, order), aidx.gather(1, order)
+    return best_idx, best_sim
+
+
+# =============================================================================================== DBSCAN
+def _local_csr(d_local, eps: float, name: str = "d_local"):
+    """(indptr, indices, data float32 with entries > eps set to +inf, n_rows, n_cols, family) of any input."""
+    if sp.issparse(d_local):
+        if len(d_local.shape) != 2:
+            raise ValueError(f"{name}: expected a 2-D [n_r, N] matrix, got shape {d_local.shape}")
+        csr = sp.csr_matrix(d_local)
+        if not csr.has_canonical_format:
+            csr = csr.copy()
+            csr.sum_duplicates()
+        data = torch.from_numpy(np.asarray(csr.data))
+        ip = torch.from_numpy(csr.indptr.astype(np.int64))
+        ix = torch.from_numpy(csr.indices.astype(np.int64))
+        fam = _arrays.Family("numpy", torch.device("cpu"))
+        shape = csr.shape
+    elif isinstance(d_local, torch.Tensor) and d_local.layout in (torch.sparse_csr, torch.sparse_coo):
+        t = d_local.coalesce().to_sparse_csr() if d_local.layout == torch.sparse_coo else d_local
+        ip, ix, data = t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), t.values()
+        fam = _arrays.Family("torch", d_local.device)
+        shape = tuple(d_local.shape)
+    else:
+        t, fam = _arrays.as_tensor(d_local, name)
+        if t.dim() != 2:
+            raise ValueError(f"{name}: expected a 2-D [n_r, N] matrix, got shape {tuple(t.shape)}")
+        if not torch.is_floating_point(t):
+            raise TypeError(f"{name}: expected floating-point distances, got {t.dtype}")
+        keep = t <= eps
+        r, c = torch.nonzero(keep, as_tuple=True)
+        data = t[r, c]
+        ip = torch.zeros(t.shape[0] + 1, dtype=torch.int64, device=t.device)
+        ip[1:] = torch.cumsum(torch.bincount(r, minlength=t.shape[0]), 0)
+        ix = c.to(torch.int64)
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"{name}: contains NaN distances")
+        if t.numel() and bool((t < 0).any()):
+            raise ValueError(f"{name}: contains negative distances (min {float(t.min())})")
+        shape = tuple(t.shape)
+    if not torch.is_floating_point(data):
+        raise TypeError(f"{name}: expected floating-point distances, got {data.dtype}")
+    if data.numel() and bool(torch.isnan(data).any()):
+        raise ValueError(f"{name}: contains NaN distances")
+    if data.numel() and bool((data < 0).any()):
+        raise ValueError(f"{name}: contains negative distances (min {float(data.min())})")
+    cut = torch.where(data <= eps, data.to(torch.float32), torch.full_like(data, math.inf, dtype=torch.float32))
+    return ip, ix, cut, int(shape[0]), int(shape[1]), fam
+
+
+def dbscan(d_local, eps: float, min_samples: int, *, group=None):
+    """DBSCAN over distance rows sharded by rank; every rank returns all N labels.
+
+    Semantics are :func:`hilcore.dbscan`'s (scikit-learn's precomputed DBSCAN):
+    neighbours of i are i and every stored j with ``d(i, j) <= eps``; core iff
+    at least ``min_samples`` neighbours; clusters numbered by their smallest
+    core index; a border point takes the smallest label among its core
+    neighbours; the rest -1. The matrix must be symmetric (the Jaccard one is).
+
+    Args:
+        d_local: this rank's rows ``[n_r, N]`` with global column indices:
+            ``scipy.sparse`` (e.g. :func:`jaccard_distance`'s output), torch
+            sparse CSR/COO, or dense NumPy/torch.
+        eps: neighbourhood radius (>= 0).
+        min_samples: neighbours (self included) that make a core point (>= 1).
+        group: torch.distributed process group (``None``: default / a world of one).
+
+    Returns:
+        ``[N]`` int64 global labels, the same on every rank (NumPy for NumPy /
+        SciPy input, torch otherwise).
+    """
+    t0 = time.perf_counter()
+    comm = _Comm(group)
+    eps = _arrays.nonneg_float(eps, "eps")
+    min_samples = _arrays.positive_int(min_samples, "min_samples")
+    ip, ix, data, n_l, n_all, fam = _local_csr(d_local, eps)
+    dev = data.device
+    ip, ix = ip.to(dev), ix.to(dev)
+    sizes = comm.all_gather_int(n_l)
+    widths = comm.all_gather_int(n_all)
+    if len(set(widths)) != 1 or widths[0] != sum(sizes):
+        raise ValueError(f"d_local: expected [n_r, N] rows with N = {sum(sizes)} (the rows over all ranks) "
+                         f"columns on every rank, got N = {widths}")
+    if ix.numel() and (int(ix.min()) < 0 or int(ix.max()) >= n_all):
+        raise ValueError(f"d_local: column indices must lie in [0, {n_all}), got [{int(ix.min())}, {int(ix.max())}]")
+    me = _offsets(sizes)[comm.rank]
+    rows = me + torch.repeat_interleave(torch.arange(n_l, device=dev), ip[1:] - ip[:-1])
+    near = (data <= eps) & (ix != rows)
+    key = torch.unique(rows[near] * n_all + ix[near])  # neighbourhoods are sets
+    u, v = key // n_all, key % n_all
+    count = 1 + torch.bincount(u - me, minlength=n_l)
+    core_l = count >= min_samples
+    core = comm.all_gather_var(core_l.to(torch.uint8)).to(torch.bool)
+    both = core[u] & core[v]
+    cu, cv = u[both], v[both]
+    parent = torch.arange(n_all, device=dev)
+    rounds = 0
+    while True:
+        rounds += 1
+        pu, pv = parent[cu], parent[cv]
+        low = torch.minimum(pu, pv)
+        hooked = parent.scatter_reduce(0, pu, low, reduce="amin").scatter_reduce(0, pv, low, reduce="amin")
+        hooked = comm.all_reduce_min(hooked)  # every rank now holds the same array
+        while True:
+            jumped = hooked[hooked]
+            if torch.equal(jumped, hooked):
+                break
+            hooked = jumped
+        if torch.equal(hooked, parent):
+            break
+        parent = hooked
+    ar = torch.arange(n_all, device=dev)
+    is_root = core & (parent == ar)
+    number = torch.cumsum(is_root.to(torch.int64), 0) - 1
+    labels = torch.where(core, number[parent], torch.full_like(parent, -1))
+    edge = ~core[u] & core[v]
+    big = torch.iinfo(torch.int64).max
+    border = torch.full((n_all,), big, dtype=torch.int64, device=dev)
+    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
+    border = comm.all_reduce_min(border)
+    out = torch.where(~core & (border != big), border, labels)
+    _finish("dbscan", comm, t0, n=n_all, rounds=rounds)
+    return _arrays.to_family(out, fam)
