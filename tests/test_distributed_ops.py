@@ -1,0 +1,199 @@
+"""hilcore.distributed on 2 and 3 CPU processes with gloo: sharded kNN, Jaccard and DBSCAN equal the single-process calls.
+
+Each world size is one spawn that runs every case (the start-up of a process
+dominates). Workers build the same data from seeds, pass their shard (uneven
+sizes, a single-row shard, a shard of pure noise) and save what they got; the
+test process compares with the single-process calls and with references written
+from the definitions.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import hilcore
+import hilcore.distributed as H
+
+# rows per rank for each world size: uneven, a single-row shard, (W=3) an empty shard in the DBSCAN case
+KNN_SHARDS = {2: [1, 96], 3: [40, 1, 56]}
+DB_SHARDS = {2: [60, 40], 3: [1, 59, 40]}  # the last 40 rows are noise points
+JAC_SHARDS = {2: [33, 64], 3: [50, 1, 46]}
+
+
+def _knn_data() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((97, 24)).astype(np.float32)
+    x[50] = x[7]
+    x[51] = x[7]  # exact duplicates: ties broken by the lower index
+    x[60:72] = x[20]  # a dozen copies: the k-th candidate is tied, the certified path cannot hold
+    return x
+
+
+def _db_points() -> np.ndarray:
+    """60 points in 6 tight 2-D blobs (some touching), then 40 isolated points on a far grid (noise)."""
+    rng = np.random.default_rng(5)
+    centres = np.array([[0, 0], [0.5, 0], [3, 3], [6, 0], [6, 0.45], [9, 9]], dtype=np.float64)
+    blobs = centres[rng.integers(0, 6, 60)] + 0.12 * rng.standard_normal((60, 2))
+    grid = 20.0 + 2.0 * np.stack(np.meshgrid(np.arange(8), np.arange(5)), -1).reshape(-1, 2)
+    return np.concatenate([blobs, grid])
+
+
+def _db_matrix() -> sp.csr_matrix:
+    """Euclidean distances of :func:`_db_points`, stored when <= 0.8, diagonal stored as 0."""
+    p = _db_points()
+    full = np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1)).astype(np.float32)
+    keep = full <= 0.8
+    r, c = np.nonzero(keep)
+    return sp.csr_matrix((full[r, c], (r, c)), shape=full.shape)
+
+
+def _dense_points() -> np.ndarray:
+    p = _db_points()
+    return np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1)).astype(np.float32)
+
+
+def _db_data() -> np.ndarray:
+    """Features whose Jaccard distance DBSCAN clusters (the Jaccard case of the DBSCAN pipeline)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((6, 32))
+    return (centres[rng.integers(0, 6, 100)] + 0.15 * rng.standard_normal((100, 32))).astype(np.float32)
+
+
+def _jac_data() -> np.ndarray:
+    rng = np.random.default_rng(9)
+    centres = rng.standard_normal((8, 20))
+    x = (centres[rng.integers(0, 8, 97)] + 0.5 * rng.standard_normal((97, 20))).astype(np.float32)
+    x[40] = x[3]  # a duplicate
+    return x
+
+
+def _shard(x, sizes, r):
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    return x[off[r]:off[r + 1]]
+
+
+def _dense(d) -> np.ndarray:
+    """The dense matrix a sparse Jaccard result stands for: unstored pairs at distance 1."""
+    full = np.ones(d.shape, dtype=np.float32)
+    coo = d.tocoo()
+    full[coo.row, coo.col] = coo.data
+    return full
+
+
+def _worker(rank: int, world: int, init: str, out: str):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    res = {}
+    xk = _knn_data()
+    xs = _shard(xk, KNN_SHARDS[world], rank)
+    res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16)
+    res["knn_np"] = H.knn(xs.astype(np.float64), 5)  # NumPy float64 in -> NumPy out
+    res["knn_all"] = H.knn(torch.from_numpy(xs), 97)  # k = N
+    res["knn_bytes"] = H.last_stats["bytes_sent"]
+
+    xd = _db_data()
+    d = _db_matrix()
+    off = np.concatenate([[0], np.cumsum(DB_SHARDS[world])])
+    dl = d[off[rank]:off[rank + 1]]
+    res["db"] = H.dbscan(dl, 0.3, 4)
+    res["db_dense"] = H.dbscan(torch.from_numpy(_dense_points()[off[rank]:off[rank + 1]]), 0.5, 3)
+    res["db_noise"] = H.dbscan(dl, 0.6, 1000)  # nothing is core
+
+    if hasattr(H, "jaccard_distance"):
+        xj = _jac_data()
+        xs = torch.from_numpy(_shard(xj, JAC_SHARDS[world], rank))
+        res["jac"] = H.jaccard_distance(xs, 12, 4, max_distance=0.6)
+        res["jac_all"] = H.jaccard_distance(xs, 20, 1, max_distance=None)
+        xd_l = torch.from_numpy(_shard(xd, DB_SHARDS[world], rank))
+        res["jac_db"] = H.jaccard_distance(xd_l, 12, 4, max_distance=0.6)
+        res["jac_db_labels"] = H.dbscan(res["jac_db"], 0.6, 4)
+    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module", params=[2, 3])
+def run(request, tmp_path_factory):
+    world = request.param
+    tmp = tmp_path_factory.mktemp(f"w{world}")
+    mp.spawn(_worker, args=(world, f"file://{tmp / 'init'}", str(tmp)), nprocs=world, join=True)
+    return world, [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def _canonical_knn(x: np.ndarray, k: int):
+    """Reference from the definition: float64 sums of the float32 products of normalised rows, sorted by
+    (similarity desc, index asc) with each row first in its own list."""
+    xn = torch.nn.functional.normalize(torch.from_numpy(x).float(), dim=1)
+    c = (xn.double().unsqueeze(1) * xn.double().unsqueeze(0)).sum(-1).float()
+    key = c.clone()
+    key.fill_diagonal_(float("inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+    return order, c.gather(1, order)
+
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def test_knn_sharded_equals_single_and_reference(run):
+    world, res = run
+    x = _knn_data()
+    idx = torch.cat([r["knn"][0] for r in res])
+    sim = torch.cat([r["knn"][1] for r in res])
+    single_idx, single_sim = H.knn(torch.from_numpy(x), 9)  # no process group: a world of one
+    ref_idx, ref_sim = _canonical_knn(x, 9)
+    assert torch.equal(idx, single_idx) and torch.equal(sim, single_sim)
+    assert torch.equal(idx, ref_idx) and torch.equal(sim, ref_sim)
+    assert torch.equal(idx[:, 0], torch.arange(97))
+    assert idx[7, :3].tolist() == [7, 50, 51] and idx[50, :3].tolist() == [50, 7, 51]
+    # hilcore.knn: the same neighbours here (its float32 GEMM values differ from the canonical ones
+    # by rounding only, and no near-ties separate them on this data except exact duplicates)
+    hi, hs = hilcore.knn(x, 9, backend="torch")
+    assert torch.equal(torch.as_tensor(hi)[:, :1], idx[:, :1])
+    assert float((torch.as_tensor(hs) - sim).abs().max()) < 1e-6
+    # NumPy float64 input comes back as NumPy; k = N holds every row
+    np_idx = np.concatenate([r["knn_np"][0] for r in res])
+    assert isinstance(np_idx, np.ndarray) and np.array_equal(np_idx, _canonical_knn(x, 5)[0].numpy())
+    all_idx = torch.cat([r["knn_all"][0] for r in res])
+    assert torch.equal(all_idx, _canonical_knn(x, 97)[0])
+    assert all(r["knn_bytes"] > 0 for r in res)
+
+
+def test_knn_matches_hilcore_knn_on_tie_free_data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((150, 40)).astype(np.float32)
+    i1, s1 = H.knn(x, 12, chunk_rows=37)
+    i2, s2 = hilcore.knn(x, 12, backend="torch")
+    assert np.array_equal(i1, i2)
+    assert np.abs(s1 - s2).max() < 1e-6
+
+
+def test_dbscan_sharded_equals_single(run):
+    world, res = run
+    from sklearn.cluster import DBSCAN
+    d = _db_matrix()
+    want = hilcore.dbscan(d, 0.3, 4)
+    assert want.max() >= 3 and (want[60:] == -1).all()  # several clusters; the last shard is all noise
+    sk = DBSCAN(eps=0.3, min_samples=4, metric="precomputed").fit_predict(_dense_points())
+    assert np.array_equal(want, sk)
+    sk_dense = DBSCAN(eps=0.5, min_samples=3, metric="precomputed").fit_predict(_dense_points())
+    for r in res:
+        assert isinstance(r["db"], np.ndarray) and np.array_equal(r["db"], want)
+        assert np.array_equal(r["db_noise"], np.full(100, -1))
+        assert isinstance(r["db_dense"], torch.Tensor) and np.array_equal(r["db_dense"].numpy(), sk_dense)
+
+
+def test_dbscan_single_process_bad_input():
+    d = _db_matrix()
+    with pytest.raises(ValueError, match="d_local"):
+        H.dbscan(d[:10], 0.3, 4)  # 10 rows of a 100-column matrix without a group: N mismatch
+    with pytest.raises(ValueError, match="eps"):
+        H.dbscan(d, -1.0, 4)
+    with pytest.raises(ValueError, match="negative"):
+        H.dbscan(-d, 0.3, 4)
+    assert np.array_equal(H.dbscan(d, 0.3, 4), hilcore.dbscan(d, 0.3, 4))
