@@ -497,3 +497,213 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None):
     out = torch.where(~core & (border != big), border, labels)
     _finish("dbscan", comm, t0, n=n_all, rounds=rounds)
     return _arrays.to_family(out, fam)
+
+
+# ============================================================================================== Jaccard
+def _unique_lookup(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted unique ids, position of every element of ``ids`` in it)."""
+    u, inv = torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
+    return u, inv.view(ids.shape)
+
+
+def _rows_per_chunk(n: int, per_row: int) -> int:
+    return max(1, min(max(n, 1), (1 << 24) // max(per_row, 1)))
+
+
+def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float | None = None, group=None,
+                     chunk_rows: int | None = None):
+    """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
+
+    The semantics are :func:`hilcore.jaccard_distance`'s (DESIGN.md); the
+    ranking is :func:`knn` (exact, canonical similarities). Only the sparse
+    rows the local rows reference cross the network: rank rows and reciprocal
+    masks of the kNN neighbours, feature rows of the expanded sets, weight rows
+    of the first k2 neighbours, and the inverted-index columns (keyed by the
+    rank owning the column) of the local supports. Sums run in the torch
+    backend's order, so the rows are bitwise those of
+    ``hilcore.torch_backend.jaccard.jaccard`` on the concatenated rows with the
+    same ranking (and of ``hilcore.jaccard_distance(backend="torch")`` whenever
+    its kNN returns the same ranking, i.e. without float32 near-ties).
+
+    Args:
+        x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
+        k1, k2: ranking and query-expansion lengths (clamped to N and k1).
+        max_distance: keep pairs with ``d <= max_distance`` (``None``: every pair whose supports meet).
+        group: torch.distributed process group (``None``: default / a world of one).
+        chunk_rows: rows per streamed kNN chunk.
+
+    Returns:
+        ``[n_r, N]`` float32 CSR with global column indices, sorted, the
+        diagonal stored as 0: ``scipy.sparse.csr_matrix`` for CPU input, a
+        torch sparse CSR tensor for CUDA input. :func:`dbscan` takes it as is.
+    """
+    t0 = time.perf_counter()
+    comm = _Comm(group)
+    xl, fam = _local_features(x_local, "x_local", comm)
+    sizes = comm.all_gather_int(xl.shape[0])
+    dims = comm.all_gather_int(xl.shape[1])
+    if len(set(dims)) != 1:
+        raise ValueError(f"x_local: every rank must pass the same number of columns D, got {dims}")
+    n_all = sum(sizes)
+    if n_all == 0:
+        raise ValueError("x_local: expected at least one row over all ranks, got none")
+    k1 = min(_arrays.positive_int(k1, "k1"), n_all)
+    k2 = min(_arrays.positive_int(k2, "k2"), k1)
+    md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
+    rank_l, _ = _knn_tensors(comm, xl, k1, sizes, chunk_rows)
+    t_knn = time.perf_counter() - t0
+    indptr, cols, data = _jaccard_rows(comm, xl, rank_l, sizes, k1, k2, md)
+    _finish("jaccard_distance", comm, t0, n=n_all, knn_s=t_knn, nnz=int(cols.numel()))
+    n_l = xl.shape[0]
+    if fam.kind == "numpy" or not fam.is_cuda:
+        return sp.csr_matrix((data.cpu().numpy(), cols.cpu().numpy(), indptr.cpu().numpy()), shape=(n_l, n_all))
+    return torch.sparse_csr_tensor(indptr, cols, data, size=(n_l, n_all))
+
+
+def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: list[int], k1: int, k2: int,
+                  max_distance: float):
+    from .jaccard import half_k
+
+    dev = xl.device
+    n_l = xl.shape[0]
+    n = sum(sizes)
+    own = _Owners(sizes, dev)
+    me = own.off[comm.rank]
+    g = torch.arange(n_l, device=dev) + me  # global ids of the local rows
+    kk = min(half_k(k1) + 1, k1)
+    rank_l = rank_l.to(torch.int64).contiguous()
+
+    # 1. reciprocal masks of the local rows, from the rank rows of their neighbours
+    nb1, pos1 = _unique_lookup(rank_l)
+    r1 = _fetch_rows(comm, own, nb1, rank_l)  # [|nb1|, k1]
+    mask1 = torch.empty((n_l, k1), dtype=torch.bool, device=dev)
+    mask_h = torch.empty((n_l, kk), dtype=torch.bool, device=dev)
+    step = _rows_per_chunk(n_l, k1 * k1)
+    for s in range(0, n_l, step):
+        e = min(n_l, s + step)
+        me_ = g[s:e].view(-1, 1, 1)
+        mask1[s:e] = (r1[pos1[s:e]] == me_).any(dim=2)
+        mask_h[s:e] = (r1[pos1[s:e, :kk]][:, :, :kk] == me_).any(dim=2)
+
+    # 2. expansion E(i), with the neighbours' R(c, kh) masks
+    mh1 = _fetch_rows(comm, own, nb1, mask_h.to(torch.uint8)).to(torch.bool)  # [|nb1|, kk]
+    counts, pieces = [], []
+    step = _rows_per_chunk(n_l, k1 * kk * k1)
+    for s in range(0, n_l, step):
+        e = min(n_l, s + step)
+        b = e - s
+        ri, ri_ok = rank_l[s:e], mask1[s:e]
+        pr = pos1[s:e]
+        cand = r1[pr][:, :, :kk]  # [b, k1, kk]
+        cand_ok = mh1[pr]
+        size = cand_ok.sum(dim=2)
+        in_ri = ((cand.unsqueeze(3) == ri.view(b, 1, 1, k1)) & ri_ok.view(b, 1, 1, k1)).any(dim=3)
+        inter = (in_ri & cand_ok).sum(dim=2)
+        take = ri_ok & (3 * inter > 2 * size)
+        added = torch.where(cand_ok & take.unsqueeze(2), cand, n).view(b, k1 * kk)
+        base = torch.where(ri_ok, ri, n)
+        allc, _ = torch.sort(torch.cat([base, added], dim=1), dim=1)
+        dup = torch.zeros_like(allc, dtype=torch.bool)
+        dup[:, 1:] = allc[:, 1:] == allc[:, :-1]
+        valid = (allc < n) & ~dup
+        counts.append(valid.sum(dim=1))
+        pieces.append(allc[valid])
+    eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
+    if n_l:
+        eptr[1:] = torch.cumsum(torch.cat(counts), 0)
+    eidx = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64, device=dev)
+
+    # 3. weights: softmax over E(i) of -(2 - 2 x_i . x_j), with the features of the columns
+    ecol, epos = _unique_lookup(eidx)
+    xf = _fetch_rows(comm, own, ecol, xl)
+    rows = torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
+    sims = torch.empty(eidx.shape[0], dtype=torch.float32, device=dev)
+    dim = xl.shape[1]
+    step = max(1, (1 << 24) // dim)
+    for s in range(0, eidx.shape[0], step):
+        e = min(eidx.shape[0], s + step)
+        sims[s:e] = (xl[rows[s:e]] * xf[epos[s:e]]).sum(dim=1)
+    w = torch.exp(-(2.0 - 2.0 * sims))
+    total = torch.zeros(n_l, dtype=torch.float32, device=dev).index_add_(0, rows, w)
+    vals = w / total[rows]
+
+    # 4. local query expansion: V'[i] = mean of V over rank[i, :k2]
+    if k2 > 1:
+        nb2, pos2 = _unique_lookup(rank_l[:, :k2])
+        vptr, vcol, vval = _fetch_csr(comm, own, nb2, eptr, eidx, vals)
+        length = vptr[1:] - vptr[:-1]
+        qc, qcols, qvals = [], [], []
+        avg = int(length.float().mean().item()) + 1 if length.numel() else 1
+        step = _rows_per_chunk(n_l, k2 * avg)
+        for s in range(0, n_l, step):
+            e = min(n_l, s + step)
+            nb = pos2[s:e].reshape(-1)
+            reps = length[nb]
+            who = torch.repeat_interleave(torch.arange(s, e, device=dev).repeat_interleave(k2), reps)
+            pos = torch.repeat_interleave(vptr[nb], reps) + _segment_offsets(reps)
+            key = who * n + vcol[pos]
+            uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
+            acc = torch.zeros(uniq.shape[0], dtype=torch.float32, device=dev).index_add_(0, inv, vval[pos])
+            qc.append(torch.bincount(uniq // n - s, minlength=e - s))
+            qcols.append(uniq % n)
+            qvals.append(acc / k2)
+        eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
+        if n_l:
+            eptr[1:] = torch.cumsum(torch.cat(qc), 0)
+        eidx = torch.cat(qcols) if qcols else torch.zeros(0, dtype=torch.int64, device=dev)
+        vals = torch.cat(qvals) if qvals else torch.zeros(0, dtype=torch.float32, device=dev)
+
+    # 5. inverted index keyed by column owner: every entry (t, i, v) goes to the owner of t
+    rows_g = me + torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
+    owner = own.of(eidx)
+    sent_t = comm.all_to_all([eidx[owner == q] for q in range(comm.world)])
+    sent_i = comm.all_to_all([rows_g[owner == q] for q in range(comm.world)])
+    sent_v = comm.all_to_all([vals[owner == q] for q in range(comm.world)])
+    ct, ci, cv = torch.cat(sent_t), torch.cat(sent_i), torch.cat(sent_v)
+    order = torch.argsort(ct * n + ci)  # by (column, row): rows ascend inside a column
+    ct, ci, cv = ct[order], ci[order], cv[order]
+    cptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
+    if n_l:
+        cptr[1:] = torch.cumsum(torch.bincount(ct - me, minlength=n_l), 0)
+    # the columns the local supports touch, fetched from their owners
+    tcol, tpos = _unique_lookup(eidx)
+    lptr, lrow, lval = _fetch_csr(comm, own, tcol, cptr, ci, cv)
+    clen = lptr[1:] - lptr[:-1]
+    partners = clen[tpos]  # every row of column t(e) is a partner of entry e
+    lrows = torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
+    out_r, out_c, out_d = [], [], []
+    block = max(1, min(max(n_l, 1), (1 << 24) // n))
+    chunk = (1 << 24) // 4
+    for r0 in range(0, n_l, block):
+        r1_ = min(n_l, r0 + block)
+        lo, hi = int(eptr[r0]), int(eptr[r1_])
+        acc = torch.zeros((r1_ - r0) * n, dtype=torch.float32, device=dev)
+        ends = torch.cumsum(partners[lo:hi], 0)
+        at = lo
+        while at < hi:
+            done = int(ends[at - lo - 1]) if at > lo else 0
+            stop = int(torch.searchsorted(ends, done + chunk, right=True)) + lo
+            stop = min(hi, max(stop, at + 1))
+            ent = torch.arange(at, stop, device=dev)
+            reps = partners[ent]
+            e_of = torch.repeat_interleave(ent, reps)
+            slot = lptr[tpos[e_of]] + _segment_offsets(reps)
+            contrib = torch.minimum(vals[e_of], lval[slot])
+            acc.index_add_(0, (lrows[e_of] - r0) * n + lrow[slot], contrib)
+            at = stop
+        flat = torch.nonzero(acc > 0).flatten()
+        m = acc[flat]
+        d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
+        i, j = flat // n + r0, flat % n
+        d = torch.where(i + me == j, torch.zeros_like(d), d)
+        keep = d <= max_distance
+        out_r.append(i[keep])
+        out_c.append(j[keep])
+        out_d.append(d[keep])
+    r_ = torch.cat(out_r) if out_r else torch.zeros(0, dtype=torch.int64, device=dev)
+    c_ = torch.cat(out_c) if out_c else torch.zeros(0, dtype=torch.int64, device=dev)
+    d_ = torch.cat(out_d) if out_d else torch.zeros(0, dtype=torch.float32, device=dev)
+    indptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
+    if n_l:
+        indptr[1:] = torch.cumsum(torch.bincount(r_, minlength=n_l), 0)
+    return indptr, c_, d_.to(torch.float32)

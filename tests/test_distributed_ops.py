@@ -197,3 +197,55 @@ def test_dbscan_single_process_bad_input():
     with pytest.raises(ValueError, match="negative"):
         H.dbscan(-d, 0.3, 4)
     assert np.array_equal(H.dbscan(d, 0.3, 4), hilcore.dbscan(d, 0.3, 4))
+
+
+def _stages(x: np.ndarray, k1: int, k2: int, md):
+    """The single-process torch stages on the concatenated rows with the canonical ranking."""
+    from hilcore.torch_backend.jaccard import jaccard as torch_stages
+
+    xn = torch.nn.functional.normalize(torch.from_numpy(x).float(), dim=1)
+    rank, _ = _canonical_knn(x, k1)
+    ip, ix, d = torch_stages(xn, rank, k1, k2, float("inf") if md is None else md)
+    return sp.csr_matrix((d.numpy(), ix.numpy(), ip.numpy()), shape=(x.shape[0], x.shape[0]))
+
+
+def _same_csr(a, b) -> bool:
+    return (a.shape == b.shape and np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+            and np.array_equal(a.data, b.data))  # bitwise: float32 equality of every stored distance
+
+
+def test_jaccard_sharded_equals_single(run):
+    world, res = run
+    x = _jac_data()
+    for key, k1, k2, md in (("jac", 12, 4, 0.6), ("jac_all", 20, 1, None)):
+        parts = [r[key] for r in res]
+        assert [p.shape for p in parts] == [(s, 97) for s in JAC_SHARDS[world]]
+        got = sp.vstack(parts, format="csr")
+        assert _same_csr(got, _stages(x, k1, k2, md))
+        # and the public single-process call: its kNN ranks these rows the same way
+        ref = hilcore.jaccard_distance(x, k1, k2, max_distance=md, backend="torch")
+        assert np.array_equal(hilcore.knn(x, k1, backend="torch")[0], _canonical_knn(x, k1)[0].numpy())
+        assert _same_csr(got, ref)
+        assert np.array_equal(got.diagonal(), np.zeros(97, np.float32))
+    # the whole pipeline: sharded Jaccard -> sharded DBSCAN == single-process Jaccard -> DBSCAN
+    xd = _db_data()
+    single = hilcore.jaccard_distance(xd, 12, 4, max_distance=0.6, backend="torch")
+    assert _same_csr(sp.vstack([r["jac_db"] for r in res], format="csr"), single)
+    want = hilcore.dbscan(single, 0.6, 4)
+    assert want.max() >= 2
+    for r in res:
+        assert np.array_equal(r["jac_db_labels"], want)
+
+
+def test_jaccard_single_process_and_bad_input():
+    x = _jac_data()
+    assert _same_csr(H.jaccard_distance(x, 12, 4, max_distance=0.6), _stages(x, 12, 4, 0.6))
+    assert _same_csr(H.jaccard_distance(x[:5], 30, 6), _stages(x[:5], 5, 5, None))  # k1 clamped to N
+    with pytest.raises(ValueError, match="max_distance"):
+        H.jaccard_distance(x, 12, 4, max_distance=-1.0)
+    with pytest.raises(ValueError, match="k1"):
+        H.jaccard_distance(x, 0, 4)
+    with pytest.raises(ValueError, match="x_local"):
+        H.jaccard_distance(x[0], 12, 4)
+    with pytest.raises(ValueError, match="k"):
+        H.knn(x, 98)
