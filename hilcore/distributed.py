@@ -11,8 +11,11 @@ the sharded results equal.
   time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
   and its ``[n_r, k]`` lists. Similarities are *canonical*: the float64 sum of
   the exact float32 products, rounded once to float32, for every pair that
-  ends up in a list; candidates come from float64 tiles and rows the margin
-  does not certify are rescored against the whole chunk, so the lists are the
+  ends up in a list. Candidates (k + extra per row and chunk) come from float32
+  GEMM tiles; a row is certified when no column outside them can reach its
+  k-th canonical value given the float32 and float64 error bounds
+  (``gamma_D |x| |y|`` each), and rows that are not (ties, duplicates) are
+  rescored canonically against the whole chunk, so the lists are the
   exact top-k under (similarity desc, index asc), self first, whatever the
   sharding or the tile shapes. (``hilcore.knn``'s own similarities come from
   float32 GEMM tiles whose rounding depends on the tile shape, so no sharded
@@ -57,6 +60,8 @@ CHUNK_ELEMENTS = 1 << 22
 # Elements of one float64 similarity tile / one rescoring temporary.
 TILE_ELEMENTS = 1 << 22
 _U64 = 2.0**-53
+_U32 = 2.0**-24
+_tally = {"uncertified": 0}  # rows x chunks rescored against a whole chunk in the last kNN
 
 
 # ============================================================================================ comm helpers
@@ -255,15 +260,17 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
     keys = torch.empty((n, kk), dtype=torch.float32, device=dev)
     sims = torch.empty((n, kk), dtype=torch.float32, device=dev)
     idxs = torch.empty((n, kk), dtype=torch.int64, device=dev)
-    y64 = yb.double()
-    ny = float(y64.norm(dim=1).max()) if m else 0.0
-    gamma = d * _U64 / (1.0 - d * _U64)
+    ny = float(yb.double().norm(dim=1).max()) if m else 0.0
+    # |float32 GEMM - exact| <= g32 |x| |y| (any order); |canonical float64 sum - exact| <= g64 |x| |y|
+    g32 = d * _U32 / (1.0 - d * _U32)
+    g64 = d * _U64 / (1.0 - d * _U64)
     block = max(1, min(n, TILE_ELEMENTS // max(m, kc * d, 1)))
+    yt = yb.t()
+    uncert = 0
     for s in range(0, n, block):
         e = min(n, s + block)
         xq = xl[s:e]
-        x64 = xq.double()
-        t = torch.mm(x64, y64.t())  # [b, m] float64
+        t = torch.mm(xq, yt)  # [b, m] float32 candidates
         own = None
         if self_off is not None:
             g = torch.arange(s, e, device=dev) + self_off  # global ids of these rows
@@ -281,10 +288,11 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
         kkey, ksim, kidx = key.gather(1, order), cs.gather(1, order), tc.gather(1, order)
         if kc < m:
             # certified iff no column outside the kc candidates can reach the kk-th key
-            margin = 2.0 * gamma * x64.norm(dim=1) * ny + 1e-300
-            low = tv[:, -1]
+            margin = (g32 + g64) * xq.double().norm(dim=1) * ny * (1.0 + 1e-9) + 1e-300
+            low = tv[:, -1].double()
             bad = ~((low + margin) < _prev_f32(kkey[:, -1]))
             rows = torch.nonzero(bad).flatten()
+            uncert += rows.numel()
             for b0 in range(0, rows.numel(), max(1, TILE_ELEMENTS // max(m * d, 1))):
                 rr = rows[b0:b0 + max(1, TILE_ELEMENTS // max(m * d, 1))]
                 full = canonical_similarity(xq[rr].unsqueeze(1), yb.unsqueeze(0))  # [r, m]
@@ -296,6 +304,7 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
                 top = torch.sort(fkey, dim=1, descending=True, stable=True).indices[:, :kk]
                 kkey[rr], ksim[rr], kidx[rr] = fkey.gather(1, top), full.gather(1, top), top
         keys[s:e], sims[s:e], idxs[s:e] = kkey, ksim, kidx + j0
+    _tally["uncertified"] += uncert
     return keys, sims, idxs
 
 
@@ -334,7 +343,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
     if k > n_all:
         raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
     idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
-    _finish("knn", comm, t0, n=n_all, k=k)
+    _finish("knn", comm, t0, n=n_all, k=k, uncertified=_tally["uncertified"])
     return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
 
 
@@ -358,6 +367,7 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
     best_sim = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), sum(sizes), dtype=torch.int64, device=dev)
     extra = k + 8
+    _tally["uncertified"] = 0
     for src in range(comm.world):
         for c0 in range(0, sizes[src], step):
             c1 = min(sizes[src], c0 + step)

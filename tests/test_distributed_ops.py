@@ -31,7 +31,7 @@ def _knn_data() -> np.ndarray:
     x = rng.standard_normal((97, 24)).astype(np.float32)
     x[50] = x[7]
     x[51] = x[7]  # exact duplicates: ties broken by the lower index
-    x[60:72] = x[20]  # a dozen copies: the k-th candidate is tied, the certified path cannot hold
+    x[60:90] = x[20]  # 31 copies: the candidates' boundary is tied, those rows are rescored in full
     return x
 
 
@@ -93,6 +93,8 @@ def _worker(rank: int, world: int, init: str, out: str):
     xk = _knn_data()
     xs = _shard(xk, KNN_SHARDS[world], rank)
     res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16)
+    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9)  # one chunk per rank
+    res["knn_uncertified"] = H.last_stats["uncertified"]
     res["knn_np"] = H.knn(xs.astype(np.float64), 5)  # NumPy float64 in -> NumPy out
     res["knn_all"] = H.knn(torch.from_numpy(xs), 97)  # k = N
     res["knn_bytes"] = H.last_stats["bytes_sent"]
@@ -150,11 +152,15 @@ def test_knn_sharded_equals_single_and_reference(run):
     assert torch.equal(idx, single_idx) and torch.equal(sim, single_sim)
     assert torch.equal(idx, ref_idx) and torch.equal(sim, ref_sim)
     assert torch.equal(idx[:, 0], torch.arange(97))
+    assert torch.equal(torch.cat([r["knn_wide"][0] for r in res]), ref_idx)
+    assert torch.equal(torch.cat([r["knn_wide"][1] for r in res]), ref_sim)
+    assert sum(r["knn_uncertified"] for r in res) > 0  # the full-chunk rescoring ran
     assert idx[7, :3].tolist() == [7, 50, 51] and idx[50, :3].tolist() == [50, 7, 51]
     # hilcore.knn: the same neighbours here (its float32 GEMM values differ from the canonical ones
     # by rounding only, and no near-ties separate them on this data except exact duplicates)
     hi, hs = hilcore.knn(x, 9, backend="torch")
     assert torch.equal(torch.as_tensor(hi)[:, :1], idx[:, :1])
+    assert torch.equal(torch.as_tensor(hi)[:20], idx[:20])
     assert float((torch.as_tensor(hs) - sim).abs().max()) < 1e-6
     # NumPy float64 input comes back as NumPy; k = N holds every row
     np_idx = np.concatenate([r["knn_np"][0] for r in res])
