@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from . import _arrays
 
-__all__ = ["knn", "jaccard_distance", "dbscan", "last_stats", "shard_sizes"]
+__all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "last_stats", "shard_sizes"]
 
 #: What the last call on this rank did: ``op``, ``bytes_sent``, ``time_s``, ``world``.
 last_stats: dict = {}
@@ -717,3 +717,128 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
     if n_l:
         indptr[1:] = torch.cumsum(torch.bincount(r_, minlength=n_l), 0)
     return indptr, c_, d_.to(torch.float32)
+
+
+# ========================================================================================= epoch step
+def _stage_backend(module_name: str, backend: str) -> str:
+    """``backend`` when the stage implements it (or it is "auto"), else "auto" (as hilcore.cluster_epoch does)."""
+    import importlib
+
+    impl = getattr(importlib.import_module(f"hilcore.{module_name}"), "IMPLEMENTED", None)
+    if backend == "auto" or impl is None or backend in impl:
+        return backend
+    return "auto"
+
+
+def _gather_rows(comm: _Comm, t: torch.Tensor) -> torch.Tensor:
+    """[n_r, D] of every rank concatenated in rank order (on t's device)."""
+    d = t.shape[1]
+    return comm.all_gather_var(t.reshape(-1)).view(-1, d)
+
+
+def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
+    """:func:`hilcore.cluster_epoch` with the Jaccard distance and DBSCAN sharded over ``group``.
+
+    Per modality: :func:`jaccard_distance` (``max_distance=eps``) on this
+    rank's rows and :func:`dbscan` -> the global labels on every rank. The
+    per-cluster stages (centres, sub-clusters, BRST matching, shared memories)
+    need every row of a cluster; they run on the gathered features
+    (``O(N D)`` per rank, what a driver holds after its sharded extraction
+    anyway), identically on every rank, with the stages and backends that
+    :func:`hilcore.cluster_epoch` uses. The result equals
+    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` when ``config.backend``
+    is ``"torch"`` and its kNN ranks the rows as :func:`knn` does (no float32
+    near-ties); other backends' Jaccard values differ from the torch stages by
+    rounding only.
+
+    Args:
+        feats_rgb_local, feats_ir_local: this rank's ``[n_r, D]`` rows of each modality (rank order).
+        config: :class:`hilcore.EpochConfig` (``None``: the defaults).
+        group: torch.distributed process group (``None``: default / a world of one).
+
+    Returns:
+        :class:`hilcore.EpochClusters` over all rows (every rank the same), torch
+        tensors on the input's device (NumPy for NumPy input); ``timings`` adds
+        ``bytes_sent`` of this rank.
+
+    Raises:
+        ValueError: when a modality ends all-noise (on every rank).
+    """
+    from .brst import bidirectional_match
+    from .centers import cluster_centers, subcluster
+    from .epoch import EpochClusters, EpochConfig
+
+    cfg = EpochConfig() if config is None else config
+    if not isinstance(cfg, EpochConfig):
+        raise TypeError(f"config: expected an EpochConfig or None, got {type(cfg).__name__}")
+    t_start = time.perf_counter()
+    comm = _Comm(group)
+    xr_l, fam = _local_features(feats_rgb_local, "feats_rgb_local", comm)
+    xi_l, _ = _local_features(feats_ir_local, "feats_ir_local", comm)
+    if xr_l.shape[1] != xi_l.shape[1]:
+        raise ValueError(f"feats_ir_local: expected D = {xr_l.shape[1]} columns like feats_rgb_local, "
+                         f"got {xi_l.shape[1]}")
+    be = cfg.backend
+    times: dict[str, float] = {}
+    sent = 0
+    per = {}
+    full = {}
+    for name, xl in (("rgb", xr_l), ("ir", xi_l)):
+        t = time.perf_counter()
+        d = jaccard_distance(xl, cfg.k1, cfg.k2, max_distance=cfg.eps, group=group)
+        sent += last_stats["bytes_sent"]
+        times[f"jaccard_{name}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lab = torch.as_tensor(dbscan(d, cfg.eps, cfg.min_samples, group=group)).to(xl.device)
+        sent += last_stats["bytes_sent"]
+        times[f"dbscan_{name}"] = time.perf_counter() - t
+        del d
+        x = _gather_rows(comm, xl)
+        full[name] = x
+        if not bool((lab >= 0).any()):
+            raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
+                             f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
+                             f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+        cb = _stage_backend("centers", be)
+        t = time.perf_counter()
+        cen = cluster_centers(x, lab, backend=cb)
+        times[f"centers_{name}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        multi = subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb)
+        times[f"subcluster_{name}"] = time.perf_counter() - t
+        per[name] = (lab, cen, multi)
+    xr, xi = full["rgb"], full["ir"]
+    lr, li = per["rgb"][0], per["ir"][0]
+    t = time.perf_counter()
+    m = bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=_stage_backend("brst", be))
+    times["match"] = time.perf_counter() - t
+    sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
+    t = time.perf_counter()
+    xs, ls = torch.cat([xr, xi]), torch.cat([sr, si])
+    cb = _stage_backend("centers", be)
+    s_cen = cluster_centers(xs, ls, backend=cb)
+    s_multi = subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb)
+    times["shared"] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - t_start
+    sent += comm.sent
+    times["bytes_sent"] = float(sent)
+
+    def n_clusters(lab):
+        return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
+
+    counts = {
+        "clusters_rgb": n_clusters(lr), "clusters_ir": n_clusters(li),
+        "outliers_rgb": int((lr < 0).sum()), "outliers_ir": int((li < 0).sum()),
+        "matched_pairs": int(len(m.pairs)), "unmatched_rgb": int(len(m.unmatched_rgb)),
+        "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
+        "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
+    }
+
+    def f(v):
+        return _arrays.to_family(torch.as_tensor(v).to(xr.device), fam)
+
+    return EpochClusters(
+        labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
+        multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
+        shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
+        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=times)

@@ -73,6 +73,19 @@ def _jac_data() -> np.ndarray:
     return x
 
 
+EPOCH_SHARDS = {2: [1, 119], 3: [50, 30, 40]}
+
+
+def _EPOCH_CFG():
+    return hilcore.EpochConfig(k1=10, k2=4, backend="torch")
+
+
+def _epoch_data():
+    from hilcore.synthetic import reid_features
+
+    return reid_features(20, 6, dim=64, seed=1)[0], reid_features(20, 6, dim=64, seed=2)[0]
+
+
 def _shard(x, sizes, r):
     off = np.concatenate([[0], np.cumsum(sizes)])
     return x[off[r]:off[r + 1]]
@@ -115,6 +128,10 @@ def _worker(rank: int, world: int, init: str, out: str):
         xd_l = torch.from_numpy(_shard(xd, DB_SHARDS[world], rank))
         res["jac_db"] = H.jaccard_distance(xd_l, 12, 4, max_distance=0.6)
         res["jac_db_labels"] = H.dbscan(res["jac_db"], 0.6, 4)
+    if hasattr(H, "cluster_epoch"):
+        xr, xi = _epoch_data()
+        sr, si = [_shard(a, EPOCH_SHARDS[world], rank) for a in (xr, xi)]
+        res["epoch"] = H.cluster_epoch(torch.from_numpy(sr), torch.from_numpy(si), _EPOCH_CFG())
     torch.save(res, os.path.join(out, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -255,3 +272,17 @@ def test_jaccard_single_process_and_bad_input():
         H.jaccard_distance(x[0], 12, 4)
     with pytest.raises(ValueError, match="k"):
         H.knn(x, 98)
+
+
+def test_cluster_epoch_sharded_equals_single(run):
+    world, res = run
+    xr, xi = _epoch_data()
+    want = hilcore.cluster_epoch(torch.from_numpy(xr), torch.from_numpy(xi), _EPOCH_CFG())
+    assert want.counts["clusters_rgb"] >= 5 and want.counts["matched_pairs"] >= 1
+    for r in res:
+        got = r["epoch"]
+        assert got.counts == want.counts
+        for k, v in vars(want).items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(getattr(got, k), v), k
+        assert got.timings["bytes_sent"] > 0
