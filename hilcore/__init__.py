@@ -13,6 +13,7 @@ from .jaccard import jaccard_distance
 from .knn import knn
 from .mccl import mccl_loss
 from .memory import ClusterMemory, InstanceMemory, MultiCenterMemory, cluster_contrast_loss
+from . import distributed  # noqa: E402  (hilcore.distributed: the sharded ops)
 
 __version__ = "0.1.0"
 

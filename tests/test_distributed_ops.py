@@ -286,3 +286,15 @@ def test_cluster_epoch_sharded_equals_single(run):
             if isinstance(v, torch.Tensor):
                 assert torch.equal(getattr(got, k), v), k
         assert got.timings["bytes_sent"] > 0
+
+
+def test_driver_switch():
+    from hilcore.train import distributed as D
+    from hilcore.train.config import from_dict
+
+    assert not D.sharded_clustering(from_dict({}))  # auto, single process: rank 0 path
+    assert D.sharded_clustering(from_dict({"cluster": {"distributed": "on"}}))
+    assert not D.sharded_clustering(from_dict({"cluster": {"distributed": "off"}}))
+    with pytest.raises(ValueError, match="cluster.distributed"):
+        from_dict({"cluster": {"distributed": "sometimes"}})
+    assert "distributed" not in vars(from_dict({}).epoch_config())

@@ -90,10 +90,12 @@ class LossConfig:
 @dataclass
 class ClusterConfig(EpochConfig):
     """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed`` comes from ``run.seed``), plus
-    ``cam_center`` (the loop's, not passed on)."""
+    ``cam_center`` and ``distributed`` (the loop's, not passed on)."""
 
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
     #                                 rows re-normalised); memories still from the features themselves
+    distributed: str = "auto"       # auto: under torchrun (world > 1) every rank clusters its shard with
+    #                                 hilcore.distributed | on: that path always | off: rank 0 clusters, broadcasts
 
 
 @dataclass
@@ -132,6 +134,7 @@ class TrainConfig:
         """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
         fields = dataclasses.asdict(self.cluster)
         fields.pop("cam_center")
+        fields.pop("distributed")
         fields["seed"] = self.run.seed
         return EpochConfig(**fields)
 
@@ -215,6 +218,8 @@ def validate(cfg: TrainConfig) -> None:
     _positive(lo.nc_k, "loss.nc_k")
     if not isinstance(cfg.cluster.cam_center, bool):
         raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
+    if cfg.cluster.distributed not in ("auto", "on", "off"):
+        raise ValueError(f"config.cluster.distributed: expected auto, on or off, got {cfg.cluster.distributed!r}")
     _positive(cfg.eval.every, "eval.every", 0)
     _positive(cfg.eval.trials, "eval.trials")
     if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):

@@ -138,3 +138,43 @@ def sync_buffers(model: torch.nn.Module, src: int = 0) -> None:
         t = b.detach().to(dev)
         dist.broadcast(t, src=src)
         b.copy_(t.to(b.device))
+
+
+def sharded_clustering(cfg) -> bool:
+    """Whether the loop clusters on every rank with :mod:`hilcore.distributed` (``cluster.distributed``)."""
+    mode = cfg.cluster.distributed
+    return mode == "on" or (mode == "auto" and world_size() > 1)
+
+
+def cluster_all_ranks(feats: dict, cams: dict, cfg, recentre=None):
+    """:func:`hilcore.distributed.cluster_epoch` on this rank's block of every modality's rows.
+
+    ``feats``: the gathered ``{"rgb", "ir"}`` features (every rank holds them
+    after the sharded extraction); ``cams``: their camera ids, used when
+    ``cluster.cam_center``, with ``recentre(cl, feats, ec)`` recomputing the
+    memories from the un-centred features. Every rank returns the same
+    :class:`hilcore.EpochClusters` on the CPU; a modality that ends all-noise
+    raises ``RuntimeError`` on every rank.
+    """
+    import hilcore.distributed as HD
+
+    ec = cfg.epoch_config()
+    x = feats
+    if cfg.cluster.cam_center:
+        from .loop import camera_centre
+
+        x = {m: camera_centre(feats[m], cams[m]) for m in feats}
+    parts = {}
+    for m in ("rgb", "ir"):
+        lo, hi = shard_range(x[m].shape[0])
+        parts[m] = x[m][lo:hi]
+    try:
+        cl = HD.cluster_epoch(parts["rgb"], parts["ir"], ec)
+        if cfg.cluster.cam_center and recentre is not None:
+            cl = recentre(cl, feats, ec)
+    except ValueError as e:
+        raise RuntimeError(f"clustering failed: {e}") from e
+    for k, v in vars(cl).items():
+        if isinstance(v, torch.Tensor):
+            setattr(cl, k, v.cpu())
+    return cl

@@ -458,6 +458,9 @@ class Trainer:
         centres and multi-centre memories are then recomputed from the
         features themselves with those labels.
         """
+        if D.sharded_clustering(self.cfg):  # every rank clusters its shard (hilcore.distributed)
+            cams = {m: self.data.train[m].cams for m in MODS}
+            return _clusters_to(D.cluster_all_ranks(feats, cams, self.cfg, _recentre), self.device)
         cl, err = None, None
         if D.is_main():
             try:
