@@ -61,6 +61,8 @@ CHUNK_ELEMENTS = 1 << 22
 TILE_ELEMENTS = 1 << 22
 _U64 = 2.0**-53
 _U32 = 2.0**-24
+# Inverted-index entries (pairs) fetched per super-block of local rows in the Jaccard's last stage.
+PAIR_BUDGET = 1 << 24
 _tally = {"uncertified": 0}  # rows x chunks rescored against a whole chunk in the last kNN
 
 
@@ -180,6 +182,27 @@ def _fetch_rows(comm: _Comm, own: _Owners, ids: torch.Tensor, table: torch.Tenso
     for q in range(comm.world):
         out[owner == q] = got[q].view(-1, width)
     return out.view((ids.shape[0],) + shape)
+
+
+def _fetch_rounds(comm: _Comm, own: _Owners, ids: torch.Tensor, table: torch.Tensor):
+    """Rows ``ids`` (global, sorted unique) of ``table`` one owner at a time: yields (mask of ids, rows).
+
+    Round t asks rank (rank + t) % W only, so a rank holds the rows of one owner at a time.
+    """
+    owner = own.of(ids)
+    me = own.off[comm.rank]
+    width = int(np.prod(tuple(table.shape[1:]))) if table.dim() > 1 else 1
+    flat_tab = table.reshape(table.shape[0], width)
+    empty = ids[:0]
+    for t in range(comm.world):
+        q = (comm.rank + t) % comm.world
+        sel = owner == q
+        req = [empty] * comm.world
+        req[q] = ids[sel]
+        asked = comm.all_to_all(req)
+        reply = [flat_tab[a - me].reshape(-1) for a in asked]
+        got = comm.all_to_all(reply)
+        yield sel, got[q].view(-1, *table.shape[1:])
 
 
 def _fetch_csr(comm: _Comm, own: _Owners, ids: torch.Tensor, indptr: torch.Tensor,
@@ -624,15 +647,20 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
     eidx = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int64, device=dev)
 
     # 3. weights: softmax over E(i) of -(2 - 2 x_i . x_j), with the features of the columns
+    # the features of the columns stream past one owner at a time (one shard's worth at most)
     ecol, epos = _unique_lookup(eidx)
-    xf = _fetch_rows(comm, own, ecol, xl)
     rows = torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
     sims = torch.empty(eidx.shape[0], dtype=torch.float32, device=dev)
     dim = xl.shape[1]
     step = max(1, (1 << 24) // dim)
-    for s in range(0, eidx.shape[0], step):
-        e = min(eidx.shape[0], s + step)
-        sims[s:e] = (xl[rows[s:e]] * xf[epos[s:e]]).sum(dim=1)
+    col_slot = torch.full((ecol.shape[0],), -1, dtype=torch.int64, device=dev)
+    for sel, xf in _fetch_rounds(comm, own, ecol, xl):
+        col_slot[sel] = torch.arange(xf.shape[0], device=dev)
+        ent = torch.nonzero(sel[epos]).flatten()  # entries whose column this owner holds
+        for s in range(0, ent.shape[0], step):
+            e = ent[s:s + step]
+            sims[e] = (xl[rows[e]] * xf[col_slot[epos[e]]]).sum(dim=1)
+        col_slot[sel] = -1
     w = torch.exp(-(2.0 - 2.0 * sims))
     total = torch.zeros(n_l, dtype=torch.float32, device=dev).index_add_(0, rows, w)
     vals = w / total[rows]
@@ -675,41 +703,58 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
     cptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
     if n_l:
         cptr[1:] = torch.cumsum(torch.bincount(ct - me, minlength=n_l), 0)
-    # the columns the local supports touch, fetched from their owners
+    # the column lists the local supports touch come from their owners in super-blocks of local rows
+    # (each fetches at most PAIR_BUDGET list entries, a single heavy row excepted); the number of
+    # rounds is agreed over the ranks so the collectives line up
     tcol, tpos = _unique_lookup(eidx)
-    lptr, lrow, lval = _fetch_csr(comm, own, tcol, cptr, ci, cv)
-    clen = lptr[1:] - lptr[:-1]
-    partners = clen[tpos]  # every row of column t(e) is a partner of entry e
+    tlen = _fetch_rows(comm, own, tcol, cptr[1:] - cptr[:-1])
+    partners = tlen[tpos]  # every row of column t(e) is a partner of entry e
     lrows = torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
+    work = torch.zeros(n_l, dtype=torch.int64, device=dev).index_add_(0, lrows, partners)
+    cum = torch.cumsum(work, 0)
+    bounds, r0 = [], 0
+    while r0 < n_l:
+        done = int(cum[r0 - 1]) if r0 else 0
+        r1_ = int(torch.searchsorted(cum, done + PAIR_BUDGET, right=True))
+        r1_ = min(n_l, max(r1_, r0 + 1))
+        bounds.append((r0, r1_))
+        r0 = r1_
+    rounds = max(comm.all_gather_int(len(bounds)))
     out_r, out_c, out_d = [], [], []
-    block = max(1, min(max(n_l, 1), (1 << 24) // n))
+    block = max(1, (1 << 24) // n)
     chunk = (1 << 24) // 4
-    for r0 in range(0, n_l, block):
-        r1_ = min(n_l, r0 + block)
-        lo, hi = int(eptr[r0]), int(eptr[r1_])
-        acc = torch.zeros((r1_ - r0) * n, dtype=torch.float32, device=dev)
-        ends = torch.cumsum(partners[lo:hi], 0)
-        at = lo
-        while at < hi:
-            done = int(ends[at - lo - 1]) if at > lo else 0
-            stop = int(torch.searchsorted(ends, done + chunk, right=True)) + lo
-            stop = min(hi, max(stop, at + 1))
-            ent = torch.arange(at, stop, device=dev)
-            reps = partners[ent]
-            e_of = torch.repeat_interleave(ent, reps)
-            slot = lptr[tpos[e_of]] + _segment_offsets(reps)
-            contrib = torch.minimum(vals[e_of], lval[slot])
-            acc.index_add_(0, (lrows[e_of] - r0) * n + lrow[slot], contrib)
-            at = stop
-        flat = torch.nonzero(acc > 0).flatten()
-        m = acc[flat]
-        d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
-        i, j = flat // n + r0, flat % n
-        d = torch.where(i + me == j, torch.zeros_like(d), d)
-        keep = d <= max_distance
-        out_r.append(i[keep])
-        out_c.append(j[keep])
-        out_d.append(d[keep])
+    for b in range(rounds):
+        sa, sb = bounds[b] if b < len(bounds) else (n_l, n_l)
+        lo_e, hi_e = int(eptr[sa]), int(eptr[sb])
+        bcol, bpos = _unique_lookup(eidx[lo_e:hi_e])
+        lptr, lrow, lval = _fetch_csr(comm, own, bcol, cptr, ci, cv)
+        for r0 in range(sa, sb, block):
+            r1_ = min(sb, r0 + block)
+            lo, hi = int(eptr[r0]), int(eptr[r1_])
+            acc = torch.zeros((r1_ - r0) * n, dtype=torch.float32, device=dev)
+            ends = torch.cumsum(partners[lo:hi], 0)
+            at = lo
+            while at < hi:
+                done = int(ends[at - lo - 1]) if at > lo else 0
+                stop = int(torch.searchsorted(ends, done + chunk, right=True)) + lo
+                stop = min(hi, max(stop, at + 1))
+                ent = torch.arange(at, stop, device=dev)
+                reps = partners[ent]
+                e_of = torch.repeat_interleave(ent, reps)
+                slot = lptr[bpos[e_of - lo_e]] + _segment_offsets(reps)
+                contrib = torch.minimum(vals[e_of], lval[slot])
+                acc.index_add_(0, (lrows[e_of] - r0) * n + lrow[slot], contrib)
+                at = stop
+            flat = torch.nonzero(acc > 0).flatten()
+            m = acc[flat]
+            d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
+            i, j = flat // n + r0, flat % n
+            d = torch.where(i + me == j, torch.zeros_like(d), d)
+            keep = d <= max_distance
+            out_r.append(i[keep])
+            out_c.append(j[keep])
+            out_d.append(d[keep])
+        del lptr, lrow, lval
     r_ = torch.cat(out_r) if out_r else torch.zeros(0, dtype=torch.int64, device=dev)
     c_ = torch.cat(out_c) if out_c else torch.zeros(0, dtype=torch.int64, device=dev)
     d_ = torch.cat(out_d) if out_d else torch.zeros(0, dtype=torch.float32, device=dev)

@@ -24,6 +24,7 @@ import hilcore.distributed as H
 KNN_SHARDS = {2: [1, 96], 3: [40, 1, 56]}
 DB_SHARDS = {2: [60, 40], 3: [1, 59, 40]}  # the last 40 rows are noise points
 JAC_SHARDS = {2: [33, 64], 3: [50, 1, 46]}
+EMPTY_SHARDS = {2: [0, 97], 3: [60, 0, 37]}
 
 
 def _knn_data() -> np.ndarray:
@@ -123,7 +124,12 @@ def _worker(rank: int, world: int, init: str, out: str):
     if hasattr(H, "jaccard_distance"):
         xj = _jac_data()
         xs = torch.from_numpy(_shard(xj, JAC_SHARDS[world], rank))
+        H.PAIR_BUDGET = 300  # several inverted-index rounds, a different number on each rank
         res["jac"] = H.jaccard_distance(xs, 12, 4, max_distance=0.6)
+        H.PAIR_BUDGET = 1 << 24
+        xe = torch.from_numpy(_shard(xj, EMPTY_SHARDS[world], rank))  # one rank holds no row
+        res["jac_empty"] = H.jaccard_distance(xe, 12, 4, max_distance=0.6)
+        res["knn_empty"] = H.knn(xe, 7)
         res["jac_all"] = H.jaccard_distance(xs, 20, 1, max_distance=None)
         xd_l = torch.from_numpy(_shard(xd, DB_SHARDS[world], rank))
         res["jac_db"] = H.jaccard_distance(xd_l, 12, 4, max_distance=0.6)
@@ -250,6 +256,10 @@ def test_jaccard_sharded_equals_single(run):
         assert np.array_equal(hilcore.knn(x, k1, backend="torch")[0], _canonical_knn(x, k1)[0].numpy())
         assert _same_csr(got, ref)
         assert np.array_equal(got.diagonal(), np.zeros(97, np.float32))
+    empty = [r["jac_empty"] for r in res]
+    assert [p.shape[0] for p in empty] == EMPTY_SHARDS[world]
+    assert _same_csr(sp.vstack(empty, format="csr"), _stages(x, 12, 4, 0.6))
+    assert torch.equal(torch.cat([r["knn_empty"][0] for r in res]), _canonical_knn(x, 7)[0])
     # the whole pipeline: sharded Jaccard -> sharded DBSCAN == single-process Jaccard -> DBSCAN
     xd = _db_data()
     single = hilcore.jaccard_distance(xd, 12, 4, max_distance=0.6, backend="torch")
