@@ -303,16 +303,23 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
             r_in = torch.nonzero(inside).flatten()
             t[r_in, own[r_in]] = math.inf
         tv, tc = torch.topk(t, kc, dim=1, largest=True, sorted=True)
-        cs = canonical_similarity(xq.unsqueeze(1), yb[tc])  # [b, kc]
+        # canonical and float32 values differ by at most `margin` (+ float32 rounding): only the
+        # candidates within 2 margins (+ 2 ulps) of the kk-th float32 value can enter the top kk
+        margin = (g32 + g64) * xq.double().norm(dim=1) * ny * (1.0 + 1e-9) + 1e-300
+        tv64 = tv.double()
+        thr = _prev_f32(_prev_f32(tv[:, kk - 1]).float()) - 2.0 * margin
+        need = int((tv64 >= thr.unsqueeze(1)).sum(dim=1).max())
+        ke = min(kc, max(kk, need))
+        tce = tc[:, :ke]
+        cs = canonical_similarity(xq.unsqueeze(1), yb[tce])  # [b, ke]
         key = cs.clone()
         if own is not None:
-            key = torch.where(tc == own.unsqueeze(1), torch.full_like(key, math.inf), key)
-        order = _order_by_key(key, tc)[:, :kk]
-        kkey, ksim, kidx = key.gather(1, order), cs.gather(1, order), tc.gather(1, order)
-        if kc < m:
-            # certified iff no column outside the kc candidates can reach the kk-th key
-            margin = (g32 + g64) * xq.double().norm(dim=1) * ny * (1.0 + 1e-9) + 1e-300
-            low = tv[:, -1].double()
+            key = torch.where(tce == own.unsqueeze(1), torch.full_like(key, math.inf), key)
+        order = _order_by_key(key, tce)[:, :kk]
+        kkey, ksim, kidx = key.gather(1, order), cs.gather(1, order), tce.gather(1, order)
+        if ke < m:
+            # certified iff no column outside the ke rescored candidates can reach the kk-th key
+            low = tv64[:, ke] if ke < kc else tv64[:, -1]
             bad = ~((low + margin) < _prev_f32(kkey[:, -1]))
             rows = torch.nonzero(bad).flatten()
             uncert += rows.numel()
