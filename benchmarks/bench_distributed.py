@@ -106,7 +106,7 @@ def run_rank(args, device: torch.device) -> dict:
 
 
 def _spawned(rank: int, world: int, init: str, args, outdir: str):
-    torch.set_num_threads(max(1, args.threads // world))
+    torch.set_num_threads(args.threads)
     if world > 1:
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     res = run_rank(args, torch.device("cpu"))
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-samples", type=int, default=4)
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared by the ranks")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per rank (and of the baseline)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu (spawns gloo ranks) or cuda (under torchrun, NCCL)")
     ap.add_argument("--out", default=None)
@@ -208,7 +208,8 @@ def main(argv=None) -> int:
     import torch.multiprocessing as mp
 
     machine = {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "host": socket.gethostname(),
-               "torch": torch.__version__, "threads_total": args.threads}
+               "torch": torch.__version__, "threads_per_rank": args.threads,
+               "note": "ranks beyond the cores share them (W x threads > cpu_count oversubscribes)"}
     base = _single_process_baseline(args)
     want = base["torch"]["labels"]
     runs = []
