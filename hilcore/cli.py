@@ -137,20 +137,20 @@ def cmd_cluster(args) -> int:
     k1 = min(args.k1, n)
 
     from hilcore import _dispatch
-    from hilcore.jaccard import IMPLEMENTED as JAC_IMPL
-    from hilcore.dbscan import IMPLEMENTED as DB_IMPL
     import torch
 
     device = arr.device if isinstance(arr, torch.Tensor) else torch.device("cpu")
     try:
-        b_jac = _dispatch.resolve("jaccard_distance", args.backend, device, JAC_IMPL)
-        b_db = _dispatch.resolve("dbscan", args.backend, device, DB_IMPL)
+        jac = _dispatch.resolve("jaccard_distance", args.backend, device)
+        b_db = _dispatch.resolve("dbscan", args.backend, device).backend
     except (ValueError, TypeError, RuntimeError) as e:
         _fail(f"--backend: {e}")
-    backend = b_jac if b_jac == b_db else f"{b_jac} (jaccard) / {b_db} (dbscan)"
+    b_jac = jac.backend
+    ran = {p.label for _, p in jac.parts} | {b_db}
+    backend = ran.pop() if len(ran) == 1 else f"jaccard {jac.label} / dbscan {b_db}"
 
     # a progress display on runs long enough to wait for (or when asked)
-    slow = n >= 20000 or (b_jac == "torch" and device.type == "cpu" and n >= 4000)
+    slow = n >= 20000 or (jac.part("knn").backend == "torch" and device.type == "cpu" and n >= 4000)
     show = args.progress == "on" or (args.progress == "auto" and slow and sys.stderr.isatty())
     bar = _progress(2, show)
     try:
@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--k2", type=int, default=6, help="query-expansion length, 1 = none (default 6)")
     c.add_argument("--eps", type=float, default=0.6, help="DBSCAN radius on the Jaccard distance (default 0.6)")
     c.add_argument("--min-samples", type=int, default=4, help="DBSCAN core size, self included (default 4)")
-    c.add_argument("--backend", default="auto", help="auto, torch, native, cuda, triton (default auto)")
+    c.add_argument("--backend", default="auto",
+                   help="auto, torch, native, cuda, triton (default auto; hilcore.capabilities() lists them)")
     c.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the computation runs (default cpu)")
     c.add_argument("--out", default=None, help="write the labels (int64 [N], -1 = noise) to this .npy")
     c.add_argument("--progress", choices=("auto", "on", "off"), default="auto",

@@ -15,7 +15,7 @@ pooled feature ``[B, out_dim]``:
   ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...).
 * :class:`TinyCNN` -- four conv-BN-ReLU stages (~0.4M parameters) for CPU runs.
 
-:class:`ReIDModel` puts two heads on a backbone (DESIGN.md: "two heads, 'd'
+:class:`ReIDModel` puts two heads on a backbone (docs/design.md: "two heads, 'd'
 and 's'; clustering uses the normalised concatenation"):
 
 * head ``"d"``: a BNNeck -- ``BatchNorm1d(out_dim)`` on the pooled feature,

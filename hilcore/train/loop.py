@@ -1,4 +1,4 @@
-"""The HIL training loop (DESIGN.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
+"""The HIL training loop (docs/design.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
 
 Per epoch:
 
