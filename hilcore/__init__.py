@@ -13,7 +13,6 @@ from .jaccard import jaccard_distance
 from .knn import knn
 from .mccl import mccl_loss
 from .memory import ClusterMemory, InstanceMemory, MultiCenterMemory, cluster_contrast_loss
-from . import distributed  # noqa: E402  (hilcore.distributed: the sharded ops)
 
 __version__ = "0.1.0"
 
@@ -27,8 +26,8 @@ __all__ = [
 
 # Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
 # ``import hilcore``), so ``import hilcore`` pays nothing for them.
-_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "eval", "faiss_backend", "native_backend",
-                    "ref", "splits", "synthetic", "torch_backend", "train", "triton")
+_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "distributed", "eval", "faiss_backend",
+                    "native_backend", "ref", "splits", "synthetic", "torch_backend", "train", "triton")
 
 
 def __getattr__(name):

@@ -48,7 +48,8 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from . import _arrays
+from . import _arrays, _dispatch
+from ._core import half_k
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "last_stats", "shard_sizes"]
 
@@ -602,8 +603,6 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
 
 def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: list[int], k1: int, k2: int,
                   max_distance: float):
-    from .jaccard import half_k
-
     dev = xl.device
     n_l = xl.shape[0]
     n = sum(sizes)
@@ -772,14 +771,9 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
 
 
 # ========================================================================================= epoch step
-def _stage_backend(module_name: str, backend: str) -> str:
-    """``backend`` when the stage implements it (or it is "auto"), else "auto" (as hilcore.cluster_epoch does)."""
-    import importlib
-
-    impl = getattr(importlib.import_module(f"hilcore.{module_name}"), "IMPLEMENTED", None)
-    if backend == "auto" or impl is None or backend in impl:
-        return backend
-    return "auto"
+def _stage_backend(op: str, backend: str) -> str:
+    """``backend`` when ``op`` implements it, else "auto" (as hilcore.cluster_epoch does)."""
+    return backend if _dispatch.implements(op, backend) else "auto"
 
 
 def _gather_rows(comm: _Comm, t: torch.Tensor) -> torch.Tensor:
@@ -831,6 +825,8 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
         raise ValueError(f"feats_ir_local: expected D = {xr_l.shape[1]} columns like feats_rgb_local, "
                          f"got {xi_l.shape[1]}")
     be = cfg.backend
+    cb, b_sub = _stage_backend("cluster_centers", be), _stage_backend("subcluster", be)
+    b_match = _stage_backend("bidirectional_match", be)
     times: dict[str, float] = {}
     sent = 0
     per = {}
@@ -851,25 +847,23 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
             raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
                              f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
                              f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
-        cb = _stage_backend("centers", be)
         t = time.perf_counter()
         cen = cluster_centers(x, lab, backend=cb)
         times[f"centers_{name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        multi = subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb)
+        multi = subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)
         times[f"subcluster_{name}"] = time.perf_counter() - t
         per[name] = (lab, cen, multi)
     xr, xi = full["rgb"], full["ir"]
     lr, li = per["rgb"][0], per["ir"][0]
     t = time.perf_counter()
-    m = bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=_stage_backend("brst", be))
+    m = bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
     times["match"] = time.perf_counter() - t
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
     t = time.perf_counter()
     xs, ls = torch.cat([xr, xi]), torch.cat([sr, si])
-    cb = _stage_backend("centers", be)
     s_cen = cluster_centers(xs, ls, backend=cb)
-    s_multi = subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb)
+    s_multi = subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)
     times["shared"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t_start
     sent += comm.sent

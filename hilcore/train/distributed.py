@@ -146,13 +146,14 @@ def sharded_clustering(cfg) -> bool:
     return mode == "on" or (mode == "auto" and world_size() > 1)
 
 
-def cluster_all_ranks(feats: dict, cams: dict, cfg, recentre=None):
+def cluster_all_ranks(feats: dict, cams: dict, cfg, recentre=None, centre=None):
     """:func:`hilcore.distributed.cluster_epoch` on this rank's block of every modality's rows.
 
     ``feats``: the gathered ``{"rgb", "ir"}`` features (every rank holds them
     after the sharded extraction); ``cams``: their camera ids, used when
-    ``cluster.cam_center``, with ``recentre(cl, feats, ec)`` recomputing the
-    memories from the un-centred features. Every rank returns the same
+    ``cluster.cam_center`` with ``centre(x, cams)`` (the loop's camera
+    centring) and ``recentre(cl, feats, ec)`` recomputing the memories from
+    the un-centred features. Every rank returns the same
     :class:`hilcore.EpochClusters` on the CPU; a modality that ends all-noise
     raises ``RuntimeError`` on every rank.
     """
@@ -161,9 +162,9 @@ def cluster_all_ranks(feats: dict, cams: dict, cfg, recentre=None):
     ec = cfg.epoch_config()
     x = feats
     if cfg.cluster.cam_center:
-        from .loop import camera_centre
-
-        x = {m: camera_centre(feats[m], cams[m]) for m in feats}
+        if centre is None:
+            raise ValueError("cluster_all_ranks: cluster.cam_center needs the centre function")
+        x = {m: centre(feats[m], cams[m]) for m in feats}
     parts = {}
     for m in ("rgb", "ir"):
         lo, hi = shard_range(x[m].shape[0])

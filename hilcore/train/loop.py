@@ -460,7 +460,8 @@ class Trainer:
         """
         if D.sharded_clustering(self.cfg):  # every rank clusters its shard (hilcore.distributed)
             cams = {m: self.data.train[m].cams for m in MODS}
-            return _clusters_to(D.cluster_all_ranks(feats, cams, self.cfg, _recentre), self.device)
+            return _clusters_to(D.cluster_all_ranks(feats, cams, self.cfg, _recentre, camera_centre),
+                                self.device)
         cl, err = None, None
         if D.is_main():
             try:
