@@ -140,6 +140,20 @@ class _Comm:
         return list(torch.split(out.to(dev), rc))
 
 
+def _same_on_all_ranks(comm: _Comm, **params) -> None:
+    """Raise ValueError (on every rank) unless every rank passed the same values of ``params``."""
+    if not comm.on or comm.world == 1:
+        return
+    names = list(params)
+    mine = torch.tensor([float(params[k]) for k in names], dtype=torch.float64)
+    every = comm.all_gather_var(mine).view(comm.world, len(names))
+    same = (every == every[0]) | (torch.isnan(every) & torch.isnan(every[0]))
+    if not bool(same.all()):
+        bad = [k for c, k in enumerate(names) if not bool(same[:, c].all())]
+        got = {k: every[:, names.index(k)].tolist() for k in bad}
+        raise ValueError(f"{', '.join(bad)}: every rank must pass the same value, got per rank {got}")
+
+
 def _offsets(sizes: list[int]) -> list[int]:
     return [0] + list(np.cumsum(sizes).tolist())
 
@@ -364,6 +378,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
     comm = _Comm(group)
     xl, fam = _local_features(x_local, "x_local", comm)
     k = _arrays.positive_int(k, "k")
+    _same_on_all_ranks(comm, k=k)
     sizes = comm.all_gather_int(xl.shape[0])
     dims = comm.all_gather_int(xl.shape[1])
     if len(set(dims)) != 1:
@@ -490,6 +505,7 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None):
     comm = _Comm(group)
     eps = _arrays.nonneg_float(eps, "eps")
     min_samples = _arrays.positive_int(min_samples, "min_samples")
+    _same_on_all_ranks(comm, eps=eps, min_samples=min_samples)
     ip, ix, data, n_l, n_all, fam = _local_csr(d_local, eps)
     dev = data.device
     ip, ix = ip.to(dev), ix.to(dev)
@@ -591,6 +607,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     k1 = min(_arrays.positive_int(k1, "k1"), n_all)
     k2 = min(_arrays.positive_int(k2, "k2"), k1)
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
+    _same_on_all_ranks(comm, k1=k1, k2=k2, max_distance=md)
     rank_l, _ = _knn_tensors(comm, xl, k1, sizes, chunk_rows)
     t_knn = time.perf_counter() - t0
     indptr, cols, data = _jaccard_rows(comm, xl, rank_l, sizes, k1, k2, md)

@@ -112,6 +112,10 @@ def _worker(rank: int, world: int, init: str, out: str):
     res["knn_np"] = H.knn(xs.astype(np.float64), 5)  # NumPy float64 in -> NumPy out
     res["knn_all"] = H.knn(torch.from_numpy(xs), 97)  # k = N
     res["knn_bytes"] = H.last_stats["bytes_sent"]
+    try:  # ranks disagreeing on a parameter: a ValueError on every rank, not a hang
+        H.dbscan(sp.csr_matrix((len(xs), 97), dtype=np.float32), 0.5, 3 + rank)
+    except ValueError as e:
+        res["mismatch"] = str(e)
 
     xd = _db_data()
     d = _db_matrix()
@@ -191,6 +195,7 @@ def test_knn_sharded_equals_single_and_reference(run):
     all_idx = torch.cat([r["knn_all"][0] for r in res])
     assert torch.equal(all_idx, _canonical_knn(x, 97)[0])
     assert all(r["knn_bytes"] > 0 for r in res)
+    assert all("min_samples: every rank must pass the same value" in r["mismatch"] for r in res)
 
 
 def test_knn_matches_hilcore_knn_on_tie_free_data():
