@@ -751,20 +751,26 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         lo_e, hi_e = int(eptr[sa]), int(eptr[sb])
         bcol, bpos = _unique_lookup(eidx[lo_e:hi_e])
         lptr, lrow, lval = _fetch_csr(comm, own, bcol, cptr, ci, cv)
+        # partners j >= i only (as the torch backend; the rest is mirrored below): in column t's
+        # list (rows ascending) they start at the first row >= i
+        seg = torch.repeat_interleave(torch.arange(bcol.shape[0], device=dev), lptr[1:] - lptr[:-1])
+        lkey = seg * n + lrow
+        start = torch.searchsorted(lkey, bpos * n + lrows[lo_e:hi_e] + me)
+        half = lptr[bpos + 1] - start
         for r0 in range(sa, sb, block):
             r1_ = min(sb, r0 + block)
             lo, hi = int(eptr[r0]), int(eptr[r1_])
             acc = torch.zeros((r1_ - r0) * n, dtype=torch.float32, device=dev)
-            ends = torch.cumsum(partners[lo:hi], 0)
+            ends = torch.cumsum(half[lo - lo_e:hi - lo_e], 0)
             at = lo
             while at < hi:
                 done = int(ends[at - lo - 1]) if at > lo else 0
                 stop = int(torch.searchsorted(ends, done + chunk, right=True)) + lo
                 stop = min(hi, max(stop, at + 1))
                 ent = torch.arange(at, stop, device=dev)
-                reps = partners[ent]
+                reps = half[ent - lo_e]
                 e_of = torch.repeat_interleave(ent, reps)
-                slot = lptr[bpos[e_of - lo_e]] + _segment_offsets(reps)
+                slot = start[e_of - lo_e] + _segment_offsets(reps)
                 contrib = torch.minimum(vals[e_of], lval[slot])
                 acc.index_add_(0, (lrows[e_of] - r0) * n + lrow[slot], contrib)
                 at = stop
@@ -777,14 +783,25 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
             out_r.append(i[keep])
             out_c.append(j[keep])
             out_d.append(d[keep])
-        del lptr, lrow, lval
+        del lptr, lrow, lval, lkey, seg, start, half
     r_ = torch.cat(out_r) if out_r else torch.zeros(0, dtype=torch.int64, device=dev)
     c_ = torch.cat(out_c) if out_c else torch.zeros(0, dtype=torch.int64, device=dev)
     d_ = torch.cat(out_d) if out_d else torch.zeros(0, dtype=torch.float32, device=dev)
+    # mirror: the kept (i, j > i) become (j, i) on the owner of j
+    off = c_ != r_ + me
+    mj, mi, md_ = c_[off], r_[off] + me, d_[off]
+    to = own.of(mj)
+    got_r = torch.cat(comm.all_to_all([mj[to == q] for q in range(comm.world)])) - me
+    got_c = torch.cat(comm.all_to_all([mi[to == q] for q in range(comm.world)]))
+    got_d = torch.cat(comm.all_to_all([md_[to == q] for q in range(comm.world)]))
+    rows = torch.cat([r_, got_r])
+    cols = torch.cat([c_, got_c])
+    data = torch.cat([d_, got_d.to(d_.dtype)])
+    order = torch.argsort(rows * n + cols)
     indptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
     if n_l:
-        indptr[1:] = torch.cumsum(torch.bincount(r_, minlength=n_l), 0)
-    return indptr, c_, d_.to(torch.float32)
+        indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n_l), 0)
+    return indptr, cols[order], data[order].to(torch.float32)
 
 
 # ========================================================================================= epoch step
