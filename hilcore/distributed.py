@@ -25,7 +25,9 @@ the sharded results equal.
   rank rows, reciprocal masks, features and weight rows of referenced
   neighbours are fetched from their owners (``all_to_all`` of requests), the
   inverted index is keyed by column owner (each rank fetches the columns its
-  rows' supports touch). Every sum runs in the same order as the torch backend
+  rows' supports touch); as in the torch backend only the pairs j >= i are
+  summed, and the kept ones are mirrored to the owner of j. Every sum runs in
+  the same order as the torch backend
   (softmax normaliser and query expansion in entry order, ``m(i, j)`` over
   increasing t), so the rows are bitwise those of the single-process torch
   backend given the same kNN.
