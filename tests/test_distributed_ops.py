@@ -100,20 +100,19 @@ def _dense(d) -> np.ndarray:
     return full
 
 
-def _worker(rank: int, world: int, init: str, out: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+def _cases(world: int, rank: int, g) -> dict:
+    """Every case on this rank of a ``world``-rank group ``g`` (``None``: the default group)."""
     res = {}
     xk = _knn_data()
     xs = _shard(xk, KNN_SHARDS[world], rank)
-    res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16)
-    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9)  # one chunk per rank
+    res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16, group=g)
+    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9, group=g)  # one chunk per rank
     res["knn_uncertified"] = H.last_stats["uncertified"]
-    res["knn_np"] = H.knn(xs.astype(np.float64), 5)  # NumPy float64 in -> NumPy out
-    res["knn_all"] = H.knn(torch.from_numpy(xs), 97)  # k = N
+    res["knn_np"] = H.knn(xs.astype(np.float64), 5, group=g)  # NumPy float64 in -> NumPy out
+    res["knn_all"] = H.knn(torch.from_numpy(xs), 97, group=g)  # k = N
     res["knn_bytes"] = H.last_stats["bytes_sent"]
     try:  # ranks disagreeing on a parameter: a ValueError on every rank, not a hang
-        H.dbscan(sp.csr_matrix((len(xs), 97), dtype=np.float32), 0.5, 3 + rank)
+        H.dbscan(sp.csr_matrix((len(xs), 97), dtype=np.float32), 0.5, 3 + rank, group=g)
     except ValueError as e:
         res["mismatch"] = str(e)
 
@@ -121,38 +120,52 @@ def _worker(rank: int, world: int, init: str, out: str):
     d = _db_matrix()
     off = np.concatenate([[0], np.cumsum(DB_SHARDS[world])])
     dl = d[off[rank]:off[rank + 1]]
-    res["db"] = H.dbscan(dl, 0.3, 4)
-    res["db_dense"] = H.dbscan(torch.from_numpy(_dense_points()[off[rank]:off[rank + 1]]), 0.5, 3)
-    res["db_noise"] = H.dbscan(dl, 0.6, 1000)  # nothing is core
+    res["db"] = H.dbscan(dl, 0.3, 4, group=g)
+    res["db_dense"] = H.dbscan(torch.from_numpy(_dense_points()[off[rank]:off[rank + 1]]), 0.5, 3, group=g)
+    res["db_noise"] = H.dbscan(dl, 0.6, 1000, group=g)  # nothing is core
 
-    if hasattr(H, "jaccard_distance"):
-        xj = _jac_data()
-        xs = torch.from_numpy(_shard(xj, JAC_SHARDS[world], rank))
-        H.PAIR_BUDGET = 300  # several inverted-index rounds, a different number on each rank
-        res["jac"] = H.jaccard_distance(xs, 12, 4, max_distance=0.6)
-        H.PAIR_BUDGET = 1 << 24
-        xe = torch.from_numpy(_shard(xj, EMPTY_SHARDS[world], rank))  # one rank holds no row
-        res["jac_empty"] = H.jaccard_distance(xe, 12, 4, max_distance=0.6)
-        res["knn_empty"] = H.knn(xe, 7)
-        res["jac_all"] = H.jaccard_distance(xs, 20, 1, max_distance=None)
-        xd_l = torch.from_numpy(_shard(xd, DB_SHARDS[world], rank))
-        res["jac_db"] = H.jaccard_distance(xd_l, 12, 4, max_distance=0.6)
-        res["jac_db_labels"] = H.dbscan(res["jac_db"], 0.6, 4)
-    if hasattr(H, "cluster_epoch"):
-        xr, xi = _epoch_data()
-        sr, si = [_shard(a, EPOCH_SHARDS[world], rank) for a in (xr, xi)]
-        res["epoch"] = H.cluster_epoch(torch.from_numpy(sr), torch.from_numpy(si), _EPOCH_CFG())
-    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    xj = _jac_data()
+    xs = torch.from_numpy(_shard(xj, JAC_SHARDS[world], rank))
+    H.PAIR_BUDGET = 300  # several inverted-index rounds, a different number on each rank
+    res["jac"] = H.jaccard_distance(xs, 12, 4, max_distance=0.6, group=g)
+    H.PAIR_BUDGET = 1 << 24
+    xe = torch.from_numpy(_shard(xj, EMPTY_SHARDS[world], rank))  # one rank holds no row
+    res["jac_empty"] = H.jaccard_distance(xe, 12, 4, max_distance=0.6, group=g)
+    res["knn_empty"] = H.knn(xe, 7, group=g)
+    res["jac_all"] = H.jaccard_distance(xs, 20, 1, max_distance=None, group=g)
+    xd_l = torch.from_numpy(_shard(xd, DB_SHARDS[world], rank))
+    res["jac_db"] = H.jaccard_distance(xd_l, 12, 4, max_distance=0.6, group=g)
+    res["jac_db_labels"] = H.dbscan(res["jac_db"], 0.6, 4, group=g)
+    xr, xi = _epoch_data()
+    sr, si = [_shard(a, EPOCH_SHARDS[world], rank) for a in (xr, xi)]
+    res["epoch"] = H.cluster_epoch(torch.from_numpy(sr), torch.from_numpy(si), _EPOCH_CFG(), group=g)
+    return res
+
+
+def _worker(rank: int, init: str, out: str):
+    """Three processes: every case on the default group (W = 3), then on the group of global ranks
+    1 and 2 (W = 2; group ranks differ from global ranks, rank 0 takes no part)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=3)
+    torch.save(_cases(3, rank, None), os.path.join(out, f"w3_rank{rank}.pt"))
+    pair = dist.new_group([1, 2])
+    if rank in (1, 2):
+        torch.save(_cases(2, rank - 1, pair), os.path.join(out, f"w2_rank{rank - 1}.pt"))
     dist.barrier()
     dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module", params=[2, 3])
-def run(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    mp.spawn(_worker, args=(f"file://{tmp / 'init'}", str(tmp)), nprocs=3, join=True)
+    return tmp
+
+
+@pytest.fixture(params=[2, 3])
+def run(request, spawned):
     world = request.param
-    tmp = tmp_path_factory.mktemp(f"w{world}")
-    mp.spawn(_worker, args=(world, f"file://{tmp / 'init'}", str(tmp)), nprocs=world, join=True)
-    return world, [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return world, [torch.load(spawned / f"w{world}_rank{r}.pt", weights_only=False) for r in range(world)]
 
 
 def _canonical_knn(x: np.ndarray, k: int):
