@@ -32,12 +32,16 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
 from . import _arrays, _dispatch
+from ._extras import require
 from . import memory as _memory
 from .jaccard import jaccard_distance as _jaccard_distance
+
+# the estimator follows scikit-learn's API (get_params, fit_predict): scikit-learn is the 'compat' extra
+_sk_base = require("sklearn.base", "hilcore.compat", "compat")
+BaseEstimator, ClusterMixin = _sk_base.BaseEstimator, _sk_base.ClusterMixin
 
 __all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
            "cm", "cm_hard", "cm_d", "em"]

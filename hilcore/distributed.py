@@ -818,7 +818,8 @@ def _gather_rows(comm: _Comm, t: torch.Tensor) -> torch.Tensor:
     return comm.all_gather_var(t.reshape(-1)).view(-1, d)
 
 
-def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
+def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_rgb_local=None,
+                  memory_feats_ir_local=None, group=None):
     """:func:`hilcore.cluster_epoch` with the Jaccard distance and DBSCAN sharded over ``group``.
 
     Per modality: :func:`jaccard_distance` (``max_distance=eps``) on this
@@ -836,6 +837,9 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
     Args:
         feats_rgb_local, feats_ir_local: this rank's ``[n_r, D]`` rows of each modality (rank order).
         config: :class:`hilcore.EpochConfig` (``None``: the defaults).
+        memory_feats_rgb_local, memory_feats_ir_local: both or neither; this rank's rows of the
+            features the centres and multi-centre memories are built from (as
+            ``hilcore.cluster_epoch``'s ``memory_feats_*``; default: the clustered features).
         group: torch.distributed process group (``None``: default / a world of one).
 
     Returns:
@@ -860,13 +864,23 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
     if xr_l.shape[1] != xi_l.shape[1]:
         raise ValueError(f"feats_ir_local: expected D = {xr_l.shape[1]} columns like feats_rgb_local, "
                          f"got {xi_l.shape[1]}")
+    if (memory_feats_rgb_local is None) != (memory_feats_ir_local is None):
+        raise ValueError("memory_feats_rgb_local, memory_feats_ir_local: pass both or neither")
+    mem_l = {}
+    if memory_feats_rgb_local is not None:
+        for name, a, ref in (("rgb", memory_feats_rgb_local, xr_l), ("ir", memory_feats_ir_local, xi_l)):
+            t_, _ = _arrays.as_tensor(a, f"memory_feats_{name}_local")
+            if t_.dim() != 2 or t_.shape[0] != ref.shape[0] or not torch.is_floating_point(t_):
+                raise ValueError(f"memory_feats_{name}_local: expected float [{ref.shape[0]}, D'] rows (one per "
+                                 f"clustered row), got {t_.dtype} shape {tuple(t_.shape)}")
+            mem_l[name] = t_.to(torch.float32).contiguous().to(ref.device)
     be = cfg.backend
     cb, b_sub = _stage_backend("cluster_centers", be), _stage_backend("subcluster", be)
     b_match = _stage_backend("bidirectional_match", be)
     times: dict[str, float] = {}
     sent = 0
     per = {}
-    full = {}
+    full, mem = {}, {}
     for name, xl in (("rgb", xr_l), ("ir", xi_l)):
         t = time.perf_counter()
         d = jaccard_distance(xl, cfg.k1, cfg.k2, max_distance=cfg.eps, group=group)
@@ -879,15 +893,17 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
         del d
         x = _gather_rows(comm, xl)
         full[name] = x
+        mx = _gather_rows(comm, mem_l[name]) if mem_l else x
+        mem[name] = mx
         if not bool((lab >= 0).any()):
             raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
                              f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
                              f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
         t = time.perf_counter()
-        cen = cluster_centers(x, lab, backend=cb)
+        cen = cluster_centers(mx, lab, backend=cb)
         times[f"centers_{name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        multi = subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)
+        multi = subcluster(mx, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)
         times[f"subcluster_{name}"] = time.perf_counter() - t
         per[name] = (lab, cen, multi)
     xr, xi = full["rgb"], full["ir"]
@@ -897,7 +913,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, group=None):
     times["match"] = time.perf_counter() - t
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
     t = time.perf_counter()
-    xs, ls = torch.cat([xr, xi]), torch.cat([sr, si])
+    xs, ls = torch.cat([mem["rgb"], mem["ir"]]), torch.cat([sr, si])
     s_cen = cluster_centers(xs, ls, backend=cb)
     s_multi = subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)
     times["shared"] = time.perf_counter() - t

@@ -326,23 +326,27 @@ def test_driver_switch():
     with pytest.raises(ValueError, match="cluster.distributed"):
         from_dict({"cluster": {"distributed": "sometimes"}})
     assert "distributed" not in vars(from_dict({}).epoch_config())
+    assert not D.sharded_clustering(from_dict({"cluster": {"transfer": "rgb_to_ir_all"}}))  # the release's step
+    with pytest.raises(ValueError, match="cluster.distributed=on"):
+        D.sharded_clustering(from_dict({"cluster": {"distributed": "on", "memory_features": "raw_heads"}}))
 
 
 def test_driver_cluster_all_ranks_cam_center_single_process():
     """cluster.distributed=on, one process: the driver's sharded path equals its rank-0 path (torch backend)."""
     from hilcore.train import distributed as D
     from hilcore.train.config import from_dict
-    from hilcore.train.loop import _recentre, camera_centre
+    from hilcore.train.loop import camera_centre
 
     xr, xi = _epoch_data()
     feats = {"rgb": torch.from_numpy(xr), "ir": torch.from_numpy(xi)}
     rng = np.random.default_rng(1)
     cams = {"rgb": rng.integers(0, 2, len(xr)), "ir": rng.integers(3, 5, len(xi))}
     cfg = from_dict({"cluster": {"k1": 10, "k2": 4, "backend": "torch", "cam_center": True, "distributed": "on"}})
-    got = D.cluster_all_ranks(feats, cams, cfg, _recentre, camera_centre)
+    got = D.cluster_all_ranks(feats, cams, cfg, camera_centre)
     ec = cfg.epoch_config()
     x = {m: camera_centre(feats[m], cams[m]) for m in feats}
-    want = _recentre(hilcore.cluster_epoch(x["rgb"], x["ir"], ec), feats, ec)
+    want = hilcore.cluster_epoch(x["rgb"], x["ir"], ec, memory_feats_rgb=feats["rgb"], memory_feats_ir=feats["ir"])
+    assert not torch.equal(want.centers_rgb, hilcore.cluster_epoch(x["rgb"], x["ir"], ec).centers_rgb)
     for k, v in vars(want).items():
         if isinstance(v, torch.Tensor):
             assert torch.equal(getattr(got, k), v), k
