@@ -223,7 +223,8 @@ def main(argv=None) -> int:
             r.pop("labels")
         runs.append({"summary": _summary(ranks), "ranks": ranks})
         s = runs[-1]["summary"]
-        print(f"W={w}: knn {s['knn']['median_s_slowest_rank']:.3f}s  jaccard {s['jaccard']['median_s_slowest_rank']:.3f}s"
+        print(f"W={w}: knn {s['knn']['median_s_slowest_rank']:.3f}s  "
+              f"jaccard {s['jaccard']['median_s_slowest_rank']:.3f}s"
               f"  dbscan {s['dbscan']['median_s_slowest_rank']:.3f}s  sent/rank (jaccard) "
               f"{max(s['jaccard']['bytes_sent_per_rank']) / 2**20:.2f} MiB  peak RSS growth/rank "
               f"{max(s['peak_rss_growth_mb_per_rank']):.0f} MiB", flush=True)

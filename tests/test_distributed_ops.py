@@ -1,7 +1,9 @@
-"""hilcore.distributed on 2 and 3 CPU processes with gloo: sharded kNN, Jaccard and DBSCAN equal the single-process calls.
+"""hilcore.distributed on 2 and 3 CPU processes with gloo: sharded kNN, Jaccard, DBSCAN and cluster_epoch
+equal the single-process calls.
 
-Each world size is one spawn that runs every case (the start-up of a process
-dominates). Workers build the same data from seeds, pass their shard (uneven
+One spawn of three processes runs every case on the default group (W = 3) and
+on a subgroup of global ranks 1 and 2 (W = 2): the start-up of a process
+dominates the time. Workers build the same data from seeds, pass their shard (uneven
 sizes, a single-row shard, a shard of pure noise) and save what they got; the
 test process compares with the single-process calls and with references written
 from the definitions.
