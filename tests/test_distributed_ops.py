@@ -198,11 +198,10 @@ def test_knn_sharded_equals_single_and_reference(run):
     assert torch.equal(torch.cat([r["knn_wide"][1] for r in res]), ref_sim)
     assert sum(r["knn_uncertified"] for r in res) > 0  # the full-chunk rescoring ran
     assert idx[7, :3].tolist() == [7, 50, 51] and idx[50, :3].tolist() == [50, 7, 51]
-    # hilcore.knn: the same neighbours here (its float32 GEMM values differ from the canonical ones
-    # by rounding only, and no near-ties separate them on this data except exact duplicates)
+    # hilcore.knn: self first, similarities within float32 rounding of the canonical ones (its ties
+    # between duplicate columns depend on the GEMM; index agreement is tested on tie-free data below)
     hi, hs = hilcore.knn(x, 9, backend="torch")
     assert torch.equal(torch.as_tensor(hi)[:, :1], idx[:, :1])
-    assert torch.equal(torch.as_tensor(hi)[:20], idx[:20])
     assert float((torch.as_tensor(hs) - sim).abs().max()) < 1e-6
     # NumPy float64 input comes back as NumPy; k = N holds every row
     np_idx = np.concatenate([r["knn_np"][0] for r in res])
