@@ -400,8 +400,9 @@ def _local_features(x_local, name: str, comm: _Comm):
     if t.dim() == 2 and t.shape[0] == 0:  # an empty shard is allowed
         if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
-        return t.to(torch.float32).contiguous(), fam
-    return _arrays.features(x_local, name)
+        return t.detach().to(torch.float32).contiguous(), fam
+    xt, fam = _arrays.features(x_local, name)
+    return xt.detach(), fam  # the clustering step is not differentiated
 
 
 def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_rows: int | None):
@@ -457,6 +458,7 @@ def _local_csr(d_local, eps: float, name: str = "d_local"):
         shape = tuple(d_local.shape)
     else:
         t, fam = _arrays.as_tensor(d_local, name)
+        t = t.detach()
         if t.dim() != 2:
             raise ValueError(f"{name}: expected a 2-D [n_r, N] matrix, got shape {tuple(t.shape)}")
         if not torch.is_floating_point(t):
@@ -873,7 +875,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
             if t_.dim() != 2 or t_.shape[0] != ref.shape[0] or not torch.is_floating_point(t_):
                 raise ValueError(f"memory_feats_{name}_local: expected float [{ref.shape[0]}, D'] rows (one per "
                                  f"clustered row), got {t_.dtype} shape {tuple(t_.shape)}")
-            mem_l[name] = t_.to(torch.float32).contiguous().to(ref.device)
+            mem_l[name] = t_.detach().to(torch.float32).contiguous().to(ref.device)
     be = cfg.backend
     cb, b_sub = _stage_backend("cluster_centers", be), _stage_backend("subcluster", be)
     b_match = _stage_backend("bidirectional_match", be)

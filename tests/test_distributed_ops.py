@@ -354,3 +354,22 @@ def test_driver_cluster_all_ranks_cam_center_single_process():
     with pytest.raises(RuntimeError, match="clustering failed"):
         bad = from_dict({"cluster": {"k1": 10, "eps": 0.0, "min_samples": 50, "distributed": "on"}})
         D.cluster_all_ranks(feats, cams, bad)
+
+
+def test_inputs_any_layout_dtype_and_grad():
+    x = _jac_data()
+    want_i, want_s = H.knn(x, 6)
+    t = torch.from_numpy(np.asfortranarray(x))  # column-major strides
+    t.requires_grad_(True)
+    i, s = H.knn(t, 6)
+    assert torch.equal(i, torch.from_numpy(want_i)) and torch.equal(s, torch.from_numpy(want_s))
+    big = x.astype(">f4")  # big-endian bytes
+    assert np.array_equal(H.knn(big.astype(np.float32), 6)[0], want_i)
+    h = torch.from_numpy(x).half()  # float16 rows: normalised in float32 after the cast, as hilcore.knn does
+    assert torch.equal(H.knn(h, 6)[0], torch.from_numpy(_canonical_knn(h.float().numpy(), 6)[0].numpy()))
+    d = H.jaccard_distance(t, 12, 4, max_distance=0.6)
+    assert _same_csr(d, _stages(x, 12, 4, 0.6))
+    with pytest.raises(TypeError, match="x_local"):
+        H.knn(torch.arange(12).view(3, 4), 2)
+    with pytest.raises(ValueError, match="x_local"):
+        H.knn(np.full((3, 4), np.nan, np.float32), 2)
