@@ -373,8 +373,11 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
         similarities (:func:`canonical_similarity`), in ``x_local``'s family.
 
     Example:
-        >>> # torchrun --nproc_per_node 2: each rank passes its half
-        >>> idx, sim = hilcore.distributed.knn(x[start:stop], 10)
+        >>> import numpy as np, hilcore.distributed as HD
+        >>> x = np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32)
+        >>> idx, sim = HD.knn(x, 5)  # under torchrun each rank passes its block of rows
+        >>> idx.shape, bool((idx[:, 0] == np.arange(100)).all())
+        ((100, 5), True)
     """
     t0 = time.perf_counter()
     comm = _Comm(group)
@@ -504,6 +507,12 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None):
     Returns:
         ``[N]`` int64 global labels, the same on every rank (NumPy for NumPy /
         SciPy input, torch otherwise).
+
+    Example:
+        >>> import numpy as np, hilcore.distributed as HD
+        >>> d = np.array([[0, .1, .9], [.1, 0, .9], [.9, .9, 0]], dtype=np.float32)
+        >>> HD.dbscan(d, eps=0.5, min_samples=2).tolist()  # a world of one: all the rows
+        [0, 0, -1]
     """
     t0 = time.perf_counter()
     comm = _Comm(group)
@@ -597,6 +606,16 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
         ``[n_r, N]`` float32 CSR with global column indices, sorted, the
         diagonal stored as 0: ``scipy.sparse.csr_matrix`` for CPU input, a
         torch sparse CSR tensor for CUDA input. :func:`dbscan` takes it as is.
+
+    Example:
+        >>> import numpy as np, hilcore, hilcore.distributed as HD
+        >>> x = np.random.default_rng(0).standard_normal((200, 32)).astype(np.float32)
+        >>> d = HD.jaccard_distance(x, 20, 6, max_distance=0.6)  # this rank's rows (here: all)
+        >>> d.shape, float(d.diagonal().max())
+        ((200, 200), 0.0)
+        >>> ref = hilcore.jaccard_distance(x, 20, 6, max_distance=0.6, backend="torch")
+        >>> bool((d != ref).nnz == 0)
+        True
     """
     t0 = time.perf_counter()
     comm = _Comm(group)
@@ -851,6 +870,16 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
 
     Raises:
         ValueError: when a modality ends all-noise (on every rank).
+
+    Example:
+        >>> import hilcore, hilcore.distributed as HD
+        >>> from hilcore.synthetic import reid_features
+        >>> xr, _, _ = reid_features(20, 6, dim=64, seed=1)
+        >>> xi, _, _ = reid_features(20, 6, dim=64, seed=2)
+        >>> out = HD.cluster_epoch(xr, xi, hilcore.EpochConfig(k1=10, k2=4, backend="torch"))
+        >>> ref = hilcore.cluster_epoch(xr, xi, hilcore.EpochConfig(k1=10, k2=4, backend="torch"))
+        >>> out.counts == ref.counts, bool((out.labels_rgb == ref.labels_rgb).all())
+        (True, True)
     """
     from .brst import bidirectional_match
     from .centers import cluster_centers, subcluster
