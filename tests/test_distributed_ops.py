@@ -373,3 +373,17 @@ def test_inputs_any_layout_dtype_and_grad():
         H.knn(torch.arange(12).view(3, 4), 2)
     with pytest.raises(ValueError, match="x_local"):
         H.knn(np.full((3, 4), np.nan, np.float32), 2)
+
+
+def test_knn_exact_under_reduced_matmul_precision():
+    """With TF32/bfloat16 GEMM allowed the margin widens: still the canonical answer."""
+    x = _knn_data()
+    want = _canonical_knn(x, 9)
+    old = torch.get_float32_matmul_precision()
+    try:
+        for mode in ("high", "medium"):
+            torch.set_float32_matmul_precision(mode)
+            i, s = H.knn(torch.from_numpy(x), 9)
+            assert torch.equal(i, want[0]) and torch.equal(s, want[1])
+    finally:
+        torch.set_float32_matmul_precision(old)
