@@ -29,23 +29,53 @@ def _is_cupy(a) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
 
 
+def _numpy_view(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` as an array torch can wrap: native byte order, non-negative strides that are multiples of
+    the item size, aligned and writeable (a private C-contiguous copy when ``a`` is none of these)."""
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name}: expected a real (bool/integer/float) array, got complex dtype {a.dtype}")
+    if kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array (bool/integer/float), got dtype {a.dtype}")
+    dtype = a.dtype
+    if kind == "f" and dtype.itemsize > 8:  # long double: torch has no such dtype; float64 holds our range
+        dtype = np.dtype(np.float64)
+    if not dtype.isnative:  # big-endian arrays (e.g. written on another machine, or '>f4' on purpose)
+        dtype = dtype.newbyteorder("=")
+    if (dtype != a.dtype or not a.flags.writeable or not a.flags.aligned
+            or any(s < 0 or s % a.itemsize for s in a.strides)):
+        # read-only arrays are copied too: torch cannot wrap them without a warning, and a copy keeps the
+        # caller's memory out of reach of any in-place step
+        a = np.array(a, dtype=dtype, order="C", copy=True)
+    return a
+
+
 def as_tensor(a, name: str) -> tuple[torch.Tensor, Family]:
-    """Zero-copy view of ``a`` as a torch tensor, and the family to return results in."""
+    """Zero-copy view of ``a`` as a torch tensor, and the family to return results in.
+
+    Accepts any strides (negative NumPy strides, non-contiguous torch), either byte order, read-only
+    NumPy arrays (copied) and anything with ``__array__``. Torch tensors keep autograd; callers that
+    need no gradient detach.
+    """
     if isinstance(a, torch.Tensor):
         if a.layout != torch.strided:
-            raise TypeError(f"{name}: expected a dense tensor, got layout {a.layout}")
+            raise TypeError(f"{name}: expected a dense tensor, got layout {a.layout} "
+                            f"(a sparse tensor: call .to_dense() first)")
+        if a.is_complex():
+            raise TypeError(f"{name}: expected a real tensor, got complex dtype {a.dtype}")
         return a, Family("torch", a.device)
     if isinstance(a, np.ndarray):
-        if a.dtype == object:
-            raise TypeError(f"{name}: expected a numeric array, got dtype object")
-        return torch.from_numpy(np.ascontiguousarray(a) if not a.flags.writeable else a), Family(
-            "numpy", torch.device("cpu"))
+        return torch.from_numpy(_numpy_view(a, name)), Family("numpy", torch.device("cpu"))
     if _is_cupy(a):
         t = torch.from_dlpack(a)
         return t, Family("cupy", t.device)
-    if isinstance(a, (list, tuple)):
-        arr = np.asarray(a)
-        return torch.from_numpy(arr), Family("numpy", torch.device("cpu"))
+    if isinstance(a, (list, tuple)) or (hasattr(a, "__array__") and not isinstance(a, (str, bytes))):
+        try:
+            arr = np.asarray(a)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"{name}: expected a rectangular numeric array, got a {type(a).__name__} that NumPy "
+                            f"cannot convert ({e})") from None
+        return torch.from_numpy(_numpy_view(arr, name)), Family("numpy", torch.device("cpu"))
     raise TypeError(f"{name}: expected a NumPy array, torch tensor or CuPy array, got {type(a).__name__}")
 
 
@@ -63,14 +93,29 @@ def to_family(t: torch.Tensor, fam: Family):
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+# A float32 row norm inside [_NORM_LO, _NORM_HI] is exact to rounding (no square of a dominant entry
+# under- or overflows); rows outside it (or non-finite) are normalised again, scaled by their max-abs first.
+_NORM_LO, _NORM_HI = 1e-15, 1e15
+
+
+def _rows_message(mask: torch.Tensor) -> tuple[int, list]:
+    rows = torch.nonzero(mask.reshape(mask.shape[0], -1).any(dim=1)).flatten()
+    return int(rows.numel()), rows[:5].tolist()
+
+
 def features(x, name: str = "x", *, normalize: bool = True) -> tuple[torch.Tensor, Family]:
-    """Validate a feature matrix ``[N, D]`` and return it as contiguous float32 torch.
+    """Validate a feature matrix ``[N, D]`` and return it as contiguous float32 torch (detached).
 
     Rows are L2-normalised when ``normalize`` (every op works on cosine
-    similarity; unnormalised input is accepted and normalised here). Raises on
-    wrong rank, non-floating dtype, empty input, NaN/Inf and all-zero rows.
+    similarity; unnormalised input is accepted and normalised here), in a way
+    that cannot underflow or overflow: rows whose float32 norm is not safely
+    inside the float32 range are scaled by their largest absolute entry first
+    (in float64), so rows of magnitude 1e-30 or 1e30 (and float64 rows beyond
+    the float32 range) come out unit-norm. Raises on wrong rank, non-floating
+    dtype, empty input, NaN/Inf and (when normalising) all-zero rows.
     """
     t, fam = as_tensor(x, name)
+    t = t.detach()  # no gradient flows through a validated feature matrix
     if t.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D array [N, D] (one row per image), got shape {tuple(t.shape)}")
     if t.dtype not in _FLOAT_DTYPES:
@@ -82,33 +127,65 @@ def features(x, name: str = "x", *, normalize: bool = True) -> tuple[torch.Tenso
         raise ValueError(f"{name}: expected at least one feature column, got shape {tuple(t.shape)}")
     src = t
     t = t.to(torch.float32).contiguous()
-    # One pass: a NaN/Inf entry makes its row's norm non-finite; so does a float32 overflow of
-    # finite entries, which the float64 norm of those rows then settles.
+    private = t.data_ptr() != src.data_ptr()
+    # One pass for the common case; NaN/Inf entries, overflowing or underflowing rows all land in `odd`.
     norms = torch.linalg.vector_norm(t, dim=1)
-    odd = ~torch.isfinite(norms)
+    odd = ~((norms >= _NORM_LO) & (norms <= _NORM_HI))
     if bool(odd.any()):
-        nonfinite = torch.zeros_like(odd)
-        nonfinite[odd] = ~torch.isfinite(t[odd]).all(dim=1)
+        rows = torch.nonzero(odd).flatten()
+        s = src[rows].to(torch.float64)
+        scale = s.abs().amax(dim=1)
+        nonfinite = ~torch.isfinite(scale)  # amax propagates NaN; Inf stays Inf
         if bool(nonfinite.any()):
-            rows = torch.nonzero(nonfinite).flatten()[:5].tolist()
-            raise ValueError(f"{name}: {int(nonfinite.sum())} row(s) contain NaN or Inf (first rows: {rows})")
-        norms[odd] = torch.linalg.vector_norm(t[odd].double(), dim=1).float()
-        if normalize and not bool(torch.isfinite(norms).all()):
-            rows = torch.nonzero(~torch.isfinite(norms)).flatten()[:5].tolist()
-            raise ValueError(f"{name}: row(s) {rows} are too large to L2-normalise in float32")
+            bad = rows[nonfinite]
+            raise ValueError(f"{name}: {bad.numel()} row(s) contain NaN or Inf (first rows: {bad[:5].tolist()})")
+        if normalize:
+            zero = scale == 0
+            if bool(zero.any()):
+                bad = rows[zero]
+                raise ValueError(f"{name}: {bad.numel()} row(s) are all zeros and cannot be L2-normalised "
+                                 f"(first rows: {bad[:5].tolist()})")
+            u = s / scale.unsqueeze(1)
+            fixed = (u / torch.linalg.vector_norm(u, dim=1, keepdim=True)).to(torch.float32)
+            norms[rows] = 1.0
+        else:
+            fixed = s.to(torch.float32)
+            if not bool(torch.isfinite(fixed).all()):
+                bad = rows[~torch.isfinite(fixed).all(dim=1)]
+                raise ValueError(f"{name}: row(s) {bad[:5].tolist()} hold values beyond the float32 range "
+                                 f"(|v| > 3.4e38)")
+        if not private:
+            t, private = t.clone(), True
+        t[rows] = fixed
     if normalize:
-        zero = norms == 0
-        if bool(zero.any()):
-            rows = torch.nonzero(zero).flatten()[:5].tolist()
-            raise ValueError(f"{name}: {int(zero.sum())} row(s) are all zeros and cannot be L2-normalised "
-                             f"(first rows: {rows})")
         norms = norms.unsqueeze(1)
         # normalise in place when the conversion above already made a private copy
-        t = t.div_(norms) if t.data_ptr() != src.data_ptr() else t / norms
+        t = t.div_(norms) if private else t / norms
     return t, fam
 
 
-_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+def unit_rows(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Differentiable ``t / ||t||`` along the last dimension that cannot underflow or overflow.
+
+    Each row is divided by its largest absolute entry (a constant for autograd: the result does not
+    depend on it) before the norm. float16/bfloat16 rows are computed in float32. All-zero rows
+    raise ``ValueError`` naming ``name`` (as :func:`features` does); NaN/Inf must be rejected before.
+    """
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    if t.numel() == 0:
+        return t
+    scale = t.detach().abs().amax(dim=-1, keepdim=True)
+    zero = scale == 0
+    if bool(zero.any()):
+        k, rows = _rows_message(zero)
+        raise ValueError(f"{name}: {k} row(s) are all zeros and cannot be L2-normalised (first rows: {rows})")
+    u = t / scale
+    return u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+
+
+_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64) + tuple(
+    getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 
 
 def int_vector(a, name: str, n: int, device: torch.device, *, what: str, noun: str, per: str) -> torch.Tensor:
@@ -118,12 +195,15 @@ def int_vector(a, name: str, n: int, device: torch.device, *, what: str, noun: s
     ({what})" and "{name}: expected {n} {noun} ({per}), got ...".
     """
     t, _ = as_tensor(a, name)
+    t = t.detach()
     if t.dim() != 1:
         raise ValueError(f"{name}: expected a 1-D array of {what}, got shape {tuple(t.shape)}")
     if t.dtype not in _INT_DTYPES:
         raise TypeError(f"{name}: expected an integer dtype ({what}), got {t.dtype}")
     if t.shape[0] != n:
         raise ValueError(f"{name}: expected {n} {noun} ({per}), got {t.shape[0]}")
+    if t.dtype == getattr(torch, "uint64", None) and t.numel() and int(t.max()) > 2**63 - 1:
+        raise ValueError(f"{name}: expected {what} below 2**63, got {int(t.max())}")
     return t.to(device=device, dtype=torch.int64)
 
 
@@ -153,3 +233,20 @@ def nonneg_float(v, name: str) -> float:
     if not np.isfinite(f) or f < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {v}")
     return f
+
+
+#: k1 / k2 above the number of rows are clamped to it (a small data set with the default k1 = 30), but only
+#: up to this value: a far larger one is a typo or a unit mistake, and its clamped run is O(N^3).
+MAX_CLAMPED_K = 1000
+
+
+def ranking_length(v, name: str, n: int, *, limit_name: str = "N (the number of rows)") -> int:
+    """Validate k1/k2-style lengths: an integer >= 1; values above ``n`` are clamped to ``n`` when they are
+    at most :data:`MAX_CLAMPED_K`, and rejected beyond it."""
+    k = positive_int(v, name)
+    if k > n:
+        if k > MAX_CLAMPED_K:
+            raise ValueError(f"{name}: expected {name} <= {limit_name} = {n} (values up to {MAX_CLAMPED_K} are "
+                             f"clamped to it), got {k}")
+        k = n
+    return k

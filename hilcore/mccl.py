@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from . import _dispatch
+from . import _arrays, _dispatch
 from .memory import ClusterMemory, MultiCenterMemory, batch_features
 
 IMPLEMENTED = ("torch", "native", "triton")
@@ -112,18 +111,18 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
     if b == "triton":
         from .triton.mccl import mccl
 
-        xn = F.normalize(xt.to(torch.float32), dim=1)
+        xn = _arrays.unit_rows(xt, "x").to(torch.float32)
         loss, cstar = mccl(xn, bank.to(torch.float32), DIST_EPS, MARGIN)
         loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
     elif b == "native":
         from .native_backend.mccl import mccl as mccl_native
 
-        xn = F.normalize(xt.to(torch.float32), dim=1)
+        xn = _arrays.unit_rows(xt, "x").to(torch.float32)
         loss, cstar = mccl_native(xn, bank.to(torch.float32), DIST_EPS, MARGIN)
         loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
     else:
         dt = torch.float64 if xt.dtype == torch.float64 else torch.float32
-        xn = F.normalize(xt.to(dt), dim=1)
+        xn = _arrays.unit_rows(xt.to(torch.promote_types(xt.dtype, dt)), "x").to(dt)
         loss, cstar = mccl_torch(xn, bank.to(dt))
     if reduction == "mean":
         loss = loss.mean()
