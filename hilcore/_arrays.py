@@ -250,3 +250,172 @@ def ranking_length(v, name: str, n: int, *, limit_name: str = "N (the number of 
                              f"clamped to it), got {k}")
         k = n
     return k
+
+
+# ---------------------------------------------------------------------------------------------- distances
+#: elements of one block of a dense distance matrix scanned at a time (bounds every temporary to a few
+#: times this, never N x N)
+DENSE_BLOCK_ELEMS = 1 << 22
+
+SYMMETRIZE = (None, "max", "min")
+
+
+def distance_values(data: torch.Tensor, name: str) -> None:
+    """Floating-point, no NaN, no negative entries (``data`` any shape)."""
+    if not torch.is_floating_point(data):
+        raise TypeError(f"{name}: expected floating-point distances, got {data.dtype}")
+    if data.numel() == 0:
+        return
+    bad = ~(data >= 0)  # NaN and negative entries, one pass
+    if bool(bad.any()):
+        if bool(torch.isnan(data).any()):
+            raise ValueError(f"{name}: contains NaN distances")
+        raise ValueError(f"{name}: contains negative distances (min {float(data.min())}); expected >= 0")
+
+
+def csr_structure(indptr: torch.Tensor, indices: torch.Tensor, nnz_data: int, n: int, name: str,
+                  what: str = "column") -> int:
+    """Check a compressed sparse structure in O(nnz): ``indptr`` ``[n + 1]`` starting at 0, non-decreasing,
+    ending at nnz <= len(indices) == len(data); ``indices`` (the first nnz) in ``[0, n)``. Returns nnz."""
+    if indptr.dim() != 1 or indptr.numel() != n + 1:
+        raise ValueError(f"{name}: expected an indptr of {n + 1} offsets for {n} rows, got shape {tuple(indptr.shape)}")
+    if indices.dim() != 1:
+        raise ValueError(f"{name}: expected 1-D indices, got shape {tuple(indices.shape)}")
+    if int(indptr[0]) != 0:
+        raise ValueError(f"{name}: expected indptr[0] = 0, got {int(indptr[0])}")
+    nnz = int(indptr[-1])
+    if nnz > indices.numel() or nnz > nnz_data:
+        raise ValueError(f"{name}: indptr ends at {nnz}, but only {indices.numel()} indices and {nnz_data} values "
+                         f"are stored")
+    step = indptr[1:] - indptr[:-1]
+    if n and bool((step < 0).any()):
+        r = int(torch.nonzero(step < 0).flatten()[0])
+        raise ValueError(f"{name}: indptr must be non-decreasing; indptr[{r}] = {int(indptr[r])} > "
+                         f"indptr[{r + 1}] = {int(indptr[r + 1])}")
+    idx = indices[:nnz]
+    out = (idx < 0) | (idx >= n)
+    if nnz and bool(out.any()):
+        p = int(torch.nonzero(out).flatten()[0])
+        r = int(torch.searchsorted(indptr, torch.tensor(p, dtype=indptr.dtype, device=indptr.device), right=True)) - 1
+        raise ValueError(f"{name}: stored entry {p} (row {r}) has {what} index {int(idx[p])}, expected one in "
+                         f"[0, {n})")
+    return nnz
+
+
+def dense_distance_rows(t: torch.Tensor, eps: float, name: str):
+    """The entries ``<= eps`` of a dense ``[N, N]`` distance matrix as CSR ``(indptr, indices, data)``
+    (int64, int64, float32), scanned in row blocks: checks NaN/negative values on the way, and no
+    temporary is larger than a block (the kept entries are the output)."""
+    if not torch.is_floating_point(t):
+        raise TypeError(f"{name}: expected floating-point distances, got {t.dtype}")
+    n = t.shape[0]
+    rows = max(1, DENSE_BLOCK_ELEMS // max(n, 1))
+    counts, cols, vals = [], [], []
+    for r0 in range(0, n, rows):
+        blk = t[r0:r0 + rows]
+        distance_values(blk, name)
+        keep = (blk <= eps).reshape(-1)  # compared in the input's own dtype (see dbscan._cut)
+        flat = torch.nonzero(keep).flatten()
+        counts.append(keep.view(blk.shape).sum(dim=1))
+        cols.append(flat % n)
+        vals.append(blk.reshape(-1)[flat].to(torch.float32))
+        del keep, flat
+    dev = t.device
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    if n:
+        torch.cumsum(torch.cat(counts), 0, out=indptr[1:])
+    indices = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int64, device=dev)
+    data = torch.cat(vals) if vals else torch.zeros(0, dtype=torch.float32, device=dev)
+    return indptr, indices, data
+
+
+def _entry(indptr, indices, data, i: int, j: int) -> str:
+    """``d[i, j]`` of a CSR (host tensors) as text: its value(s), or 'not stored'."""
+    lo, hi = int(indptr[i]), int(indptr[i + 1])
+    hit = torch.nonzero(indices[lo:hi] == j).flatten()
+    if hit.numel() == 0:
+        return "not stored"
+    return ", ".join(f"{float(data[lo + int(h)]):.6g}" for h in hit[:3])
+
+
+def _first_asymmetric_cpu(ip, ix, n):
+    """scipy: the neighbour pattern (canonical CSR of kept entries) and its transpose; the first (i, j) in
+    the pattern whose mirror is not, or None when symmetric."""
+    import scipy.sparse as sp
+
+    e = sp.csr_matrix((np.ones(ix.shape[0], dtype=np.int8), ix, ip), shape=(n, n))
+    e.sum_duplicates()  # sorted, duplicate-free (a pair stored twice is one neighbour)
+    e.data[:] = 1
+    et = e.T.tocsr()  # O(nnz + N) counting transpose, sorted indices
+    if np.array_equal(e.indptr, et.indptr) and np.array_equal(e.indices, et.indices):
+        return e, et, None
+    diff = (e - et).tocoo()
+    one = diff.data > 0  # in e, not in e.T: d[i, j] <= eps but not d[j, i]
+    k = np.flatnonzero(one)
+    order = np.lexsort((diff.col[k], diff.row[k]))[0]
+    return e, et, (int(diff.row[k][order]), int(diff.col[k][order]))
+
+
+def symmetric_neighbours(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: int, eps: float,
+                         symmetrize, name: str, describe=None):
+    """Check (or make) the eps-neighbour relation of a CSR distance matrix symmetric.
+
+    A pair is a neighbour when its entry is stored and ``<= eps`` (compared in ``data``'s dtype).
+    ``describe(i, j)`` gives an entry's value as text for the error (default: looked up in the CSR). DBSCAN's labels are defined (and equal scikit-learn's) only when ``d[i, j] <= eps`` exactly
+    when ``d[j, i] <= eps``. ``symmetrize=None`` raises ``ValueError`` naming the first offending pair;
+    ``"max"`` clusters ``max(d, d.T)`` (a pair is a neighbour when both directions are within eps; an
+    entry not stored counts as +inf), ``"min"`` clusters ``min(d, d.T)`` (either direction). Costs
+    O(nnz + N) on the CPU (a counting transpose), a sort of the kept pairs on a GPU.
+    Returns the (possibly new) ``(indptr, indices, data)``.
+    """
+    if symmetrize not in SYMMETRIZE:
+        raise ValueError(f"symmetrize: expected None, 'max' or 'min', got {symmetrize!r}")
+    dev = data.device
+    kept = data <= eps
+    if dev.type == "cpu":
+        ip = indptr.to(torch.int64)
+        counts = torch.zeros(n + 1, dtype=torch.int64)
+        if n:
+            rows = torch.repeat_interleave(torch.arange(n), ip[1:] - ip[:-1])
+            counts[1:] = torch.cumsum(torch.bincount(rows[kept], minlength=n), 0)
+        kix = indices[kept].to(torch.int64).numpy()
+        e, et, bad = _first_asymmetric_cpu(counts.numpy(), kix, n)
+        if bad is None:
+            return indptr, indices, data
+        if symmetrize is None:
+            _raise_asymmetric(indptr, indices, data, bad, eps, name, describe)
+        p = e.multiply(et) if symmetrize == "max" else (e + et)
+        p = p.tocsr()
+        p.sum_duplicates()
+        return (torch.from_numpy(p.indptr.astype(np.int64)), torch.from_numpy(p.indices.astype(np.int64)),
+                torch.zeros(p.indices.shape[0], dtype=torch.float32))
+    # GPU: sorted pair keys of the pattern and of its mirror image
+    rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
+    r, c = rows[kept], indices[kept].to(torch.int64)
+    fwd = torch.unique(r * n + c)
+    bwd = torch.unique(c * n + r)
+    if torch.equal(fwd, bwd):
+        return indptr, indices, data
+    if symmetrize is None:
+        pos = torch.searchsorted(bwd, fwd).clamp(max=max(bwd.numel() - 1, 0))
+        miss = bwd[pos] != fwd if bwd.numel() else torch.ones_like(fwd, dtype=torch.bool)
+        k = int(fwd[torch.nonzero(miss).flatten()[0]])
+        _raise_asymmetric(indptr.cpu(), indices.cpu(), data.cpu(), (k // n, k % n), eps, name, describe)
+    if symmetrize == "max":
+        pos = torch.searchsorted(bwd, fwd).clamp(max=max(bwd.numel() - 1, 0))
+        keys = fwd[bwd[pos] == fwd] if bwd.numel() else fwd[:0]
+    else:
+        keys = torch.unique(torch.cat([fwd, bwd]))
+    u, v = keys // n, keys % n
+    new_ptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    if n:
+        new_ptr[1:] = torch.cumsum(torch.bincount(u, minlength=n), 0)
+    return new_ptr, v, torch.zeros(v.numel(), dtype=torch.float32, device=dev)
+
+
+def _raise_asymmetric(indptr, indices, data, pair, eps, name, describe=None):
+    i, j = pair
+    desc = describe or (lambda a, b: _entry(indptr, indices, data, a, b))
+    raise ValueError(f"{name}: expected a symmetric distance matrix; d[{i}, {j}] = {desc(i, j)} "
+                     f"is within eps = {eps:g} but d[{j}, {i}] = {desc(j, i)} is not "
+                     f"(pass symmetrize='max' or 'min' to cluster max(d, d.T) or min(d, d.T))")
