@@ -302,30 +302,79 @@ def csr_structure(indptr: torch.Tensor, indices: torch.Tensor, nnz_data: int, n:
     return nnz
 
 
-def dense_distance_rows(t: torch.Tensor, eps: float, name: str):
+def _dense_block(a, r0: int, r1: int, eps: float, symmetrize, name: str, lib, check: bool = True):
+    """Rows ``r0:r1`` of the dense matrix ``a`` (NumPy or torch): their values checked, the symmetry of
+    ``a <= eps`` against columns ``r0:r1`` checked (or combined), and ``(block, keep)``."""
+    blk = a[r0:r1]
+    if check:
+        distance_values(torch.from_numpy(blk) if lib is np else blk, name)
+    keep = blk <= eps  # compared in the input's own dtype (see dbscan._cut)
+    if symmetrize is None and not check:
+        return blk, keep
+    mirror = a[:, r0:r1].T
+    keep_t = mirror <= eps
+    if symmetrize is None:
+        diff = keep != keep_t
+        if bool(diff.any()):
+            r, c = (np.nonzero(diff) if lib is np else torch.nonzero(diff, as_tuple=True))
+            i, j = int(r[0]) + r0, int(c[0])
+            if not bool(keep[i - r0, j]):
+                i, j = j, i
+            raise ValueError(f"{name}: expected a symmetric distance matrix; d[{i}, {j}] = {float(a[i, j]):.6g} "
+                             f"is within eps = {eps:g} but d[{j}, {i}] = {float(a[j, i]):.6g} is not "
+                             f"(pass symmetrize='max' or 'min' to cluster max(d, d.T) or min(d, d.T))")
+        return blk, keep
+    if symmetrize == "max":
+        return lib.maximum(blk, mirror), keep & keep_t
+    return lib.minimum(blk, mirror), keep | keep_t
+
+
+def dense_distance_rows(t: torch.Tensor, eps: float, name: str, symmetrize=None):
     """The entries ``<= eps`` of a dense ``[N, N]`` distance matrix as CSR ``(indptr, indices, data)``
-    (int64, int64, float32), scanned in row blocks: checks NaN/negative values on the way, and no
-    temporary is larger than a block (the kept entries are the output)."""
+    (int64, int64, float32; data in the input's dtype), scanned in row blocks.
+
+    On the way: NaN/negative values raise, and the eps-neighbour relation is checked symmetric block by
+    block against the mirrored columns (``symmetrize``: see :func:`symmetric_neighbours`). No temporary
+    is larger than a block; on the CPU a counting pass sizes the output first, so the peak is the
+    output plus a few blocks.
+    """
+    if symmetrize not in SYMMETRIZE:
+        raise ValueError(f"symmetrize: expected None, 'max' or 'min', got {symmetrize!r}")
     if not torch.is_floating_point(t):
         raise TypeError(f"{name}: expected floating-point distances, got {t.dtype}")
     n = t.shape[0]
     rows = max(1, DENSE_BLOCK_ELEMS // max(n, 1))
+    if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+        a = t.numpy()  # a view: the scan runs in NumPy, whose nonzero sizes its output exactly
+        counts = np.zeros(n, dtype=np.int64)
+        for r0 in range(0, n, rows):
+            _, keep = _dense_block(a, r0, min(n, r0 + rows), eps, symmetrize, name, np)
+            counts[r0:r0 + rows] = keep.sum(axis=1)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        indices = np.empty(int(indptr[-1]), dtype=np.int64)
+        data = np.empty(int(indptr[-1]), dtype=a.dtype)
+        for r0 in range(0, n, rows):
+            blk, keep = _dense_block(a, r0, min(n, r0 + rows), eps, symmetrize, name, np, check=False)
+            r, c = np.nonzero(keep)
+            lo, hi = indptr[r0], indptr[min(n, r0 + rows)]
+            indices[lo:hi] = c
+            data[lo:hi] = blk[r, c]
+            del r, c, keep, blk
+        return torch.from_numpy(indptr), torch.from_numpy(indices), torch.from_numpy(data)
     counts, cols, vals = [], [], []
     for r0 in range(0, n, rows):
-        blk = t[r0:r0 + rows]
-        distance_values(blk, name)
-        keep = (blk <= eps).reshape(-1)  # compared in the input's own dtype (see dbscan._cut)
-        flat = torch.nonzero(keep).flatten()
-        counts.append(keep.view(blk.shape).sum(dim=1))
-        cols.append(flat % n)
-        vals.append(blk.reshape(-1)[flat].to(torch.float32))
-        del keep, flat
+        blk, keep = _dense_block(t, r0, min(n, r0 + rows), eps, symmetrize, name, torch)
+        r, c = torch.nonzero(keep, as_tuple=True)
+        counts.append(keep.sum(dim=1))
+        cols.append(c)
+        vals.append(blk[r, c])
     dev = t.device
     indptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     if n:
         torch.cumsum(torch.cat(counts), 0, out=indptr[1:])
     indices = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int64, device=dev)
-    data = torch.cat(vals) if vals else torch.zeros(0, dtype=torch.float32, device=dev)
+    data = torch.cat(vals) if vals else torch.zeros(0, dtype=t.dtype, device=dev)
     return indptr, indices, data
 
 

@@ -99,17 +99,15 @@ def as_rows(dist, eps: float, symmetrize=None) -> tuple[SparseRows, _arrays.Fami
         data = data[: int(ip[-1])]
         ix = ix[: int(ip[-1])]
         _check_values(data)
-        describe = None
     else:
         t, fam = _arrays.as_tensor(dist, name)
         t = t.detach()
         _check_square(t.shape)
         n = t.shape[0]
-        ip, ix, data = _arrays.dense_distance_rows(t, eps, name)  # blocked: no N x N temporary
-
-        def describe(i, j):
-            return f"{float(t[i, j]):.6g}"
-    ip, ix, data = _arrays.symmetric_neighbours(ip, ix, data, n, eps, symmetrize, name, describe)
+        # blocked scan: values, symmetry and the kept entries, no N x N temporary
+        ip, ix, data = _arrays.dense_distance_rows(t, eps, name, symmetrize)
+        return SparseRows(ip, ix, _cut(data, eps), n), fam
+    ip, ix, data = _arrays.symmetric_neighbours(ip, ix, data, n, eps, symmetrize, name)
     return SparseRows(ip, ix, _cut(data, eps), n), fam
 
 
