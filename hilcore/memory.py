@@ -81,8 +81,11 @@ def batch_features(x, num_features: int, device: torch.device, name: str = "x") 
         raise ValueError(f"{name}: expected {num_features} feature columns like the memory, got shape {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name}: expected the memory's device ({device}), got {t.device}")
-    if t.numel() and not bool(torch.isfinite(t.detach()).all()):
-        raise ValueError(f"{name}: contains NaN or Inf")
+    if t.numel():
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            k, rows = _arrays._rows_message(bad)
+            raise ValueError(f"{name}: {k} row(s) contain NaN or Inf (first rows: {rows})")
     return t
 
 
