@@ -438,7 +438,13 @@ def symmetric_neighbours(indptr: torch.Tensor, indices: torch.Tensor, data: torc
         p.sum_duplicates()
         return (torch.from_numpy(p.indptr.astype(np.int64)), torch.from_numpy(p.indices.astype(np.int64)),
                 torch.zeros(p.indices.shape[0], dtype=torch.float32))
-    # GPU: sorted pair keys of the pattern and of its mirror image
+    return _symmetric_sorted(indptr, indices, data, n, kept, symmetrize, eps, name, describe)
+
+
+def _symmetric_sorted(indptr, indices, data, n: int, kept, symmetrize, eps, name, describe):
+    """:func:`symmetric_neighbours` on any device (the GPU path): sorted pair keys of the pattern and of
+    its mirror image."""
+    dev = data.device
     rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
     r, c = rows[kept], indices[kept].to(torch.int64)
     fwd = torch.unique(r * n + c)

@@ -349,3 +349,37 @@ def test_dense_dbscan_blocks_agree_with_sklearn(monkeypatch):
     np.testing.assert_array_equal(ip.numpy(), np.r_[0, np.cumsum(keep.sum(1))])
     np.testing.assert_array_equal(ix.numpy(), np.nonzero(keep)[1])
     np.testing.assert_array_equal(data.numpy(), d[keep])
+
+
+@pytest.mark.parametrize("mode", [None, "max", "min"])
+def test_gpu_paths_of_the_checks_on_the_cpu(mode):
+    """The torch-only code paths (used for CUDA input) give the CPU paths' answers: the sort-based
+    symmetry check of CSR input and the torch block scan of dense input (bfloat16 takes it on the CPU)."""
+    from hilcore import _arrays
+
+    d = _sym_dist(41, seed=9)
+    a = d.copy()
+    a[3, 7], a[7, 3] = 0.01, 0.95  # asymmetric at eps = 0.1
+    eps = 0.1
+    csr = sp.csr_matrix(a)
+    ip, ix = torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64))
+    data = torch.from_numpy(csr.data)
+    if mode is None:
+        for f in (_arrays.symmetric_neighbours,
+                  lambda *z: _arrays._symmetric_sorted(*z[:4], z[2] <= z[4], z[5], z[4], z[6], None)):
+            with pytest.raises(ValueError, match=r"d\[3, 7\] = 0.01 is within eps = 0.1 but d\[7, 3\] = 0.95"):
+                f(ip, ix, data, 41, eps, mode, "dist")
+        bf = torch.from_numpy(a).to(torch.bfloat16)
+        with pytest.raises(ValueError, match=r"symmetric"):
+            hilcore.dbscan(bf, eps, 2)
+        return
+    cpu = _arrays.symmetric_neighbours(ip, ix, data, 41, eps, mode, "dist")
+    srt = _arrays._symmetric_sorted(ip, ix, data, 41, data <= eps, mode, eps, "dist", None)
+    for u, v in zip(cpu[:2], srt[:2]):
+        np.testing.assert_array_equal(u.numpy(), v.numpy())
+    combined = np.maximum(a, a.T) if mode == "max" else np.minimum(a, a.T)
+    np.testing.assert_array_equal(hilcore.dbscan(csr, eps, 2, symmetrize=mode), _sk(combined, eps, 2))
+    bf = torch.from_numpy(a).to(torch.bfloat16)
+    bfc = bf.float().numpy()
+    want = _sk(np.maximum(bfc, bfc.T) if mode == "max" else np.minimum(bfc, bfc.T), eps, 2)
+    np.testing.assert_array_equal(hilcore.dbscan(bf, eps, 2, symmetrize=mode).numpy(), want)
