@@ -355,8 +355,10 @@ def cmd_make_synthetic(args) -> int:
 
     t = time.perf_counter()
     size = _size(args.size)
-    check_number(args.ids, "--ids", 1)
+    check_number(args.ids, "--ids", 3 if args.layout == "sysu" else 2)  # the layouts' train/test split needs them
     check_number(args.imgs_per_cam, "--imgs-per-cam", 1)
+    if size[0] < 16 or size[1] < 8:
+        _fail(f"--size: expected H >= 16 and W >= 8, got {args.size}")
     check_output_dir(args.dir, "DIR")
     try:
         if args.layout == "sysu":

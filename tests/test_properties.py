@@ -541,14 +541,24 @@ def test_brst_and_match_equal_reference(seed, nb, ca, d, ratio, data):
 def test_memory_update_and_losses_equal_reference(seed, c, s, d, b, scale, mom, mdtype, xdtype, data):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((c, d)) * np.exp2(rng.integers(-60, 60, (c, 1)))
-    x = rng.standard_normal((b, d)) * 2.0 ** scale
+    x = (rng.standard_normal((b, d)) * 2.0 ** scale).astype(xdtype).astype(np.float64)  # the values passed
     y = rng.integers(0, c, b)
     xt = torch.from_numpy(x.astype(xdtype))
     mem = ClusterMemory.from_centers(torch.from_numpy(centres), momentum=mom, dtype=mdtype)
     np.testing.assert_allclose(mem.features.numpy(), _unit64(centres), rtol=0, atol=1e-6)
-    want = ref_memory.update(mem.features.numpy().astype(np.float64), _unit64(x) if b else x, y, mom)
+    m0 = mem.features.numpy().astype(np.float64)
+    want = ref_memory.update(m0, _unit64(x) if b else x, y, mom)
+    # conditioning: mu * m + (1 - mu) * x nearly cancels when x is close to -m (mu = 1/2), and the float32
+    # rounding of the memory grows by 1 / ||v|| there
+    m, vmin = m0.copy(), 1.0
+    for xi, yi in zip(_unit64(x) if b else x, y):
+        v = mom * m[yi] + (1 - mom) * xi
+        vmin = min(vmin, float(np.linalg.norm(v)))
+        m[yi] = v / np.linalg.norm(v)
+    assume(vmin > 1e-3)  # (an exact cancellation, v = 0, is documented: the floor NORM_EPS applies)
     mem.update(xt, torch.from_numpy(y))
-    np.testing.assert_allclose(mem.features.numpy(), want, rtol=0, atol=2e-6)
+    tol = (4e-6 if mdtype == torch.float32 else 1e-12) / vmin * max(1, b)
+    np.testing.assert_allclose(mem.features.numpy(), want, rtol=0, atol=tol)
     if b == 0:
         return
     # cluster-contrast loss: float64 cross-entropy of the unit rows against the memory
@@ -679,7 +689,7 @@ def test_hil_make_features(tmp_path_factory, capsys, ids, per_id, dim, cams, out
 
 
 @few(6)
-@given(ids=st.integers(-1, 3), imgs=st.integers(0, 2), size=st.sampled_from(["16x8", "0x8", "ax8", "16"]),
+@given(ids=st.integers(-1, 4), imgs=st.integers(0, 2), size=st.sampled_from(["16x8", "0x8", "ax8", "16", "8x8"]),
        layout=st.sampled_from(["sysu", "regdb"]), target=st.sampled_from(["new", "file"]))
 def test_hil_make_synthetic(tmp_path_factory, capsys, ids, imgs, size, layout, target):
     tmp = tmp_path_factory.mktemp("ms")
@@ -687,7 +697,7 @@ def test_hil_make_synthetic(tmp_path_factory, capsys, ids, imgs, size, layout, t
     d = tmp / ("data" if target == "new" else "file")
     rc, stdout, err = _cli(["make-synthetic", d, "--ids", ids, "--imgs-per-cam", imgs, "--size", size,
                             "--layout", layout], capsys)
-    if ids >= 1 and imgs >= 1 and size == "16x8" and target == "new":
+    if ids >= (3 if layout == "sysu" else 2) and imgs >= 1 and size == "16x8" and target == "new":
         assert rc == 0, err
         assert any(d.rglob("*.jpg")) or any(d.rglob("*.bmp"))
     else:
