@@ -6,6 +6,7 @@
     hil make-synthetic DIR [--ids 96 --imgs-per-cam 4 --size 64x32 --seed 0 --layout sysu|regdb]
     hil train --config FILE [section.key=value ...] [--output DIR] [--resume auto|never|PATH]
     hil eval CHECKPOINT --dataset sysu|regdb|synthetic --data-root DIR [--trials 10]
+    hil convert-checkpoint [--trust] IN [OUT]
     hil --version
 
 ``cluster`` reads features (``.npy``, or ``.pt``/``.pth`` holding a tensor or a
@@ -235,20 +236,20 @@ def cmd_cluster(args) -> int:
         _fail(str(e))
 
     from hilcore import _dispatch
-    from hilcore.jaccard import IMPLEMENTED as JAC_IMPL
-    from hilcore.dbscan import IMPLEMENTED as DB_IMPL
     import torch
 
     device = arr.device if isinstance(arr, torch.Tensor) else torch.device("cpu")
     try:
-        b_jac = _dispatch.resolve("jaccard_distance", args.backend, device, JAC_IMPL)
-        b_db = _dispatch.resolve("dbscan", args.backend, device, DB_IMPL)
+        jac = _dispatch.resolve("jaccard_distance", args.backend, device)
+        b_db = _dispatch.resolve("dbscan", args.backend, device).backend
     except (ValueError, TypeError, RuntimeError) as e:
         _fail(f"--backend: {e}")
-    backend = b_jac if b_jac == b_db else f"{b_jac} (jaccard) / {b_db} (dbscan)"
+    b_jac = jac.backend
+    ran = {p.label for _, p in jac.parts} | {b_db}
+    backend = ran.pop() if len(ran) == 1 else f"jaccard {jac.label} / dbscan {b_db}"
 
     # a progress display on runs long enough to wait for (or when asked)
-    slow = n >= 20000 or (b_jac == "torch" and device.type == "cpu" and n >= 4000)
+    slow = n >= 20000 or (jac.part("knn").backend == "torch" and device.type == "cpu" and n >= 4000)
     show = args.progress == "on" or (args.progress == "auto" and slow and sys.stderr.isatty())
     bar = _progress(2, show)
     try:
@@ -395,11 +396,12 @@ def cmd_train(args) -> int:
     check_device(cfg.run.device, "config run.device", allow_auto=True)
     check_output_dir(cfg.run.output, "--output" if args.output else "config run.output")
     from .train import distributed as D
+    from .train.checkpoint import CheckpointError
     from .train.loop import train
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError) as e:
+    except (FileNotFoundError, NotADirectoryError, CheckpointError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -473,6 +475,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_convert_checkpoint(args) -> int:
+    from .train import checkpoint as ckpt
+
+    src = Path(args.input)
+    if src.is_dir():
+        _fail(f"IN: {src} is a directory; expected a checkpoint file (e.g. {src / ckpt.LAST})")
+    try:
+        dst, state, old = ckpt.convert_checkpoint(src, args.output, trust=args.trust)
+    except (FileNotFoundError, ckpt.CheckpointError, OSError) as e:
+        _fail(str(e))
+    print(f"converted  {src} (format {old['format']}, hilcore {old['hilcore_version'] or 'unknown'}"
+          f"{', read in full because of --trust' if old['trusted'] else ', read safely'}) -> {dst} "
+          f"(format {state['version']}, hilcore {state['hilcore_version']}, epoch {state['epoch']}, "
+          f"sha256 {state['checksum']['sha256'][:16]}...)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -495,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--k2", type=int, default=6, help="query-expansion length, 1 = none (default 6)")
     c.add_argument("--eps", type=float, default=0.6, help="DBSCAN radius on the Jaccard distance (default 0.6)")
     c.add_argument("--min-samples", type=int, default=4, help="DBSCAN core size, self included (default 4)")
-    c.add_argument("--backend", default="auto", help="auto, torch, native, cuda, triton (default auto)")
+    c.add_argument("--backend", default="auto",
+                   help="auto, torch, native, cuda, triton (default auto; hilcore.capabilities() lists them)")
     c.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the computation runs (default cpu)")
     c.add_argument("--out", default=None, help="write the labels (int64 [N], -1 = noise) to this .npy")
     c.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
@@ -552,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=0, help="image reading processes (default 0)")
     e.add_argument("--size", default=None, help="input size HxW (default: the checkpoint's)")
     e.set_defaults(func=cmd_eval)
+
+    v = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint in the safe format, with a checksum",
+                       description="Rewrite a training checkpoint in hilcore's safe format (tensors, numbers, "
+                       "strings, lists, dicts; read with torch.load(weights_only=True)) sealed with a SHA-256 "
+                       "checksum and the hilcore version. A file that pickles other Python objects (checkpoints "
+                       "of older hilcore versions) is read only with --trust, with full unpickling, which runs "
+                       "any code the file names: pass it only for files whose origin you trust.")
+    v.add_argument("input", metavar="IN", help="the checkpoint to convert")
+    v.add_argument("output", metavar="OUT", nargs="?", default=None,
+                   help="where to write the converted checkpoint (default: replace IN atomically)")
+    v.add_argument("--trust", action="store_true",
+                   help="read IN with full unpickling (only for files you trust; it can run code)")
+    v.set_defaults(func=cmd_convert_checkpoint)
 
     # listed for --help; main() forwards everything after "bench" to the script untouched
     sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",

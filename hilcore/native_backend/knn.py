@@ -40,7 +40,7 @@ similarities themselves):
   ``max(256, M / 16)`` columns (crowded data) is recomputed with the fp32 path.
 
 ``precision="auto"`` takes the int8 path for ``D >= 64`` and a database of at
-least 4096 rows. :data:`last_stats` records what the last call did.
+least 4096 rows. ``knn(..., stats={})`` reports what the call did.
 """
 from __future__ import annotations
 
@@ -61,20 +61,13 @@ INT8_MIN_ROWS = 4096
 INT8_MAX_DIM = (2**31 - 1) // (127 * 127)
 _U = 2.0**-24  # unit roundoff of float32
 
-#: What the last call did: ``precision`` ("fp32" or "int8"), ``candidates`` (K'), ``rows``,
-#: ``uncertified_rows`` / ``uncertified_fraction`` (rows the candidates did not certify: they
-#: took the second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed in
-#: fp32), stage ``times_s``.
-last_stats: dict = {}
-
-
 def default_extra(k: int) -> int:
     """Extra candidates per row (K' = k + extra) of the int8 path."""
     return 2 * k + 8
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE, precision: str = "auto",
-        extra: int | None = None):
+        extra: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).
 
     Returns ``(idx int64 [N, k], sim float32 [N, k])``, best first by (sim desc,
@@ -87,6 +80,12 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     large for exact int32 accumulation). ``extra``: candidates beyond k per row
     on the int8 path (default :func:`default_extra`). Both are internal knobs
     for tests and benchmarks; every choice returns the exact answer.
+
+    ``stats``: optional dict that receives what the call did: ``precision``
+    ("fp32" or "int8"), ``candidates`` (K'), ``rows``, ``uncertified_rows`` /
+    ``uncertified_fraction`` (rows the candidates did not certify: they took the
+    second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed
+    in fp32), measured stage ``times_s``.
     """
     if precision not in ("auto", "fp32", "int8"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
@@ -105,12 +104,11 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     if not use_int8 or n == 0:
         t0 = time.perf_counter()
         out = _knn_fp32(x, k, y is None, db, tile)
-        last_stats.clear()
-        last_stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
-                          fallback_rows=0, fallback_fraction=0.0,
-                          times_s={"fp32": time.perf_counter() - t0})
+        if stats is not None:
+            stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
+                         fallback_rows=0, fallback_fraction=0.0, times_s={"fp32": time.perf_counter() - t0})
         return out
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra)
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, stats)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
@@ -189,7 +187,7 @@ def row_bounds(d, xnorm, pnorm, enorm, db_xnorm, db_pnorm, db_enorm) -> np.ndarr
     return _round_up_f32(b)
 
 
-def _knn_int8(x, k, self_search, db, tile, extra):
+def _knn_int8(x, k, self_search, db, tile, extra, stats):
     nat = native_module()
     n, d = x.shape
     m = db.shape[0]
@@ -260,9 +258,9 @@ def _knn_int8(x, k, self_search, db, tile, extra):
             best_idx[over] = fi
             best_sim[over] = fs
     times["fallback"] = time.perf_counter() - t
-    last_stats.clear()
-    last_stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
-                      uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
-                      fallback_fraction=n_over / n, times_s=times,
-                      bound_median=float(np.median(bound.numpy())) if n else math.nan)
+    if stats is not None:
+        stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
+                     uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
+                     fallback_fraction=n_over / n, times_s=times,
+                     bound_median=float(np.median(bound.numpy())) if n else math.nan)
     return best_idx, best_sim

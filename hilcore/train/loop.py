@@ -1,4 +1,4 @@
-"""The HIL training loop (DESIGN.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
+"""The HIL training loop (docs/design.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
 
 Per epoch:
 
@@ -417,10 +417,16 @@ class Trainer:
         r = self.cfg.run.resume
         if r in ("never", "no", "false", False, None):
             return False
-        path = ckpt.find_resume(self.out) if r in ("auto", True) else Path(r)
-        if path is None:
-            return False
-        state = ckpt.load_checkpoint(path)
+        if r in ("auto", True):     # last.pt, or the newest intact checkpoint when it is corrupt
+            found = ckpt.load_resume(self.out, repair=D.is_main())
+            if found is None:
+                return False
+            path, state, notes = found
+            for note in notes:
+                self.log(f"resume     {note}")
+        else:
+            path = Path(r)
+            state = ckpt.load_checkpoint(path)
         self.model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])

@@ -1,6 +1,6 @@
 """Loss terms of the HIL step that sit on top of hilcore's memory ops.
 
-* :func:`mccl_two_heads` -- DESIGN.md's MCCL rule for the driver: the loss of
+* :func:`mccl_two_heads` -- docs/design.md's MCCL rule for the driver: the loss of
   each head against its memory, averaged over the samples whose two heads
   pick the same nearest cluster ``c*`` (0 when none agree).
 * :func:`neighbour_consistency_loss` -- each sample is pulled towards its

@@ -7,12 +7,11 @@ Triton interpreter (``TRITON_INTERPRET=1`` set before triton is imported).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import interpreting
 from ._tiles import dot_tile
 
 # Largest k served by the kernel; larger k goes to the torch backend.
@@ -101,10 +100,6 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, N, M, D, K,
         tl.store(sim_ptr + out + j, sim, mask=row_ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _blocks(kp: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for padded k ``kp`` and width ``d``."""
     if interpret:
@@ -155,7 +150,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
         except ImportError:
             raise ValueError(f"k: the triton kNN kernel supports k <= {MAX_K}, got {k}") from None
         return torch_knn(x, k, y)
-    interpret = _interpreting()
+    interpret = interpreting()
     if x.device.type != "cuda" and not interpret:
         raise ValueError(f"x: the triton kNN needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), "
                          f"got device {x.device}")
