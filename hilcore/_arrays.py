@@ -226,6 +226,8 @@ def positive_int(v, name: str, *, minimum: int = 1) -> int:
 
 
 def nonneg_float(v, name: str) -> float:
+    if isinstance(v, (str, bytes, bool)):  # float("0.5") / float(True) would pass silently
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
     try:
         f = float(v)
     except (TypeError, ValueError):
