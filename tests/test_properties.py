@@ -45,8 +45,8 @@ LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 
 
 def few(n):
-    """A per-test example budget: ``n`` in CI, 20x that in the long profile."""
-    return settings(max_examples=n * 20 if LONG else n)
+    """A per-test example budget: ``n`` in CI, 50x that in the long profile."""
+    return settings(max_examples=n * 50 if LONG else n)
 
 
 CPU = [b for b in ("torch", "native") if b in hilcore.backends("cpu")]
