@@ -23,6 +23,12 @@ class EpochConfig:
     ``hilcore.capabilities()`` lists them; a stage that does not implement the
     named backend runs with ``"auto"``. :attr:`EpochClusters.backends` says what
     ran in each stage.
+
+    Example:
+        >>> import hilcore
+        >>> cfg = hilcore.EpochConfig(k1=20, eps=0.5)
+        >>> cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, cfg.n_sub, cfg.match_mode
+        (20, 6, 0.5, 4, 9, 'both')
     """
 
     k1: int = 30
@@ -113,7 +119,8 @@ def _check_config(cfg: EpochConfig) -> None:
     _dispatch.check_backend(cfg.backend, "config.backend")  # also catches a field assigned after construction
 
 
-def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> EpochClusters:
+def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, memory_feats_rgb=None,
+                  memory_feats_ir=None) -> EpochClusters:
     """Pseudo labels and memories of one HIL epoch from the features of both modalities.
 
     Per modality: ``jaccard_distance(x, k1, k2, max_distance=eps)`` (sparse,
@@ -122,6 +129,12 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
     ``bidirectional_match(ratio, match_mode)`` gives the shared label space,
     and the shared centres / multi-centres are computed over the rows of both
     modalities (RGB first) with the shared labels.
+
+    ``memory_feats_rgb`` / ``memory_feats_ir`` (both or neither): the features
+    the centres and multi-centre memories are built from, with the labels
+    found on ``feats_*`` (same rows, any width; same family and device), e.g.
+    un-centred features when the clustering saw camera-centred ones. Default:
+    ``feats_*`` themselves.
 
     Args:
         feats_rgb: ``[N_rgb, D]`` visible features (NumPy, torch CPU/CUDA, CuPy; rows normalised inside).
@@ -136,16 +149,36 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
             the message names the modality and the parameters.
 
     Example:
+        >>> import hilcore
         >>> from hilcore.synthetic import reid_features
-        >>> xr, _, _ = reid_features(60, 20, dim=256, seed=1)
-        >>> xi, _, _ = reid_features(60, 10, dim=256, seed=2)
-        >>> out = hilcore.cluster_epoch(xr, xi, hilcore.EpochConfig(k1=20))
-        >>> out.counts["clusters_rgb"], out.timings["total"]
+        >>> x, ids, cams = reid_features(40, 30, dim=128, n_cams=2, seed=0)   # 40 identities
+        >>> x_rgb, x_ir = x[cams == 0], x[cams == 1]                           # camera 0 "RGB", 1 "IR"
+        >>> out = hilcore.cluster_epoch(x_rgb, x_ir, hilcore.EpochConfig(k1=20))
+        >>> out.counts["clusters_rgb"], out.counts["clusters_ir"], out.counts["matched_pairs"]
+        (40, 40, 40)
+        >>> out.labels_rgb.shape, out.multi_rgb.shape, out.shared_multi.shape
+        ((586,), (40, 10, 128), (40, 10, 128))
     """
     cfg = EpochConfig() if config is None else config
     _check_config(cfg)
     xr, fam = _arrays.features(feats_rgb, "feats_rgb")
     xi = _arrays.features_like(feats_ir, xr, "feats_ir", "feats_rgb")
+    if (memory_feats_rgb is None) != (memory_feats_ir is None):
+        raise ValueError("memory_feats_rgb, memory_feats_ir: pass both or neither")
+    if memory_feats_rgb is None:
+        mr, mi = xr, xi
+    else:
+        # validated, not normalised here: cluster_centers / subcluster normalise their rows themselves
+        mr, _ = _arrays.features(memory_feats_rgb, "memory_feats_rgb", normalize=False)
+        mi, _ = _arrays.features(memory_feats_ir, "memory_feats_ir", normalize=False)
+        if mi.shape[1] != mr.shape[1]:
+            raise ValueError(f"memory_feats_ir: expected {mr.shape[1]} columns like memory_feats_rgb, "
+                             f"got shape {tuple(mi.shape)}")
+        for name, a, b in (("memory_feats_rgb", mr, xr), ("memory_feats_ir", mi, xi)):
+            if a.shape[0] != b.shape[0] or a.device != b.device:
+                raise ValueError(f"{name}: expected {b.shape[0]} rows on {b.device} (one per clustered feature), "
+                                 f"got shape {tuple(a.shape)} on {a.device}")
+    mem = {"rgb": mr, "ir": mi}
     be = cfg.backend
     clock = _Clock(xr.device)
     t_start = time.perf_counter()
@@ -176,8 +209,8 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
             raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
                              f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
                              f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
-        cen = clock(f"centers_{name}", cluster_centers, x, lab, backend=cb)
-        multi = clock(f"subcluster_{name}", subcluster, x, lab, cfg.n_sub, cfg.weight, cfg.sub_method,
+        cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
+        multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
                       seed=cfg.seed, backend=b_sub)
         per[name] = (lab, cen, multi)
     lr, li = per["rgb"][0], per["ir"][0]
@@ -185,7 +218,7 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
 
     def shared():
-        xs = torch.cat([xr, xi])
+        xs = torch.cat([mr, mi])
         ls = torch.cat([sr, si])
         return (cluster_centers(xs, ls, backend=cb),
                 subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))

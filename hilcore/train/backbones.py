@@ -376,8 +376,12 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
             elif s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == target[s].numel():
                 v = v.reshape(want)
             if v.shape != want:
+                hint = ""
+                if s == "patch_embed.proj.weight" and "patch_embed.conv.0.weight" in names:
+                    hint = ("; this file has the ICS convolutional stem (TransReID-SSL vit_base_ics_*): load it "
+                            "with model.backbone: hil_vit (configs/sysu_hil.yaml)")
                 raise ValueError(f"checkpoint key {k!r}: shape {tuple(sd[k].shape)} cannot be loaded into "
-                                 f"the model's {s!r} of shape {tuple(want)}")
+                                 f"the model's {s!r} of shape {tuple(want)}{hint}")
         new[s] = v
     if not new:
         raise ValueError(f"checkpoint: no key matches the ViT's parameters (first keys: {list(sd)[:5]})")

@@ -38,6 +38,8 @@ from ..splits import (DEFAULT_SIZE, IMAGE_EXTENSIONS, IR, REGDB_THERMAL_CAM, REG
                       SYSU_IR_CAMS, SYSU_RGB_CAMS, RegDB, Sample, _check_dir, _check_file, _is_image, load_regdb,
                       read_regdb_index)
 
+from .._extras import require
+
 
 # --------------------------------------------------------------------------- SYSU-MM01
 
@@ -148,13 +150,14 @@ def load_sysu_mm01(root) -> SYSUMM01:
 # --------------------------------------------------------------------------- images
 
 
-def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tensor:
-    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized (bilinear) to ``size = (H, W)``.
+def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE, interpolation: str = "bilinear") -> torch.Tensor:
+    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized to ``size = (H, W)``
+    (``interpolation``: PIL's "bilinear", "bicubic" or "lanczos").
 
     Grey images (and SYSU's IR jpgs) come back with three equal channels.
     ``size=None`` keeps the file's size.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "hilcore.train.load_image")
 
     path = Path(path)
     if not path.is_file():
@@ -165,8 +168,11 @@ def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tenso
             h, w = (int(v) for v in size)
             if h < 1 or w < 1:
                 raise ValueError(f"size: expected (H, W) with positive entries, got {size}")
+            filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+            if interpolation not in filters:
+                raise ValueError(f"interpolation: expected one of {sorted(filters)}, got {interpolation!r}")
             if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), filters[interpolation])
         arr = np.asarray(im, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
