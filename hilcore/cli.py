@@ -396,8 +396,7 @@ def cmd_make_synthetic(args) -> int:
 def cmd_train(args) -> int:
     from .train.config import load_config
 
-    check_input_file(args.config, "--config")
-    if args.device:
+    if args.device:  # (the config file itself is checked by load_config, after the train extra's imports)
         check_device(args.device, allow_auto=True)
     overrides = list(args.overrides)
     if args.output:
@@ -436,8 +435,7 @@ def cmd_eval(args) -> int:
     from .train import checkpoint as ckpt
     from .train.loop import build_data, evaluate, load_trained_model
 
-    check_input_file(args.checkpoint, "CHECKPOINT", allow_dir=True)
-    if not Path(args.data_root).is_dir():
+    if not Path(args.data_root).is_dir():  # (the checkpoint is checked by its loader, before any work)
         _fail(f"--data-root: no such folder: {args.data_root}")
     check_device(args.device)
     check_number(args.trials, "--trials", 1)
