@@ -499,10 +499,10 @@ def cmd_extract(args) -> int:
     from .train.extract import extract_files, list_images
     from .train.hil_vit import HILNet, load_hil_weights, read_weights
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {args.device}: no CUDA device is available")
+    check_device(args.device)
     if args.batch_size < 1:
         _fail(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    check_output_file(args.out, "--out")  # before the extraction, not after it
     try:
         files = list_images(args.images)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
