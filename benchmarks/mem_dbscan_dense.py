@@ -7,6 +7,8 @@ the call allocates on top of it. scikit-learn's ``DBSCAN(metric="precomputed")``
 measured the same way as the baseline.
 
     PYTHONPATH=$PWD python benchmarks/mem_dbscan_dense.py --n 8000 --near 0.01 0.6
+
+Run it from the root of the tree to measure: the child processes import ``hilcore`` from the current folder.
 """
 from __future__ import annotations
 

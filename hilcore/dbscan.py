@@ -23,7 +23,7 @@ def _cut(data: torch.Tensor, eps: float) -> torch.Tensor:
     The kernels compare in float32; rounding a float64 distance just above eps
     down to float32(eps) would otherwise make it a neighbour.
     """
-    return torch.where(data <= eps, data.to(torch.float32), torch.full_like(data, float("inf"), dtype=torch.float32))
+    return torch.where(data <= eps, data.to(torch.float32), float("inf"))  # a scalar: no nnz-sized inf array
 
 
 def _sparse_parts(dist):
@@ -89,7 +89,8 @@ def as_rows(dist, eps: float, symmetrize=None) -> tuple[SparseRows, _arrays.Fami
         n = t.shape[0]
         # blocked scan: values, symmetry and the kept entries, no N x N temporary
         ip, ix, data = _arrays.dense_distance_rows(t, eps, name, symmetrize)
-        return SparseRows(ip, ix, _cut(data, eps), n), fam
+        # every kept entry is <= eps in its own dtype, so <= float32(eps) in float32: no cut needed
+        return SparseRows(ip, ix, data.to(torch.float32), n), fam
     ip, ix, data = _arrays.symmetric_neighbours(ip, ix, data, n, eps, symmetrize, name)
     return SparseRows(ip, ix, _cut(data, eps), n), fam
 
