@@ -21,6 +21,9 @@ def count_clusters(lab: torch.Tensor, name: str = "labels") -> tuple[int, torch.
     if valid.numel() == 0:
         raise ValueError(f"{name}: every sample is noise (-1); no cluster to average")
     c = int(valid.max()) + 1
+    if c > valid.numel():  # ids cannot be contiguous; say so before allocating C counters
+        raise ValueError(f"{name}: cluster ids must be contiguous 0..C-1; got the id {c - 1} with only "
+                         f"{valid.numel()} labelled sample(s), so at most {valid.numel()} clusters")
     sizes = torch.bincount(valid, minlength=c)
     empty = torch.nonzero(sizes == 0).flatten()
     if empty.numel():

@@ -19,8 +19,10 @@ command with exit status 2 and one line ``hil: error: ...`` on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -37,16 +39,93 @@ def _fail(msg: str) -> NoReturn:
     raise CLIError(msg)
 
 
+#: Where an unexpected internal error should be reported.
+ISSUE_TRACKER = "the hilcore issue tracker (include the command line, `hil --version` and the --debug traceback)"
+
+# Errors that are the user's to fix: one line, exit status 2. Anything else is a bug in hilcore.
+_USER_ERRORS = (CLIError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                FileExistsError, ValueError, TypeError)
+
+
+def check_input_file(path: str, opt: str, *, allow_dir: bool = False) -> Path:
+    """``path`` exists and is a readable file (or a folder when ``allow_dir``)."""
+    p = Path(path)
+    if not p.exists():
+        _fail(f"{opt}: no such file: {path}")
+    if p.is_dir() and not allow_dir:
+        _fail(f"{opt}: is a directory, expected a file: {path}")
+    if not os.access(p, os.R_OK):
+        _fail(f"{opt}: not readable (permission denied): {path}")
+    return p
+
+
+def _writable_ancestor(p: Path, opt: str) -> None:
+    """The nearest existing ancestor of ``p`` is a folder this process may create entries in."""
+    a = p
+    while not a.exists():
+        if a.parent == a:
+            break
+        a = a.parent
+    if a.exists() and not a.is_dir():
+        _fail(f"{opt}: cannot create {p}: {a} is a file, not a folder")
+    if not os.access(a, os.W_OK | os.X_OK):
+        _fail(f"{opt}: cannot write into {a} (permission denied)")
+
+
+def check_output_file(path: str, opt: str) -> Path:
+    """``path`` can be written as a file: not a folder, and its folder exists or can be created."""
+    p = Path(path)
+    if p.is_dir():
+        _fail(f"{opt}: {path} is a directory, expected a file path (e.g. {p / 'labels.npy'})")
+    if p.exists() and not os.access(p, os.W_OK):
+        _fail(f"{opt}: {path} exists and is not writable")
+    _writable_ancestor(p.parent, opt)
+    return p
+
+
+def check_output_dir(path: str, opt: str) -> Path:
+    """``path`` is a writable folder, or can be created as one."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        _fail(f"{opt}: {path} is a file, expected a folder")
+    _writable_ancestor(p, opt)
+    return p
+
+
+def check_device(text, opt: str = "--device", *, allow_auto: bool = False) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (and ``auto`` when allowed) naming a device that exists here."""
+    choices = ("auto, " if allow_auto else "") + "cpu, cuda or cuda:N"
+    if not isinstance(text, str):
+        _fail(f"{opt}: expected {choices}, got {text!r}")
+    if allow_auto and text == "auto":
+        return text
+    ok = text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())
+    if not ok:
+        _fail(f"{opt}: expected {choices}, got {text!r}")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(f"{opt} {text}: no CUDA device is available (torch {torch.__version__}, "
+                  f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu")
+        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
+            _fail(f"{opt} {text}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+                  f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return text
+
+
+def check_number(v, opt: str, minimum, *, maximum=None) -> None:
+    if v < minimum or (maximum is not None and v > maximum):
+        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        _fail(f"{opt}: expected a number {rng}, got {v}")
+
+
 # ---------------------------------------------------------------------------------------------- input
 
 
 def load_features(path: str):
     """Features ``[N, D]`` from ``path`` as a NumPy array or torch tensor (not yet validated for NaN)."""
-    p = Path(path)
-    if not p.exists():
-        _fail(f"FEATURES: no such file: {path}")
-    if p.is_dir():
-        _fail(f"FEATURES: is a directory, expected a .npy or .pt file: {path}")
+    p = check_input_file(path, "FEATURES")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         with open(p, "rb") as fh:
@@ -78,6 +157,13 @@ def load_features(path: str):
             arr = obj
         elif isinstance(obj, torch.Tensor):
             arr = obj.detach()
+            if arr.layout != torch.strided:  # a sparse tensor: features are dense rows; densify (N x D)
+                if arr.dim() != 2:
+                    _fail(f"FEATURES: expected a 2-D array [N, D], got a sparse tensor of shape "
+                          f"{tuple(arr.shape)} in {path}")
+                arr = arr.to_dense()
+            if arr.is_complex():
+                _fail(f"FEATURES: expected real floating-point features, got dtype {arr.dtype} in {path}")
         else:
             _fail(f"FEATURES: {path} holds a {type(obj).__name__}, expected a tensor or a dict with 'features'")
     else:
@@ -93,7 +179,8 @@ def check_features(arr, path: str):
     if shape[0] == 0 or shape[1] == 0:
         _fail(f"FEATURES: expected at least one row and one column, got shape {shape} in {path}")
     kind = str(arr.dtype)
-    if not any(t in kind for t in ("float", "bfloat")):
+    floating = arr.is_floating_point() if hasattr(arr, "detach") else arr.dtype.kind == "f"
+    if not floating:
         _fail(f"FEATURES: expected floating-point features, got dtype {kind} in {path}")
     if hasattr(arr, "detach"):
         import torch
@@ -104,10 +191,10 @@ def check_features(arr, path: str):
     if not finite.all():
         bad = np.flatnonzero(~finite)
         _fail(f"FEATURES: {bad.size} row(s) contain NaN or Inf in {path} (first rows: {bad[:5].tolist()})")
-    norms = (arr.float().norm(dim=1).numpy() if hasattr(arr, "detach")
-             else np.linalg.norm(arr.astype(np.float32, copy=False), axis=1))
-    if (norms == 0).any():
-        bad = np.flatnonzero(norms == 0)
+    # max-abs, not the norm: the float32 norm of a row of 1e-30s underflows to 0
+    peak = arr.abs().amax(dim=1).numpy() if hasattr(arr, "detach") else np.abs(arr).max(axis=1)
+    if (peak == 0).any():
+        bad = np.flatnonzero(peak == 0)
         _fail(f"FEATURES: {bad.size} row(s) are all zeros in {path} (first rows: {bad[:5].tolist()})")
     return arr
 
@@ -140,18 +227,30 @@ def _progress(total: int, enabled: bool):
 
 def cmd_cluster(args) -> int:
     import hilcore
+    from hilcore import _arrays
 
+    # every check that needs no data first: the long work must not end in a usage error
+    check_input_file(args.features, "FEATURES")
+    check_device(args.device)
+    for opt, v in (("--k1", args.k1), ("--k2", args.k2), ("--min-samples", args.min_samples)):
+        check_number(v, opt, 1)
+    check_number(args.eps, "--eps", 0)
+    if args.out:
+        check_output_file(args.out, "--out")
     t0 = time.perf_counter()
     arr = check_features(load_features(args.features), args.features)
     if args.device != "cpu":
         import torch
 
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            _fail(f"--device {args.device}: no CUDA device is available")
-        arr = (arr if isinstance(arr, torch.Tensor) else torch.from_numpy(arr)).to(args.device)
+        arr = (arr if isinstance(arr, torch.Tensor) else _arrays.as_tensor(arr, "FEATURES")[0]).to(args.device)
     t_load = time.perf_counter() - t0
     n, d = arr.shape
     k1 = min(args.k1, n)
+    try:
+        _arrays.ranking_length(args.k1, "--k1", n)
+        _arrays.ranking_length(args.k2, "--k2", k1, limit_name="--k1")
+    except ValueError as e:
+        _fail(str(e))
 
     from hilcore import _dispatch
     import torch
@@ -210,7 +309,8 @@ def cmd_cluster(args) -> int:
     if args.out:
         outp = Path(args.out)
         outp.parent.mkdir(parents=True, exist_ok=True)
-        np.save(outp, labels)
+        with open(outp, "wb") as fh:  # exactly this path (np.save on a name would append .npy)
+            np.save(fh, labels)
         print(f"labels     -> {outp}", file=out)
     return 0
 
@@ -228,6 +328,9 @@ def cmd_make_features(args) -> int:
         _fail(f"OUT: expected a .npy path, got {args.out}")
     if args.ids < 1 or args.per_id < 1 or args.dim < 2:
         _fail("--ids and --per-id must be >= 1 and --dim >= 2")
+    check_number(args.cams, "--cams", 1)
+    for p in (out, _ids_path(out, "ids"), _ids_path(out, "cams")):
+        check_output_file(str(p), "OUT")
     t = time.perf_counter()
     x, ids, cams = reid_features(args.ids, args.per_id, dim=args.dim, n_cams=args.cams, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +363,8 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         _fail(f"--size: expected HxW (e.g. 64x32), got {text!r}")
+    if h < 1 or w < 1:
+        _fail(f"--size: expected positive HxW (e.g. 64x32), got {text!r}")
     return h, w
 
 
@@ -268,6 +373,11 @@ def cmd_make_synthetic(args) -> int:
 
     t = time.perf_counter()
     size = _size(args.size)
+    check_number(args.ids, "--ids", 3 if args.layout == "sysu" else 2)  # the layouts' train/test split needs them
+    check_number(args.imgs_per_cam, "--imgs-per-cam", 1)
+    if size[0] < 16 or size[1] < 8:
+        _fail(f"--size: expected H >= 16 and W >= 8, got {args.size}")
+    check_output_dir(args.dir, "DIR")
     try:
         if args.layout == "sysu":
             root = make_synthetic_sysu(args.dir, n_ids=args.ids, imgs_per_cam=args.imgs_per_cam, size=size,
@@ -286,6 +396,8 @@ def cmd_make_synthetic(args) -> int:
 def cmd_train(args) -> int:
     from .train.config import load_config
 
+    if args.device:  # (the config file itself is checked by load_config, after the train extra's imports)
+        check_device(args.device, allow_auto=True)
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"run.output={args.output}")
@@ -297,6 +409,8 @@ def cmd_train(args) -> int:
         cfg = load_config(args.config, overrides)
     except (FileNotFoundError, ValueError, TypeError) as e:
         _fail(str(e))
+    check_device(cfg.run.device, "config run.device", allow_auto=True)
+    check_output_dir(cfg.run.output, "--output" if args.output else "config run.output")
     from .train import distributed as D
     from .train.checkpoint import CheckpointError
     from .train.hil_vit import ModelSetupError
@@ -321,8 +435,16 @@ def cmd_eval(args) -> int:
     from .train import checkpoint as ckpt
     from .train.loop import build_data, evaluate, load_trained_model
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {args.device}: no CUDA device is available")
+    if not Path(args.data_root).is_dir():  # (the checkpoint is checked by its loader, before any work)
+        _fail(f"--data-root: no such folder: {args.data_root}")
+    check_device(args.device)
+    check_number(args.trials, "--trials", 1)
+    check_number(args.batch_size, "--batch-size", 1)
+    check_number(args.workers, "--workers", 0)
+    if args.regdb_trial is not None:
+        check_number(args.regdb_trial, "--regdb-trial", 1, maximum=10)
+    if args.dataset == "regdb" and args.regdb_trial is None:
+        check_number(args.trials, "--trials", 1, maximum=10)
     try:
         state = ckpt.load_checkpoint(args.checkpoint)
         model, cfg = load_trained_model(state, args.device)
@@ -377,10 +499,10 @@ def cmd_extract(args) -> int:
     from .train.extract import extract_files, list_images
     from .train.hil_vit import HILNet, load_hil_weights, read_weights
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {args.device}: no CUDA device is available")
+    check_device(args.device)
     if args.batch_size < 1:
         _fail(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    check_output_file(args.out, "--out")  # before the extraction, not after it
     try:
         files = list_images(args.images)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
@@ -463,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="hilcore: the clustering step of unsupervised "
                                 "visible-infrared ReID (k-reciprocal Jaccard + DBSCAN), fast and O(N) in memory.")
     p.add_argument("--version", action="version", version=f"hil (hilcore) {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of any error (also HIL_DEBUG=1); without it a user error is one line")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("cluster", help="cluster features: Jaccard distance + DBSCAN -> pseudo labels",
@@ -572,44 +696,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _missing_extra(e: ModuleNotFoundError, command: str) -> int:
-    """An optional dependency of ``hil COMMAND`` is not installed: name the extra, exit status 2."""
+def _missing_extra(e: ModuleNotFoundError, command: str) -> int | None:
+    """An optional dependency of ``hil COMMAND`` is not installed: name the extra, exit status 2
+    (``None`` when the module is not one of an extra's)."""
     from ._extras import extra_for, missing_message
 
     extra = extra_for(e.name)
     if extra is None:
-        raise e
+        return None
     if command == "bench":  # the benchmark scripts' dependencies are all in the bench extra
         extra = "bench"
     print(f"{PROG}: error: {missing_message(e.name, f'{PROG} {command}', extra)}", file=sys.stderr)
     return 2
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        try:
-            return cmd_bench(argv[1:])
-        except CLIError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
-        except ModuleNotFoundError as e:
-            return _missing_extra(e, "bench")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except CLIError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        return _missing_extra(e, args.command)
-    except KeyboardInterrupt:
+def _report(e: BaseException, debug: bool, command: str = "") -> int:
+    """The one place an exception of a command becomes output and an exit status."""
+    from ._dispatch import BackendUnavailable
+
+    if isinstance(e, ModuleNotFoundError):
+        rc = _missing_extra(e, command)
+        if rc is not None:
+            return rc
+    if isinstance(e, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    if isinstance(e, _USER_ERRORS + (BackendUnavailable, MemoryError)):
+        if debug and not isinstance(e, CLIError):
+            traceback.print_exception(e)
+        msg = str(e) or type(e).__name__
+        if isinstance(e, MemoryError):
+            msg = f"out of memory ({msg}); try fewer rows, or a device with more memory"
+        print(f"{PROG}: error: {msg.splitlines()[0] if msg else msg}", file=sys.stderr)
+        return 2
+    from . import __version__
+
+    if debug:
+        traceback.print_exception(e)
+    print(f"{PROG}: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
+          f"{PROG}: this is a bug in hilcore {__version__}, not in your input; please report it to {ISSUE_TRACKER}"
+          + ("" if debug else f"\n{PROG}: run the command again with --debug to print the traceback"),
+          file=sys.stderr)
+    return 1
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug (anywhere before a bench command's own options): tracebacks for every error
+    cut = argv.index("bench") if "bench" in argv else len(argv)
+    debug = "--debug" in argv[:cut] or os.environ.get("HIL_DEBUG", "") not in ("", "0")
+    argv = [a for i, a in enumerate(argv) if not (i < cut and a == "--debug")]
+    try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the central error handler
+        return _report(e, debug, argv[0] if argv else "")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,7 @@ def _check_square(shape, name="dist"):
 
 
 def _check_values(data: torch.Tensor, name="dist"):
-    if not torch.is_floating_point(data):
-        raise TypeError(f"{name}: expected floating-point distances, got {data.dtype}")
-    if data.numel() and bool(torch.isnan(data).any()):
-        raise ValueError(f"{name}: contains NaN distances")
-    if data.numel() and bool((data < 0).any()):
-        raise ValueError(f"{name}: contains negative distances (min {float(data.min())})")
+    _arrays.distance_values(data, name)
 
 
 def _cut(data: torch.Tensor, eps: float) -> torch.Tensor:
@@ -28,51 +23,79 @@ def _cut(data: torch.Tensor, eps: float) -> torch.Tensor:
     The kernels compare in float32; rounding a float64 distance just above eps
     down to float32(eps) would otherwise make it a neighbour.
     """
-    return torch.where(data <= eps, data.to(torch.float32), torch.full_like(data, float("inf"), dtype=torch.float32))
+    return torch.where(data <= eps, data.to(torch.float32), float("inf"))  # a scalar: no nnz-sized inf array
 
 
-def as_rows(dist, eps: float) -> tuple[SparseRows, _arrays.Family]:
-    """Any accepted distance input as CSR rows on its device (dense input keeps entries <= eps)."""
+def _sparse_parts(dist):
+    """``(indptr, indices, data, n, family)`` of any accepted sparse input, structure-checked in O(nnz)
+    before any conversion reads the indices; ``None`` for dense input."""
+    name = "dist"
     if sp.issparse(dist):
         _check_square(dist.shape)
+        n = dist.shape[0]
+        if dist.format in ("csr", "csc"):  # scipy's conversions trust the structure: check it first
+            _arrays.csr_structure(torch.from_numpy(np.asarray(dist.indptr)), torch.from_numpy(np.asarray(dist.indices)),
+                                  len(dist.data), n, name, "column" if dist.format == "csr" else "row")
         csr = sp.csr_matrix(dist)  # copies COO/CSC; CSR input is shared
+        if csr.indices.shape[0] != csr.nnz:  # spare capacity past indptr[-1]
+            csr = sp.csr_matrix((csr.data[:csr.nnz], csr.indices[:csr.nnz], csr.indptr), shape=csr.shape)
         if not csr.has_canonical_format:  # repeated entries are summed, as scipy does, on a copy
             csr = csr.copy()
             csr.sum_duplicates()
         data = torch.from_numpy(np.asarray(csr.data))
-        _check_values(data)
-        rows = SparseRows(torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-                          _cut(data, eps), csr.shape[0])
-        return rows, _arrays.Family("numpy", torch.device("cpu"))
+        return (torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)), data,
+                n, _arrays.Family("numpy", torch.device("cpu")))
     if type(dist).__module__.startswith("cupyx"):
         _check_square(dist.shape)
         csr = dist.tocsr()
+        ip, ix = torch.from_dlpack(csr.indptr).to(torch.int64), torch.from_dlpack(csr.indices).to(torch.int64)
         data = torch.from_dlpack(csr.data)
-        _check_values(data)
-        rows = SparseRows(torch.from_dlpack(csr.indptr).to(torch.int64), torch.from_dlpack(csr.indices).to(torch.int64),
-                          _cut(data, eps), csr.shape[0])
-        return rows, _arrays.Family("cupy", data.device)
-    if isinstance(dist, torch.Tensor) and dist.layout in (torch.sparse_csr, torch.sparse_coo):
+        _arrays.csr_structure(ip, ix, data.numel(), csr.shape[0], name)
+        return ip, ix, data, csr.shape[0], _arrays.Family("cupy", data.device)
+    if isinstance(dist, torch.Tensor) and dist.layout != torch.strided:
         _check_square(dist.shape)
-        t = dist.to_sparse_csr() if dist.layout == torch.sparse_coo else dist
-        data = t.values()
+        t = dist.detach()
+        if t.layout == torch.sparse_coo:
+            if t.sparse_dim() != 2:
+                raise ValueError(f"{name}: expected a 2-D sparse matrix, got {t.sparse_dim()} sparse dimensions")
+            t = t.coalesce()  # sums repeated entries, like scipy
+            ij = t.indices()
+            n = t.shape[0]
+            if ij.numel() and bool(((ij < 0) | (ij >= n)).any()):
+                raise ValueError(f"{name}: a stored COO entry lies outside [0, {n}) x [0, {n}]")
+            t = t.to_sparse_csr()
+        elif t.layout != torch.sparse_csr:
+            raise TypeError(f"{name}: expected a dense, CSR or COO tensor, got layout {t.layout}")
+        ip, ix, data = t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), t.values()
+        _arrays.csr_structure(ip, ix, data.numel(), t.shape[0], name)
+        return ip, ix, data, t.shape[0], _arrays.Family("torch", data.device)
+    return None
+
+
+def as_rows(dist, eps: float, symmetrize=None) -> tuple[SparseRows, _arrays.Family]:
+    """Any accepted distance input as CSR rows on its device (entries <= eps kept, the rest +inf),
+    after checking the structure, the values and the symmetry of the eps-neighbour relation."""
+    name = "dist"
+    parts = _sparse_parts(dist)
+    if parts is not None:
+        ip, ix, data, n, fam = parts
+        data = data[: int(ip[-1])]
+        ix = ix[: int(ip[-1])]
         _check_values(data)
-        rows = SparseRows(t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), _cut(data, eps),
-                          t.shape[0])
-        return rows, _arrays.Family("torch", data.device)
-    t, fam = _arrays.as_tensor(dist, "dist")
-    _check_square(t.shape)
-    _check_values(t)
-    n = t.shape[0]
-    keep = t <= eps
-    counts = keep.sum(dim=1)
-    indptr = torch.zeros(n + 1, dtype=torch.int64, device=t.device)
-    indptr[1:] = torch.cumsum(counts, 0)
-    r, c = torch.nonzero(keep, as_tuple=True)
-    return SparseRows(indptr, c.to(torch.int64), t[r, c].to(torch.float32), n), fam
+    else:
+        t, fam = _arrays.as_tensor(dist, name)
+        t = t.detach()
+        _check_square(t.shape)
+        n = t.shape[0]
+        # blocked scan: values, symmetry and the kept entries, no N x N temporary
+        ip, ix, data = _arrays.dense_distance_rows(t, eps, name, symmetrize)
+        # every kept entry is <= eps in its own dtype, so <= float32(eps) in float32: no cut needed
+        return SparseRows(ip, ix, data.to(torch.float32), n), fam
+    ip, ix, data = _arrays.symmetric_neighbours(ip, ix, data, n, eps, symmetrize, name)
+    return SparseRows(ip, ix, _cut(data, eps), n), fam
 
 
-def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, backend: str = "auto"):
+def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, symmetrize: str | None = None, backend: str = "auto"):
     """DBSCAN on precomputed distances; identical to scikit-learn's
     ``DBSCAN(eps, min_samples=min_samples, metric="precomputed").fit_predict``
     on the dense matrix.
@@ -83,14 +106,25 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, backend: str = "auto
     ``i`` is core when it has ``>= min_samples`` neighbours. Clusters are the
     connected components of core points (union-find over core-core edges),
     numbered in order of their smallest core index; a border point takes the
-    smallest label among its core neighbours; the rest are -1. ``dist`` must be
-    symmetric (the Jaccard distance is).
+    smallest label among its core neighbours; the rest are -1.
+
+    ``dist`` must be symmetric in the sense that decides the result:
+    ``d[i, j] <= eps`` exactly when ``d[j, i] <= eps`` (the Jaccard distance
+    is). Otherwise ``ValueError`` names the first offending pair, unless
+    ``symmetrize`` says how to make it so. The checks (CSR structure: indptr
+    monotone from 0 to nnz, indices in range; no NaN or negative value;
+    symmetry) cost O(nnz); dense input is scanned in row blocks, so no N x N
+    temporary is made.
 
     Args:
         dist: ``[N, N]`` distances: dense (NumPy, torch, CuPy) or sparse
             (``scipy.sparse``, torch sparse CSR/COO, ``cupyx.scipy.sparse``).
         eps: neighbourhood radius (>= 0).
         min_samples: neighbours (self included) that make a core point (>= 1).
+        symmetrize: ``None`` (asymmetric input raises), ``"max"`` (cluster
+            ``max(d, d.T)``: a pair is a neighbour when both directions are within
+            eps; an entry not stored counts as +inf) or ``"min"`` (``min(d, d.T)``:
+            either direction).
         backend: ``"auto"``, ``"torch"``, ``"native"``, ``"cuda"`` or ``"cuml"``.
 
     Returns:
@@ -111,7 +145,7 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, backend: str = "auto
     """
     eps = _arrays.nonneg_float(eps, "eps")
     min_samples = _arrays.positive_int(min_samples, "min_samples")
-    rows, fam = as_rows(dist, eps)
+    rows, fam = as_rows(dist, eps, symmetrize)
     impl = _dispatch.resolve("dbscan", backend, rows.data.device)
     labels = impl(rows.indptr, rows.indices, rows.data, rows.n, eps, min_samples)
     return _arrays.to_family(labels, fam)

@@ -70,7 +70,9 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
     first ``k2`` neighbours, then ``d = 1 - m / (2 - m)`` with
     ``m = sum_t min(V'[i, t], V'[j, t])``. Pairs whose supports do not meet
     have ``d = 1`` and are not stored. Rows are L2-normalised first. When
-    ``k1 > N`` the ranking holds all N rows (k1 is clamped to N, k2 to k1).
+    ``k1 > N`` the ranking holds all N rows (k1 is clamped to N, k2 to k1),
+    for values up to 1000; a larger k1 above N (or k2 above k1) raises
+    ``ValueError`` instead of starting an O(N^3) run.
 
     Args:
         x: ``[N, D]`` features (NumPy, torch CPU/CUDA or CuPy; any float dtype).
@@ -109,8 +111,8 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
     """
     xt, fam = _arrays.features(x, "x")
     n = xt.shape[0]
-    k1 = min(_arrays.positive_int(k1, "k1"), n)
-    k2 = min(_arrays.positive_int(k2, "k2"), k1)
+    k1 = _arrays.ranking_length(k1, "k1", n)
+    k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
     impl = _dispatch.resolve("jaccard_distance", backend, xt.device)
     if info is None:

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from . import _dispatch
+from . import _arrays, _dispatch
 from ._core import DIST_EPS, MARGIN
 from .memory import ClusterMemory, MultiCenterMemory, batch_features
 from .torch_backend.mccl import mccl as mccl_torch  # noqa: F401  (the reference, as before)
@@ -97,7 +96,7 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         raise ValueError("x: expected at least one sample")
     impl = _dispatch.resolve("mccl_loss", backend, bank.device)
     dt = torch.float64 if xt.dtype == torch.float64 and torch.float64 in impl.dtypes else torch.float32
-    xn = F.normalize(xt.to(dt), dim=1)
+    xn = _arrays.unit_rows(xt.to(torch.promote_types(xt.dtype, dt)), "x").to(dt)  # scaled first: no under/overflow
     loss, cstar = impl(xn, bank.to(dt), DIST_EPS, MARGIN)
     loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
     if reduction == "mean":

@@ -84,8 +84,11 @@ def batch_features(x, num_features: int, device: torch.device, name: str = "x") 
         raise ValueError(f"{name}: expected {num_features} feature columns like the memory, got shape {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name}: expected the memory's device ({device}), got {t.device}")
-    if t.numel() and not bool(torch.isfinite(t.detach()).all()):
-        raise ValueError(f"{name}: contains NaN or Inf")
+    if t.numel():
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            k, rows = _arrays._rows_message(bad)
+            raise ValueError(f"{name}: {k} row(s) contain NaN or Inf (first rows: {rows})")
     return t
 
 
@@ -102,11 +105,19 @@ def batch_targets(targets, batch: int, upper: int, device: torch.device, name: s
     return t
 
 
-def _normalize_rows(t: torch.Tensor, name: str) -> torch.Tensor:
-    n = torch.linalg.vector_norm(t, dim=-1, keepdim=True)
-    if bool((n == 0).any()):
-        raise ValueError(f"{name}: contains all-zero vectors, which cannot be L2-normalised")
-    return t / n
+def _normalize_rows(t: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """Unit rows in ``dtype``, normalised in the wider of ``t``'s dtype and ``dtype`` first (so 1e-22 or 1e20 rows, or float64
+    rows beyond the float32 range, stay exact); all-zero rows raise as :func:`hilcore.knn` does."""
+    return _arrays.unit_rows(t.to(torch.promote_types(t.dtype, dtype)), name).to(dtype)
+
+
+def _check_bank_values(t: torch.Tensor, name: str) -> None:
+    if not torch.is_floating_point(t):
+        raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        k, rows = _arrays._rows_message(bad)
+        raise ValueError(f"{name}: {k} row(s) contain NaN or Inf (first rows: {rows})")
 
 
 # ------------------------------------------------------------------ modules
@@ -137,7 +148,7 @@ class _Memory(nn.Module):
 
     def _x(self, x, name="x") -> torch.Tensor:
         t = batch_features(x, self.num_features, self.features.device, name)
-        return F.normalize(t.to(self.features.dtype), dim=1)
+        return _normalize_rows(t, name, self.features.dtype)
 
     @torch.no_grad()
     def update(self, x, targets, *, backend: str = "auto") -> None:
@@ -158,7 +169,7 @@ class _Memory(nn.Module):
             return
         if not self.features.is_contiguous():
             raise ValueError("features: the memory buffer must be contiguous for an in-place update")
-        xt = _normalize_rows(xt.to(bank.dtype), "x").contiguous()
+        xt = _normalize_rows(xt, "x", bank.dtype).contiguous()
         impl(bank, xt, tt, self.momentum)
 
     def forward(self, x, targets):
@@ -201,10 +212,9 @@ class ClusterMemory(_Memory):
         t, _ = _arrays.as_tensor(centers, "centers")
         if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
             raise ValueError(f"centers: expected a non-empty 2-D array [C, D], got shape {tuple(t.shape)}")
-        if not torch.is_floating_point(t) or not bool(torch.isfinite(t).all()):
-            raise ValueError("centers: expected finite floating-point values")
+        _check_bank_values(t, "centers")
         mem = cls(t.shape[1], t.shape[0], temp, momentum, device=t.device, dtype=dtype)
-        mem.features.copy_(_normalize_rows(t.detach().to(dtype), "centers"))
+        mem.features.copy_(_normalize_rows(t.detach(), "centers", dtype))
         return mem
 
     @property
@@ -250,11 +260,10 @@ class MultiCenterMemory(_Memory):
         t, _ = _arrays.as_tensor(multi, "multi")
         if t.dim() != 3 or 0 in t.shape:
             raise ValueError(f"multi: expected a non-empty 3-D array [C, S, D], got shape {tuple(t.shape)}")
-        if not torch.is_floating_point(t) or not bool(torch.isfinite(t).all()):
-            raise ValueError("multi: expected finite floating-point values")
+        _check_bank_values(t, "multi")
         c, s, d = t.shape
         mem = cls(d, c, s, temp, momentum, device=t.device, dtype=dtype)
-        mem.features.copy_(_normalize_rows(t.detach().to(dtype), "multi"))
+        mem.features.copy_(_normalize_rows(t.detach(), "multi", dtype))
         return mem
 
     @property
@@ -382,7 +391,7 @@ def cluster_contrast_loss(x, memory, targets, temp: float | None = None, *, redu
     if xt.shape[0] == 0:
         raise ValueError("x: expected at least one sample")
     y = batch_targets(targets, xt.shape[0], bank.shape[0], bank.device)
-    xn = F.normalize(xt.to(bank.dtype), dim=1)
+    xn = _normalize_rows(xt, "x", bank.dtype)
     if bank.dim() == 2:
         logits = xn @ bank.T / t
     else:

@@ -110,4 +110,5 @@ def test_triton_matches_torch(b, c, s, d):
     np.testing.assert_array_equal(cb.numpy(), ca.numpy())
     torch.testing.assert_close(lb.detach(), la.detach(), rtol=1e-4, atol=1e-5)
     scale = float(xa.grad.abs().max()) + 1e-12
-    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-3, atol=1e-4 * scale)
+    # + 1e-8: with C == 1 the whole gradient is O(MARGIN) = 1e-8, float32 rounding noise of 1 + 1e-8
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-3, atol=1e-4 * scale + 1e-8)

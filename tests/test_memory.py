@@ -121,7 +121,7 @@ def test_bad_constructor_arguments():
         ClusterMemory(8, 3, momentum=1.5)
     with pytest.raises(ValueError, match="temp"):
         ClusterMemory(8, 3, temp=0)
-    with pytest.raises(ValueError, match="all-zero"):
+    with pytest.raises(ValueError, match="all zeros"):
         ClusterMemory.from_centers(torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"\[C, S, D\]"):
         MultiCenterMemory.from_tensor(torch.randn(3, 4))

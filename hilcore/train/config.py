@@ -283,9 +283,54 @@ def validate(cfg: TrainConfig) -> None:
     _positive(cfg.eval.trials, "eval.trials")
     if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):
         raise ValueError(f"config.eval.modes: expected a list of 'all'/'indoor', got {cfg.eval.modes!r}")
+    dev = cfg.run.device
+    if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or (
+            dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ValueError(f"config.run.device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
     if not isinstance(cfg.run.seed, int):
         raise ValueError(f"config.run.seed: expected an integer, got {cfg.run.seed!r}")
     cfg.epoch_config()  # EpochConfig accepts the fields
+
+
+def _yaml12_loader():
+    """A SafeLoader that reads numbers as YAML 1.2's core schema does (``1e-4`` is a float, ``017`` is 17,
+    ``0o17`` is 15, ``1_000`` is a string); everything else as PyYAML's YAML 1.1 SafeLoader."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    num = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    Loader.yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag not in num] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(num[0], re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                 list("-+0123456789"))
+    Loader.add_implicit_resolver(num[1], re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+.0123456789"))
+
+    def to_int(loader, node):
+        v = loader.construct_scalar(node)
+        return int(v[2:], 8) if v.startswith("0o") else int(v[2:], 16) if v.startswith("0x") else int(v, 10)
+
+    def to_float(loader, node):
+        v = loader.construct_scalar(node).lower()
+        if v.lstrip("+-") == ".inf":
+            return float("-inf") if v.startswith("-") else float("inf")
+        return float("nan") if v == ".nan" else float(v)
+
+    Loader.add_constructor(num[0], to_int)
+    Loader.add_constructor(num[1], to_float)
+    return Loader
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` with YAML 1.2 numbers (see :func:`_yaml12_loader`)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 - a SafeLoader subclass
 
 
 def apply_overrides(d: dict, overrides) -> dict:
@@ -300,7 +345,7 @@ def apply_overrides(d: dict, overrides) -> dict:
         if len(parts) != 2 or not all(parts):
             raise ValueError(f"override {item!r}: expected section.key=value (e.g. optim.lr=1e-4)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: the value is not valid YAML ({e})") from None
         sec = d.setdefault(parts[0], {})
@@ -320,7 +365,7 @@ def load_config(path=None, overrides=None) -> TrainConfig:
         if not p.is_file():
             raise FileNotFoundError(f"config: file {p} does not exist")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
+            d = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"config: {p} is not valid YAML ({e})") from None
     apply_overrides(d, overrides)
