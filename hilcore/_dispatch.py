@@ -70,7 +70,8 @@ def _why_not(backend: str, device: torch.device) -> str | None:
             return "hilcore was not compiled with CUDA support (no CUDA compiler at build time)"
         if dev != "cuda":
             return f"the cuda backend needs CUDA tensors, got device {device}"
-        return None
+        from .cuda_backend.driver import driver_problem
+        return driver_problem()
     if backend == "triton":
         if not has_triton():
             return "triton is not installed (pip install triton)"

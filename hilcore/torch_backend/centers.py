@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .._precision import ieee_fp32
+
 _CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
 
 
@@ -59,6 +61,7 @@ class _Buckets:
             pos = torch.where(ar.unsqueeze(0) < sizes[segs].unsqueeze(1), pos, torch.full_like(pos, m))
             self.parts.append((segs, pos.flatten(), xpad[pos]))
 
+    @ieee_fp32()  # IEEE float32 whatever TF32 setting the caller chose
     def dots(self, cen: torch.Tensor) -> torch.Tensor:
         """[M, K] dot of every member with the K centres of its segment (cen [E, K, D])."""
         k = cen.shape[1]

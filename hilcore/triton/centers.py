@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._device import on_device
 from ..torch_backend import centers as _torch_centers
 
 
@@ -107,8 +108,9 @@ def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
         br, bd, warps = 64, max(16, min(128, triton.next_power_of_2(d))), 1
     else:
         br, bd, warps = 32, 128, 4
-    _segment_mean_kernel[(c, triton.cdiv(d, bd))](x, order, starts, sizes, out, d,
-                                                  BLOCK_R=br, BLOCK_D=bd, num_warps=warps)
+    with on_device(x):
+        _segment_mean_kernel[(c, triton.cdiv(d, bd))](x, order, starts, sizes, out, d,
+                                                      BLOCK_R=br, BLOCK_D=bd, num_warps=warps)
     return out
 
 
@@ -129,8 +131,9 @@ def assign(xm: torch.Tensor, seg: torch.Tensor, cen: torch.Tensor) -> torch.Tens
     else:
         bm = max(8, min(64, 4096 // (k_p * 32)))
         bd, warps = 32, 4
-    _assign_kernel[(triton.cdiv(m, bm),)](xm, seg, cen, out, m, k, d,
-                                          BLOCK_M=bm, K_P=k_p, BLOCK_D=bd, num_warps=warps)
+    with on_device(xm):
+        _assign_kernel[(triton.cdiv(m, bm),)](xm, seg, cen, out, m, k, d,
+                                              BLOCK_M=bm, K_P=k_p, BLOCK_D=bd, num_warps=warps)
     return out
 
 

@@ -47,13 +47,13 @@ best keys of all splits: every dropped column is below the merged minimum).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
 
+from .._device import on_device
 from ._tiles import dot_tile, dot_tile_f16
 
 # Largest k served by the kernel; larger k goes to the torch backend.
@@ -175,7 +175,7 @@ def _knn_prep_kernel(a_ptr, ah_ptr, sq_ptr, N, D, DP, stride_a,
         se += tl.sum(e * e, axis=1)
     tl.store(sq_ptr + rows64, sx, mask=row_ok)
     tl.store(sq_ptr + N + rows64, sp, mask=row_ok)
-    tl.store(sq_ptr + 2 * N + rows64, se, mask=row_ok)
+    tl.store(sq_ptr + N + N + rows64, se, mask=row_ok)  # no int32 2 * N
 
 
 # _knn_cand_kernel: the candidate pass of the fp16 path.
@@ -371,7 +371,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
     db = x if y is None else db.contiguous()
     kc = candidates(k)
     use_fp16 = precision != "fp32" and kc <= MAX_KC
-    with _on_device(x):
+    with on_device(x):  # launch on x's GPU whatever the current device is
         if not use_fp16:
             last_stats.clear()
             last_stats.update(precision="fp32", rows=n, uncertified_rows=0)
@@ -393,13 +393,6 @@ last_stats: dict = {}
 def candidates(k: int) -> int:
     """KC, the candidates kept per row by the fp16 pass for ``k`` neighbours."""
     return triton.next_power_of_2(k + max(8, k // 4))
-
-
-def _on_device(x: torch.Tensor):
-    """Launch on x's GPU whatever the current device is (a no-op on CPU)."""
-    if x.device.type == "cuda":
-        return torch.cuda.device(x.device)
-    return contextlib.nullcontext()
 
 
 def _sm_count(x: torch.Tensor, interpret: bool) -> int:
