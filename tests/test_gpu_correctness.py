@@ -99,3 +99,21 @@ def test_setup_sets_the_device(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     assert D.setup("cuda:1") == torch.device("cuda", 1)
     assert calls == [torch.device("cuda", 1)]
+
+
+def test_jaccard_workspace_counts_torch_cached_memory(monkeypatch):
+    """The CUDA Jaccard workspace sees the caching allocator's reserved-but-free blocks."""
+    import hilcore.cuda_backend.jaccard as cj
+
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev=None: 7 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 3 * gib)
+    assert cj.default_workspace(torch.device("cuda", 0)) == (gib + 4 * gib) // 4
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 0)
+    assert cj.default_workspace(torch.device("cuda", 0)) == gib // 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (0, 80 * gib))
+    assert cj.default_workspace(torch.device("cuda", 0)) == 64 << 20
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (100 * gib, 180 * gib))
+    assert cj.default_workspace(torch.device("cuda", 0)) == cj.DEFAULT_WORKSPACE_BYTES
