@@ -43,6 +43,26 @@ def segments(lab: torch.Tensor, clusters: torch.Tensor):
     return mem, seg, starts, sizes
 
 
+def _eligible_segments(lab: torch.Tensor, c: int, k: int):
+    """:func:`segments` of the clusters with more than ``k`` members, with one host sync (E and M).
+
+    Returns ``(mem, seg, starts, sizes, elig)``; ``elig`` the eligible cluster ids, ascending."""
+    dev = lab.device
+    lab_c = torch.where(lab >= 0, lab, c)  # noise -> the extra bin c
+    sizes_all = torch.zeros(c + 1, dtype=torch.int64, device=dev).scatter_add_(0, lab_c, torch.ones_like(lab_c))[:c]
+    ok = sizes_all > k
+    e_n, m = torch.stack([ok.sum(), torch.where(ok, sizes_all, 0).sum()]).tolist()  # the one sync
+    elig = torch.argsort((~ok).to(torch.int8), stable=True)[:e_n]  # eligible ids first, ascending
+    okx = torch.cat([ok, ok.new_zeros(1)])
+    key = torch.where(okx[lab_c], lab_c, c)  # members of eligible clusters by cluster, the rest last
+    mem = torch.argsort(key, stable=True)[:m]  # stable: sample index order within a cluster
+    e_of = torch.cumsum(ok.to(torch.int64), 0) - 1
+    seg = e_of[lab_c[mem]]
+    sizes = sizes_all[elig]
+    starts = torch.cumsum(sizes, 0) - sizes
+    return mem, seg, starts, sizes, elig
+
+
 class _Buckets:
     """Segments padded to the next power of two of their size and stacked per padded size, so
     that member-vs-own-centres products are batched matmuls ([E_b, cap, D] x [E_b, D, K]).
@@ -100,63 +120,61 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     sub = torch.zeros(c, k, d, dtype=torch.float32, device=dev)
     cnt_out = torch.zeros(c, k, dtype=torch.int64, device=dev)
     first_out = torch.full((c, k), n, dtype=torch.int64, device=dev)
-    sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
-    elig = torch.nonzero(sizes_all > k).flatten()
-    e_n = elig.numel()
+    mem, seg, starts, sizes, elig = _eligible_segments(lab, c, k)
+    e_n, m = elig.numel(), mem.numel()
     if e_n == 0:
         return sub, cnt_out, first_out
-    mem, seg, starts, sizes = segments(lab, elig)
-    m = mem.numel()
     xm = x[mem]
     xx = (xm * xm).sum(1)
     buckets = _Buckets(xm, starts, sizes) if assign is None else None
-    ue = u.to(dev)[elig].permute(1, 0, 2)  # [R, E, k]
+    ue = u.to(dev)[elig].permute(2, 1, 0).contiguous()  # [k, R, E]: step t's draws are ue[t]
     sizes_f = sizes.to(torch.float64)
     ends = starts + sizes - 1
     runs = torch.arange(r_runs, device=dev)
     segv = (runs.unsqueeze(1) * e_n + seg.unsqueeze(0))  # [R, M] virtual segment of every (run, member)
+    segv_flat = segv.reshape(-1)
+    segvk = segv * k
+    ones = torch.ones_like(segv_flat)
     n_v = r_runs * e_n
+    # member position floor(u * n) clamped into the segment, for every draw: [k, R, E]
+    pick = starts + torch.minimum(torch.floor(ue * sizes_f).to(torch.int64), sizes - 1)
+    b_idx = (starts - 1).clamp(min=0)
+    b_mask = (starts > 0).to(torch.float64)
 
-    def pick_uniform(uu):  # [R, E] member position floor(u * n), clamped into the segment
-        return starts + torch.minimum(torch.floor(uu * sizes_f).to(torch.int64), sizes - 1)
-
-    def assign_step(cen, want_score=False):  # cen [R, E, k, D] -> a [R, M] (and its score |c|^2 - 2 x.c)
-        if assign is not None:
-            out = assign(xm, segv.reshape(-1), cen.reshape(n_v, -1, d), runs=r_runs, score=want_score)
-            return (out[0].view(r_runs, m), out[1].view(r_runs, m)) if want_score else out.view(r_runs, m)
+    def assign_step(cen, want_score=False):  # cen [R, E, kk, D] -> a [R, M] (and its score |c|^2 - 2 x.c)
         kk = cen.shape[2]
-        cc = (cen * cen).sum(3)  # [R, E, k]
+        if assign is not None:
+            out = assign(xm, segv_flat, cen.reshape(n_v, kk, d), runs=r_runs, score=want_score)
+            return (out[0].view(r_runs, m), out[1].view(r_runs, m)) if want_score else out.view(r_runs, m)
+        cc = (cen * cen).sum(3)  # [R, E, kk]
         dots = buckets.dots(cen.permute(1, 0, 2, 3).reshape(e_n, r_runs * kk, d)).view(m, r_runs, kk)
-        score = cc[:, seg].permute(1, 0, 2) - 2 * dots  # [M, R, k]
+        score = cc[:, seg].permute(1, 0, 2) - 2 * dots  # [M, R, kk]
         a = torch.argmin(score, dim=2).t()  # first minimum: ties go to the lower sub-cluster
         if want_score:
             return a, torch.gather(score, 2, a.t().unsqueeze(2)).squeeze(2).t()
         return a
 
-    # k-means++ seeding, all runs at once
-    cen = torch.empty(r_runs, e_n, k, d, dtype=torch.float32, device=dev)
-    cen[:, :, 0] = xm[pick_uniform(ue[:, :, 0])]
+    # k-means++ seeding, all runs at once; seeds[t] [R, E, D] is step t's seed of every (run, segment)
+    seeds = torch.empty(k, r_runs, e_n, d, dtype=torch.float32, device=dev)
+    torch.index_select(xm, 0, pick[0].reshape(-1), out=seeds[0].view(n_v, d))
     mind2 = torch.full((r_runs, m), float("inf"), dtype=torch.float32, device=dev)
     for t in range(1, k):
         # squared distance to the newest seed: |x|^2 + (|c|^2 - 2 x.c), one centre per segment
-        _, sc = assign_step(cen[:, :, t - 1:t], want_score=True)  # [R, M]
-        d2 = torch.clamp(xx.unsqueeze(0) + sc, min=0)
-        mind2 = torch.minimum(mind2, d2)
-        cs = torch.cumsum(mind2.to(torch.float64), 1)  # [R, M]
-        before = torch.where(starts > 0, cs[:, (starts - 1).clamp(min=0)], torch.zeros_like(sizes_f))
+        _, sc = assign_step(seeds[t - 1].unsqueeze(2), want_score=True)  # [R, M]
+        torch.minimum(mind2, (sc + xx).clamp_(min=0), out=mind2)
+        cs = torch.cumsum(mind2, 1, dtype=torch.float64)  # [R, M]
+        before = cs[:, b_idx] * b_mask
         total = cs[:, ends] - before
-        target = before + ue[:, :, t] * total
-        pos = torch.searchsorted(cs, target, right=True)  # first member with cumsum > target
-        pos = torch.minimum(torch.maximum(pos, starts), ends)
-        pos = torch.where(total > 0, pos, pick_uniform(ue[:, :, t]))
-        cen[:, :, t] = xm[pos]
+        pos = torch.searchsorted(cs, before + ue[t] * total, right=True)  # first member with cumsum > target
+        pos = torch.where(total > 0, torch.clamp(pos, min=starts, max=ends), pick[t])
+        torch.index_select(xm, 0, pos.reshape(-1), out=seeds[t].view(n_v, d))
+    cen = seeds.permute(1, 2, 0, 3).contiguous()  # [R, E, k, D]
 
     def update(a, cen):
-        key = segv * k + a  # [R, M] in [0, R*E*k)
-        cnt = torch.zeros(n_v * k, dtype=torch.int64, device=dev).scatter_add_(0, key.reshape(-1),
-                                                                             torch.ones_like(key).reshape(-1))
+        key = segvk + a  # [R, M] in [0, R*E*k)
+        cnt = torch.zeros(n_v * k, dtype=torch.int64, device=dev).scatter_add_(0, key.view(-1), ones)
         if seg_mean is not None:
-            order = torch.argsort(key.reshape(-1), stable=True) % m  # members in index order within a key
+            order = torch.argsort(key.view(-1), stable=True) % m  # members in index order within a key
             new = seg_mean(xm, order, torch.cumsum(cnt, 0) - cnt, cnt)
         else:
             sums = torch.zeros(r_runs, e_n * k, d, dtype=torch.float64, device=dev)
@@ -164,8 +182,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
             for r in range(r_runs):  # CPU / torch fallback: no R-fold copy of the members
                 sums[r].index_add_(0, key[r] - r * e_n * k, x64)
             new = (sums.view(n_v * k, d) / cnt.clamp(min=1).unsqueeze(1).to(torch.float64)).to(torch.float32)
-        new = new.view(r_runs, e_n, k, d)
-        return torch.where((cnt > 0).view(r_runs, e_n, k, 1), new, cen)
+        return torch.where((cnt > 0).view(r_runs, e_n, k, 1), new.view(r_runs, e_n, k, d), cen)
 
     # Lloyd steps of all runs together; a converged run is a fixed point
     prev = None
@@ -176,7 +193,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
         cen = update(a, cen)
         prev = a
     a, sc = assign_step(cen, want_score=True)
-    key = segv * k + a
+    key = segvk + a
     d2 = torch.clamp(xx.unsqueeze(0) + sc, min=0).to(torch.float64)
     inertia = torch.zeros(n_v, dtype=torch.float64, device=dev).index_add_(0, segv.reshape(-1), d2.reshape(-1))
     cnt = torch.zeros(n_v * k, dtype=torch.int64, device=dev).scatter_add_(0, key.reshape(-1),

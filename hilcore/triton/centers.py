@@ -102,9 +102,9 @@ def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
     """[C, D] float32 mean of the rows of each cluster (float64 sums); ``lab`` validated, ids 0..C-1 all used."""
     x = x.contiguous()
     n, d = x.shape
-    keep = torch.nonzero(lab >= 0).flatten()
-    order = keep[torch.sort(lab[keep], stable=True).indices].contiguous()
-    sizes = torch.bincount(lab[keep], minlength=c)
+    lab_c = torch.where(lab >= 0, lab, c)  # noise sorts last and is never read: no host sync
+    order = torch.argsort(lab_c, stable=True).contiguous()
+    sizes = torch.zeros(c + 1, dtype=torch.int64, device=x.device).scatter_add_(0, lab_c, torch.ones_like(lab_c))[:c]
     starts = (torch.cumsum(sizes, 0) - sizes).contiguous()
     out = torch.empty(c, d, dtype=torch.float32, device=x.device)
     if _interpreting():
@@ -130,7 +130,7 @@ def assign(xm: torch.Tensor, seg: torch.Tensor, cen: torch.Tensor, runs: int = 1
     m = mx * runs
     k = cen.shape[1]
     out = torch.empty(m, dtype=torch.int64, device=xm.device)
-    sc = torch.empty(m if score else 1, dtype=torch.float32, device=xm.device)
+    sc = torch.empty(m, dtype=torch.float32, device=xm.device) if score else out  # not written unless score
     if m == 0:
         return (out, sc) if score else out
     k_p = max(2, triton.next_power_of_2(k))
