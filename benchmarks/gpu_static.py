@@ -100,7 +100,8 @@ def triton_specs(d: int) -> list[dict]:
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
     k_p = max(2, triton.next_power_of_2(N_SUB))
     add("assign", tcen._assign_kernel, {"seg_ptr": "*i64", "a_ptr": "*i64"},
-        dict(BLOCK_M=max(8, min(64, 4096 // (k_p * 32))), K_P=k_p, BLOCK_D=32), dict(num_warps=4), divisible=("D",))
+        dict(BLOCK_M=max(8, min(64, 4096 // (k_p * 32))), K_P=k_p, BLOCK_D=32, SCORE=False), dict(num_warps=4),
+        divisible=("D",))
     # MCCL forward / backward, memory update, BRST scan
     s = 1 + N_SUB
     bb, s_p, bd, bo, w = tmccl._blocks(s, d, False)
