@@ -2,7 +2,7 @@
 
 This is the algorithm that cluster-contrast ReID pipelines run once per
 modality per epoch (``compute_jaccard_distance`` followed by scikit-learn
-DBSCAN), written here from the description in DESIGN.md with the same data
+DBSCAN), written here from the description in docs/design.md with the same data
 layout and the same costs:
 
 1. flat exact kNN: blocked ``x @ x.T`` and a full argsort per row, keeping

@@ -35,22 +35,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def make_features(n_rgb, n_ir, dim, n_ids, seed=0):
-    """Two modalities with shared identity centres."""
-    try:
-        from hilcore.synthetic import reid_features
+    """Two modalities with shared identity centres (:mod:`hilcore.synthetic`, the one generator)."""
+    from hilcore.synthetic import reid_features
 
-        xr, _, _ = reid_features(n_ids, n=n_rgb, dim=dim, seed=seed)
-        xi, _, _ = reid_features(n_ids, n=n_ir, dim=dim, seed=seed, camera_bias=0.4)
-        return xr, xi
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        centres = rng.standard_normal((n_ids, dim)).astype(np.float32)
-        out = []
-        for n in (n_rgb, n_ir):
-            ids = rng.integers(0, n_ids, n)
-            x = centres[ids] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
-            out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
-        return out[0], out[1]
+    xr, _, _ = reid_features(n_ids, n=n_rgb, dim=dim, seed=seed)
+    xi, _, _ = reid_features(n_ids, n=n_ir, dim=dim, seed=seed, camera_bias=0.4)
+    return xr, xi
 
 
 def main(argv=None) -> int:
@@ -81,7 +71,8 @@ def main(argv=None) -> int:
     t_hil = statistics.median(t for t, _ in runs)
     out = runs[-1][1]
     result = dict(machine=machine_info(args.device), quick=args.quick, n_rgb=n_rgb, n_ir=n_ir, dim=dim,
-                  config=vars(cfg), hilcore_s=t_hil, hilcore_stages=out.timings, counts=out.counts)
+                  config=vars(cfg), hilcore_s=t_hil, hilcore_stages=out.timings, backends=out.backends,
+                  counts=out.counts)
     ok = True
     if not args.skip_loop:
         from benchmarks.loop_reference import loop_epoch

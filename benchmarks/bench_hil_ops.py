@@ -44,16 +44,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _features(n_ids, n, dim, seed, **kw):
-    try:
-        from hilcore.synthetic import reid_features
-    except ImportError:  # fallback generator: identity centre + noise
-        rng = np.random.default_rng(seed)
-        ids = rng.integers(0, n_ids, n)
-        c = rng.standard_normal((n_ids, dim)).astype(np.float32)
-        x = c[ids] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True), ids
+    from hilcore.synthetic import reid_features
+
     x, ids, _ = reid_features(n_ids, n=n, dim=dim, seed=seed, **kw)
     return x, ids
+
+
+def _ran(op: str, device: str, backend: str = "auto") -> str:
+    """The label of what ``op`` runs with ``backend`` on ``device`` (from the registry, as the op resolves it)."""
+    return hilcore._dispatch.resolve(op, backend, torch.device(device)).label
 
 
 def _sync(device):
@@ -88,7 +87,9 @@ def bench_subcluster(p, device, repeats):
     multi10 = subcluster(xt, lt, p["n_sub"], 0.9, seed=0, n_init=10).cpu().numpy()
     ine_hil10 = ref.subcluster_inertia(x, labels, ref.sub_centres_from_multi(multi10, 0.9))
     t_hil = _time(lambda: subcluster(xt, lt, p["n_sub"], 0.9, seed=0), repeats, device)
-    return dict(op="subcluster", params=p, check="inertia <= 1.05x sklearn", ok=bool(ok),
+    sub = hilcore._dispatch.resolve("subcluster", "auto", torch.device(device))
+    ran = f"centers={sub.part('centers').label}, kmeans={sub.part('kmeans').label}"
+    return dict(op="subcluster", backend=ran, params=p, check="inertia <= 1.05x sklearn", ok=bool(ok),
                 inertia_hilcore=ine_hil, inertia_sklearn=ine_ref, inertia_ratio=ine_hil / ine_ref,
                 inertia_ratio_n_init10=ine_hil10 / ine_ref,
                 loop_s=t_loop, hilcore_s=t_hil, speedup=t_loop / t_hil)
@@ -107,7 +108,7 @@ def bench_memory(p, device, repeats, multi):
     want = make().features.clone()
     ref.loop_memory_update(want, x.to(device), y, 0.1)
     rows = []
-    for backend in [b for b in ("torch", "native") if b in hilcore.backends(device)]:
+    for backend in hilcore.capabilities(device)["memory.update"]:
         mem = make()
         mem.update(x.to(device), y.to(device), backend=backend)
         ok = torch.allclose(mem.features, want, atol=1e-5)
@@ -136,7 +137,8 @@ def bench_brst(p, device, repeats):
     ok = (np.array_equal(np.asarray(m.labels_rgb.cpu()), sr) and np.array_equal(np.asarray(m.labels_ir.cpu()), si)
           and np.array_equal(np.asarray(m.pairs.cpu()), pairs) and m.n_shared == n_shared)
     t_hil = _time(lambda: bidirectional_match(xrt, lrt, xit, lit, 0.5, "both"), repeats, device)
-    return dict(op="brst_both", params=p, check="identical shared labels and pairs", ok=bool(ok),
+    return dict(op="brst_both", backend=_ran("bidirectional_match", device), params=p,
+                check="identical shared labels and pairs", ok=bool(ok),
                 pairs=int(len(pairs)), loop_s=t_loop, hilcore_s=t_hil, speedup=t_loop / t_hil)
 
 
@@ -166,8 +168,8 @@ def bench_mccl(p, device, repeats):
               and torch.allclose(xa.grad, xb.grad, rtol=1e-3, atol=1e-4 * float(xa.grad.abs().max())))
     t_loop = _time(run_loop, max(1, repeats // 2), device)
     t_hil = _time(run_hil, repeats, device)
-    backend = hilcore._dispatch.resolve("mccl_loss", "auto", torch.device(device), ("torch", "triton"))
-    return dict(op="mccl_fwd_bwd", backend=backend, params=p, check="loss and x.grad allclose to the loop",
+    return dict(op="mccl_fwd_bwd", backend=_ran("mccl_loss", device), params=p,
+                check="loss and x.grad allclose to the loop",
                 ok=ok, loop_s=t_loop, hilcore_s=t_hil, speedup=t_loop / t_hil)
 
 
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
     print(f"# HIL ops on {info['device_name']} ({args.device}){' [quick]' if q else ''}")
     print(f"{'op':22s} {'backend':8s} {'check':5s} {'loop s':>10s} {'hilcore s':>10s} {'speedup':>9s}")
     for r in rows:
-        print(f"{r['op']:22s} {r.get('backend', 'auto'):8s} {'ok' if r['ok'] else 'FAIL':5s} "
+        print(f"{r['op']:22s} {r['backend']:8s} {'ok' if r['ok'] else 'FAIL':5s} "
               f"{r['loop_s']:10.4f} {r['hilcore_s']:10.4f} {r['speedup']:8.1f}x")
     out = Path(args.out) if args.out else RESULTS / (
         f"hil_ops_{args.device.split(':')[0]}_{slug(info['device_name'])}{'_quick' if q else ''}.json")

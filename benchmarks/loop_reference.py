@@ -14,7 +14,7 @@ loss, with the same data layout and the same costs:
 - the whole epoch step: :func:`benchmarks.baseline.baseline_cluster` (dense
   Jaccard + scikit-learn DBSCAN) per modality, then the loops above.
 
-Semantics follow DESIGN.md and hilcore's documented choices (slot layout,
+Semantics follow docs/design.md and hilcore's documented choices (slot layout,
 shared-label numbering of ``bidirectional_match``), so results are comparable.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def loop_centers(x, labels) -> np.ndarray:
 def loop_subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, seed: int = 0, n_init: int = 10):
     """``(multi [C, 1 + n_sub, D], sub_centres list)``: per-cluster scikit-learn KMeans(n_init=10).
 
-    Slot layout of DESIGN.md step 4 (slot 0 = centre, slot s = w*centre + (1-w)*sub_s,
+    Slot layout of docs/design.md step 4 (slot 0 = centre, slot s = w*centre + (1-w)*sub_s,
     sub-centres sorted by size descending); clusters with <= n_sub members repeat the centre
     (their entry in ``sub_centres`` is None).
     """

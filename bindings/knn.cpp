@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common.h"
+#include "cpu/cpu_features.h"
 #include "cpu/knn_cpu.h"
 
 namespace hilcore_bindings {
@@ -231,9 +232,43 @@ py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py:
   return py::int_(ncert);
 }
 
+py::dict cpu_features() {
+  const hilcore::CpuFeatures f = hilcore::cpu_features();
+  py::dict d;
+  d["arch"] = f.arch;
+  d["avx2"] = f.avx2;
+  d["fma"] = f.fma;
+  d["avx512f"] = f.avx512f;
+  d["avx512bw"] = f.avx512bw;
+  d["avx512vnni"] = f.avx512vnni;
+  d["avxvnni"] = f.avxvnni;
+  py::list paths;
+  for (const char* p : {"avx2", "scalar"})
+    if (hilcore::knn_cpu_path_available(p)) paths.append(p);
+  d["knn_paths"] = paths;
+  d["knn_path"] = hilcore::knn_cpu_path();
+  return d;
+}
+
+void knn_set_cpu_path(const std::string& name) {
+  const int status = hilcore::knn_set_cpu_path(name.c_str());
+  if (status == 1) throw py::value_error("name: expected 'auto', 'avx2' or 'scalar', got '" + name + "'");
+  if (status == 2)
+    throw py::value_error("name: the '" + name + "' kNN path is not available on this build and CPU (" +
+                          std::string(hilcore::cpu_features().arch) + ")");
+}
+
 }  // namespace
 
 void register_knn(py::module_& m) {
+  m.def("cpu_features", &cpu_features,
+        "The CPU's features as the kernels see them (arch, avx2, fma, avx512f, avx512bw, avx512vnni, avxvnni), "
+        "the kNN row-kernel paths this build and CPU can run (knn_paths) and the one in use (knn_path).");
+  m.def("knn_cpu_path", []() { return std::string(hilcore::knn_cpu_path()); },
+        "The kNN row kernels in use: 'avx2' or 'scalar'.");
+  m.def("knn_set_cpu_path", &knn_set_cpu_path, py::arg("name"),
+        "Select the kNN row kernels: 'auto' (the fastest this CPU runs), 'avx2' or 'scalar' (for tests and "
+        "benchmarks; every path returns the same bits).");
   m.def("knn_topk_merge", &knn_topk_merge, py::arg("S"), py::arg("row0"), py::arg("col0"), py::arg("best_sim"),
         py::arg("best_idx"), py::arg("self_search"),
         "Merge the similarity tile S [b, c] (rows row0.., columns col0..) into the sorted top-k lists "

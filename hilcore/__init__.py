@@ -4,7 +4,7 @@
 >>> d = hilcore.jaccard_distance(features, k1=30, k2=6, max_distance=0.6)
 >>> labels = hilcore.dbscan(d, eps=0.6, min_samples=4)
 """
-from ._dispatch import BackendUnavailable, backends, has_cuda
+from ._dispatch import BackendUnavailable, backends, capabilities, has_cuda
 from .brst import MatchResult, bidirectional_match, brst
 from .centers import cluster_centers, subcluster
 from .dbscan import dbscan
@@ -18,6 +18,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable", "ClusterMemory", "EpochClusters", "EpochConfig", "InstanceMemory", "MatchResult",
-    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "cluster_centers", "cluster_contrast_loss",
-    "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss", "subcluster", "__version__",
+    "MultiCenterMemory", "backends", "bidirectional_match", "brst", "capabilities", "cluster_centers",
+    "cluster_contrast_loss", "cluster_epoch", "dbscan", "has_cuda", "jaccard_distance", "knn", "mccl_loss",
+    "subcluster", "__version__",
 ]
+
+
+# Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
+# ``import hilcore``), so ``import hilcore`` pays nothing for them.
+_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "eval", "faiss_backend", "native_backend",
+                    "ref", "splits", "synthetic", "torch_backend", "train", "triton")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -1,38 +1,63 @@
-"""The one dispatch point: which backend runs an op on which device.
+"""The backend registry: the one place that says which implementation runs an op.
 
-``backend="auto"`` picks the fastest backend that can run on the input's
-device and may fall back; a backend named explicitly that cannot run raises
-:class:`BackendUnavailable` with the reason.
+Every backend package registers, when it is imported, what it implements:
+``register(op, backend, devices=..., dtypes=..., impl="module:function")`` for
+a kernel, or ``parts={...}`` for a pipeline made of other ops (the Jaccard
+distance is a kNN and the k-reciprocal stages). :func:`resolve` turns
+``(op, backend, device)`` into an :class:`Impl`, or raises
+:class:`BackendUnavailable` naming why; ``backend="auto"`` takes the first
+backend of :data:`AUTO_ORDER` that can run on the device. An :class:`Impl`
+knows what it is made of, so results can say truthfully what ran
+(``Impl.label``, e.g. ``"knn=triton, stages=cuda"``).
+
+The backends and the package that registers each are listed in
+:data:`BACKENDS`; they are imported lazily (``importlib``) the first time the
+registry is asked, so this module depends on none of them and an
+implementation's module (and e.g. triton) is imported only when it is resolved.
+See docs/design.md, "The registry".
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
-ALL_BACKENDS = ("torch", "native", "cuda", "triton", "cuml", "faiss")
+#: backend name -> the module that registers its implementations.
+BACKENDS = {
+    "torch": "hilcore.torch_backend",
+    "native": "hilcore.native_backend",
+    "cuda": "hilcore.cuda_backend",
+    "triton": "hilcore.triton",
+    "cuml": "hilcore.cuml_backend",
+    "faiss": "hilcore.faiss_backend",
+}
+ALL_BACKENDS = tuple(BACKENDS)
 
-# Preference order for "auto", per device type. Each op lists what it implements.
-_AUTO_ORDER = {
+#: Preference order of ``backend="auto"``, per device type (torch, which runs anywhere, comes last).
+AUTO_ORDER = {
     "cpu": ("native", "torch"),
     "cuda": ("cuda", "triton", "torch"),
 }
 
 
 class BackendUnavailable(RuntimeError):
-    """An explicitly requested backend cannot run here."""
+    """An explicitly requested backend cannot run here (the message says why)."""
 
 
+# ------------------------------------------------------------------ what is installed
 @functools.lru_cache(maxsize=None)
 def native_module():
     """The compiled extension, or None when the package was not built."""
     try:
-        from . import _native  # type: ignore[attr-defined]
+        return importlib.import_module("hilcore._native")
     except ImportError:
         return None
-    return _native
 
 
 def has_native() -> bool:
@@ -54,8 +79,32 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def cuda_version_problem(driver: int, built: int) -> str | None:
+    """Why the CUDA kernels cannot run for these versions (1000 * major + 10 * minor), or None."""
+    def fmt(v):
+        return f"{v // 1000}.{(v % 1000) // 10}"
+    if driver < 0:
+        return "the CUDA driver version could not be queried (cudaDriverGetVersion failed)"
+    if driver == 0:
+        return "no CUDA driver is installed"
+    if driver < built:
+        return (f"the CUDA driver supports CUDA {fmt(driver)}, older than the CUDA {fmt(built)} toolkit hilcore "
+                f"was built with: update the driver or rebuild hilcore with an older toolkit")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_driver_problem() -> str | None:
+    """None when this build's CUDA kernels can run on this machine's driver (cudaDriverGetVersion
+    against the CUDART_VERSION compiled in), else why not: the cuda backend is then unavailable."""
+    mod = native_module()
+    if mod is None or not hasattr(mod, "cuda_versions"):
+        return None  # no CUDA kernels in this build: has_cuda() already says so
+    return cuda_version_problem(*mod.cuda_versions())
+
+
 def _why_not(backend: str, device: torch.device) -> str | None:
-    """None when ``backend`` can run on ``device``, else the reason it cannot."""
+    """None when ``backend`` is installed and can run on ``device``, else the reason it cannot."""
     dev = device.type
     if backend == "torch":
         return None
@@ -70,8 +119,7 @@ def _why_not(backend: str, device: torch.device) -> str | None:
             return "hilcore was not compiled with CUDA support (no CUDA compiler at build time)"
         if dev != "cuda":
             return f"the cuda backend needs CUDA tensors, got device {device}"
-        from .cuda_backend.driver import driver_problem
-        return driver_problem()
+        return cuda_driver_problem()
     if backend == "triton":
         if not has_triton():
             return "triton is not installed (pip install triton)"
@@ -91,42 +139,235 @@ def _why_not(backend: str, device: torch.device) -> str | None:
     return f"unknown backend {backend!r}; expected one of {('auto',) + ALL_BACKENDS}"
 
 
-# Where each backend keeps its implementation of an op module ``hilcore.<package>.<op>``.
-_PACKAGES = {"torch": "torch_backend", "native": "native_backend", "triton": "triton", "cuda": "cuda_backend"}
+# ------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class Capability:
+    """What one backend registered for one op.
 
-
-def impl(op_module: str, backend: str, attr: str | None = None):
-    """The module (or its ``attr``) implementing ``op_module`` (e.g. ``"centers"``) for ``backend``."""
-    import importlib
-
-    mod = importlib.import_module(f"hilcore.{_PACKAGES[backend]}.{op_module}")
-    return mod if attr is None else getattr(mod, attr)
-
-
-def resolve(op: str, backend: str, device: torch.device, implemented: tuple[str, ...]) -> str:
-    """Pick the backend for ``op`` on ``device``.
-
-    ``implemented`` lists the backends that have an implementation of ``op``.
+    ``devices``: device types it runs on; ``dtypes``: the float dtypes it
+    computes in (other inputs are converted by the op); ``parts``: for a
+    pipeline, each part's op and the backends tried for it, in order.
     """
-    if not isinstance(backend, str):
-        raise TypeError(f"backend: expected a string, got {type(backend).__name__}")
-    if backend == "auto":
-        for cand in _AUTO_ORDER.get(device.type, ("torch",)):
-            if cand in implemented and _why_not(cand, device) is None:
-                return cand
-        return "torch"
-    if backend not in ALL_BACKENDS:
-        raise ValueError(f"backend: expected one of {('auto',) + ALL_BACKENDS}, got {backend!r}")
-    if backend not in implemented:
-        raise BackendUnavailable(f"{op}: backend {backend!r} is not implemented for this op "
-                                 f"(available: {implemented})")
-    why = _why_not(backend, device)
+
+    op: str
+    backend: str
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    impl: str | None = None
+    parts: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    note: str = ""
+
+    def why_not(self, device) -> str | None:
+        """None when this implementation can run on ``device`` here, else the reason."""
+        return _entry_why_not(self, torch.device(device))
+
+    def available(self, device) -> bool:
+        return self.why_not(device) is None
+
+
+_TABLE: dict[tuple[str, str], Capability] = {}
+_LOADED = False
+_LOAD_LOCK = threading.RLock()
+
+
+def register(op: str, backend: str, *, devices: tuple[str, ...], dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+             impl: str | None = None, parts: dict[str, tuple[str, tuple[str, ...]]] | None = None,
+             note: str = "") -> None:
+    """Declare that ``backend`` implements ``op``.
+
+    Args:
+        op: the op's registry name (``"knn"``, ``"jaccard.stages"``, ...).
+        backend: one of :data:`BACKENDS`.
+        devices: device types (``"cpu"``, ``"cuda"``) it runs on.
+        dtypes: float dtypes it computes in.
+        impl: ``"package.module:function"``, imported when first resolved.
+        parts: for a pipeline instead of ``impl``: ``{part: (op, (backend, ...))}``;
+            each part runs the first of its backends that can run on the device. A
+            pipeline of one part is callable: it is that part under this backend's
+            name, and its label says what runs.
+        note: one line for :func:`capabilities` readers.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {ALL_BACKENDS}, got {backend!r}")
+    if (impl is None) == (parts is None):
+        raise ValueError(f"register({op!r}, {backend!r}): give exactly one of impl and parts")
+    p = tuple((name, sub_op, tuple(cands)) for name, (sub_op, cands) in (parts or {}).items())
+    _TABLE[(op, backend)] = Capability(op, backend, tuple(devices), tuple(dtypes), impl, p, note)
+
+
+def _load() -> None:
+    """Import every backend's registering module once (lazily: this module imports none of them)."""
+    global _LOADED
+    if _LOADED:
+        return
+    with _LOAD_LOCK:  # another thread sees the table only once it is complete
+        if not _LOADED:
+            for mod in BACKENDS.values():
+                importlib.import_module(mod)
+            _LOADED = True
+
+
+def _entry(op: str, backend: str) -> Capability | None:
+    _load()
+    return _TABLE.get((op, backend))
+
+
+def implemented(op: str) -> tuple[str, ...]:
+    """The backends that registered ``op`` (whether or not they can run here), in :data:`BACKENDS` order."""
+    _load()
+    if not any(o == op for o, _ in _TABLE):
+        raise KeyError(f"op: no backend registered {op!r}; known ops: {sorted({o for o, _ in _TABLE})}")
+    return tuple(b for b in ALL_BACKENDS if (op, b) in _TABLE)
+
+
+def implements(op: str, backend: str) -> bool:
+    """True when ``backend`` registered ``op`` (``"auto"`` counts as implemented by every op)."""
+    return backend == "auto" or _entry(op, backend) is not None
+
+
+def _entry_why_not(cap: Capability, device: torch.device) -> str | None:
+    if device.type not in cap.devices:
+        return f"the {cap.backend} implementation of {cap.op} runs on {'/'.join(cap.devices)} tensors, got {device}"
+    why = _why_not(cap.backend, device)
     if why is not None:
-        raise BackendUnavailable(f"{op}: backend {backend!r} cannot run: {why}")
+        return why
+    for name, sub_op, cands in cap.parts:
+        reasons = []
+        for b in cands:
+            sub = _entry(sub_op, b)
+            r = f"{sub_op} has no {b} implementation" if sub is None else _entry_why_not(sub, device)
+            if r is None:
+                break
+            reasons.append(f"{b}: {r}")
+        else:
+            return f"its {name} part cannot run ({'; '.join(reasons)})"
+    return None
+
+
+# ------------------------------------------------------------------ resolution
+@dataclass(frozen=True)
+class Impl:
+    """A resolved implementation: call it, or read what it is made of.
+
+    ``backend``: the backend whose registration was chosen; ``parts``: for a
+    pipeline, the resolved part of each name; ``label``: what runs, e.g.
+    ``"native"`` or ``"knn=triton, stages=cuda"``.
+    """
+
+    op: str
+    backend: str
+    dtypes: tuple[torch.dtype, ...]
+    fn: Callable[..., Any] | None = None
+    parts: tuple[tuple[str, "Impl"], ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        if not self.parts:
+            return self.backend
+        return ", ".join(f"{name}={p.label}" for name, p in self.parts)
+
+    def part(self, name: str) -> "Impl":
+        for n, p in self.parts:
+            if n == name:
+                return p
+        raise KeyError(f"{self.op}: no part {name!r} (parts: {[n for n, _ in self.parts]})")
+
+    def __call__(self, *args, **kwargs):
+        if self.fn is None:
+            raise TypeError(f"{self.op} ({self.label}) is a pipeline of several parts: call its parts")
+        return self.fn(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _function(path: str):
+    mod, _, attr = path.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def _build(cap: Capability, device: torch.device) -> Impl:
+    if not cap.parts:
+        return Impl(cap.op, cap.backend, cap.dtypes, _function(cap.impl))
+    parts = []
+    for name, sub_op, cands in cap.parts:
+        for b in cands:
+            sub = _entry(sub_op, b)
+            if sub is not None and _entry_why_not(sub, device) is None:
+                parts.append((name, _build(sub, device)))
+                break
+    # a pipeline of one part is that part under another name (e.g. the cuda kNN is Triton's): callable
+    fn = parts[0][1].fn if len(parts) == 1 else None
+    return Impl(cap.op, cap.backend, cap.dtypes, fn, tuple(parts))
+
+
+def check_backend(backend, name: str = "backend") -> str:
+    """``backend`` as a known backend name (or ``"auto"``); TypeError / ValueError otherwise."""
+    if not isinstance(backend, str):
+        raise TypeError(f"{name}: expected a string, got {type(backend).__name__}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{name}: expected one of {('auto',) + ALL_BACKENDS}, got {backend!r}")
     return backend
 
 
+def resolve(op: str, backend: str, device, *, name: str | None = None) -> Impl:
+    """The implementation of ``op`` for ``backend`` on ``device``.
+
+    ``"auto"`` takes the first backend of :data:`AUTO_ORDER` that registered the
+    op and can run on the device (torch, which runs anywhere, last). A backend
+    named explicitly that did not register the op, or cannot run here, raises
+    :class:`BackendUnavailable` with the reason; an unknown name raises ValueError.
+    ``name`` is what error messages call the op (default ``op``).
+    """
+    check_backend(backend)
+    device = torch.device(device)
+    what = op if name is None else name
+    if backend == "auto":
+        order = AUTO_ORDER.get(device.type, ()) + ("torch",)
+        reasons = []
+        for b in order:
+            cap = _entry(op, b)
+            if cap is None:
+                continue
+            why = _entry_why_not(cap, device)
+            if why is None:
+                return _build(cap, device)
+            reasons.append(f"{b}: {why}")
+        raise BackendUnavailable(f"{what}: no backend can run on {device} ({'; '.join(reasons) or 'none registered'})")
+    cap = _entry(op, backend)
+    if cap is None:
+        raise BackendUnavailable(f"{what}: backend {backend!r} is not implemented for this op "
+                                 f"(implemented: {implemented(op)})")
+    why = _entry_why_not(cap, device)
+    if why is not None:
+        raise BackendUnavailable(f"{what}: backend {backend!r} cannot run: {why}")
+    return _build(cap, device)
+
+
+def capabilities(device=None) -> dict[str, dict[str, Capability]]:
+    """Every op and what each backend registered for it: ``{op: {backend: Capability}}``.
+
+    With ``device``, only the backends that can run on that device in this
+    installation. Ops named ``"a.b"`` are parts of a pipeline (e.g.
+    ``"jaccard.stages"``, the k-reciprocal stages after the kNN).
+
+    Example:
+        >>> import hilcore
+        >>> sorted(hilcore.capabilities("cpu")["knn"])  # doctest: +SKIP
+        ['faiss', 'native', 'torch']
+    """
+    _load()
+    dev = None if device is None else torch.device(device)
+    out: dict[str, dict[str, Capability]] = {}
+    for op in sorted({o for o, _ in _TABLE}):
+        row = {}
+        for b in ALL_BACKENDS:
+            cap = _TABLE.get((op, b))
+            if cap is not None and (dev is None or _entry_why_not(cap, dev) is None):
+                row[b] = cap
+        out[op] = row
+    return out
+
+
 def backends(device: str | torch.device = "cpu") -> list[str]:
-    """The backends that can run on ``device`` in this installation."""
+    """The backends that are installed and can run on ``device`` (for at least their device type)."""
     device = torch.device(device)
     return [b for b in ALL_BACKENDS if _why_not(b, device) is None]

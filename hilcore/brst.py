@@ -1,4 +1,4 @@
-"""BRST cross-modal label transfer and bidirectional cluster matching (DESIGN.md step 5)."""
+"""BRST cross-modal label transfer and bidirectional cluster matching (docs/design.md step 5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,24 +7,17 @@ from typing import Any
 import torch
 
 from . import _arrays, _dispatch
-from .centers import IMPLEMENTED as _CENTERS_IMPLEMENTED
-from .centers import _impl as _centers_impl
 from .centers import cluster_labels, count_clusters
 
-IMPLEMENTED = ("torch", "native", "triton")
 
-
-def _impl(backend: str):
-    return _dispatch.impl("brst", backend, "row_argmax_col_max")
-
-
-def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, ratio: float, backend: str):
-    """Internal entry on validated, normalised float32 tensors; returns torch int64 [N_b]."""
+def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, ratio: float, impl: _dispatch.Impl):
+    """Internal entry on validated, normalised float32 tensors; ``impl`` the resolved ``brst``;
+    returns torch int64 [N_b]."""
     out = torch.full_like(lab, -1)
     rows = torch.nonzero(lab >= 0).flatten()
     if rows.numel() == 0:
         return out
-    best, best_sim, col_max = _impl(backend)(xb[rows].contiguous(), protos)
+    best, best_sim, col_max = impl(xb[rows].contiguous(), protos)
     accept = best_sim >= ratio * col_max[best]
     out[rows[accept]] = best[accept]
     return out
@@ -44,7 +37,7 @@ def brst(x_b, labels_b, protos_a, ratio: float = 0.5, *, backend: str = "auto"):
         x_b: ``[N_b, D]`` features of modality B (any family, any float dtype).
         labels_b: ``[N_b]`` integer labels of B, -1 for noise (only ``!= -1`` matters).
         protos_a: ``[C_a, D]`` prototypes (cluster centres) of modality A.
-        ratio: r >= 0 (DESIGN.md: 0.5).
+        ratio: r >= 0 (docs/design.md: 0.5).
         backend: ``"auto"``, ``"torch"``, ``"native"`` or ``"triton"``.
 
     Returns:
@@ -61,8 +54,8 @@ def brst(x_b, labels_b, protos_a, ratio: float = 0.5, *, backend: str = "auto"):
     pa = _arrays.features_like(protos_a, xb, "protos_a", "x_b")
     lab = cluster_labels(labels_b, xb.shape[0], xb.device, "labels_b")
     ratio = _arrays.nonneg_float(ratio, "ratio")
-    b = _dispatch.resolve("brst", backend, xb.device, IMPLEMENTED)
-    return _arrays.to_family(brst_tensors(xb, lab, pa, ratio, b), fam)
+    impl = _dispatch.resolve("brst", backend, xb.device)
+    return _arrays.to_family(brst_tensors(xb, lab, pa, ratio, impl), fam)
 
 
 @dataclass
@@ -135,7 +128,7 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
             each modality needs at least one cluster.
         ratio: BRST ratio r >= 0.
         mode: ``"rgb_to_ir"``, ``"ir_to_rgb"`` or ``"both"``.
-        backend: as :func:`brst` (centres use ``"torch"``/``"native"``).
+        backend: as :func:`brst`; the prototypes are the same backend's cluster centres.
 
     Returns:
         :class:`MatchResult`.
@@ -157,12 +150,11 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
     ratio = _arrays.nonneg_float(ratio, "ratio")
     if mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
         raise ValueError(f"mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {mode!r}")
-    b = _dispatch.resolve("brst", backend, xr.device, IMPLEMENTED)
-    cb = b if b in _CENTERS_IMPLEMENTED else _dispatch.resolve("cluster_centers", "auto", xr.device,
-                                                               _CENTERS_IMPLEMENTED)
+    impl = _dispatch.resolve("bidirectional_match", backend, xr.device)
+    b = impl.part("brst")
 
     def cen(x, lab, c):  # prototypes: L2-normalised cluster centres (cosine on both sides)
-        return torch.nn.functional.normalize(_centers_impl(cb).cluster_centers(x, lab, c), dim=1)
+        return torch.nn.functional.normalize(impl.part("centers")(x, lab, c), dim=1)
     dev = xr.device
     ar_rgb = torch.arange(c_rgb, device=dev)
     ar_ir = torch.arange(c_ir, device=dev)

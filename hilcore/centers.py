@@ -1,18 +1,10 @@
-"""Cluster centres and multi-centre (sub-cluster) memories, DESIGN.md step 4."""
+"""Cluster centres and multi-centre (sub-cluster) memories, docs/design.md step 4."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from . import _arrays, _dispatch
-
-IMPLEMENTED = ("torch", "native", "triton")
-
-
-
-def _impl(backend: str):
-    return _dispatch.impl("centers", backend)
-
 
 def cluster_labels(labels, n: int, device: torch.device, name: str = "labels") -> torch.Tensor:
     """Validate ``[n]`` integer cluster labels (-1 = noise) and return them as int64 on ``device``."""
@@ -41,7 +33,7 @@ def count_clusters(lab: torch.Tensor, name: str = "labels") -> tuple[int, torch.
 def cluster_centers(x, labels, *, backend: str = "auto"):
     """Mean feature of every cluster (noise ignored).
 
-    Rows of ``x`` are L2-normalised first (DESIGN.md step 1 hands over
+    Rows of ``x`` are L2-normalised first (docs/design.md step 1 hands over
     normalised features; normalising again makes every op agree on unnormalised
     input too). The centres themselves are plain means, not re-normalised.
     Sums are accumulated in float64.
@@ -65,8 +57,8 @@ def cluster_centers(x, labels, *, backend: str = "auto"):
     xt, fam = _arrays.features(x, "x", normalize=True)
     lab = cluster_labels(labels, xt.shape[0], xt.device)
     c, _ = count_clusters(lab)
-    b = _dispatch.resolve("cluster_centers", backend, xt.device, IMPLEMENTED)
-    return _arrays.to_family(_impl(b).cluster_centers(xt, lab, c), fam)
+    impl = _dispatch.resolve("cluster_centers", backend, xt.device)
+    return _arrays.to_family(impl(xt, lab, c), fam)
 
 
 def _check_fraction(v, name: str) -> float:
@@ -96,7 +88,7 @@ def _order_and_fill(sub: torch.Tensor, cnt: torch.Tensor, first: torch.Tensor):
 
 def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "kmeans", *, iters: int = 30,
                n_init: int = 10, eps: float = 0.3, min_samples: int = 4, seed: int = 0, backend: str = "auto"):
-    """Multi-centre memory ``[C, 1 + n_sub, D]`` of DESIGN.md step 4.
+    """Multi-centre memory ``[C, 1 + n_sub, D]`` of docs/design.md step 4.
 
     Slot 0 of cluster ``c`` is its centre ``m_c`` (:func:`cluster_centers`);
     slot ``s >= 1`` is ``weight * m_c + (1 - weight) * u_{c,s}`` where
@@ -121,7 +113,7 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
     Same input and seed give the same output; backends agree up to float32
     rounding.
 
-    ``method="dbscan"``: DBSCAN (DESIGN.md semantics) inside each cluster on
+    ``method="dbscan"``: DBSCAN (docs/design.md semantics) inside each cluster on
     the cosine distance ``1 - cos`` with ``eps`` and ``min_samples`` (self
     included); the largest ``n_sub`` density clusters are kept (ties: smallest
     member index), the remaining slots hold the centre. Runs on torch for every
@@ -163,16 +155,13 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     c, _ = count_clusters(lab)
-    b = _dispatch.resolve("subcluster", backend, xt.device, IMPLEMENTED)
-    impl = _impl(b)
-    centres = impl.cluster_centers(xt, lab, c)
+    impl = _dispatch.resolve("subcluster", backend, xt.device)
+    centres = impl.part("centers")(xt, lab, c)
     if method == "kmeans":
         u = seeding_uniforms(int(seed), c, n_init, n_sub)
-        sub, cnt, first = impl.kmeans_subcenters(xt, lab, c, n_sub, iters, u)
+        sub, cnt, first = impl.part("kmeans")(xt, lab, c, n_sub, iters, u)
     else:
-        from .torch_backend.centers import dbscan_subcenters
-
-        sub, cnt, first = dbscan_subcenters(xt, lab, c, n_sub, eps, min_samples)
+        sub, cnt, first = impl.part("dbscan")(xt, lab, c, n_sub, eps, min_samples)
     sub, has = _order_and_fill(sub, cnt, first)
     m = centres.unsqueeze(1)
     slots = torch.where(has, weight * m + (1 - weight) * sub, m)  # exact centre copies in empty slots

@@ -6,6 +6,8 @@
     hil make-synthetic DIR [--ids 96 --imgs-per-cam 4 --size 64x32 --seed 0 --layout sysu|regdb]
     hil train --config FILE [section.key=value ...] [--output DIR] [--resume auto|never|PATH]
     hil eval CHECKPOINT --dataset sysu|regdb|synthetic --data-root DIR [--trials 10]
+    hil extract --checkpoint CKPT --images DIR --modality rgb|ir --out F.npy [--config FILE] [--heads both]
+    hil convert-checkpoint [--trust] IN [OUT]
     hil --version
 
 ``cluster`` reads features (``.npy``, or ``.pt``/``.pth`` holding a tensor or a
@@ -113,8 +115,24 @@ def check_features(arr, path: str):
 # ---------------------------------------------------------------------------------------------- commands
 
 
+class _NoBar:
+    """The progress display without tqdm (the 'train' extra): nothing is shown."""
+
+    def set_postfix_str(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+    def close(self):
+        pass
+
+
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
 
     return tqdm(total=total, desc="hil cluster", unit="stage", disable=not enabled, file=sys.stderr,
                 bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]{postfix}")
@@ -136,20 +154,20 @@ def cmd_cluster(args) -> int:
     k1 = min(args.k1, n)
 
     from hilcore import _dispatch
-    from hilcore.jaccard import IMPLEMENTED as JAC_IMPL
-    from hilcore.dbscan import IMPLEMENTED as DB_IMPL
     import torch
 
     device = arr.device if isinstance(arr, torch.Tensor) else torch.device("cpu")
     try:
-        b_jac = _dispatch.resolve("jaccard_distance", args.backend, device, JAC_IMPL)
-        b_db = _dispatch.resolve("dbscan", args.backend, device, DB_IMPL)
+        jac = _dispatch.resolve("jaccard_distance", args.backend, device)
+        b_db = _dispatch.resolve("dbscan", args.backend, device).backend
     except (ValueError, TypeError, RuntimeError) as e:
         _fail(f"--backend: {e}")
-    backend = b_jac if b_jac == b_db else f"{b_jac} (jaccard) / {b_db} (dbscan)"
+    b_jac = jac.backend
+    ran = {p.label for _, p in jac.parts} | {b_db}
+    backend = ran.pop() if len(ran) == 1 else f"jaccard {jac.label} / dbscan {b_db}"
 
     # a progress display on runs long enough to wait for (or when asked)
-    slow = n >= 20000 or (b_jac == "torch" and device.type == "cpu" and n >= 4000)
+    slow = n >= 20000 or (jac.part("knn").backend == "torch" and device.type == "cpu" and n >= 4000)
     show = args.progress == "on" or (args.progress == "auto" and slow and sys.stderr.isatty())
     bar = _progress(2, show)
     try:
@@ -280,11 +298,13 @@ def cmd_train(args) -> int:
     except (FileNotFoundError, ValueError, TypeError) as e:
         _fail(str(e))
     from .train import distributed as D
+    from .train.checkpoint import CheckpointError
+    from .train.hil_vit import ModelSetupError
     from .train.loop import train
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError) as e:
+    except (FileNotFoundError, NotADirectoryError, ModelSetupError, CheckpointError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -317,6 +337,7 @@ def cmd_eval(args) -> int:
     state_epoch = ckpt.load_checkpoint(args.checkpoint)["epoch"]
     print(f"checkpoint {args.checkpoint}: {cfg.model.backbone}, epoch {state_epoch}, input "
           f"{cfg.data.size[0]}x{cfg.data.size[1]}")
+    feat_kw = dict(flip=cfg.data.flip_extract, augment=cfg.data.augment)   # the run's test features
     rows = []
     if args.dataset == "regdb":
         trials = [args.regdb_trial] if args.regdb_trial is not None else list(range(1, args.trials + 1))
@@ -329,7 +350,7 @@ def cmd_eval(args) -> int:
                 data = build_data(cfg)
             except (FileNotFoundError, NotADirectoryError, ValueError) as e:
                 _fail(str(e))
-            rows.append(evaluate(model, data, device, batch_size=args.batch_size, trials=1))
+            rows.append(evaluate(model, data, device, batch_size=args.batch_size, trials=1, **feat_kw))
         res = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         blocks = (("visible -> thermal", ""), ("thermal -> visible", "t2v_"))
         print(f"protocol   RegDB, trials {trials[0]}..{trials[-1]} ({len(trials)} averaged)")
@@ -338,7 +359,8 @@ def cmd_eval(args) -> int:
             data = build_data(cfg)
         except (FileNotFoundError, NotADirectoryError, ValueError) as e:
             _fail(str(e))
-        res = evaluate(model, data, device, batch_size=args.batch_size, trials=args.trials, modes=("all", "indoor"))
+        res = evaluate(model, data, device, batch_size=args.batch_size, trials=args.trials, modes=("all", "indoor"),
+                       **feat_kw)
         blocks = (("all-search", ""), ("indoor-search", "indoor_"))
         print(f"protocol   SYSU-MM01, {len(data.query)} IR queries, one RGB image per identity and camera, "
               f"{args.trials} trials averaged")
@@ -346,6 +368,89 @@ def cmd_eval(args) -> int:
     for name, pre in blocks:
         vals = [res.get(f"{pre}{k}", float("nan")) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")]
         print(f"{name:20s} " + " ".join(f"{100 * v:7.2f}" for v in vals))
+    return 0
+
+
+def cmd_extract(args) -> int:
+    import torch
+
+    from .train.extract import extract_files, list_images
+    from .train.hil_vit import HILNet, load_hil_weights, read_weights
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        _fail(f"--device {args.device}: no CUDA device is available")
+    if args.batch_size < 1:
+        _fail(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    try:
+        files = list_images(args.images)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        _fail(str(e))
+    try:
+        obj = read_weights(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(f"--checkpoint: {e}")
+    size, kwargs, source = (288, 144), {}, "defaults (ViT-B/16, ICS stem, 288x144)"
+    cfg_dict = None
+    if args.config:
+        from .train.config import load_config
+
+        try:
+            cfg_dict = load_config(args.config).to_dict()
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            _fail(f"--config: {e}")
+        source = args.config
+    elif isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        cfg_dict, source = obj["config"], "the checkpoint's config"
+    if cfg_dict is not None:
+        model = cfg_dict.get("model") or {}
+        if model.get("backbone") != "hil_vit":
+            _fail(f"hil extract needs the released network (model.backbone: hil_vit); {source} has "
+                  f"{model.get('backbone')!r}")
+        size, kwargs = tuple((cfg_dict.get("data") or {}).get("size", size)), dict(model.get("kwargs") or {})
+    try:
+        net = HILNet(img_size=size, **kwargs)
+        rep = load_hil_weights(net, obj)
+    except (ValueError, TypeError) as e:
+        _fail(f"--checkpoint {args.checkpoint}: {e}")
+    full = not rep.missing or not all(k.startswith("patch_embed2.") for k in rep.missing)
+    if rep.missing and full:
+        _fail(f"--checkpoint {args.checkpoint}: {len(rep.missing)} parameters of the network are missing from the "
+              f"file (first: {rep.missing[:5]}); is it a checkpoint of this network ({source})?")
+    kind = "pretrained ViT (heads copied from its last block)" if rep.missing else "full model"
+    print(f"checkpoint {args.checkpoint}: {kind}, {len(rep.unexpected)} unexpected key(s) {rep.unexpected[:5]}, "
+          f"{len(rep.ignored)} ignored; network from {source}", file=sys.stderr)
+    progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
+    try:
+        feats = extract_files(net, files, args.modality, heads=args.heads, batch_size=args.batch_size,
+                              device=args.device, progress=progress)
+    except ValueError as e:
+        _fail(str(e))
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, feats)
+    names = out.with_name(out.stem + "_files.txt")
+    root = Path(args.images)
+    names.write_text("".join(p.relative_to(root).as_posix() + "\n" for p in files))
+    print(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} float32 ({args.modality.upper()} branch, heads "
+          f"{args.heads}, flip-averaged), file order in {names}")
+    return 0
+
+
+def cmd_convert_checkpoint(args) -> int:
+    from .train import checkpoint as ckpt
+
+    src = Path(args.input)
+    if src.is_dir():
+        _fail(f"IN: {src} is a directory; expected a checkpoint file (e.g. {src / ckpt.LAST})")
+    try:
+        dst, state, old = ckpt.convert_checkpoint(src, args.output, trust=args.trust)
+    except (FileNotFoundError, ckpt.CheckpointError, OSError) as e:
+        _fail(str(e))
+    print(f"converted  {src} (format {old['format']}, hilcore {old['hilcore_version'] or 'unknown'}"
+          f"{', read in full because of --trust' if old['trusted'] else ', read safely'}) -> {dst} "
+          f"(format {state['version']}, hilcore {state['hilcore_version']}, epoch {state['epoch']}, "
+          f"sha256 {state['checksum']['sha256'][:16]}...)")
     return 0
 
 
@@ -369,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--k2", type=int, default=6, help="query-expansion length, 1 = none (default 6)")
     c.add_argument("--eps", type=float, default=0.6, help="DBSCAN radius on the Jaccard distance (default 0.6)")
     c.add_argument("--min-samples", type=int, default=4, help="DBSCAN core size, self included (default 4)")
-    c.add_argument("--backend", default="auto", help="auto, torch, native, cuda, triton (default auto)")
+    c.add_argument("--backend", default="auto",
+                   help="auto, torch, native, cuda, triton (default auto; hilcore.capabilities() lists them)")
     c.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the computation runs (default cpu)")
     c.add_argument("--out", default=None, help="write the labels (int64 [N], -1 = noise) to this .npy")
     c.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
@@ -427,10 +533,56 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", default=None, help="input size HxW (default: the checkpoint's)")
     e.set_defaults(func=cmd_eval)
 
+    x = sub.add_parser("extract", help="features of a folder of images with the released HIL network",
+                       description="Write the features the released HIL code clusters: one row per image (sorted "
+                       "by file name), test transform (bicubic resize, ImageNet normalisation), flip-averaged "
+                       "feat and feat_s of the modality's branch, concatenated and L2-normalised.")
+    x.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="model_best.pth.tar of the release / SDCL, a hil train checkpoint, or a TransReID-SSL .pth")
+    x.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    x.add_argument("--modality", required=True, choices=("rgb", "ir"), help="branch: rgb (patch_embed) or ir "
+                   "(patch_embed2)")
+    x.add_argument("--out", required=True, metavar="F.npy", help="output .npy (float32 [N, D]); F_files.txt "
+                   "lists the images in row order")
+    x.add_argument("--config", default=None, metavar="FILE", help="YAML config giving data.size and model.kwargs "
+                   "(default: the checkpoint's config, else ViT-B/16 at 288x144)")
+    x.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    x.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    x.add_argument("--heads", choices=("d", "s", "both"), default="both",
+                   help="both: normalize(cat(feat, feat_s)) (default); d or s: that head, normalised")
+    x.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (default auto)")
+    x.set_defaults(func=cmd_extract)
+
+    v = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint in the safe format, with a checksum",
+                       description="Rewrite a training checkpoint in hilcore's safe format (tensors, numbers, "
+                       "strings, lists, dicts; read with torch.load(weights_only=True)) sealed with a SHA-256 "
+                       "checksum and the hilcore version. A file that pickles other Python objects (checkpoints "
+                       "of older hilcore versions) is read only with --trust, with full unpickling, which runs "
+                       "any code the file names: pass it only for files whose origin you trust.")
+    v.add_argument("input", metavar="IN", help="the checkpoint to convert")
+    v.add_argument("output", metavar="OUT", nargs="?", default=None,
+                   help="where to write the converted checkpoint (default: replace IN atomically)")
+    v.add_argument("--trust", action="store_true",
+                   help="read IN with full unpickling (only for files you trust; it can run code)")
+    v.set_defaults(func=cmd_convert_checkpoint)
+
     # listed for --help; main() forwards everything after "bench" to the script untouched
     sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
                    add_help=False)
     return p
+
+
+def _missing_extra(e: ModuleNotFoundError, command: str) -> int:
+    """An optional dependency of ``hil COMMAND`` is not installed: name the extra, exit status 2."""
+    from ._extras import extra_for, missing_message
+
+    extra = extra_for(e.name)
+    if extra is None:
+        raise e
+    if command == "bench":  # the benchmark scripts' dependencies are all in the bench extra
+        extra = "bench"
+    print(f"{PROG}: error: {missing_message(e.name, f'{PROG} {command}', extra)}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
@@ -441,6 +593,8 @@ def main(argv=None) -> int:
         except CLIError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
+        except ModuleNotFoundError as e:
+            return _missing_extra(e, "bench")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -451,6 +605,8 @@ def main(argv=None) -> int:
     except CLIError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        return _missing_extra(e, args.command)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

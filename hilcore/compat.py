@@ -11,27 +11,47 @@ Both keep the signatures and return types the pipelines rely on. The dense
 matrix is still N x N (4 N^2 bytes), because that is what the caller asked
 for; new code should call :func:`hilcore.jaccard_distance` with
 ``max_distance=eps`` and :func:`hilcore.dbscan` instead, which stay O(N).
+
+The memories of ``clustercontrast/models/cm.py`` have drop-ins too, with the
+same constructors, buffers and ``forward``; their momentum update still runs
+inside the autograd backward, in batch order, but on hilcore's fused
+memory-update kernels instead of a per-sample Python loop::
+
+    from hilcore.compat import ClusterMemory            # cm.ClusterMemory (CM / CM_Hard)
+    from hilcore.compat import MultiCenterClusterMemory  # HIL's features_d [C, 10, D] (CM_D)
+    from hilcore.compat import Memory                   # instance memory (EM, updateEM)
+
+See docs/switching.md for a before/after training loop.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from . import _arrays
-from .dbscan import dbscan as _dbscan
+from . import _arrays, _dispatch
+from ._extras import require
+from . import memory as _memory
 from .jaccard import jaccard_distance as _jaccard_distance
 
-__all__ = ["compute_jaccard_distance", "DBSCAN"]
+# the estimator follows scikit-learn's API (get_params, fit_predict): scikit-learn is the 'compat' extra
+_sk_base = require("sklearn.base", "hilcore.compat", "compat")
+BaseEstimator, ClusterMixin = _sk_base.BaseEstimator, _sk_base.ClusterMixin
+
+__all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
+           "cm", "cm_hard", "cm_d", "em"]
 
 
 def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_flag: bool = True,
                              search_option: int = 0, use_float16: bool = False, *, backend: str = "auto"):
     """Dense k-reciprocal Jaccard distance, the signature existing pipelines call.
 
-    Same semantics as :func:`hilcore.jaccard_distance` (DESIGN.md); pairs
+    Same semantics as :func:`hilcore.jaccard_distance` (docs/design.md); pairs
     whose k-reciprocal supports do not meet are exactly 1.0 and the diagonal
     is 0.
 
@@ -76,19 +96,55 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     return dense
 
 
-class DBSCAN:
-    """scikit-learn-compatible DBSCAN for precomputed distances, backed by :func:`hilcore.dbscan`.
+def _validate_X(est, X, **kw):
+    """scikit-learn's own input validation (sets ``n_features_in_``), on versions before and after 1.6."""
+    try:
+        from sklearn.utils.validation import validate_data
+    except ImportError:  # scikit-learn < 1.6
+        return est._validate_data(X, **kw)
+    return validate_data(est, X, **kw)
+
+
+def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: int) -> torch.Tensor:
+    """DBSCAN labels from neighbour edges ``(u, v)`` (u != v, both directions) and a core mask: components of
+    core-core edges numbered by their smallest core index, border points the smallest label of a core neighbour."""
+    from .torch_backend.dbscan import _components
+
+    both = core[u] & core[v]
+    root = _components(u[both], v[both], n)
+    ar = torch.arange(n, device=core.device)
+    number = torch.cumsum((core & (root == ar)).to(torch.int64), 0) - 1
+    labels = torch.where(core, number[root], torch.full_like(root, -1))
+    edge = ~core[u] & core[v]
+    big = torch.iinfo(torch.int64).max
+    border = torch.full((n,), big, dtype=torch.int64, device=core.device)
+    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
+    return torch.where(~core & (border != big), border, labels)
+
+
+class DBSCAN(ClusterMixin, BaseEstimator):
+    """scikit-learn's ``DBSCAN(metric="precomputed")`` as a scikit-learn estimator backed by :func:`hilcore.dbscan`.
 
     Gives exactly ``sklearn.cluster.DBSCAN(eps, min_samples=min_samples,
-    metric="precomputed").fit_predict`` on a dense matrix (same numbering and
-    border assignment). Sparse input follows hilcore's rule: every stored entry
-    ``<= eps`` is a neighbour, stored zeros included (scikit-learn skips them).
+    metric="precomputed").fit`` on a symmetric distance matrix, dense or sparse
+    (same ``labels_`` numbering and border assignment, ``core_sample_indices_``,
+    ``components_``), with ``sample_weight`` as scikit-learn defines it: ``i``
+    is core when the weights of its neighbourhood (itself included) sum to
+    ``>= min_samples``. In sparse input every stored entry ``<= eps`` is a
+    neighbour, stored zeros included, and entries not stored are not (as
+    scikit-learn does). ``get_params`` / ``set_params`` / ``clone`` work;
+    parameters are checked in ``fit``.
+
+    NumPy and SciPy input goes through scikit-learn's validation; torch (CPU or
+    CUDA) and CuPy input go straight to hilcore's kernels on their device
+    (``labels_`` and ``core_sample_indices_`` are NumPy either way).
 
     Args:
-        eps: neighbourhood radius.
-        min_samples: neighbours (self included) that make a core point.
-        metric: only ``"precomputed"`` is supported.
-        n_jobs: accepted and ignored (the native backend uses OpenMP threads).
+        eps: neighbourhood radius (>= 0).
+        min_samples: neighbourhood weight (count, self included) that makes a core point.
+        metric: only ``"precomputed"`` (a distance matrix, e.g. from :func:`compute_jaccard_distance`).
+        n_jobs, metric_params, algorithm, leaf_size, p: scikit-learn's; accepted and ignored (they do not
+            change a precomputed DBSCAN; the native backend uses OpenMP threads).
         backend: hilcore backend; not in scikit-learn's signature.
 
     Example:
@@ -98,30 +154,434 @@ class DBSCAN:
     """
 
     def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,
-                 *, backend: str = "auto"):
-        if metric != "precomputed":
-            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
-                             f"matrix, e.g. from compute_jaccard_distance), got {metric!r}")
-        self.eps = _arrays.nonneg_float(eps, "eps")
-        self.min_samples = _arrays.positive_int(min_samples, "min_samples")
+                 metric_params=None, algorithm: str = "auto", leaf_size: int = 30, p=None, *, backend: str = "auto"):
+        self.eps = eps
+        self.min_samples = min_samples
         self.metric = metric
         self.n_jobs = n_jobs
+        self.metric_params = metric_params
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
         self.backend = backend
-        self.labels_ = None
 
-    def fit(self, X, y=None):
-        """Cluster the ``[N, N]`` distance matrix ``X``; sets ``labels_`` (int64 NumPy, -1 noise)."""
-        labels = _dbscan(X, self.eps, self.min_samples, backend=self.backend)
-        if isinstance(labels, torch.Tensor):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True  # distances
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"pairwise": True, "requires_positive_X": True}
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Cluster the ``[N, N]`` distance matrix ``X``.
+
+        Args:
+            X: ``[N, N]`` distances (NumPy, SciPy sparse, torch dense/sparse, CuPy).
+            y: ignored.
+            sample_weight: ``[N]`` weights (default 1 each); negative weights may keep a neighbour from
+                being core, as in scikit-learn.
+
+        Sets ``labels_`` (int64 NumPy, -1 noise), ``core_sample_indices_`` (int64 NumPy), ``components_``
+        (the rows of ``X`` of the core samples, in ``X``'s kind) and ``n_features_in_``; returns ``self``.
+        """
+        if self.metric != "precomputed":
+            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
+                             f"matrix, e.g. from compute_jaccard_distance), got {self.metric!r}")
+        eps = _arrays.nonneg_float(self.eps, "eps")
+        min_samples = _arrays.positive_int(self.min_samples, "min_samples")
+        from .dbscan import as_rows
+
+        native = isinstance(X, torch.Tensor) or type(X).__module__.split(".")[0] in ("cupy", "cupyx")
+        if not native:
+            X = _validate_X(self, X, accept_sparse="csr", dtype=[np.float64, np.float32])
+        if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
+            raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(X.shape)}")
+        if native:
+            self.n_features_in_ = int(X.shape[1])
+        else:
+            vals = X.data if sp.issparse(X) else X
+            if vals.size and vals.min() < 0:
+                raise ValueError(f"X: Negative values in data passed to a precomputed distance matrix "
+                                 f"(min {vals.min()}); expected distances >= 0")
+        n = X.shape[0]
+        rows, _ = as_rows(X, eps)
+        dev = rows.data.device
+        indptr, indices = rows.indptr.to(dev), rows.indices.to(dev)
+        r = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
+        near = (rows.data <= eps) & (indices != r)
+        key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
+        u, v = key // n, key % n
+        if sample_weight is None:  # hilcore's kernels, on the rows built above
+            core = 1 + torch.bincount(u, minlength=n) >= min_samples
+            impl = _dispatch.resolve("dbscan", self.backend, dev, name="hilcore.compat.DBSCAN")
+            labels = impl(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
             labels = labels.cpu().numpy()
-        elif not isinstance(labels, np.ndarray):  # CuPy
-            labels = labels.get()
-        self.labels_ = labels
+        else:
+            from sklearn.utils.validation import _check_sample_weight
+
+            w = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
+            wt = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
+            wsum = wt.clone().index_add_(0, u, wt[v])  # own weight + the neighbours'
+            core = wsum >= min_samples
+            labels = _labels_given_core(u, v, core, n).cpu().numpy()
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        idx = torch.nonzero(core).view(-1)
+        self.core_sample_indices_ = idx.cpu().numpy().astype(np.int64)
+        self.components_ = self._rows_of(X, idx)
         return self
 
-    def fit_predict(self, X, y=None):
-        """``fit(X)`` and return ``labels_``."""
-        return self.fit(X).labels_
+    @staticmethod
+    def _rows_of(X, idx: torch.Tensor):
+        """The rows ``idx`` of ``X``, in ``X``'s kind (scikit-learn: an empty ``[0, N]`` array when none)."""
+        if isinstance(X, torch.Tensor):
+            if X.layout == torch.strided:
+                return X[idx.to(X.device)]
+            return X.to_sparse_coo().index_select(0, idx.to(X.device))
+        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy / cupyx
+            import cupy
 
-    def __repr__(self) -> str:
-        return f"DBSCAN(eps={self.eps}, min_samples={self.min_samples}, metric={self.metric!r})"
+            return X[cupy.from_dlpack(idx)]
+        if idx.numel() == 0:
+            return np.empty((0, X.shape[1]))
+        sel = idx.numpy()
+        return X[sel].copy()
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+
+# ------------------------------------------------------------------ memories (clustercontrast/models/cm.py)
+def _momentum_arg(m, name: str = "momentum") -> float:
+    """A momentum given as a number or a one-element tensor (cm.py wraps it in ``torch.Tensor([m])``)."""
+    if isinstance(m, torch.Tensor):
+        if m.numel() != 1:
+            raise ValueError(f"{name}: expected one number, got a tensor of shape {tuple(m.shape)}")
+        m = m.detach().reshape(()).item()
+    if isinstance(m, bool):
+        raise TypeError(f"{name}: expected a number in [0, 1], got a bool")
+    try:
+        v = float(m)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(m).__name__}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1] (the weight the old memory keeps), got {m}")
+    return v
+
+
+def _backend_arg(backend) -> str:
+    _dispatch.check_backend(backend)
+    if not _dispatch.implements("memory.update", backend):
+        raise ValueError(f"backend: expected 'auto' or one of {_dispatch.implemented('memory.update')} (the "
+                         f"memory-update kernels), got {backend!r}")
+    return backend
+
+
+def _bank_arg(features, dims: int, name: str) -> torch.Tensor:
+    """The memory tensor, detached (same storage), checked: ``[C, D]`` or ``[C, S, D]``, float32/64, contiguous."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor, got {type(features).__name__}")
+    shape = "[C, D]" if dims == 2 else "[C, S, D]"
+    if features.dim() != dims or 0 in features.shape:
+        raise ValueError(f"{name}: expected a non-empty {shape} memory, got shape {tuple(features.shape)}")
+    if features.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name}: expected a float32 or float64 memory, got {features.dtype} "
+                        f"(fill it with a .float() tensor)")
+    if not features.is_contiguous():
+        raise ValueError(f"{name}: the memory must be contiguous (it is updated in place); pass .contiguous()")
+    return features.detach()
+
+
+def _hardest(x: torch.Tensor, t: torch.Tensor, bank: torch.Tensor, sims: torch.Tensor | None = None) -> torch.Tensor:
+    """Per class present in ``t``, the index of its least similar sample ``argmin_i <x_i, m[t_i]>`` (first on ties).
+
+    The choice is the argmin of the exact (float64) similarities. ``sims`` are the similarities in the memory's
+    precision (the forward's logits ``out[i, t_i]`` when the memory has not changed since); every sample within the
+    rounding bound of the dot product (``2 gamma_D ||x_i|| ||m_c||``) of its class minimum is a candidate and only
+    the candidates are recomputed in float64, so the answer is exact at the cost of a few rows.
+    """
+    b, c = x.shape[0], bank.shape[0]
+    if sims is None:
+        sims = torch.linalg.vecdot(x, bank.index_select(0, t))
+    low = torch.full((c,), math.inf, dtype=sims.dtype, device=x.device).scatter_reduce(0, t, sims, "amin")
+    d = x.shape[1]
+    u = torch.finfo(sims.dtype).eps / 2
+    gamma = d * u / (1.0 - d * u)
+    uniq = torch.unique(t)
+    norms = torch.zeros(c, dtype=sims.dtype, device=x.device)
+    norms[uniq] = torch.linalg.vector_norm(bank.index_select(0, uniq), dim=1).to(sims.dtype)
+    tol = 2.0 * gamma * norms[t] * torch.linalg.vector_norm(x, dim=1).to(sims.dtype) + 1e-30
+    cand = torch.nonzero(sims <= low[t] + tol).view(-1)
+    exact = torch.linalg.vecdot(x.index_select(0, cand).double(), bank.index_select(0, t[cand]).double())
+    tc = t[cand]
+    low64 = torch.full((c,), math.inf, dtype=torch.float64, device=x.device).scatter_reduce(0, tc, exact, "amin")
+    pick = torch.where(exact == low64[tc], cand, b)
+    first = torch.full((c,), b, dtype=torch.int64, device=x.device).scatter_reduce(0, tc, pick, "amin")
+    return first[first < b]
+
+
+def _update(bank: torch.Tensor, x: torch.Tensor, t: torch.Tensor, momentum: float, mode: str, impl,
+            sims: torch.Tensor | None = None) -> None:
+    """The momentum update of ``bank`` in place, on the fused kernels (sequential batch-order semantics)."""
+    if x.shape[0] == 0:
+        return
+    if mode == "hard":  # one move per class: towards its hardest sample; distinct rows, so order is moot
+        sel = _hardest(x, t, bank, sims)
+        x, t = x[sel], t[sel]
+    mem = bank if bank.dim() == 3 else bank.unsqueeze(1)
+    impl(mem, x.contiguous(), t.contiguous(), momentum)  # the registry's memory.update kernel
+
+
+class _MemoryFunction(torch.autograd.Function):
+    """``out = xn @ m.T`` (mode "all"/"hard") or ``max_s xn . m[c, s]`` (mode "multi"), gradient to ``xn`` through
+    the memory as it is when backward runs, then the momentum update of ``m`` (cm.py's CM, CM_Hard, CM_D, EM)."""
+
+    @staticmethod
+    def forward(ctx, xn, targets, bank, momentum, mode, impl):
+        ctx.bank, ctx.momentum, ctx.mode, ctx.impl = bank, momentum, mode, impl
+        ctx.save_for_backward(xn, targets)
+        if mode == "multi":
+            c, s, d = bank.shape
+            scores = xn.mm(bank.view(c * s, d).t()).view(xn.shape[0], c, s)
+            out, ctx.slot = scores.max(dim=2)
+            return out
+        out = xn.mm(bank.t())
+        if mode == "hard":  # <x_i, m[y_i]> as the forward saw them, reused in backward if m is unchanged by then
+            ctx.sims, ctx.version = out.detach().gather(1, targets.unsqueeze(1)).squeeze(1), bank._version
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xn, targets = ctx.saved_tensors
+        bank = ctx.bank
+        grad = None
+        if ctx.needs_input_grad[0]:
+            g = grad_out.to(bank.dtype)
+            if ctx.mode == "multi":  # through the slot each (sample, class) took in forward
+                grad = torch.zeros_like(xn)
+                for s in range(bank.shape[1]):
+                    grad += torch.where(ctx.slot == s, g, 0.0).mm(bank[:, s])
+            else:
+                grad = g.mm(bank)
+        sims = ctx.sims if ctx.mode == "hard" and bank._version == ctx.version else None
+        _update(bank, xn.detach(), targets, ctx.momentum, ctx.mode, ctx.impl, sims)
+        return grad, None, None, None, None, None
+
+
+def _apply(inputs, indexes, features, momentum, mode: str, dims: int, backend: str, name: str = "features"):
+    bank = _bank_arg(features, dims, name)
+    x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs")
+    y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes",
+                              what="instance" if mode == "em" else "cluster")
+    b = _dispatch.resolve("memory.update", _backend_arg(backend), bank.device,
+                          name=f"hilcore.compat.{'cm_d' if mode == 'multi' else mode}")
+    with torch.autocast(bank.device.type, enabled=False):  # logits and update in the memory's precision
+        return _MemoryFunction.apply(x.to(bank.dtype), y, bank, _momentum_arg(momentum),
+                                     "all" if mode == "em" else mode, b)
+
+
+def cm(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
+    """cm.py's ``cm``: ``inputs @ features.T`` whose backward updates ``features[indexes[i]]`` sample by sample.
+
+    Args:
+        inputs: ``[B, D]`` features, L2-normalised by the caller (as in cm.py).
+        indexes: ``[B]`` cluster ids in ``[0, C)``.
+        features: ``[C, D]`` float32/float64 memory, contiguous, updated in place during backward:
+            for i in batch order, ``m[y] <- (mu m[y] + (1 - mu) x_i) / ||.||``.
+        momentum: ``mu`` in ``[0, 1]`` (a number or a one-element tensor).
+        backend: the update kernel: ``"auto"``, ``"torch"``, ``"native"`` or ``"triton"``.
+
+    Returns:
+        ``[B, C]`` similarities in the memory's dtype (autocast does not lower them).
+    """
+    return _apply(inputs, indexes, features, momentum, "all", 2, backend)
+
+
+def cm_hard(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
+    """cm.py's ``cm_hard``: like :func:`cm`, but backward moves each class of the batch once, towards its hardest
+    (least similar, ``argmin_i <x_i, m[y]>``, first on ties) sample."""
+    return _apply(inputs, indexes, features, momentum, "hard", 2, backend)
+
+
+def em(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
+    """cm.py's ``em`` (instance memory): :func:`cm` with image indices into a ``[N, D]`` memory."""
+    return _apply(inputs, indexes, features, momentum, "em", 2, backend)
+
+
+def cm_d(inputs, indexes, features_d, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
+    """The HIL release's ``cm_d`` on a multi-centre memory ``[C, S, D]`` (its ``features_d``, S = 10).
+
+    Forward: ``out[b, c] = max_s <x_b, m[c, s]>`` (the gradient flows through the chosen slot). Backward: for i in
+    batch order, only the slot of ``m[y_i]`` most similar to ``x_i`` at that moment (the lowest on ties) moves,
+    ``m[y_i, s] <- (mu m[y_i, s] + (1 - mu) x_i) / ||.||``. The release hard-codes D = 768 and S = 10; any sizes
+    work here.
+    """
+    return _apply(inputs, indexes, features_d, momentum, "multi", 3, backend, "features_d")
+
+
+def _weights(ca, b: int, like: torch.Tensor) -> torch.Tensor:
+    w = ca if isinstance(ca, torch.Tensor) else torch.as_tensor(np.asarray(ca, dtype=np.float64))
+    if not (torch.is_floating_point(w) or w.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"ca: expected numeric per-sample weights, got {w.dtype}")
+    if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != b):
+        raise ValueError(f"ca: expected one weight per sample, shape ({b},) (or a scalar), got shape {tuple(w.shape)}")
+    w = w.to(device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(w.detach()).all()):
+        raise ValueError("ca: contains NaN or Inf")
+    return w
+
+
+class _CompatMemory(nn.Module):
+    """Shared parts of the cm.py drop-ins: the memory buffer as the pipeline left it, the loss."""
+
+    _mode = "all"
+
+    def __init__(self, num_features, num_samples, temp, momentum, backend):
+        super().__init__()
+        self.num_features = _arrays.positive_int(num_features, "num_features")
+        self.num_samples = _arrays.positive_int(num_samples, "num_samples")
+        self.temp = _memory._check_temp(temp)
+        self.momentum = _momentum_arg(momentum)
+        self.backend = _backend_arg(backend)
+
+    def _buffer(self, name: str, dims: int) -> torch.Tensor:
+        """The buffer ``name`` (pipelines replace it: ``memory.features = F.normalize(centres).cuda()``)."""
+        f = getattr(self, name)
+        if isinstance(f, torch.Tensor) and not f.is_contiguous():
+            setattr(self, name, f.contiguous())
+            f = getattr(self, name)
+        return _bank_arg(f, dims, name)
+
+    def _loss(self, bank, inputs, targets, ca, training_momentum, mode, what="cluster"):
+        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs")
+        if x.shape[0] == 0:
+            raise ValueError("inputs: expected at least one sample")
+        y = _memory.batch_targets(targets, x.shape[0], bank.shape[0], bank.device,
+                                  "indexes" if what == "instance" else "targets", what=what)
+        mu = self.momentum if training_momentum is None else _momentum_arg(training_momentum, "training_momentum")
+        b = _dispatch.resolve("memory.update", self.backend, bank.device, name=f"hilcore.compat.{type(self).__name__}")
+        with torch.autocast(bank.device.type, enabled=False):  # loss, logits and update in the memory's dtype
+            xn = F.normalize(x.to(bank.dtype), dim=1)
+            out = _MemoryFunction.apply(xn, y, bank, mu, mode, b) / self.temp
+            if what == "instance":
+                p = F.softmax(out, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+                return -p.clamp_min(1e-8).log().mean()
+            if ca is None:
+                return F.cross_entropy(out, y)
+            return (F.cross_entropy(out, y, reduction="none") * _weights(ca, x.shape[0], out)).mean()
+
+    def extra_repr(self) -> str:
+        return (f"num_features={self.num_features}, num_samples={self.num_samples}, temp={self.temp}, "
+                f"momentum={self.momentum}, backend={self.backend!r}")
+
+
+class ClusterMemory(_CompatMemory):
+    """Drop-in for ``clustercontrast.models.cm.ClusterMemory`` (and the HIL release's, ``ca`` and
+    ``training_momentum`` included), its update on hilcore's fused kernels.
+
+    The pipeline fills ``features`` ``[C, D]`` with the L2-normalised cluster
+    centres (assigning the buffer, as cluster-contrast does, is fine). ``forward``
+    returns ``cross_entropy(normalize(inputs) @ features.T / temp, targets)``
+    (with ``ca``: per-sample losses times ``ca``, averaged); its backward gives
+    the input gradient through ``features`` as they are when backward runs, then
+    updates them in place: for i in batch order, ``m[y_i] <- (mu m[y_i] +
+    (1 - mu) x_i) / ||.||`` (``x_i`` normalised); with ``use_hard`` every class
+    of the batch moves once, towards its least similar sample. Loss, gradients
+    and memory are those of cm.py's ``CM`` / ``CM_Hard`` loops (to float32
+    rounding), computed in the memory's dtype even under autocast.
+
+    Args:
+        num_features: D.
+        num_samples: C, the number of clusters (cm.py's name).
+        temp: temperature.
+        momentum: ``mu``, the weight the old memory keeps.
+        use_hard: update each class with its hardest sample only (CM_Hard).
+        num_centers: when > 0, also a ``features_d`` buffer ``[C, num_centers, D]``, as the HIL release's
+            ClusterMemory registers (``num_centers=10``) for its MCCL loss; this memory's forward does not
+            read it (nor does the release's). See :class:`MultiCenterClusterMemory` for its loss.
+        backend: the update kernel, ``"auto"`` (native on CPU, triton on CUDA), ``"torch"``, ``"native"``,
+            ``"triton"``.
+
+    Example:
+        >>> memory = ClusterMemory(2048, num_clusters, temp=0.05, momentum=0.2, use_hard=False).cuda()
+        >>> memory.features = F.normalize(cluster_features, dim=1).cuda()
+        >>> loss = memory(f_out, labels)
+        >>> loss.backward()  # gradients, then the momentum update of memory.features
+    """
+
+    def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 0,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, backend)
+        self.use_hard = bool(use_hard)
+        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
+        s = _arrays.positive_int(num_centers, "num_centers", minimum=0)
+        if s:
+            self.register_buffer("features_d", torch.zeros(self.num_samples, s, self.num_features))
+
+    def forward(self, inputs, targets, ca=None, training_momentum=None):
+        """Cluster-contrast loss of ``inputs`` ``[B, D]`` (any float dtype, on the memory's device) with
+        ``targets`` ``[B]`` in ``[0, C)``; ``ca`` ``[B]`` optional per-sample weights; ``training_momentum``
+        replaces ``momentum`` for this call's update."""
+        return self._loss(self._buffer("features", 2), inputs, targets, ca, training_momentum,
+                          "hard" if self.use_hard else "all")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", use_hard={self.use_hard}"
+
+
+class MultiCenterClusterMemory(_CompatMemory):
+    """The HIL release's multi-centre cluster memory: buffer ``features_d`` ``[C, S, D]`` (S = 10 there) and the
+    loss of its ``cm_d``: ``cross_entropy(max_s normalize(x) . m[c, s] / temp, y)``, whose backward moves, per sample
+    in batch order, only the slot of its class most similar to it (see :func:`cm_d`).
+
+    The release fills ``features_d`` with the normalised k-means sub-cluster centres of each cluster
+    (:func:`hilcore.subcluster` computes them) and reads it in MCCL (:func:`hilcore.mccl_loss`).
+    """
+
+    def __init__(self, num_features, num_samples, num_centers: int = 10, temp=0.05, momentum=0.2, *,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, backend)
+        self.num_centers = _arrays.positive_int(num_centers, "num_centers")
+        self.register_buffer("features_d", torch.zeros(self.num_samples, self.num_centers, self.num_features))
+
+    def forward(self, inputs, targets, ca=None, training_momentum=None):
+        """As :meth:`ClusterMemory.forward`, each cluster scored by its best slot."""
+        return self._loss(self._buffer("features_d", 3), inputs, targets, ca, training_momentum, "multi")
+
+
+class Memory(_CompatMemory):
+    """Instance memory of cm.py (``Memory`` / ``Memory_wise_v3`` with ``EM``): one vector per image.
+
+    Buffers ``features`` ``[N, D]`` (the pipeline fills it with normalised
+    features), ``labels`` and ``cam`` ``[N]`` int64. ``forward(inputs, indexes)``
+    is the instance loss ``mean_i -log max(softmax(normalize(x_i) @ m.T / temp)[idx_i], 1e-8)``
+    (Memory_wise_v3's) with the per-index momentum update of ``em`` inside its
+    backward; :meth:`updateEM` is the no-grad update the HIL trainer calls after
+    each step. Both run on the fused kernels, in batch order.
+    """
+
+    def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, backend)
+        self.num_cluster = num_cluster
+        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
+        self.register_buffer("labels", torch.zeros(self.num_samples, dtype=torch.int64))
+        self.register_buffer("cam", torch.zeros(self.num_samples, dtype=torch.int64))
+
+    def forward(self, inputs, indexes, cameras=None, **unused):
+        """Instance loss of ``inputs`` ``[B, D]`` against their own slots ``indexes`` ``[B]`` (``cameras`` and
+        further keyword arguments of the release's signature are accepted and unused, as there)."""
+        return self._loss(self._buffer("features", 2), inputs, indexes, None, None, "all", what="instance")
+
+    @torch.no_grad()
+    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - cm.py's name
+        """For i in batch order: ``m[j_i] <- (mu m[j_i] + (1 - mu) x_i) / ||.||``, ``x_i`` as given (not normalised
+        first, as in the release)."""
+        bank = self._buffer("features", 2)
+        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
+        y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
+        b = _dispatch.resolve("memory.update", self.backend, bank.device, name="hilcore.compat.Memory.updateEM")
+        _update(bank, x.to(bank.dtype), y, self.momentum, "all", b)

@@ -6,19 +6,23 @@ use it for comparisons at moderate N, not at scale. cuML's cluster numbering
 and its border assignment are not scikit-learn's, so only its partition of
 the core points is kept; clusters are then renumbered by their smallest core
 index and border points take the smallest label among their core neighbours
-(DESIGN.md), which makes the result equal to scikit-learn's.
+(docs/design.md), which makes the result equal to scikit-learn's.
 """
 from __future__ import annotations
 
 import torch
+
+from ._core import dbscan_labels
+from ._dispatch import BackendUnavailable, register
+
+register("dbscan", "cuml", devices=("cuda",), impl="hilcore.cuml_backend:dbscan",
+         note="dense [N, N] matrix on the GPU; for comparisons at moderate N")
 
 
 def _import_cuml():
     try:
         from cuml.cluster import DBSCAN  # noqa: WPS433 - optional dependency
     except ImportError as e:  # pragma: no cover - depends on the installation
-        from ._dispatch import BackendUnavailable
-
         raise BackendUnavailable(f"the cuml backend needs the cuml package ({e})") from None
     return DBSCAN
 
@@ -54,21 +58,12 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
     del dense
     core = torch.zeros(n, dtype=torch.bool, device=dev)
     core[core_idx] = True
-    # renumber cuML's core clusters by their smallest core index
+    # cuML's numbering and border assignment are not scikit-learn's: keep only its partition of the
+    # core points (each core point's root = the smallest core index of its cluster), then the shared rule
     ar = torch.arange(n, device=dev)
     big = torch.full((int(cl.max()) + 2 if n else 1,), n, dtype=torch.int64, device=dev)
     cidx = cl[core] + 1
     big.scatter_reduce_(0, cidx, ar[core], reduce="amin")
-    first = big[cidx]  # smallest core index of each core point's cluster
-    is_root = torch.zeros(n, dtype=torch.bool, device=dev)
-    is_root[first] = True
-    rank = torch.cumsum(is_root, 0) - 1
-    labels = torch.full((n,), -1, dtype=torch.int64, device=dev)
-    labels[core] = rank[first]
-    # border: smallest label among core neighbours
-    e = nb & core[indices] & ~core[rows]
-    border = torch.full((n,), n, dtype=torch.int64, device=dev)
-    border.scatter_reduce_(0, rows[e], labels[indices[e]], reduce="amin")
-    take = ~core & (border < n)
-    labels[take] = border[take]
-    return labels
+    root = ar.clone()
+    root[core] = big[cidx]
+    return dbscan_labels(core, root, rows[nb], indices[nb])

@@ -6,24 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from . import _arrays, _dispatch
-from .jaccard import SparseRows
-
-IMPLEMENTED = ("torch", "native", "cuda", "cuml")
-
-
-def _impl(backend: str):
-    if backend == "torch":
-        from .torch_backend.dbscan import dbscan as f
-    elif backend == "native":
-        from .native_backend.dbscan import dbscan as f
-    elif backend == "cuda":
-        from .cuda_backend.dbscan import dbscan as f
-    elif backend == "cuml":
-        from .cuml_backend import dbscan as f
-    else:  # pragma: no cover
-        raise AssertionError(backend)
-    return f
-
+from ._core import SparseRows
 
 def _check_square(shape, name="dist"):
     if len(shape) != 2 or shape[0] != shape[1]:
@@ -123,6 +106,6 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, backend: str = "auto
     eps = _arrays.nonneg_float(eps, "eps")
     min_samples = _arrays.positive_int(min_samples, "min_samples")
     rows, fam = as_rows(dist, eps)
-    b = _dispatch.resolve("dbscan", backend, rows.data.device, IMPLEMENTED)
-    labels = _impl(b)(rows.indptr, rows.indices, rows.data, rows.n, eps, min_samples)
+    impl = _dispatch.resolve("dbscan", backend, rows.data.device)
+    labels = impl(rows.indptr, rows.indices, rows.data, rows.n, eps, min_samples)
     return _arrays.to_family(labels, fam)

@@ -1,4 +1,4 @@
-"""The clustering step of one HIL epoch in one call (DESIGN.md steps 2-5)."""
+"""The clustering step of one HIL epoch in one call (docs/design.md, the epoch's data path, steps 2-5)."""
 from __future__ import annotations
 
 import time
@@ -7,14 +7,10 @@ from typing import Any
 
 import torch
 
-from . import _arrays
-from .brst import IMPLEMENTED as _BRST_IMPL
+from . import _arrays, _dispatch
 from .brst import bidirectional_match
-from .centers import IMPLEMENTED as _CENTERS_IMPL
 from .centers import cluster_centers, subcluster
-from .dbscan import IMPLEMENTED as _DBSCAN_IMPL
 from .dbscan import dbscan
-from .jaccard import IMPLEMENTED as _JACCARD_IMPL
 from .jaccard import jaccard_distance
 
 
@@ -22,10 +18,11 @@ from .jaccard import jaccard_distance
 class EpochConfig:
     """Parameters of :func:`cluster_epoch` (defaults: HIL on SYSU-MM01).
 
-    ``backend`` is handed to every stage that implements it (kNN/Jaccard:
-    torch/native/triton/cuda; DBSCAN: torch/native/cuda/cuml; centres and
-    sub-clusters: torch/native; BRST: torch/native/triton); a stage that does
-    not implement the named backend runs with ``"auto"``.
+    ``backend`` (``"auto"`` or a name of ``hilcore.capabilities()``; any other
+    name raises) is handed to every stage that implements it, as
+    ``hilcore.capabilities()`` lists them; a stage that does not implement the
+    named backend runs with ``"auto"``. :attr:`EpochClusters.backends` says what
+    ran in each stage.
     """
 
     k1: int = 30
@@ -39,6 +36,9 @@ class EpochConfig:
     match_mode: str = "both"
     backend: str = "auto"
     seed: int = 0
+
+    def __post_init__(self):
+        _dispatch.check_backend(self.backend, "backend")
 
 
 @dataclass
@@ -57,8 +57,11 @@ class EpochClusters:
         counts: ``clusters_rgb``, ``clusters_ir``, ``outliers_rgb``, ``outliers_ir``, ``matched_pairs``,
             ``unmatched_rgb``, ``unmatched_ir``, ``shared_clusters``, ``shared_outliers_rgb``,
             ``shared_outliers_ir``.
-        timings: seconds per stage (``jaccard_rgb``, ``dbscan_rgb``, ``centers_rgb``,
-            ``subcluster_rgb``, the same for ``_ir``, ``match``, ``shared``, ``total``).
+        timings: measured seconds per stage (``jaccard_rgb`` and its parts ``knn_rgb`` and
+            ``jaccard_stages_rgb``, ``dbscan_rgb``, ``centers_rgb``, ``subcluster_rgb``, the same for
+            ``_ir``, ``match``, ``shared``, ``total``).
+        backends: what ran in each stage, e.g. ``{"jaccard": "knn=native, stages=native",
+            "dbscan": "native", ...}`` (the labels of :func:`hilcore._dispatch.resolve`).
     """
 
     labels_rgb: Any
@@ -76,10 +79,12 @@ class EpochClusters:
     unmatched_ir: Any
     counts: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    backends: dict = field(default_factory=dict)
 
 
-def _backend_for(backend: str, implemented: tuple[str, ...]) -> str:
-    return backend if backend == "auto" or backend in implemented else "auto"
+def _backend_for(backend: str, op: str) -> str:
+    """``backend`` when ``op`` implements it, else ``"auto"``."""
+    return backend if _dispatch.implements(op, backend) else "auto"
 
 
 class _Clock:
@@ -105,11 +110,11 @@ def _check_config(cfg: EpochConfig) -> None:
         raise ValueError(f"config.sub_method: expected 'kmeans' or 'dbscan', got {cfg.sub_method!r}")
     if cfg.match_mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
         raise ValueError(f"config.match_mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {cfg.match_mode!r}")
-    if not isinstance(cfg.backend, str):
-        raise TypeError(f"config.backend: expected a string, got {type(cfg.backend).__name__}")
+    _dispatch.check_backend(cfg.backend, "config.backend")  # also catches a field assigned after construction
 
 
-def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> EpochClusters:
+def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, memory_feats_rgb=None,
+                  memory_feats_ir=None) -> EpochClusters:
     """Pseudo labels and memories of one HIL epoch from the features of both modalities.
 
     Per modality: ``jaccard_distance(x, k1, k2, max_distance=eps)`` (sparse,
@@ -118,6 +123,12 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
     ``bidirectional_match(ratio, match_mode)`` gives the shared label space,
     and the shared centres / multi-centres are computed over the rows of both
     modalities (RGB first) with the shared labels.
+
+    ``memory_feats_rgb`` / ``memory_feats_ir`` (both or neither): the features
+    the centres and multi-centre memories are built from, with the labels
+    found on ``feats_*`` (same rows, any width; same family and device), e.g.
+    un-centred features when the clustering saw camera-centred ones. Default:
+    ``feats_*`` themselves.
 
     Args:
         feats_rgb: ``[N_rgb, D]`` visible features (NumPy, torch CPU/CUDA, CuPy; rows normalised inside).
@@ -142,36 +153,65 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
     _check_config(cfg)
     xr, fam = _arrays.features(feats_rgb, "feats_rgb")
     xi = _arrays.features_like(feats_ir, xr, "feats_ir", "feats_rgb")
+    if (memory_feats_rgb is None) != (memory_feats_ir is None):
+        raise ValueError("memory_feats_rgb, memory_feats_ir: pass both or neither")
+    if memory_feats_rgb is None:
+        mr, mi = xr, xi
+    else:
+        # validated, not normalised here: cluster_centers / subcluster normalise their rows themselves
+        mr, _ = _arrays.features(memory_feats_rgb, "memory_feats_rgb", normalize=False)
+        mi, _ = _arrays.features(memory_feats_ir, "memory_feats_ir", normalize=False)
+        if mi.shape[1] != mr.shape[1]:
+            raise ValueError(f"memory_feats_ir: expected {mr.shape[1]} columns like memory_feats_rgb, "
+                             f"got shape {tuple(mi.shape)}")
+        for name, a, b in (("memory_feats_rgb", mr, xr), ("memory_feats_ir", mi, xi)):
+            if a.shape[0] != b.shape[0] or a.device != b.device:
+                raise ValueError(f"{name}: expected {b.shape[0]} rows on {b.device} (one per clustered feature), "
+                                 f"got shape {tuple(a.shape)} on {a.device}")
+    mem = {"rgb": mr, "ir": mi}
     be = cfg.backend
     clock = _Clock(xr.device)
     t_start = time.perf_counter()
     per = {}
+    dev = xr.device
+    b_jac, b_db = _backend_for(be, "jaccard_distance"), _backend_for(be, "dbscan")
+    b_sub, b_match = _backend_for(be, "subcluster"), _backend_for(be, "bidirectional_match")
+    cb = _backend_for(be, "cluster_centers")
+    sub = _dispatch.resolve("subcluster", b_sub, dev)
+    ran = {
+        "jaccard": _dispatch.resolve("jaccard_distance", b_jac, dev).label,
+        "dbscan": _dispatch.resolve("dbscan", b_db, dev).label,
+        "centers": _dispatch.resolve("cluster_centers", cb, dev).label,
+        "subcluster": f"centers={sub.part('centers').label}, "
+                      f"{cfg.sub_method}={sub.part(cfg.sub_method).label}",
+        "match": _dispatch.resolve("bidirectional_match", b_match, dev).label,
+    }
     for name, x in (("rgb", xr), ("ir", xi)):
+        info: dict = {}
         d = clock(f"jaccard_{name}", jaccard_distance, x, cfg.k1, cfg.k2, max_distance=cfg.eps,
-                  backend=_backend_for(be, _JACCARD_IMPL))
-        lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, backend=_backend_for(be, _DBSCAN_IMPL))
+                  backend=b_jac, info=info)
+        clock.times[f"knn_{name}"] = info["timings"]["knn"]
+        clock.times[f"jaccard_stages_{name}"] = info["timings"]["stages"]
+        lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, backend=b_db)
         lab = torch.as_tensor(lab).to(x.device)
         del d
         if not bool((lab >= 0).any()):
             raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
                              f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
                              f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
-        cb = _backend_for(be, _CENTERS_IMPL)
-        cen = clock(f"centers_{name}", cluster_centers, x, lab, backend=cb)
-        multi = clock(f"subcluster_{name}", subcluster, x, lab, cfg.n_sub, cfg.weight, cfg.sub_method,
-                      seed=cfg.seed, backend=cb)
+        cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
+        multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
+                      seed=cfg.seed, backend=b_sub)
         per[name] = (lab, cen, multi)
     lr, li = per["rgb"][0], per["ir"][0]
-    m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode,
-              backend=_backend_for(be, _BRST_IMPL))
+    m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
 
     def shared():
-        xs = torch.cat([xr, xi])
+        xs = torch.cat([mr, mi])
         ls = torch.cat([sr, si])
-        cb = _backend_for(be, _CENTERS_IMPL)
         return (cluster_centers(xs, ls, backend=cb),
-                subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=cb))
+                subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))
     s_cen, s_multi = clock("shared", shared)
     clock.times["total"] = time.perf_counter() - t_start
 
@@ -190,4 +230,4 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None) -> Epo
         labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
         multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
         shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
-        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=dict(clock.times))
+        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=dict(clock.times), backends=ran)

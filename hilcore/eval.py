@@ -14,7 +14,7 @@ Averages run over the queries that have at least one match among the kept
 gallery images. Ranking runs on the distance matrix's device (a CUDA tensor is
 ranked on the GPU), in query blocks so memory stays bounded.
 
-SYSU-MM01 (DESIGN.md, "Evaluation protocols"): queries are the IR test
+SYSU-MM01 (docs/design.md, "Evaluation protocols"): queries are the IR test
 images (cameras 3 and 6), the gallery one random RGB image per test identity
 and camera (:func:`sysu_gallery`); gallery images with the query's identity and
 camera are dropped, and for a query of camera 3 every gallery image of camera 2
@@ -236,12 +236,12 @@ def sysu_gallery(g_paths: Sequence[str], g_pids, g_camids, mode: str = "all", tr
 def regdb_trial(root, trial: int):
     """The RegDB test split of one trial from the released index files.
 
-    Returns ``(visible, thermal)``: lists of :class:`hilcore.train.datasets.Sample`
+    Returns ``(visible, thermal)``: lists of :class:`hilcore.splits.Sample`
     read from ``idx/test_visible_{trial}.txt`` and ``idx/test_thermal_{trial}.txt``.
     Visible-to-thermal uses ``visible`` as queries and ``thermal`` as gallery;
     thermal-to-visible the reverse.
     """
-    from .train.datasets import load_regdb
+    from .splits import load_regdb
 
     data = load_regdb(root, trial)
     return data.test_visible, data.test_thermal

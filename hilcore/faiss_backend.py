@@ -7,6 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._dispatch import register
+
+register("knn", "faiss", devices=("cpu", "cuda"), impl="hilcore.faiss_backend:knn",
+         note="faiss.IndexFlatIP on the CPU; for comparisons")
+
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN by inner product (cosine on normalised rows) with a flat faiss index.

@@ -2,59 +2,45 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
 from . import _arrays, _dispatch
-from .knn import knn_tensors
-
-IMPLEMENTED = ("torch", "native", "triton", "cuda")
-
-# kNN used by each jaccard backend's pipeline.
-_KNN_FOR = {"torch": "torch", "native": "native", "triton": "triton", "cuda": "cuda"}
+from ._core import SparseRows, half_k  # noqa: F401  (re-exported)
 
 
-@dataclass
-class SparseRows:
-    """CSR triple on one device: ``indptr`` int64 [N+1], ``indices`` int64 [nnz], ``data`` float32 [nnz]."""
-
-    indptr: torch.Tensor
-    indices: torch.Tensor
-    data: torch.Tensor
-    n: int
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def half_k(k1: int) -> int:
-    """round(k1 / 2) with round-half-to-even, as np.around does in the widely used code."""
-    return int(np.around(k1 / 2))
+def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _dispatch.Impl,
+                 timings: dict | None = None) -> SparseRows:
+    """Internal entry on a validated, normalised float32 tensor. k1, k2 already clamped.
 
-
-def _impl(backend: str, device: torch.device):
-    """The k-reciprocal/Jaccard stages for ``backend``.
-
-    ``triton`` only brings the kNN; its stages are the CUDA kernels when they
-    are built and the input is on a GPU, else the torch ones.
+    ``impl`` is the resolved ``jaccard_distance`` pipeline (its ``knn`` and
+    ``stages`` parts). With ``timings``, the measured seconds of each part are
+    stored in it (``knn``, ``stages``; the native stages add their own sub-stages
+    as ``stages.<name>``), the device synchronised around each.
     """
-    if backend == "triton":
-        backend = "cuda" if (device.type == "cuda" and _dispatch.has_cuda()) else "torch"
-    if backend == "torch":
-        from .torch_backend.jaccard import jaccard as f
-    elif backend == "native":
-        from .native_backend.jaccard import jaccard as f
-    elif backend == "cuda":
-        from .cuda_backend.jaccard import jaccard as f
-    else:  # pragma: no cover
-        raise AssertionError(backend)
-    return f
-
-
-def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, backend: str) -> SparseRows:
-    """Internal entry on a validated, normalised float32 tensor. k1, k2 already clamped."""
-    rank, _ = knn_tensors(x, k1, None, _KNN_FOR[backend])
-    indptr, indices, data = _impl(backend, x.device)(x, rank, k1, k2, max_distance)
+    timed = timings is not None
+    if timed:
+        _sync(x.device)
+        t0 = time.perf_counter()
+    rank, _ = impl.part("knn")(x, k1, None)
+    if timed:
+        _sync(x.device)
+        t1 = time.perf_counter()
+        sub: dict = {}
+        indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance, timings=sub)
+        _sync(x.device)
+        timings["knn"] = t1 - t0
+        timings["stages"] = time.perf_counter() - t1
+        timings.update({f"stages.{k}": v for k, v in sub.items()})
+    else:
+        indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance)
     return SparseRows(indptr, indices, data, x.shape[0])
 
 
@@ -74,10 +60,10 @@ def to_output(rows: SparseRows, fam: _arrays.Family):
 
 
 def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None = None,
-                     backend: str = "auto"):
+                     backend: str = "auto", info: dict | None = None):
     """k-reciprocal Jaccard distance, sparse.
 
-    The semantics are those of DESIGN.md (and of the widely used
+    The semantics are those of docs/design.md (and of the widely used
     ``compute_jaccard_distance``): k1-column exact ranking with self first,
     k-reciprocal sets with expansion by the round(k1/2)-reciprocal sets,
     softmax weights over ``-(2 - 2 cos)``, local query expansion over the
@@ -92,7 +78,15 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
         k2: query-expansion length (>= 1; 1 means none).
         max_distance: keep pairs with ``d <= max_distance``; ``None`` keeps every
             pair whose supports meet (``d < 1``). DBSCAN needs only ``max_distance=eps``.
-        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"`` or ``"cuda"``.
+        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"`` or ``"cuda"``. The
+            distance is a pipeline, a kNN then the k-reciprocal stages: ``"triton"``
+            runs the Triton kNN and the CUDA stages (torch ones without the CUDA
+            build or on CPU); ``"cuda"`` runs the CUDA stages after the Triton kNN
+            (torch without Triton).
+        info: optional dict that receives what ran and how long it took:
+            ``backend`` (the label, e.g. ``"knn=triton, stages=cuda"``), ``knn``,
+            ``stages`` and ``timings`` (measured seconds: ``knn``, ``stages``, their
+            native sub-stages ``stages.<name>``, ``output`` and ``total``).
 
     Returns:
         ``[N, N]`` sparse CSR, float32, sorted indices, symmetric, the diagonal
@@ -112,5 +106,16 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
     k1 = min(_arrays.positive_int(k1, "k1"), n)
     k2 = min(_arrays.positive_int(k2, "k2"), k1)
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
-    b = _dispatch.resolve("jaccard_distance", backend, xt.device, IMPLEMENTED)
-    return to_output(jaccard_rows(xt, k1, k2, md, b), fam)
+    impl = _dispatch.resolve("jaccard_distance", backend, xt.device)
+    if info is None:
+        return to_output(jaccard_rows(xt, k1, k2, md, impl), fam)
+    t0 = time.perf_counter()
+    tm: dict = {}
+    rows = jaccard_rows(xt, k1, k2, md, impl, tm)
+    t1 = time.perf_counter()
+    out = to_output(rows, fam)
+    _sync(xt.device)
+    tm["output"] = time.perf_counter() - t1
+    tm["total"] = time.perf_counter() - t0
+    info.update(backend=impl.label, knn=impl.part("knn").label, stages=impl.part("stages").label, timings=tm)
+    return out

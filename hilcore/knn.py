@@ -5,30 +5,10 @@ import torch
 
 from . import _arrays, _dispatch
 
-IMPLEMENTED = ("torch", "native", "triton", "cuda", "faiss")
 
-
-def _impl(backend: str):
-    if backend == "torch":
-        from .torch_backend.knn import knn as f
-    elif backend == "native":
-        from .native_backend.knn import knn as f
-    elif backend == "triton":
-        from .triton.knn import knn as f
-    elif backend == "cuda":
-        # the CUDA build has no kNN of its own: the fused Triton kernel (or
-        # cuBLAS through torch when Triton is absent) serves CUDA tensors.
-        from .cuda_backend.knn import knn as f
-    elif backend == "faiss":
-        from .faiss_backend import knn as f
-    else:  # pragma: no cover - resolve() guards this
-        raise AssertionError(backend)
-    return f
-
-
-def knn_tensors(x: torch.Tensor, k: int, y: torch.Tensor | None, backend: str):
+def knn_tensors(x: torch.Tensor, k: int, y: torch.Tensor | None, backend: str = "auto"):
     """Internal entry on validated, normalised float32 tensors; returns torch (idx, sim)."""
-    return _impl(backend)(x, k, y)
+    return _dispatch.resolve("knn", backend, x.device)(x, k, y)
 
 
 def knn(x, k: int, *, y=None, backend: str = "auto"):
@@ -42,7 +22,10 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
         x: ``[N, D]`` queries (NumPy, torch CPU/CUDA or CuPy; any float dtype).
         k: neighbours per row, ``1 <= k <= M`` (M = rows of ``y``, or N).
         y: optional ``[M, D]`` database; ``None`` searches ``x`` against itself.
-        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"``, ``"cuda"`` or ``"faiss"``.
+        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"``, ``"cuda"`` or
+            ``"faiss"`` (``hilcore.capabilities()["knn"]``). There is no CUDA kNN
+            kernel: ``"cuda"`` (and ``"auto"`` on CUDA tensors) runs the Triton one,
+            or torch without Triton.
 
     Returns:
         ``(idx, sim)``: ``[N, k]`` int64 indices into the database and
@@ -65,6 +48,5 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
     k = _arrays.positive_int(k, "k")
     if k > m:
         raise ValueError(f"k: expected k <= {m} (the number of database rows), got {k}")
-    b = _dispatch.resolve("knn", backend, xt.device, IMPLEMENTED)
-    idx, sim = knn_tensors(xt, k, yt, b)
+    idx, sim = _dispatch.resolve("knn", backend, xt.device)(xt, k, yt)
     return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)

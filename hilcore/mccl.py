@@ -1,42 +1,15 @@
-"""Multi-centre contrastive loss (MCCL) of HIL, DESIGN.md."""
+"""Multi-centre contrastive loss (MCCL) of HIL, docs/design.md."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from . import _dispatch
+from ._core import DIST_EPS, MARGIN
 from .memory import ClusterMemory, MultiCenterMemory, batch_features
+from .torch_backend.mccl import mccl as mccl_torch  # noqa: F401  (the reference, as before)
 
-IMPLEMENTED = ("torch", "native", "triton")
-
-#: Distance guard: ``d = sqrt(||x - M||^2 + DIST_EPS)``, so ``d >= 1e-4`` and ``1/d <= 1e4`` even when
-#: a sample equals a slot. ``||x - M||^2`` is summed from the differences (not expanded as
-#: ``||x||^2 + ||M||^2 - 2 x.M``, whose float32 cancellation near 0 would swamp the guard).
-DIST_EPS = 1e-8
-#: The constant of ``-log(pos / (pos + neg + 1e-8))``.
-MARGIN = 1e-8
-
-
-def mccl_torch(x: torch.Tensor, mem: torch.Tensor, eps: float = DIST_EPS, margin: float = MARGIN):
-    """Reference implementation with autograd: ``(loss [B], cstar [B])`` for unit rows ``x`` and ``mem``
-    ``[C, S, D]`` of the same dtype. Forms the ``[B, C, S]`` distances (direct differences, cdist)."""
-    b = x.shape[0]
-    c, s, _ = mem.shape
-    r = torch.cdist(x, mem.reshape(c * s, -1), compute_mode="donot_use_mm_for_euclid_dist").reshape(b, c, s)
-    d = torch.sqrt(r * r + eps)
-    cstar = torch.argmin(d.detach().reshape(b, c * s), dim=1) // s  # first minimum: lowest (c, s) on ties
-    u = 1.0 / d
-    rows = torch.arange(b, device=x.device)
-    pos = u[rows, cstar].mean(dim=1)
-    if c > 1:
-        umax = 1.0 / d.min(dim=2).values  # [B, C]: 1 / min_s d_cs
-        others = torch.ones(b, c, dtype=torch.bool, device=x.device)
-        others[rows, cstar] = False
-        neg = (umax * others).sum(dim=1) / (c - 1)
-    else:
-        neg = torch.zeros_like(pos)
-    loss = -torch.log(pos / (pos + neg + margin))
-    return loss, cstar
+__all__ = ["DIST_EPS", "MARGIN", "mccl_loss", "mccl_torch"]
 
 
 def _bank(memory) -> torch.Tensor:
@@ -57,7 +30,7 @@ def _bank(memory) -> torch.Tensor:
 
 def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: bool = False,
               backend: str = "auto"):
-    """Multi-centre contrastive loss of HIL (DESIGN.md), differentiable in ``x``.
+    """Multi-centre contrastive loss of HIL (docs/design.md), differentiable in ``x``.
 
     For each sample (row of ``x``, L2-normalised here, differentiably) against
     the memory ``M`` ``[C, S, D]``:
@@ -82,7 +55,7 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         x: ``[B, D]`` torch features (B >= 1), on the memory's device.
         memory: a :class:`MultiCenterMemory` (a :class:`ClusterMemory` counts as
             S = 1), or a ``[C, S, D]`` tensor.
-        temp: must be ``None``. MCCL has no temperature (DESIGN.md); a
+        temp: must be ``None``. MCCL has no temperature (docs/design.md); a
             temperature dividing the distances would cancel in ``pos / (pos + neg)``,
             so any other value is rejected rather than silently ignored.
         reduction: ``"mean"`` over the batch (default), ``"sum"``, or
@@ -101,30 +74,18 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         >>> loss[cstar == cstar_other_head].mean().backward()
     """
     if temp is not None:
-        raise ValueError(f"temp: MCCL has no temperature (DESIGN.md); pass temp=None, got {temp!r}")
+        raise ValueError(f"temp: MCCL has no temperature (docs/design.md); pass temp=None, got {temp!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
     bank = _bank(memory).detach()
     xt = batch_features(x, bank.shape[-1], bank.device)
     if xt.shape[0] == 0:
         raise ValueError("x: expected at least one sample")
-    b = _dispatch.resolve("mccl_loss", backend, bank.device, IMPLEMENTED)
-    if b == "triton":
-        from .triton.mccl import mccl
-
-        xn = F.normalize(xt.to(torch.float32), dim=1)
-        loss, cstar = mccl(xn, bank.to(torch.float32), DIST_EPS, MARGIN)
-        loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
-    elif b == "native":
-        from .native_backend.mccl import mccl as mccl_native
-
-        xn = F.normalize(xt.to(torch.float32), dim=1)
-        loss, cstar = mccl_native(xn, bank.to(torch.float32), DIST_EPS, MARGIN)
-        loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
-    else:
-        dt = torch.float64 if xt.dtype == torch.float64 else torch.float32
-        xn = F.normalize(xt.to(dt), dim=1)
-        loss, cstar = mccl_torch(xn, bank.to(dt))
+    impl = _dispatch.resolve("mccl_loss", backend, bank.device)
+    dt = torch.float64 if xt.dtype == torch.float64 and torch.float64 in impl.dtypes else torch.float32
+    xn = F.normalize(xt.to(dt), dim=1)
+    loss, cstar = impl(xn, bank.to(dt), DIST_EPS, MARGIN)
+    loss = loss.to(xt.dtype if xt.dtype == torch.float64 else torch.float32)
     if reduction == "mean":
         loss = loss.mean()
     elif reduction == "sum":

@@ -6,7 +6,7 @@ receive gradients. A training step reads them through :meth:`logits` /
 :func:`cluster_contrast_loss` / :func:`hilcore.mccl_loss`, runs backward and
 the optimiser step, and then calls :meth:`update` explicitly with the batch.
 
-The update is DESIGN.md's momentum rule with exactly the semantics of a Python
+The update is docs/design.md's momentum rule with exactly the semantics of a Python
 loop over the batch: for i in batch order,
 ``m[y_i] <- normalize(mu * m[y_i] + (1 - mu) * x_i)`` (x_i L2-normalised), so a
 target that occurs several times in a batch is updated once per occurrence, in
@@ -40,11 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _arrays, _dispatch
-
-IMPLEMENTED = ("torch", "native", "triton")
-
-# ||v|| is floored here before dividing (v = 0 only when x = -m exactly with mu = 1/2).
-NORM_EPS = 1e-12
+from ._core import NORM_EPS  # noqa: F401  (||v|| is floored here before dividing; v = 0 only when x = -m, mu = 1/2)
+from .torch_backend.memory import occurrence, update as update_torch  # noqa: F401  (re-exported)
 
 _MEM_DTYPES = (torch.float32, torch.float64)
 
@@ -106,56 +103,6 @@ def _normalize_rows(t: torch.Tensor, name: str) -> torch.Tensor:
     return t / n
 
 
-# ------------------------------------------------------------------ update kernels (torch)
-def occurrence(targets: torch.Tensor) -> torch.Tensor:
-    """``occ[i]`` = how many ``j < i`` have ``targets[j] == targets[i]`` (the round of sample i)."""
-    b = targets.shape[0]
-    order = torch.argsort(targets, stable=True)
-    st = targets[order]
-    ar = torch.arange(b, device=targets.device)
-    starts = torch.ones(b, dtype=torch.bool, device=targets.device)
-    starts[1:] = st[1:] != st[:-1]
-    group_start = torch.cummax(torch.where(starts, ar, torch.zeros_like(ar)), 0).values
-    occ = torch.empty_like(ar)
-    occ[order] = ar - group_start
-    return occ
-
-
-def _rounds(targets: torch.Tensor):
-    """Sample indices of each round, in round order (every target at most once per round)."""
-    occ = occurrence(targets)
-    order = torch.argsort(occ, stable=True)
-    counts = torch.bincount(occ).tolist()
-    return torch.split(order, counts)
-
-
-def update_torch(mem: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: float) -> None:
-    """In-place update of ``mem`` ``[R, S, D]`` with unit rows ``x`` ``[B, D]`` (mem's dtype), vectorised by rounds."""
-    r_n, s_n, d = mem.shape
-    flat = mem.view(r_n * s_n, d)
-    for sel in _rounds(targets):
-        rows, xs = targets[sel], x[sel]
-        if s_n == 1:
-            idx = rows
-        else:
-            dots = torch.bmm(mem[rows], xs.unsqueeze(2)).squeeze(2)  # [b, S]
-            idx = rows * s_n + torch.argmax(dots, dim=1)  # first maximum: the lowest slot on ties
-        v = momentum * flat[idx] + (1.0 - momentum) * xs
-        flat[idx] = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(NORM_EPS)
-
-
-def _impl(backend: str):
-    if backend == "torch":
-        return update_torch
-    if backend == "native":
-        from .native_backend.memory import update as f
-    elif backend == "triton":
-        from .triton.memory import update as f
-    else:  # pragma: no cover - resolve() guards this
-        raise AssertionError(backend)
-    return f
-
-
 # ------------------------------------------------------------------ modules
 class _Memory(nn.Module):
     """Shared parts: a ``features`` buffer ``[R, S, D]`` viewed as ``[R, D]`` when S == 1."""
@@ -200,13 +147,13 @@ class _Memory(nn.Module):
         xt = batch_features(x, self.num_features, self.features.device).detach()
         bank = self._bank()
         tt = batch_targets(targets, xt.shape[0], bank.shape[0], bank.device, what=self._what)
-        b = _dispatch.resolve(f"{type(self).__name__}.update", backend, bank.device, IMPLEMENTED)
+        impl = _dispatch.resolve("memory.update", backend, bank.device, name=f"{type(self).__name__}.update")
         if xt.shape[0] == 0:
             return
         if not self.features.is_contiguous():
             raise ValueError("features: the memory buffer must be contiguous for an in-place update")
         xt = _normalize_rows(xt.to(bank.dtype), "x").contiguous()
-        _impl(b)(bank, xt, tt, self.momentum)
+        impl(bank, xt, tt, self.momentum)
 
     def forward(self, x, targets):
         """The cluster-contrast loss of ``x`` against this memory (see :func:`cluster_contrast_loss`)."""

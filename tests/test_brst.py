@@ -10,7 +10,7 @@ from hilcore.ref.brst import bidirectional_match_ref, brst_ref
 
 brst_mod = importlib.import_module("hilcore.brst")
 
-BACKENDS = [b for b in hilcore.backends("cpu") if b in brst_mod.IMPLEMENTED]
+BACKENDS = list(hilcore.capabilities("cpu")["brst"])
 INTERPRETED = ("triton",)
 
 

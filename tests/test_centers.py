@@ -10,7 +10,7 @@ from hilcore.ref.centers import cluster_centers_ref, kmeans_inertia_ref, subclus
 
 centers = importlib.import_module("hilcore.centers")
 
-BACKENDS = [b for b in hilcore.backends("cpu") if b in centers.IMPLEMENTED]
+BACKENDS = list(hilcore.capabilities("cpu")["cluster_centers"])
 
 
 def blobs(sizes, d=16, *, seed=0, sub=3, noise_frac=0.1):

@@ -86,8 +86,9 @@ def test_dbscan_compat_equals_sklearn(backend, eps, min_samples):
 
 
 def test_dbscan_compat_rejects_other_metrics():
+    est = DBSCAN(eps=0.5, min_samples=4, metric="euclidean")  # scikit-learn estimators check in fit
     with pytest.raises(ValueError, match="precomputed"):
-        DBSCAN(eps=0.5, min_samples=4, metric="euclidean")
+        est.fit(np.zeros((3, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="square"):
         DBSCAN().fit(np.zeros((3, 4), dtype=np.float32))
 

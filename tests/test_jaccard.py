@@ -1,4 +1,4 @@
-"""hilcore.jaccard_distance: every backend against the dense reference of DESIGN.md."""
+"""hilcore.jaccard_distance: every backend against the dense reference of docs/design.md."""
 import functools
 import importlib
 
@@ -10,7 +10,7 @@ import torch
 import hilcore
 from hilcore.ref import jaccard as ref_jaccard
 from hilcore.ref import knn as ref_knn
-from testing import INTERPRETED, JACCARD_BACKENDS, assert_csr_well_formed, assert_jaccard_matches, \
+from testing import INTERPRETED, JACCARD_BACKENDS, knn_backend_of, assert_csr_well_formed, assert_jaccard_matches, \
     assert_knn_matches, csr_to_dense, features, jaccard_module, reid_features, stored_mask, tie_features, \
     with_duplicates
 
@@ -44,7 +44,7 @@ def _reference_for(backend, kind, n, dup, k1, k2):
     """
     x = _data(kind, n, dup)
     k1c = min(k1, n)
-    rank, sim = hilcore.knn(x, k1c, backend=jaccard_module._KNN_FOR[backend])
+    rank, sim = hilcore.knn(x, k1c, backend=knn_backend_of(backend))
     assert_knn_matches(rank, sim, x, k1c, tie_atol=0.0 if kind == "ties" else 1e-6)
     if np.array_equal(rank, ref_knn.knn(x, k1c)[0]):
         return _reference(kind, n, dup, k1, k2)
@@ -161,7 +161,7 @@ def test_one_identity(backend):
     """Every row a noisy copy of one vector: one dense block of small distances."""
     x = (np.ones((1, 16)) + 0.05 * np.random.default_rng(6).standard_normal((40, 16))).astype(np.float32)
     d = hilcore.jaccard_distance(x, K1, K2, backend=backend)
-    rank, _ = hilcore.knn(x, K1, backend=jaccard_module._KNN_FOR[backend])
+    rank, _ = hilcore.knn(x, K1, backend=knn_backend_of(backend))
     assert_jaccard_matches(d, ref_jaccard.jaccard_distance(x, K1, K2, rank=rank), None)
 
 

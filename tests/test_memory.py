@@ -13,7 +13,7 @@ from hilcore.memory import (ClusterMemory, InstanceMemory, MultiCenterMemory, cl
 from hilcore.ref import memory as ref
 
 memory_module = importlib.import_module("hilcore.memory")
-BACKENDS = [b for b in hilcore.backends("cpu") if b in memory_module.IMPLEMENTED]
+BACKENDS = list(hilcore.capabilities("cpu")["memory.update"])
 DTYPES = (torch.float32, torch.float64)
 TOL = {torch.float32: 2e-6, torch.float64: 1e-12}
 

@@ -1,19 +1,18 @@
 """Shared test data, backend lists and comparison helpers.
 
-Backends come from what this installation can run on the CPU
-(``hilcore.backends("cpu")``) intersected with what each op implements; a
-backend whose module is not in the tree yet is listed but skipped, with the
-reason, never faked.
+Backends come from the registry: what this installation can run on the CPU
+(``hilcore.capabilities("cpu")``) for each op, never faked.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import hilcore
+from hilcore import synthetic
 from hilcore.ref import knn as ref_knn
 
 # the op modules (the package exports functions of the same names)
@@ -25,54 +24,32 @@ SIZES = (1, 2, 19, 99, 989)
 SMALL_SIZES = (1, 2, 19, 99)
 INTERPRETED = ("triton",)  # slow on a CPU: sizes <= 99 only
 
-_PACKAGE = {"torch": "torch_backend", "native": "native_backend", "triton": "triton", "cuda": "cuda_backend"}
+
+def cpu_backends(op: str) -> list:
+    """The backends of ``op`` (a registry name, e.g. ``"knn"``) that can run on the CPU here, as pytest params."""
+    return [pytest.param(b, id=b) for b in hilcore.capabilities("cpu")[op]]
 
 
-def _module_ready(backend: str, op: str) -> str | None:
-    """None when the backend's module for ``op`` exists, else why it is skipped."""
-    if backend not in _PACKAGE:
-        return None
-    name = f"hilcore.{_PACKAGE[backend]}.{op}"
-    if importlib.util.find_spec(name) is None:
-        return f"{name} is not in the tree yet"
-    return None
+def knn_backend_of(op_backend: str, op: str = "jaccard_distance", device: str = "cpu") -> str:
+    """The kNN backend the ``op`` pipeline runs for ``op_backend`` on ``device`` (as the registry resolves it)."""
+    from hilcore import _dispatch
+
+    return _dispatch.resolve(op, op_backend, device).part("knn").backend
 
 
-def _params(op_module, op: str) -> list:
-    out = []
-    for b in hilcore.backends("cpu"):
-        if b not in op_module.IMPLEMENTED:
-            continue
-        if op == "jaccard":
-            # on a CPU, the triton backend brings only the kNN; its stages are the torch ones
-            why = _module_ready("torch" if b == "triton" else b, op) or \
-                _module_ready(jaccard_module._KNN_FOR.get(b, b), "knn")
-        else:
-            why = _module_ready(b, op)
-        out.append(pytest.param(b, id=b, marks=pytest.mark.skipif(why is not None, reason=why or "")))
-    return out
-
-
-KNN_BACKENDS = _params(knn_module, "knn")
-JACCARD_BACKENDS = _params(jaccard_module, "jaccard")
-DBSCAN_BACKENDS = _params(dbscan_module, "dbscan")
+KNN_BACKENDS = cpu_backends("knn")
+JACCARD_BACKENDS = cpu_backends("jaccard_distance")
+DBSCAN_BACKENDS = cpu_backends("dbscan")
 
 
 # ---------------------------------------------------------------- data
 def reid_features(n: int, d: int = 32, *, seed: int = 0, views: int = 4, per_id: int = 8,
-                  noise: float = 0.35, outliers: float = 0.1) -> np.ndarray:
-    """ReID-like float32 features, unnormalised: identities x views (camera offsets) + noise,
-    and a fraction of outlier rows that belong to no identity."""
-    rng = np.random.default_rng(seed)
-    ids = max(1, n // per_id)
-    centre = rng.standard_normal((ids, d))
-    view = 0.5 * rng.standard_normal((views, d))
-    who = rng.integers(0, ids, n)
-    cam = rng.integers(0, views, n)
-    x = centre[who] + view[cam] + noise * rng.standard_normal((n, d)) * np.sqrt(d) / 4
-    lone = rng.random(n) < outliers
-    x[lone] = 2 * rng.standard_normal((int(lone.sum()), d))
-    return x.astype(np.float32)
+                  outliers: float = 0.1) -> np.ndarray:
+    """ReID-like float32 features from :func:`hilcore.synthetic.reid_features` (the one generator:
+    identities x cameras + noise, a fraction of outlier rows), about ``per_id`` rows per identity,
+    left unnormalised: each row scaled by a norm in [0.5, 4) so every op's normalisation is exercised."""
+    x, _, _ = synthetic.reid_features(max(1, n // per_id), n=n, dim=d, n_cams=views, seed=seed, outliers=outliers)
+    return (x * np.random.default_rng(seed + 1).uniform(0.5, 4.0, (n, 1))).astype(np.float32)
 
 
 def tie_features(n: int, d: int = 16, *, seed: int = 0) -> np.ndarray:

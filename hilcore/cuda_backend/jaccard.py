@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import _dispatch
+from .._core import half_k
 
 # Upper bound on the hash-table workspace of one chunk of rows (bytes); the
 # default also keeps it under a quarter of the free device memory.
@@ -68,7 +69,7 @@ def _chunks(slots_cum: np.ndarray, budget_slots: int):
 
 
 def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance: float,
-            *, workspace_bytes: int | None = None):
+            *, workspace_bytes: int | None = None, timings: dict | None = None):
     """Sparse Jaccard rows on CUDA tensors.
 
     Args:
@@ -76,13 +77,13 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         rank: ``[N, >= k1]`` int64 kNN ranking (self at column 0), same device.
         k1, k2: ranking and query-expansion lengths (``1 <= k2 <= k1 <= N``).
         max_distance: keep pairs with ``d <= max_distance`` (``math.inf`` keeps all).
+        timings: accepted for the common stage interface; not filled (the caller
+            times the whole, synchronised).
 
     Returns:
         ``(indptr int64 [N+1], indices int64 [nnz], data float32 [nnz])`` on x's
         device, indices sorted per row, the diagonal stored as 0.
     """
-    from ..jaccard import half_k
-
     nat = _native()
     if not (isinstance(x, torch.Tensor) and x.is_cuda):
         raise ValueError("x: the cuda backend needs a CUDA torch tensor")

@@ -9,7 +9,10 @@ similarities themselves):
   the rows that cannot be certified. Per row ``x_i ~ p_i = s_i q_i`` with
   ``s_i = max|x_i| / 127`` and ``q_i`` int8; residual ``e_i = x_i - p_i``. The
   int8 product ``q_i . q_j`` is exact in int32 (``D * 127^2 < 2^31``), and
-  ``torch._int_mm`` runs it about 2-3x faster than the float32 GEMM here. The
+  torch's int8 GEMM runs it about 2-3x faster than the float32 GEMM here. That
+  GEMM is ``torch._int_mm``, a private API: :func:`int8_matmul` finds it and
+  checks it once against an exact product; where it is missing or wrong the
+  int8 path is unavailable and every call takes the fp32 path. The
   tile merges keep ``K' = k + extra`` candidates per row by the approximate
   similarity ``a_ij = fl(fl(s_i s_j) fl(q_i . q_j))``; the C++ rescoring
   computes ``x_i . x_j`` in float32 for them, keeps the best k, and certifies
@@ -40,7 +43,11 @@ similarities themselves):
   ``max(256, M / 16)`` columns (crowded data) is recomputed with the fp32 path.
 
 ``precision="auto"`` takes the int8 path for ``D >= 64`` and a database of at
-least 4096 rows. :data:`last_stats` records what the last call did.
+least 4096 rows (and when :func:`int8_matmul` found a working int8 GEMM). The
+C++ row kernels of both paths (tile merges, rescoring dot products) run the
+AVX2/FMA code on x86-64 CPUs that have it, else portable scalar code with the
+same results (``hilcore._native.cpu_features()["knn_path"]``).
+``knn(..., stats={})`` reports what the call did.
 """
 from __future__ import annotations
 
@@ -62,11 +69,32 @@ INT8_MIN_ROWS = 4096
 INT8_MAX_DIM = (2**31 - 1) // (127 * 127)
 _U = 2.0**-24  # unit roundoff of float32
 
-#: What the last call did: ``precision`` ("fp32" or "int8"), ``candidates`` (K'), ``rows``,
-#: ``uncertified_rows`` / ``uncertified_fraction`` (rows the candidates did not certify: they
-#: took the second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed in
-#: fp32), stage ``times_s``.
-last_stats: dict = {}
+_INT8_MATMUL: list = []  # [] before the first probe, then [the function or None]
+
+
+def int8_matmul():
+    """torch's int8 x int8 -> int32 CPU matrix product, or None where this torch has none that works.
+
+    The product is ``torch._int_mm`` (a private API, so it may change or go): it
+    is looked up without failing and checked once on a small product against an
+    exact int64 reference; anything missing, raising or wrong gives None (the
+    int8 path then falls back to fp32).
+    """
+    if not _INT8_MATMUL:
+        f = getattr(torch, "_int_mm", None)
+        ok = False
+        if callable(f):
+            g = torch.Generator().manual_seed(0)
+            a = torch.randint(-127, 128, (37, 96), dtype=torch.int8, generator=g)
+            b = torch.randint(-127, 128, (40, 96), dtype=torch.int8, generator=g)
+            try:
+                got = f(a, b.t().contiguous()[:, 3:35])
+                want = a.to(torch.int64) @ b[3:35].to(torch.int64).t()
+                ok = got.dtype == torch.int32 and got.shape == want.shape and bool((got.to(torch.int64) == want).all())
+            except Exception:  # noqa: BLE001 - any failure of a private API means "not available"
+                ok = False
+        _INT8_MATMUL.append(f if ok else None)
+    return _INT8_MATMUL[0]
 
 
 def default_extra(k: int) -> int:
@@ -76,7 +104,7 @@ def default_extra(k: int) -> int:
 
 @ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE, precision: str = "auto",
-        extra: int | None = None):
+        extra: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).
 
     Returns ``(idx int64 [N, k], sim float32 [N, k])``, best first by (sim desc,
@@ -86,9 +114,15 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
 
     ``precision``: ``"auto"`` (int8 candidates for ``D >= 64`` and ``M >= 4096``,
     else fp32), ``"fp32"`` or ``"int8"`` (falls back to fp32 when ``D`` is too
-    large for exact int32 accumulation). ``extra``: candidates beyond k per row
+    large for exact int32 accumulation, or when :func:`int8_matmul` is None). ``extra``: candidates beyond k per row
     on the int8 path (default :func:`default_extra`). Both are internal knobs
     for tests and benchmarks; every choice returns the exact answer.
+
+    ``stats``: optional dict that receives what the call did: ``precision``
+    ("fp32" or "int8"), ``candidates`` (K'), ``rows``, ``uncertified_rows`` /
+    ``uncertified_fraction`` (rows the candidates did not certify: they took the
+    second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed
+    in fp32), measured stage ``times_s``.
     """
     if precision not in ("auto", "fp32", "int8"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
@@ -102,17 +136,16 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
         use_int8 = d >= INT8_MIN_DIM and m >= INT8_MIN_ROWS
     else:
         use_int8 = precision == "int8"
-    if use_int8 and d > INT8_MAX_DIM:
+    if use_int8 and (d > INT8_MAX_DIM or int8_matmul() is None):
         use_int8 = False
     if not use_int8 or n == 0:
         t0 = time.perf_counter()
         out = _knn_fp32(x, k, y is None, db, tile)
-        last_stats.clear()
-        last_stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
-                          fallback_rows=0, fallback_fraction=0.0,
-                          times_s={"fp32": time.perf_counter() - t0})
+        if stats is not None:
+            stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
+                         fallback_rows=0, fallback_fraction=0.0, times_s={"fp32": time.perf_counter() - t0})
         return out
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra)
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, stats)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
@@ -191,8 +224,9 @@ def row_bounds(d, xnorm, pnorm, enorm, db_xnorm, db_pnorm, db_enorm) -> np.ndarr
     return _round_up_f32(b)
 
 
-def _knn_int8(x, k, self_search, db, tile, extra):
+def _knn_int8(x, k, self_search, db, tile, extra, stats):
     nat = native_module()
+    int_mm = int8_matmul()
     n, d = x.shape
     m = db.shape[0]
     kc = min(m, k + extra)
@@ -203,7 +237,7 @@ def _knn_int8(x, k, self_search, db, tile, extra):
         qy, sy, ny, py, ey = qx, sx, nx, px, ex
     else:
         qy, sy, ny, py, ey = _quantize(nat, db)
-    qyT = qy.t().contiguous()  # [D, M]: _int_mm(qx[i0:i1], qyT[:, j0:j1]) is the fast layout
+    qyT = qy.t().contiguous()  # [D, M]: int_mm(qx[i0:i1], qyT[:, j0:j1]) is the fast layout
     bound = torch.from_numpy(row_bounds(d, nx.numpy(), px.numpy(), ex.numpy(), ny.numpy(), py.numpy(), ey.numpy()))
     times["quantize"] = time.perf_counter() - t
 
@@ -215,7 +249,7 @@ def _knn_int8(x, k, self_search, db, tile, extra):
     for i0 in range(0, n, tile):
         qi = qx[i0:i0 + tile]
         for j0 in range(i0 if self_search else 0, m, tile):
-            s = torch._int_mm(qi, qyT[:, j0:j0 + tile]).numpy()
+            s = int_mm(qi, qyT[:, j0:j0 + tile]).numpy()
             nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, self_search, False)
             if self_search and j0 != i0:
                 nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, True, True)
@@ -246,7 +280,7 @@ def _knn_int8(x, k, self_search, db, tile, extra):
             ids = failed[b0:b0 + tile]
             qb = qf[b0:b0 + tile]
             for j0 in range(0, m, tile):
-                s = torch._int_mm(qb, qyT[:, j0:j0 + tile]).numpy()
+                s = int_mm(qb, qyT[:, j0:j0 + tile]).numpy()
                 nat.knn_refine_i8(s, ids.numpy(), j0, sf[b0:b0 + tile].numpy(), syn, bf[b0:b0 + tile].numpy(),
                                   x.numpy(), db.numpy(), rsim[b0:b0 + tile].numpy(), ri[b0:b0 + tile].numpy(),
                                   self_search, counts[b0:b0 + tile].numpy(), cap)
@@ -262,9 +296,9 @@ def _knn_int8(x, k, self_search, db, tile, extra):
             best_idx[over] = fi
             best_sim[over] = fs
     times["fallback"] = time.perf_counter() - t
-    last_stats.clear()
-    last_stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
-                      uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
-                      fallback_fraction=n_over / n, times_s=times,
-                      bound_median=float(np.median(bound.numpy())) if n else math.nan)
+    if stats is not None:
+        stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
+                     uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
+                     fallback_fraction=n_over / n, times_s=times,
+                     bound_median=float(np.median(bound.numpy())) if n else math.nan)
     return best_idx, best_sim

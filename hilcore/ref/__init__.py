@@ -1,1 +1,1 @@
-"""Slow, obviously correct references written from the formulas in DESIGN.md. Tests and benchmarks import them."""
+"""Slow, obviously correct references written from the formulas in docs/design.md. Tests and benchmarks import them."""

@@ -1,4 +1,4 @@
-"""Slow reference for hilcore.eval, one query at a time, straight from DESIGN.md "Evaluation protocols".
+"""Slow reference for hilcore.eval, one query at a time, straight from docs/design.md "Evaluation protocols".
 
 Ranking: gallery images sorted by (distance, gallery index), i.e. ties keep
 the gallery order. Returns the same ``(cmc, mAP, mINP)`` as hilcore.eval.

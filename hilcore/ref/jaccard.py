@@ -1,4 +1,4 @@
-"""Reference k-reciprocal Jaccard distance: dense N x N, per-row loops, straight from DESIGN.md."""
+"""Reference k-reciprocal Jaccard distance: dense N x N, per-row loops, straight from docs/design.md."""
 from __future__ import annotations
 
 import numpy as np

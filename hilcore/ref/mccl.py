@@ -1,4 +1,4 @@
-"""Reference multi-centre contrastive loss (MCCL): a loop over samples and clusters, float64 (DESIGN.md)."""
+"""Reference multi-centre contrastive loss (MCCL): a loop over samples and clusters, float64 (docs/design.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Reference momentum memory updates: a Python loop over the batch, one sample at a time (DESIGN.md)."""
+"""Reference momentum memory updates: a Python loop over the batch, one sample at a time (docs/design.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .._core import dbscan_labels
 from .._precision import ieee_fp32
 
 _CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
@@ -214,7 +215,7 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
 
 
 def dbscan_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, eps: float, min_samples: int):
-    """Density sub-clusters inside every cluster (DESIGN.md DBSCAN on ``1 - cos``), batched.
+    """Density sub-clusters inside every cluster (docs/design.md DBSCAN on ``1 - cos``), batched.
 
     All within-cluster pairs are enumerated segment by segment (sum of n_c^2
     pairs, in chunks); the ones with distance <= eps (self always) are the
@@ -265,19 +266,18 @@ def dbscan_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, eps: f
         if torch.equal(nxt, root):
             break
         root = nxt
-    # border points: smallest root among core neighbours
-    bmask = core[dst] & ~core[src]
-    border_root = torch.full((m,), big, dtype=torch.int64, device=dev)
-    border_root.scatter_reduce_(0, src[bmask], root[dst[bmask]], reduce="amin")
-    root = torch.where(core, root, border_root)
-    valid = root < big
+    # border points join the component of their smallest-root core neighbour (the shared DBSCAN rule;
+    # components are numbered in order of their root, so the label order is the root order)
+    comp = dbscan_labels(core, root.clamp(max=m - 1), src, dst)
+    valid = comp >= 0
     vm = torch.nonzero(valid).flatten()
-    g = root[vm]
+    g = comp[vm]
     gsize = torch.bincount(g, minlength=m)
     gfirst = torch.full((m,), n, dtype=torch.int64, device=dev).scatter_reduce_(0, g, mem[vm], reduce="amin")
     gsum = torch.zeros(m, d, dtype=torch.float64, device=dev).index_add_(0, g, xm[vm].to(torch.float64))
+    gseg = torch.zeros(m, dtype=torch.int64, device=dev).scatter_(0, g, seg[vm])  # a group lies in one cluster
     groups = torch.nonzero(gsize > 0).flatten()
-    gc = seg[groups]
+    gc = gseg[groups]
     # order groups by (cluster asc, size desc, first asc)
     o = torch.sort(gfirst[groups], stable=True).indices
     o = o[torch.sort(gsize[groups][o], descending=True, stable=True).indices]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .._core import dbscan_labels
+
 
 def _components(u: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
     """parent [n]: for every node, the smallest node of its component in the graph of edges (u, v)."""
@@ -44,12 +46,4 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
     core = count >= min_samples
     both = core[u] & core[v]
     root = _components(u[both], v[both], n)
-    is_root = core & (root == torch.arange(n, device=dev))
-    number = torch.cumsum(is_root.to(torch.int64), 0) - 1  # components in order of smallest core index
-    labels = torch.where(core, number[root], torch.full_like(root, -1))
-    # border points: smallest label among core neighbours (neighbour v of u is core)
-    edge = ~core[u] & core[v]
-    big = torch.iinfo(torch.int64).max
-    border = torch.full((n,), big, dtype=torch.int64, device=dev)
-    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
-    return torch.where(~core & (border != big), border, labels)
+    return dbscan_labels(core, root, u, v)

@@ -1,6 +1,6 @@
 """Sparse k-reciprocal Jaccard distance in pure PyTorch (any device).
 
-Stages (DESIGN.md), all on padded or CSR tensors, chunked over rows:
+Stages (docs/design.md), all on padded or CSR tensors, chunked over rows:
   1. reciprocal masks: ``rank[i, a]`` is in R(i, k) iff i is in the first
      ``min(k + 1, k1)`` entries of ``rank[rank[i, a]]``;
   2. expansion E(i): R(i, k1) plus every R(c, kh) (c in R(i, k1)) with
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..jaccard import half_k
+from .._core import half_k
 
 # Upper bounds on the elements of the temporaries of one chunk.
 CHUNK_ELEMENTS = 1 << 24
@@ -172,13 +172,15 @@ def _upper_pairs(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tens
     return torch.cat(out_i), torch.cat(out_j), torch.cat(out_d)
 
 
-def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int,
-            max_distance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance: float, *,
+            timings: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-reciprocal Jaccard distance as CSR (indptr int64 [N+1], indices int64, data float32).
 
     ``x`` [N, D] normalised float32, ``rank`` [N, k1] int64 (self at column 0),
     ``k2 <= k1 <= N``; keeps pairs whose supports meet and ``d <= max_distance``
     (``math.inf`` keeps all). Rows sorted, diagonal stored as 0.0, symmetric.
+    ``timings`` is accepted for the common stage interface; this backend does not
+    time its sub-stages (the caller times the whole).
     """
     n = x.shape[0]
     dev = x.device

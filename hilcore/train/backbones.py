@@ -15,7 +15,7 @@ pooled feature ``[B, out_dim]``:
   ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...).
 * :class:`TinyCNN` -- four conv-BN-ReLU stages (~0.4M parameters) for CPU runs.
 
-:class:`ReIDModel` puts two heads on a backbone (DESIGN.md: "two heads, 'd'
+:class:`ReIDModel` puts two heads on a backbone (docs/design.md: "two heads, 'd'
 and 's'; clustering uses the normalised concatenation"):
 
 * head ``"d"``: a BNNeck -- ``BatchNorm1d(out_dim)`` on the pooled feature,
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -322,8 +321,10 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
     missing or unexpected.
 
     Files are read with ``torch.load(weights_only=True)`` (tensors, containers
-    and DINO's ``argparse.Namespace`` of arguments); a checkpoint that pickles
-    other Python objects needs ``weights_only=False`` -- only for files you trust.
+    and DINO's ``argparse.Namespace`` of arguments) by
+    :func:`hilcore.train.checkpoint.load_state_file`; a checkpoint that pickles
+    other Python objects is refused (ValueError): load a file you trust
+    yourself and pass the object.
     """
     if isinstance(model, ReIDModel):
         model = model.backbone
@@ -335,12 +336,12 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
         path = Path(path_or_state_dict)
         if not path.is_file():
             raise FileNotFoundError(f"path_or_state_dict: checkpoint {path} does not exist")
-        try:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"path_or_state_dict: {path} holds Python objects that weights_only loading "
-                             f"refuses; pass weights_only=False if you trust the file ({e})") from e
+        if not weights_only:
+            raise ValueError("weights_only=False: hilcore never unpickles files in full (that can run code); "
+                             "load a file you trust yourself and pass the loaded object")
+        from .checkpoint import load_state_file
+
+        obj = load_state_file(path, what="path_or_state_dict", safe_globals=[argparse.Namespace])
     else:
         obj = path_or_state_dict
     sd = _unwrap_state_dict(obj, prefer)
@@ -375,8 +376,12 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
             elif s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == target[s].numel():
                 v = v.reshape(want)
             if v.shape != want:
+                hint = ""
+                if s == "patch_embed.proj.weight" and "patch_embed.conv.0.weight" in names:
+                    hint = ("; this file has the ICS convolutional stem (TransReID-SSL vit_base_ics_*): load it "
+                            "with model.backbone: hil_vit (configs/sysu_hil.yaml)")
                 raise ValueError(f"checkpoint key {k!r}: shape {tuple(sd[k].shape)} cannot be loaded into "
-                                 f"the model's {s!r} of shape {tuple(want)}")
+                                 f"the model's {s!r} of shape {tuple(want)}{hint}")
         new[s] = v
     if not new:
         raise ValueError(f"checkpoint: no key matches the ViT's parameters (first keys: {list(sd)[:5]})")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hilcore._extras import require
 from hilcore.epoch import EpochConfig
 
 DATASETS = ("sysu", "regdb", "synthetic")
@@ -40,12 +41,19 @@ class DataConfig:
     workers: int = 4                # DataLoader workers for reading images
     cache: bool = False             # keep every image decoded in RAM (small datasets: the demo)
     extract_batch: int = 128        # batch size of feature extraction and evaluation
+    flip_extract: bool = False      # features = mean of the image's and its mirror's (clustering and evaluation)
+    extract_interp: str = "bilinear"   # resize of the training images features are extracted from: bilinear | bicubic
+    eval_interp: str = "bilinear"   # resize of the test images: bilinear | bicubic | lanczos (the release's ANTIALIAS)
+    augment: str = "hilcore"        # training augmentation: hilcore (augment.py) | release (hil_release.py)
+    rgb_views: int = 1              # RGB views per sampled image (2: a second view with channel exchange)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vit_b16"       # vit_b16 | resnet50 | tiny
-    pretrained: str | None = None   # TransReID(-SSL) .pth for vit_b16
+    backbone: str = "vit_b16"       # vit_b16 | resnet50 | tiny | hil_vit (the released network, hil_vit.py)
+    pretrained: str | None = None   # TransReID(-SSL) .pth for vit_b16 / hil_vit (vit_base_ics_cfs_lup.pth)
+    init_from: str | None = None    # hil_vit: a full release/SDCL checkpoint loaded over the model before epoch 0
+    reload_best_at: int | None = None   # reload output/best.pt's model at the start of this 0-based epoch (release: 20)
     s_dim: int | None = None        # width of head "s" (None: the backbone's)
     kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
 
@@ -54,6 +62,7 @@ class ModelConfig:
 class SamplerConfig:
     P: int = 16                     # pseudo identities per modality per batch
     K: int = 8                      # instances per pseudo identity
+    name: str = "identity"          # identity: K random members | camera: one anchor + K-1 from other cameras
 
 
 @dataclass
@@ -69,6 +78,7 @@ class OptimConfig:
     milestones: list = field(default_factory=lambda: [20, 40])   # step decay (x gamma) at these epochs
     gamma: float = 0.1
     grad_clip: float | None = None
+    nesterov: bool = True           # sgd only
 
 
 @dataclass
@@ -85,6 +95,16 @@ class LossConfig:
     nc_weight: float = 0.5          # neighbour consistency on the instance memories
     nc_k: int = 5                   # neighbours (self included) per sample
     nc_cross: bool = True           # also against the other modality's instance memory
+    term_reduction: str = "mean"    # how the terms of each loss (modalities x heads x targets) combine: mean | sum
+    mccl_memory: str = "per_modality"   # MCCL against per_modality multi-centre memories | the shared one
+    mccl_head_weights: list = field(default_factory=lambda: [0.5, 0.5])   # MCCL weights of heads d, s
+    multi_update: bool = True       # momentum-update the multi-centre memories (nearest slot) after each step
+    nc_mode: str = "knn"            # knn: k nearest instances | release: thresholded neighbours in both heads
+    nc_thresh: float = 0.9          # nc_mode release: neighbours have similarity > nc_thresh x the row max
+    nc_head_weights: list = field(default_factory=lambda: [1.0, 1.0])     # nc_mode release: heads d, s
+    nc_cross_weights: list = field(default_factory=lambda: [1.0, 1.0])    # nc_mode release: RGB->IR, IR->RGB
+    nc_cross_parity: bool = False   # nc_mode release: RGB->IR on even epochs only, IR->RGB on odd ones
+    instance_update: str = "normalized"   # instance memories updated with the normalised | raw batch feature
 
 
 @dataclass
@@ -94,6 +114,9 @@ class ClusterConfig(EpochConfig):
 
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
     #                                 rows re-normalised); memories still from the features themselves
+    transfer: str = "match"         # match: hilcore.bidirectional_match | rgb_to_ir_all: the release's BRST
+    memory_features: str = "clustering"   # memories from the clustering features | raw_heads: each head's own
+    #                                       un-normalised features, sklearn k-means sub-centres (the release)
 
 
 @dataclass
@@ -101,6 +124,7 @@ class EvalConfig:
     every: int = 1                  # evaluate every N epochs (and always after the last); 0 = only the last
     trials: int = 10                # SYSU gallery draws / RegDB: the configured trial only
     modes: list = field(default_factory=lambda: ["all", "indoor"])   # SYSU search modes
+    best_by: str = "mAP"            # best.pt is the epoch with the highest mAP | rank1+mAP (the release)
 
 
 @dataclass
@@ -131,7 +155,8 @@ class TrainConfig:
     def epoch_config(self):
         """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
         fields = dataclasses.asdict(self.cluster)
-        fields.pop("cam_center")
+        for k in ("cam_center", "transfer", "memory_features"):
+            fields.pop(k)
         fields["seed"] = self.run.seed
         return EpochConfig(**fields)
 
@@ -178,6 +203,11 @@ def _positive(v: Any, name: str, minimum: float = 1, integer: bool = True) -> No
         raise ValueError(f"config.{name}: expected {kind} >= {minimum}, got {v!r}")
 
 
+def _choice(v: Any, name: str, allowed: tuple) -> None:
+    if isinstance(v, bool) or v not in allowed:
+        raise ValueError(f"config.{name}: expected one of {list(allowed)}, got {v!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError naming the key of the first bad value."""
     d = cfg.data
@@ -189,8 +219,14 @@ def validate(cfg: TrainConfig) -> None:
     _positive(d.workers, "data.workers", 0)
     _positive(d.extract_batch, "data.extract_batch")
     _positive(d.regdb_trial, "data.regdb_trial")
-    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny"):
-        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50 or tiny, got {cfg.model.backbone!r}")
+    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny", "hil_vit"):
+        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50, tiny or hil_vit, "
+                         f"got {cfg.model.backbone!r}")
+    if cfg.model.init_from is not None and cfg.model.backbone != "hil_vit":
+        raise ValueError(f"config.model.init_from: only the hil_vit backbone loads full checkpoints, "
+                         f"got backbone {cfg.model.backbone!r}")
+    if cfg.model.reload_best_at is not None:
+        _positive(cfg.model.reload_best_at, "model.reload_best_at", 0)
     if not isinstance(cfg.model.kwargs, dict):
         raise ValueError(f"config.model.kwargs: expected a mapping, got {cfg.model.kwargs!r}")
     _positive(cfg.sampler.P, "sampler.P")
@@ -213,6 +249,30 @@ def validate(cfg: TrainConfig) -> None:
         _positive(getattr(lo, k), f"loss.{k}", 0, integer=False)
     _positive(lo.mccl_switch_epoch, "loss.mccl_switch_epoch", 0)
     _positive(lo.nc_k, "loss.nc_k")
+    _choice(d.extract_interp, "data.extract_interp", ("bilinear", "bicubic"))
+    _choice(d.eval_interp, "data.eval_interp", ("bilinear", "bicubic", "lanczos"))
+    _choice(d.augment, "data.augment", ("hilcore", "release"))
+    _choice(d.rgb_views, "data.rgb_views", (1, 2))
+    _choice(cfg.sampler.name, "sampler.name", ("identity", "camera"))
+    _choice(lo.term_reduction, "loss.term_reduction", ("mean", "sum"))
+    _choice(lo.mccl_memory, "loss.mccl_memory", ("per_modality", "shared"))
+    _choice(lo.nc_mode, "loss.nc_mode", ("knn", "release"))
+    _choice(lo.instance_update, "loss.instance_update", ("normalized", "raw"))
+    for k in ("mccl_head_weights", "nc_head_weights", "nc_cross_weights"):
+        v = getattr(lo, k)
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in v):
+            raise ValueError(f"config.loss.{k}: expected two non-negative numbers, got {v!r}")
+    _positive(lo.nc_thresh, "loss.nc_thresh", 0, integer=False)
+    _choice(cfg.cluster.transfer, "cluster.transfer", ("match", "rgb_to_ir_all"))
+    _choice(cfg.cluster.memory_features, "cluster.memory_features", ("clustering", "raw_heads"))
+    _choice(cfg.eval.best_by, "eval.best_by", ("mAP", "rank1+mAP"))
+    for k in ("flip_extract",):
+        if not isinstance(getattr(d, k), bool):
+            raise ValueError(f"config.data.{k}: expected true or false, got {getattr(d, k)!r}")
+    for k in ("multi_update", "nc_cross_parity"):
+        if not isinstance(getattr(lo, k), bool):
+            raise ValueError(f"config.loss.{k}: expected true or false, got {getattr(lo, k)!r}")
     if not isinstance(cfg.cluster.cam_center, bool):
         raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
     _positive(cfg.eval.every, "eval.every", 0)
@@ -226,7 +286,7 @@ def validate(cfg: TrainConfig) -> None:
 
 def apply_overrides(d: dict, overrides) -> dict:
     """Apply ``section.key=value`` strings (values parsed as YAML) to the nested mapping ``d`` in place."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     for item in overrides or ():
         if "=" not in item:
@@ -248,7 +308,7 @@ def apply_overrides(d: dict, overrides) -> dict:
 
 def load_config(path=None, overrides=None) -> TrainConfig:
     """Read a YAML config (``None``: the defaults) and apply ``overrides`` (``["optim.lr=1e-4", ...]``)."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     d: dict = {}
     if path is not None:
@@ -265,6 +325,6 @@ def load_config(path=None, overrides=None) -> TrainConfig:
 
 def dump_config(cfg: TrainConfig) -> str:
     """The config as YAML text (sections in their canonical order)."""
-    import yaml
+    yaml = require("yaml", "hilcore.train.config (YAML configs)")
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

@@ -30,42 +30,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-RGB, IR = 0, 1
-SYSU_RGB_CAMS = (1, 2, 4, 5)
-SYSU_IR_CAMS = (3, 6)
-REGDB_VISIBLE_CAM, REGDB_THERMAL_CAM = 1, 2
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-DEFAULT_SIZE = (288, 144)
+from ..splits import (DEFAULT_SIZE, IMAGE_EXTENSIONS, IR, REGDB_THERMAL_CAM, REGDB_VISIBLE_CAM, RGB,  # noqa: F401
+                      SYSU_IR_CAMS, SYSU_RGB_CAMS, RegDB, Sample, _check_dir, _check_file, _is_image, load_regdb,
+                      read_regdb_index)
 
-
-class Sample(NamedTuple):
-    """One image: its path, identity, camera and modality (0 = RGB/visible, 1 = IR/thermal)."""
-
-    path: str
-    pid: int
-    camid: int
-    modality: int
-
-
-def _check_dir(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{what}: folder {path} does not exist")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{what}: {path} is not a folder")
-
-
-def _check_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: file {path} does not exist")
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+from .._extras import require
 
 
 # --------------------------------------------------------------------------- SYSU-MM01
@@ -174,86 +147,17 @@ def load_sysu_mm01(root) -> SYSUMM01:
     return SYSUMM01(root, train, query, gallery, fit_ids, test_ids)
 
 
-# --------------------------------------------------------------------------- RegDB
-
-
-def read_regdb_index(root, name: str, camid: int, modality: int) -> list[Sample]:
-    """Samples of one RegDB index file ``root/idx/<name>`` (lines ``relative/path label``)."""
-    root = Path(root)
-    path = root / "idx" / name
-    _check_file(path, "RegDB index")
-    out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{lineno}: expected 'relative/path label', got {line.strip()!r}")
-        rel, label = parts
-        try:
-            pid = int(label)
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: label {label!r} is not an integer") from None
-        img = root / rel
-        if not img.is_file():
-            raise FileNotFoundError(f"{path}:{lineno}: image {img} does not exist")
-        out.append(Sample(str(img), pid, camid, modality))
-    if not out:
-        raise ValueError(f"{path}: the index file lists no image")
-    return out
-
-
-@dataclass
-class RegDB:
-    """One RegDB trial read from the released index files."""
-
-    root: Path
-    trial: int
-    train_visible: list[Sample]
-    train_thermal: list[Sample]
-    test_visible: list[Sample]
-    test_thermal: list[Sample]
-
-    @property
-    def train(self) -> list[Sample]:
-        return self.train_visible + self.train_thermal
-
-
-def load_regdb(root, trial: int = 1) -> RegDB:
-    """Read RegDB trial ``trial`` (1..10 in the release) from ``root/idx``.
-
-    Raises FileNotFoundError naming the missing root, ``Visible``/``Thermal``
-    folder, index file or listed image, ValueError for a malformed line.
-    """
-    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)):
-        raise TypeError(f"trial: expected an integer, got {type(trial).__name__}")
-    if trial < 1:
-        raise ValueError(f"trial: expected an integer >= 1 (RegDB trials are 1..10), got {trial}")
-    root = Path(root)
-    _check_dir(root, "RegDB root")
-    _check_dir(root / "Visible", "RegDB visible images")
-    _check_dir(root / "Thermal", "RegDB thermal images")
-    _check_dir(root / "idx", "RegDB index files")
-    v, t = (REGDB_VISIBLE_CAM, RGB), (REGDB_THERMAL_CAM, IR)
-    return RegDB(
-        root, int(trial),
-        read_regdb_index(root, f"train_visible_{trial}.txt", *v),
-        read_regdb_index(root, f"train_thermal_{trial}.txt", *t),
-        read_regdb_index(root, f"test_visible_{trial}.txt", *v),
-        read_regdb_index(root, f"test_thermal_{trial}.txt", *t),
-    )
-
-
 # --------------------------------------------------------------------------- images
 
 
-def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tensor:
-    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized (bilinear) to ``size = (H, W)``.
+def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE, interpolation: str = "bilinear") -> torch.Tensor:
+    """Read an image as a float32 ``[3, H, W]`` tensor in ``[0, 1]``, resized to ``size = (H, W)``
+    (``interpolation``: PIL's "bilinear", "bicubic" or "lanczos").
 
     Grey images (and SYSU's IR jpgs) come back with three equal channels.
     ``size=None`` keeps the file's size.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "hilcore.train.load_image")
 
     path = Path(path)
     if not path.is_file():
@@ -264,8 +168,11 @@ def load_image(path, size: tuple[int, int] | None = DEFAULT_SIZE) -> torch.Tenso
             h, w = (int(v) for v in size)
             if h < 1 or w < 1:
                 raise ValueError(f"size: expected (H, W) with positive entries, got {size}")
+            filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+            if interpolation not in filters:
+                raise ValueError(f"interpolation: expected one of {sorted(filters)}, got {interpolation!r}")
             if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), filters[interpolation])
         arr = np.asarray(im, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 

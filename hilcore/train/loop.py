@@ -1,4 +1,4 @@
-"""The HIL training loop (DESIGN.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
+"""The HIL training loop (docs/design.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
 
 Per epoch:
 
@@ -25,6 +25,16 @@ Per epoch:
    RegDB both directions) and **checkpoint** (atomic ``last.pt`` / ``best.pt``),
    then the metrics CSV and the PNG plot.
 
+The released HIL code does several of these steps differently; each
+difference is an option (``docs/hil_release.md``; ``configs/sysu_hil.yaml``
+sets them all): the released network (``model.backbone: hil_vit``, RGB / IR
+patch embeddings, ``model.init_from``, ``model.reload_best_at``),
+flip-averaged bicubic extraction, the release's augmentation with two RGB
+views, the camera-aware sampler, BRST RGB -> IR over all samples with
+memories from each head's raw features (:mod:`hilcore.train.hil_release`),
+shared MCCL with head weights, the release's neighbour terms with their
+epoch-parity schedule, raw instance-memory updates, summed terms.
+
 Example:
     >>> from hilcore.train.config import load_config
     >>> history = train(load_config("configs/demo_tiny.yaml"))
@@ -43,13 +53,18 @@ import torch
 import torch.nn.functional as F
 
 import hilcore
+from hilcore._extras import require
 
 from . import checkpoint as ckpt
 from . import distributed as D
 from .augment import build_transforms
+from .augment import Transform, channel_exchange
 from .backbones import build_model
 from .config import TrainConfig, dump_config, from_dict
 from .datasets import RGB, load_image, load_regdb, load_sysu_mm01
+from .hil_release import (CameraSampler, build_release_transforms, cluster_release, neighbour_terms_release,
+                          raw_momentum_update)
+from .hil_vit import build_hil_net
 from .losses import mccl_two_heads, neighbour_consistency_loss
 from .report import cluster_quality, format_epoch, plot_history, write_csv
 from .sampler import IdentitySampler
@@ -67,10 +82,11 @@ class ImageSource:
     when iterating over many batches (:meth:`batches`).
     """
 
-    def __init__(self, samples, size, cache: bool = False, workers: int = 0):
+    def __init__(self, samples, size, cache: bool = False, workers: int = 0, interp: str = "bilinear"):
         self.samples = list(samples)
         self.size = tuple(size)
         self.workers = int(workers)
+        self.interp = interp
         self.pids = np.array([s.pid for s in self.samples], dtype=np.int64)
         self.cams = np.array([s.camid for s in self.samples], dtype=np.int64)
         self.paths = [s.path for s in self.samples]
@@ -82,7 +98,7 @@ class ImageSource:
         return len(self.samples)
 
     def _read(self, i: int) -> torch.Tensor:
-        return load_image(self.samples[i].path, self.size).mul_(255).round_().to(torch.uint8)
+        return load_image(self.samples[i].path, self.size, self.interp).mul_(255).round_().to(torch.uint8)
 
     def load(self, idx) -> torch.Tensor:
         idx = [int(i) for i in idx]
@@ -125,6 +141,10 @@ class Data:
     kind: str              # "sysu" | "regdb"
     query: ImageSource     # SYSU: IR test images; RegDB: visible test images
     gallery: ImageSource   # SYSU: RGB test pool; RegDB: thermal test images
+    extract: dict | None = None   # the training images as read for feature extraction (None: ``train``)
+
+    def for_extraction(self, m: str) -> ImageSource:
+        return (self.extract or self.train)[m]
 
 
 def build_data(cfg: TrainConfig) -> Data:
@@ -139,8 +159,11 @@ def build_data(cfg: TrainConfig) -> Data:
         ds = load_regdb(d.root, d.regdb_trial)
         rgb, ir = ds.train_visible, ds.train_thermal
         q, g, kind = ds.test_visible, ds.test_thermal, "regdb"
-    mk = lambda s: ImageSource(s, size, d.cache, d.workers)  # noqa: E731
-    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q), mk(g))
+    mk = lambda s, interp="bilinear": ImageSource(s, size, d.cache, d.workers, interp)  # noqa: E731
+    ext = None
+    if d.extract_interp != "bilinear":
+        ext = {"rgb": mk(rgb, d.extract_interp), "ir": mk(ir, d.extract_interp)}
+    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q, d.eval_interp), mk(g, d.eval_interp), ext)
 
 
 # ================================================================================================ features
@@ -154,19 +177,51 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def _head_outputs(net, x, modality: str) -> dict:
+    """``{"d", "s"}`` of a model: the released network takes the modality (its RGB / IR patch embedding)."""
+    return net(x, modality) if getattr(net, "modal_aware", False) else net(x)
+
+
+def _features(net, x, modality: str, *, flip: bool, raw: bool) -> torch.Tensor:
+    """One batch's features: the heads (averaged with the mirrored image's when ``flip``), then ``cat(d, s)``
+    un-normalised (``raw``), else the model's clustering feature: ``normalize(cat(d, s))`` for the released
+    network, ``normalize(cat(normalize(d), normalize(s)))`` for :class:`ReIDModel`."""
+    if not (flip or raw or getattr(net, "modal_aware", False)):
+        return F.normalize(net.extract(x).float(), dim=1)      # ReIDModel.extract, as before the options
+    o = _head_outputs(net, x, modality)
+    d, s = o["d"].float(), o["s"].float()
+    if flip:
+        o2 = _head_outputs(net, torch.flip(x, dims=[3]), modality)
+        d, s = (d + o2["d"].float()) / 2.0, (s + o2["s"].float()) / 2.0
+    if raw:
+        return torch.cat([d, s], dim=1)
+    if not getattr(net, "modal_aware", False):
+        d, s = F.normalize(d, dim=1), F.normalize(s, dim=1)
+    return F.normalize(torch.cat([d, s], dim=1), dim=1)
+
+
+def test_transform(modality: str, size, augment: str = "hilcore"):
+    if augment == "release":
+        return build_release_transforms(modality, train=False)
+    return build_transforms(modality, train=False, size=tuple(size))
+
+
 @torch.no_grad()
 def extract_features(model, source: ImageSource, modality: str, device: torch.device, *, batch_size: int = 128,
-                     amp: bool = False, progress: bool = False, desc: str = "extract") -> torch.Tensor:
-    """``[N, D]`` float32 L2-normalised features of every image of ``source`` (on ``device``), in order.
+                     amp: bool = False, progress: bool = False, desc: str = "extract", flip: bool = False,
+                     raw: bool = False, augment: str = "hilcore") -> torch.Tensor:
+    """``[N, D]`` float32 features of every image of ``source`` (on ``device``), in order.
 
-    Test transform of ``modality`` ("rgb"/"ir"), eval mode, batched; under
+    Test transform of ``modality`` ("rgb"/"ir", ``augment``'s), eval mode,
+    batched; L2-normalised rows (see :func:`_features`; ``flip``: averaged with
+    the mirrored image, ``raw``: the un-normalised ``cat(d, s)``). Under
     torch.distributed each rank extracts its contiguous shard and the shards are
     gathered (padded all_gather), so every rank returns the same full matrix.
     """
     net = _unwrap(model)
     was_training = net.training
     net.eval()
-    tf = build_transforms(modality, train=False, size=tuple(source.size))
+    tf = test_transform(modality, source.size, augment)
     start, stop = D.shard_range(len(source))
     idx = np.arange(start, stop)
     chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
@@ -175,8 +230,8 @@ def extract_features(model, source: ImageSource, modality: str, device: torch.de
     for x in source.batches(chunks):
         x = tf(x.to(device, non_blocking=True))
         with _autocast(device, amp):
-            f = net.extract(x)
-        out.append(F.normalize(f.float(), dim=1))
+            f = _features(net, x, modality, flip=flip, raw=raw)
+        out.append(f.float())
         bar.update(1)
     bar.close()
     dim = net.feat_dim
@@ -186,7 +241,7 @@ def extract_features(model, source: ImageSource, modality: str, device: torch.de
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    tqdm = require("tqdm", "the training loop's progress bar").tqdm
 
     return tqdm(total=total, desc=desc, leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
@@ -231,35 +286,40 @@ def evaluate_features(kind: str, qf, gf, query: ImageSource, gallery: ImageSourc
 
 
 def evaluate(model, data: Data, device, *, batch_size=128, amp=False, trials=10, modes=("all", "indoor"),
-             progress=False) -> dict:
+             progress=False, flip=False, augment="hilcore") -> dict:
     """Extract the test split's features with ``model`` and return :func:`evaluate_features`'s metrics."""
+    kw = dict(batch_size=batch_size, amp=amp, progress=progress, flip=flip, augment=augment)
     if data.kind == "sysu":
-        qf = extract_features(model, data.query, "ir", device, batch_size=batch_size, amp=amp, progress=progress,
-                              desc="eval query (IR)")
-        gf = extract_features(model, data.gallery, "rgb", device, batch_size=batch_size, amp=amp,
-                              progress=progress, desc="eval gallery (RGB)")
+        qf = extract_features(model, data.query, "ir", device, desc="eval query (IR)", **kw)
+        gf = extract_features(model, data.gallery, "rgb", device, desc="eval gallery (RGB)", **kw)
     else:
-        qf = extract_features(model, data.query, "rgb", device, batch_size=batch_size, amp=amp, progress=progress,
-                              desc="eval visible")
-        gf = extract_features(model, data.gallery, "ir", device, batch_size=batch_size, amp=amp,
-                              progress=progress, desc="eval thermal")
+        qf = extract_features(model, data.query, "rgb", device, desc="eval visible", **kw)
+        gf = extract_features(model, data.gallery, "ir", device, desc="eval thermal", **kw)
     return evaluate_features(data.kind, qf.float(), gf.float(), data.query, data.gallery, trials=trials,
                              modes=modes)
 
 
 # ================================================================================================ memories
 class HeadMemories(torch.nn.Module):
-    """The memories of one head, built from its columns of the concatenated features / centres."""
+    """The memories of one head, built from its columns of the concatenated features / centres.
+
+    ``cc[m]`` / ``multi[m]``: per-modality cluster and multi-centre memories
+    (absent when the clustering step did not build them); ``multi["shared"]``
+    (``loss.mccl_memory: shared``): the multi-centre memory over both
+    modalities with the shared labels; ``shared``; ``inst[m]``.
+    """
 
     def __init__(self, cl, feats: dict, cols: slice, lo):
         super().__init__()
         m, t = lo.memory_momentum, lo.temp
         self.cc = torch.nn.ModuleDict({
-            "rgb": hilcore.ClusterMemory.from_centers(cl.centers_rgb[:, cols], t, m),
-            "ir": hilcore.ClusterMemory.from_centers(cl.centers_ir[:, cols], t, m)})
-        self.multi = torch.nn.ModuleDict({
-            "rgb": hilcore.MultiCenterMemory.from_tensor(cl.multi_rgb[:, :, cols], t, m),
-            "ir": hilcore.MultiCenterMemory.from_tensor(cl.multi_ir[:, :, cols], t, m)})
+            mod: hilcore.ClusterMemory.from_centers(c[:, cols], t, m)
+            for mod, c in (("rgb", cl.centers_rgb), ("ir", cl.centers_ir)) if c is not None})
+        multi = {mod: hilcore.MultiCenterMemory.from_tensor(c[:, :, cols], t, m)
+                 for mod, c in (("rgb", cl.multi_rgb), ("ir", cl.multi_ir)) if c is not None}
+        if lo.mccl_memory == "shared" and cl.shared_multi is not None and cl.shared_multi.shape[0] > 0:
+            multi["shared"] = hilcore.MultiCenterMemory.from_tensor(cl.shared_multi[:, :, cols], t, m)
+        self.multi = torch.nn.ModuleDict(multi)
         self.shared = (hilcore.ClusterMemory.from_centers(cl.shared_centers[:, cols], t, m)
                        if cl.shared_centers.shape[0] > 0 else None)
         self.inst = torch.nn.ModuleDict({
@@ -302,26 +362,6 @@ def camera_centre(x: torch.Tensor, cams) -> torch.Tensor:
     return F.normalize(out, dim=1)
 
 
-def _recentre(cl, feats: dict, ec):
-    """Centres and multi-centre memories of ``cl`` recomputed from the un-centred ``feats`` (same labels).
-
-    The model's outputs live in the un-centred space, so the memories it is
-    trained against (and updates) must too; only the pseudo labels come from
-    the centred features.
-    """
-    sub = dict(n_sub=ec.n_sub, weight=ec.weight, method=ec.sub_method, seed=ec.seed)
-    for m, lab in (("rgb", cl.labels_rgb), ("ir", cl.labels_ir)):
-        if int(lab.max()) >= 0:
-            setattr(cl, f"centers_{m}", hilcore.cluster_centers(feats[m], lab))
-            setattr(cl, f"multi_{m}", hilcore.subcluster(feats[m], lab, **sub))
-    both = torch.cat([feats["rgb"], feats["ir"]])
-    shared = torch.cat([cl.shared_labels_rgb, cl.shared_labels_ir])
-    if cl.shared_centers.shape[0] > 0:
-        cl.shared_centers = hilcore.cluster_centers(both, shared)
-        cl.shared_multi = hilcore.subcluster(both, shared, **sub)
-    return cl
-
-
 def _clusters_to(cl, device):
     for k, v in vars(cl).items():
         if isinstance(v, torch.Tensor):
@@ -340,6 +380,22 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return o.lr * f
 
 
+def train_transforms(cfg: TrainConfig) -> dict:
+    """``{"rgb": [view 1, (view 2)], "ir": tf}``: ``data.augment``'s pipelines; a second RGB view
+    (``data.rgb_views: 2``) adds channel exchange (the release's ChannelExchange; hilcore's
+    :func:`channel_exchange` with p = 1)."""
+    d = cfg.data
+    if d.augment == "release":
+        rgb = [build_release_transforms("rgb", True, view=v) for v in range(1, d.rgb_views + 1)]
+        return {"rgb": rgb, "ir": build_release_transforms("ir", True)}
+    size = tuple(d.size)
+    v1 = build_transforms("rgb", train=True, size=size)
+    rgb = [v1]
+    if d.rgb_views == 2:
+        rgb.append(Transform(v1._steps + [("channel_exchange", channel_exchange, True, {"p": 1.0})]))
+    return {"rgb": rgb, "ir": build_transforms("ir", train=True, size=size)}
+
+
 def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
@@ -347,11 +403,14 @@ def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     if o.name == "adamw":
         return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                           nesterov=bool(o.nesterov))
 
 
-def build_reid_model(cfg: TrainConfig):
+def build_reid_model(cfg: TrainConfig, log=None):
     m = cfg.model
+    if m.backbone == "hil_vit":
+        return build_hil_net(cfg.data.size, m.kwargs, m.pretrained, m.init_from, log=log)
     kw = dict(m.kwargs)
     if m.backbone == "vit_b16":
         kw.setdefault("img_size", tuple(cfg.data.size))
@@ -390,7 +449,7 @@ class Trainer:
         self.progress = bool(cfg.run.progress) and D.is_main()
         self._seed(cfg.run.seed)
         self.data = build_data(cfg)
-        self.model = build_reid_model(cfg).to(self.device)
+        self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
         if D.is_dist():
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -402,7 +461,7 @@ class Trainer:
         self.start_epoch = 0
         self.head_cols = {"d": slice(0, self.model.dims["d"]),
                           "s": slice(self.model.dims["d"], self.model.dims["d"] + self.model.dims["s"])}
-        self.tf_train = {m: build_transforms(m, train=True, size=tuple(cfg.data.size)) for m in MODS}
+        self.tf_train = train_transforms(cfg)
 
     # -------------------------------------------------------------------------------------- setup
     @staticmethod
@@ -417,10 +476,16 @@ class Trainer:
         r = self.cfg.run.resume
         if r in ("never", "no", "false", False, None):
             return False
-        path = ckpt.find_resume(self.out) if r in ("auto", True) else Path(r)
-        if path is None:
-            return False
-        state = ckpt.load_checkpoint(path)
+        if r in ("auto", True):     # last.pt, or the newest intact checkpoint when it is corrupt
+            found = ckpt.load_resume(self.out, repair=D.is_main())
+            if found is None:
+                return False
+            path, state, notes = found
+            for note in notes:
+                self.log(f"resume     {note}")
+        else:
+            path = Path(r)
+            state = ckpt.load_checkpoint(path)
         self.model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -440,27 +505,41 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- stages
     def extract_train(self) -> dict:
-        b = self.cfg.data.extract_batch
-        return {m: extract_features(self.net, self.data.train[m], m, self.device, batch_size=b, amp=self.amp,
-                                    progress=self.progress, desc=f"extract {m.upper()}") for m in MODS}
+        d = self.cfg.data
+        raw = self.cfg.cluster.memory_features == "raw_heads"
+        return {m: extract_features(self.net, self.data.for_extraction(m), m, self.device, batch_size=d.extract_batch,
+                                    amp=self.amp, progress=self.progress, desc=f"extract {m.upper()}",
+                                    flip=d.flip_extract, raw=raw, augment=d.augment) for m in MODS}
 
     def cluster(self, feats: dict):
         """:func:`hilcore.cluster_epoch` on rank 0, broadcast to the others (CPU copies), moved to the device.
 
         With ``cluster.cam_center`` the pseudo labels (per modality and shared)
         come from the camera-centred features (:func:`camera_centre`); the
-        centres and multi-centre memories are then recomputed from the
-        features themselves with those labels.
+        centres and multi-centre memories are built from the features
+        themselves with those labels (``cluster_epoch``'s ``memory_feats_*``).
+        ``cluster.transfer: rgb_to_ir_all`` or ``cluster.memory_features:
+        raw_heads`` run the release's step instead
+        (:func:`hilcore.train.hil_release.cluster_release`).
         """
         cl, err = None, None
         if D.is_main():
             try:
+                c, lo = self.cfg.cluster, self.cfg.loss
                 ec = self.cfg.epoch_config()
-                if self.cfg.cluster.cam_center:
+                x = feats
+                if c.cam_center:
                     x = {m: camera_centre(feats[m], self.data.train[m].cams) for m in MODS}
-                    cl = _recentre(hilcore.cluster_epoch(x["rgb"], x["ir"], ec), feats, ec)
+                if c.transfer == "match" and c.memory_features == "clustering":
+                    mem = dict(memory_feats_rgb=feats["rgb"], memory_feats_ir=feats["ir"]) if c.cam_center else {}
+                    cl = hilcore.cluster_epoch(x["rgb"], x["ir"], ec, **mem)
                 else:
-                    cl = hilcore.cluster_epoch(feats["rgb"], feats["ir"], ec)
+                    cl = cluster_release(feats, ec, [self.head_cols[h] for h in HEADS], transfer=c.transfer,
+                                         raw=c.memory_features == "raw_heads", cluster_feats=x,
+                                         per_modality=lo.cc_weight > 0 or lo.mccl_memory == "per_modality")
+                    if c.transfer == "rgb_to_ir_all" and not bool((cl.shared_labels_rgb >= 0).any()):
+                        raise ValueError(f"no RGB image survived the transfer to the {cl.counts['clusters_ir']} IR "
+                                         f"clusters (cluster.ratio={c.ratio}); there is no RGB image to train on")
                 cl = _clusters_to(cl, torch.device("cpu"))
             except ValueError as e:
                 err = str(e)
@@ -483,8 +562,14 @@ class Trainer:
         mems = torch.nn.ModuleDict({h: HeadMemories(cl, feats, self.head_cols[h], lo) for h in HEADS}).to(dev)
         labels = {"rgb": cl.labels_rgb, "ir": cl.labels_ir}
         shared = {"rgb": cl.shared_labels_rgb, "ir": cl.shared_labels_ir}
+        # the release trains an RGB image only when it survived the transfer, under its shared (IR) label
+        train_labels = {"rgb": shared["rgb"] if cfg.cluster.transfer == "rgb_to_ir_all" else labels["rgb"],
+                        "ir": labels["ir"]}
         seed = [cfg.run.seed, epoch, D.rank()]
-        samplers = {m: IdentitySampler(labels[m].cpu().numpy(), cfg.sampler.P, cfg.sampler.K, seed=seed + [i])
+        sp = cfg.sampler
+        samplers = {m: (CameraSampler(train_labels[m].cpu().numpy(), self.data.train[m].cams, sp.P, sp.K,
+                                      seed=seed + [i]) if sp.name == "camera" else
+                        IdentitySampler(train_labels[m].cpu().numpy(), sp.P, sp.K, seed=seed + [i]))
                     for i, m in enumerate(MODS)}
         gen = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2 ** 62)))
         w_mccl = cfg.mccl_weight_at(epoch)
@@ -498,12 +583,16 @@ class Trainer:
         bar = _bar(cfg.optim.iters, f"train epoch {epoch + 1}", self.progress)
         for it in range(cfg.optim.iters):
             idx = {m: torch.as_tensor(batches[m][it], device=dev) for m in MODS}
-            imgs = [self.tf_train[m](next(readers[m]).to(dev, non_blocking=True), generator=gen) for m in MODS]
-            n_rgb = imgs[0].shape[0]
+            raw = {m: next(readers[m]).to(dev, non_blocking=True) for m in MODS}
+            imgs = [tf(raw["rgb"], generator=gen) for tf in self.tf_train["rgb"]]
+            idx["rgb"] = idx["rgb"].repeat(len(imgs))        # the views of an image share its index and label
+            imgs.append(self.tf_train["ir"](raw["ir"], generator=gen))
+            n_rgb = idx["rgb"].shape[0]
             with _autocast(dev, self.amp):
-                out = self.net(torch.cat(imgs))
+                batch = torch.cat(imgs)
+                out = self.net(batch, n_rgb) if getattr(self.model, "modal_aware", False) else self.net(batch)
             x = {h: {"rgb": out[h][:n_rgb].float(), "ir": out[h][n_rgb:].float()} for h in HEADS}
-            terms = self._losses(x, idx, labels, shared, mems, lo)
+            terms = self._losses(x, idx, labels, shared, mems, lo, epoch)
             loss = (lo.cc_weight * terms["loss_cc"] + lo.shared_weight * terms["loss_shared"]
                     + w_mccl * terms["loss_mccl"] + lo.nc_weight * terms["loss_nc"])
             self.optimizer.zero_grad(set_to_none=True)
@@ -513,7 +602,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self._update_memories(x, idx, labels, shared, mems)
+            self._update_memories(x, idx, labels, shared, mems, lo)
             terms["loss"] = loss
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
@@ -527,45 +616,100 @@ class Trainer:
         row.update(lr=lr, mccl_weight=w_mccl)
         return row
 
-    def _losses(self, x, idx, labels, shared, mems, lo) -> dict:
+    def _losses(self, x, idx, labels, shared, mems, lo, epoch: int = 0) -> dict:
+        """The loss terms of one step (each a list over modalities x heads x targets, combined by
+        ``loss.term_reduction``); the weights of ``loss`` are applied by the caller, the head and direction
+        weights of MCCL and of the release's neighbour terms here."""
         cc, sh, mc, nc, agree = [], [], [], [], []
+        wd, ws = lo.mccl_head_weights
+        nd, ns = lo.nc_head_weights
         for m, o in (("rgb", "ir"), ("ir", "rgb")):
             y = labels[m][idx[m]]
             ys = shared[m][idx[m]]
             valid = ys >= 0
             for h in HEADS:
                 mem = mems[h]
-                cc.append(hilcore.cluster_contrast_loss(x[h][m], mem.cc[m], y))
+                if lo.cc_weight > 0 and m in mem.cc:
+                    cc.append(hilcore.cluster_contrast_loss(x[h][m], mem.cc[m], y))
                 if mem.shared is not None and bool(valid.any()):
                     sh.append(hilcore.cluster_contrast_loss(x[h][m][valid], mem.shared, ys[valid]))
-                bank = mem.inst[m].features
-                nc.append(neighbour_consistency_loss(x[h][m], bank, bank[idx[m]], lo.nc_k, lo.temp))
-                if lo.nc_cross:
-                    nc.append(neighbour_consistency_loss(x[h][m], mem.inst[o].features, x[h][m], lo.nc_k, lo.temp))
-            for target in ((m, o) if lo.mccl_cross else (m,)):
-                val, share = mccl_two_heads(x["d"][m], x["s"][m], mems["d"].multi[target], mems["s"].multi[target])
-                mc.append(val)
-                agree.append(share)
+                if lo.nc_mode == "knn":
+                    bank = mem.inst[m].features
+                    nc.append(neighbour_consistency_loss(x[h][m], bank, bank[idx[m]], lo.nc_k, lo.temp))
+                    if lo.nc_cross:
+                        nc.append(neighbour_consistency_loss(x[h][m], mem.inst[o].features, x[h][m], lo.nc_k,
+                                                             lo.temp))
+            if lo.nc_mode == "release":
+                nc.append(self._nc_release(x, idx, mems, m, m, lo, nd, ns))
+            if lo.mccl_memory == "shared":
+                keys = ["shared", "shared"] if lo.mccl_cross else ["shared"]   # the release reads it twice
+            else:
+                keys = [m, o] if lo.mccl_cross else [m]
+            done = {}
+            for key in keys:
+                if key not in mems["d"].multi:
+                    continue
+                if key not in done:
+                    done[key] = mccl_two_heads(x["d"][m], x["s"][m], mems["d"].multi[key], mems["s"].multi[key],
+                                               weights=(wd, ws))
+                mc.append(done[key][0])
+                agree.append(done[key][1])
+        if lo.nc_mode == "release" and lo.nc_cross:
+            dirs = [("rgb", "ir", lo.nc_cross_weights[0]), ("ir", "rgb", lo.nc_cross_weights[1])]
+            if lo.nc_cross_parity:
+                dirs = [dirs[epoch % 2]]        # even epochs RGB -> IR, odd epochs IR -> RGB
+            for m, o, f in dirs:
+                nc.append(f * self._nc_release(x, idx, mems, m, o, lo, nd, ns))
         zero = x["d"]["rgb"].sum() * 0.0
-        mean = lambda v: torch.stack(v).mean() if v else zero  # noqa: E731
-        return {"loss_cc": mean(cc), "loss_shared": mean(sh), "loss_mccl": mean(mc), "loss_nc": mean(nc),
-                "mccl_agree": float(np.mean(agree))}
+        if lo.term_reduction == "sum":
+            red = lambda v: torch.stack(v).sum() if v else zero  # noqa: E731
+        else:
+            red = lambda v: torch.stack(v).mean() if v else zero  # noqa: E731
+        return {"loss_cc": red(cc), "loss_shared": red(sh), "loss_mccl": red(mc), "loss_nc": red(nc),
+                "mccl_agree": float(np.mean(agree)) if agree else 0.0}
+
+    @staticmethod
+    def _nc_release(x, idx, mems, m, o, lo, nd, ns):
+        """The release's neighbour term of modality ``m``'s batch against ``o``'s instance memories."""
+        qd, qs = mems["d"].inst[m].features[idx[m]], mems["s"].inst[m].features[idx[m]]
+        ld, ls = neighbour_terms_release(x["d"][m], x["s"][m], qd, qs, mems["d"].inst[o].features,
+                                         mems["s"].inst[o].features, lo.nc_thresh, lo.temp)
+        return nd * ld + ns * ls
 
     @torch.no_grad()
-    def _update_memories(self, x, idx, labels, shared, mems) -> None:
+    def _update_memories(self, x, idx, labels, shared, mems, lo) -> None:
         for m in MODS:
             ids = D.all_gather_rows(idx[m])
             y = labels[m][ids]
             ys = shared[m][ids]
             valid = ys >= 0
             for h in HEADS:
-                f = F.normalize(D.all_gather_rows(x[h][m].detach()), dim=1)
+                raw = D.all_gather_rows(x[h][m].detach())
+                f = F.normalize(raw, dim=1)
                 mem = mems[h]
-                mem.cc[m].update(f, y)
-                mem.multi[m].update(f, y)
-                if mem.shared is not None and bool(valid.any()):
-                    mem.shared.update(f[valid], ys[valid])
-                mem.inst[m].update(f, ids)
+                if m in mem.cc:
+                    mem.cc[m].update(f, y)
+                if lo.multi_update and m in mem.multi:
+                    mem.multi[m].update(f, y)
+                if bool(valid.any()):
+                    if mem.shared is not None:
+                        mem.shared.update(f[valid], ys[valid])
+                    if lo.multi_update and "shared" in mem.multi:
+                        mem.multi["shared"].update(f[valid], ys[valid])
+                if lo.instance_update == "raw":
+                    raw_momentum_update(mem.inst[m].features, raw, ids, mem.inst[m].momentum)
+                else:
+                    mem.inst[m].update(f, ids)
+
+    def reload_best(self) -> bool:
+        """Load ``output/best.pt``'s model weights (optimizer kept), as the release does at epoch 20."""
+        path = self.out / "best.pt"
+        if not path.is_file():
+            self.log(f"reload     no {path} yet; continuing with the current model")
+            return False
+        self.model.load_state_dict(ckpt.load_checkpoint(path)["model"])
+        self.log(f"reload     the best model so far ({path}, epoch {self.best.get('epoch')})")
+        return True
 
     # -------------------------------------------------------------------------------------- epochs
     def _evaluate_now(self, epoch: int) -> bool:
@@ -584,6 +728,8 @@ class Trainer:
                  f"per modality")
         t_run = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.optim.epochs):
+            if cfg.model.reload_best_at is not None and epoch == cfg.model.reload_best_at:
+                self.reload_best()
             t0 = time.perf_counter()
             feats = self.extract_train()
             t1 = time.perf_counter()
@@ -596,14 +742,18 @@ class Trainer:
             t3 = time.perf_counter()
             if self._evaluate_now(epoch):
                 row.update(evaluate(self.net, self.data, self.device, batch_size=cfg.data.extract_batch, amp=self.amp,
-                                    trials=cfg.eval.trials, modes=tuple(cfg.eval.modes), progress=self.progress))
+                                    trials=cfg.eval.trials, modes=tuple(cfg.eval.modes), progress=self.progress,
+                                    flip=cfg.data.flip_extract, augment=cfg.data.augment))
             t4 = time.perf_counter()
             row.update(t_extract=t1 - t0, t_cluster=t2 - t1, t_cluster_kernels=cl.timings.get("total", 0.0),
                        t_train=t3 - t2, t_eval=t4 - t3, t_epoch=t4 - t0)
             self.history.append(row)
-            is_best = "mAP" in row and row["mAP"] > self.best["mAP"]
+            score = None
+            if "mAP" in row:
+                score = row["mAP"] + (row.get("rank1", 0.0) if cfg.eval.best_by == "rank1+mAP" else 0.0)
+            is_best = score is not None and score > self.best.get("score", self.best["mAP"])
             if is_best:
-                self.best = {"mAP": row["mAP"], "epoch": epoch + 1}
+                self.best = {"mAP": row["mAP"], "epoch": epoch + 1, "score": score}
             if D.is_main():
                 state = ckpt.training_state(self.model, self.optimizer, self.scaler, epoch + 1, cfg.to_dict(),
                                             self.history, self.best)
@@ -636,4 +786,4 @@ def load_trained_model(path, device="cpu"):
 def _no_pretrained(m):
     import dataclasses
 
-    return dataclasses.replace(m, pretrained=None)
+    return dataclasses.replace(m, pretrained=None, init_from=None)

@@ -1,6 +1,6 @@
 """Loss terms of the HIL step that sit on top of hilcore's memory ops.
 
-* :func:`mccl_two_heads` -- DESIGN.md's MCCL rule for the driver: the loss of
+* :func:`mccl_two_heads` -- docs/design.md's MCCL rule for the driver: the loss of
   each head against its memory, averaged over the samples whose two heads
   pick the same nearest cluster ``c*`` (0 when none agree).
 * :func:`neighbour_consistency_loss` -- each sample is pulled towards its
@@ -20,24 +20,27 @@ import torch.nn.functional as F
 import hilcore
 
 
-def mccl_two_heads(x_a, x_b, mem_a, mem_b):
+def mccl_two_heads(x_a, x_b, mem_a, mem_b, weights=(0.5, 0.5)):
     """MCCL over the samples whose heads agree on ``c*``.
 
     Args:
         x_a, x_b: ``[B, D_a]``, ``[B, D_b]`` the two heads' features of the same samples.
         mem_a, mem_b: the heads' multi-centre memories (the same clusters, ``[C, S, D_a]`` / ``[C, S, D_b]``).
+        weights: ``(w_a, w_b)``; (0.5, 0.5) averages the heads, the release uses (1, 0.5).
 
     Returns:
-        ``(loss, agree)``: the scalar ``mean over agreeing samples of (l_a + l_b) / 2`` (a zero that
-        still carries the graph when no sample agrees) and the share of agreeing samples.
+        ``(loss, agree)``: the scalar ``mean over agreeing samples of w_a l_a + w_b l_b`` (a zero that
+        still carries the graph when no sample agrees; the release's mean over an empty set is NaN) and
+        the share of agreeing samples.
     """
+    wa, wb = (float(w) for w in weights)
     la, ca = hilcore.mccl_loss(x_a, mem_a, reduction="none", return_nearest=True)
     lb, cb = hilcore.mccl_loss(x_b, mem_b, reduction="none", return_nearest=True)
     agree = ca == cb
     n = int(agree.sum())
     if n == 0:
         return (la.sum() + lb.sum()) * 0.0, 0.0
-    return ((la + lb) * agree).sum() / (2 * n), n / agree.numel()
+    return ((wa * la + wb * lb) * agree).sum() / n, n / agree.numel()
 
 
 def neighbour_consistency_loss(x, bank: torch.Tensor, query: torch.Tensor, k: int, temp: float):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._extras import require
+
 PLOT_GROUPS = (
     ("losses", ("loss", "loss_cc", "loss_shared", "loss_mccl", "loss_nc")),
     ("cluster quality (shared labels)", ("ari", "ami", "fmi", "vmeasure")),
@@ -30,7 +32,7 @@ def _singletons(labels: np.ndarray) -> np.ndarray:
 
 def cluster_quality(pred, true) -> dict:
     """``{"ari", "ami", "fmi", "vmeasure"}`` of predicted labels (-1 = noise -> singletons) vs true ids."""
-    from sklearn import metrics
+    metrics = require("sklearn.metrics", "hilcore.train.report.cluster_quality")
 
     p, t = _singletons(pred), np.asarray(true)
     if p.shape != t.shape:

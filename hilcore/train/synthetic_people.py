@@ -31,7 +31,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+try:
+    from PIL import Image, ImageFilter
+except ImportError:  # without the 'train' extra: importable, the renderers raise MissingExtra
+    Image = ImageFilter = None
+
+from .._extras import require
 
 SYSU_SPLIT = (296, 99, 96)
 _PATTERNS_UPPER = ("solid", "hstripes", "vstripes", "checks")
@@ -42,6 +47,11 @@ _HAIR = np.array([[0.08, 0.06, 0.05], [0.25, 0.16, 0.09], [0.45, 0.30, 0.15], [0
                   [0.55, 0.55, 0.55]])
 # label map codes
 _BG, _SKIN_L, _HAIR_L, _UPPER, _LOWER, _SHOE, _BAG = range(7)
+
+
+def _need_pil() -> None:
+    if Image is None:
+        require("PIL", "hilcore.train.synthetic_people (rendering images)")
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -118,6 +128,7 @@ def _smooth_noise(rng, h: int, w: int, cells: tuple[int, int]) -> np.ndarray:
 def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[int, int],
                   infrared: bool) -> np.ndarray:
     """One image ``[H, W, 3]`` uint8 of the identity ``ident`` seen by camera ``cam``."""
+    _need_pil()
     h_out, w_out = size
     ss = 2 if h_out < 160 else 1  # supersample small images, then area-average
     h, w = h_out * ss, w_out * ss
@@ -305,6 +316,7 @@ def make_synthetic_sysu(root, n_ids: int = 96, imgs_per_cam: int = 4, size: tupl
     Example:
         >>> root = make_synthetic_sysu("/tmp/syn", n_ids=12, imgs_per_cam=2)   # doctest: +SKIP
     """
+    _need_pil()
     n_ids = _check_count(n_ids, "n_ids", 3)
     imgs_per_cam = _check_count(imgs_per_cam, "imgs_per_cam", 1)
     workers = _check_count(workers, "workers", 1)
@@ -352,6 +364,7 @@ def make_synthetic_regdb(root, n_ids: int = 40, imgs_per_id: int = 4, n_trials: 
     are ``0..n-1`` within each half, in increasing identity order, like the
     released files (412 identities give 206/206).
     """
+    _need_pil()
     n_ids = _check_count(n_ids, "n_ids", 2)
     imgs_per_id = _check_count(imgs_per_id, "imgs_per_id", 1)
     n_trials = _check_count(n_trials, "n_trials", 1)

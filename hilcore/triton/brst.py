@@ -9,12 +9,11 @@ under the Triton interpreter (``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import interpreting
 from .._device import on_device
 from ._tiles import dot_tile
 
@@ -60,17 +59,13 @@ def _brst_scan_kernel(x_ptr, p_ptr, best_ptr, sim_ptr, part_ptr, M, C, D,
     tl.store(sim_ptr + rows64, run_val, mask=row_ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor):
     """(best [M] int64, best_sim [M] float32, col_max [C] float32) of ``xb @ protos.T``."""
     xb = xb.contiguous()
     protos = protos.contiguous()
     m, d = xb.shape
     c = protos.shape[0]
-    if _interpreting():
+    if interpreting():
         bm, bn, bk, warps = 16, 16, max(16, min(64, triton.next_power_of_2(d))), 1
     else:
         bm, bn, bk, warps = 64, 64, 32, 4

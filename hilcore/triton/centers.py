@@ -14,12 +14,11 @@ interpreter (``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import interpreting
 from .._device import on_device
 from ..torch_backend import centers as _torch_centers
 
@@ -94,10 +93,6 @@ def _assign_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, s_ptr, M, K, D, MX,
         tl.store(s_ptr + rows64, best, mask=row_ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
     """[C, D] float32 mean of the rows of each cluster (float64 sums); ``lab`` validated, ids 0..C-1 all used."""
     x = x.contiguous()
@@ -107,7 +102,7 @@ def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
     sizes = torch.zeros(c + 1, dtype=torch.int64, device=x.device).scatter_add_(0, lab_c, torch.ones_like(lab_c))[:c]
     starts = (torch.cumsum(sizes, 0) - sizes).contiguous()
     out = torch.empty(c, d, dtype=torch.float32, device=x.device)
-    if _interpreting():
+    if interpreting():
         br, bd, warps = 64, max(16, min(128, triton.next_power_of_2(d))), 1
     else:
         br, bd, warps = 32, 128, 4
@@ -134,7 +129,7 @@ def assign(xm: torch.Tensor, seg: torch.Tensor, cen: torch.Tensor, runs: int = 1
     if m == 0:
         return (out, sc) if score else out
     k_p = max(2, triton.next_power_of_2(k))
-    if _interpreting():
+    if interpreting():
         # few, large programs: the interpreter's cost is per program and op, not per element
         bm, bd, warps = max(16, min(1024, triton.next_power_of_2(m))), max(16, min(64, triton.next_power_of_2(d))), 1
     else:
@@ -154,7 +149,7 @@ def segment_mean(xm: torch.Tensor, order: torch.Tensor, starts: torch.Tensor, si
     out = torch.empty(s_n, d, dtype=torch.float32, device=xm.device)
     if s_n == 0:
         return out
-    if _interpreting():
+    if interpreting():
         br, bd, warps = 64, max(16, min(128, triton.next_power_of_2(d))), 1
     else:
         br, bd, warps = 32, 128, 4

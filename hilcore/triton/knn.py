@@ -47,12 +47,11 @@ best keys of all splits: every dropped column is below the merged minimum).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import interpreting
 from .._device import on_device
 from ._tiles import dot_tile, dot_tile_f16
 
@@ -301,10 +300,6 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
     tl.store(cert_ptr + rows64, ok.to(tl.int8), mask=row_ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _blocks(kp: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for padded k ``kp`` and width ``d``."""
     if interpret:
@@ -361,7 +356,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         except ImportError:
             raise ValueError(f"k: the triton kNN kernel supports k <= {MAX_K}, got {k}") from None
         return torch_knn(x, k, y)
-    interpret = _interpreting()
+    interpret = interpreting()
     if x.device.type != "cuda" and not interpret:
         raise ValueError(f"x: the triton kNN needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), "
                          f"got device {x.device}")
@@ -406,7 +401,7 @@ def _exact(x, db, k, self_search, rows=None, idx=None, sim=None):
     n, d = x.shape
     m = db.shape[0]
     kp = triton.next_power_of_2(k)
-    bm, bn, bk, warps = _blocks(kp, d, _interpreting())
+    bm, bn, bk, warps = _blocks(kp, d, interpreting())
     if idx is None:
         idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
         sim = torch.empty((n, k), dtype=torch.float32, device=x.device)
@@ -415,7 +410,7 @@ def _exact(x, db, k, self_search, rows=None, idx=None, sim=None):
     _knn_topk_kernel[grid](x, db, idx, sim, idx if rows is None else rows, nq, m, d, k,
                            x.stride(0), db.stride(0), idx.stride(0),
                            SELF=self_search, KP=kp, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GATHER=rows is not None,
-                           num_warps=warps, num_stages=1 if _interpreting() else 2)
+                           num_warps=warps, num_stages=1 if interpreting() else 2)
     return idx, sim
 
 

@@ -11,12 +11,11 @@ interpreter (``TRITON_INTERPRET=1`` set before triton is imported).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import interpreting
 from .._device import on_device
 from ._tiles import slot_sqdist
 
@@ -24,7 +23,7 @@ from ._tiles import slot_sqdist
 # _mccl_fwd_kernel
 # Layout: x [B, D] float32 unit rows (row stride D), mem [C, S, D] float32
 #   contiguous. Outputs pos, neg [B]
-#   float32 (the mean terms of DESIGN.md's MCCL) and cstar [B] int64.
+#   float32 (the mean terms of docs/design.md's MCCL) and cstar [B] int64.
 # Program pid owns samples [pid*BLOCK_B, (pid+1)*BLOCK_B). For each cluster c
 #   in order it accumulates sq [BLOCK_B, S_P] = sum_k (x_k - M_csk)^2 over
 #   BLOCK_D chunks of D (direct differences, not ||x||^2 + ||M||^2 - 2 x.M, so
@@ -117,10 +116,6 @@ def _mccl_bwd_kernel(x_ptr, m_ptr, cstar_ptr, cpos_ptr, cneg_ptr, grad_ptr, B, C
     tl.store(grad_ptr + rows64[:, None] * D + cols[None, :], acc, mask=row_ok[:, None] & col_ok[None, :])
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _blocks(s: int, d: int, interpret: bool) -> tuple[int, int, int, int, int]:
     """(BLOCK_B, S_P, BLOCK_D, BLOCK_O, num_warps).
 
@@ -141,7 +136,7 @@ def _blocks(s: int, d: int, interpret: bool) -> tuple[int, int, int, int, int]:
 def _launch_forward(x: torch.Tensor, mem: torch.Tensor, eps: float):
     b, d = x.shape
     c, s, _ = mem.shape
-    bb, s_p, bd, _, warps = _blocks(s, d, _interpreting())
+    bb, s_p, bd, _, warps = _blocks(s, d, interpreting())
     pos = torch.empty(b, dtype=torch.float32, device=x.device)
     neg = torch.empty_like(pos)
     cstar = torch.empty(b, dtype=torch.int64, device=x.device)
@@ -174,7 +169,7 @@ class _MCCLFunction(torch.autograd.Function):
         cpos = (g * (1.0 / total - 1.0 / pos) / s).contiguous()
         cneg = (g / total / max(c - 1, 1)).contiguous() if c > 1 else torch.zeros_like(g)
         grad = torch.empty_like(x)
-        bb, s_p, bd, bo, warps = _blocks(s, d, _interpreting())
+        bb, s_p, bd, bo, warps = _blocks(s, d, interpreting())
         grid = (triton.cdiv(b, bb), triton.cdiv(d, bo))
         with on_device(x):
             _mccl_bwd_kernel[grid](x, mem, cstar, cpos, cneg, grad, b, c, s, d, ctx.eps,
@@ -196,7 +191,7 @@ def mccl(x: torch.Tensor, mem: torch.Tensor, eps: float, margin: float = 1e-8):
     """
     if x.dtype != torch.float32 or mem.dtype != torch.float32:
         raise ValueError("x, mem: the triton MCCL expects float32 tensors")
-    if x.device.type != "cuda" and not _interpreting():
+    if x.device.type != "cuda" and not interpreting():
         raise ValueError(f"x: the triton MCCL needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got {x.device}")
     if mem.shape[0] * mem.shape[1] * mem.shape[2] >= 2**62:
         raise ValueError("mem: too large")

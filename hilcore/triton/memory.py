@@ -1,4 +1,4 @@
-"""Fused momentum memory update in Triton, with the sequential per-sample semantics of DESIGN.md.
+"""Fused momentum memory update in Triton, with the sequential per-sample semantics of docs/design.md.
 
 The batch is grouped by target in torch (a stable sort, so the occurrences of
 a target keep their batch order) and one program runs per DISTINCT target: it
@@ -9,22 +9,20 @@ dot product with the sample at that moment (the lowest slot on ties, as the
 torch path's ``argmax``), then moves only that slot.
 
 float32 memories run the kernel; a float64 memory is updated by the torch path
-(``hilcore.memory.update_torch``) instead, so ``backend="triton"`` (and
+(``hilcore.torch_backend.memory.update``) instead, so ``backend="triton"`` (and
 ``"auto"`` on a GPU) gives float64 answers for float64 memories. On CPU the
 kernel runs under the Triton interpreter (``TRITON_INTERPRET=1`` set before
 triton is imported).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .._core import NORM_EPS, interpreting
 from .._device import on_device
-
-NORM_EPS = 1e-12  # as hilcore.memory.NORM_EPS: ||v|| is floored before dividing
+from ..torch_backend.memory import update as update_torch
 
 
 # _memory_update_kernel
@@ -89,10 +87,6 @@ def _memory_update_kernel(m_ptr, x_ptr, order_ptr, seg_ptr, tgt_ptr, S, D, MU, E
         tl.debug_barrier()
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _blocks(s: int, d: int, interpret: bool) -> tuple[int, int, int]:
     """(S_P, BLOCK_D, num_warps): the [S_P, BLOCK_D] slot tile kept near 4K elements on a GPU."""
     s_p = triton.next_power_of_2(s)
@@ -115,13 +109,12 @@ def update(mem: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: 
         momentum: ``mu`` in ``[0, 1]``, the weight the old memory keeps.
     """
     if mem.dtype == torch.float64:
-        from ..memory import update_torch  # documented fallback: the kernel is float32 only
-        update_torch(mem, x, targets, momentum)
+        update_torch(mem, x, targets, momentum)  # documented fallback: the kernel is float32 only
         return
     if mem.dtype != torch.float32:
         raise TypeError(f"memory: the triton update supports float32 (or float64, via torch) memories, "
                         f"got {mem.dtype}")
-    if mem.device.type != "cuda" and not _interpreting():
+    if mem.device.type != "cuda" and not interpreting():
         raise ValueError(f"memory: the triton update needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), "
                          f"got device {mem.device}")
     if mem.dim() != 3 or not mem.is_contiguous():
@@ -136,7 +129,7 @@ def update(mem: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: 
     uniq, counts = torch.unique_consecutive(t[order], return_counts=True)
     seg = torch.zeros(uniq.numel() + 1, dtype=torch.int64, device=mem.device)
     torch.cumsum(counts, 0, out=seg[1:])
-    s_p, bd, warps = _blocks(s_n, d, _interpreting())
+    s_p, bd, warps = _blocks(s_n, d, interpreting())
     with on_device(mem):
         _memory_update_kernel[(uniq.numel(),)](mem, x, order, seg, uniq.contiguous(), s_n, d, float(momentum),
                                                NORM_EPS, S_P=s_p, BLOCK_D=bd, num_warps=warps)

@@ -16,7 +16,7 @@ struct JaccardCsr {
 // Layout: x row-major [n, d] float32 with L2-normalised rows; rank row-major
 // [n, ld_rank] int64, row i holding i's neighbours best first (i itself at
 // column 0), the first k1 columns used, every entry in [0, n), distinct per row.
-// Semantics (DESIGN.md): R(i, k) = {j in rank[i, :min(k+1, k1)] : i in
+// Semantics (docs/design.md): R(i, k) = {j in rank[i, :min(k+1, k1)] : i in
 // rank[j, :min(k+1, k1)]}; expansion by R(c, round_half_even(k1/2)) for c in
 // R(i, k1) when |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|; V[i] = softmax of
 // -(2 - 2 x_i.x_j) over the expanded set; V' = mean of V over rank[i, :k2];

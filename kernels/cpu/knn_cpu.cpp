@@ -1,74 +1,25 @@
 #include "cpu/knn_cpu.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "cpu/knn_simd.h"
+
 namespace hilcore {
 
+using knn_simd::approx;
+using knn_simd::insert_first;
+using knn_simd::kInf;
+using knn_simd::kNoSelf;
+using knn_simd::TopList;
+
 namespace {
-
-constexpr int64_t kNoSelf = std::numeric_limits<int64_t>::min();
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// Insert (v, j) into the sorted row (sim, idx) of length k, known to beat the
-// last entry. self_idx is the row's own index (never displaced), or
-// kNoSelf outside self-search.
-inline void insert_sorted(float* sim, int64_t* idx, int64_t k, float v, int64_t j, int64_t self_idx) {
-  int64_t p = k - 1;
-  while (p > 0) {
-    const float s = sim[p - 1];
-    const int64_t q = idx[p - 1];
-    // does (v, j) beat slot p-1?  the self entry is never beaten
-    const bool beats = q != self_idx && (v > s || (v == s && j < q));
-    if (!beats) break;
-    sim[p] = s;
-    idx[p] = q;
-    --p;
-  }
-  sim[p] = v;
-  idx[p] = j;
-}
-
-// Put the self entry first, shifting the others down (the last falls off).
-inline void insert_first(float* sim, int64_t* idx, int64_t k, float v, int64_t j) {
-  for (int64_t p = k - 1; p > 0; --p) {
-    sim[p] = sim[p - 1];
-    idx[p] = idx[p - 1];
-  }
-  sim[0] = v;
-  idx[0] = j;
-}
-
-// One sorted top-k list and its current k-th key (thr, thr_idx); a list whose
-// last slot is its own self entry admits nothing (thr = +inf).
-struct TopList {
-  float* sim = nullptr;
-  int64_t* idx = nullptr;
-  int64_t k = 0;
-  int64_t self_idx = kNoSelf;
-  float thr = kInf;
-  int64_t thr_idx = -1;
-
-  TopList() = default;
-  TopList(float* s, int64_t* i, int64_t kk, int64_t self) : sim(s), idx(i), k(kk), self_idx(self) { refresh(); }
-  void refresh() {
-    thr = idx[k - 1] == self_idx ? kInf : sim[k - 1];
-    thr_idx = idx[k - 1];
-  }
-  // offer (v, j), j != self_idx
-  inline void offer(float v, int64_t j) {
-    if (v < thr) return;  // the common case: one compare
-    if (v > thr || j < thr_idx) {
-      insert_sorted(sim, idx, k, v, j, self_idx);
-      refresh();
-    }
-  }
-};
 
 // Merge columns [q0, q1) of one float tile row.
 inline void merge_span(const float* srow, int64_t q0, int64_t q1, int64_t col0, TopList& L) {
@@ -90,92 +41,49 @@ inline void merge_row(const float* srow, int64_t c, int64_t col0, float* sim, in
   }
 }
 
-// ---------------------------------------------------------------- int8 tiles
+// ---------------------------------------------------------------- scalar kernels (knn_simd.h)
 
-// approximate similarity of an int8 product: (s_a * s_b) * float(S), this order
-inline float approx(float sa, float sb, int32_t s) { return (sa * sb) * static_cast<float>(s); }
-
-// Merge columns [q0, q1) of one int32 tile row (8 columns per AVX2 compare).
-inline void merge_span_i8(const int32_t* srow, int64_t q0, int64_t q1, int64_t col0, float sr, const float* sc,
-                          TopList& L) {
-  int64_t q = q0;
-  const __m256 vsr = _mm256_set1_ps(sr);
-  __m256 vthr = _mm256_set1_ps(L.thr);
-  alignas(32) float vals[8];
-  for (; q + 8 <= q1; q += 8) {
-    const __m256 s = _mm256_mul_ps(vsr, _mm256_loadu_ps(sc + q));
-    const __m256 v = _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(srow + q))));
-    int mask = _mm256_movemask_ps(_mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
-    if (mask == 0) continue;
-    _mm256_store_ps(vals, v);
-    while (mask) {
-      const int l = __builtin_ctz(mask);
-      mask &= mask - 1;
-      L.offer(vals[l], col0 + q + l);
+void merge_row_i8_scalar(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, float* sim,
+                         int64_t* idx, int64_t k, int64_t self) {
+  TopList L(sim, idx, k, self);
+  const int64_t qs = self != kNoSelf ? self - col0 : -1;
+  for (int64_t q = 0; q < c; ++q) {
+    if (q == qs) {
+      insert_first(sim, idx, k, approx(sr, sc[q], srow[q]), self);
+      L.refresh();
+    } else {
+      L.offer(approx(sr, sc[q], srow[q]), col0 + q);
     }
-    vthr = _mm256_set1_ps(L.thr);
   }
-  for (; q < q1; ++q) L.offer(approx(sr, sc[q], srow[q]), col0 + q);
 }
 
-// Column mode, one strip of 16 columns [q0, q0 + 16): walk the tile rows
-// [r0, r1), offering row0 + r to the 16 lists of columns col0 + q0 + l.
-inline void merge_cols16_i8(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_t q0, int64_t row0,
-                            int64_t col0,
-                            const float* rs, const float* sc, float* best_sim, int64_t* best_idx, int64_t k,
-                            bool self_search) {
-  alignas(32) float thr[16];
-  alignas(32) float vals[16];
+void merge_cols16_i8_scalar(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_t q0, int64_t row0,
+                            int64_t col0, const float* rs, const float* sc, float* best_sim, int64_t* best_idx,
+                            int64_t k, bool self_search) {
   TopList lists[16];
   for (int l = 0; l < 16; ++l) {
     const int64_t g = col0 + q0 + l;
     lists[l] = TopList(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
-    thr[l] = lists[l].thr;
   }
-  __m256 t0 = _mm256_load_ps(thr), t1 = _mm256_load_ps(thr + 8);
-  const __m256 c0 = _mm256_loadu_ps(sc + q0), c1 = _mm256_loadu_ps(sc + q0 + 8);
   for (int64_t r = r0; r < r1; ++r) {
     const int32_t* p = S + r * c + q0;
-    const __m256 vr = _mm256_set1_ps(rs[r]);
-    const __m256 v0 = _mm256_mul_ps(_mm256_mul_ps(vr, c0),
-                                    _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-    const __m256 v1 = _mm256_mul_ps(_mm256_mul_ps(vr, c1),
-                                    _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8))));
-    int mask = _mm256_movemask_ps(_mm256_cmp_ps(v0, t0, _CMP_GE_OQ)) |
-               (_mm256_movemask_ps(_mm256_cmp_ps(v1, t1, _CMP_GE_OQ)) << 8);
-    if (mask == 0) continue;
-    _mm256_store_ps(vals, v0);
-    _mm256_store_ps(vals + 8, v1);
-    while (mask) {
-      const int l = __builtin_ctz(mask);
-      mask &= mask - 1;
-      lists[l].offer(vals[l], row0 + r);
-      thr[l] = lists[l].thr;
-    }
-    t0 = _mm256_load_ps(thr);
-    t1 = _mm256_load_ps(thr + 8);
+    for (int l = 0; l < 16; ++l) lists[l].offer(approx(rs[r], sc[q0 + l], p[l]), row0 + r);
   }
 }
 
-// ---------------------------------------------------------------- rescoring
-
-// float32 dot product, 4 x 8 FMA partial sums (each partial sum is a chain of
-// at most d / 32 + 1 FMAs, then a reduction of 32 terms)
-inline float dot_f32(const float* a, const float* b, int64_t d) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+// the summation order of knn_simd::Ops::dot_f32, one lane at a time
+float dot_f32_scalar(const float* a, const float* b, int64_t d) {
+  float s[32] = {};
   int64_t t = 0;
-  for (; t + 32 <= d; t += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), _mm256_loadu_ps(b + t + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 16), _mm256_loadu_ps(b + t + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 24), _mm256_loadu_ps(b + t + 24), s3);
-  }
-  for (; t + 8 <= d; t += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), s0);
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  float acc = _mm_cvtss_f32(h);
+  for (; t + 32 <= d; t += 32)
+    for (int l = 0; l < 32; ++l) s[l] = std::fma(a[t + l], b[t + l], s[l]);
+  for (; t + 8 <= d; t += 8)
+    for (int l = 0; l < 8; ++l) s[l] = std::fma(a[t + l], b[t + l], s[l]);
+  float v[8];
+  for (int l = 0; l < 8; ++l) v[l] = (s[l] + s[8 + l]) + (s[16 + l] + s[24 + l]);
+  float h[4];
+  for (int l = 0; l < 4; ++l) h[l] = v[l] + v[l + 4];
+  float acc = (h[0] + h[2]) + (h[1] + h[3]);
   for (; t < d; ++t) acc = std::fma(a[t], b[t], acc);
   return acc;
 }
@@ -187,6 +95,88 @@ inline float round_up_f32(double v) {
   return f;
 }
 
+int64_t refine_row_i8_scalar(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, double B,
+                             const float* xr, const float* y, int64_t d, float* sim, int64_t* idx, int64_t k,
+                             int64_t self, int64_t cnt, int64_t cap) {
+  TopList L(sim, idx, k, self);
+  for (int64_t q = 0; q < c; ++q)
+    if (!knn_simd::refine_column<dot_f32_scalar>(L, static_cast<double>(approx(sr, sc[q], srow[q])) + B, col0 + q,
+                                                 xr, y, d, cnt, cap))
+      break;
+  return cnt;
+}
+
+}  // namespace
+
+namespace knn_simd {
+const Ops kScalarOps = {"scalar", merge_row_i8_scalar, merge_cols16_i8_scalar, refine_row_i8_scalar, dot_f32_scalar};
+}  // namespace knn_simd
+
+namespace {
+
+// ---------------------------------------------------------------- run-time dispatch
+
+bool avx2_usable() {
+#if defined(HILCORE_KNN_AVX2)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+const knn_simd::Ops* default_ops() {
+#if defined(HILCORE_KNN_AVX2)
+  if (avx2_usable()) return &knn_simd::kAvx2Ops;
+#endif
+  return &knn_simd::kScalarOps;
+}
+
+std::atomic<const knn_simd::Ops*> g_ops{nullptr};
+
+const knn_simd::Ops& ops() {
+  const knn_simd::Ops* o = g_ops.load(std::memory_order_acquire);
+  if (o == nullptr) {
+    o = default_ops();
+    g_ops.store(o, std::memory_order_release);
+  }
+  return *o;
+}
+
+}  // namespace
+
+const char* knn_cpu_path() { return ops().name; }
+
+int knn_set_cpu_path(const char* name) {
+  if (name == nullptr) return 1;
+  if (std::strcmp(name, "auto") == 0) {
+    g_ops.store(default_ops(), std::memory_order_release);
+    return 0;
+  }
+  if (std::strcmp(name, "scalar") == 0) {
+    g_ops.store(&knn_simd::kScalarOps, std::memory_order_release);
+    return 0;
+  }
+  if (std::strcmp(name, "avx2") == 0) {
+#if defined(HILCORE_KNN_AVX2)
+    if (!avx2_usable()) return 2;
+    g_ops.store(&knn_simd::kAvx2Ops, std::memory_order_release);
+    return 0;
+#else
+    return 2;
+#endif
+  }
+  return 1;
+}
+
+bool knn_cpu_path_available(const char* name) {
+  if (name == nullptr) return false;
+  if (std::strcmp(name, "scalar") == 0) return true;
+  if (std::strcmp(name, "avx2") == 0) return avx2_usable();
+  return false;
+}
+
+namespace {
 }  // namespace
 
 int knn_topk_merge_cpu(const float* S, int64_t b, int64_t c, int64_t row0, int64_t col0, float* best_sim,
@@ -260,6 +250,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
   if (num_threads < 1) num_threads = 1;
   const float* rs = row_scale + row0;
   const float* sc = col_scale + col0;
+  const knn_simd::Ops& kern = ops();
   if (!columns) {
     if (row0 + b > n_rows) return 1;
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (b * c > 32768)
@@ -268,16 +259,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
       const int32_t* srow = S + r * c;
       float* sim = best_sim + row * k;
       int64_t* idx = best_idx + row * k;
-      TopList L(sim, idx, k, self_search ? row : kNoSelf);
-      const int64_t qs = self_search ? row - col0 : -1;
-      if (self_search && qs >= 0 && qs < c) {
-        merge_span_i8(srow, 0, qs, col0, rs[r], sc, L);
-        insert_first(sim, idx, k, approx(rs[r], sc[qs], srow[qs]), row);
-        L.refresh();
-        merge_span_i8(srow, qs + 1, c, col0, rs[r], sc, L);
-      } else {
-        merge_span_i8(srow, 0, c, col0, rs[r], sc, L);
-      }
+      kern.merge_row_i8(srow, c, col0, rs[r], sc, sim, idx, k, self_search ? row : kNoSelf);
     }
     return 0;
   }
@@ -296,7 +278,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t r0 = 0; r0 < b; r0 += kRowBlock)
         for (int64_t st = g * kGroup; st < std::min(strips, (g + 1) * kGroup); ++st)
-          merge_cols16_i8(S, r0, std::min(b, r0 + kRowBlock), c, st * 16, row0, col0, rs, sc, best_sim, best_idx,
+          kern.merge_cols16_i8(S, r0, std::min(b, r0 + kRowBlock), c, st * 16, row0, col0, rs, sc, best_sim, best_idx,
                           k, self_search);
 #pragma omp for schedule(static)
     for (int64_t q = strips * 16; q < c; ++q) {  // the tail columns, one list each
@@ -315,6 +297,7 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
   if (b < 0 || c < 0 || k < 1 || col0 < 0 || d < 1) return 1;
   if (num_threads < 1) num_threads = 1;
   const float* sc = col_scale + col0;
+  const knn_simd::Ops& kern = ops();
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (b * c > 32768)
   for (int64_t r = 0; r < b; ++r) {
     if (counts[r] < 0) continue;  // overflowed earlier: left to the fp32 path
@@ -322,26 +305,8 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
     const int64_t self = self_search ? row : kNoSelf;
     float* sim = best_sim + r * k;
     int64_t* idx = best_idx + r * k;
-    TopList L(sim, idx, k, self);
-    const float* xr = x + row * d;
-    const int32_t* srow = S + r * c;
-    const double B = bound[r];
-    const float sr = row_scale[r];
-    int64_t cnt = counts[r];
-    for (int64_t q = 0; q < c; ++q) {
-      const int64_t j = col0 + q;
-      // exact(j) <= approx + B: only a column with approx + B >= the k-th key can enter
-      if (static_cast<double>(approx(sr, sc[q], srow[q])) + B < static_cast<double>(L.thr) || j == self) continue;
-      bool listed = false;
-      for (int64_t t = 0; t < k; ++t) listed |= idx[t] == j;
-      if (listed) continue;
-      if (++cnt > cap) {
-        cnt = -1;
-        break;
-      }
-      L.offer(dot_f32(xr, y + j * d, d), j);
-    }
-    counts[r] = cnt;
+    counts[r] = kern.refine_row_i8(S + r * c, c, col0, row_scale[r], sc, static_cast<double>(bound[r]), x + row * d,
+                                   y, d, sim, idx, k, self, counts[r], cap);
   }
   return 0;
 }
@@ -352,6 +317,7 @@ int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_
   if (n < 0 || m < 1 || d < 1 || k < 1 || kc < k || kc > m) return 1;
   if (num_threads < 1) num_threads = 1;
   int bad = 0;
+  float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
 #pragma omp parallel num_threads(num_threads) reduction(| : bad)
   {
     std::vector<float> ex(kc);
@@ -369,10 +335,10 @@ int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_
         }
         if (a + 2 < kc && ci[a + 2] >= 0 && ci[a + 2] < m) {
           const char* nx = reinterpret_cast<const char*>(y + ci[a + 2] * d);
-          _mm_prefetch(nx, _MM_HINT_T0);
-          _mm_prefetch(nx + 64, _MM_HINT_T0);
+          __builtin_prefetch(nx, 0, 3);
+          __builtin_prefetch(nx + 64, 0, 3);
         }
-        ex[a] = dot_f32(xi, y + j * d, d);
+        ex[a] = dot(xi, y + j * d, d);
         order[a] = a;
       }
       if (!ok) {

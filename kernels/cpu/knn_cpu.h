@@ -7,6 +7,18 @@
 
 namespace hilcore {
 
+// Run-time choice of the SIMD row kernels (int8 tile merges, the float32 dot
+// products of the rescoring). "avx2" (x86_64 with AVX2 + FMA: the kernels of
+// x86/knn_avx2.cpp, built with those flags alone) or "scalar" (portable C++,
+// every other CPU). The default is the fastest the CPU supports (CPUID).
+// Every path returns the same bits.
+const char* knn_cpu_path();
+// Select "auto", "avx2" or "scalar". Returns 0, 1 for an unknown name, 2 when
+// the path is not built or the CPU lacks its instructions.
+int knn_set_cpu_path(const char* name);
+// Whether `name` ("avx2", "scalar") can run on this build and CPU.
+bool knn_cpu_path_available(const char* name);
+
 // Merge a tile of similarities into the per-row sorted top-k lists.
 //
 // Layout: S is row-major [b, c] (row stride c); S[r, q] is the similarity of
@@ -56,7 +68,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // (approximate sim desc, idx asc), self first in self-search; every column not
 // listed has approximate sim <= cand_sim[i, kc - 1] (the last entry).
 // For each row: exact float32 dot products x_i . y_j over the candidates
-// (AVX2/FMA, 32 partial sums), sorted by (exact desc, idx asc), self first;
+// (32 partial sums, the same bits on every CPU path), sorted by (exact desc, idx asc), self first;
 // the first k are written to out_idx / out_sim [n, k]. certified[i] = 1 when
 // the row provably equals the top-k over all m columns:
 //   kc == m (no column left out), or k == 1 in self-search, or

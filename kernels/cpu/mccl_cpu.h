@@ -1,4 +1,4 @@
-// Multi-centre contrastive loss (MCCL, DESIGN.md) on CPU: forward and backward,
+// Multi-centre contrastive loss (MCCL, docs/design.md) on CPU: forward and backward,
 // streaming over the clusters (no [B, C, S] buffer).
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Momentum update of a memory bank, sequential in batch order (DESIGN.md).
+// Momentum update of a memory bank, sequential in batch order (docs/design.md).
 #pragma once
 #include <cstdint>
 

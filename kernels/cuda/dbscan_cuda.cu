@@ -1,5 +1,5 @@
 // DBSCAN on CSR distances: core counts, union-find over core-core edges,
-// labels numbered by smallest core index, the border rule of DESIGN.md.
+// labels numbered by smallest core index, the border rule of docs/design.md.
 //
 // Union-find invariant: parent[x] <= x for every x, at all times. Hooking
 // always puts the larger root under the smaller (atomicCAS on the root, so a

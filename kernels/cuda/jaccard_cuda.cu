@@ -1,4 +1,4 @@
-// Sparse k-reciprocal Jaccard distance on the GPU (semantics: DESIGN.md).
+// Sparse k-reciprocal Jaccard distance on the GPU (semantics: docs/design.md).
 //
 // Pipeline (the Python layer allocates and scans between passes):
 //   krecip_flags      thread per (i, c): reciprocity flags for R(i, k1), R(i, kh)
