@@ -1,8 +1,15 @@
 """hilcore: kernels for the clustering step of unsupervised visible-infrared ReID.
 
+Cluster ``[N, D]`` features into pseudo identities in three lines (here 1,200
+ReID-like synthetic features of 40 identities):
+
 >>> import hilcore
+>>> from hilcore.synthetic import reid_features
+>>> features, ids, cams = reid_features(40, 30, dim=128, n_cams=2, seed=0)
 >>> d = hilcore.jaccard_distance(features, k1=30, k2=6, max_distance=0.6)
 >>> labels = hilcore.dbscan(d, eps=0.6, min_samples=4)
+>>> int(labels.max()) + 1, int((labels == -1).sum())    # clusters, noise
+(40, 69)
 """
 from ._dispatch import BackendUnavailable, backends, capabilities, has_cuda
 from .brst import MatchResult, bidirectional_match, brst
@@ -26,8 +33,8 @@ __all__ = [
 
 # Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
 # ``import hilcore``), so ``import hilcore`` pays nothing for them.
-_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "eval", "faiss_backend", "native_backend",
-                    "ref", "splits", "synthetic", "torch_backend", "train", "triton")
+_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "distributed", "eval", "faiss_backend",
+                    "native_backend", "ref", "splits", "synthetic", "torch_backend", "train", "triton")
 
 
 def __getattr__(name):

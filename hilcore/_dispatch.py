@@ -47,7 +47,23 @@ AUTO_ORDER = {
 
 
 class BackendUnavailable(RuntimeError):
-    """An explicitly requested backend cannot run here (the message says why)."""
+    """An explicitly requested backend cannot run here (the message says why).
+
+    The message names the op, the backend and the reason. ``backend="auto"``
+    never raises it: it falls back to a backend that runs.
+
+    Example:
+        The reason depends on the build: without the CUDA kernels it says so,
+        with them it says that the input is not on a GPU.
+
+        >>> import numpy as np, hilcore
+        >>> x = np.eye(4, dtype=np.float32)
+        >>> try:
+        ...     hilcore.knn(x, 2, backend="cuda")     # NumPy input lives on the CPU
+        ... except hilcore.BackendUnavailable as e:
+        ...     print(e)    # doctest: +ELLIPSIS
+        knn: backend 'cuda' cannot run: ...
+    """
 
 
 # ------------------------------------------------------------------ what is installed
@@ -65,7 +81,18 @@ def has_native() -> bool:
 
 
 def has_cuda() -> bool:
-    """True when this build of hilcore contains the CUDA kernels."""
+    """True when this build of hilcore contains the CUDA kernels.
+
+    Says what was compiled, not whether a GPU is present (see
+    ``torch.cuda.is_available()``); ``backends("cuda")`` lists what can run.
+
+    Example:
+        >>> import hilcore
+        >>> hilcore.has_cuda() in (True, False)
+        True
+        >>> hilcore.has_cuda() == ("cuda" in hilcore.backends("cuda"))
+        True
+    """
     mod = native_module()
     return bool(mod is not None and mod.has_cuda())
 
@@ -351,8 +378,13 @@ def capabilities(device=None) -> dict[str, dict[str, Capability]]:
 
     Example:
         >>> import hilcore
-        >>> sorted(hilcore.capabilities("cpu")["knn"])  # doctest: +SKIP
-        ['faiss', 'native', 'torch']
+        >>> caps = hilcore.capabilities()        # everything registered, installed or not
+        >>> sorted(caps["dbscan"])
+        ['cuda', 'cuml', 'native', 'torch']
+        >>> caps["knn"]["native"].devices, caps["knn"]["torch"].devices
+        (('cpu',), ('cpu', 'cuda'))
+        >>> "torch" in hilcore.capabilities("cpu")["knn"]   # what runs on this machine's CPU
+        True
     """
     _load()
     dev = None if device is None else torch.device(device)
@@ -368,6 +400,21 @@ def capabilities(device=None) -> dict[str, dict[str, Capability]]:
 
 
 def backends(device: str | torch.device = "cpu") -> list[str]:
-    """The backends that are installed and can run on ``device`` (for at least their device type)."""
+    """The backends that are installed and can run on ``device`` (for at least their device type).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+
+    Returns:
+        names in ``("torch", "native", "cuda", "triton", "cuml", "faiss")``
+        order; ``"torch"`` runs everywhere. Which op implements which backend
+        is listed in each op's docstring.
+
+    Example:
+        >>> import hilcore
+        >>> b = hilcore.backends("cpu")
+        >>> b[0], "cuda" in b
+        ('torch', False)
+    """
     device = torch.device(device)
     return [b for b in ALL_BACKENDS if _why_not(b, device) is None]

@@ -43,6 +43,12 @@ def brst(x_b, labels_b, protos_a, ratio: float = 0.5, *, backend: str = "auto"):
     Returns:
         ``[N_b]`` int64 labels in ``0..C_a-1`` or -1, in the family of ``x_b``.
 
+    Raises:
+        ValueError: features not 2-D, of different widths or devices, NaN/Inf
+            rows; ``labels_b`` of the wrong length or below -1; ``ratio`` < 0.
+        TypeError: non-integer ``labels_b``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
+
     Example:
         >>> import numpy as np, hilcore
         >>> xb = np.array([[1, 0], [0.9, 0.1], [0, 1], [1, 1]], dtype=np.float32)
@@ -132,6 +138,11 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
 
     Returns:
         :class:`MatchResult`.
+
+    Raises:
+        ValueError: as :func:`brst`; a modality whose labels are all noise or
+            not contiguous; an unknown ``mode``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
 
     Example:
         >>> import numpy as np, hilcore

@@ -48,6 +48,13 @@ def cluster_centers(x, labels, *, backend: str = "auto"):
     Returns:
         ``[C, D]`` float32 centres in the family (and device) of ``x``.
 
+    Raises:
+        ValueError: ``x`` not 2-D or with NaN/Inf rows; ``labels`` of the wrong
+            length, below -1, all noise, or not contiguous (an id in ``0..C-1``
+            without a member).
+        TypeError: non-integer ``labels``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
+
     Example:
         >>> import numpy as np, hilcore
         >>> x = np.array([[1, 0], [1, 0], [0, 2], [3, 3]], dtype=np.float32)
@@ -133,6 +140,13 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
 
     Returns:
         ``[C, 1 + n_sub, D]`` float32 in the family of ``x``.
+
+    Raises:
+        ValueError: as :func:`cluster_centers` for ``x`` and ``labels``;
+            ``n_sub``, ``iters``, ``n_init``, ``min_samples`` < 1, ``weight``
+            outside [0, 1], ``eps`` < 0, an unknown ``method``.
+        TypeError: a ``seed`` that is not a non-negative integer.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
 
     Example:
         >>> import numpy as np, hilcore

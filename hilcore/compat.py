@@ -73,9 +73,22 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     Returns:
         ``[N, N]`` dense NumPy float32 (float16 with ``use_float16``) matrix.
 
+    Raises:
+        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf rows, not
+            floating point) or parameters, naming the argument.
+        hilcore.BackendUnavailable: a backend named explicitly cannot run here.
+
     Example:
+        >>> import numpy as np, hilcore
         >>> from hilcore.compat import compute_jaccard_distance
-        >>> rerank_dist = compute_jaccard_distance(features, k1=30, k2=6)
+        >>> from hilcore.synthetic import reid_features
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 rows
+        >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
+        >>> rerank_dist.shape, rerank_dist.dtype, float(rerank_dist.max())
+        ((300, 300), dtype('float32'), 1.0)
+        >>> sparse = hilcore.jaccard_distance(features, k1=20, k2=6)   # the same values, stored sparse
+        >>> bool(np.array_equal(rerank_dist[sparse.nonzero()], sparse.data[sparse.data > 0]))
+        True
     """
     start = time.perf_counter()
     if isinstance(target_features, torch.Tensor):
@@ -147,10 +160,21 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             change a precomputed DBSCAN; the native backend uses OpenMP threads).
         backend: hilcore backend; not in scikit-learn's signature.
 
+    Raises:
+        ValueError: ``metric`` other than ``"precomputed"``, ``eps < 0``,
+            ``min_samples < 1``; in :meth:`fit`, a distance matrix that is not
+            square or holds NaN / negative values.
+
     Example:
+        >>> import numpy as np, sklearn.cluster
         >>> from hilcore.compat import compute_jaccard_distance, DBSCAN
-        >>> labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(
-        ...     compute_jaccard_distance(features, k1=30, k2=6))
+        >>> from hilcore.synthetic import reid_features
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)
+        >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
+        >>> labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(rerank_dist)
+        >>> ref = sklearn.cluster.DBSCAN(eps=0.6, min_samples=4, metric="precomputed").fit_predict(rerank_dist)
+        >>> labels.dtype, bool((labels == ref).all()), int(labels.max()) + 1
+        (dtype('int64'), True, 20)
     """
 
     def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,
@@ -396,18 +420,60 @@ def cm(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> tor
 
     Returns:
         ``[B, C]`` similarities in the memory's dtype (autocast does not lower them).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from hilcore.compat import cm
+        >>> g = torch.Generator().manual_seed(0)
+        >>> features = F.normalize(torch.randn(5, 16, generator=g), dim=1)      # [C, D] memory
+        >>> x = F.normalize(torch.randn(4, 16, generator=g), dim=1).requires_grad_()
+        >>> y = torch.tensor([0, 2, 2, 4])
+        >>> before = features.clone()
+        >>> out = cm(x, y, features, momentum=0.5)
+        >>> out.shape, torch.allclose(out, x @ before.T)
+        (torch.Size([4, 5]), True)
+        >>> out.sum().backward()              # the gradient, then the update of rows 0, 2 and 4
+        >>> (features != before).any(1).tolist()
+        [True, False, True, False, True]
     """
     return _apply(inputs, indexes, features, momentum, "all", 2, backend)
 
 
 def cm_hard(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
     """cm.py's ``cm_hard``: like :func:`cm`, but backward moves each class of the batch once, towards its hardest
-    (least similar, ``argmin_i <x_i, m[y]>``, first on ties) sample."""
+    (least similar, ``argmin_i <x_i, m[y]>``, first on ties) sample.
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from hilcore.compat import cm_hard
+        >>> g = torch.Generator().manual_seed(0)
+        >>> features = F.normalize(torch.randn(5, 16, generator=g), dim=1)
+        >>> x = F.normalize(torch.randn(4, 16, generator=g), dim=1).requires_grad_()
+        >>> y = torch.tensor([0, 2, 2, 4])
+        >>> before = features.clone()
+        >>> cm_hard(x, y, features, momentum=0.5).sum().backward()
+        >>> hard = 1 + int((x.detach()[1:3] @ before[2]).argmin())     # class 2's least similar sample
+        >>> torch.allclose(features[2], F.normalize(0.5 * before[2] + 0.5 * x.detach()[hard], dim=0))
+        True
+    """
     return _apply(inputs, indexes, features, momentum, "hard", 2, backend)
 
 
 def em(inputs, indexes, features, momentum=0.5, *, backend: str = "auto") -> torch.Tensor:
-    """cm.py's ``em`` (instance memory): :func:`cm` with image indices into a ``[N, D]`` memory."""
+    """cm.py's ``em`` (instance memory): :func:`cm` with image indices into a ``[N, D]`` memory.
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from hilcore.compat import em
+        >>> g = torch.Generator().manual_seed(0)
+        >>> features = F.normalize(torch.randn(10, 16, generator=g), dim=1)     # [N, D], one row per image
+        >>> x = F.normalize(torch.randn(4, 16, generator=g), dim=1).requires_grad_()
+        >>> before = features.clone()
+        >>> out = em(x, torch.tensor([7, 1, 3, 0]), features)
+        >>> out.sum().backward()
+        >>> out.shape, (features != before).any(1).nonzero().flatten().tolist()
+        (torch.Size([4, 10]), [0, 1, 3, 7])
+    """
     return _apply(inputs, indexes, features, momentum, "em", 2, backend)
 
 
@@ -418,6 +484,17 @@ def cm_d(inputs, indexes, features_d, momentum=0.5, *, backend: str = "auto") ->
     batch order, only the slot of ``m[y_i]`` most similar to ``x_i`` at that moment (the lowest on ties) moves,
     ``m[y_i, s] <- (mu m[y_i, s] + (1 - mu) x_i) / ||.||``. The release hard-codes D = 768 and S = 10; any sizes
     work here.
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from hilcore.compat import cm_d
+        >>> g = torch.Generator().manual_seed(0)
+        >>> features_d = F.normalize(torch.randn(5, 3, 16, generator=g), dim=2)   # [C, S, D]
+        >>> x = F.normalize(torch.randn(4, 16, generator=g), dim=1).requires_grad_()
+        >>> before = features_d.clone()
+        >>> out = cm_d(x, torch.tensor([0, 2, 2, 4]), features_d)
+        >>> out.shape, torch.allclose(out, torch.einsum("bd,csd->bcs", x, before).amax(2))
+        (torch.Size([4, 5]), True)
     """
     return _apply(inputs, indexes, features_d, momentum, "multi", 3, backend, "features_d")
 
@@ -506,10 +583,20 @@ class ClusterMemory(_CompatMemory):
             ``"triton"``.
 
     Example:
-        >>> memory = ClusterMemory(2048, num_clusters, temp=0.05, momentum=0.2, use_hard=False).cuda()
-        >>> memory.features = F.normalize(cluster_features, dim=1).cuda()
-        >>> loss = memory(f_out, labels)
+        On a GPU, add ``.cuda()`` to the memory and the features, as the pipelines do.
+
+        >>> import torch, torch.nn.functional as F, hilcore
+        >>> from hilcore.compat import ClusterMemory
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)   # 5 clusters
+        >>> memory = ClusterMemory(32, 5, temp=0.05, momentum=0.2, use_hard=False)
+        >>> memory.features = F.normalize(torch.as_tensor(hilcore.cluster_centers(feats, labels)), dim=1)
+        >>> f_out = torch.tensor(feats[:16], requires_grad=True)
+        >>> loss = memory(f_out, torch.as_tensor(labels[:16]))
+        >>> before = memory.features.clone()
         >>> loss.backward()  # gradients, then the momentum update of memory.features
+        >>> loss.shape, f_out.grad.shape, bool((memory.features != before).any())
+        (torch.Size([]), torch.Size([16, 32]), True)
     """
 
     def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 0,
@@ -539,6 +626,19 @@ class MultiCenterClusterMemory(_CompatMemory):
 
     The release fills ``features_d`` with the normalised k-means sub-cluster centres of each cluster
     (:func:`hilcore.subcluster` computes them) and reads it in MCCL (:func:`hilcore.mccl_loss`).
+
+    Example:
+        >>> import torch, torch.nn.functional as F, hilcore
+        >>> from hilcore.compat import MultiCenterClusterMemory
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)
+        >>> memory = MultiCenterClusterMemory(32, 5, num_centers=4)
+        >>> memory.features_d = F.normalize(torch.as_tensor(hilcore.subcluster(feats, labels, n_sub=3)), dim=2)
+        >>> f_out = torch.tensor(feats[:16], requires_grad=True)
+        >>> loss = memory(f_out, torch.as_tensor(labels[:16]))
+        >>> loss.backward()
+        >>> loss.shape, f_out.grad.shape, memory.features_d.shape
+        (torch.Size([]), torch.Size([16, 32]), torch.Size([5, 4, 32]))
     """
 
     def __init__(self, num_features, num_samples, num_centers: int = 10, temp=0.05, momentum=0.2, *,
@@ -561,6 +661,21 @@ class Memory(_CompatMemory):
     (Memory_wise_v3's) with the per-index momentum update of ``em`` inside its
     backward; :meth:`updateEM` is the no-grad update the HIL trainer calls after
     each step. Both run on the fused kernels, in batch order.
+
+    Example:
+        >>> import torch
+        >>> from hilcore.compat import Memory
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, _, _ = reid_features(5, 40, dim=32, seed=0)      # 200 unit rows
+        >>> memory = Memory(32, 200)
+        >>> memory.features = torch.as_tensor(feats).clone()
+        >>> x = torch.tensor(feats[:8], requires_grad=True)
+        >>> loss = memory(x, torch.arange(8))          # each image against its own slot
+        >>> loss.backward()
+        >>> before = memory.features.clone()
+        >>> memory.updateEM(torch.as_tensor(feats[:4]), torch.arange(8, 12))
+        >>> loss.shape, (memory.features != before).any(1).nonzero().flatten().tolist()
+        (torch.Size([]), [8, 9, 10, 11])
     """
 
     def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,

@@ -97,6 +97,12 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, backend: str = "auto
         ``[N]`` int64 labels, -1 for noise: NumPy for NumPy/SciPy input, torch
         for torch input (same device), CuPy for CuPy input.
 
+    Raises:
+        ValueError: ``dist`` not square, or with NaN or negative distances;
+            ``eps`` < 0; ``min_samples`` < 1.
+        TypeError: non-floating ``dist``, non-integer ``min_samples``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
+
     Example:
         >>> import numpy as np, hilcore
         >>> d = np.array([[0, .1, .9], [.1, 0, .9], [.9, .9, 0]], dtype=np.float32)

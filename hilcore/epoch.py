@@ -23,6 +23,12 @@ class EpochConfig:
     ``hilcore.capabilities()`` lists them; a stage that does not implement the
     named backend runs with ``"auto"``. :attr:`EpochClusters.backends` says what
     ran in each stage.
+
+    Example:
+        >>> import hilcore
+        >>> cfg = hilcore.EpochConfig(k1=20, eps=0.5)
+        >>> cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, cfg.n_sub, cfg.match_mode
+        (20, 6, 0.5, 4, 9, 'both')
     """
 
     k1: int = 30
@@ -143,11 +149,15 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
             the message names the modality and the parameters.
 
     Example:
+        >>> import hilcore
         >>> from hilcore.synthetic import reid_features
-        >>> xr, _, _ = reid_features(60, 20, dim=256, seed=1)
-        >>> xi, _, _ = reid_features(60, 10, dim=256, seed=2)
-        >>> out = hilcore.cluster_epoch(xr, xi, hilcore.EpochConfig(k1=20))
-        >>> out.counts["clusters_rgb"], out.timings["total"]
+        >>> x, ids, cams = reid_features(40, 30, dim=128, n_cams=2, seed=0)   # 40 identities
+        >>> x_rgb, x_ir = x[cams == 0], x[cams == 1]                           # camera 0 "RGB", 1 "IR"
+        >>> out = hilcore.cluster_epoch(x_rgb, x_ir, hilcore.EpochConfig(k1=20))
+        >>> out.counts["clusters_rgb"], out.counts["clusters_ir"], out.counts["matched_pairs"]
+        (40, 40, 40)
+        >>> out.labels_rgb.shape, out.multi_rgb.shape, out.shared_multi.shape
+        ((586,), (40, 10, 128), (40, 10, 128))
     """
     cfg = EpochConfig() if config is None else config
     _check_config(cfg)

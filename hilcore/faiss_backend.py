@@ -27,9 +27,20 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
         faiss's order is re-sorted so equal similarities go to the lower index,
         and in self-search row i is rank 0 (with its computed similarity).
 
+    Raises:
+        ImportError: faiss is not installed.
+        ValueError: ``k`` outside ``[1, M]``.
+
     Example:
-        >>> x = torch.nn.functional.normalize(torch.randn(100, 16), dim=1)
-        >>> idx, sim = knn(x, 5)  # doctest: +SKIP (needs faiss)
+        >>> import torch, hilcore
+        >>> from hilcore.faiss_backend import knn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1)
+        >>> idx, sim = knn(x, 5)  # needs faiss
+        >>> idx.shape, idx.dtype, sim.dtype, bool((idx[:, 0] == torch.arange(100)).all())
+        (torch.Size([100, 5]), torch.int64, torch.float32, True)
+        >>> bool((idx == hilcore.knn(x, 5, backend="torch")[0]).all())
+        True
     """
     try:
         import faiss

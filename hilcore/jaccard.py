@@ -94,6 +94,12 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
         ``scipy.sparse.csr_matrix`` for CPU input, a torch sparse CSR tensor for
         CUDA torch input, a ``cupyx.scipy.sparse.csr_matrix`` for CuPy input.
 
+    Raises:
+        ValueError: ``x`` not 2-D, empty, or with NaN/Inf or all-zero rows;
+            ``k1`` / ``k2`` < 1; ``max_distance`` < 0 or NaN.
+        TypeError: non-numeric ``x``, non-integer ``k1`` / ``k2``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
+
     Example:
         >>> import numpy as np, hilcore
         >>> x = np.random.default_rng(0).standard_normal((200, 32)).astype(np.float32)

@@ -31,6 +31,12 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
         ``(idx, sim)``: ``[N, k]`` int64 indices into the database and
         ``[N, k]`` float32 cosine similarities, best first, in the input's family.
 
+    Raises:
+        ValueError: ``x`` / ``y`` not 2-D, empty, with NaN/Inf or all-zero
+            rows, or of different widths / devices; ``k < 1`` or ``k > M``.
+        TypeError: non-numeric arrays, a non-integer ``k``.
+        hilcore.BackendUnavailable: ``backend`` named explicitly cannot run here (the message says why).
+
     Example:
         >>> import numpy as np, hilcore
         >>> x = np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32)

@@ -68,10 +68,24 @@ def mccl_loss(x, memory, temp=None, *, reduction: str = "mean", return_nearest: 
         the loss (scalar, or ``[B]`` for ``reduction="none"``), and ``c*`` when
         ``return_nearest``.
 
+    Raises:
+        ValueError: ``temp`` not None, unknown ``reduction``, an empty batch,
+            ``x`` not ``[B, D]`` with the memory's D and device, NaN/Inf values.
+        TypeError: ``memory`` of another type, non-float ``x`` or memory.
+        hilcore.BackendUnavailable: a backend named explicitly cannot run here.
+
     Example:
-        >>> mem = hilcore.MultiCenterMemory.from_tensor(hilcore.subcluster(feats, labels))
+        >>> import torch, hilcore
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)  # 5 clusters
+        >>> mem = hilcore.MultiCenterMemory.from_tensor(hilcore.subcluster(feats, labels, n_sub=3))
+        >>> x = torch.tensor(feats[:8], requires_grad=True)
         >>> loss, cstar = hilcore.mccl_loss(x, mem, reduction="none", return_nearest=True)
-        >>> loss[cstar == cstar_other_head].mean().backward()
+        >>> loss.shape, cstar.tolist() == labels[:8].tolist()   # nearest cluster = own cluster here
+        (torch.Size([8]), True)
+        >>> loss.mean().backward()      # e.g. loss[cstar == cstar_other_head].mean() in HIL
+        >>> x.grad.shape
+        torch.Size([8, 32])
     """
     if temp is not None:
         raise ValueError(f"temp: MCCL has no temperature (docs/design.md); pass temp=None, got {temp!r}")

@@ -23,13 +23,19 @@ float64 memory goes through the torch path; see :mod:`hilcore.triton.memory`).
 
 Example:
     >>> import torch, hilcore
-    >>> centres = torch.randn(10, 64)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> centres = torch.randn(10, 64, generator=g)
     >>> mem = hilcore.ClusterMemory.from_centers(centres, temp=0.05, momentum=0.1)
-    >>> x = torch.randn(32, 64, requires_grad=True)
-    >>> y = torch.randint(0, 10, (32,))
+    >>> x = torch.randn(32, 64, generator=g, requires_grad=True)
+    >>> y = torch.randint(0, 10, (32,), generator=g)
     >>> loss = hilcore.cluster_contrast_loss(x, mem, y)
     >>> loss.backward()          # gradients reach x only
+    >>> x.grad.shape, mem.features.requires_grad
+    (torch.Size([32, 64]), False)
+    >>> before = mem.features.clone()
     >>> mem.update(x.detach(), y)  # then the momentum update, in place
+    >>> sorted(torch.nonzero((mem.features != before).any(1)).flatten().tolist()) == sorted(set(y.tolist()))
+    True
 """
 from __future__ import annotations
 
@@ -164,16 +170,23 @@ class ClusterMemory(_Memory):
     """One unit vector per cluster: buffer ``features`` ``[C, D]``.
 
     Args:
-        num_features: D.
-        num_clusters: C.
+        num_features: D, the feature width.
+        num_clusters: C, the number of clusters.
         temp: temperature of :meth:`logits` (``x @ m.T / temp``).
         momentum: ``mu``, the weight the old memory keeps in :meth:`update`.
         device, dtype: of the buffer (float32 or float64). Starts at zeros;
             use :meth:`from_centers` to start from cluster centres.
 
     Example:
-        >>> mem = ClusterMemory.from_centers(hilcore.cluster_centers(x, labels))
-        >>> logits = mem.logits(batch)  # [B, C]
+        >>> import hilcore
+        >>> from hilcore.synthetic import reid_features
+        >>> x, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)   # 5 clusters of 40
+        >>> mem = hilcore.ClusterMemory.from_centers(hilcore.cluster_centers(x, labels))
+        >>> mem
+        ClusterMemory(shape=(5, 32), temp=0.05, momentum=0.1)
+        >>> logits = mem.logits(x[:8])  # [B, C]
+        >>> logits.shape, logits.argmax(1).tolist() == labels[:8].tolist()
+        (torch.Size([8, 5]), True)
     """
 
     def __init__(self, num_features: int, num_clusters: int, temp: float = 0.05, momentum: float = 0.1, *,
@@ -211,6 +224,16 @@ class MultiCenterMemory(_Memory):
     cluster by its most similar slot: ``max_s <normalize(x), m[c, s]> / temp``.
     :meth:`update` moves only the slot of the target cluster most similar to the
     sample (largest dot product; the lowest slot on ties).
+
+    Example:
+        >>> import hilcore
+        >>> from hilcore.synthetic import reid_features
+        >>> x, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)   # 5 clusters of 40
+        >>> mem = hilcore.MultiCenterMemory.from_tensor(hilcore.subcluster(x, labels, n_sub=3))
+        >>> mem
+        MultiCenterMemory(shape=(5, 4, 32), temp=0.05, momentum=0.1)
+        >>> mem.logits(x[:8]).argmax(1).tolist() == labels[:8].tolist()
+        True
     """
 
     def __init__(self, num_features: int, num_clusters: int, num_slots: int, temp: float = 0.05,
@@ -250,7 +273,17 @@ class MultiCenterMemory(_Memory):
 
 class InstanceMemory(_Memory):
     """One unit vector per image, ``features`` ``[N, D]``, and its pseudo label, ``labels`` ``[N]`` int64
-    (-1 for noise). :meth:`update` takes image indices as targets."""
+    (-1 for noise). :meth:`update` takes image indices as targets.
+
+    Example:
+        >>> import torch, hilcore
+        >>> from hilcore.synthetic import reid_features
+        >>> x, labels, _ = reid_features(5, 40, dim=32, seed=0)
+        >>> mem = hilcore.InstanceMemory.from_features(x, labels)
+        >>> mem, mem.logits(x[:3]).argmax(1).tolist()     # each image is most similar to itself
+        (InstanceMemory(shape=(200, 32), temp=0.05, momentum=0.1), [0, 1, 2])
+        >>> mem.update(x[:3], torch.tensor([0, 1, 2]))    # targets: image indices
+    """
 
     _what = "instance"
 
@@ -312,9 +345,23 @@ def cluster_contrast_loss(x, memory, targets, temp: float | None = None, *, redu
     Returns:
         scalar loss (or ``[B]`` with ``reduction="none"``), differentiable in ``x``.
 
+    Raises:
+        ValueError: unknown ``reduction``, an empty batch, ``x`` not ``[B, D]``
+            with the memory's D and device, NaN/Inf, ``targets`` of the wrong
+            length or outside ``[0, C)`` (noise, -1, must be filtered out).
+        TypeError: ``memory`` of another type, non-integer ``targets``.
+
     Example:
-        >>> mem = hilcore.ClusterMemory.from_centers(centres)
+        >>> import torch, hilcore
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, labels, _ = reid_features(5, 40, dim=32, seed=0, outliers=0.0)
+        >>> mem = hilcore.ClusterMemory.from_centers(hilcore.cluster_centers(feats, labels))
+        >>> x = torch.tensor(feats[:16], requires_grad=True)
+        >>> y = torch.as_tensor(labels[:16])
         >>> loss = hilcore.cluster_contrast_loss(x, mem, y)
+        >>> loss.shape, bool(loss < hilcore.cluster_contrast_loss(x, mem, (y + 1) % 5))  # right labels: lower loss
+        (torch.Size([]), True)
+        >>> loss.backward(); mem.update(x.detach(), y)   # backward first, then the momentum update
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")

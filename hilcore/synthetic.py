@@ -18,10 +18,13 @@ drawn mostly from noise. The defaults are tuned so that the HIL clustering step
 min_samples=4) recovers most identities as clusters and marks a modest share
 of images as noise, as on real data.
 
+>>> import numpy as np
 >>> from hilcore.synthetic import reid_features, sysu_sizes
->>> x, ids, cams = reid_features(395, n=sysu_sizes["ir"], dim=1536)
->>> x.shape
-(11909, 1536)
+>>> x, ids, cams = reid_features(30, 10, dim=256, seed=0)     # 30 identities x 10 images
+>>> x.shape, x.dtype, ids.dtype, len(set(ids.tolist())), bool(np.allclose(np.linalg.norm(x, axis=1), 1))
+((300, 256), dtype('float32'), dtype('int64'), 30, True)
+>>> reid_features(395, n=sysu_sizes["ir"], dim=8)[0].shape   # SYSU-MM01 IR size, uneven per identity
+(11909, 8)
 """
 from __future__ import annotations
 

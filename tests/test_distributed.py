@@ -45,8 +45,13 @@ def _worker(rank: int, world: int, port: int, root: str, out: str, result_dir: s
     gathered_rows = D.all_gather_rows(rows)           # uneven shards: 2 rows on rank 0, 3 on rank 1
     init = {k: v.clone() for k, v in tr.model.state_dict().items()}
     tr.fit()
+    both = tr.extract_train()                         # the features after training, on every rank
+    assert D.sharded_clustering(tr.cfg)               # cluster.distributed = auto and world 2
+    cl = tr.cluster(both)                             # every rank clusters its shard (hilcore.distributed)
     torch.save({"feats": feats, "rows": gathered_rows, "init": init, "final": tr.model.state_dict(),
-                "history": tr.history}, os.path.join(result_dir, f"rank{rank}.pt"))
+                "history": tr.history, "both": both, "labels": (cl.labels_rgb, cl.labels_ir),
+                "shared": (cl.shared_labels_rgb, cl.shared_labels_ir), "centers": cl.shared_centers},
+               os.path.join(result_dir, f"rank{rank}.pt"))
     D.cleanup()
 
 
@@ -87,3 +92,15 @@ def test_two_process_gloo_training(tmp_path):
     assert [h["epoch"] for h in r0["history"]] == [1]
     assert r0["history"][0]["loss"] == pytest.approx(r1["history"][0]["loss"])   # losses are all-reduced
     assert np.isfinite(r0["history"][0]["mAP"])
+
+    # clustering ran on both ranks and equals the single-process step on the same features
+    import hilcore
+
+    ec = cfg.epoch_config()
+    ec.backend = "torch"                  # the sharded Jaccard runs the torch stages
+    want = hilcore.cluster_epoch(r0["both"]["rgb"], r0["both"]["ir"], ec)
+    for r in (r0, r1):
+        assert torch.equal(r["both"]["rgb"], r0["both"]["rgb"])
+        assert torch.equal(r["labels"][0], want.labels_rgb) and torch.equal(r["labels"][1], want.labels_ir)
+        assert torch.equal(r["shared"][0], want.shared_labels_rgb) and torch.equal(r["shared"][1], want.shared_labels_ir)
+        assert torch.equal(r["centers"], want.shared_centers)

@@ -110,13 +110,15 @@ class LossConfig:
 @dataclass
 class ClusterConfig(EpochConfig):
     """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed`` comes from ``run.seed``), plus
-    ``cam_center`` (the loop's, not passed on)."""
+    ``cam_center``, ``transfer``, ``memory_features`` and ``distributed`` (the loop's, not passed on)."""
 
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
     #                                 rows re-normalised); memories still from the features themselves
     transfer: str = "match"         # match: hilcore.bidirectional_match | rgb_to_ir_all: the release's BRST
     memory_features: str = "clustering"   # memories from the clustering features | raw_heads: each head's own
     #                                       un-normalised features, sklearn k-means sub-centres (the release)
+    distributed: str = "auto"       # auto: under torchrun (world > 1) every rank clusters its shard with
+    #                                 hilcore.distributed | on: that path always | off: rank 0 clusters, broadcasts
 
 
 @dataclass
@@ -155,7 +157,7 @@ class TrainConfig:
     def epoch_config(self):
         """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
         fields = dataclasses.asdict(self.cluster)
-        for k in ("cam_center", "transfer", "memory_features"):
+        for k in ("cam_center", "transfer", "memory_features", "distributed"):
             fields.pop(k)
         fields["seed"] = self.run.seed
         return EpochConfig(**fields)
@@ -275,6 +277,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"config.loss.{k}: expected true or false, got {getattr(lo, k)!r}")
     if not isinstance(cfg.cluster.cam_center, bool):
         raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
+    if cfg.cluster.distributed not in ("auto", "on", "off"):
+        raise ValueError(f"config.cluster.distributed: expected auto, on or off, got {cfg.cluster.distributed!r}")
     _positive(cfg.eval.every, "eval.every", 0)
     _positive(cfg.eval.trials, "eval.trials")
     if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):

@@ -140,3 +140,56 @@ def sync_buffers(model: torch.nn.Module, src: int = 0) -> None:
         t = b.detach().to(dev)
         dist.broadcast(t, src=src)
         b.copy_(t.to(b.device))
+
+
+def sharded_clustering(cfg) -> bool:
+    """Whether the loop clusters on every rank with :mod:`hilcore.distributed` (``cluster.distributed``).
+
+    ``auto``: when more than one rank runs and the step is hilcore's own (``cluster.transfer: match``,
+    ``cluster.memory_features: clustering``; the release's step runs on rank 0); ``on``: always (a
+    world of one without torchrun), and the release's step is refused.
+    """
+    c = cfg.cluster
+    own_step = c.transfer == "match" and c.memory_features == "clustering"
+    if c.distributed == "on":
+        if not own_step:
+            raise ValueError("cluster.distributed=on: the sharded step implements cluster.transfer=match with "
+                             f"cluster.memory_features=clustering, got transfer={c.transfer!r}, "
+                             f"memory_features={c.memory_features!r} (use auto or off)")
+        return True
+    return c.distributed == "auto" and own_step and world_size() > 1
+
+
+def cluster_all_ranks(feats: dict, cams: dict, cfg, centre=None):
+    """:func:`hilcore.distributed.cluster_epoch` on this rank's block of every modality's rows.
+
+    ``feats``: the gathered ``{"rgb", "ir"}`` features (every rank holds them
+    after the sharded extraction); ``cams``: their camera ids, used when
+    ``cluster.cam_center`` with ``centre(x, cams)`` (the loop's camera
+    centring): the labels then come from the centred features, the memories
+    from ``feats`` (``memory_feats_*``), as in the loop's rank-0 path. Every
+    rank returns the same :class:`hilcore.EpochClusters` on the CPU; a
+    modality that ends all-noise raises ``RuntimeError`` on every rank.
+    """
+    import hilcore.distributed as HD
+
+    ec = cfg.epoch_config()
+    x = feats
+    if cfg.cluster.cam_center:
+        if centre is None:
+            raise ValueError("cluster_all_ranks: cluster.cam_center needs the centre function")
+        x = {m: centre(feats[m], cams[m]) for m in feats}
+    parts, mem = {}, {}
+    for m in ("rgb", "ir"):
+        lo, hi = shard_range(x[m].shape[0])
+        parts[m] = x[m][lo:hi]
+        mem[m] = feats[m][lo:hi]
+    extra = dict(memory_feats_rgb_local=mem["rgb"], memory_feats_ir_local=mem["ir"]) if cfg.cluster.cam_center else {}
+    try:
+        cl = HD.cluster_epoch(parts["rgb"], parts["ir"], ec, **extra)
+    except ValueError as e:
+        raise RuntimeError(f"clustering failed: {e}") from e
+    for k, v in vars(cl).items():
+        if isinstance(v, torch.Tensor):
+            setattr(cl, k, v.cpu())
+    return cl

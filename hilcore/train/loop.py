@@ -522,6 +522,10 @@ class Trainer:
         raw_heads`` run the release's step instead
         (:func:`hilcore.train.hil_release.cluster_release`).
         """
+        if D.sharded_clustering(self.cfg):  # every rank clusters its shard (hilcore.distributed)
+            cams = {m: self.data.train[m].cams for m in MODS}
+            return _clusters_to(D.cluster_all_ranks(feats, cams, self.cfg, camera_centre),
+                                self.device)
         cl, err = None, None
         if D.is_main():
             try:

@@ -332,8 +332,18 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         best first (similarity descending, ties to the lower index).
 
     Example:
-        >>> x = torch.nn.functional.normalize(torch.randn(50, 32), dim=1)
-        >>> idx, sim = knn(x, 4)  # doctest: +SKIP (needs CUDA or TRITON_INTERPRET=1)
+        On a CPU, set ``TRITON_INTERPRET=1`` before triton is imported.
+
+        >>> import torch, hilcore
+        >>> from hilcore.triton.knn import knn
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # needs CUDA or TRITON_INTERPRET=1
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.nn.functional.normalize(torch.randn(50, 32, generator=g), dim=1).to(device)
+        >>> idx, sim = knn(x, 4)
+        >>> idx.shape, idx.dtype, sim.dtype, bool((idx[:, 0] == torch.arange(50, device=device)).all())
+        (torch.Size([50, 4]), torch.int64, torch.float32, True)
+        >>> bool((idx.cpu() == hilcore.knn(x.cpu(), 4, backend="torch")[0]).all())
+        True
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.float32:
         raise ValueError("x: expected a 2-D float32 torch tensor [N, D]")
