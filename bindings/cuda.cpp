@@ -56,6 +56,9 @@ void check_rank(int64_t n, int64_t ld, int k1) {
 
 void register_cuda(py::module_& m) {
   m.def(
+      "cuda_versions", []() { return py::make_tuple(hc::driver_version(), hc::runtime_version_built()); },
+      "(driver version at run time, CUDART_VERSION at build time), 1000 * major + 10 * minor; driver 0: none.");
+  m.def(
       "cuda_krecip_flags",
       [](ptr_t rank, int64_t n, int64_t ld, int k1, int kh1, ptr_t f1, ptr_t fh, ptr_t stream) {
         check_rank(n, ld, k1);

@@ -106,6 +106,30 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def cuda_version_problem(driver: int, built: int) -> str | None:
+    """Why the CUDA kernels cannot run for these versions (1000 * major + 10 * minor), or None."""
+    def fmt(v):
+        return f"{v // 1000}.{(v % 1000) // 10}"
+    if driver < 0:
+        return "the CUDA driver version could not be queried (cudaDriverGetVersion failed)"
+    if driver == 0:
+        return "no CUDA driver is installed"
+    if driver < built:
+        return (f"the CUDA driver supports CUDA {fmt(driver)}, older than the CUDA {fmt(built)} toolkit hilcore "
+                f"was built with: update the driver or rebuild hilcore with an older toolkit")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_driver_problem() -> str | None:
+    """None when this build's CUDA kernels can run on this machine's driver (cudaDriverGetVersion
+    against the CUDART_VERSION compiled in), else why not: the cuda backend is then unavailable."""
+    mod = native_module()
+    if mod is None or not hasattr(mod, "cuda_versions"):
+        return None  # no CUDA kernels in this build: has_cuda() already says so
+    return cuda_version_problem(*mod.cuda_versions())
+
+
 def _why_not(backend: str, device: torch.device) -> str | None:
     """None when ``backend`` is installed and can run on ``device``, else the reason it cannot."""
     dev = device.type
@@ -122,7 +146,7 @@ def _why_not(backend: str, device: torch.device) -> str | None:
             return "hilcore was not compiled with CUDA support (no CUDA compiler at build time)"
         if dev != "cuda":
             return f"the cuda backend needs CUDA tensors, got device {device}"
-        return None
+        return cuda_driver_problem()
     if backend == "triton":
         if not has_triton():
             return "triton is not installed (pip install triton)"

@@ -48,6 +48,15 @@ def _postings(q_ptr: torch.Tensor, q_idx: torch.Tensor, q_val: torch.Tensor, n: 
     return p_ptr, p_row, p_val
 
 
+def default_workspace(dev: torch.device) -> int:
+    """Hash-table budget: a quarter of the memory a new allocation can get, capped at
+    DEFAULT_WORKSPACE_BYTES, at least 64 MiB. That memory is the driver's free memory plus
+    what torch's caching allocator holds reserved but unused (mem_get_info does not see it)."""
+    free, _ = torch.cuda.mem_get_info(dev)
+    cached = max(0, torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    return max(64 << 20, min(DEFAULT_WORKSPACE_BYTES, (free + cached) // 4))
+
+
 def _chunks(slots_cum: np.ndarray, budget_slots: int):
     """Row ranges [a, b) whose summed slots stay <= budget_slots (at least one row each)."""
     n = slots_cum.size - 1
@@ -149,8 +158,7 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         slots_ptr = _exclusive(slots)
         slots_cum = slots_ptr.cpu().numpy()
         if workspace_bytes is None:
-            free, _ = torch.cuda.mem_get_info(dev)
-            workspace_bytes = max(64 << 20, min(DEFAULT_WORKSPACE_BYTES, free // 4))
+            workspace_bytes = default_workspace(dev)
         budget = max(1, int(workspace_bytes) // _SLOT_BYTES)
         ranges = list(_chunks(slots_cum, budget))
         most = max(int(slots_cum[b] - slots_cum[a]) for a, b in ranges)

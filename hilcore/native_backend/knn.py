@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from .._dispatch import native_module
+from .._precision import ieee_fp32
 
 # Square tiles of TILE x TILE similarities (16 MiB in float32 / int32): memory O(TILE x N).
 TILE = 2048
@@ -101,6 +102,7 @@ def default_extra(k: int) -> int:
     return 2 * k + 8
 
 
+@ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE, precision: str = "auto",
         extra: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._core import dbscan_labels
+from .._precision import ieee_fp32
 
 _CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
 
@@ -43,6 +44,26 @@ def segments(lab: torch.Tensor, clusters: torch.Tensor):
     return mem, seg, starts, sizes
 
 
+def _eligible_segments(lab: torch.Tensor, c: int, k: int):
+    """:func:`segments` of the clusters with more than ``k`` members, with one host sync (E and M).
+
+    Returns ``(mem, seg, starts, sizes, elig)``; ``elig`` the eligible cluster ids, ascending."""
+    dev = lab.device
+    lab_c = torch.where(lab >= 0, lab, c)  # noise -> the extra bin c
+    sizes_all = torch.zeros(c + 1, dtype=torch.int64, device=dev).scatter_add_(0, lab_c, torch.ones_like(lab_c))[:c]
+    ok = sizes_all > k
+    e_n, m = torch.stack([ok.sum(), torch.where(ok, sizes_all, 0).sum()]).tolist()  # the one sync
+    elig = torch.argsort((~ok).to(torch.int8), stable=True)[:e_n]  # eligible ids first, ascending
+    okx = torch.cat([ok, ok.new_zeros(1)])
+    key = torch.where(okx[lab_c], lab_c, c)  # members of eligible clusters by cluster, the rest last
+    mem = torch.argsort(key, stable=True)[:m]  # stable: sample index order within a cluster
+    e_of = torch.cumsum(ok.to(torch.int64), 0) - 1
+    seg = e_of[lab_c[mem]]
+    sizes = sizes_all[elig]
+    starts = torch.cumsum(sizes, 0) - sizes
+    return mem, seg, starts, sizes, elig
+
+
 class _Buckets:
     """Segments padded to the next power of two of their size and stacked per padded size, so
     that member-vs-own-centres products are batched matmuls ([E_b, cap, D] x [E_b, D, K]).
@@ -61,6 +82,7 @@ class _Buckets:
             pos = torch.where(ar.unsqueeze(0) < sizes[segs].unsqueeze(1), pos, torch.full_like(pos, m))
             self.parts.append((segs, pos.flatten(), xpad[pos]))
 
+    @ieee_fp32()  # IEEE float32 whatever TF32 setting the caller chose
     def dots(self, cen: torch.Tensor) -> torch.Tensor:
         """[M, K] dot of every member with the K centres of its segment (cen [E, K, D])."""
         k = cen.shape[1]
@@ -71,13 +93,23 @@ class _Buckets:
 
 
 def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor,
-                      *, assign=None):
+                      *, assign=None, seg_mean=None, check_every: int = 4):
     """Batched k-means++ / Lloyd k-means with ``k`` clusters inside every cluster of ``lab``.
 
-    ``u``: float64 [C, R, k] seeding uniforms (R runs). ``assign``: optional
-    assignment step ``assign(xm [M, D], seg [M], cen [E, k, D]) -> [M] int64``
-    (index of the sub-centre of its own segment minimising ``|c|^2 - 2 x.c``,
-    ties to the lower one); other backends plug their kernel in here. Returns ``(sub [C, k, D]
+    ``u``: float64 [C, R, k] seeding uniforms (R runs). All R runs of all
+    eligible clusters advance together: run r of segment e is virtual segment
+    ``r * E + e``, no Python loop over clusters or runs (the loops are over the
+    k seeding steps and the Lloyd steps). ``assign``: optional batched
+    assignment step ``assign(xm [M, D], seg [R*M], cen [R*E, k, D], runs=R) ->
+    [R*M] int64`` (virtual row ``r * M + p`` is member ``p`` of run ``r``; index
+    of the sub-centre of its own segment minimising ``|c|^2 - 2 x.c``, ties to
+    the lower one). ``seg_mean``: optional ``seg_mean(xm, order, starts, sizes)
+    -> [S, D]`` float32 means (float64 sums) of sorted segments, the Lloyd
+    update without float atomics; without it the update is a float64
+    ``index_add_`` per run. Convergence (no assignment changed in any run) is
+    checked every ``check_every`` Lloyd steps (one host sync each): a converged
+    run is a fixed point, so the steps run past it change nothing and the
+    result is the same as checking every step. Returns ``(sub [C, k, D]
     float32, cnt [C, k] int64, first [C, k] int64)``: the winning run's
     sub-centres, member counts and smallest member sample index; ``cnt`` is all
     zero for clusters with ``<= k`` members or whose every run leaves an empty
@@ -89,88 +121,96 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     sub = torch.zeros(c, k, d, dtype=torch.float32, device=dev)
     cnt_out = torch.zeros(c, k, dtype=torch.int64, device=dev)
     first_out = torch.full((c, k), n, dtype=torch.int64, device=dev)
-    sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
-    elig = torch.nonzero(sizes_all > k).flatten()
-    e_n = elig.numel()
+    mem, seg, starts, sizes, elig = _eligible_segments(lab, c, k)
+    e_n, m = elig.numel(), mem.numel()
     if e_n == 0:
         return sub, cnt_out, first_out
-    mem, seg, starts, sizes = segments(lab, elig)
-    m = mem.numel()
     xm = x[mem]
     xx = (xm * xm).sum(1)
-    buckets = _Buckets(xm, starts, sizes)
-    ue = u.to(dev)[elig]  # [E, R, k]
+    buckets = _Buckets(xm, starts, sizes) if assign is None else None
+    ue = u.to(dev)[elig].permute(2, 1, 0).contiguous()  # [k, R, E]: step t's draws are ue[t]
     sizes_f = sizes.to(torch.float64)
     ends = starts + sizes - 1
+    runs = torch.arange(r_runs, device=dev)
+    segv = (runs.unsqueeze(1) * e_n + seg.unsqueeze(0))  # [R, M] virtual segment of every (run, member)
+    segv_flat = segv.reshape(-1)
+    segvk = segv * k
+    ones = torch.ones_like(segv_flat)
+    n_v = r_runs * e_n
+    # member position floor(u * n) clamped into the segment, for every draw: [k, R, E]
+    pick = starts + torch.minimum(torch.floor(ue * sizes_f).to(torch.int64), sizes - 1)
+    b_idx = (starts - 1).clamp(min=0)
+    b_mask = (starts > 0).to(torch.float64)
 
-    best_inertia = torch.full((e_n,), float("inf"), dtype=torch.float64, device=dev)
-    best_cen = torch.zeros(e_n, k, d, dtype=torch.float32, device=dev)
-    best_cnt = torch.zeros(e_n, k, dtype=torch.int64, device=dev)
-    best_first = torch.full((e_n, k), n, dtype=torch.int64, device=dev)
-
-    def pick_uniform(uu):  # member position floor(u * n), clamped into the segment
-        return starts + torch.minimum(torch.floor(uu * sizes_f).to(torch.int64), sizes - 1)
-
-    def assign_step(cen):
+    def assign_step(cen, want_score=False):  # cen [R, E, kk, D] -> a [R, M] (and its score |c|^2 - 2 x.c)
+        kk = cen.shape[2]
         if assign is not None:
-            return assign(xm, seg, cen)
-        cc = (cen * cen).sum(2)  # [E, k]
-        score = cc[seg] - 2 * buckets.dots(cen)
-        return torch.argmin(score, dim=1)  # first minimum: ties go to the lower sub-cluster
+            out = assign(xm, segv_flat, cen.reshape(n_v, kk, d), runs=r_runs, score=want_score)
+            return (out[0].view(r_runs, m), out[1].view(r_runs, m)) if want_score else out.view(r_runs, m)
+        cc = (cen * cen).sum(3)  # [R, E, kk]
+        dots = buckets.dots(cen.permute(1, 0, 2, 3).reshape(e_n, r_runs * kk, d)).view(m, r_runs, kk)
+        score = cc[:, seg].permute(1, 0, 2) - 2 * dots  # [M, R, kk]
+        a = torch.argmin(score, dim=2).t()  # first minimum: ties go to the lower sub-cluster
+        if want_score:
+            return a, torch.gather(score, 2, a.t().unsqueeze(2)).squeeze(2).t()
+        return a
 
-    # Lloyd runs are independent; the loop is over runs (n_init), never over clusters.
-    for r in range(r_runs):
-        # k-means++ seeding
-        cen = torch.empty(e_n, k, d, dtype=torch.float32, device=dev)
-        cen[:, 0] = xm[pick_uniform(ue[:, r, 0])]
-        mind2 = torch.full((m,), float("inf"), dtype=torch.float32, device=dev)
-        for t in range(1, k):
-            newest = cen[:, t - 1]  # [E, D]
-            cc = (newest * newest).sum(1)
-            dots = buckets.dots(newest.unsqueeze(1)).squeeze(1)
-            d2 = torch.clamp(xx + cc[seg] - 2 * dots, min=0)
-            mind2 = torch.minimum(mind2, d2)
-            cs = torch.cumsum(mind2.to(torch.float64), 0)
-            before = torch.where(starts > 0, cs[(starts - 1).clamp(min=0)], torch.zeros_like(sizes_f))
-            total = cs[ends] - before
-            target = before + ue[:, r, t] * total
-            pos = torch.searchsorted(cs, target, right=True)  # first member with cumsum > target
-            pos = torch.minimum(torch.maximum(pos, starts), ends)
-            pos = torch.where(total > 0, pos, pick_uniform(ue[:, r, t]))
-            cen[:, t] = xm[pos]
-        # Lloyd iterations (a converged run is a fixed point, so a global early stop is exact)
-        prev = None
-        for _ in range(iters):
-            a = assign_step(cen)
-            if prev is not None and torch.equal(a, prev):
-                break
-            key = seg * k + a
-            sums = torch.zeros(e_n * k, d, dtype=torch.float64, device=dev)
-            sums.index_add_(0, key, xm.to(torch.float64))
-            cnt = torch.bincount(key, minlength=e_n * k).view(e_n, k)
-            new = (sums.view(e_n, k, d) / cnt.clamp(min=1).unsqueeze(2).to(torch.float64)).to(torch.float32)
-            cen = torch.where((cnt > 0).unsqueeze(2), new, cen)
-            prev = a
+    # k-means++ seeding, all runs at once; seeds[t] [R, E, D] is step t's seed of every (run, segment)
+    seeds = torch.empty(k, r_runs, e_n, d, dtype=torch.float32, device=dev)
+    torch.index_select(xm, 0, pick[0].reshape(-1), out=seeds[0].view(n_v, d))
+    mind2 = torch.full((r_runs, m), float("inf"), dtype=torch.float32, device=dev)
+    for t in range(1, k):
+        # squared distance to the newest seed: |x|^2 + (|c|^2 - 2 x.c), one centre per segment
+        _, sc = assign_step(seeds[t - 1].unsqueeze(2), want_score=True)  # [R, M]
+        torch.minimum(mind2, (sc + xx).clamp_(min=0), out=mind2)
+        cs = torch.cumsum(mind2, 1, dtype=torch.float64)  # [R, M]
+        before = cs[:, b_idx] * b_mask
+        total = cs[:, ends] - before
+        pos = torch.searchsorted(cs, before + ue[t] * total, right=True)  # first member with cumsum > target
+        pos = torch.where(total > 0, torch.clamp(pos, min=starts, max=ends), pick[t])
+        torch.index_select(xm, 0, pos.reshape(-1), out=seeds[t].view(n_v, d))
+    cen = seeds.permute(1, 2, 0, 3).contiguous()  # [R, E, k, D]
+
+    def update(a, cen):
+        key = segvk + a  # [R, M] in [0, R*E*k)
+        cnt = torch.zeros(n_v * k, dtype=torch.int64, device=dev).scatter_add_(0, key.view(-1), ones)
+        if seg_mean is not None:
+            order = torch.argsort(key.view(-1), stable=True) % m  # members in index order within a key
+            new = seg_mean(xm, order, torch.cumsum(cnt, 0) - cnt, cnt)
+        else:
+            sums = torch.zeros(r_runs, e_n * k, d, dtype=torch.float64, device=dev)
+            x64 = xm.to(torch.float64)
+            for r in range(r_runs):  # CPU / torch fallback: no R-fold copy of the members
+                sums[r].index_add_(0, key[r] - r * e_n * k, x64)
+            new = (sums.view(n_v * k, d) / cnt.clamp(min=1).unsqueeze(1).to(torch.float64)).to(torch.float32)
+        return torch.where((cnt > 0).view(r_runs, e_n, k, 1), new.view(r_runs, e_n, k, d), cen)
+
+    # Lloyd steps of all runs together; a converged run is a fixed point
+    prev = None
+    for it in range(iters):
         a = assign_step(cen)
-        key = seg * k + a
-        cc = (cen * cen).sum(2)
-        dots = torch.gather(buckets.dots(cen), 1, a.unsqueeze(1)).squeeze(1)
-        d2 = torch.clamp(xx + cc[seg, a] - 2 * dots, min=0).to(torch.float64)
-        inertia = torch.zeros(e_n, dtype=torch.float64, device=dev).index_add_(0, seg, d2)
-        cnt = torch.bincount(key, minlength=e_n * k).view(e_n, k)
-        inertia = torch.where((cnt > 0).all(1), inertia, torch.full_like(inertia, float("inf")))
-        first = torch.full((e_n * k,), n, dtype=torch.int64, device=dev)
-        first.scatter_reduce_(0, key, mem, reduce="amin")
-        better = inertia < best_inertia  # strict: ties keep the earlier run
-        best_inertia = torch.where(better, inertia, best_inertia)
-        best_cen = torch.where(better.view(-1, 1, 1), cen, best_cen)
-        best_cnt = torch.where(better.view(-1, 1), cnt, best_cnt)
-        best_first = torch.where(better.view(-1, 1), first.view(e_n, k), best_first)
-
-    ok = torch.isfinite(best_inertia)
-    sub[elig] = best_cen
-    cnt_out[elig] = torch.where(ok.view(-1, 1), best_cnt, torch.zeros_like(best_cnt))
-    first_out[elig] = best_first
+        if prev is not None and (it % check_every == 0) and torch.equal(a, prev):
+            break
+        cen = update(a, cen)
+        prev = a
+    a, sc = assign_step(cen, want_score=True)
+    key = segvk + a
+    d2 = torch.clamp(xx.unsqueeze(0) + sc, min=0).to(torch.float64)
+    inertia = torch.zeros(n_v, dtype=torch.float64, device=dev).index_add_(0, segv.reshape(-1), d2.reshape(-1))
+    cnt = torch.zeros(n_v * k, dtype=torch.int64, device=dev).scatter_add_(0, key.reshape(-1),
+                                                                         torch.ones_like(key).reshape(-1))
+    cnt = cnt.view(r_runs, e_n, k)
+    inertia = inertia.view(r_runs, e_n)
+    inertia = torch.where((cnt > 0).all(2), inertia, torch.full_like(inertia, float("inf")))
+    first = torch.full((n_v * k,), n, dtype=torch.int64, device=dev)
+    first.scatter_reduce_(0, key.reshape(-1), mem.repeat(r_runs), reduce="amin")
+    first = first.view(r_runs, e_n, k)
+    best = torch.argmin(inertia, dim=0)  # first minimum: ties keep the earlier run
+    ok = torch.isfinite(inertia.min(dim=0).values)
+    col = torch.arange(e_n, device=dev)
+    sub[elig] = torch.where(ok.view(-1, 1, 1), cen[best, col], torch.zeros_like(cen[0]))
+    cnt_out[elig] = torch.where(ok.view(-1, 1), cnt[best, col], torch.zeros_like(cnt[0]))
+    first_out[elig] = torch.where(ok.view(-1, 1), first[best, col], torch.full_like(first[0], n))
     return sub, cnt_out, first_out
 
 

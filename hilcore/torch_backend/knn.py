@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .._precision import ieee_fp32
+
 # Elements of one [block, M] similarity tile (float32): 2^24 = 64 MiB.
 TILE_ELEMENTS = 1 << 24
 
@@ -37,6 +39,7 @@ def _select(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _order_by_key(vals, idx)
 
 
+@ieee_fp32()  # exact products whatever allow_tf32 / matmul precision the caller set
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN of the rows of ``x`` [N, D] among the rows of ``y`` [M, D] (``x`` when None).
 

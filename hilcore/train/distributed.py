@@ -57,7 +57,9 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> torch.device:
     if want_cuda:
         if is_dist():
             return torch.device("cuda", torch.cuda.current_device())
-        return torch.device(device if device.startswith("cuda") else "cuda")
+        dev = torch.device(device if device.startswith("cuda") else "cuda")
+        torch.cuda.set_device(dev)  # kernels, caches and NCCL all on this GPU, not on cuda:0
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .._core import interpreting
+from .._device import on_device
 from ._tiles import dot_tile
 
 
@@ -72,7 +73,8 @@ def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor):
     best = torch.empty(m, dtype=torch.int64, device=xb.device)
     best_sim = torch.empty(m, dtype=torch.float32, device=xb.device)
     part = torch.empty(grid, c, dtype=torch.float32, device=xb.device)
-    _brst_scan_kernel[(grid,)](xb, protos, best, best_sim, part, m, c, d,
-                               xb.stride(0), protos.stride(0), part.stride(0),
-                               BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+    with on_device(xb):
+        _brst_scan_kernel[(grid,)](xb, protos, best, best_sim, part, m, c, d,
+                                   xb.stride(0), protos.stride(0), part.stride(0),
+                                   BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     return best, best_sim, part.max(dim=0).values

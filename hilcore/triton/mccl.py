@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from .._core import interpreting
+from .._device import on_device
 from ._tiles import slot_sqdist
 
 
@@ -139,8 +140,9 @@ def _launch_forward(x: torch.Tensor, mem: torch.Tensor, eps: float):
     pos = torch.empty(b, dtype=torch.float32, device=x.device)
     neg = torch.empty_like(pos)
     cstar = torch.empty(b, dtype=torch.int64, device=x.device)
-    _mccl_fwd_kernel[(triton.cdiv(b, bb),)](x, mem, pos, neg, cstar, b, c, s, d, eps,
-                                            BLOCK_B=bb, S_P=s_p, BLOCK_D=bd, num_warps=warps)
+    with on_device(x):
+        _mccl_fwd_kernel[(triton.cdiv(b, bb),)](x, mem, pos, neg, cstar, b, c, s, d, eps,
+                                                BLOCK_B=bb, S_P=s_p, BLOCK_D=bd, num_warps=warps)
     return pos, neg, cstar
 
 
@@ -169,8 +171,9 @@ class _MCCLFunction(torch.autograd.Function):
         grad = torch.empty_like(x)
         bb, s_p, bd, bo, warps = _blocks(s, d, interpreting())
         grid = (triton.cdiv(b, bb), triton.cdiv(d, bo))
-        _mccl_bwd_kernel[grid](x, mem, cstar, cpos, cneg, grad, b, c, s, d, ctx.eps,
-                               BLOCK_B=bb, S_P=s_p, BLOCK_D=bd, BLOCK_O=bo, num_warps=warps)
+        with on_device(x):
+            _mccl_bwd_kernel[grid](x, mem, cstar, cpos, cneg, grad, b, c, s, d, ctx.eps,
+                                   BLOCK_B=bb, S_P=s_p, BLOCK_D=bd, BLOCK_O=bo, num_warps=warps)
         return grad, None, None, None
 
 

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._core import NORM_EPS, interpreting
+from .._device import on_device
 from ..torch_backend.memory import update as update_torch
 
 
@@ -129,7 +130,8 @@ def update(mem: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: 
     seg = torch.zeros(uniq.numel() + 1, dtype=torch.int64, device=mem.device)
     torch.cumsum(counts, 0, out=seg[1:])
     s_p, bd, warps = _blocks(s_n, d, interpreting())
-    _memory_update_kernel[(uniq.numel(),)](mem, x, order, seg, uniq.contiguous(), s_n, d, float(momentum),
-                                           NORM_EPS, S_P=s_p, BLOCK_D=bd, num_warps=warps)
+    with on_device(mem):
+        _memory_update_kernel[(uniq.numel(),)](mem, x, order, seg, uniq.contiguous(), s_n, d, float(momentum),
+                                               NORM_EPS, S_P=s_p, BLOCK_D=bd, num_warps=warps)
     # the kernel wrote behind autograd's back: bump the version counter (in-place guard of the loss)
     torch.autograd.graph.increment_version(mem)

@@ -15,6 +15,10 @@ namespace hilcore {
 namespace cuda {
 
 const char* error_string(int status);
+// CUDA driver version at run time (1000 * major + 10 * minor; 0: no driver, -1: query failed)
+// and the CUDART_VERSION of the toolkit this library was compiled with (runtime_cuda.cu).
+int driver_version();
+int runtime_version_built();
 
 // ---- k-reciprocal Jaccard (jaccard_cuda.cu) ---------------------------------
 // rank: [n, ld_rank] int64, row i = i's neighbours best first (i at column 0),

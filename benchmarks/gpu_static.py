@@ -1,0 +1,288 @@
+"""Static GPU report: registers, spills, shared memory and tensor-core instructions, no GPU needed.
+
+Every Triton kernel of hilcore is compiled with Triton's own compiler for
+sm_90 and sm_80 at the configuration its launcher picks on a GPU (block
+sizes, warps, stages; the divisibility-by-16 specialisation a real launch
+gets for aligned pointers, D and strides), for D in {768, 1536, 2048}. The
+cubin is read with the ``cuobjdump`` bundled with Triton: resource usage
+(REG, STACK, LOCAL, SHARED) and the SASS, where the tensor-core instructions
+(HMMA, HGMMA, IMMA, ...) are counted. Every CUDA file in ``kernels/cuda`` is
+compiled with ``nvcc -Xptxas -v`` for the same architectures when nvcc exists.
+
+Nothing here runs a kernel: the numbers say what the compiled code is, not
+how fast it is ("compiled, not run").
+
+Usage:
+    python benchmarks/gpu_static.py --json benchmarks/results/gpu_static.json
+    python benchmarks/gpu_static.py --kernels knn_cand --arch 90 --dims 768
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.pop("TRITON_INTERPRET", None)  # compile for real, never interpret
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; silences triton's notice
+
+DIMS = (768, 1536, 2048)
+ARCHS = (90, 80)
+# the pipeline's sizes (hilcore.EpochConfig defaults): k1 = 30 neighbours, k2 = 6,
+# n_sub = 9 sub-centres, memories of 1 + n_sub slots
+K1, K2, N_SUB = 30, 6, 9
+TC_OPS = ("HMMA", "HGMMA", "IMMA", "IGMMA", "QGMMA", "UTCHMMA", "UTCQMMA", "UTCIMMA", "DMMA")
+
+
+def _tool(name: str) -> str | None:
+    import triton
+    p = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    return str(p) if p.exists() else shutil.which(name)
+
+
+def triton_specs(d: int) -> list[dict]:
+    """(name, jit fn, signature, constexprs, options, divisible args) of every Triton kernel at width d."""
+    import triton
+
+    import hilcore.triton.brst as tbrst
+    import hilcore.triton.centers as tcen
+    import hilcore.triton.knn as tknn
+    import hilcore.triton.mccl as tmccl
+    import hilcore.triton.memory as tmem
+
+    specs = []
+
+    def add(name, fn, ptr_types, constexprs, options, scalars=None, divisible=()):
+        sig = {}
+        for p in fn.params:
+            if p.is_constexpr:
+                sig[p.name] = "constexpr"
+            elif p.name.endswith("_ptr"):
+                sig[p.name] = ptr_types.get(p.name, "*fp32")
+            else:
+                sig[p.name] = (scalars or {}).get(p.name, "i32")
+        div = [i for i, p in enumerate(fn.params)
+               if not p.is_constexpr and (p.name.endswith("_ptr") or p.name in divisible)]
+        specs.append(dict(name=name, fn=fn, signature=sig, constexprs=constexprs, options=options,
+                          divisible=div))
+
+    # kNN, fp16 path at k = k1 and k = k2; the fp32 kernel (uncertified rows) at k1
+    for k in (K1, K2):
+        kc = tknn.candidates(k)
+        bm, bn, bk, w = tknn._tc_blocks(kc, d, False)
+        add(f"knn_cand[k={k},KC={kc}]", tknn._knn_cand_kernel, {"xh_ptr": "*fp16", "yh_ptr": "*fp16",
+                                                               "key_ptr": "*i64"},
+            dict(SELF=True, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), dict(num_warps=w, num_stages=2),
+            divisible=("DP", "COLS"))
+        br, bd, rw = tknn._rescore_blocks(kc, kc, d, False)
+        add(f"knn_rescore[k={k},KC={kc}]", tknn._knn_rescore_kernel,
+            {"key_ptr": "*i64", "idx_ptr": "*i64", "cert_ptr": "*i8"},
+            dict(SELF=True, KC=kc, CP=kc, BLOCK_R=br, BLOCK_D=bd), dict(num_warps=rw),
+            divisible=("D", "stride_x", "stride_y", "NCAND"))
+    add("knn_prep", tknn._knn_prep_kernel, {"ah_ptr": "*fp16"}, dict(BLOCK_R=4, BLOCK_D=128), dict(num_warps=4),
+        divisible=("D", "DP", "stride_a"))
+    kp = triton.next_power_of_2(K1)
+    bm, bn, bk, w = tknn._blocks(kp, d, False)
+    add(f"knn_fp32[k={K1}]", tknn._knn_topk_kernel, {"idx_ptr": "*i64", "qid_ptr": "*i64"},
+        dict(SELF=True, KP=kp, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GATHER=True), dict(num_warps=w, num_stages=2),
+        divisible=("D", "stride_x", "stride_y"))
+    # centres (hilcore/triton/centers.py launchers, GPU branch)
+    add("segment_mean", tcen._segment_mean_kernel, {"order_ptr": "*i64", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
+        dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
+    k_p = max(2, triton.next_power_of_2(N_SUB))
+    add("assign", tcen._assign_kernel, {"seg_ptr": "*i64", "a_ptr": "*i64"},
+        dict(BLOCK_M=max(8, min(64, 4096 // (k_p * 32))), K_P=k_p, BLOCK_D=32, SCORE=False), dict(num_warps=4),
+        divisible=("D",))
+    # MCCL forward / backward, memory update, BRST scan
+    s = 1 + N_SUB
+    bb, s_p, bd, bo, w = tmccl._blocks(s, d, False)
+    add("mccl_fwd", tmccl._mccl_fwd_kernel, {"cstar_ptr": "*i64"}, dict(BLOCK_B=bb, S_P=s_p, BLOCK_D=bd),
+        dict(num_warps=w), scalars={"EPS": "fp32"}, divisible=("D",))
+    add("mccl_bwd", tmccl._mccl_bwd_kernel, {"cstar_ptr": "*i64"},
+        dict(BLOCK_B=bb, S_P=s_p, BLOCK_D=bd, BLOCK_O=bo), dict(num_warps=w), scalars={"EPS": "fp32"},
+        divisible=("D",))
+    s_p, bd, w = tmem._blocks(s, d, False)
+    add("memory_update", tmem._memory_update_kernel, {"order_ptr": "*i64", "seg_ptr": "*i64", "tgt_ptr": "*i64"},
+        dict(S_P=s_p, BLOCK_D=bd), dict(num_warps=w), scalars={"MU": "fp32", "EPS": "fp32"}, divisible=("D",))
+    add("brst_scan", tbrst._brst_scan_kernel, {"best_ptr": "*i64"}, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
+        dict(num_warps=4), divisible=("D", "stride_x", "stride_pr"))
+    return specs
+
+
+def sass_stats(cubin: bytes) -> dict:
+    """Registers, stack, local, shared and instruction counts of a cubin (cuobjdump)."""
+    cuobjdump = _tool("cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", res)
+    ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", sass, re.M))
+    tc = {op: ops[op] for op in TC_OPS if ops.get(op)}
+    return dict(registers=int(m[1]), stack_bytes=int(m[2]), static_shared_bytes=int(m[3]), local_bytes=int(m[4]),
+                spill_stores=ops.get("STL", 0), spill_loads=ops.get("LDL", 0), tensor_core=tc,
+                tensor_core_total=sum(tc.values()), ffma=ops.get("FFMA", 0))
+
+
+def compile_triton(spec: dict, arch: int) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    src = triton.compiler.ASTSource(spec["fn"], spec["signature"], constexprs=spec["constexprs"],
+                                    attrs={(i,): [["tt.divisibility", 16]] for i in spec["divisible"]})
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=spec["options"])
+    out = sass_stats(k.asm["cubin"])
+    out["shared_bytes"] = int(k.metadata.shared)  # dynamic shared memory the launch asks for
+    ttgir = k.asm["ttgir"]
+    out["shared_layouts"] = sorted(set(re.findall(r"#ttg\.(nvmma_shared<[^>]*>|swizzled_shared<[^>]*>)", ttgir)))
+    return out
+
+
+def triton_report(dims, archs, only=None) -> list[dict]:
+    rows = []
+    for d in dims:
+        for spec in triton_specs(d):
+            if only and not any(spec["name"].startswith(o) for o in only):
+                continue
+            for arch in archs:
+                r = dict(kind="triton", kernel=spec["name"], d=d, arch=f"sm_{arch}",
+                         config={**spec["constexprs"], **spec["options"]})
+                try:
+                    r.update(compile_triton(spec, arch))
+                except Exception as e:  # report, do not hide: a kernel that does not compile is a finding
+                    r["error"] = f"{type(e).__name__}: {e}"[:400]
+                rows.append(r)
+    return rows
+
+
+def cuda_report(archs) -> list[dict]:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return [dict(kind="cuda", error="nvcc not found")]
+    rows = []
+    for cu in sorted((ROOT / "kernels" / "cuda").glob("*.cu")):
+        for arch in archs:
+            with tempfile.TemporaryDirectory() as tmp:
+                obj = Path(tmp) / "k.cubin"
+                p = subprocess.run([nvcc, "-cubin", f"-arch=sm_{arch}", "-O3", "--expt-relaxed-constexpr",
+                                    "-Xptxas", "-v", "-I", str(ROOT / "kernels"), "-o", str(obj), str(cu)],
+                                   capture_output=True, text=True)
+                if p.returncode:
+                    rows.append(dict(kind="cuda", file=cu.name, arch=f"sm_{arch}", error=p.stderr[-400:]))
+                    continue
+                rows += _ptxas_rows(p.stderr, cu.name, arch, obj.read_bytes())
+    return rows
+
+
+def _demangle(names):
+    cxxfilt = shutil.which("c++filt")
+    if not cxxfilt or not names:
+        return {n: n for n in names}
+    out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
+    short = {}
+    for n, o in zip(names, out):
+        o = (o or n).replace("(anonymous namespace)::", "").split("(")[0].split("<")[0]
+        short[n] = o.split()[-1].split("::")[-1] if o.strip() else n
+    return short
+
+
+def _ptxas_rows(log: str, file: str, arch: int, cubin: bytes) -> list[dict]:
+    rows, cur = [], None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            cur = dict(kind="cuda", file=file, arch=f"sm_{arch}", mangled=m[1])
+            rows.append(cur)
+            continue
+        if cur is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            cur.update(stack_bytes=int(m[1]), spill_store_bytes=int(m[2]), spill_load_bytes=int(m[3]))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            cur["registers"] = int(m[1])
+            s = re.search(r"(\d+) bytes smem", line)
+            cur["static_shared_bytes"] = int(s[1]) if s else 0
+    # tensor-core instructions per function from the SASS
+    cuobjdump = _tool("cuobjdump")
+    per_fn = {}
+    if cuobjdump:
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(cubin)
+            f.flush()
+            sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+        fn = None
+        for line in sass.splitlines():
+            m = re.match(r"\s+Function : (\S+)", line)
+            if m:
+                fn = m[1]
+                per_fn[fn] = collections.Counter()
+            elif fn:
+                m = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)", line)
+                if m:
+                    per_fn[fn][m[1]] += 1
+    names = _demangle([r["mangled"] for r in rows])
+    for r in rows:
+        r["kernel"] = names[r["mangled"]]
+        ops = per_fn.get(r["mangled"], collections.Counter())
+        tc = {op: ops[op] for op in TC_OPS if ops.get(op)}
+        r.update(tensor_core=tc, tensor_core_total=sum(tc.values()))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'kind':6} {'kernel':28} {'D':>5} {'arch':6} {'regs':>4} {'spill':>5} {'smem B':>7} {'tensor-core ops':>22}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['kind']:6} {r.get('kernel', r.get('file', '')):28} {r.get('d', ''):>5} "
+                         f"{r.get('arch', ''):6} ERROR {r['error'][:80]}")
+            continue
+        spill = (r.get("spill_stores", 0) + r.get("spill_loads", 0) + r.get("local_bytes", 0)
+                 if r["kind"] == "triton" else r.get("spill_store_bytes", 0) + r.get("spill_load_bytes", 0))
+        smem = r.get("shared_bytes", r.get("static_shared_bytes", 0))
+        tc = " ".join(f"{k}:{v}" for k, v in r["tensor_core"].items()) or "0"
+        lines.append(f"{r['kind']:6} {r['kernel'][:28]:28} {r.get('d', '-'):>5} {r['arch']:6} {r['registers']:>4} "
+                     f"{spill:>5} {smem:>7} {tc:>22}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
+    ap.add_argument("--arch", type=int, nargs="+", default=list(ARCHS), help="compute capabilities, e.g. 90 80")
+    ap.add_argument("--kernels", nargs="+", help="only Triton kernels whose name starts with one of these")
+    ap.add_argument("--no-cuda", action="store_true", help="skip the nvcc part")
+    args = ap.parse_args(argv)
+    import triton
+
+    rows = triton_report(args.dims, args.arch, args.kernels)
+    if not args.no_cuda and not args.kernels:
+        rows += cuda_report(args.arch)
+    print(table(rows))
+    if args.json:
+        nvcc = shutil.which("nvcc")
+        nvcc_v = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] \
+            if nvcc else None
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(
+            note="compiled, not run: static resource usage of the SASS; no kernel was executed",
+            device="none (compiled for " + ", ".join(f"sm_{a}" for a in args.arch) + f" on {platform.node() or 'host'})",
+            triton=triton.__version__, nvcc=nvcc_v, dims=args.dims, rows=rows), indent=1, default=str) + "\n")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

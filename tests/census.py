@@ -1,0 +1,90 @@
+"""Census of the work a call issues: ATen ops and host syncs (TorchDispatchMode) and Triton launches.
+
+Used by tests/test_census.py. On CPU the Triton kernels run in the interpreter
+(TRITON_INTERPRET=1), so the op and launch counts are those of the GPU code path
+with CPU tensors. A host sync is an op whose result the host must read: on a
+CUDA tensor it waits for the device.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+# ops whose output size or value the host reads (a device -> host sync on CUDA)
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "equal", "is_nonzero", "_unique", "_unique2", "unique_dim",
+            "unique_consecutive", "masked_select", "bincount", "repeat_interleave", "item", "allclose",
+            "_assert_async", "histc"}
+
+
+class _Census(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+        self.syncs = collections.Counter()
+        self.views = collections.Counter()
+        self.paused = 0  # inside a Triton launch: the interpreter's own tensor copies are not the op's work
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.paused:
+            return func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if func.is_view:
+            self.views[name] += 1  # metadata only: no kernel, no sync
+            return func(*args, **(kwargs or {}))
+        self.ops[name] += 1
+        if name in SYNC_OPS:
+            if name == "repeat_interleave" and (kwargs or {}).get("output_size") is not None:
+                pass  # output_size given: no sync
+            else:
+                self.syncs[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class Counts:
+    def __init__(self, census, launches):
+        self.ops = sum(census.ops.values())  # ATen ops that can launch work (views excluded)
+        self.views = sum(census.views.values())
+        self.syncs = sum(census.syncs.values())
+        self.launches = sum(launches.values())
+        self.by_op = census.ops
+        self.by_sync = census.syncs
+        self.by_kernel = launches
+
+    def __repr__(self):
+        return (f"Counts(ops={self.ops}, views={self.views}, launches={self.launches}, syncs={self.syncs}, "
+                f"syncs_by_op={dict(self.by_sync)}, kernels={dict(self.by_kernel)}, "
+                f"top_ops={self.by_op.most_common(12)})")
+
+
+@contextlib.contextmanager
+def census():
+    """``with census() as get: ...; c = get()`` -> :class:`Counts` of the block."""
+    launches = collections.Counter()
+    patched = []
+    mode = _Census()
+    try:
+        from triton.runtime import interpreter, jit
+        for cls in (interpreter.InterpretedFunction, jit.JITFunction):
+            orig = cls.run
+
+            def run(self, *a, _orig=orig, **k):
+                launches[getattr(self, "__name__", None) or self.fn.__name__] += 1
+                mode.paused += 1
+                try:
+                    return _orig(self, *a, **k)
+                finally:
+                    mode.paused -= 1
+            cls.run = run
+            patched.append((cls, orig))
+    except ImportError:
+        pass
+    result = {}
+    try:
+        with mode:
+            yield lambda: result["c"]
+    finally:
+        for cls, orig in patched:
+            cls.run = orig
+        result["c"] = Counts(mode, launches)
