@@ -324,7 +324,8 @@ def cmd_eval(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         _fail(f"--device {args.device}: no CUDA device is available")
     try:
-        model, cfg = load_trained_model(args.checkpoint, args.device)
+        state = ckpt.load_checkpoint(args.checkpoint)
+        model, cfg = load_trained_model(state, args.device)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     cfg.data.dataset = args.dataset
@@ -334,8 +335,7 @@ def cmd_eval(args) -> int:
     if args.size:
         cfg.data.size = list(_size(args.size))
     device = torch.device(args.device)
-    state_epoch = ckpt.load_checkpoint(args.checkpoint)["epoch"]
-    print(f"checkpoint {args.checkpoint}: {cfg.model.backbone}, epoch {state_epoch}, input "
+    print(f"checkpoint {args.checkpoint}: {cfg.model.backbone}, epoch {state['epoch']}, input "
           f"{cfg.data.size[0]}x{cfg.data.size[1]}")
     feat_kw = dict(flip=cfg.data.flip_extract, augment=cfg.data.augment)   # the run's test features
     rows = []

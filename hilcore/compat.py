@@ -287,13 +287,7 @@ def _momentum_arg(m, name: str = "momentum") -> float:
         m = m.detach().reshape(()).item()
     if isinstance(m, bool):
         raise TypeError(f"{name}: expected a number in [0, 1], got a bool")
-    try:
-        v = float(m)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number in [0, 1], got {type(m).__name__}") from None
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name}: expected a number in [0, 1] (the weight the old memory keeps), got {m}")
-    return v
+    return _memory._check_momentum(m, name)
 
 
 def _backend_arg(backend) -> str:

@@ -54,5 +54,5 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
     k = _arrays.positive_int(k, "k")
     if k > m:
         raise ValueError(f"k: expected k <= {m} (the number of database rows), got {k}")
-    idx, sim = _dispatch.resolve("knn", backend, xt.device)(xt, k, yt)
+    idx, sim = knn_tensors(xt, k, yt, backend)
     return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)

@@ -63,13 +63,13 @@ def _check_temp(temp, name: str = "temp") -> float:
     return t
 
 
-def _check_momentum(momentum) -> float:
+def _check_momentum(momentum, name: str = "momentum") -> float:
     try:
         m = float(momentum)
     except (TypeError, ValueError):
-        raise TypeError(f"momentum: expected a number, got {type(momentum).__name__}") from None
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(momentum).__name__}") from None
     if not 0.0 <= m <= 1.0:
-        raise ValueError(f"momentum: expected a number in [0, 1] (the weight kept by the old memory), got {momentum}")
+        raise ValueError(f"{name}: expected a number in [0, 1] (the weight kept by the old memory), got {momentum}")
     return m
 
 

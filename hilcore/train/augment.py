@@ -170,23 +170,33 @@ def random_erasing(x, p: float = 0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value
     logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * _rand((B, attempts), generator)
     h = torch.round(torch.sqrt(area * torch.exp(logr))).long()
     w = torch.round(torch.sqrt(area / torch.exp(logr))).long()
-    ok = (h < H) & (w < W) & (h > 0) & (w > 0)
-    first = torch.argmax(ok.int(), dim=1)  # first fitting attempt (0 when none fits; masked below)
-    idx = torch.arange(B)
-    h, w, fits = h[idx, first], w[idx, first], ok[idx, first] & apply
+    h, w, fits = _first_fit(h, w, (h < H) & (w < W) & (h > 0) & (w > 0), apply)
     top = (_rand(B, generator) * (H - h + 1)).long().clamp(max=H - 1)
     left = (_rand(B, generator) * (W - w + 1)).long().clamp(max=W - 1)
-    dev = x.device
-    top, left, h, w, fits = (t.to(dev) for t in (top, left, h, w, fits))
-    r = torch.arange(H, device=dev).view(1, H, 1)
-    c = torch.arange(W, device=dev).view(1, 1, W)
-    mask = ((r >= top.view(B, 1, 1)) & (r < (top + h).view(B, 1, 1)) & (c >= left.view(B, 1, 1))
-            & (c < (left + w).view(B, 1, 1)) & fits.view(B, 1, 1))
-    fill = torch.as_tensor(value, dtype=x.dtype, device=dev).reshape(-1)
+    fill = torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1)
     if fill.numel() not in (1, C):
         raise ValueError(f"value: expected a scalar or {C} values, got {fill.numel()}")
-    fill = fill.view(1, -1, 1, 1).expand(B, C, H, W)
-    return torch.where(mask[:, None], fill, x)
+    return _fill_box(x, top, left, h, w, fits, fill)
+
+
+def _first_fit(h, w, ok, apply):
+    """Per image (rows of ``[B, attempts]``) the first attempt whose box fits: ``(h, w, fits)`` of ``[B]``
+    (attempt 0 with ``fits`` False when none fits or ``apply`` is False)."""
+    first = torch.argmax(ok.int(), dim=1)
+    idx = torch.arange(h.shape[0])
+    return h[idx, first], w[idx, first], ok[idx, first] & apply
+
+
+def _fill_box(x, top, left, h, w, fits, fill):
+    """``x`` with rows ``[top, top + h)`` x columns ``[left, left + w)`` of each image where ``fits`` set to
+    ``fill`` (a tensor of 1 or C values, x's dtype); the box arguments are ``[B]`` tensors."""
+    B, C, H, W = x.shape
+    dev = x.device
+    top, left, h, w, fits = (t.to(dev).view(B, 1, 1) for t in (top, left, h, w, fits))
+    r = torch.arange(H, device=dev).view(1, H, 1)
+    c = torch.arange(W, device=dev).view(1, 1, W)
+    mask = (r >= top) & (r < top + h) & (c >= left) & (c < left + w) & fits
+    return torch.where(mask[:, None], fill.reshape(1, -1, 1, 1).expand(B, C, H, W), x)
 
 
 def channel_exchange(x, p: float = 0.5, mode: str = "replicate", generator=None) -> torch.Tensor:

@@ -370,11 +370,10 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
             raise TypeError(f"checkpoint key {k!r}: expected a tensor, got {type(v).__name__}")
         want = target[s].shape
         if v.shape != want:
-            if s == "pos_embed" and v.dim() == 3 and v.shape[0] == 1 and v.shape[2] == want[2]:
-                v = resize_pos_embed(v, model.grid, ckpt_grid, num_extra, interpolation)
+            v, was_resized = _fit_vit_tensor(s, v, want, lambda p: resize_pos_embed(p, model.grid, ckpt_grid,
+                                                                                     num_extra, interpolation))
+            if was_resized:
                 resized.append(k)
-            elif s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == target[s].numel():
-                v = v.reshape(want)
             if v.shape != want:
                 hint = ""
                 if s == "patch_embed.proj.weight" and "patch_embed.conv.0.weight" in names:
@@ -388,10 +387,27 @@ def load_transreid_checkpoint(model, path_or_state_dict, *, prefer: str = "teach
     missing = [s for s in target if s not in new]
     if strict and (missing or unexpected):
         raise ValueError(f"checkpoint: strict load failed; missing {missing}, unexpected {unexpected}")
+    _copy_into(target, new)
+    return LoadReport(missing, unexpected, ignored, resized)
+
+
+def _fit_vit_tensor(s: str, v: torch.Tensor, want, resize) -> tuple[torch.Tensor, bool]:
+    """The ViT loaders' shape reconciliation of checkpoint tensor ``v`` for parameter ``s`` of shape ``want``:
+    a ``[1, n, D]`` ``pos_embed`` of another grid becomes ``resize(v)``, a 2-D ``patch_embed.proj.weight``
+    with ``want``'s element count is reshaped; anything else comes back unchanged (the caller checks the
+    shape). Returns ``(tensor, resized)``."""
+    if s == "pos_embed" and v.dim() == 3 and v.shape[0] == 1 and v.shape[2] == want[2]:
+        return resize(v), True
+    if s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == math.prod(want):
+        return v.reshape(want), False
+    return v, False
+
+
+def _copy_into(target: Mapping, new: Mapping) -> None:
+    """Copy every ``new[name]`` into the parameter / buffer ``target[name]`` in place (no autograd)."""
     with torch.no_grad():
         for s, v in new.items():
             target[s].copy_(v)
-    return LoadReport(missing, unexpected, ignored, resized)
 
 
 # ----------------------------------------------------------------------------------------------

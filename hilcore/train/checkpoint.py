@@ -445,12 +445,6 @@ def training_state(model, optimizer, scaler, epoch: int, config: dict, history: 
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def find_resume(folder) -> Path | None:
-    """``folder/last.pt`` when it exists, else None."""
-    p = Path(folder) / LAST
-    return p if p.is_file() else None
-
-
 def load_resume(folder, map_location="cpu", *, repair: bool = True):
     """The checkpoint auto-resume continues from: ``(path, state, notes)``, or None without ``last.pt``.
 

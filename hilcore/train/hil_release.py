@@ -32,7 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import Transform, _check_generator, _check_prob, _rand, check_images, hflip, normalize, pad_crop
+from .augment import (Transform, _check_generator, _check_prob, _fill_box, _first_fit, _rand, check_images, hflip,
+                      normalize, pad_crop)
+from .sampler import IdentitySampler
 
 ERASE_FILL = (0.4914, 0.4822, 0.4465)
 GREY = (0.2989, 0.5870, 0.1140)
@@ -122,20 +124,10 @@ def channel_random_erasing(x, p=0.5, sl=0.02, sh=0.4, r1=0.3, fill=ERASE_FILL, a
     ratio = r1 + (1 / r1 - r1) * _rand((B, attempts), generator)
     h = torch.round(torch.sqrt(area * ratio)).long()
     w = torch.round(torch.sqrt(area / ratio)).long()
-    ok = (h < H) & (w < W)
-    first = torch.argmax(ok.int(), dim=1)
-    idx = torch.arange(B)
-    h, w, fits = h[idx, first], w[idx, first], ok[idx, first] & apply
+    h, w, fits = _first_fit(h, w, (h < H) & (w < W), apply)
     top = torch.floor(_rand(B, generator) * (H - h + 1).double()).long()
     left = torch.floor(_rand(B, generator) * (W - w + 1).double()).long()
-    dev = x.device
-    top, left, h, w, fits = (t.to(dev) for t in (top, left, h, w, fits))
-    rr = torch.arange(H, device=dev).view(1, H, 1)
-    cc = torch.arange(W, device=dev).view(1, 1, W)
-    mask = ((rr >= top.view(B, 1, 1)) & (rr < (top + h).view(B, 1, 1)) & (cc >= left.view(B, 1, 1))
-            & (cc < (left + w).view(B, 1, 1)) & fits.view(B, 1, 1))
-    val = torch.as_tensor(fill, dtype=x.dtype, device=dev).view(1, -1, 1, 1).expand(B, C, H, W)
-    return torch.where(mask[:, None], val, x)
+    return _fill_box(x, top, left, h, w, fits, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
 
 
 def channel_exchange_release(x, generator=None):
@@ -187,7 +179,7 @@ def build_release_transforms(modality: str, train: bool, *, view: int = 1) -> Tr
 
 
 # ================================================================================================ sampler
-class CameraSampler:
+class CameraSampler(IdentitySampler):
     """The release's RandomMultipleGallerySampler as a stream of fixed-size batches.
 
     One pass: the pseudo identities (label != -1) in a random order; for each,
@@ -202,29 +194,12 @@ class CameraSampler:
     """
 
     def __init__(self, labels, cams, P: int, K: int, seed=0):
-        lab = np.asarray(labels)
+        super().__init__(labels, P, K, seed)          # labels, P, K checked; clusters, members, rng
         cam = np.asarray(cams)
-        if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):
-            raise ValueError(f"labels: expected a 1-D integer array, got shape {lab.shape} dtype {lab.dtype}")
-        if cam.shape != lab.shape:
-            raise ValueError(f"cams: expected {lab.shape[0]} camera ids, got shape {cam.shape}")
-        if int(P) < 1 or int(K) < 1:
-            raise ValueError(f"P, K: expected positive integers, got P={P}, K={K}")
-        self.P, self.K = int(P), int(K)
-        keep = np.flatnonzero(lab >= 0)
-        if keep.size == 0:
-            raise ValueError("labels: every sample is noise (-1); there is no cluster to sample")
-        order = keep[np.argsort(lab[keep], kind="stable")]
-        ids, starts = np.unique(lab[order], return_index=True)
-        self.clusters = ids
-        self.members = np.split(order, starts[1:])
+        if cam.shape != np.shape(labels):
+            raise ValueError(f"cams: expected {len(labels)} camera ids, got shape {cam.shape}")
         self.cams = cam
-        self.rng = np.random.default_rng(seed)
         self._queue: list = []
-
-    @property
-    def batch_size(self) -> int:
-        return self.P * self.K
 
     def _group(self, m: np.ndarray) -> list:
         rng, K = self.rng, self.K

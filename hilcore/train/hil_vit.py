@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import check_images
-from .backbones import Block, LoadReport, _pair, resize_pos_embed
+from .backbones import Block, LoadReport, _copy_into, _fit_vit_tensor, _pair, resize_pos_embed
 
 __all__ = ["HILNet", "ICSPatchEmbed", "IBN", "ModelSetupError", "load_hil_weights", "read_weights",
            "RELEASE_EXTRA_KEYS"]
@@ -348,11 +348,10 @@ def load_hil_weights(model: HILNet, path_or_state_dict, *, hw_ratio: int = 2, st
             raise TypeError(f"checkpoint key {k!r}: expected a tensor, got {type(v).__name__}")
         want = target[s].shape
         if v.shape != want and not full:
-            if s == "pos_embed" and v.dim() == 3 and v.shape[0] == 1 and v.shape[2] == want[2]:
-                v = resize_pos_embed(v, model.grid, _old_grid(v.shape[1] - 1, hw_ratio, model.grid), 1, "bilinear")
+            v, was_resized = _fit_vit_tensor(s, v, want, lambda p: resize_pos_embed(
+                p, model.grid, _old_grid(p.shape[1] - 1, hw_ratio, model.grid), 1, "bilinear"))
+            if was_resized:
                 resized.append(k)
-            elif s == "patch_embed.proj.weight" and v.dim() == 2 and v.numel() == target[s].numel():
-                v = v.reshape(want)
         if v.shape != want:
             raise ModelSetupError(f"checkpoint key {k!r}: shape {tuple(sd[k].shape)} does not fit the model's {s!r} of "
                              f"shape {tuple(want)}")
@@ -362,9 +361,7 @@ def load_hil_weights(model: HILNet, path_or_state_dict, *, hw_ratio: int = 2, st
     missing = [s for s in target if s not in new]
     if strict and (missing or unexpected):
         raise ModelSetupError(f"checkpoint: strict load failed; missing {missing[:10]}, unexpected {unexpected[:10]}")
-    with torch.no_grad():
-        for s, v in new.items():
-            target[s].copy_(v)
+    _copy_into(target, new)
     if not full:
         model.init_copies()   # ``missing`` names base keys (patch_embed2 is then a copy)
     report = LoadReport(missing, unexpected, ignored, resized)

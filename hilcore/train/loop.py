@@ -1,4 +1,4 @@
-"""The HIL training loop (docs/design.md, "The HIL epoch"), driven by a :class:`TrainConfig`.
+"""The HIL training loop (docs/design.md, "The data path of one epoch"), driven by a :class:`TrainConfig`.
 
 Per epoch:
 
@@ -790,8 +790,10 @@ def train(cfg: TrainConfig) -> list:
 
 
 def load_trained_model(path, device="cpu"):
-    """``(model, config)`` from a training checkpoint (``last.pt``/``best.pt`` or a run folder)."""
-    state = ckpt.load_checkpoint(path)
+    """``(model, config)`` from a training checkpoint (``last.pt``/``best.pt`` or a run folder), or from the
+    dict :func:`hilcore.train.checkpoint.load_checkpoint` already returned for one (the file is then not read
+    again)."""
+    state = path if isinstance(path, dict) else ckpt.load_checkpoint(path)
     cfg = from_dict(state["config"])
     model = build_reid_model(cfg.__class__(**{**vars(cfg), "model": _no_pretrained(cfg.model)}))
     model.load_state_dict(state["model"])
