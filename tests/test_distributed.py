@@ -30,6 +30,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _train_config(root, out) -> dict:
+    """The tiny run of both the 2-rank and the 1-rank training (global batch P x K = 3 x 2 per modality)."""
+    # SGD: its step is linear in the gradient, so a wrong scale of the ranks' gradients shows (Adam hides it)
+    return tiny_config(root, out, optim={"epochs": 1, "iters": 2, "name": "sgd", "lr": 0.05}, eval={"trials": 1},
+                       cluster={"backend": "torch"})        # the backend the sharded step equals
+
+
 def _worker(rank: int, world: int, port: int, root: str, out: str, result_dir: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -37,7 +44,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str, result_dir: s
     from hilcore.train.config import from_dict
     from hilcore.train.loop import Trainer, extract_features
 
-    cfg = from_dict(tiny_config(root, out, optim={"epochs": 1, "iters": 2}, eval={"trials": 1}))
+    cfg = from_dict(_train_config(root, out))
     tr = Trainer(cfg)                                 # joins the gloo group (RANK/WORLD_SIZE set)
     assert dist.is_initialized() and dist.get_world_size() == world
     feats = extract_features(tr.net, tr.data.train["ir"], "ir", tr.device, batch_size=5)
@@ -104,3 +111,26 @@ def test_two_process_gloo_training(tmp_path):
         assert torch.equal(r["labels"][0], want.labels_rgb) and torch.equal(r["labels"][1], want.labels_ir)
         assert torch.equal(r["shared"][0], want.shared_labels_rgb) and torch.equal(r["shared"][1], want.shared_labels_ir)
         assert torch.equal(r["centers"], want.shared_centers)
+
+    # ... and the 2-rank run trained as one process with the same seed: the same global batches (each rank a
+    # slice), augmentation drawn by position in the global batch, BatchNorm over the global batch (run.sync_bn),
+    # the loss of the gathered batch and DDP's average of the ranks' slice gradients.
+    from hilcore.train.loop import Trainer
+
+    one = Trainer(from_dict(_train_config(root, tmp_path / "one")))
+    for k, v in one.model.state_dict().items():
+        assert torch.equal(v, r0["init"][k]), k                   # same seed, same initial model
+    one.fit()
+    # tolerance: only the summation order differs (convolutions over a slice vs the whole batch, BatchNorm
+    # sums all-reduced across ranks, gradients summed by DDP): float32 rounding, ~1e-7 relative per op, through
+    # 2 SGD steps of lr 0.05 on weights and gradients of order 1 stays far below 1e-4; per-rank BatchNorm
+    # (run.sync_bn false) moves weights by ~1e-2 and an unscaled loss halves the steps
+    final = one.model.state_dict()
+    worst = max(float((v.double() - r0["final"][k].double()).abs().max()) for k, v in final.items()
+                if v.is_floating_point())
+    assert worst < 1e-4, worst
+    assert all(torch.equal(v, r0["final"][k]) for k, v in final.items() if not v.is_floating_point())
+    h1, h2 = one.history[0], r0["history"][0]
+    for k in ("loss", "loss_cc", "loss_shared", "loss_mccl", "loss_nc"):
+        assert h2[k] == pytest.approx(h1[k], rel=1e-4, abs=1e-5), k
+    assert h2["mAP"] == pytest.approx(h1["mAP"], abs=1e-4)

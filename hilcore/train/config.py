@@ -138,6 +138,8 @@ class RunConfig:
     resume: str = "auto"            # auto: continue when output/last.pt exists | never | a checkpoint path
     progress: bool = True           # progress bars (stderr)
     threads: int | None = None      # torch CPU threads (None: torch's default)
+    sync_bn: bool = True            # world > 1: BatchNorm statistics of the global batch (all ranks), so W ranks
+    #                                 train as one process; false: each rank normalises its own slice
 
 
 @dataclass
@@ -275,6 +277,8 @@ def validate(cfg: TrainConfig) -> None:
     for k in ("multi_update", "nc_cross_parity"):
         if not isinstance(getattr(lo, k), bool):
             raise ValueError(f"config.loss.{k}: expected true or false, got {getattr(lo, k)!r}")
+    if not isinstance(cfg.run.sync_bn, bool):
+        raise ValueError(f"config.run.sync_bn: expected true or false, got {cfg.run.sync_bn!r}")
     if not isinstance(cfg.cluster.cam_center, bool):
         raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
     if cfg.cluster.distributed not in ("auto", "on", "off"):

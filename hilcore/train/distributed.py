@@ -193,3 +193,94 @@ def cluster_all_ranks(feats: dict, cams: dict, cfg, centre=None):
         if isinstance(v, torch.Tensor):
             setattr(cl, k, v.cpu())
     return cl
+
+
+# ------------------------------------------------------------------------------ one global batch over the ranks
+class _GatherRows(torch.autograd.Function):
+    """:func:`all_gather_rows` whose backward hands each rank the gradient of its own rows.
+
+    Every rank computes the same loss on the gathered batch, so the gradient of
+    a rank's own rows there is already the single-process one (no sum over ranks).
+    """
+
+    @staticmethod
+    def forward(ctx, t):
+        n = torch.tensor([t.shape[0]], dtype=torch.int64, device=_comm_device(t))
+        sizes = [torch.zeros_like(n) for _ in range(world_size())]
+        dist.all_gather(sizes, n)
+        sizes = [int(s) for s in sizes]
+        ctx.lo = sum(sizes[:rank()])
+        ctx.n = t.shape[0]
+        return all_gather_rows(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g[ctx.lo:ctx.lo + ctx.n]
+
+
+def gather_rows_grad(t: torch.Tensor) -> torch.Tensor:
+    """The rank-ordered concatenation of every rank's ``t`` (autograd flows to this rank's rows only).
+    Single process: ``t`` itself."""
+    return _GatherRows.apply(t) if is_dist() else t
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t):
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        dist.all_reduce(g)       # every rank's part of the loss depends on the global sums
+        return g
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the batch of all ranks together (``run.sync_bn``).
+
+    torch's ``SyncBatchNorm`` runs on CUDA only; this one all-reduces the
+    per-channel count, sum and sum of squares with any backend (gloo on the CPU
+    too) and differentiates through them. Same parameters, buffers and
+    state_dict keys as the BatchNorm it replaces; eval mode and a single
+    process are plain BatchNorm.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm: expected an input of at least 2 dims, got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        if not (self.training and is_dist()):
+            return super().forward(x)
+        dims = [0] + list(range(2, x.dim()))
+        c, dtype, x = x.shape[1], x.dtype, x.float()
+        n_local = torch.tensor([float(x.numel() // c)], dtype=x.dtype, device=x.device)
+        stats = torch.cat([n_local, x.sum(dims), (x * x).sum(dims)])
+        stats = _AllReduceSum.apply(stats.to(_comm_device(x))).to(x.device)
+        n, s, ss = stats[0], stats[1:1 + c], stats[1 + c:]
+        mean = s / n
+        var = (ss / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(f * mean.detach())
+                self.running_var.mul_(1 - f).add_(f * var.detach() * (n / (n - 1)).clamp_min(0))
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(dtype)
+
+
+def convert_global_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Turn every BatchNorm of ``module`` into a :class:`GlobalBatchNorm` in place (same tensors)."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            child.__class__ = GlobalBatchNorm
+        else:
+            convert_global_bn(child)
+    return module

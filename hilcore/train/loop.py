@@ -451,6 +451,8 @@ class Trainer:
         self.data = build_data(cfg)
         self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
+        if D.is_dist() and cfg.run.sync_bn:
+            D.convert_global_bn(self.model)      # BatchNorm statistics of the global batch (run.sync_bn)
         if D.is_dist():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -569,7 +571,9 @@ class Trainer:
         # the release trains an RGB image only when it survived the transfer, under its shared (IR) label
         train_labels = {"rgb": shared["rgb"] if cfg.cluster.transfer == "rgb_to_ir_all" else labels["rgb"],
                         "ir": labels["ir"]}
-        seed = [cfg.run.seed, epoch, D.rank()]
+        # one global P x K batch per step, drawn alike on every rank (the single process's, whose rank is 0):
+        # each rank trains its contiguous slice and the loss is that of the gathered global batch
+        seed = [cfg.run.seed, epoch, 0]
         sp = cfg.sampler
         samplers = {m: (CameraSampler(train_labels[m].cpu().numpy(), self.data.train[m].cams, sp.P, sp.K,
                                       seed=seed + [i]) if sp.name == "camera" else
@@ -588,19 +592,26 @@ class Trainer:
         for it in range(cfg.optim.iters):
             idx = {m: torch.as_tensor(batches[m][it], device=dev) for m in MODS}
             raw = {m: next(readers[m]).to(dev, non_blocking=True) for m in MODS}
+            # every rank augments the whole global batch with the same generator (draws follow the sample's
+            # position in it, not the rank) and keeps its slice
             imgs = [tf(raw["rgb"], generator=gen) for tf in self.tf_train["rgb"]]
-            idx["rgb"] = idx["rgb"].repeat(len(imgs))        # the views of an image share its index and label
+            n_views = len(imgs)
+            idx["rgb"] = idx["rgb"].repeat(n_views)          # the views of an image share its index and label
             imgs.append(self.tf_train["ir"](raw["ir"], generator=gen))
-            n_rgb = idx["rgb"].shape[0]
+            part = {m: slice(*D.shard_range(raw[m].shape[0])) for m in MODS}
+            imgs = [v[part["rgb"]] for v in imgs[:-1]] + [imgs[-1][part["ir"]]]
+            n_rgb = sum(v.shape[0] for v in imgs[:-1])
             with _autocast(dev, self.amp):
                 batch = torch.cat(imgs)
                 out = self.net(batch, n_rgb) if getattr(self.model, "modal_aware", False) else self.net(batch)
-            x = {h: {"rgb": out[h][:n_rgb].float(), "ir": out[h][n_rgb:].float()} for h in HEADS}
+            x = {h: {"rgb": torch.cat([D.gather_rows_grad(v) for v in out[h][:n_rgb].float().tensor_split(n_views)]),
+                     "ir": D.gather_rows_grad(out[h][n_rgb:].float())} for h in HEADS}
             terms = self._losses(x, idx, labels, shared, mems, lo, epoch)
             loss = (lo.cc_weight * terms["loss_cc"] + lo.shared_weight * terms["loss_shared"]
                     + w_mccl * terms["loss_mccl"] + lo.nc_weight * terms["loss_nc"])
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            # every rank holds the global loss; DDP averages the ranks' gradients, each of its own slice
+            self.scaler.scale(loss * D.world_size() if D.is_dist() else loss).backward()
             if cfg.optim.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -683,12 +694,12 @@ class Trainer:
     @torch.no_grad()
     def _update_memories(self, x, idx, labels, shared, mems, lo) -> None:
         for m in MODS:
-            ids = D.all_gather_rows(idx[m])
+            ids = idx[m]                                # x and idx: the global batch
             y = labels[m][ids]
             ys = shared[m][ids]
             valid = ys >= 0
             for h in HEADS:
-                raw = D.all_gather_rows(x[h][m].detach())
+                raw = x[h][m].detach()
                 f = F.normalize(raw, dim=1)
                 mem = mems[h]
                 if m in mem.cc:
