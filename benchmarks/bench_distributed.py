@@ -3,7 +3,7 @@
 Each world size W runs the pipeline kNN (k1) -> Jaccard (k1, k2, max_distance=eps) -> DBSCAN on ReID-like
 synthetic features (hilcore.synthetic.reid_features) split into W contiguous shards, ``--repeats`` times;
 the table reports the median over repeats of the slowest rank, the bytes each rank put into collectives
-(payload x receivers, :data:`hilcore.distributed.last_stats`) and each rank's peak memory above its
+(payload x receivers, the ``stats`` dict of :mod:`hilcore.distributed`) and each rank's peak memory above its
 baseline (CPU: peak RSS growth; CUDA: ``torch.cuda.max_memory_allocated``). The baseline in the same run
 is the single-process ``hilcore.jaccard_distance`` + ``hilcore.dbscan`` (torch and native backends). Every
 world size's labels are checked equal to W = 1's and to the single-process torch backend's.
@@ -86,16 +86,17 @@ def run_rank(args, device: torch.device) -> dict:
             if dist.is_initialized():
                 dist.barrier()
             _sync(device)
+            st: dict = {}
             t0 = time.perf_counter()
             if op == "knn":
-                H.knn(xl, args.k1)
+                H.knn(xl, args.k1, stats=st)
             elif op == "jaccard":
-                d = H.jaccard_distance(xl, args.k1, args.k2, max_distance=args.eps)
+                d = H.jaccard_distance(xl, args.k1, args.k2, max_distance=args.eps, stats=st)
             else:
-                labels = H.dbscan(d, args.eps, args.min_samples)
+                labels = H.dbscan(d, args.eps, args.min_samples, stats=st)
             _sync(device)
             times.append(time.perf_counter() - t0)
-            sent = H.last_stats["bytes_sent"]
+            sent = st["bytes_sent"]
         rec = {"median_s": statistics.median(times), "times_s": times, "bytes_sent": sent}
         if device.type == "cuda":
             rec["peak_mem_mb"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20

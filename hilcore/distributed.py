@@ -36,9 +36,10 @@ the sharded results equal.
   array per round and pointer jumping, to a fixpoint; sklearn numbering and the
   border rule; every rank returns the global labels (O(N) per rank).
 
-:data:`last_stats` records, per call on this rank, ``bytes_sent`` (payload
-bytes this rank put into collectives, times the receivers), the wall time and
-the peak of the largest temporaries.
+Every op takes an optional ``stats`` dict that receives, for that call on this
+rank, ``bytes_sent`` (payload bytes this rank put into collectives, times the
+receivers), the wall time and what the op did (no module-level state: calls on
+several threads or groups do not mix their reports).
 """
 from __future__ import annotations
 
@@ -53,10 +54,8 @@ import torch.distributed as dist
 from . import _arrays, _dispatch
 from ._core import half_k
 
-__all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "last_stats", "shard_sizes"]
+__all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
 
-#: What the last call on this rank did: ``op``, ``bytes_sent``, ``time_s``, ``world``.
-last_stats: dict = {}
 
 # Rows of one streamed chunk are capped so that chunk x D float32 stays under this many elements.
 CHUNK_ELEMENTS = 1 << 22
@@ -66,7 +65,6 @@ _U64 = 2.0**-53
 _U32 = 2.0**-24
 # Inverted-index entries (pairs) fetched per super-block of local rows in the Jaccard's last stage.
 PAIR_BUDGET = 1 << 24
-_tally = {"uncertified": 0}  # rows x chunks rescored against a whole chunk in the last kNN
 
 
 # ============================================================================================ comm helpers
@@ -81,6 +79,7 @@ class _Comm:
         nccl = self.on and dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
         self.sent = 0
+        self.uncertified = 0  # kNN: rows x chunks rescored against a whole chunk in this call
 
     def global_rank(self, r: int) -> int:
         return r if self.group is None else dist.get_global_rank(self.group, r)
@@ -165,9 +164,10 @@ def shard_sizes(n_local: int, *, group=None) -> list[int]:
     return _Comm(group).all_gather_int(n_local)
 
 
-def _finish(op: str, comm: _Comm, t0: float, **extra) -> None:
-    last_stats.clear()
-    last_stats.update(op=op, bytes_sent=int(comm.sent), time_s=time.perf_counter() - t0, world=comm.world,
+def _finish(op: str, comm: _Comm, t0: float, stats: dict | None, **extra) -> None:
+    if stats is None:
+        return
+    stats.update(op=op, bytes_sent=int(comm.sent), time_s=time.perf_counter() - t0, world=comm.world,
                       rank=comm.rank, **extra)
 
 
@@ -368,11 +368,10 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
                 top = torch.sort(fkey, dim=1, descending=True, stable=True).indices[:, :kk]
                 kkey[rr], ksim[rr], kidx[rr] = fkey.gather(1, top), full.gather(1, top), top
         keys[s:e], sims[s:e], idxs[s:e] = kkey, ksim, kidx + j0
-    _tally["uncertified"] += uncert
-    return keys, sims, idxs
+    return keys, sims, idxs, uncert
 
 
-def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
+def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of the rows sharded over ``group``; global indices.
 
     Args:
@@ -383,6 +382,8 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
         group: a torch.distributed process group (``None``: the default one,
             or a world of one when none is initialised).
         chunk_rows: rows per streamed chunk (default: ``2^22 / D``).
+        stats: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``time_s``, ``world``, ``rank``, ``uncertified``).
 
     Returns:
         ``(idx, sim)``: ``[n_r, k]`` int64 global indices, best first (the row
@@ -411,7 +412,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None):
     if k > n_all:
         raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
     idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
-    _finish("knn", comm, t0, n=n_all, k=k, uncertified=_tally["uncertified"])
+    _finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
     return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
 
 
@@ -436,7 +437,6 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
     best_sim = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), sum(sizes), dtype=torch.int64, device=dev)
     extra = k + 8
-    _tally["uncertified"] = 0
     for src in range(comm.world):
         for c0 in range(0, sizes[src], step):
             c1 = min(sizes[src], c0 + step)
@@ -447,7 +447,8 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
             buf = comm.broadcast(buf, src)
             if n == 0:
                 continue
-            key, sim, idx = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None, extra)
+            key, sim, idx, uncert = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None, extra)
+            comm.uncertified += uncert
             ak = torch.cat([best_key, key], 1)
             asim = torch.cat([best_sim, sim], 1)
             aidx = torch.cat([best_idx, idx], 1)
@@ -504,7 +505,7 @@ def _local_csr(d_local, eps: float, name: str = "d_local"):
     return ip, ix, cut, int(shape[0]), int(shape[1]), fam
 
 
-def dbscan(d_local, eps: float, min_samples: int, *, group=None):
+def dbscan(d_local, eps: float, min_samples: int, *, group=None, stats: dict | None = None):
     """DBSCAN over distance rows sharded by rank; every rank returns all N labels.
 
     Semantics are :func:`hilcore.dbscan`'s (scikit-learn's precomputed DBSCAN):
@@ -520,6 +521,8 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None):
         eps: neighbourhood radius (>= 0).
         min_samples: neighbours (self included) that make a core point (>= 1).
         group: torch.distributed process group (``None``: default / a world of one).
+        stats: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``time_s``, ``rounds``, ...).
 
     Returns:
         ``[N]`` int64 global labels, the same on every rank (NumPy for NumPy /
@@ -582,7 +585,7 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None):
     border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
     border = comm.all_reduce_min(border)
     out = torch.where(~core & (border != big), border, labels)
-    _finish("dbscan", comm, t0, n=n_all, rounds=rounds)
+    _finish("dbscan", comm, t0, stats, n=n_all, rounds=rounds)
     return _arrays.to_family(out, fam)
 
 
@@ -598,7 +601,7 @@ def _rows_per_chunk(n: int, per_row: int) -> int:
 
 
 def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float | None = None, group=None,
-                     chunk_rows: int | None = None):
+                     chunk_rows: int | None = None, stats: dict | None = None):
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
 
     The semantics are :func:`hilcore.jaccard_distance`'s (DESIGN.md); the
@@ -618,6 +621,8 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
         max_distance: keep pairs with ``d <= max_distance`` (``None``: every pair whose supports meet).
         group: torch.distributed process group (``None``: default / a world of one).
         chunk_rows: rows per streamed kNN chunk.
+        stats: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``time_s``, ``knn_s``, ``nnz``, ...).
 
     Returns:
         ``[n_r, N]`` float32 CSR with global column indices, sorted, the
@@ -651,7 +656,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     rank_l, _ = _knn_tensors(comm, xl, k1, sizes, chunk_rows)
     t_knn = time.perf_counter() - t0
     indptr, cols, data = _jaccard_rows(comm, xl, rank_l, sizes, k1, k2, md)
-    _finish("jaccard_distance", comm, t0, n=n_all, knn_s=t_knn, nnz=int(cols.numel()))
+    _finish("jaccard_distance", comm, t0, stats, n=n_all, knn_s=t_knn, nnz=int(cols.numel()))
     n_l = xl.shape[0]
     if fam.kind == "numpy" or not fam.is_cuda:
         return sp.csr_matrix((data.cpu().numpy(), cols.cpu().numpy(), indptr.cpu().numpy()), shape=(n_l, n_all))
@@ -931,12 +936,13 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     full, mem = {}, {}
     for name, xl in (("rgb", xr_l), ("ir", xi_l)):
         t = time.perf_counter()
-        d = jaccard_distance(xl, cfg.k1, cfg.k2, max_distance=cfg.eps, group=group)
-        sent += last_stats["bytes_sent"]
+        st: dict = {}
+        d = jaccard_distance(xl, cfg.k1, cfg.k2, max_distance=cfg.eps, group=group, stats=st)
+        sent += st["bytes_sent"]
         times[f"jaccard_{name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        lab = torch.as_tensor(dbscan(d, cfg.eps, cfg.min_samples, group=group)).to(xl.device)
-        sent += last_stats["bytes_sent"]
+        lab = torch.as_tensor(dbscan(d, cfg.eps, cfg.min_samples, group=group, stats=st)).to(xl.device)
+        sent += st["bytes_sent"]
         times[f"dbscan_{name}"] = time.perf_counter() - t
         del d
         x = _gather_rows(comm, xl)

@@ -108,11 +108,13 @@ def _cases(world: int, rank: int, g) -> dict:
     xk = _knn_data()
     xs = _shard(xk, KNN_SHARDS[world], rank)
     res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16, group=g)
-    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9, group=g)  # one chunk per rank
-    res["knn_uncertified"] = H.last_stats["uncertified"]
+    st: dict = {}
+    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9, group=g, stats=st)  # one chunk per rank
+    res["knn_uncertified"] = st["uncertified"]
     res["knn_np"] = H.knn(xs.astype(np.float64), 5, group=g)  # NumPy float64 in -> NumPy out
-    res["knn_all"] = H.knn(torch.from_numpy(xs), 97, group=g)  # k = N
-    res["knn_bytes"] = H.last_stats["bytes_sent"]
+    st = {}
+    res["knn_all"] = H.knn(torch.from_numpy(xs), 97, group=g, stats=st)  # k = N
+    res["knn_bytes"] = st["bytes_sent"]
     try:  # ranks disagreeing on a parameter: a ValueError on every rank, not a hang
         H.dbscan(sp.csr_matrix((len(xs), 97), dtype=np.float32), 0.5, 3 + rank, group=g)
     except ValueError as e:

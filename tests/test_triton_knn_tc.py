@@ -20,8 +20,9 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
 
 
 def run(x, k, y=None, precision="fp16"):
-    idx, sim = tknn.knn(_t(x), k, None if y is None else _t(y), precision=precision)
-    return idx.cpu().numpy(), sim.cpu().numpy(), dict(tknn.last_stats)
+    stats: dict = {}
+    idx, sim = tknn.knn(_t(x), k, None if y is None else _t(y), precision=precision, stats=stats)
+    return idx.cpu().numpy(), sim.cpu().numpy(), stats
 
 
 @pytest.mark.parametrize("n,d,k", [(300, 64, 7), (131, 130, 11), (1, 5, 1), (2, 33, 2), (45, 17, 45)])

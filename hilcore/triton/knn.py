@@ -312,7 +312,7 @@ def _blocks(kp: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
-        precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        precision: str = "auto", stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN of the rows of ``x`` among the rows of ``y`` (or of ``x``).
 
     Args:
@@ -326,6 +326,9 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
             when ``candidates(k) <= MAX_KC``, else fp32), ``"fp16"`` (the same) or
             ``"fp32"`` (the IEEE float32 kernel alone); an internal knob for tests and
             benchmarks: every choice returns the exact answer.
+        stats: optional dict that receives what the call did: ``precision``,
+            ``rows``, ``candidates`` (KC), ``splits``, ``uncertified_rows`` (rows
+            answered by the fp32 kernel).
 
     Returns:
         ``(idx, sim)``: ``[N, k]`` int64 and ``[N, k]`` float32 on ``x.device``,
@@ -378,10 +381,10 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
     use_fp16 = precision != "fp32" and kc <= MAX_KC
     with on_device(x):  # launch on x's GPU whatever the current device is
         if not use_fp16:
-            last_stats.clear()
-            last_stats.update(precision="fp32", rows=n, uncertified_rows=0)
+            if stats is not None:
+                stats.update(precision="fp32", rows=n, uncertified_rows=0)
             return _exact(x, db, k, y is None)
-        return _fp16_path(x, db, k, kc, y is None, interpret)
+        return _fp16_path(x, db, k, kc, y is None, interpret, stats)
 
 
 # candidates of the fp16 path: KC = next power of two >= k + max(8, k / 4), at most MAX_KC
@@ -390,9 +393,6 @@ MAX_KC = 256
 INTERPRET_SMS = 1
 _U = 2.0**-24  # float32 unit roundoff
 
-#: What the last call did: ``precision``, ``rows``, ``candidates`` (KC), ``splits``,
-#: ``uncertified_rows`` (rows answered by the fp32 kernel). Reading it syncs nothing.
-last_stats: dict = {}
 
 
 def candidates(k: int) -> int:
@@ -485,7 +485,7 @@ def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return _round_up_f32(b * (1.0 + 1e-12))
 
 
-def _fp16_path(x, db, k, kc, self_search, interpret):
+def _fp16_path(x, db, k, kc, self_search, interpret, stats):
     n, d = x.shape
     m = db.shape[0]
     bm, bn, bk, warps = _tc_blocks(kc, d, interpret)
@@ -516,6 +516,6 @@ def _fp16_path(x, db, k, kc, self_search, interpret):
     bad = torch.nonzero(cert == 0).flatten()  # the one host sync
     if bad.numel():
         _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
-    last_stats.clear()
-    last_stats.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
+    if stats is not None:
+        stats.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
     return idx, sim
