@@ -51,7 +51,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from . import _arrays, _dispatch
+from . import _arrays
 from ._core import half_k
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
@@ -850,11 +850,6 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
 
 
 # ========================================================================================= epoch step
-def _stage_backend(op: str, backend: str) -> str:
-    """``backend`` when ``op`` implements it, else "auto" (as hilcore.cluster_epoch does)."""
-    return backend if _dispatch.implements(op, backend) else "auto"
-
-
 def _gather_rows(comm: _Comm, t: torch.Tensor) -> torch.Tensor:
     """[n_r, D] of every rank concatenated in rank order (on t's device)."""
     d = t.shape[1]
@@ -905,7 +900,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     """
     from .brst import bidirectional_match
     from .centers import cluster_centers, subcluster
-    from .epoch import EpochClusters, EpochConfig
+    from .epoch import EpochConfig, _backend_for, _check_not_all_noise, _epoch_result
 
     cfg = EpochConfig() if config is None else config
     if not isinstance(cfg, EpochConfig):
@@ -928,8 +923,8 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
                                  f"clustered row), got {t_.dtype} shape {tuple(t_.shape)}")
             mem_l[name] = t_.detach().to(torch.float32).contiguous().to(ref.device)
     be = cfg.backend
-    cb, b_sub = _stage_backend("cluster_centers", be), _stage_backend("subcluster", be)
-    b_match = _stage_backend("bidirectional_match", be)
+    cb, b_sub = _backend_for(be, "cluster_centers"), _backend_for(be, "subcluster")
+    b_match = _backend_for(be, "bidirectional_match")
     times: dict[str, float] = {}
     sent = 0
     per = {}
@@ -949,10 +944,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
         full[name] = x
         mx = _gather_rows(comm, mem_l[name]) if mem_l else x
         mem[name] = mx
-        if not bool((lab >= 0).any()):
-            raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
-                             f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
-                             f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+        _check_not_all_noise(lab, name, x.shape[0], cfg)
         t = time.perf_counter()
         cen = cluster_centers(mx, lab, backend=cb)
         times[f"centers_{name}"] = time.perf_counter() - t
@@ -974,23 +966,4 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     times["total"] = time.perf_counter() - t_start
     sent += comm.sent
     times["bytes_sent"] = float(sent)
-
-    def n_clusters(lab):
-        return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
-
-    counts = {
-        "clusters_rgb": n_clusters(lr), "clusters_ir": n_clusters(li),
-        "outliers_rgb": int((lr < 0).sum()), "outliers_ir": int((li < 0).sum()),
-        "matched_pairs": int(len(m.pairs)), "unmatched_rgb": int(len(m.unmatched_rgb)),
-        "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
-        "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
-    }
-
-    def f(v):
-        return _arrays.to_family(torch.as_tensor(v).to(xr.device), fam)
-
-    return EpochClusters(
-        labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
-        multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
-        shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
-        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=times)
+    return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, times, {})
