@@ -53,6 +53,7 @@ import torch.distributed as dist
 
 from . import _arrays
 from ._core import half_k
+from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
 
@@ -261,11 +262,6 @@ def _fetch_csr(comm: _Comm, own: _Owners, ids: torch.Tensor, indptr: torch.Tenso
         if vals is not None:
             out_v[pos] = g_val[q]
     return ptr, out_c, out_v
-
-
-def _segment_offsets(reps: torch.Tensor) -> torch.Tensor:
-    total = torch.arange(int(reps.sum()), device=reps.device)
-    return total - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
 
 
 # ================================================================================================== kNN
@@ -596,10 +592,6 @@ def _unique_lookup(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u, inv.view(ids.shape)
 
 
-def _rows_per_chunk(n: int, per_row: int) -> int:
-    return max(1, min(max(n, 1), (1 << 24) // max(per_row, 1)))
-
-
 def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float | None = None, group=None,
                      chunk_rows: int | None = None, stats: dict | None = None):
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
@@ -703,12 +695,9 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         take = ri_ok & (3 * inter > 2 * size)
         added = torch.where(cand_ok & take.unsqueeze(2), cand, n).view(b, k1 * kk)
         base = torch.where(ri_ok, ri, n)
-        allc, _ = torch.sort(torch.cat([base, added], dim=1), dim=1)
-        dup = torch.zeros_like(allc, dtype=torch.bool)
-        dup[:, 1:] = allc[:, 1:] == allc[:, :-1]
-        valid = (allc < n) & ~dup
-        counts.append(valid.sum(dim=1))
-        pieces.append(allc[valid])
+        c, v = _dedupe_rows(torch.cat([base, added], dim=1), n)
+        counts.append(c)
+        pieces.append(v)
     eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
     if n_l:
         eptr[1:] = torch.cumsum(torch.cat(counts), 0)
@@ -737,27 +726,7 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
     if k2 > 1:
         nb2, pos2 = _unique_lookup(rank_l[:, :k2])
         vptr, vcol, vval = _fetch_csr(comm, own, nb2, eptr, eidx, vals)
-        length = vptr[1:] - vptr[:-1]
-        qc, qcols, qvals = [], [], []
-        avg = int(length.float().mean().item()) + 1 if length.numel() else 1
-        step = _rows_per_chunk(n_l, k2 * avg)
-        for s in range(0, n_l, step):
-            e = min(n_l, s + step)
-            nb = pos2[s:e].reshape(-1)
-            reps = length[nb]
-            who = torch.repeat_interleave(torch.arange(s, e, device=dev).repeat_interleave(k2), reps)
-            pos = torch.repeat_interleave(vptr[nb], reps) + _segment_offsets(reps)
-            key = who * n + vcol[pos]
-            uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
-            acc = torch.zeros(uniq.shape[0], dtype=torch.float32, device=dev).index_add_(0, inv, vval[pos])
-            qc.append(torch.bincount(uniq // n - s, minlength=e - s))
-            qcols.append(uniq % n)
-            qvals.append(acc / k2)
-        eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
-        if n_l:
-            eptr[1:] = torch.cumsum(torch.cat(qc), 0)
-        eidx = torch.cat(qcols) if qcols else torch.zeros(0, dtype=torch.int64, device=dev)
-        vals = torch.cat(qvals) if qvals else torch.zeros(0, dtype=torch.float32, device=dev)
+        eptr, eidx, vals = _mean_of_rows(pos2, n, vptr, vcol, vval)
 
     # 5. inverted index keyed by column owner: every entry (t, i, v) goes to the owner of t
     rows_g = me + torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
