@@ -398,6 +398,17 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
     xl, fam = _local_features(x_local, "x_local", comm)
     k = _arrays.positive_int(k, "k")
     _same_on_all_ranks(comm, k=k)
+    sizes, n_all = _global_rows(comm, xl)
+    if k > n_all:
+        raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
+    idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
+    _finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
+    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
+
+
+def _global_rows(comm: _Comm, xl: torch.Tensor) -> tuple[list[int], int]:
+    """(rows of every rank, their sum) of the ``x_local`` blocks; ValueError unless every rank has the same
+    number of columns and some rank has a row."""
     sizes = comm.all_gather_int(xl.shape[0])
     dims = comm.all_gather_int(xl.shape[1])
     if len(set(dims)) != 1:
@@ -405,11 +416,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
     n_all = sum(sizes)
     if n_all == 0:
         raise ValueError("x_local: expected at least one row over all ranks, got none")
-    if k > n_all:
-        raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
-    idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
-    _finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
-    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
+    return sizes, n_all
 
 
 def _local_features(x_local, name: str, comm: _Comm):
@@ -634,13 +641,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     t0 = time.perf_counter()
     comm = _Comm(group)
     xl, fam = _local_features(x_local, "x_local", comm)
-    sizes = comm.all_gather_int(xl.shape[0])
-    dims = comm.all_gather_int(xl.shape[1])
-    if len(set(dims)) != 1:
-        raise ValueError(f"x_local: every rank must pass the same number of columns D, got {dims}")
-    n_all = sum(sizes)
-    if n_all == 0:
-        raise ValueError("x_local: expected at least one row over all ranks, got none")
+    sizes, n_all = _global_rows(comm, xl)
     k1 = min(_arrays.positive_int(k1, "k1"), n_all)
     k2 = min(_arrays.positive_int(k2, "k2"), k1)
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
