@@ -51,8 +51,9 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from . import _arrays, _dispatch
+from . import _arrays
 from ._core import half_k
+from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
 
@@ -263,11 +264,6 @@ def _fetch_csr(comm: _Comm, own: _Owners, ids: torch.Tensor, indptr: torch.Tenso
     return ptr, out_c, out_v
 
 
-def _segment_offsets(reps: torch.Tensor) -> torch.Tensor:
-    total = torch.arange(int(reps.sum()), device=reps.device)
-    return total - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
-
-
 # ================================================================================================== kNN
 def canonical_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """float32(sum_t float64(a[..., t]) * float64(b[..., t])) along the last dim (broadcasting)."""
@@ -402,6 +398,17 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
     xl, fam = _local_features(x_local, "x_local", comm)
     k = _arrays.positive_int(k, "k")
     _same_on_all_ranks(comm, k=k)
+    sizes, n_all = _global_rows(comm, xl)
+    if k > n_all:
+        raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
+    idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
+    _finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
+    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
+
+
+def _global_rows(comm: _Comm, xl: torch.Tensor) -> tuple[list[int], int]:
+    """(rows of every rank, their sum) of the ``x_local`` blocks; ValueError unless every rank has the same
+    number of columns and some rank has a row."""
     sizes = comm.all_gather_int(xl.shape[0])
     dims = comm.all_gather_int(xl.shape[1])
     if len(set(dims)) != 1:
@@ -409,11 +416,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
     n_all = sum(sizes)
     if n_all == 0:
         raise ValueError("x_local: expected at least one row over all ranks, got none")
-    if k > n_all:
-        raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
-    idx, sim = _knn_tensors(comm, xl, k, sizes, chunk_rows)
-    _finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
-    return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
+    return sizes, n_all
 
 
 def _local_features(x_local, name: str, comm: _Comm):
@@ -596,10 +599,6 @@ def _unique_lookup(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u, inv.view(ids.shape)
 
 
-def _rows_per_chunk(n: int, per_row: int) -> int:
-    return max(1, min(max(n, 1), (1 << 24) // max(per_row, 1)))
-
-
 def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float | None = None, group=None,
                      chunk_rows: int | None = None, stats: dict | None = None):
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
@@ -642,13 +641,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     t0 = time.perf_counter()
     comm = _Comm(group)
     xl, fam = _local_features(x_local, "x_local", comm)
-    sizes = comm.all_gather_int(xl.shape[0])
-    dims = comm.all_gather_int(xl.shape[1])
-    if len(set(dims)) != 1:
-        raise ValueError(f"x_local: every rank must pass the same number of columns D, got {dims}")
-    n_all = sum(sizes)
-    if n_all == 0:
-        raise ValueError("x_local: expected at least one row over all ranks, got none")
+    sizes, n_all = _global_rows(comm, xl)
     k1 = min(_arrays.positive_int(k1, "k1"), n_all)
     k2 = min(_arrays.positive_int(k2, "k2"), k1)
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
@@ -703,12 +696,9 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         take = ri_ok & (3 * inter > 2 * size)
         added = torch.where(cand_ok & take.unsqueeze(2), cand, n).view(b, k1 * kk)
         base = torch.where(ri_ok, ri, n)
-        allc, _ = torch.sort(torch.cat([base, added], dim=1), dim=1)
-        dup = torch.zeros_like(allc, dtype=torch.bool)
-        dup[:, 1:] = allc[:, 1:] == allc[:, :-1]
-        valid = (allc < n) & ~dup
-        counts.append(valid.sum(dim=1))
-        pieces.append(allc[valid])
+        c, v = _dedupe_rows(torch.cat([base, added], dim=1), n)
+        counts.append(c)
+        pieces.append(v)
     eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
     if n_l:
         eptr[1:] = torch.cumsum(torch.cat(counts), 0)
@@ -737,27 +727,7 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
     if k2 > 1:
         nb2, pos2 = _unique_lookup(rank_l[:, :k2])
         vptr, vcol, vval = _fetch_csr(comm, own, nb2, eptr, eidx, vals)
-        length = vptr[1:] - vptr[:-1]
-        qc, qcols, qvals = [], [], []
-        avg = int(length.float().mean().item()) + 1 if length.numel() else 1
-        step = _rows_per_chunk(n_l, k2 * avg)
-        for s in range(0, n_l, step):
-            e = min(n_l, s + step)
-            nb = pos2[s:e].reshape(-1)
-            reps = length[nb]
-            who = torch.repeat_interleave(torch.arange(s, e, device=dev).repeat_interleave(k2), reps)
-            pos = torch.repeat_interleave(vptr[nb], reps) + _segment_offsets(reps)
-            key = who * n + vcol[pos]
-            uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
-            acc = torch.zeros(uniq.shape[0], dtype=torch.float32, device=dev).index_add_(0, inv, vval[pos])
-            qc.append(torch.bincount(uniq // n - s, minlength=e - s))
-            qcols.append(uniq % n)
-            qvals.append(acc / k2)
-        eptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
-        if n_l:
-            eptr[1:] = torch.cumsum(torch.cat(qc), 0)
-        eidx = torch.cat(qcols) if qcols else torch.zeros(0, dtype=torch.int64, device=dev)
-        vals = torch.cat(qvals) if qvals else torch.zeros(0, dtype=torch.float32, device=dev)
+        eptr, eidx, vals = _mean_of_rows(pos2, n, vptr, vcol, vval)
 
     # 5. inverted index keyed by column owner: every entry (t, i, v) goes to the owner of t
     rows_g = me + torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
@@ -850,11 +820,6 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
 
 
 # ========================================================================================= epoch step
-def _stage_backend(op: str, backend: str) -> str:
-    """``backend`` when ``op`` implements it, else "auto" (as hilcore.cluster_epoch does)."""
-    return backend if _dispatch.implements(op, backend) else "auto"
-
-
 def _gather_rows(comm: _Comm, t: torch.Tensor) -> torch.Tensor:
     """[n_r, D] of every rank concatenated in rank order (on t's device)."""
     d = t.shape[1]
@@ -905,7 +870,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     """
     from .brst import bidirectional_match
     from .centers import cluster_centers, subcluster
-    from .epoch import EpochClusters, EpochConfig
+    from .epoch import EpochConfig, _backend_for, _check_not_all_noise, _epoch_result
 
     cfg = EpochConfig() if config is None else config
     if not isinstance(cfg, EpochConfig):
@@ -928,8 +893,8 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
                                  f"clustered row), got {t_.dtype} shape {tuple(t_.shape)}")
             mem_l[name] = t_.detach().to(torch.float32).contiguous().to(ref.device)
     be = cfg.backend
-    cb, b_sub = _stage_backend("cluster_centers", be), _stage_backend("subcluster", be)
-    b_match = _stage_backend("bidirectional_match", be)
+    cb, b_sub = _backend_for(be, "cluster_centers"), _backend_for(be, "subcluster")
+    b_match = _backend_for(be, "bidirectional_match")
     times: dict[str, float] = {}
     sent = 0
     per = {}
@@ -949,10 +914,7 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
         full[name] = x
         mx = _gather_rows(comm, mem_l[name]) if mem_l else x
         mem[name] = mx
-        if not bool((lab >= 0).any()):
-            raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
-                             f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
-                             f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+        _check_not_all_noise(lab, name, x.shape[0], cfg)
         t = time.perf_counter()
         cen = cluster_centers(mx, lab, backend=cb)
         times[f"centers_{name}"] = time.perf_counter() - t
@@ -974,23 +936,4 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     times["total"] = time.perf_counter() - t_start
     sent += comm.sent
     times["bytes_sent"] = float(sent)
-
-    def n_clusters(lab):
-        return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
-
-    counts = {
-        "clusters_rgb": n_clusters(lr), "clusters_ir": n_clusters(li),
-        "outliers_rgb": int((lr < 0).sum()), "outliers_ir": int((li < 0).sum()),
-        "matched_pairs": int(len(m.pairs)), "unmatched_rgb": int(len(m.unmatched_rgb)),
-        "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
-        "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
-    }
-
-    def f(v):
-        return _arrays.to_family(torch.as_tensor(v).to(xr.device), fam)
-
-    return EpochClusters(
-        labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
-        multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
-        shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
-        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=times)
+    return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, times, {})

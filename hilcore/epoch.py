@@ -205,10 +205,7 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
         lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, backend=b_db)
         lab = torch.as_tensor(lab).to(x.device)
         del d
-        if not bool((lab >= 0).any()):
-            raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
-                             f"among its {x.shape[0]} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
-                             f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+        _check_not_all_noise(lab, name, x.shape[0], cfg)
         cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
         multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
                       seed=cfg.seed, backend=b_sub)
@@ -224,6 +221,23 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
                 subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))
     s_cen, s_multi = clock("shared", shared)
     clock.times["total"] = time.perf_counter() - t_start
+    return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, dict(clock.times), ran)
+
+
+def _check_not_all_noise(lab: torch.Tensor, name: str, n: int, cfg: EpochConfig) -> None:
+    """The ValueError of a modality ``name`` whose ``n`` DBSCAN labels ``lab`` hold no cluster (all -1)."""
+    if not bool((lab >= 0).any()):
+        raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
+                         f"among its {n} features (eps={cfg.eps}, min_samples={cfg.min_samples}, "
+                         f"k1={cfg.k1}, k2={cfg.k2}); a larger eps or a smaller min_samples may help")
+
+
+def _epoch_result(per: dict, m, sr, si, s_cen, s_multi, device, fam, timings: dict, backends: dict) -> EpochClusters:
+    """The :class:`EpochClusters` of one epoch (shared by :func:`cluster_epoch` and
+    :func:`hilcore.distributed.cluster_epoch`): ``per[name] = (labels, centers, multi)`` per modality, the
+    match ``m`` with its shared labels ``sr`` / ``si``, the shared centres / multi-centres; the counts are
+    computed here, every array goes to ``device`` in the caller's family ``fam``."""
+    lr, li = per["rgb"][0], per["ir"][0]
 
     def n_clusters(lab):
         return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
@@ -235,9 +249,9 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
         "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
         "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
     }
-    f = lambda t: _arrays.to_family(torch.as_tensor(t).to(xr.device), fam)  # noqa: E731
+    f = lambda t: _arrays.to_family(torch.as_tensor(t).to(device), fam)  # noqa: E731
     return EpochClusters(
         labels_rgb=f(lr), labels_ir=f(li), centers_rgb=f(per["rgb"][1]), centers_ir=f(per["ir"][1]),
         multi_rgb=f(per["rgb"][2]), multi_ir=f(per["ir"][2]), shared_labels_rgb=f(sr), shared_labels_ir=f(si),
         shared_centers=f(s_cen), shared_multi=f(s_multi), pairs=f(m.pairs), unmatched_rgb=f(m.unmatched_rgb),
-        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=dict(clock.times), backends=ran)
+        unmatched_ir=f(m.unmatched_ir), counts=counts, timings=timings, backends=backends)

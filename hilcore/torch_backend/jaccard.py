@@ -103,27 +103,38 @@ def _weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor) -> to
 def _query_expansion(rank: torch.Tensor, k2: int, indptr: torch.Tensor, indices: torch.Tensor,
                      values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR of V'[i] = mean over n in rank[i, :k2] of V[n]."""
-    n = rank.shape[0]
-    dev = rank.device
+    return _mean_of_rows(rank[:, :k2], rank.shape[0], indptr, indices, values)
+
+
+def _mean_of_rows(nbrs: torch.Tensor, n_cols: int, indptr: torch.Tensor, indices: torch.Tensor,
+                  values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR (indptr, indices, float32 values) of row i = mean over the CSR rows ``nbrs[i, :]`` of
+    ``(indptr, indices, values)``, whose columns lie in ``[0, n_cols)``; columns sorted per row. Also the
+    query expansion of :func:`hilcore.distributed.jaccard_distance` (local rows, fetched V rows)."""
+    n, k2 = nbrs.shape
+    dev = nbrs.device
     length = indptr[1:] - indptr[:-1]
     counts, cols, vals = [], [], []
-    avg = int(length.float().mean().item()) + 1
+    avg = int(length.float().mean().item()) + 1 if length.numel() else 1
     step = _rows_per_chunk(n, k2 * avg)
     for s in range(0, n, step):
         e = min(n, s + step)
-        nb = rank[s:e, :k2].reshape(-1)  # the V rows summed for rows s..e
+        nb = nbrs[s:e].reshape(-1)  # the V rows summed for rows s..e
         reps = length[nb]
         who = torch.repeat_interleave(torch.arange(s, e, device=dev).repeat_interleave(k2), reps)
         first = torch.repeat_interleave(indptr[nb], reps)
         pos = first + _segment_offsets(reps)
-        key = who * n + indices[pos]
+        key = who * n_cols + indices[pos]
         uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
         acc = torch.zeros(uniq.shape[0], dtype=torch.float32, device=dev).index_add_(0, inv, values[pos])
-        counts.append(torch.bincount(uniq // n - s, minlength=e - s))
-        cols.append(uniq % n)
+        counts.append(torch.bincount(uniq // n_cols - s, minlength=e - s))
+        cols.append(uniq % n_cols)
         vals.append(acc / k2)
     qptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    qptr[1:] = torch.cumsum(torch.cat(counts), 0)
+    if n:
+        qptr[1:] = torch.cumsum(torch.cat(counts), 0)
+    if not cols:
+        return qptr, torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.float32, device=dev)
     return qptr, torch.cat(cols), torch.cat(vals)
 
 

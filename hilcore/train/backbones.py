@@ -156,6 +156,27 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def _init_linear_and_norm(module: nn.Module) -> None:
+    """The ViT initialisation of ``module``'s sub-modules, in ``modules()`` order: every Linear weight
+    truncated-normal (std 0.02) with a zero bias, every LayerNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _check_vit_input(x, img_size) -> None:
+    """:func:`check_images`, then a ValueError unless ``x``'s (H, W) is the model's ``img_size``."""
+    check_images(x)
+    if tuple(x.shape[-2:]) != img_size:
+        raise ValueError(f"x: expected images of size {img_size} (the model's img_size), "
+                         f"got {tuple(x.shape[-2:])}")
+
+
 class VisionTransformer(nn.Module):
     """ViT for ReID; defaults are ViT-B/16 at 288x144 (18x9 patches). Output: the cls token after the final LayerNorm.
 
@@ -185,21 +206,11 @@ class VisionTransformer(nn.Module):
     def _init_weights(self):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_linear_and_norm(self)
 
     def forward_tokens(self, x):
         """All tokens after the final LayerNorm: ``[B, 1 + rows*cols, D]`` (cls first)."""
-        check_images(x)
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"x: expected images of size {self.img_size} (the model's img_size), "
-                             f"got {tuple(x.shape[-2:])}")
+        _check_vit_input(x, self.img_size)
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
@@ -288,11 +299,12 @@ def _unwrap_state_dict(obj, prefer: str):
     return obj
 
 
-def _strip(key: str) -> str:
+def _strip(key: str, prefixes=KEY_PREFIXES) -> str:
+    """``key`` with the ``prefixes`` peeled off its front, repeatedly, in any order."""
     changed = True
     while changed:
         changed = False
-        for p in KEY_PREFIXES:
+        for p in prefixes:
             if key.startswith(p):
                 key, changed = key[len(p):], True
     return key

@@ -56,8 +56,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import check_images
-from .backbones import Block, LoadReport, _copy_into, _fit_vit_tensor, _pair, resize_pos_embed
+from .backbones import (Block, LoadReport, _check_vit_input, _copy_into, _fit_vit_tensor, _init_linear_and_norm,
+                        _pair, _strip, resize_pos_embed)
 
 __all__ = ["HILNet", "ICSPatchEmbed", "IBN", "ModelSetupError", "load_hil_weights", "read_weights",
            "RELEASE_EXTRA_KEYS"]
@@ -148,14 +148,7 @@ class HILBase(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_linear_and_norm(self)
 
     def embed(self, x, modal):
         if isinstance(modal, str):
@@ -219,10 +212,7 @@ class HILNet(nn.Module):
                 b[1].load_state_dict(self.base.norm.state_dict())
 
     def forward(self, x, modal="rgb") -> dict:
-        check_images(x)
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"x: expected images of size {self.img_size} (the model's img_size), "
-                             f"got {tuple(x.shape[-2:])}")
+        _check_vit_input(x, self.img_size)
         tokens, x_s = self.base(x, modal)
         feat = self.bottleneck(self.b1(tokens)[:, 0])
         feat_s = self.bottlenecks(self.b2(torch.cat([tokens[:, :1], x_s], dim=1))[:, 0])
@@ -274,16 +264,6 @@ def _unwrap(obj) -> Mapping:
         else:
             return obj
     return obj
-
-
-def _strip(key: str, prefixes) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for p in prefixes:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
 
 
 def _old_grid(n: int, hw_ratio: int, new_grid):

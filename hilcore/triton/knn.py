@@ -68,6 +68,30 @@ _HI_SELF = tl.constexpr(2**31 - 1)  # above the ordered bits of every finite flo
 _KEY_VALID = tl.constexpr(-(2**63) + 2**32)
 
 
+@triton.jit
+def _ordered_bits(s):
+    """float32 -> int32 with the same order (-0.0 and +0.0 both map to 0): the high word of a key."""
+    bits = s.to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, (bits ^ 0x7FFFFFFF) + 1, bits)
+
+
+@triton.jit
+def _keep_best(best, cand, KP: tl.constexpr):
+    """Merge the tile keys ``cand`` [BM, BN] into the running KP best keys ``best`` [BM, KP] of each row:
+    as many rounds as the most keys of one row that beat its current worst, each moving the row's largest
+    remaining tile key into the slot of its worst kept key when larger. Returns the new ``best``."""
+    worst = tl.min(best, axis=1)
+    beats = tl.sum((cand > worst[:, None]).to(tl.int32), axis=1)
+    rounds = tl.minimum(tl.max(beats, axis=0), KP)
+    for _ in range(rounds):
+        c = tl.max(cand, axis=1)
+        cand = tl.where(cand == c[:, None], _KEY_EMPTY, cand)
+        worst = tl.min(best, axis=1)
+        swap = (best == worst[:, None]) & (c > worst)[:, None]
+        best = tl.where(swap, c[:, None], best)
+    return best
+
+
 # _knn_topk_kernel
 # Layout: x [N, D] and y [M, D] float32, rows L2-normalised, unit stride along D
 #   (row strides given); out_idx [N, K] int64 and out_sim [N, K] float32, unit
@@ -112,8 +136,7 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, qid_ptr, N, M, D, K,
                      BLOCK_M, BLOCK_N, BLOCK_K)
 
         # float bits -> int32 with the same order (-0.0 and +0.0 both map to 0)
-        bits = s.to(tl.int32, bitcast=True)
-        hi = tl.where(bits < 0, (bits ^ 0x7FFFFFFF) + 1, bits)
+        hi = _ordered_bits(s)
         if SELF:
             is_self = rows[:, None] == cols[None, :]
             self_sim += tl.sum(tl.where(is_self, s, 0.0), axis=1)
@@ -122,16 +145,7 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, qid_ptr, N, M, D, K,
         cand = (hi.to(tl.int64) << 32) | lo[None, :]
         cand = tl.where(row_ok[:, None] & col_ok[None, :], cand, _KEY_EMPTY)
 
-        # rounds needed: the most tile keys that beat one row's current worst
-        worst = tl.min(best, axis=1)
-        beats = tl.sum((cand > worst[:, None]).to(tl.int32), axis=1)
-        rounds = tl.minimum(tl.max(beats, axis=0), KP)
-        for _ in range(rounds):
-            c = tl.max(cand, axis=1)
-            cand = tl.where(cand == c[:, None], _KEY_EMPTY, cand)
-            worst = tl.min(best, axis=1)
-            swap = (best == worst[:, None]) & (c > worst)[:, None]
-            best = tl.where(swap, c[:, None], best)
+        best = _keep_best(best, cand, KP)
 
     # emit best first: K max-extractions, idx from the low word, sim from the high
     out = rows64 * stride_o
@@ -206,22 +220,13 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
         col_ok = cols < c_hi
         s = dot_tile_f16(xh_ptr, yh_ptr, rows64, row_ok, cols.to(tl.int64), col_ok, DP, DP, DP,
                          BLOCK_M, BLOCK_N, BLOCK_K)
-        bits = s.to(tl.int32, bitcast=True)
-        hi = tl.where(bits < 0, (bits ^ 0x7FFFFFFF) + 1, bits)
+        hi = _ordered_bits(s)
         if SELF:
             hi = tl.where(rows[:, None] == cols[None, :], _HI_SELF, hi)
         lo = (0x7FFFFFFF - cols).to(tl.int64)
         cand = (hi.to(tl.int64) << 32) | lo[None, :]
         cand = tl.where(row_ok[:, None] & col_ok[None, :], cand, _KEY_EMPTY)
-        worst = tl.min(best, axis=1)
-        beats = tl.sum((cand > worst[:, None]).to(tl.int32), axis=1)
-        rounds = tl.minimum(tl.max(beats, axis=0), KP)
-        for _ in range(rounds):
-            c = tl.max(cand, axis=1)
-            cand = tl.where(cand == c[:, None], _KEY_EMPTY, cand)
-            worst = tl.min(best, axis=1)
-            swap = (best == worst[:, None]) & (c > worst)[:, None]
-            best = tl.where(swap, c[:, None], best)
+        best = _keep_best(best, cand, KP)
     out = rows64[:, None] * (n_split * KP) + sp * KP + slot[None, :]
     tl.store(key_ptr + out, best, mask=row_ok[:, None])
 
@@ -273,8 +278,7 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
                      mask=valid[:, :, None] & k_ok[None, None, :], other=0.0)
         acc += tl.sum(yv * xv[:, None, :], axis=2)
 
-    bits = acc.to(tl.int32, bitcast=True)
-    ehi = tl.where(bits < 0, (bits ^ 0x7FFFFFFF) + 1, bits)
+    ehi = _ordered_bits(acc)
     if SELF:
         ehi = tl.where(cols == rows64[:, None], _HI_SELF, ehi)
     ex = (ehi.to(tl.int64) << 32) | (0x7FFFFFFF - cols)
