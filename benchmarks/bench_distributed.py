@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import socket
 import statistics
@@ -38,6 +37,8 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_cluster import cpu_model as _cpu_model, slug as _slug  # noqa: E402  (one machine naming)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -116,23 +117,6 @@ def _spawned(rank: int, world: int, init: str, args, outdir: str):
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-
-
-def _slug(s: str) -> str:
-    s = re.sub(r"\((r|tm|c)\)", "", s, flags=re.I)
-    s = re.sub(r"\b(cpu|processor)\b", "", s, flags=re.I)
-    s = re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
-    return s or socket.gethostname()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def _single_process_baseline(args) -> dict:
