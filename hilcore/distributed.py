@@ -367,6 +367,43 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
     return keys, sims, idxs, uncert
 
 
+def _native_rows(dev: torch.device):
+    """The native kNN's gathered-rows entry when ``hilcore.knn``'s default on ``dev`` is the native backend."""
+    if dev.type != "cpu":
+        return None
+    from . import _dispatch
+
+    try:
+        impl = _dispatch.resolve("knn", "auto", dev)
+    except Exception:  # noqa: BLE001 - no default kNN here: the canonical path
+        return None
+    if impl.backend != "native":
+        return None
+    from .native_backend.knn import exact_rows
+
+    return exact_rows
+
+
+def _chunk_native(exact_rows, xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: int | None):
+    """Top-min(k, m) of the local rows against chunk ``yb`` (global rows j0..) by the native kNN's values.
+
+    Returns (key float32 [n, kk] with +inf for the row itself, sim float32, global idx int64, rows
+    the native certificate left over).
+    """
+    n = xl.shape[0]
+    m = yb.shape[0]
+    kk = min(k, m)
+    self_ids = None
+    if self_off is not None:
+        self_ids = torch.arange(n, dtype=torch.int64) + (self_off - j0)  # outside [0, m): not in this chunk
+    st: dict = {}
+    idx, sim = exact_rows(xl, kk, yb, self_ids, stats=st)
+    key = sim.clone()
+    if self_ids is not None:
+        key = torch.where(idx == self_ids.unsqueeze(1), torch.full_like(key, math.inf), key)
+    return key, sim, idx + j0, st["uncertified_rows"]
+
+
 def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of the rows sharded over ``group``; global indices.
 
@@ -440,6 +477,7 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
     best_sim = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), sum(sizes), dtype=torch.int64, device=dev)
     extra = k + 8
+    native_rows = _native_rows(dev)
     for src in range(comm.world):
         for c0 in range(0, sizes[src], step):
             c1 = min(sizes[src], c0 + step)
@@ -450,7 +488,12 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
             buf = comm.broadcast(buf, src)
             if n == 0:
                 continue
-            key, sim, idx, uncert = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None, extra)
+            if native_rows is not None:
+                key, sim, idx, uncert = _chunk_native(native_rows, xl, buf, off[src] + c0, k,
+                                                      me if src == comm.rank else None)
+            else:
+                key, sim, idx, uncert = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None,
+                                                    extra)
             comm.uncertified += uncert
             ak = torch.cat([best_key, key], 1)
             asim = torch.cat([best_sim, sim], 1)

@@ -139,23 +139,28 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     if use_int8 and (d > INT8_MAX_DIM or int8_matmul() is None):
         use_int8 = False
     if not use_int8 or n == 0:
-        t0 = time.perf_counter()
-        out = _knn_fp32(x, k, y is None, db, tile)
-        if stats is not None:
-            stats.update(precision="fp32", candidates=k, rows=n, uncertified_rows=0, uncertified_fraction=0.0,
-                         fallback_rows=0, fallback_fraction=0.0, times_s={"fp32": time.perf_counter() - t0})
-        return out
+        return _knn_fp32(x, k, y is None, db, tile, extra, stats)
     return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, stats)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
 
 
-def _knn_fp32(x, k, self_search, db, tile):
+def default_extra_fp32(k: int) -> int:
+    """Extra candidates per row (K' = k + extra) of the fp32 path (its bound is far tighter than int8's)."""
+    return k // 2 + 8
+
+
+# an own-column id that is no column: outside every database, and safe to subtract column offsets from
+NO_SELF = -(2**62)
+
+
+def _fp32_candidates(x, kc, self_search, db, tile):
+    """The kc best columns per row by the float32 GEMM tiles, key (GEMM value desc, index asc), self first."""
     nat = native_module()
     n, m = x.shape[0], db.shape[0]
-    best_sim = torch.full((n, k), float("-inf"), dtype=torch.float32)
-    best_idx = torch.full((n, k), -1, dtype=torch.int64)
+    best_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
+    best_idx = torch.full((n, kc), -1, dtype=torch.int64)
     bs, bi = best_sim.numpy(), best_idx.numpy()
     if self_search:
         for i0 in range(0, n, tile):
@@ -176,22 +181,130 @@ def _knn_fp32(x, k, self_search, db, tile):
     return best_idx, best_sim
 
 
-def _fp32_rows(x, rows, k, self_search, db, tile):
-    """The fp32 path for the gathered rows ``x[rows]`` against every database row."""
+def _norm_up(a: torch.Tensor) -> np.ndarray:
+    """Upper bounds (float64) of the row norms of ``a``."""
+    d = a.shape[1]
+    up = 1.0 + (d + 2) * 2.0**-52
+    return np.sqrt(a.double().pow(2).sum(dim=1).numpy() * up) * up
+
+
+def fp32_bounds(xq: torch.Tensor, db: torch.Tensor) -> np.ndarray:
+    """B_i (float32, rounded up) bounding |dot_f32(x_i, y_j) - GEMM(x_i, y_j)| for every column j."""
+    d = xq.shape[1]
+    gamma = d * _U / (1.0 - d * _U)
+    nx = float(_norm_up(db).max()) if db.shape[0] else 0.0
+    b = 2.0 * gamma * _norm_up(xq) * nx + d * 2.0**-120  # + underflow of the products and sums
+    return _round_up_f32(b * (1.0 + 1e-12))
+
+
+def _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, self_search, self_ids):
     nat = native_module()
-    r = rows.numel()
-    best_sim = torch.full((r, k), float("-inf"), dtype=torch.float32)
-    best_idx = torch.full((r, k), -1, dtype=torch.int64)
-    m = db.shape[0]
+    n = xq.shape[0]
+    best_idx = torch.empty((n, k), dtype=torch.int64)
+    best_sim = torch.empty((n, k), dtype=torch.float32)
+    certified = torch.empty(n, dtype=torch.uint8)
+    nat.knn_rescore(xq.numpy(), db.numpy(), cand_idx.numpy(), cand_sim.numpy(), bound, self_search,
+                    best_idx.numpy(), best_sim.numpy(), certified.numpy(),
+                    None if self_ids is None else self_ids.numpy())
+    return best_idx, best_sim, certified
+
+
+def _refine_fp32(xq, self_ids, bound, db, best_idx, best_sim, tile):
+    """Exact completion of the gathered rows ``xq`` whose lists hold their rescored candidates (in place)."""
+    nat = native_module()
+    r, m = xq.shape[0], db.shape[0]
+    counts = torch.zeros(r, dtype=torch.int64)
     for b0 in range(0, r, tile):
-        ids = rows[b0:b0 + tile].contiguous()
-        xr = x[ids]
-        bs, bi = best_sim[b0:b0 + tile].numpy(), best_idx[b0:b0 + tile].numpy()
+        xb = xq[b0:b0 + tile]
         for j0 in range(0, m, tile):
-            s = torch.mm(xr, db[j0:j0 + tile].t())
-            nat.knn_topk_merge_rows(s.numpy(), ids.numpy(), j0, bs, bi, self_search)
+            s = torch.mm(xb, db[j0:j0 + tile].t())
+            nat.knn_refine_f32(s.numpy(), j0, self_ids[b0:b0 + tile].numpy(), bound[b0:b0 + tile], xb.numpy(),
+                               db.numpy(), best_sim[b0:b0 + tile].numpy(), best_idx[b0:b0 + tile].numpy(),
+                               counts[b0:b0 + tile].numpy())
             del s
+    return counts
+
+
+def _knn_fp32(x, k, self_search, db, tile, extra=None, stats=None):
+    """The fp32 path: GEMM candidates, dot_f32 rescoring, certificate, exact completion of the rest."""
+    times = {}
+    t = time.perf_counter()
+    n, m = x.shape[0], db.shape[0]
+    if n == 0:
+        if stats is not None:
+            stats.update(precision="fp32", candidates=0, rows=0, uncertified_rows=0, uncertified_fraction=0.0,
+                         fallback_rows=0, fallback_fraction=0.0, times_s={})
+        return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float32)
+    kc = min(m, k + (default_extra_fp32(k) if extra is None else extra))
+    cand_idx, cand_sim = _fp32_candidates(x, kc, self_search, db, tile)
+    times["candidates"] = time.perf_counter() - t
+    t = time.perf_counter()
+    bound = fp32_bounds(x, db)
+    best_idx, best_sim, cert = _rescore_and_certify(x, db, cand_idx, cand_sim, bound, k, self_search, None)
+    times["rescore"] = time.perf_counter() - t
+    t = time.perf_counter()
+    failed = torch.nonzero(cert == 0).flatten()
+    if failed.numel():
+        self_ids = failed.clone() if self_search else torch.full_like(failed, NO_SELF)
+        fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
+        _refine_fp32(x[failed].contiguous(), self_ids, np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
+        best_idx[failed], best_sim[failed] = fi, fs
+    times["refine"] = time.perf_counter() - t
+    if stats is not None:
+        stats.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=int(failed.numel()),
+                     uncertified_fraction=failed.numel() / max(n, 1), fallback_rows=0, fallback_fraction=0.0,
+                     times_s=times)
     return best_idx, best_sim
+
+
+def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tensor | None = None, *,
+               tile: int = TILE, extra: int | None = None, stats: dict | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native answer for gathered query rows: exact top-k of ``xq [n, D]`` against ``db [m, D]``.
+
+    ``self_ids`` (int64 ``[n]``, optional) is each row's own column in ``db``
+    (any value outside ``[0, m)``: none), ranked first. The lists are the top-k
+    under (v desc, column asc), ``v = dot_f32`` (see the module docstring), the
+    same bits :func:`knn` returns for those rows on the concatenated database:
+    float32 GEMM candidates, rescoring, the fp32 certificate, exact completion.
+    Used by the fallback of the int8 path and by :func:`hilcore.distributed.knn`
+    (one streamed chunk at a time). Returns ``(idx [n, k] int64, sim [n, k] float32)``;
+    ``stats`` (optional dict) receives ``uncertified_rows`` (rows the exact completion ran for).
+    """
+    with ieee_fp32():
+        xq = xq.to(torch.float32).contiguous()
+        db = db.to(torch.float32).contiguous()
+        n, m = xq.shape[0], db.shape[0]
+        if self_ids is None:
+            self_ids = torch.full((n,), NO_SELF, dtype=torch.int64)
+        self_ids = self_ids.to(torch.int64).contiguous()
+        self_ids = torch.where((self_ids >= 0) & (self_ids < m), self_ids, torch.full_like(self_ids, NO_SELF))
+        if stats is not None:
+            stats["uncertified_rows"] = 0
+        if n == 0:
+            return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float32)
+        nat = native_module()
+        kc = min(m, k + (default_extra_fp32(k) if extra is None else extra))
+        cand_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
+        cand_idx = torch.full((n, kc), -1, dtype=torch.int64)
+        for b0 in range(0, n, tile):
+            xb = xq[b0:b0 + tile]
+            cs, ci, sid = cand_sim[b0:b0 + tile].numpy(), cand_idx[b0:b0 + tile].numpy(), self_ids[b0:b0 + tile]
+            for j0 in range(0, m, tile):
+                s = torch.mm(xb, db[j0:j0 + tile].t())
+                nat.knn_topk_merge_rows(s.numpy(), sid.numpy(), j0, cs, ci, True)
+                del s
+        bound = fp32_bounds(xq, db)
+        best_idx, best_sim, cert = _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, True, self_ids)
+        failed = torch.nonzero(cert == 0).flatten()
+        if failed.numel():
+            fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
+            _refine_fp32(xq[failed].contiguous(), self_ids[failed].contiguous(),
+                         np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
+            best_idx[failed], best_sim[failed] = fi, fs
+        if stats is not None:
+            stats["uncertified_rows"] = int(failed.numel())
+        return best_idx, best_sim
 
 
 # ---------------------------------------------------------------------------------------------- int8
@@ -292,7 +405,7 @@ def _knn_int8(x, k, self_search, db, tile, extra, stats):
         times["refine"] = time.perf_counter() - t
         t = time.perf_counter()
         if n_over:
-            fi, fs = _fp32_rows(x, over, k, self_search, db, tile)
+            fi, fs = exact_rows(x[over], k, db, over if self_search else None, tile=tile)
             best_idx[over] = fi
             best_sim[over] = fs
     times["fallback"] = time.perf_counter() - t

@@ -77,9 +77,25 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // every column (see hilcore/native_backend/knn.py). Else certified[i] = 0.
 // Preconditions: 1 <= k <= kc <= m, candidate indices in [0, m).
 // Returns 0, or 1 for bad sizes / indices.
+// self_ids (may be nullptr) gives each row's own column explicitly (any value outside [0, m), e.g.
+// -2^62, for a row whose own column is not in y): then self_search is ignored. Otherwise the own column
+// of row i is i in self-search (y is x) and none outside it. certified[i] is also 1 when the row's k-th
+// entry is its own column (k = 1).
 int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_t d, const int64_t* cand_idx,
                     const float* cand_sim, int64_t kc, const float* bound, int64_t k, bool self_search,
-                    int64_t* out_idx, float* out_sim, uint8_t* certified, int num_threads);
+                    const int64_t* self_ids, int64_t* out_idx, float* out_sim, uint8_t* certified,
+                    int num_threads);
+
+// Exact fallback of the float32-candidate path for gathered rows: xq [b, d] are the query rows, tile
+// row r of the float32 GEMM tile S [b, c] (columns col0.. of y) is row r of xq, whose sorted top-k
+// list best_sim/best_idx row r already holds its rescored top-k (values knn_simd::Ops::dot_f32) and
+// whose own column is self_ids[r] (nullptr or a value outside y: none). Every column j with
+// double(S[r, j]) + bound[r] >= the list's current k-th value, not the row itself and not listed yet,
+// is rescored (dot_f32(xq_r, y_j)) and offered to the list; the others cannot enter, since bound[r]
+// bounds |dot_f32 - S| for every column. counts[r] (may be nullptr) accumulates the rescored columns.
+int knn_refine_f32_cpu(const float* S, int64_t b, int64_t c, int64_t col0, const int64_t* self_ids,
+                       const float* bound, const float* xq, const float* y, int64_t d, float* best_sim,
+                       int64_t* best_idx, int64_t k, int64_t* counts, int num_threads);
 
 // Second pass for rows that failed certification (gathered: tile row r is
 // global row row_ids[r]; its sorted top-k list is best_sim/best_idx row r,
