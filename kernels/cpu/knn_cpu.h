@@ -65,16 +65,18 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // Exact rescoring and certification of candidate lists.
 //
 // cand_idx / cand_sim [n, kc] (row-major): each row's kc candidates sorted by
-// (approximate sim desc, idx asc), self first in self-search; every column not
-// listed has approximate sim <= cand_sim[i, kc - 1] (the last entry).
-// For each row: exact float32 dot products x_i . y_j over the candidates
-// (32 partial sums, the same bits on every CPU path), sorted by (exact desc, idx asc), self first;
-// the first k are written to out_idx / out_sim [n, k]. certified[i] = 1 when
-// the row provably equals the top-k over all m columns:
-//   kc == m (no column left out), or k == 1 in self-search, or
-//   e_k > cand_sim[i, kc - 1] + bound[i]   (strict; e_k = the k-th exact value),
-// where bound[i] must bound |computed exact - approximate| for row i against
-// every column (see hilcore/native_backend/knn.py). Else certified[i] = 0.
+// (approximate sim desc, idx asc); every column not listed has approximate sim
+// <= cand_sim[i, kc - 1] (the last entry); bound[i] must bound |exact -
+// approximate| for row i against every column (see hilcore/native_backend/knn.py).
+// "Exact" is the float32 dot product x_i . y_j of knn_simd::Ops::dot_f32 (32
+// partial sums, the same bits on every CPU path). For each row the own column
+// (if any) is rescored and put first, then the candidates are rescored in their
+// order into the top-k list (exact desc, idx asc) until the next candidate's
+// approximate value + bound[i] is below the list's k-th value (strict): no
+// column not rescored can then enter, and certified[i] = 1. Rows that rescore
+// all kc candidates are certified when kc == m or cand_sim[i, kc - 1] +
+// bound[i] < their k-th value, else certified[i] = 0 (their list is then the
+// top-k of the candidates). The first k are written to out_idx / out_sim [n, k].
 // Preconditions: 1 <= k <= kc <= m, candidate indices in [0, m).
 // Returns 0, or 1 for bad sizes / indices.
 // self_ids (may be nullptr) gives each row's own column explicitly (any value outside [0, m), e.g.
