@@ -9,18 +9,24 @@ the sharded results equal.
 
 - :func:`knn`: the other shards are streamed past each rank one chunk at a
   time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
-  and its ``[n_r, k]`` lists. Similarities are *canonical*: the float64 sum of
-  the exact float32 products, rounded once to float32, for every pair that
-  ends up in a list. Candidates (k + extra per row and chunk) come from float32
-  GEMM tiles; a row is certified when no column outside them can reach its
-  k-th canonical value given the float32 and float64 error bounds
-  (``gamma_D |x| |y|`` each), and rows that are not (ties, duplicates) are
-  rescored canonically against the whole chunk, so the lists are the
-  exact top-k under (similarity desc, index asc), self first, whatever the
-  sharding or the tile shapes. (``hilcore.knn``'s own similarities come from
-  float32 GEMM tiles whose rounding depends on the tile shape, so no sharded
-  computation can reproduce them bit for bit; its indices agree wherever no two
-  columns lie within float32 rounding of each other.)
+  and its ``[n_r, k]`` lists. On CPU (where ``hilcore.knn``'s default is the
+  native backend) each chunk goes through the native kNN's
+  :func:`hilcore.native_backend.knn.exact_rows`: the exact top-k of the local
+  rows against the chunk under (``dot_f32`` desc, index asc), own column first,
+  with ``dot_f32`` the native kNN's fixed-order float32 dot product (a pure
+  function of the two rows, on every CPU path). The per-chunk lists merge under
+  the same key, so the result is bitwise ``hilcore.knn`` on the concatenated
+  rows (default backend: indices and similarities, with ties, duplicates and
+  near-ties, for any sharding, chunk size, tile or thread count). On CUDA (and
+  on a CPU without the native extension) the similarities are *canonical*
+  instead: the float64 sum of the exact float32 products, rounded once to
+  float32 (:func:`canonical_similarity`), with float32 GEMM candidates
+  certified by the float32 and float64 error bounds (``gamma_D |x| |y|``
+  each) and the rest rescored against the whole chunk: exact under
+  (similarity desc, index asc), self first, the same on any number of ranks,
+  but not the bits of the single-process CUDA call (the Triton kNN's
+  values come from its tile kernels' reduction order and certificate; its
+  indices agree wherever no two columns lie within float32 rounding).
 - :func:`jaccard_distance`: the torch backend's stages on the local rows; the
   rank rows, reciprocal masks, features and weight rows of referenced
   neighbours are fetched from their owners (``all_to_all`` of requests), the
@@ -420,8 +426,10 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
 
     Returns:
         ``(idx, sim)``: ``[n_r, k]`` int64 global indices, best first (the row
-        itself first, ties to the lower index), and float32 canonical
-        similarities (:func:`canonical_similarity`), in ``x_local``'s family.
+        itself first, ties to the lower index), and float32 similarities, in
+        ``x_local``'s family. On CPU these are bitwise this rank's rows of
+        ``hilcore.knn`` (default backend, native) on the concatenated rows; on
+        CUDA the similarities are canonical (:func:`canonical_similarity`).
 
     Example:
         >>> import numpy as np, hilcore.distributed as HD
@@ -647,15 +655,17 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
 
     The semantics are :func:`hilcore.jaccard_distance`'s (DESIGN.md); the
-    ranking is :func:`knn` (exact, canonical similarities). Only the sparse
+    ranking is :func:`knn` (on CPU bitwise ``hilcore.knn``'s). Only the sparse
     rows the local rows reference cross the network: rank rows and reciprocal
     masks of the kNN neighbours, feature rows of the expanded sets, weight rows
     of the first k2 neighbours, and the inverted-index columns (keyed by the
     rank owning the column) of the local supports. Sums run in the torch
     backend's order, so the rows are bitwise those of
     ``hilcore.torch_backend.jaccard.jaccard`` on the concatenated rows with the
-    same ranking (and of ``hilcore.jaccard_distance(backend="torch")`` whenever
-    its kNN returns the same ranking, i.e. without float32 near-ties).
+    same ranking: on CPU ``hilcore.knn``'s default (native) ranking (and
+    ``hilcore.jaccard_distance(backend="torch")`` whenever the torch kNN ranks
+    the rows the same, i.e. without float32 near-ties). The default
+    (native) Jaccard stages equal it wherever they round as the torch stages do.
 
     Args:
         x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
@@ -879,11 +889,14 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     need every row of a cluster; they run on the gathered features
     (``O(N D)`` per rank, what a driver holds after its sharded extraction
     anyway), identically on every rank, with the stages and backends that
-    :func:`hilcore.cluster_epoch` uses. The result equals
-    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` when ``config.backend``
-    is ``"torch"`` and its kNN ranks the rows as :func:`knn` does (no float32
-    near-ties); other backends' Jaccard values differ from the torch stages by
-    rounding only.
+    :func:`hilcore.cluster_epoch` uses. On CPU the ranking is bitwise the
+    default (native) kNN's, so the result equals
+    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` wherever the Jaccard
+    stages agree: with ``config.backend="torch"`` when the torch kNN ranks the
+    rows the same (no float32 near-ties), with the default backend when the
+    native Jaccard stages round as the torch stages do (their values differ by
+    float32 rounding only, so labels can differ only where a distance lies
+    within that rounding of ``eps``).
 
     Args:
         feats_rgb_local, feats_ir_local: this rank's ``[n_r, D]`` rows of each modality (rank order).

@@ -1,12 +1,48 @@
 """Native kNN: BLAS tiles through torch and the C++ running top-k merges.
 
-Two exact paths compute the same answer (up to float32 rounding of the
-similarities themselves):
+Every path returns the same bits: the exact top-k of each row under
+(``v_ij`` desc, ``j`` asc), the row itself first in self-search, where
 
-- ``fp32``: float32 ``torch.mm`` on ``TILE x TILE`` tiles merged into the
-  running top-k lists (the reference path; small inputs and fallback).
-- ``int8``: int8 candidates, exact rescoring, certification, fp32 fallback for
-  the rows that cannot be certified. Per row ``x_i ~ p_i = s_i q_i`` with
+    v_ij = dot_f32(x_i, x_j)
+
+is the float32 dot product in the fixed summation order of
+``knn_simd::Ops::dot_f32`` (32 FMA partial sums, a fixed reduction tree, an
+FMA tail; identical on the AVX2 and the scalar code, a pure function of the
+two rows; ``hilcore.ref.knn.dot_f32`` writes it out). The answer depends
+neither on the path (fp32 or int8), the tile size, the thread count nor the
+number of candidates, and a row's list depends only on the rows, not on the
+other queries: :func:`exact_rows` (gathered rows against a database block,
+each with its own column) returns the same lists, which is how
+:func:`hilcore.distributed.knn` equals :func:`knn` bit for bit.
+
+Both paths take candidates from fast approximate products, rescore them with
+``dot_f32`` and certify each row (``knn_rescore``: the own column first, then
+the candidates in their approximate order until the next one's approximate
+value plus the row's bound ``B_i`` is below the list's k-th exact value,
+strictly, so that no column not rescored can enter or tie; a row that runs out
+of candidates first is not certified):
+
+- ``fp32``: float32 ``torch.mm`` on ``TILE x TILE`` tiles merged into running
+  lists of ``K' = k + extra`` candidates (:func:`default_extra_fp32`) by the
+  GEMM value ``g_ij``. With ``t_ij = x_i . x_j`` (real) and IEEE float32
+  products and sums in any order (``ieee_fp32`` keeps TF32 / bf16 out),
+
+      |g_ij - t_ij| <= γ_D ||x_i|| ||x_j||,   |v_ij - t_ij| <= γ_D ||x_i|| ||x_j||,
+      γ_D = D u / (1 - D u),  u = 2^-24,
+
+  so ``B_i = 2 γ_D ||x_i|| NX + D 2^-120`` (NX = the database's largest norm;
+  the last term covers underflow; norms bounded above from float32 sums of
+  squares, B_i rounded up to float32, :func:`fp32_bounds`) bounds
+  ``|v_ij - g_ij|`` for every column. Every column outside the candidates has
+  ``g_ij <=`` the last candidate's value ``c_i``, hence ``v_ij <= c_i + B_i``.
+  An uncertified row (ties, duplicates) takes the exact completion
+  (``knn_refine_f32``): its GEMM row against every column again, and every
+  column with ``g_ij + B_i >=`` the current k-th value is rescored and merged
+  (no other can enter). For unit rows ``B_i`` is about ``2 D 2^-24``
+  (3e-5 at D = 256).
+- ``int8``: int8 candidates, the same rescoring and certificate with the int8
+  bound below, an int8 second pass for the uncertified rows, and the fp32
+  path's :func:`exact_rows` for rows that would rescore too many columns. Per row ``x_i ~ p_i = s_i q_i`` with
   ``s_i = max|x_i| / 127`` and ``q_i`` int8; residual ``e_i = x_i - p_i``. The
   int8 product ``q_i . q_j`` is exact in int32 (``D * 127^2 < 2^31``), and
   torch's int8 GEMM runs it about 2-3x faster than the float32 GEMM here. That
@@ -15,32 +51,26 @@ similarities themselves):
   int8 path is unavailable and every call takes the fp32 path. The
   tile merges keep ``K' = k + extra`` candidates per row by the approximate
   similarity ``a_ij = fl(fl(s_i s_j) fl(q_i . q_j))``; the C++ rescoring
-  computes ``x_i . x_j`` in float32 for them, keeps the best k, and certifies
-  the row when no other column can beat its k-th entry:
+  computes ``v_ij`` for them and certifies the row when no other column can
+  beat its k-th entry:
 
-  Let ``t_ij = x_i . x_j`` (real), ``a*_ij = p_i . p_j`` (real), ``ê_ij`` the
-  float32 dot product computed by the rescoring. Since
+  Let ``a*_ij = p_i . p_j`` (real). Since
   ``x_i . x_j - p_i . p_j = x_i . e_j + e_i . p_j``,
 
       |t_ij - a*_ij| <= ||x_i|| ||e_j|| + ||e_i|| ||p_j||
-      |a_ij - a*_ij| <= ((1 + u)^3 - 1) |a*_ij| <= 4u ||p_i|| ||p_j||   (three roundings, u = 2^-24)
-      |ê_ij - t_ij|  <= γ_D ||x_i|| ||x_j||,  γ_D = D u / (1 - D u)     (any summation order)
+      |a_ij - a*_ij| <= ((1 + u)^3 - 1) |a*_ij| <= 4u ||p_i|| ||p_j||   (three roundings)
+      |v_ij - t_ij|  <= γ_D ||x_i|| ||x_j||                              (any summation order)
 
   so with the database maxima EN = max ||e_j||, NP = max ||p_j||, NX = max ||x_j||,
 
       B_i = ||x_i|| EN + ||e_i|| NP + 4u ||p_i|| NP + γ_D ||x_i|| NX + 1e-6
 
-  bounds ``|ê_ij - a_ij|`` for every column j (1e-6 absorbs underflow of
+  bounds ``|v_ij - a_ij|`` for every column j (1e-6 absorbs underflow of
   ``s_i s_j`` and the double sums of the check). The norms are float64 sums
-  rounded up to float32, and B_i is rounded up. Every column j outside the
-  candidates has ``a_ij <= c_i`` (the smallest candidate value), hence
-  ``ê_ij <= c_i + B_i``; the row is certified iff its k-th exact value
-  ``e_k(i) > c_i + B_i`` (strict: a tie could otherwise be won by a lower
-  index). Certified rows are then exactly the top-k by ``ê`` over all
-  columns. An uncertified row gets a second int8 pass against every column:
-  each column with ``a_ij + B_i >=`` the row's current k-th value is rescored
-  and merged (no other can enter); a row that would rescore more than
-  ``max(256, M / 16)`` columns (crowded data) is recomputed with the fp32 path.
+  rounded up to float32, and B_i is rounded up. An uncertified row gets a second int8 pass against every column:
+  each column with ``a_ij + B_i >=`` the row's current k-th value is rescored and
+  merged (no other can enter); a row that would rescore more than
+  ``max(256, M / 16)`` columns (crowded data) is completed by :func:`exact_rows`.
 
 ``precision="auto"`` takes the int8 path for ``D >= 64`` and a database of at
 least 4096 rows (and when :func:`int8_matmul` found a working int8 GEMM). The
@@ -108,21 +138,22 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).
 
     Returns ``(idx int64 [N, k], sim float32 [N, k])``, best first by (sim desc,
-    index asc); in self-search each row's own index is first. Self-search
+    index asc), ``sim = dot_f32`` (module docstring): the same bits on every
+    path; in self-search each row's own index is first. Self-search
     computes only the tiles on and above the diagonal and merges each
     off-diagonal tile into both its rows and its columns.
 
     ``precision``: ``"auto"`` (int8 candidates for ``D >= 64`` and ``M >= 4096``,
     else fp32), ``"fp32"`` or ``"int8"`` (falls back to fp32 when ``D`` is too
     large for exact int32 accumulation, or when :func:`int8_matmul` is None). ``extra``: candidates beyond k per row
-    on the int8 path (default :func:`default_extra`). Both are internal knobs
-    for tests and benchmarks; every choice returns the exact answer.
+    (default :func:`default_extra` on the int8 path, :func:`default_extra_fp32` on the fp32 path). Both are
+    internal knobs for tests and benchmarks; every choice returns the same bits.
 
     ``stats``: optional dict that receives what the call did: ``precision``
     ("fp32" or "int8"), ``candidates`` (K'), ``rows``, ``uncertified_rows`` /
     ``uncertified_fraction`` (rows the candidates did not certify: they took the
-    second int8 pass), ``fallback_rows`` / ``fallback_fraction`` (rows recomputed
-    in fp32), measured stage ``times_s``.
+    second int8 pass, or the fp32 path's exact completion), ``fallback_rows`` /
+    ``fallback_fraction`` (int8 rows completed by :func:`exact_rows`), measured stage ``times_s``.
     """
     if precision not in ("auto", "fp32", "int8"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
