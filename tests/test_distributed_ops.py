@@ -477,3 +477,37 @@ def test_knn_exact_under_reduced_matmul_precision():
             assert torch.equal(hi, want[0]) and torch.equal(hs, want[1])
     finally:
         torch.set_float32_matmul_precision(old)
+
+
+def _canonical_knn(x: np.ndarray, k: int):
+    """Reference of the canonical path: float64 sums of the float32 products of the normalised rows, sorted
+    by (similarity desc, index asc) with each row first in its own list."""
+    from hilcore import _arrays
+
+    xn = _arrays.features(torch.from_numpy(np.asarray(x, np.float32)), "x")[0]
+    c = (xn.double().unsqueeze(1) * xn.double().unsqueeze(0)).sum(-1).float()
+    key = c.clone()
+    key.fill_diagonal_(float("inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+    return order, c.gather(1, order)
+
+
+def test_canonical_path_where_the_default_knn_is_not_native(monkeypatch):
+    """CUDA input (or a CPU without the native kNN) takes the canonical path: exact, the same for any chunking,
+    also with TF32 / bfloat16 GEMMs allowed (its margin widens)."""
+    monkeypatch.setattr(H, "_native_rows", lambda dev: None)
+    for x in (_knn_data(), _tie_data()):
+        want = _canonical_knn(x, 9)
+        for chunk in (1, 16, None):
+            st: dict = {}
+            i, s = H.knn(torch.from_numpy(x), 9, chunk_rows=chunk, stats=st)
+            assert torch.equal(i, want[0]) and torch.equal(s, want[1]), chunk
+        assert st["uncertified"] > 0  # duplicates: the rows rescored against the whole chunk
+        old = torch.get_float32_matmul_precision()
+        try:
+            for mode in ("high", "medium"):
+                torch.set_float32_matmul_precision(mode)
+                i, s = H.knn(torch.from_numpy(x), 9, chunk_rows=40)
+                assert torch.equal(i, want[0]) and torch.equal(s, want[1]), mode
+        finally:
+            torch.set_float32_matmul_precision(old)
