@@ -276,6 +276,23 @@ def test_knn_matches_hilcore_knn_single_process():
         i1, s1 = H.knn(xt, 9, chunk_rows=chunk)
         i0, s0 = hilcore.knn(xt, 9)
         assert np.array_equal(i1, i0) and np.array_equal(s1, s0), chunk
+    # at the sizes where hilcore.knn takes the int8 path (N >= 4096, D >= 64): still the same bits
+    from hilcore.native_backend import knn as native_knn
+
+    big = np.random.default_rng(7).standard_normal((native_knn.INT8_MIN_ROWS + 50, 64)).astype(np.float32)
+    big[100:140] = big[3]
+    st: dict = {}
+    i0, s0 = native_knn.knn(torch.from_numpy(_arrays_rows(big)), 12, stats=st)
+    i1, s1 = H.knn(big, 12, chunk_rows=1500)
+    assert st["precision"] == "int8" or native_knn.int8_matmul() is None
+    assert np.array_equal(i1, i0.numpy()) and np.array_equal(s1, s0.numpy())
+    assert np.array_equal(i1, hilcore.knn(big, 12)[0])
+
+
+def _arrays_rows(x: np.ndarray) -> np.ndarray:
+    from hilcore import _arrays
+
+    return _arrays.features(torch.from_numpy(x), "x")[0].numpy()
 
 
 def test_dbscan_sharded_equals_single(run):
