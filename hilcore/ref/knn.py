@@ -1,4 +1,9 @@
-"""Reference exact kNN: the full similarity matrix, sorted with the exact key."""
+"""Reference exact kNN: the full similarity matrix, sorted with the exact key.
+
+:func:`knn` uses float64 similarities; :func:`knn_native_values` uses the
+native kNN's float32 values, :func:`dot_f32` (its fixed summation order written
+out from the definition, one correctly rounded :func:`fma_f32` at a time).
+"""
 from __future__ import annotations
 
 import numpy as np
