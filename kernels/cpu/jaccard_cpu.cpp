@@ -82,11 +82,51 @@ RecipSets reciprocal_sets(const int64_t* rank, int64_t ld, int64_t n, int64_t m,
   return R;
 }
 
+// The float32 operations below follow docs/design.md ("Summation orders") exactly, as the torch
+// stages (hilcore/torch_backend/jaccard.py) do, so both return bitwise the same CSR. This file is
+// compiled with -ffp-contract=off (no a * b + c fused into one rounding) and without -ffast-math.
+
+// dot_rows: lane l of kDotLanes adds a[t] * b[t] for t = q * kDotLanes + l, q ascending, from 0;
+// then the lanes fold in halves (lane l += lane l + w, w = 8, 4, 2, 1). The lane loop is what the
+// compiler vectorises (one or more SIMD registers of lanes); it does not change the order.
+constexpr int kDotLanes = 16;
+
 inline float dot(const float* a, const float* b, int64_t d) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t t = 0; t < d; ++t) s += a[t] * b[t];
-  return s;
+  float acc[kDotLanes] = {};
+  int64_t t = 0;
+  for (; t + kDotLanes <= d; t += kDotLanes)
+    for (int l = 0; l < kDotLanes; ++l) acc[l] += a[t + l] * b[t + l];
+  for (int l = 0; t + l < d; ++l) acc[l] += a[t + l] * b[t + l];
+  for (int w = kDotLanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] = acc[l] + acc[l + w];
+  return acc[0];
+}
+
+// exp_f32: float32 exp(z) from IEEE float64 operations only. z clamped to [-200, 100] (float32's
+// exp is 0 / inf beyond), z = k ln2 + r with k = round-half-even(z / ln2) and ln2 = hi + lo, the
+// Taylor polynomial of degree 11 in Horner form, times the exact 2^k, rounded once to float32.
+constexpr double kInvLn2 = 0x1.71547652b82fep+0;
+constexpr double kLn2Hi = 0x1.62e42fee00000p-1;
+constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
+constexpr double kExpTaylor[12] = {0x1.0000000000000p+0, 0x1.0000000000000p+0,  0x1.0000000000000p-1,
+                                   0x1.5555555555555p-3, 0x1.5555555555555p-5,  0x1.1111111111111p-7,
+                                   0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16,
+                                   0x1.71de3a556c734p-19, 0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26};
+
+inline float exp_f32(float z) {
+  const double zd = std::min(std::max(static_cast<double>(z), -200.0), 100.0);
+  const double k = std::nearbyint(zd * kInvLn2);
+  const double r = (zd - k * kLn2Hi) - k * kLn2Lo;
+  double p = r * kExpTaylor[11] + kExpTaylor[10];
+  for (int c = 9; c >= 0; --c) p = p * r + kExpTaylor[c];
+  return static_cast<float>(std::ldexp(p, static_cast<int>(k)));
+}
+
+// d = max(0, 1 - m / ((s_i + s_j) - m)) with the row masses s = sum_t V'[., t]: identical V' rows
+// (m = s_i = s_j, the same sums in the same order) give exactly 0.
+inline float jaccard_from_min_sum(float m, float si, float sj) {
+  const float dist = 1.f - m / ((si + sj) - m);
+  return dist < 0.f ? 0.f : dist;
 }
 
 struct ExpandScratch {
@@ -151,17 +191,13 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           }
         }
         std::sort(s.e.begin(), s.e.end());
-        // softmax over E(i) of -(2 - 2 x_i.x_j), max subtracted
+        // softmax over E(i) of -(2 - 2 x_i.x_j): the logits lie in [-4, 0], no max shift; the
+        // normaliser adds the weights in ascending column order, from 0
         const float* xi = x + i * d;
         s.w.resize(s.e.size());
-        float mx = -INFINITY;
-        for (size_t a = 0; a < s.e.size(); ++a) {
-          s.w[a] = -(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d));
-          mx = std::max(mx, s.w[a]);
-        }
         float sum = 0.f;
         for (size_t a = 0; a < s.e.size(); ++a) {
-          s.w[a] = std::exp(s.w[a] - mx);
+          s.w[a] = exp_f32(-(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d)));
           sum += s.w[a];
         }
         for (size_t a = 0; a < s.e.size(); ++a) {
@@ -172,7 +208,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
       v_ptr, v_idx, v_val);
   double t1 = omp_get_wtime();
 
-  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n].
+  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the sum in ranking order
+  // (a ascending) from 0, then one float32 division by k2.
   const auto make_dense = [&]() {
     DenseScratch s;
     s.acc.assign(n, 0.f);
@@ -218,8 +255,15 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   }
   double t2 = omp_get_wtime();
 
-  // 3. inverted index: the columns of V', rows ascending within each column.
+  // 3. inverted index: the columns of V', rows ascending within each column; the row masses s_i.
   const int64_t nnz = q_ptr[n];
+  std::vector<float> mass(n, 0.f);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; ++i) {
+    float si = 0.f;
+    for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) si += q_val[p];  // ascending t, from 0
+    mass[i] = si;
+  }
   std::vector<int64_t> c_ptr(n + 1, 0);
   for (int64_t p = 0; p < nnz; ++p) ++c_ptr[q_idx[p] + 1];
   for (int64_t t = 0; t < n; ++t) c_ptr[t + 1] += c_ptr[t];
@@ -237,7 +281,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   }
   double t3 = omp_get_wtime();
 
-  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]), t ascending then j ascending.
+  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]) in float32, t ascending, from 0 (so m(i, j) and
+  // m(j, i) are bit-identical).
   build_rows<int64_t>(
       n, nt, make_dense,
       [&](int64_t i, DenseScratch& s, std::vector<int64_t>& I, std::vector<float>& V) {
@@ -261,8 +306,7 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           s.acc[j] = 0.f;
           s.seen[j] = 0;
           if (j == i) continue;
-          float dist = 1.f - m / (2.f - m);
-          if (dist < 0.f) dist = 0.f;
+          const float dist = jaccard_from_min_sum(m, mass[i], mass[j]);
           if (m > 0.f && dist <= max_distance) s.kept.emplace_back(j, dist);
         }
         std::sort(s.kept.begin(), s.kept.end(),
