@@ -188,9 +188,14 @@ def _mean_of_rows(nbrs: torch.Tensor, n_cols: int, indptr: torch.Tensor, indices
                   values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR (indptr, indices, float32 values) of row i = mean over the CSR rows ``nbrs[i, :]`` of
     ``(indptr, indices, values)``, whose columns lie in ``[0, n_cols)``; columns sorted per row. Also the
-    query expansion of :func:`hilcore.distributed.jaccard_distance` (local rows, fetched V rows)."""
+    query expansion of :func:`hilcore.distributed.jaccard_distance` (local rows, fetched V rows).
+
+    The rows ``nbrs[i, :]`` are added in ascending order of their ids (from 0), so two rows with
+    the same set of neighbours (exact duplicates) get bitwise the same mean, whatever their ranking order.
+    """
     n, k2 = nbrs.shape
     dev = nbrs.device
+    nbrs = torch.sort(nbrs, dim=1).values
     length = indptr[1:] - indptr[:-1]
     counts, cols, vals = [], [], []
     avg = int(length.float().mean().item()) + 1 if length.numel() else 1

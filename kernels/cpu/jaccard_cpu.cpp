@@ -140,6 +140,7 @@ struct DenseScratch {
   std::vector<float> acc;
   std::vector<uint8_t> seen;
   std::vector<int32_t> touched;
+  std::vector<int64_t> nbrs;
   std::vector<std::pair<int64_t, float>> kept;
 };
 
@@ -208,8 +209,9 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
       v_ptr, v_idx, v_val);
   double t1 = omp_get_wtime();
 
-  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the sum in ranking order
-  // (a ascending) from 0, then one float32 division by k2.
+  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the rows added in
+  // ascending order of n (from 0; rows with the same first k2 neighbours get the same V'), then one
+  // float32 division by k2.
   const auto make_dense = [&]() {
     DenseScratch s;
     s.acc.assign(n, 0.f);
@@ -224,8 +226,9 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
         n, nt, make_dense,
         [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
           s.touched.clear();
-          for (int64_t a = 0; a < k2; ++a) {
-            const int64_t r = rank[i * ld_rank + a];
+          s.nbrs.assign(rank + i * ld_rank, rank + i * ld_rank + k2);
+          std::sort(s.nbrs.begin(), s.nbrs.end());
+          for (const int64_t r : s.nbrs) {
             for (int64_t p = v_ptr[r]; p < v_ptr[r + 1]; ++p) {
               const int32_t t = v_idx[p];
               if (!s.seen[t]) {
