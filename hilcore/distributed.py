@@ -609,11 +609,12 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     rows the local rows reference cross the network: rank rows and reciprocal
     masks of the kNN neighbours, feature rows of the expanded sets, weight rows
     of the first k2 neighbours, and the inverted-index columns (keyed by the
-    rank owning the column) of the local supports. Sums run in the torch
-    backend's order, so the rows are bitwise those of
-    ``hilcore.torch_backend.jaccard.jaccard`` on the concatenated rows with the
-    same ranking (and of ``hilcore.jaccard_distance(backend="torch")`` whenever
-    its kNN returns the same ranking, i.e. without float32 near-ties).
+    rank owning the column) of the local supports, and the row masses. Sums run
+    in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
+    those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
+    on the concatenated rows with the same ranking (and of
+    ``hilcore.jaccard_distance(backend="torch")`` whenever its kNN returns the
+    same ranking, i.e. without float32 near-ties).
 
     Args:
         x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
