@@ -160,6 +160,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   std::vector<int64_t> v_ptr;
   std::vector<int32_t> v_idx;
   std::vector<float> v_val;
+  // the row masses s_i of the rows of V' (of V while k2 = 1), each added in ascending t from 0
+  std::vector<float> mass(n, 0.f);
   build_rows<int32_t>(
       n, nt,
       [&]() {
@@ -201,10 +203,13 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           s.w[a] = exp_f32(-(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d)));
           sum += s.w[a];
         }
+        float si = 0.f;
         for (size_t a = 0; a < s.e.size(); ++a) {
           I.push_back(s.e[a]);
           V.push_back(s.w[a] / sum);
+          si += V.back();
         }
+        mass[i] = si;
       },
       v_ptr, v_idx, v_val);
   double t1 = omp_get_wtime();
@@ -240,12 +245,15 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           }
           std::sort(s.touched.begin(), s.touched.end());
           const float kf = static_cast<float>(k2);
+          float si = 0.f;
           for (int32_t t : s.touched) {
             I.push_back(t);
             V.push_back(s.acc[t] / kf);
+            si += V.back();
             s.acc[t] = 0.f;
             s.seen[t] = 0;
           }
+          mass[i] = si;
         },
         q_ptr, q_idx, q_val);
     std::vector<int64_t>().swap(v_ptr);
@@ -258,15 +266,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   }
   double t2 = omp_get_wtime();
 
-  // 3. inverted index: the columns of V', rows ascending within each column; the row masses s_i.
+  // 3. inverted index: the columns of V', rows ascending within each column.
   const int64_t nnz = q_ptr[n];
-  std::vector<float> mass(n, 0.f);
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < n; ++i) {
-    float si = 0.f;
-    for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) si += q_val[p];  // ascending t, from 0
-    mass[i] = si;
-  }
   std::vector<int64_t> c_ptr(n + 1, 0);
   for (int64_t p = 0; p < nnz; ++p) ++c_ptr[q_idx[p] + 1];
   for (int64_t t = 0; t < n; ++t) c_ptr[t + 1] += c_ptr[t];
