@@ -2,7 +2,8 @@
 
 The kNN ranking is computed once (native kNN); then each stage backend runs on
 that same ranking, ``--repeats`` times per thread count, and the medians are
-reported with the native sub-stage times. Every run of a backend must return
+reported with the native sub-stage times (wall seconds; ``median_cpu_s`` is the
+process CPU time, steadier than wall time on a shared machine at 1 thread). Every run of a backend must return
 bitwise the result of its first run (any thread count); whether the native and
 torch results are bitwise equal (indptr, indices, float32 values) is recorded
 as ``native_equals_torch``.
@@ -91,24 +92,26 @@ def main(argv=None) -> dict:
             if base is not None:
                 backends.insert(0, ("baseline", base))
             secs: dict = {name: [] for name, _ in backends}
+            cpus: dict = {name: [] for name, _ in backends}
             subs: dict = {name: [] for name, _ in backends}
             for _ in range(a.repeats):  # the backends interleaved, so drift on a shared machine hits all
                 for name, fn in backends:
                     sub: dict = {}
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     out = fn(xt, rank, a.k1, a.k2, a.eps, timings=sub)
                     secs[name].append(time.perf_counter() - t0)
+                    cpus[name].append(time.process_time() - c0)
                     subs[name].append(sub)
                     first = want.setdefault(name, out)
                     if not all(torch.equal(u, v) for u, v in zip(out, first)):
                         raise SystemExit(f"{name} at {nt} threads differs from the first result")
             for name, _ in backends:
                 row = {"backend": name, "threads": nt, "median_s": statistics.median(secs[name]),
-                       "seconds": secs[name]}
+                       "seconds": secs[name], "median_cpu_s": statistics.median(cpus[name]), "cpu_seconds": cpus[name]}
                 if subs[name][0]:
                     row["stages_median_s"] = {k: statistics.median(s[k] for s in subs[name]) for k in subs[name][0]}
                 res["runs"].append(row)
-                print(f"{name:8s} threads={nt}  median {row['median_s']:.4f} s  "
+                print(f"{name:8s} threads={nt}  median {row['median_s']:.4f} s (cpu {row['median_cpu_s']:.4f} s)  "
                       f"{row.get('stages_median_s', '')}", flush=True)
     finally:
         torch.set_num_threads(old)
