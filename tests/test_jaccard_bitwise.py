@@ -64,6 +64,27 @@ def test_exp_f32_is_within_half_an_ulp_and_saturates():
     assert ends.tolist() == [0.0, 0.0, math.inf, math.inf, 0.0]
 
 
+@needs_native
+@pytest.mark.parametrize("dim", [1, 7, 16, 31, 256, 1536])
+def test_native_dot_rows_equal_torch(dim):
+    rng = np.random.default_rng(dim + 1)
+    a = rng.standard_normal((300, dim)).astype(np.float32)
+    b = (a + 0.1 * rng.standard_normal((300, dim))).astype(np.float32)
+    want = torch_stages.dot_rows(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_array_equal(nat.jaccard_dot_rows(a, b), want)
+    with pytest.raises(ValueError, match="b: expected the shape of a"):
+        nat.jaccard_dot_rows(a, b[:, :-1].copy() if dim > 1 else b[:-1].copy())
+
+
+@needs_native
+def test_native_exp_equals_torch_exp_f32():
+    rng = np.random.default_rng(3)
+    grid = np.linspace(-4.1, 0.1, 1 << 20, dtype=np.float32)
+    bits = rng.integers(0, 1 << 32, 1 << 18, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    z = np.concatenate([grid, bits[np.isfinite(bits)], np.float32([0.0, -0.0, -4.0, -200.0, 100.0, 1e30, -1e30])])
+    np.testing.assert_array_equal(nat.jaccard_exp_f32(z), torch_stages.exp_f32(torch.from_numpy(z)).numpy())
+
+
 # ----------------------------------------------------------------------------- native == torch, bitwise
 
 def _unit(x: np.ndarray) -> torch.Tensor:

@@ -331,4 +331,12 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   return 0;
 }
 
+void jaccard_dot_rows(const float* a, const float* b, int64_t m, int64_t d, float* out) {
+  for (int64_t r = 0; r < m; ++r) out[r] = dot(a + r * d, b + r * d, d);
+}
+
+void jaccard_exp_f32(const float* z, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_f32(z[i]);
+}
+
 }  // namespace hilcore

@@ -31,4 +31,9 @@ struct JaccardCsr {
 int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
                 int64_t k2, float max_distance, int num_threads, JaccardCsr* out);
 
+// The two float32 primitives of the weights, as jaccard_cpu computes them (for tests against the
+// torch stages' dot_rows / exp_f32): out[r] = a[r] . b[r] for row-major [m, d] a and b; out[i] = exp(z[i]).
+void jaccard_dot_rows(const float* a, const float* b, int64_t m, int64_t d, float* out);
+void jaccard_exp_f32(const float* z, int64_t n, float* out);
+
 }  // namespace hilcore
