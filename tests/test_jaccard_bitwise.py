@@ -211,3 +211,13 @@ def test_default_call_equals_torch_backend_on_exact_tie_data():
     for name in ("indptr", "indices", "data"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert stored_mask(a).sum() > 301
+
+
+@needs_native
+def test_stage_benchmark_runs_and_checks_bitwise(tmp_path):
+    from benchmarks import bench_jaccard_stages
+
+    out = tmp_path / "r.json"
+    res = bench_jaccard_stages.main(["--n", "300", "--dim", "24", "--k1", "20", "--repeats", "1", "--out", str(out)])
+    assert out.exists() and res["native_equals_torch"] is True
+    assert {(r["backend"], r["threads"]) for r in res["runs"]} == {(b, t) for b in ("native", "torch") for t in (1, 2)}
