@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 namespace hilcore {
@@ -115,11 +116,16 @@ constexpr double kExpTaylor[12] = {0x1.0000000000000p+0, 0x1.0000000000000p+0,  
 
 inline float exp_f32(float z) {
   const double zd = std::min(std::max(static_cast<double>(z), -200.0), 100.0);
-  const double k = std::nearbyint(zd * kInvLn2);
+  // round-half-even(zd / ln2) as torch.round gives it: adding and removing 1.5 * 2^52 rounds to an
+  // integer in the default rounding mode, exactly, for |v| < 2^51 (here |v| < 300); no libm call
+  const double k = (zd * kInvLn2 + 0x1.8p52) - 0x1.8p52;
   const double r = (zd - k * kLn2Hi) - k * kLn2Lo;
   double p = r * kExpTaylor[11] + kExpTaylor[10];
   for (int c = 9; c >= 0; --c) p = p * r + kExpTaylor[c];
-  return static_cast<float>(std::ldexp(p, static_cast<int>(k)));
+  const uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(k) + 1023) << 52;  // 2^k, exactly
+  double two_k;
+  std::memcpy(&two_k, &bits, sizeof two_k);
+  return static_cast<float>(p * two_k);
 }
 
 // d = max(0, 1 - m / ((s_i + s_j) - m)) with the row masses s = sum_t V'[., t]: identical V' rows
