@@ -149,7 +149,7 @@ def exp_f32(z: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_numerators(sims: torch.Tensor) -> torch.Tensor:
-    """The unnormalised weights ``exp(-(2 - 2 s))`` of float32 similarities (no max shift: the logits lie in [-4, 0])."""
+    """The unnormalised weights ``exp(-(2 - 2 s))`` of float32 similarities (no max shift: logits in [-4, 0])."""
     return exp_f32(-(2.0 - 2.0 * sims))
 
 
