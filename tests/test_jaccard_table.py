@@ -26,6 +26,7 @@ import hilcore
 from hilcore.cuda_backend import jaccard as cj
 from hilcore.ref import jaccard as ref_jaccard
 from hilcore.torch_backend import jaccard as tj
+from jaccard_rows_ref import assert_bitwise, capacity, reference, synthetic
 from testing import assert_jaccard_matches, csr_to_dense, reid_features, stored_mask, with_duplicates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,56 +90,6 @@ def _run(prog, tmp_path, q_ptr, q_idx, q_val, max_distance, seed=1, undersize=Fa
     return out
 
 
-# ---------------------------------------------------------------- the reference, from the formulas
-def _capacity(count):
-    cap = 32
-    while cap < 2 * count:
-        cap <<= 1
-    return cap
-
-
-def _postings(q_ptr, q_idx, q_val, n):
-    rows = np.repeat(np.arange(n), np.diff(q_ptr))
-    order = np.argsort(q_idx, kind="stable")
-    p_ptr = np.concatenate([[0], np.cumsum(np.bincount(q_idx, minlength=n))]).astype(np.int64)
-    return p_ptr, rows[order], q_val[order]
-
-
-def _reference(q_ptr, q_idx, q_val, max_distance):
-    """Per row: (kept columns ascending, float32 distances, distinct partners, summed postings sizes).
-    m(i, j) is a float32 accumulator walked in ascending t (one add per postings list)."""
-    n = q_ptr.size - 1
-    p_ptr, p_row, p_val = _postings(q_ptr, q_idx, q_val, n)
-    md = np.float32(max_distance)
-    rows = []
-    for i in range(n):
-        acc = np.zeros(n, np.float32)
-        touched = np.zeros(n, bool)
-        summed = 0
-        for a in range(q_ptr[i], q_ptr[i + 1]):
-            t = q_idx[a]
-            lo, hi = p_ptr[t], p_ptr[t + 1]
-            js = p_row[lo:hi]
-            acc[js] = acc[js] + np.minimum(q_val[a], p_val[lo:hi])
-            touched[js] = True
-            summed += hi - lo
-        js = np.flatnonzero(touched)
-        m = acc[js]
-        d = np.maximum(np.float32(1) - m / (np.float32(2) - m), np.float32(0))
-        diag = js == i
-        keep = diag | ((m > 0) & (d <= md))
-        rows.append((js[keep], np.where(diag, np.float32(0), d)[keep].astype(np.float32), js.size, summed))
-    return rows
-
-
-def _assert_bitwise(out, ref):
-    n = len(ref)
-    for i in range(n):
-        lo, hi = out["indptr"][i], out["indptr"][i + 1]
-        np.testing.assert_array_equal(out["indices"][lo:hi], ref[i][0], err_msg=f"row {i} columns")
-        assert out["data"][lo:hi].view(np.uint32).tolist() == ref[i][1].view(np.uint32).tolist(), f"row {i} bits"
-
-
 # ---------------------------------------------------------------- inputs
 def _vprime(n, k1, k2, dup):
     """V' of ReID-like features through the torch backend's stages (CSR: numpy)."""
@@ -157,37 +108,10 @@ def _vprime(n, k1, k2, dup):
     return x, xt, rank, k1, k2, eptr.numpy(), eidx.numpy().astype(np.int32), vals.numpy()
 
 
-def _synthetic(n=1500, seed=0, hub=700):
-    """Random V' rows: empty rows, exact duplicate rows, zero weights (m can be 0), and a hub
-    column held by `hub` rows, whose rows have more partners than any shared-memory table holds."""
-    rng = np.random.default_rng(seed)
-    sizes = rng.integers(0, 9, n)
-    sizes[rng.random(n) < 0.1] = 0  # rows with no support, hence no partners
-    cols, vals = [], []
-    for i in range(n):
-        c = np.sort(rng.choice(n, sizes[i], replace=False)) if sizes[i] else np.zeros(0, np.int64)
-        v = rng.random(c.size).astype(np.float32) * np.float32(0.3)
-        v[rng.random(c.size) < 0.05] = 0  # a softmax weight that underflowed
-        cols.append(c)
-        vals.append(v)
-    for i in rng.choice(n, hub, replace=False):
-        if sizes[i] == 0:
-            continue
-        c = np.union1d(cols[i], [0])
-        v = np.concatenate([vals[i], [np.float32(0.05)]])[np.argsort(np.concatenate([cols[i], [0]]), kind="stable")]
-        cols[i], vals[i] = c, v.astype(np.float32)[:c.size]
-    for dst, src in zip(rng.choice(n, n // 10, replace=False), rng.integers(0, n, n // 10)):
-        cols[dst], vals[dst] = cols[src].copy(), vals[src].copy()  # duplicate rows
-    q_ptr = np.concatenate([[0], np.cumsum([c.size for c in cols])]).astype(np.int64)
-    q_idx = np.concatenate(cols).astype(np.int32) if q_ptr[-1] else np.zeros(0, np.int32)
-    q_val = np.concatenate(vals).astype(np.float32) if q_ptr[-1] else np.zeros(0, np.float32)
-    return q_ptr, q_idx, q_val
-
-
 @functools.lru_cache(maxsize=None)
 def _synthetic_ref(max_distance):
-    q = _synthetic()
-    return q, _reference(*q, max_distance)
+    q = synthetic()
+    return q, reference(*q, max_distance)
 
 
 # ---------------------------------------------------------------- tests of the header on the host
@@ -197,12 +121,12 @@ def test_tables_bitwise_on_synthetic_rows(host_prog, tmp_path, max_distance):
     n = q_ptr.size - 1
     out = _run(host_prog, tmp_path, q_ptr, q_idx, q_val, max_distance)
     assert not out["status"].any()
-    _assert_bitwise(out, ref)
+    assert_bitwise(out, ref)
     partners = np.array([r[2] for r in ref])
     summed = np.array([r[3] for r in ref])
     np.testing.assert_array_equal(out["partners"], partners)  # exact distinct partners
-    np.testing.assert_array_equal(out["bound"], [_capacity(min(s, n)) for s in summed])
-    np.testing.assert_array_equal(out["slots"], [_capacity(p) for p in partners])
+    np.testing.assert_array_equal(out["bound"], [capacity(min(s, n)) for s in summed])
+    np.testing.assert_array_equal(out["slots"], [capacity(p) for p in partners])
     big = partners > 16  # tables past the 32-slot minimum: load factor in (1/4, 1/2]
     load = partners[big] / out["slots"][big]
     assert load.size and load.min() > 0.25 and load.max() <= 0.5
@@ -243,7 +167,7 @@ def test_tables_on_reid_vprime_match_reference_and_torch(host_prog, tmp_path, n,
     for md in (math.inf, 0.6):
         out = _run(host_prog, tmp_path, q_ptr, q_idx, q_val, md)
         assert not out["status"].any()
-        _assert_bitwise(out, _reference(q_ptr, q_idx, q_val, md))
+        assert_bitwise(out, reference(q_ptr, q_idx, q_val, md))
         got = _scipy(out, n)
         # the whole pipeline's value, within float tolerance: torch backend, dense reference
         t_ptr, t_idx, t_val = tj.jaccard(xt, rank, k1, k2, md)
@@ -273,7 +197,7 @@ def test_header_compiled_by_nvcc_gives_the_same_bits(host_prog, tmp_path):
     (q_ptr, q_idx, q_val), ref = _synthetic_ref(0.6)
     a = _run(host_prog, tmp_path, q_ptr, q_idx, q_val, 0.6)
     b = _run(prog, tmp_path, q_ptr, q_idx, q_val, 0.6)
-    _assert_bitwise(b, ref)
+    assert_bitwise(b, ref)
     for key in ("indptr", "indices", "data", "bound", "partners", "slots", "status", "shared_rows"):
         assert a[key].tobytes() == b[key].tobytes(), key
 
@@ -298,7 +222,7 @@ class _ModelKernels:
         sizes = (p_ptr[1:] - p_ptr[:-1])[q_idx.long()]
         rows = torch.repeat_interleave(torch.arange(n), q_ptr.diff())
         summed = torch.zeros(n, dtype=torch.int64).index_add_(0, rows, sizes)
-        out.copy_(torch.tensor([_capacity(min(int(s), n)) for s in summed]))
+        out.copy_(torch.tensor([capacity(min(int(s), n)) for s in summed]))
 
     @staticmethod
     def _check_launch(shared, regions, region_slots, *scratch):
@@ -317,7 +241,7 @@ class _ModelKernels:
                 err |= 1
                 continue
             c = self._supp_partners(qp, qi, pp, pr, i).size
-            partners[i], slots[i] = c, _capacity(c)
+            partners[i], slots[i] = c, capacity(c)
 
     def rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, shared, regions, region_slots, keys, vals,
              max_distance, row0, st_off, kept, st_idx, st_val, err):
@@ -341,7 +265,7 @@ class _ModelKernels:
         key = (id(q_ptr), max_distance)
         if getattr(self, "_key", None) != key:
             self._key = key
-            self._ref = _reference(q_ptr.numpy(), q_idx.numpy(), q_val.numpy(), max_distance)
+            self._ref = reference(q_ptr.numpy(), q_idx.numpy(), q_val.numpy(), max_distance)
         return self._ref[i][0], self._ref[i][1]
 
 
@@ -354,10 +278,10 @@ def _pairs_on_model(q, max_distance, workspace, model):
 
 @pytest.mark.parametrize("workspace", [1 << 30, 4096, 1], ids=["whole", "chunks", "row-per-chunk"])
 def test_pairs_orchestration_on_a_kernel_model(workspace):
-    q = _synthetic(n=300, seed=3, hub=120)
+    q = synthetic(n=300, seed=3, hub=120)
     model = _ModelKernels()
     indptr, indices, data = _pairs_on_model(q, 0.6, workspace, model)
-    ref = _reference(*q, 0.6)
+    ref = reference(*q, 0.6)
     want_ptr = np.concatenate([[0], np.cumsum([r[0].size for r in ref])])
     np.testing.assert_array_equal(indptr.numpy(), want_ptr)
     np.testing.assert_array_equal(indices.numpy(), np.concatenate([r[0] for r in ref]))
@@ -380,7 +304,7 @@ def test_pairs_reports_a_kernel_error():
             err |= 2  # a table filled up (in place: the kernels' error word)
 
     with pytest.raises(RuntimeError, match="overflow"):
-        _pairs_on_model(_synthetic(n=40, seed=1, hub=10), math.inf, 1 << 20, Broken())
+        _pairs_on_model(synthetic(n=40, seed=1, hub=10), math.inf, 1 << 20, Broken())
 
 
 def test_regions_are_warp_multiples_within_budget():
