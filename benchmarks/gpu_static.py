@@ -184,6 +184,19 @@ def cuda_report(archs) -> list[dict]:
     return rows
 
 
+def _dynamic_shared() -> dict:
+    """Largest dynamic shared memory per block of the CUDA kernels that take it (their launchers
+    size it per launch; kernels/cuda/launchers.h): 8 warps x region slots x slot bytes."""
+    text = (ROOT / "kernels" / "cuda" / "launchers.h").read_text()
+    slots = {k: int(v) for k, v in re.findall(r"constexpr int64_t (kJaccard\w+SmemSlots) = (\d+);", text)}
+    out = {}
+    if "kJaccardPartnersSmemSlots" in slots:
+        out["jaccard_partners_kernel<true>"] = 8 * slots["kJaccardPartnersSmemSlots"] * 4
+    if "kJaccardRowsSmemSlots" in slots:
+        out["jaccard_rows_kernel<true>"] = 8 * slots["kJaccardRowsSmemSlots"] * 8
+    return out
+
+
 def _demangle(names):
     cxxfilt = shutil.which("c++filt")
     if not cxxfilt or not names:
@@ -236,8 +249,11 @@ def _ptxas_rows(log: str, file: str, arch: int, cubin: bytes) -> list[dict]:
                 if m:
                     per_fn[fn][m[1]] += 1
     names = _demangle([r["mangled"] for r in rows])
+    dyn = _dynamic_shared()
     for r in rows:
         r["kernel"] = names[r["mangled"]]
+        if r["kernel"] in dyn:
+            r["dynamic_shared_max_bytes"] = dyn[r["kernel"]]
         ops = per_fn.get(r["mangled"], collections.Counter())
         tc = {op: ops[op] for op in TC_OPS if ops.get(op)}
         r.update(tensor_core=tc, tensor_core_total=sum(tc.values()))
@@ -255,6 +271,8 @@ def table(rows: list[dict]) -> str:
         spill = (r.get("spill_stores", 0) + r.get("spill_loads", 0) + r.get("local_bytes", 0)
                  if r["kind"] == "triton" else r.get("spill_store_bytes", 0) + r.get("spill_load_bytes", 0))
         smem = r.get("shared_bytes", r.get("static_shared_bytes", 0))
+        if r.get("dynamic_shared_max_bytes"):
+            smem = f"<={r['dynamic_shared_max_bytes'] // 1024}Ki"  # dynamic, sized per launch
         tc = " ".join(f"{k}:{v}" for k, v in r["tensor_core"].items()) or "0"
         lines.append(f"{r['kind']:6} {r['kernel'][:30]:30} {r.get('d', '-'):>5} {r['arch']:6} {r['registers']:>4} "
                      f"{spill:>5} {smem:>7} {tc:>22}")

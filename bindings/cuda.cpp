@@ -165,8 +165,13 @@ void register_cuda(py::module_& m) {
 
   m.def(
       "cuda_jaccard_smem_slots",
-      []() { return py::make_tuple(hc::kJaccardPartnersSmemSlots, hc::kJaccardRowsSmemSlots); },
-      "Table slots per warp in shared memory: (partners pass, rows pass); larger tables go to global memory.");
+      []() {
+        int64_t partners = 0, rows = 0;
+        check_cuda(hc::jaccard_smem_slots(&partners, &rows), "jaccard_smem_slots");
+        return py::make_tuple(partners, rows);
+      },
+      "Largest table (slots) a warp keeps in shared memory on the current device: (partners pass, rows pass); "
+      "larger tables go to global memory.");
 
   m.def(
       "cuda_jaccard_partners",
@@ -180,10 +185,11 @@ void register_cuda(py::module_& m) {
         check_ptr(partners, "partners");
         check_ptr(slots, "slots");
         check_ptr(err, "err");
+        need(region_slots >= 32 && (region_slots & (region_slots - 1)) == 0,
+             "region_slots: expected a power of two >= 32, got " + std::to_string(region_slots));
         if (!shared) {
           need(regions > 0 && regions % 8 == 0, "regions: expected a positive multiple of 8, got " +
                                                     std::to_string(regions));
-          need(region_slots >= 32, "region_slots: expected >= 32, got " + std::to_string(region_slots));
           check_ptr(scratch, "scratch");
         }
         check_cuda(hc::jaccard_partners(P<const int64_t>(q_ptr), P<const int32_t>(q_idx), P<const int64_t>(p_ptr),
@@ -212,10 +218,11 @@ void register_cuda(py::module_& m) {
         check_ptr(st_off, "st_off");
         check_ptr(kept, "kept");
         check_ptr(err, "err");
+        need(region_slots >= 32 && (region_slots & (region_slots - 1)) == 0,
+             "region_slots: expected a power of two >= 32, got " + std::to_string(region_slots));
         if (!shared) {
           need(regions > 0 && regions % 8 == 0, "regions: expected a positive multiple of 8, got " +
                                                     std::to_string(regions));
-          need(region_slots >= 32, "region_slots: expected >= 32, got " + std::to_string(region_slots));
           check_ptr(scratch_keys, "scratch_keys");
           check_ptr(scratch_vals, "scratch_vals");
         }

@@ -1,5 +1,5 @@
 """CI guards on compiled GPU code (no GPU needed): the kNN kernel (tensor cores, <= 128 registers,
-no spills) and the CUDA Jaccard kernels (no spills, shared memory where expected).
+no spills) and the CUDA Jaccard kernels (no spills, no stack).
 
 benchmarks/gpu_static.py compiles the tensor-core candidate kernel of the Triton
 kNN for sm_90 with Triton's own compiler at the configurations the dispatch picks
@@ -65,8 +65,8 @@ JACCARD_CUDA_KERNELS = {
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_cuda_jaccard_kernels_compile_without_spills(tmp_path):
-    """nvcc -Xptxas -v for sm_80 and sm_90: every Jaccard kernel present, no spill, no stack; the
-    shared-memory table instances within the 48 KiB of static shared memory, the others with none."""
+    """nvcc -Xptxas -v for sm_80 and sm_90: every Jaccard kernel present, no spill, no stack, at most
+    64 registers (registers leave room for 4 blocks of 256 threads per SM), no static shared memory."""
     out = tmp_path / "static_cuda.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -82,7 +82,5 @@ def test_cuda_jaccard_kernels_compile_without_spills(tmp_path):
         assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, f"{name}: spills"
         assert r["stack_bytes"] == 0, f"{name}: {r['stack_bytes']} bytes of stack (local memory)"
         assert r["registers"] <= 64, f"{name}: {r['registers']} registers"
-        if r["kernel"] in ("jaccard_partners_kernel<true>", "jaccard_rows_kernel<true>"):
-            assert 0 < r["static_shared_bytes"] <= 48 * 1024, name
-        elif r["kernel"].startswith("jaccard_"):
-            assert r["static_shared_bytes"] == 0, name
+        # the shared-memory table instances take dynamic shared memory, sized per launch
+        assert r["static_shared_bytes"] == 0, name

@@ -205,11 +205,11 @@ def test_header_compiled_by_nvcc_gives_the_same_bits(host_prog, tmp_path):
 # ---------------------------------------------------------------- the Python side, on a model of the kernels
 class _ModelKernels:
     """CPU model of the contract of jaccard_slots / jaccard_partners / jaccard_rows (launchers.h),
-    from the formulas, checking what the kernels check: a table larger than its region, a
-    global launch whose regions are not a positive multiple of 8 or exceed the scratch, staging
-    without room. The kept pairs are written in reverse column order (tables give no order)."""
+    from the formulas, checking what the kernels and launchers check: a table larger than its
+    region, a region that is not a power of two >= 32 or (shared) past the pass's limit, a global
+    launch whose regions are not a positive multiple of 8 or exceed the scratch, staging without room. The kept pairs are written in reverse column order (tables give no order)."""
 
-    def __init__(self, smem_slots=(64, 32)):
+    def __init__(self, smem_slots=(128, 64)):
         self.smem_slots = smem_slots
         self.launches = []
 
@@ -225,6 +225,12 @@ class _ModelKernels:
         out.copy_(torch.tensor([capacity(min(int(s), n)) for s in summed]))
 
     @staticmethod
+    def _check_region(shared, region_slots, max_shared):
+        assert region_slots >= 32 and region_slots & (region_slots - 1) == 0, region_slots
+        if shared:
+            assert region_slots <= max_shared, (region_slots, max_shared)
+
+    @staticmethod
     def _check_launch(shared, regions, region_slots, *scratch):
         if not shared:
             assert regions > 0 and regions % 8 == 0, regions
@@ -233,8 +239,9 @@ class _ModelKernels:
     def partners(self, q_ptr, q_idx, p_ptr, p_row, ids, bound, shared, regions, region_slots, scratch, partners,
                  slots, err):
         self._check_launch(shared, regions, region_slots, scratch)
-        region = self.smem_slots[0] if shared else region_slots
-        self.launches.append(("partners", shared, ids.numel(), regions))
+        self._check_region(shared, region_slots, self.smem_slots[0])
+        region = region_slots
+        self.launches.append(("partners", shared, ids.numel(), region_slots))
         qp, qi, pp, pr = q_ptr.numpy(), q_idx.numpy(), p_ptr.numpy(), p_row.numpy()
         for i in ids.tolist():
             if bound[i] > region:
@@ -246,8 +253,9 @@ class _ModelKernels:
     def rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, shared, regions, region_slots, keys, vals,
              max_distance, row0, st_off, kept, st_idx, st_val, err):
         self._check_launch(shared, regions, region_slots, keys, vals)
-        region = self.smem_slots[1] if shared else region_slots
-        self.launches.append(("rows", shared, ids.numel(), regions))
+        self._check_region(shared, region_slots, self.smem_slots[1])
+        region = region_slots
+        self.launches.append(("rows", shared, ids.numel(), region_slots))
         for i in ids.tolist():
             if slots[i] > region:
                 err |= 4
@@ -292,8 +300,10 @@ def test_pairs_orchestration_on_a_kernel_model(workspace):
     rows_launches = [x for x in model.launches if x[0] == "rows"]
     if workspace == 1:  # chunks of one row with partners (plus rows with none): many launches
         assert len(rows_launches) >= sum(r[2] > 1 for r in ref) > 100
-    if workspace == 1 << 30:
-        assert len(rows_launches) == 2
+    if workspace == 1 << 30:  # one shared-memory launch per table size that fits, one global launch
+        caps = {capacity(r[2]) for r in ref}
+        assert sorted(x[3] for x in rows_launches if x[1]) == sorted(c for c in caps if c <= 64)
+        assert len(caps & {32, 64}) == 2 and [x[3] for x in rows_launches if not x[1]] == [max(caps)]
 
 
 def test_pairs_reports_a_kernel_error():

@@ -114,10 +114,16 @@ def _regions(rows: int, region_slots: int, slot_bytes: int, budget: int) -> int:
     return -(-r // _WARPS_PER_BLOCK) * _WARPS_PER_BLOCK
 
 
-def _split(slots: torch.Tensor, rows: torch.Tensor, region_slots: int):
-    """(shared, ids) for the rows whose table fits a shared-memory region and for the others."""
-    fit = slots[rows] <= region_slots
-    return ((True, rows[fit]), (False, rows[~fit]))
+def _groups(slots: torch.Tensor, rows: torch.Tensor, max_shared: int):
+    """(shared, region_slots, ids): one shared-memory launch per table size up to max_shared (the
+    region is that size, so small tables take little shared memory), then the rest for global memory."""
+    cap = slots[rows]
+    fit = cap <= max_shared
+    for size in torch.unique(cap[fit]).tolist():
+        yield True, int(size), rows[cap == size]
+    rest = rows[~fit]
+    if rest.numel():
+        yield False, int(slots[rest].max()), rest
 
 
 def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: float, workspace_bytes: int):
@@ -129,8 +135,9 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
        size, and ``slots[i]``, the table size of the rows pass (load factor 1/4 .. 1/2);
     3. rows pass, by chunks of rows whose staged pairs (<= their partners) fit the workspace:
        build, count and fill in one kernel, then each row's pairs sorted by column.
-    Rows whose table fits a warp's shared-memory region go to the shared-memory kernel, the
-    others to the global-memory one (a region per warp, at most ``workspace_bytes`` of them).
+    Rows whose table fits a warp's shared-memory region go to the shared-memory kernel, one
+    launch per table size (that size is the region: 8 per block), the others to the
+    global-memory one (a region per warp, at most ``workspace_bytes`` of them).
     """
     dev = q_ptr.device
     i64 = dict(dtype=torch.int64, device=dev)
@@ -142,13 +149,10 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
     k.slots(q_ptr, q_idx, p_ptr, n, bound)
     partners = torch.empty(n, **i64)
     slots = torch.empty(n, **i64)
-    for shared, ids in _split(bound, every, smem_partners):
-        if ids.numel() == 0:
-            continue
+    for shared, region, ids in _groups(bound, every, smem_partners):
         if shared:
-            k.partners(q_ptr, q_idx, p_ptr, p_row, ids, bound, True, 0, 0, None, partners, slots, err)
+            k.partners(q_ptr, q_idx, p_ptr, p_row, ids, bound, True, 0, region, None, partners, slots, err)
         else:
-            region = int(bound[ids].max())
             regions = _regions(ids.numel(), region, _KEY_BYTES, workspace_bytes)
             scratch = torch.empty(regions * region, dtype=torch.int32, device=dev)
             k.partners(q_ptr, q_idx, p_ptr, p_row, ids, bound, False, regions, region, scratch, partners, slots,
@@ -164,14 +168,11 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
         staged = int(cum[b] - cum[a])
         st_idx = torch.empty(staged, dtype=torch.int32, device=dev)
         st_val = torch.empty(staged, dtype=torch.float32, device=dev)
-        for shared, ids in _split(slots, every[a:b], smem_rows):
-            if ids.numel() == 0:
-                continue
+        for shared, region, ids in _groups(slots, every[a:b], smem_rows):
             if shared:
-                k.rows(q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, True, 0, 0, None, None, max_distance,
-                       a, st_off, kept, st_idx, st_val, err)
+                k.rows(q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, True, 0, region, None, None,
+                       max_distance, a, st_off, kept, st_idx, st_val, err)
             else:
-                region = int(slots[ids].max())
                 regions = _regions(ids.numel(), region, _SLOT_BYTES, workspace_bytes)
                 keys = torch.empty(regions * region, dtype=torch.int32, device=dev)
                 vals = torch.empty(regions * region, dtype=torch.float32, device=dev)

@@ -226,9 +226,11 @@ __global__ void query_expansion_kernel(const int64_t* __restrict__ e_ptr, const 
 //                     partners of the row and the capacity of its real table
 //   jaccard_rows      build m(i, .) in a table sized by those partners, count
 //                     and write the kept pairs: build, count and fill fused
-// A row whose table fits the warp's shared-memory region runs in the
-// <SHARED = true> instance, the others in <false> with a global-memory region
-// per warp (scratch[warp * region_slots ...], the grid sized by the caller).
+// Both kernels give each warp a region of region_slots slots for its tables:
+// <SHARED = true> in dynamic shared memory (kWarpsPerBlock regions per block;
+// the caller groups rows by table size and passes that size, so small rows
+// take little shared memory and many blocks fit an SM), <false> in global
+// memory (scratch[warp * region_slots ...], exactly `regions` warps).
 using jtable::kEmpty;
 
 // Keys in shared memory: volatile loads, shared-memory atomicCAS.
@@ -285,10 +287,11 @@ __global__ void jaccard_partners_kernel(
     const int32_t* __restrict__ p_row, const int64_t* __restrict__ ids, int64_t m,
     const int64_t* __restrict__ bound_slots, int64_t region_slots, int32_t* scratch, int64_t* __restrict__ partners,
     int64_t* __restrict__ slots, int* __restrict__ err) {
-  __shared__ int32_t sk[SHARED ? kWarpsPerBlock * kJaccardPartnersSmemSlots : 1];
+  extern __shared__ int4 dyn_smem[];  // SHARED: kWarpsPerBlock regions of region_slots int32 keys
   const int lane = lane_id();
-  const int64_t region = SHARED ? kJaccardPartnersSmemSlots : region_slots;
-  int32_t* K = SHARED ? sk + (threadIdx.x / kWarp) * kJaccardPartnersSmemSlots : scratch + warp_id() * region_slots;
+  const int64_t region = region_slots;
+  int32_t* K = SHARED ? reinterpret_cast<int32_t*>(dyn_smem) + (threadIdx.x / kWarp) * region_slots
+                      : scratch + warp_id() * region_slots;
   typename KeysOf<SHARED>::type keys{K};
   for (int64_t r = warp_id(); r < m; r += warp_count()) {
     const int64_t i = ids[r];
@@ -325,14 +328,13 @@ __global__ void jaccard_rows_kernel(
     int32_t* scratch_keys, float* scratch_vals, float max_distance, int64_t row0,
     const int64_t* __restrict__ st_off, int64_t* __restrict__ kept, int32_t* __restrict__ st_idx,
     float* __restrict__ st_val, int* __restrict__ err) {
-  __shared__ int32_t sk[SHARED ? kWarpsPerBlock * kJaccardRowsSmemSlots : 1];
-  __shared__ float sv[SHARED ? kWarpsPerBlock * kJaccardRowsSmemSlots : 1];
+  extern __shared__ int4 dyn_smem[];  // SHARED: kWarpsPerBlock key regions, then as many value regions
   const int lane = lane_id();
   const unsigned below = (1u << lane) - 1u;
-  const int64_t region = SHARED ? kJaccardRowsSmemSlots : region_slots;
-  const int64_t w = SHARED ? (threadIdx.x / kWarp) * kJaccardRowsSmemSlots : warp_id() * region_slots;
-  int32_t* K = (SHARED ? sk : scratch_keys) + w;
-  float* V = (SHARED ? sv : scratch_vals) + w;
+  const int64_t region = region_slots;
+  const int64_t w = (SHARED ? static_cast<int64_t>(threadIdx.x / kWarp) : warp_id()) * region_slots;
+  int32_t* K = (SHARED ? reinterpret_cast<int32_t*>(dyn_smem) : scratch_keys) + w;
+  float* V = (SHARED ? reinterpret_cast<float*>(dyn_smem) + kWarpsPerBlock * region_slots : scratch_vals) + w;
   typename KeysOf<SHARED>::type keys{K};
   Vals vals{V};
   for (int64_t r = warp_id(); r < m; r += warp_count()) {
@@ -456,14 +458,48 @@ static unsigned region_grid(int64_t regions) {
   return static_cast<unsigned>((regions + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
 
+// Dynamic shared memory of a block of the shared instance, after checking the
+// region against the pass's cap and opting in past the default 48 KiB.
+template <class Kernel>
+static int shared_launch_bytes(Kernel kernel, int64_t region_slots, int64_t slot_bytes, int64_t max_slots,
+                               size_t* bytes) {
+  if (region_slots < jtable::kMinSlots || region_slots > max_slots) return static_cast<int>(cudaErrorInvalidValue);
+  *bytes = static_cast<size_t>(kWarpsPerBlock * region_slots * slot_bytes);
+  if (*bytes > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*bytes));
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  return 0;
+}
+
+int jaccard_smem_slots(int64_t* partners_slots, int64_t* rows_slots) {
+  int dev = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  auto fit = [optin](int64_t cap, int64_t slot_bytes) {
+    int64_t s = cap;
+    while (s > jtable::kMinSlots && kWarpsPerBlock * s * slot_bytes > optin) s >>= 1;
+    return kWarpsPerBlock * s * slot_bytes <= optin ? s : int64_t{0};
+  };
+  *partners_slots = fit(kJaccardPartnersSmemSlots, 4);
+  *rows_slots = fit(kJaccardRowsSmemSlots, 8);
+  return 0;
+}
+
 int jaccard_partners(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, const int32_t* p_row,
                      const int64_t* ids, int64_t m, const int64_t* bound_slots, int shared, int64_t regions,
                      int64_t region_slots, int32_t* scratch, int64_t* partners, int64_t* slots, int* err,
                      void* stream) {
   if (m <= 0) return 0;
   if (shared) {
-    jaccard_partners_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(
-        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, 0, nullptr, partners, slots, err);
+    size_t bytes = 0;
+    const int st = shared_launch_bytes(jaccard_partners_kernel<true>, region_slots, 4, kJaccardPartnersSmemSlots,
+                                       &bytes);
+    if (st) return st;
+    jaccard_partners_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, region_slots, nullptr, partners, slots, err);
   } else {
     if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
     jaccard_partners_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(
@@ -479,9 +515,12 @@ int jaccard_rows(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val,
                  float* st_val, int* err, void* stream) {
   if (m <= 0) return 0;
   if (shared) {
-    jaccard_rows_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(
-        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, 0, nullptr, nullptr, max_distance, row0, st_off,
-        kept, st_idx, st_val, err);
+    size_t bytes = 0;
+    const int st = shared_launch_bytes(jaccard_rows_kernel<true>, region_slots, 8, kJaccardRowsSmemSlots, &bytes);
+    if (st) return st;
+    jaccard_rows_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, region_slots, nullptr, nullptr, max_distance, row0,
+        st_off, kept, st_idx, st_val, err);
   } else {
     if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
     jaccard_rows_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(

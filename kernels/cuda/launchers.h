@@ -56,14 +56,19 @@ int query_expansion_fill(const int64_t* e_ptr, const int32_t* e_idx, const float
 // Sparse Jaccard over V' (CSR q_*) and its transpose (postings p_*: for each
 // column t, the rows holding t in ascending row order, with their values).
 // Per-row hash tables: kernels/cuda/jaccard_table.h. Rows are given as a list
-// ids [m] (int64 row numbers); `shared` = 1 runs the shared-memory instance
-// (every listed row's table must fit kJaccard*SmemSlots), 0 the global-memory
-// one, which runs exactly `regions` warps (a multiple of 8), warp w owning
-// scratch[w * region_slots, (w + 1) * region_slots) (region_slots >= every
-// listed row's table). A table too big for its region, or a table that fills
-// up, sets a bit of *err (device int, preset to 0) instead of overrunning.
-constexpr int64_t kJaccardPartnersSmemSlots = 1024;  // int32 keys per warp: 32 KiB per 256-thread block
-constexpr int64_t kJaccardRowsSmemSlots = 512;       // int32 key + float value per slot: 32 KiB per block
+// ids [m] (int64 row numbers). Each warp owns a region of region_slots slots
+// (a power of two >= 32, >= every listed row's table): `shared` = 1 puts the
+// regions in dynamic shared memory (8 per block; region_slots at most the
+// pass's kJaccard*SmemSlots, and what jaccard_smem_slots reports), 0 in global
+// memory, where the launch runs exactly `regions` warps (a multiple of 8), warp
+// w owning scratch[w * region_slots, (w + 1) * region_slots). A table too big
+// for its region, or a table that fills up, sets a bit of *err (device int,
+// preset to 0) instead of overrunning.
+constexpr int64_t kJaccardPartnersSmemSlots = 2048;  // int32 keys: 8 KiB per warp, 64 KiB per 256-thread block
+constexpr int64_t kJaccardRowsSmemSlots = 1024;      // int32 key + float value: 8 KiB per warp, 64 KiB per block
+// The largest shared-memory regions the current device allows (per pass, <= the
+// constants above; 0: none), from its opt-in shared memory per block.
+int jaccard_smem_slots(int64_t* partners_slots, int64_t* rows_slots);
 
 // slots[i] = capacity_for(min(n, sum over t in supp(i) of |postings(t)|)): a
 // power of two >= 32 with room for every distinct partner at load <= 1/2.
