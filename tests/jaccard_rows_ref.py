@@ -55,7 +55,7 @@ def assert_bitwise(out, ref):
         assert out["data"][lo:hi].view(np.uint32).tolist() == ref[i][1].view(np.uint32).tolist(), f"row {i} bits"
 
 
-def synthetic(n=1500, seed=0, hub=700):
+def synthetic(n=3000, seed=0, hub=1300):
     """Random V' rows: empty rows, exact duplicate rows, zero weights (m can be 0), and a hub
     column held by `hub` rows, whose rows have more partners than any shared-memory table holds."""
     rng = np.random.default_rng(seed)
