@@ -131,27 +131,45 @@ def test_cuda_jaccard_rejects_bad_rank():
 
 
 # ---------------------------------------------------------------- the last stage's kernels, bit for bit
-def _pairs_cuda(q, max_distance, workspace):
-    """jaccard_slots / jaccard_partners / jaccard_rows (through cuda_backend.jaccard.pairs) on V' = q."""
+def _pairs_cuda(q, max_distance, workspace, smem_slots=None):
+    """jaccard_slots / jaccard_partners / jaccard_rows (through cuda_backend.jaccard.pairs) on V' = q;
+    smem_slots lowers the largest shared-memory tables (partners pass, rows pass) to force global ones."""
     from hilcore.cuda_backend import jaccard as cj
 
     q_ptr, q_idx, q_val = (torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in q)
     n = q_ptr.numel() - 1
     p_ptr, p_row, p_val = cj._postings(q_ptr, q_idx, q_val, n)
     k = cj._Kernels(cj._native(), torch.cuda.current_stream().cuda_stream)
+    if smem_slots is not None:
+        k.smem_slots = smem_slots
     out = cj.pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n, max_distance, workspace)
     assert all(t.is_cuda for t in out)
     return dict(indptr=out[0].cpu().numpy(), indices=out[1].cpu().numpy(), data=out[2].cpu().numpy())
 
 
+@functools.lru_cache(maxsize=None)
+def _synthetic_case(n, max_distance):
+    q = synthetic() if n is None else synthetic(n=n, seed=n, hub=n // 3)
+    return q, reference(*q, max_distance)
+
+
 @pytest.mark.parametrize("max_distance", [math.inf, EPS, 0.0], ids=["all", "eps", "zero"])
-@pytest.mark.parametrize("workspace", [1 << 30, 1 << 16, 1], ids=["whole", "chunks", "row-per-chunk"])
+@pytest.mark.parametrize("workspace", [1 << 30, 1 << 16], ids=["whole", "chunks"])
 def test_cuda_pair_kernels_bitwise_on_synthetic_vprime(max_distance, workspace):
-    """Empty rows, duplicate rows, zero weights and hub rows (tables past shared memory): the
-    kernels' m(i, j) and d are the float32 sums in ascending t of the reference, bit for bit;
-    a tiny workspace makes 8 warps reuse their global-memory regions over many rows."""
-    q = synthetic()
-    assert_bitwise(_pairs_cuda(q, max_distance, workspace), reference(*q, max_distance))
+    """Empty rows, duplicate rows, zero weights and hub rows (tables past the device's shared
+    memory): the kernels' m(i, j) and d are the float32 sums in ascending t of the reference,
+    bit for bit."""
+    q, ref = _synthetic_case(None, max_distance)
+    assert_bitwise(_pairs_cuda(q, max_distance, workspace), ref)
+
+
+@pytest.mark.parametrize("max_distance", [math.inf, EPS], ids=["all", "eps"])
+@pytest.mark.parametrize("workspace", [1 << 30, 1 << 12, 1], ids=["whole", "chunks", "row-per-chunk"])
+def test_cuda_pair_kernels_bitwise_with_small_shared_tables(max_distance, workspace):
+    """Shared-memory tables capped at 64 / 32 slots: most rows in global memory; a tiny
+    workspace makes 8 warps reuse their regions over many rows, one chunk per row."""
+    q, ref = _synthetic_case(301, max_distance)
+    assert_bitwise(_pairs_cuda(q, max_distance, workspace, smem_slots=(64, 32)), ref)
 
 
 @pytest.mark.parametrize("n", (1, 2, 19, 989))
