@@ -303,7 +303,9 @@ def test_pairs_orchestration_on_a_kernel_model(workspace):
     if workspace == 1 << 30:  # one shared-memory launch per table size that fits, one global launch
         caps = {capacity(r[2]) for r in ref}
         assert sorted(x[3] for x in rows_launches if x[1]) == sorted(c for c in caps if c <= 64)
-        assert len(caps & {32, 64}) == 2 and [x[3] for x in rows_launches if not x[1]] == [max(caps)]
+        assert len(caps & {32, 64}) == 2
+        assert sorted(x[3] for x in rows_launches if not x[1]) == sorted(c for c in caps if c > 64)
+        assert len([c for c in caps if c > 64]) >= 2  # global tables of several sizes: one launch each
 
 
 def test_pairs_reports_a_kernel_error():

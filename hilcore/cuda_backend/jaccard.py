@@ -18,9 +18,10 @@ import torch
 from .. import _dispatch
 from .._core import half_k
 
-# Upper bound on the workspace of the last stage (bytes): the global-memory hash
-# tables of the rows too big for shared memory, and the staging of one chunk of
-# rows; the default also keeps it under a quarter of the memory free for torch.
+# Workspace of the last stage (bytes): the global-memory hash tables of one launch
+# (rows too big for shared memory) and the staging of one chunk of rows each stay
+# within it (beyond it only for the minimum of 8 regions, or a single row's pairs);
+# the default also keeps it under a quarter of the memory free for torch.
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 _KEY_BYTES = 4  # int32 key (partners pass)
 _SLOT_BYTES = 8  # int32 key + float32 value (rows pass)
@@ -115,15 +116,13 @@ def _regions(rows: int, region_slots: int, slot_bytes: int, budget: int) -> int:
 
 
 def _groups(slots: torch.Tensor, rows: torch.Tensor, max_shared: int):
-    """(shared, region_slots, ids): one shared-memory launch per table size up to max_shared (the
-    region is that size, so small tables take little shared memory), then the rest for global memory."""
+    """(shared, region_slots, ids): one launch per table size (a power of two) among `rows`, the
+    region being that size: in shared memory up to max_shared slots, so small tables take little
+    of it; in global memory past it, so a few huge rows do not shrink the regions (and the warps)
+    of the many smaller ones."""
     cap = slots[rows]
-    fit = cap <= max_shared
-    for size in torch.unique(cap[fit]).tolist():
-        yield True, int(size), rows[cap == size]
-    rest = rows[~fit]
-    if rest.numel():
-        yield False, int(slots[rest].max()), rest
+    for size in torch.unique(cap).tolist():
+        yield size <= max_shared, int(size), rows[cap == size]
 
 
 def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: float, workspace_bytes: int):
@@ -135,9 +134,9 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
        size, and ``slots[i]``, the table size of the rows pass (load factor 1/4 .. 1/2);
     3. rows pass, by chunks of rows whose staged pairs (<= their partners) fit the workspace:
        build, count and fill in one kernel, then each row's pairs sorted by column.
-    Rows whose table fits a warp's shared-memory region go to the shared-memory kernel, one
-    launch per table size (that size is the region: 8 per block), the others to the
-    global-memory one (a region per warp, at most ``workspace_bytes`` of them).
+    One launch per table size (the region of each warp): in shared memory (8 regions per
+    block) when it fits, else in global memory (a region per warp, at most ``workspace_bytes``
+    of them).
     """
     dev = q_ptr.device
     i64 = dict(dtype=torch.int64, device=dev)
