@@ -207,7 +207,8 @@ class _ModelKernels:
     """CPU model of the contract of jaccard_slots / jaccard_partners / jaccard_rows (launchers.h),
     from the formulas, checking what the kernels and launchers check: a table larger than its
     region, a region that is not a power of two >= 32 or (shared) past the pass's limit, a global
-    launch whose regions are not a positive multiple of 8 or exceed the scratch, staging without room. The kept pairs are written in reverse column order (tables give no order)."""
+    launch whose regions are not a positive multiple of 8 or exceed the scratch, staging without
+    room. The kept pairs are written in reverse column order (tables give no order)."""
 
     def __init__(self, smem_slots=(128, 64)):
         self.smem_slots = smem_slots
