@@ -59,7 +59,8 @@ import torch.distributed as dist
 
 from . import _arrays
 from ._core import half_k
-from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets
+from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets, dot_rows, \
+    jaccard_from_min_sum, row_masses, softmax_numerators
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
 
@@ -659,13 +660,14 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     rows the local rows reference cross the network: rank rows and reciprocal
     masks of the kNN neighbours, feature rows of the expanded sets, weight rows
     of the first k2 neighbours, and the inverted-index columns (keyed by the
-    rank owning the column) of the local supports. Sums run in the torch
-    backend's order, so the rows are bitwise those of
-    ``hilcore.torch_backend.jaccard.jaccard`` on the concatenated rows with the
-    same ranking: on CPU ``hilcore.knn``'s default (native) ranking (and
-    ``hilcore.jaccard_distance(backend="torch")`` whenever the torch kNN ranks
-    the rows the same, i.e. without float32 near-ties). The default
-    (native) Jaccard stages equal it wherever they round as the torch stages do.
+    rank owning the column) of the local supports, and the row masses. Sums run
+    in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
+    those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
+    on the concatenated rows with the same ranking: on CPU that is
+    ``hilcore.knn``'s default (native) ranking, so the result is bitwise
+    ``hilcore.jaccard_distance`` with the default backend (and with
+    ``backend="torch"`` whenever the torch kNN ranks the rows the same, i.e.
+    without float32 near-ties).
 
     Args:
         x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
@@ -770,9 +772,9 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         ent = torch.nonzero(sel[epos]).flatten()  # entries whose column this owner holds
         for s in range(0, ent.shape[0], step):
             e = ent[s:s + step]
-            sims[e] = (xl[rows[e]] * xf[col_slot[epos[e]]]).sum(dim=1)
+            sims[e] = dot_rows(xl[rows[e]], xf[col_slot[epos[e]]])
         col_slot[sel] = -1
-    w = torch.exp(-(2.0 - 2.0 * sims))
+    w = softmax_numerators(sims)
     total = torch.zeros(n_l, dtype=torch.float32, device=dev).index_add_(0, rows, w)
     vals = w / total[rows]
 
@@ -782,6 +784,8 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         vptr, vcol, vval = _fetch_csr(comm, own, nb2, eptr, eidx, vals)
         eptr, eidx, vals = _mean_of_rows(pos2, n, vptr, vcol, vval)
 
+    # the row masses s_j of every row (one float each), for d = 1 - m / (s_i + s_j - m)
+    mass = comm.all_gather_var(row_masses(eptr, vals, n_l))
     # 5. inverted index keyed by column owner: every entry (t, i, v) goes to the owner of t
     rows_g = me + torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
     owner = own.of(eidx)
@@ -844,8 +848,8 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
                 at = stop
             flat = torch.nonzero(acc > 0).flatten()
             m = acc[flat]
-            d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
             i, j = flat // n + r0, flat % n
+            d = jaccard_from_min_sum(m, mass[i + me], mass[j])
             d = torch.where(i + me == j, torch.zeros_like(d), d)
             keep = d <= max_distance
             out_r.append(i[keep])
@@ -890,13 +894,13 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     (``O(N D)`` per rank, what a driver holds after its sharded extraction
     anyway), identically on every rank, with the stages and backends that
     :func:`hilcore.cluster_epoch` uses. On CPU the ranking is bitwise the
-    default (native) kNN's, so the result equals
-    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` wherever the Jaccard
-    stages agree: with ``config.backend="torch"`` when the torch kNN ranks the
-    rows the same (no float32 near-ties), with the default backend when the
-    native Jaccard stages round as the torch stages do (their values differ by
-    float32 rounding only, so labels can differ only where a distance lies
-    within that rounding of ``eps``).
+    default (native) kNN's and the Jaccard sums run in the order the torch and
+    native stages share, so the result equals
+    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` with the default
+    backend, and with ``config.backend="torch"`` when the torch kNN ranks the
+    rows the same (no float32 near-ties). On CUDA the single-process default
+    (Triton kNN, CUDA stages) differs by float32 rounding, so labels can
+    differ only where a distance lies within that rounding of ``eps``.
 
     Args:
         feats_rgb_local, feats_ir_local: this rank's ``[n_r, D]`` rows of each modality (rank order).

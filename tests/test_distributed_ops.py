@@ -366,8 +366,6 @@ def test_jaccard_sharded_equals_single(run):
         assert np.array_equal(r["jac_db_labels"], want)
 
 
-@pytest.mark.xfail(strict=False, reason="the native CPU Jaccard stages (the default backend) round differently "
-                   "from the torch stages the sharded Jaccard runs; bitwise equal once wip-natjac is merged")
 def test_jaccard_sharded_equals_default_backend(run):
     """The sharded Jaccard == hilcore.jaccard_distance with the default backend (native kNN + native stages)."""
     world, res = run
