@@ -10,12 +10,25 @@ from __future__ import annotations
 import collections
 import contextlib
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # ops whose output size or value the host reads (a device -> host sync on CUDA)
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "equal", "is_nonzero", "_unique", "_unique2", "unique_dim",
             "unique_consecutive", "masked_select", "bincount", "repeat_interleave", "item", "allclose",
             "_assert_async", "histc"}
+
+# ops that take a list of index tensors; a boolean (mask) index is turned into positions with a
+# nonzero() inside the op, which the dispatcher does not show: x[mask], x[mask] = v
+BOOL_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+# Tensor methods that read the whole tensor on the host (see census())
+HOST_READS = ("tolist", "numpy", "cpu")
+
+
+def _bool_index(args) -> bool:
+    idx = args[1] if len(args) > 1 else ()
+    return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in (idx or ()))
 
 
 class _Census(TorchDispatchMode):
@@ -34,7 +47,9 @@ class _Census(TorchDispatchMode):
             self.views[name] += 1  # metadata only: no kernel, no sync
             return func(*args, **(kwargs or {}))
         self.ops[name] += 1
-        if name in SYNC_OPS:
+        if name in BOOL_INDEX_OPS and _bool_index(args):
+            self.syncs[name + "[bool]"] += 1  # a boolean mask index: its nonzero() reads the mask on the host
+        elif name in SYNC_OPS:
             if name == "repeat_interleave" and (kwargs or {}).get("output_size") is not None:
                 pass  # output_size given: no sync
             else:
@@ -77,14 +92,25 @@ def census():
                 finally:
                     mode.paused -= 1
             cls.run = run
-            patched.append((cls, orig))
+            patched.append((cls, "run", orig))
     except ImportError:
         pass
+    # reads of a whole tensor by the host: on a CPU tensor they reach no ATen op (no copy is needed), on
+    # a CUDA tensor they copy it to the host and wait for the device, so each one is counted as a sync
+    for meth in HOST_READS:
+        orig = getattr(torch.Tensor, meth)
+
+        def read(self, *a, _orig=orig, _name=meth, **k):
+            if not mode.paused:
+                mode.syncs[_name] += 1
+            return _orig(self, *a, **k)
+        setattr(torch.Tensor, meth, read)
+        patched.append((torch.Tensor, meth, orig))
     result = {}
     try:
         with mode:
             yield lambda: result["c"]
     finally:
-        for cls, orig in patched:
-            cls.run = orig
+        for cls, meth, orig in patched:
+            setattr(cls, meth, orig)
         result["c"] = Counts(mode, launches)
