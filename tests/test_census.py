@@ -4,9 +4,14 @@ TorchDispatchMode counts the ATen ops (views excluded: they launch nothing) and
 the host syncs; a counter on Triton's launch entry counts kernel launches (the
 interpreter's own tensor copies inside a launch are not counted). CPU tensors
 with TRITON_INTERPRET=1 run exactly the op sequence the GPU path issues.
+Whole-tensor host reads (``tolist``, ``numpy``, ``cpu``: no ATen op on a CPU
+tensor, a device-to-host copy on a CUDA one) and boolean-mask indexing (a
+hidden ``nonzero``) count as syncs too.
 Budget per ``subcluster`` call: <= 400 ops + launches, <= 10 syncs, at two
 cluster counts and sizes (all n_init runs of all clusters advance together, so
-the counts do not grow with N or the number of clusters).
+the counts do not grow with N or the number of clusters), also when the
+k-means runs take every one of the 30 Lloyd steps (two launches a step, the
+host asks "all converged?" after at most five of them).
 """
 import os
 
@@ -46,6 +51,87 @@ def test_subcluster_triton_launch_and_sync_budget(c, per):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)  # and the same answer as the torch backend
 
 
+def slow_arcs(c, per, span=0.5, seed=0):
+    """``c`` clusters of ``per`` points evenly spread (jittered by 1e-4) along an arc of the unit circle: 1-D
+    near-uniform data, on which Lloyd's steps move the sub-centres a little at a time (k = 9 runs do not
+    converge within 30 steps at these sizes)."""
+    rng = np.random.default_rng(seed)
+    t = np.concatenate([np.linspace(0, span, per) + 1e-4 * rng.standard_normal(per) + 2.0 * i for i in range(c)])
+    x = np.stack([np.cos(t), np.sin(t)], 1).astype(np.float32)
+    return torch.from_numpy(x).to(DEVICE), torch.from_numpy(np.repeat(np.arange(c), per)).to(DEVICE)
+
+
+@pytest.mark.parametrize("c,per", [(2, 200), (5, 200)])
+def test_subcluster_budget_when_every_lloyd_step_runs(c, per, monkeypatch):
+    """Runs that take all ``iters = 30`` Lloyd steps: the loop costs two launches a step and at most five
+    host checks, so the budget still holds. The fused loop returns exactly what the per-step loop returns
+    (the torch backend's Python Lloyd loop, float64 ``index_add_`` updates, global convergence test, with
+    the same Triton assignment kernel), and the torch backend's answer up to float32 near-ties."""
+    from hilcore.triton import centers as triton_centers
+
+    x, lab = slow_arcs(c, per)
+    with census() as get:
+        got = centers.subcluster(x, lab, backend="triton")
+    n = get()
+    assert n.by_kernel["_lloyd_update_kernel"] == 30, n  # the data did keep some run going to the last step
+    assert n.ops + n.launches <= 400, n
+    assert n.syncs <= 10, n
+    monkeypatch.setattr(triton_centers, "lloyd", None)  # the per-step loop of the torch backend
+    monkeypatch.setattr(triton_centers, "segment_mean", None)
+    per_step = centers.subcluster(x, lab, backend="triton")
+    assert torch.equal(got, per_step)
+    want = centers.subcluster(x, lab, backend="torch")
+    assert float((got - want).abs().max()) < 0.05
+
+
+def test_lloyd_update_kernel_matches_loop_reference():
+    """One launch of the fused update on ragged segments and several runs, against a Python loop over
+    (run, segment, slot): float64 means of the members assigned to the slot, empty slots kept, unchanged
+    runs left alone and flagged done, done runs untouched."""
+    from hilcore.triton.centers import _lloyd_update_kernel, _update_config
+
+    rng = np.random.default_rng(5)
+    sizes = np.array([7, 1, 12, 30])
+    e, r, k, d = len(sizes), 3, 4, 37
+    m = int(sizes.sum())
+    starts = np.cumsum(sizes) - sizes
+    xm = torch.from_numpy(rng.standard_normal((m, d)).astype(np.float32))
+    a = torch.from_numpy(rng.integers(0, k - 1, (r, m)))  # slot k - 1 is empty everywhere
+    prev = a.clone()
+    prev[0] = -1  # run 0 changed everywhere; run 1 changed in segment 2 only; run 2 unchanged
+    prev[1, starts[2]] = (a[1, starts[2]] + 1) % k
+    cen0 = torch.from_numpy(rng.standard_normal((r * e, k, d)).astype(np.float32))
+    done = torch.zeros(r * e, dtype=torch.int32)
+    done[0 * e + 3] = 1  # run 0 of segment 3 was already converged: untouched although "changed"
+    cen = cen0.clone()
+    runs, k_p, br, bd, warps = _update_config(r, k, d)
+    _lloyd_update_kernel[(e, triton_cdiv(r, runs), triton_cdiv(d, bd))](
+        xm, a.reshape(-1).contiguous(), prev.reshape(-1).contiguous(), cen, done,
+        torch.from_numpy(starts), torch.from_numpy(sizes), m, e, r, k, d,
+        RUNS=runs, K_P=k_p, BLOCK_R=br, BLOCK_D=bd, num_warps=warps)
+    x64 = xm.double().numpy()
+    for run in range(r):
+        for s in range(e):
+            v = run * e + s
+            rows = np.arange(starts[s], starts[s] + sizes[s])
+            changed = bool((a[run, rows] != prev[run, rows]).any())
+            if run == 0 and s == 3:
+                assert torch.equal(cen[v], cen0[v]) and done[v] == 1
+                continue
+            assert int(done[v]) == (0 if changed else 1), (run, s)
+            for slot in range(k):
+                mem = rows[a[run, rows].numpy() == slot]
+                if changed and len(mem):
+                    want = x64[mem].sum(0) / len(mem)
+                    np.testing.assert_array_equal(cen[v, slot].numpy(), want.astype(np.float32))
+                else:
+                    assert torch.equal(cen[v, slot], cen0[v, slot]), (run, s, slot)
+
+
+def triton_cdiv(a, b):
+    return -(-a // b)
+
+
 def test_census_counts_what_it_sees():
     """The counter itself: known ops, a sync, a view, a launch."""
     import triton
@@ -58,10 +144,15 @@ def test_census_counts_what_it_sees():
 
     a = torch.arange(5.0, device=DEVICE)
     b = torch.empty_like(a)
+    pos = torch.tensor([0, 2], device=DEVICE)
     with census() as get:
         c = a + 1  # add
         c.view(5, 1)  # view: not an op
         bool((c > 2).any())  # gt, any, _local_scalar_dense (sync)
         _copy[(1,)](a, b, 5, B=8)
+        c.tolist()  # a host read: a sync, no op
+        c[c > 3]  # gt, index with a boolean mask (sync)
+        c[pos]  # index with positions: no sync
     n = get()
-    assert n.ops == 4 and n.views == 1 and n.syncs == 1 and n.launches == 1, n
+    assert n.ops == 7 and n.views == 1 and n.syncs == 3 and n.launches == 1, n
+    assert dict(n.by_sync) == {"_local_scalar_dense": 1, "tolist": 1, "index[bool]": 1}, n

@@ -184,7 +184,7 @@ def _assign_config(m: int, k: int, d: int):
     k_p = max(2, triton.next_power_of_2(k))
     if interpreting():
         # few, large programs: the interpreter's cost is per program and op, not per element
-        return k_p, max(16, min(1024, triton.next_power_of_2(m))), max(2, min(64, triton.next_power_of_2(d))), 1
+        return k_p, max(16, min(4096, triton.next_power_of_2(m))), max(2, min(64, triton.next_power_of_2(d))), 1
     return k_p, max(8, min(64, 4096 // (k_p * 32))), 32, 4
 
 
@@ -238,7 +238,7 @@ def _update_config(r_runs: int, k: int, d: int):
         runs = triton.next_power_of_2(r_runs)
         bd = max(2, min(128, triton.next_power_of_2(d)))
         lanes = runs * k_p * bd  # a power of two; the [BLOCK_R, lanes] temporary stays <= 2^20 elements
-        return runs, k_p, 1 << max(0, min(6, 20 - (lanes.bit_length() - 1))), bd, 1
+        return runs, k_p, 1 << max(0, min(8, 20 - (lanes.bit_length() - 1))), bd, 1
     return 1, k_p, 8, 32, 4
 
 
