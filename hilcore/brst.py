@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import _arrays, _dispatch
-from .centers import cluster_labels, count_clusters
+from .centers import checked_clusters, cluster_labels
 
 
 def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, ratio: float, impl: _dispatch.Impl):
@@ -154,10 +154,8 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
     """
     xr, fam = _arrays.features(x_rgb, "x_rgb")
     xi = _arrays.features_like(x_ir, xr, "x_ir", "x_rgb")
-    lr = cluster_labels(labels_rgb, xr.shape[0], xr.device, "labels_rgb")
-    li = cluster_labels(labels_ir, xi.shape[0], xi.device, "labels_ir")
-    c_rgb, _ = count_clusters(lr, "labels_rgb")
-    c_ir, _ = count_clusters(li, "labels_ir")
+    lr, c_rgb = checked_clusters(labels_rgb, xr.shape[0], xr.device, "labels_rgb")  # one sync each
+    li, c_ir = checked_clusters(labels_ir, xi.shape[0], xi.device, "labels_ir")
     ratio = _arrays.nonneg_float(ratio, "ratio")
     if mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
         raise ValueError(f"mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {mode!r}")

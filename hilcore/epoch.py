@@ -238,16 +238,19 @@ def _epoch_result(per: dict, m, sr, si, s_cen, s_multi, device, fam, timings: di
     match ``m`` with its shared labels ``sr`` / ``si``, the shared centres / multi-centres; the counts are
     computed here, every array goes to ``device`` in the caller's family ``fam``."""
     lr, li = per["rgb"][0], per["ir"][0]
+    lr, li, sr, si = (torch.as_tensor(t) for t in (lr, li, sr, si))
 
-    def n_clusters(lab):
-        return int(lab.max()) + 1 if bool((lab >= 0).any()) else 0
-
+    vals = []  # per labelling: clusters (max label + 1, 0 when all noise) and noise count; read in one sync
+    for lab in (lr, li, sr, si):
+        top = (lab.max() + 1).clamp(min=0) if lab.numel() else lab.new_zeros((), dtype=torch.int64)
+        vals += [top.to(device=lr.device, dtype=torch.int64), (lab < 0).sum().to(lr.device)]
+    c_rgb, o_rgb, c_ir, o_ir, _, so_rgb, _, so_ir = torch.stack(vals).tolist()
     counts = {
-        "clusters_rgb": n_clusters(lr), "clusters_ir": n_clusters(li),
-        "outliers_rgb": int((lr < 0).sum()), "outliers_ir": int((li < 0).sum()),
+        "clusters_rgb": c_rgb, "clusters_ir": c_ir,
+        "outliers_rgb": o_rgb, "outliers_ir": o_ir,
         "matched_pairs": int(len(m.pairs)), "unmatched_rgb": int(len(m.unmatched_rgb)),
         "unmatched_ir": int(len(m.unmatched_ir)), "shared_clusters": int(m.n_shared),
-        "shared_outliers_rgb": int((sr < 0).sum()), "shared_outliers_ir": int((si < 0).sum()),
+        "shared_outliers_rgb": so_rgb, "shared_outliers_ir": so_ir,
     }
     f = lambda t: _arrays.to_family(torch.as_tensor(t).to(device), fam)  # noqa: E731
     return EpochClusters(

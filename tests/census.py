@@ -107,10 +107,70 @@ def census():
         setattr(torch.Tensor, meth, read)
         patched.append((torch.Tensor, meth, orig))
     result = {}
+    _ACTIVE.append((mode, launches))
     try:
         with mode:
             yield lambda: result["c"]
     finally:
+        _ACTIVE.remove((mode, launches))
         for cls, meth, orig in patched:
             setattr(cls, meth, orig)
         result["c"] = Counts(mode, launches)
+
+
+# --------------------------------------------------------------- the GPU code path on CPU
+# The CUDA-extension kernels (hilcore/cuda_backend: the Jaccard stages and DBSCAN) cannot run without a
+# GPU. For a census of a whole epoch they are replaced by CPU twins that compute the same result (the
+# native backend's), each call counted as ONE launch with nothing inside it counted: the census of the
+# CUDA glue itself (its torch ops and syncs) is not part of these numbers.
+_ACTIVE: list = []  # the (mode, launches) of the census being taken, innermost last
+
+
+def _one_launch(name: str, path: str):
+    def run(*args, **kwargs):
+        import importlib
+        mod, _, attr = path.partition(":")
+        fn = getattr(importlib.import_module(mod), attr)
+        if not _ACTIVE:
+            return fn(*args, **kwargs)
+        mode, launches = _ACTIVE[-1]
+        launches[name] += 1
+        mode.paused += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            mode.paused -= 1
+    run.__name__ = name
+    return run
+
+
+def _jaccard_twin(x, rank, k1, k2, max_distance, *, workspace_bytes=None, timings=None):
+    from hilcore.native_backend.jaccard import jaccard
+    return jaccard(x, rank, k1, k2, max_distance)
+
+
+cuda_jaccard_stages = _one_launch("cuda:jaccard.stages", "census:_jaccard_twin")
+cuda_dbscan = _one_launch("cuda:dbscan", "hilcore.native_backend.dbscan:dbscan")
+CUDA_TWINS = {"jaccard.stages": "census:cuda_jaccard_stages", "dbscan": "census:cuda_dbscan"}
+
+
+def gpu_dispatch_on_cpu(monkeypatch):
+    """Make ``backend="auto"`` on CPU tensors resolve as on a CUDA device (``AUTO_ORDER["cuda"]``), with the
+    cuda backend's kernels replaced by :data:`CUDA_TWINS`; Triton runs in the interpreter."""
+    import dataclasses
+
+    from hilcore import _dispatch
+
+    _dispatch._load()
+    monkeypatch.setitem(_dispatch.AUTO_ORDER, "cpu", _dispatch.AUTO_ORDER["cuda"])
+    orig = _dispatch._why_not
+    monkeypatch.setattr(_dispatch, "_why_not",
+                        lambda b, d: None if b == "cuda" and d.type == "cpu" else orig(b, d))
+    for (op, b), cap in list(_dispatch._TABLE.items()):
+        if b != "cuda":
+            continue
+        if cap.impl is not None and op not in CUDA_TWINS:
+            raise AssertionError(f"the cuda backend's {op} ({cap.impl}) has no CPU twin in tests/census.py")
+        new = dataclasses.replace(cap, devices=cap.devices + ("cpu",),
+                                  impl=CUDA_TWINS[op] if cap.impl is not None else None)
+        monkeypatch.setitem(_dispatch._TABLE, (op, b), new)

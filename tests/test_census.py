@@ -156,3 +156,43 @@ def test_census_counts_what_it_sees():
     n = get()
     assert n.ops == 7 and n.views == 1 and n.syncs == 3 and n.launches == 1, n
     assert dict(n.by_sync) == {"_local_scalar_dense": 1, "tolist": 1, "index[bool]": 1}, n
+
+
+# Budget of one cluster_epoch on its GPU code path (both modalities and the shared space: 2 kNN, 2 Jaccard
+# stages, 2 DBSCAN, 4 centre calls, 3 subcluster calls, BRST both ways). The counts do not grow with N or the
+# number of clusters (measured equal at the sizes below); the bound leaves room for the subcluster calls'
+# worst case (every Lloyd step run: 3 x (60 launches, 5 checks)).
+EPOCH_OPS_AND_LAUNCHES = 1600
+EPOCH_SYNCS = 110
+
+
+@pytest.mark.parametrize("n_ids,per", [(10, 12), (30, 8)])
+def test_cluster_epoch_gpu_path_budget(n_ids, per, monkeypatch):
+    """``cluster_epoch`` with ``backend="auto"`` resolved as on a CUDA device: kNN, centres, sub-clustering
+    and BRST in Triton (interpreter), the Jaccard stages and DBSCAN of the cuda backend replaced by CPU
+    twins computing the same result (the native backend's), each call counted as ONE launch (the CUDA
+    glue's own torch ops and syncs are not in these numbers). The labels equal the CPU epoch's."""
+    import hilcore
+    from census import gpu_dispatch_on_cpu
+    from hilcore.synthetic import reid_features
+
+    x, _, cams = reid_features(n_ids, per, dim=32, n_cams=2, seed=0)
+    xr, xi = torch.from_numpy(x[cams == 0]).to(DEVICE), torch.from_numpy(x[cams == 1]).to(DEVICE)
+    cfg = hilcore.EpochConfig(k1=20)
+    want = hilcore.cluster_epoch(xr, xi, cfg) if DEVICE == "cpu" else None  # native CPU epoch
+    gpu_dispatch_on_cpu(monkeypatch)
+    with census() as get:
+        got = hilcore.cluster_epoch(xr, xi, cfg)
+    n = get()
+    assert got.backends["jaccard"] == "knn=triton, stages=cuda" and got.backends["dbscan"] == "cuda", got.backends
+    assert got.backends["subcluster"] == "centers=triton, kmeans=triton", got.backends
+    assert n.by_kernel["cuda:jaccard.stages"] == 2 and n.by_kernel["cuda:dbscan"] == 2, n
+    assert got.counts["clusters_rgb"] >= 3 and got.counts["clusters_ir"] >= 3, got.counts
+    assert n.ops + n.launches <= EPOCH_OPS_AND_LAUNCHES, n
+    assert n.syncs <= EPOCH_SYNCS, n
+    if want is not None:
+        for f in ("labels_rgb", "labels_ir", "shared_labels_rgb", "shared_labels_ir", "pairs"):
+            assert torch.equal(torch.as_tensor(getattr(got, f)), torch.as_tensor(getattr(want, f))), f
+        assert got.counts == want.counts
+        torch.testing.assert_close(torch.as_tensor(got.shared_multi), torch.as_tensor(want.shared_multi),
+                                   rtol=0, atol=1e-4)

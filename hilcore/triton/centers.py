@@ -184,7 +184,8 @@ def _assign_config(m: int, k: int, d: int):
     k_p = max(2, triton.next_power_of_2(k))
     if interpreting():
         # few, large programs: the interpreter's cost is per program and op, not per element
-        return k_p, max(16, min(4096, triton.next_power_of_2(m))), max(2, min(64, triton.next_power_of_2(d))), 1
+        bd = max(2, min(64, triton.next_power_of_2(d)))  # the [BLOCK_M, K_P, BLOCK_D] block stays <= 2^20 elements
+        return k_p, max(16, min((1 << 20) // (k_p * bd), triton.next_power_of_2(m))), bd, 1
     return k_p, max(8, min(64, 4096 // (k_p * 32))), 32, 4
 
 
