@@ -240,7 +240,11 @@ def _update_config(r_runs: int, k: int, d: int):
         bd = max(2, min(128, triton.next_power_of_2(d)))
         lanes = runs * k_p * bd  # a power of two; the [BLOCK_R, lanes] temporary stays <= 2^20 elements
         return runs, k_p, 1 << max(0, min(8, 20 - (lanes.bit_length() - 1))), bd, 1
-    return 1, k_p, 8, 32, 4
+    return _UPDATE_GPU["RUNS"], k_p, _UPDATE_GPU["BLOCK_R"], _UPDATE_GPU["BLOCK_D"], _UPDATE_GPU["num_warps"]
+
+
+# the GPU configuration of _lloyd_update_kernel (also compiled by benchmarks/gpu_static.py)
+_UPDATE_GPU = dict(RUNS=1, BLOCK_R=8, BLOCK_D=32, num_warps=4)
 
 
 def lloyd(xm: torch.Tensor, segv: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, cen: torch.Tensor,
