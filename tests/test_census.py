@@ -84,11 +84,13 @@ def test_subcluster_budget_when_every_lloyd_step_runs(c, per, monkeypatch):
     assert float((got - want).abs().max()) < 0.05
 
 
-def test_lloyd_update_kernel_matches_loop_reference():
+@pytest.mark.parametrize("config", ["launcher", "gpu"])
+def test_lloyd_update_kernel_matches_loop_reference(config):
     """One launch of the fused update on ragged segments and several runs, against a Python loop over
     (run, segment, slot): float64 means of the members assigned to the slot, empty slots kept, unchanged
-    runs left alone and flagged done, done runs untouched."""
-    from hilcore.triton.centers import _lloyd_update_kernel, _update_config
+    runs left alone and flagged done, done runs untouched. ``gpu``: the GPU block configuration (one run
+    per program, several row blocks and D-blocks per segment) run here too."""
+    from hilcore.triton.centers import _UPDATE_GPU, _lloyd_update_kernel, _update_config
 
     rng = np.random.default_rng(5)
     sizes = np.array([7, 1, 12, 30])
@@ -105,7 +107,9 @@ def test_lloyd_update_kernel_matches_loop_reference():
     done[0 * e + 3] = 1  # run 0 of segment 3 was already converged: untouched although "changed"
     cen = cen0.clone()
     runs, k_p, br, bd, warps = _update_config(r, k, d)
-    _lloyd_update_kernel[(e, triton_cdiv(r, runs), triton_cdiv(d, bd))](
+    if config == "gpu":
+        runs, br, bd, warps = _UPDATE_GPU["RUNS"], _UPDATE_GPU["BLOCK_R"], _UPDATE_GPU["BLOCK_D"], 1
+    _lloyd_update_kernel[(e, -(-r // runs), -(-d // bd))](
         xm, a.reshape(-1).contiguous(), prev.reshape(-1).contiguous(), cen, done,
         torch.from_numpy(starts), torch.from_numpy(sizes), m, e, r, k, d,
         RUNS=runs, K_P=k_p, BLOCK_R=br, BLOCK_D=bd, num_warps=warps)
@@ -126,10 +130,6 @@ def test_lloyd_update_kernel_matches_loop_reference():
                     np.testing.assert_array_equal(cen[v, slot].numpy(), want.astype(np.float32))
                 else:
                     assert torch.equal(cen[v, slot], cen0[v, slot]), (run, s, slot)
-
-
-def triton_cdiv(a, b):
-    return -(-a // b)
 
 
 def test_census_counts_what_it_sees():

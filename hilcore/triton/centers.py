@@ -6,11 +6,14 @@ D-block) sums its members' rows in float64, block of rows by block of rows in
 that order, and divides by the count. No float atomics: the same input gives
 the same bits on every run.
 
-``kmeans_subcenters``: the torch backend's batched k-means++ / Lloyd code
+``kmeans_subcenters``: the torch backend's batched k-means++ code
 (:func:`hilcore.torch_backend.centers.kmeans_subcenters`: seeding with the
-shared uniforms, Lloyd updates, n_init selection) with the assignment step
-replaced by :func:`_assign_kernel`. On CPU the kernels run under the Triton
-interpreter (``TRITON_INTERPRET=1``).
+shared uniforms, n_init selection) with the assignment step in
+:func:`_assign_kernel` and the whole Lloyd loop in :func:`lloyd`: two launches
+per step (assignment, then :func:`_lloyd_update_kernel`, the deterministic
+update that also flags converged runs on the device), no ATen op, the host
+reading the flags only after a few steps (docs/design.md, section 6). On CPU
+the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
