@@ -108,7 +108,7 @@ def _assign_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, s_ptr, done_ptr, M, K, D, MX,
 #   prev = -1 before the first step); cen [R * E, K, D] float32 contiguous, updated in place
 #   (virtual segment v = r * E + e); done [R * E] int32 (1: converged, the run of that segment
 #   is a fixed point). Program (e, rb, j) owns segment e, runs rb * RUNS .. rb * RUNS + RUNS - 1
-#   (lane q of the BLOCK_Q = RUNS * K_P lanes is run q // K_P, slot q % K_P) and columns
+#   (lane q of the RUNS * K_P lanes is run rb * RUNS + q // K_P, slot q % K_P) and columns
 #   [j * BLOCK_D, (j + 1) * BLOCK_D). It walks the segment's members in BLOCK_R-row blocks in index
 #   order and adds, per lane, the float64 column sums of the members assigned to that slot (one-hot,
 #   no atomics: the same input gives the same bits), their count, and the number of members whose
@@ -288,8 +288,8 @@ def lloyd(xm: torch.Tensor, segv: torch.Tensor, starts: torch.Tensor, sizes: tor
 
 
 def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor):
-    """The torch backend's batched k-means (same seeding, updates and run selection) with the
-    assignment step and the sorted segment means of the Lloyd update in Triton; all runs of all
-    clusters advance together; returns ``(sub [C, k, D], cnt [C, k], first [C, k])``."""
+    """The torch backend's batched k-means (same seeding, stopping rule and run selection) with the
+    assignment steps in Triton and the Lloyd loop in :func:`lloyd`; all runs of all clusters advance
+    together; returns ``(sub [C, k, D], cnt [C, k], first [C, k])``."""
     return _torch_centers.kmeans_subcenters(x, lab, c, k, iters, u, assign=assign, seg_mean=segment_mean,
                                             lloyd=lloyd)
