@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .jaccard import _native
+from . import jaccard as _cj
 
 
 def _check_csr(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: int) -> None:
@@ -40,8 +40,8 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
         eps: neighbourhood radius; ``data <= eps`` in float32.
         min_samples: neighbours (the point itself included) of a core point.
     """
-    nat = _native()
-    if not (isinstance(data, torch.Tensor) and data.is_cuda):
+    nat = _cj._native()
+    if not _cj._cuda(data):
         raise ValueError("dist: the cuda backend needs CUDA input")
     dev = data.device
     n = int(n)
@@ -51,8 +51,7 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
         return torch.empty(0, dtype=torch.int64, device=dev)
     if min_samples < 1:
         raise ValueError(f"min_samples: expected >= 1, got {min_samples}")
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
+    with _cj._on_device(dev) as stream:
         indptr = indptr.to(device=dev, dtype=torch.int64).contiguous()
         indices = indices.to(device=dev, dtype=torch.int64).contiguous()
         data = data.to(torch.float32).contiguous()

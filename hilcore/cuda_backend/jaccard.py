@@ -10,6 +10,7 @@ a workspace budget. Memory is O(N * support): no N x N buffer anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -35,6 +36,19 @@ def _native():
     if mod is None or not mod.has_cuda():
         raise _dispatch.BackendUnavailable("the cuda backend needs hilcore._native built with CUDA support")
     return mod
+
+
+def _cuda(t) -> bool:
+    """Is t a CUDA tensor? (The one test of it here and in dbscan.py; tests/census.py lets CPU
+    tensors stand in for CUDA ones, with a CPU model of the kernels, to count this glue's work.)"""
+    return isinstance(t, torch.Tensor) and t.is_cuda
+
+
+@contextlib.contextmanager
+def _on_device(dev: torch.device):
+    """Within dev's context: the handle of its current stream (the kernels' stream argument)."""
+    with torch.cuda.device(dev):
+        yield torch.cuda.current_stream(dev).cuda_stream
 
 
 def _exclusive(counts: torch.Tensor) -> torch.Tensor:
@@ -215,7 +229,7 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         device, indices sorted per row, the diagonal stored as 0.
     """
     nat = _native()
-    if not (isinstance(x, torch.Tensor) and x.is_cuda):
+    if not _cuda(x):
         raise ValueError("x: the cuda backend needs a CUDA torch tensor")
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got shape {tuple(x.shape)}")
@@ -231,8 +245,7 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
     if math.isnan(md):
         raise ValueError("max_distance: expected a number, got NaN")
     dev = x.device
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
+    with _on_device(dev) as stream:
         x = x.to(torch.float32).contiguous()
         rank = rank[:, :k1].to(torch.int64).contiguous()
         if bool(((rank < 0) | (rank >= n)).any()):
