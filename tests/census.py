@@ -101,9 +101,16 @@ def census():
         orig = getattr(torch.Tensor, meth)
 
         def read(self, *a, _orig=orig, _name=meth, **k):
-            if not mode.paused:
+            if not mode.paused and not getattr(self, "_census_on_host", False):
                 mode.syncs[_name] += 1
-            return _orig(self, *a, **k)
+            out = _orig(self, *a, **k)
+            if _name == "cpu" and isinstance(out, torch.Tensor):
+                if out is self:  # a CPU tensor's cpu() is itself: mark an alias, not the tensor
+                    mode.paused += 1
+                    out = out.detach()
+                    mode.paused -= 1
+                out._census_on_host = True  # the host copy: reading it again waits for nothing
+            return out
         setattr(torch.Tensor, meth, read)
         patched.append((torch.Tensor, meth, orig))
     result = {}
