@@ -51,8 +51,8 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         >>> import torch, hilcore
         >>> from hilcore.cuvs_backend import knn
         >>> g = torch.Generator().manual_seed(0)
-        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs cuvs
-        >>> idx, sim = knn(x, 5)
+        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs a CUDA GPU
+        >>> idx, sim = knn(x, 5)  # needs cuvs
         >>> bool((idx == hilcore.knn(x, 5, backend="torch")[0]).all())
         True
     """

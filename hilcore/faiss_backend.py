@@ -134,8 +134,8 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         >>> import torch, hilcore
         >>> from hilcore.faiss_backend import knn_gpu
         >>> g = torch.Generator().manual_seed(0)
-        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs faiss-gpu
-        >>> idx, sim = knn_gpu(x, 5)
+        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs a CUDA GPU
+        >>> idx, sim = knn_gpu(x, 5)  # needs faiss-gpu
         >>> bool((idx == hilcore.knn(x, 5, backend="torch")[0]).all())
         True
     """
