@@ -258,3 +258,39 @@ def test_bad_candidates_are_not_trusted(monkeypatch):
     assert st["uncertified_rows"] == 40  # no row's candidate values are within the bound of the truth
     with pytest.raises(ValueError, match="cand_idx, cand_sim: expected shape"):
         tknn.rescore_candidates(x, x, 3, ci[:, :4], cv[:, :4], True)
+
+
+# ------------------------------------------------------------------ the benchmark's columns
+@needs_interp
+def test_bench_knn_backend_columns_check_and_skip_with_the_reason():
+    """benchmarks/bench_knn.py --device cuda, run here on a tiny CPU input (Triton in the interpreter):
+    every column is checked against the fp32 kernel, a column that cannot run is kept with its reason."""
+    import argparse
+
+    pytest.importorskip("psutil")
+    from benchmarks.bench_knn import GPU_COLUMNS, bench_backends
+
+    res = bench_backends(argparse.Namespace(sizes=[150], dim=32, k=5, repeats=1, seed=0, quick=False), "cpu")
+    (row,) = res["rows"]
+    assert set(row["columns"]) == set(GPU_COLUMNS) == {"triton", "triton_fp32", "torch", "faiss_gpu", "cuvs"}
+    for name in ("faiss_gpu", "cuvs"):  # not installed here (and a CPU input): skipped, saying why
+        assert "cannot run" in row["columns"][name]["skipped"]
+    for name in ("triton", "triton_fp32", "torch"):
+        c = row["columns"][name]
+        assert c["check_vs_fp32"]["sim_ok"] and c["check_vs_fp32"]["idx_equal_fraction"] >= 0.999, (name, c)
+        assert c["median_s"] > 0 and len(c["s"]) == 1
+    assert row["columns"]["triton"]["stats"]["precision"] == "fp16"
+
+
+@pytest.mark.parametrize("backend", ["faiss_gpu", "cuvs"])
+def test_installed_library_on_a_gpu_matches_exact_knn(backend):
+    """Only where the real library and a GPU exist (benchmarks/device_check.sh runs this file)."""
+    why = _dispatch._why_not(backend, torch.device("cuda"))
+    if why is not None:
+        pytest.skip(f"{backend}: {why}")
+    x = duplicated(tie_rows(300, 24, seed=1), seed=1)
+    idx, sim = hilcore.knn(torch.from_numpy(x).cuda(), 9, backend=backend)
+    check(idx, sim, x, 9, exact=True)
+    x = unit_rows(2000, 96, seed=2)
+    idx, sim = hilcore.knn(torch.from_numpy(x).cuda(), 30, backend=backend)
+    check(idx, sim, x, 30, exact=False)
