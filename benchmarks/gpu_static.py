@@ -350,7 +350,8 @@ def _ptxas_rows(log: str, file: str, arch: int, cubin: bytes) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'kind':6} {'kernel':36} {'D':>5} {'arch':6} {'regs':>4} {'spill':>5} {'smem B':>7} {'tensor-core ops':>22}"
+    head = (f"{'kind':6} {'kernel':36} {'D':>5} {'arch':6} {'regs':>4} {'spill':>5} {'smem B':>7} "
+            f"{'tensor-core ops':>22}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:

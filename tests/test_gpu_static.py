@@ -1,13 +1,13 @@
 """CI guard on the compiled GPU kernels (no GPU needed).
 
 benchmarks/gpu_static.py compiles the Triton kNN kernels exactly as the kNN
-launcher launches them on a GPU (its launches recorded, not run) and the BRST
-scan at its launcher's blocks, for sm_90 and sm_80 at D = 768, 1536, 2048, and
-reads the cubin with the cuobjdump bundled with Triton. The guard: the kNN
-candidate kernel runs on tensor cores from swizzled (conflict-free) shared
-operand tiles; no kNN kernel and not the BRST scan spills or holds more than 128
-registers. It runs in a subprocess: the test session imports triton in
-interpreter mode.
+launcher launches them on a GPU (its launches recorded, not run), the BRST scan
+and the MCCL kernels at their launchers' GPU blocks, for sm_90 and sm_80 at
+D = 768, 1536, 2048, and reads the cubin with the cuobjdump bundled with Triton.
+The guard: the kNN candidate kernel runs on tensor cores from swizzled
+(conflict-free) shared operand tiles; no kNN kernel, neither the BRST scan nor
+the MCCL kernels spill or hold more than 128 registers. It runs in a subprocess:
+the test session imports triton in interpreter mode.
 """
 import json
 import os
@@ -45,7 +45,7 @@ def doc(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_static") / "static.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "knn", "brst",
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "knn", "brst", "mccl",
                         "--arch", "90", "80", "--dims", *map(str, DIMS), "--json", str(out)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -62,7 +62,7 @@ def _name(r):
 
 
 def test_every_knn_and_brst_kernel_at_every_width_and_arch(report):
-    for family in ("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "brst_scan"):
+    for family in ("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "brst_scan", "mccl_fwd", "mccl_bwd"):
         got = {(r["d"], r["arch"]) for r in report if r["kernel"].startswith(family)}
         assert got == {(d, a) for d in DIMS for a in ARCHS}, family
     for r in report:
@@ -86,7 +86,7 @@ def test_candidate_kernel_on_tensor_cores_from_swizzled_shared_tiles(report):
         want = "HGMMA" if r["arch"] == "sm_90" else "HMMA"
         assert r["tensor_core"].get(want, 0) > 0, f"{name}: no {want} in the SASS ({r['tensor_core']})"
         assert r["ffma"] == 0, f"{name}: the product is not on tensor cores alone ({r['ffma']} FFMA)"
-        assert r["shared_layouts"] and r["shared_swizzled"], f"{name}: operand tiles not swizzled: {r['shared_layouts']}"
+        assert r["shared_layouts"] and r["shared_swizzled"], f"{name}: unswizzled operand tiles {r['shared_layouts']}"
         if r["arch"] == "sm_90":  # wgmma reads both operands through NVMMA descriptors
             assert all(lay.startswith("nvmma_shared") for lay in r["shared_layouts"]), name
         else:  # mma.sync operands through ldmatrix
