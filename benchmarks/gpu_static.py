@@ -380,6 +380,8 @@ def main(argv=None) -> int:
     rows = triton_report(args.dims, args.arch, args.kernels)
     if not args.no_cuda and not args.kernels:
         rows += cuda_report(args.arch)
+    for r in rows:
+        r.setdefault("d", None)  # CUDA kernels: D is a runtime argument, nothing is compiled per D
     print(table(rows))
     if args.json:
         nvcc = shutil.which("nvcc")

@@ -44,6 +44,13 @@ Two paths give the same answer, the exact top-k of the float32 similarities:
 The column sweep is split over a second grid axis when there are fewer row tiles
 than twice the SMs; the rescoring kernel merges the splits' lists (the ``KC``
 best keys of all splits: every dropped column is below the merged minimum).
+
+The rescoring kernel also serves candidates found by another library
+(:func:`rescore_candidates`, used by the ``faiss_gpu`` and ``cuvs`` backends):
+the same certificate with the bound of :func:`foreign_bounds` (the library's
+inner products may come from TF32-rounded inputs), and a row is certified only
+if each candidate's library value lies within ``B_i`` of its fp32 value (for the
+fp16 pass that holds by the bound itself).
 """
 from __future__ import annotations
 
