@@ -162,17 +162,24 @@ def knn_specs(d: int, arch: int) -> list[dict]:
             idx = torch.empty((n, k), dtype=torch.int64)
             with _recorded_launches() as fp32:
                 tknn._exact(x, x, k, True, rows=rows, idx=idx, sim=torch.empty((n, k)))
-        for fn, args, kwargs, grid in fp16 + fp32:
-            const = {p.name: kwargs[p.name] for p in fn.params if p.is_constexpr}
+            foreign = []
+            if (n, k) == KNN_CASES[0]:  # the rescoring of faiss_gpu / cuvs candidates (CHECK=True)
+                cand = torch.arange(kc, dtype=torch.int64).expand(n, kc)
+                with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as foreign:
+                    tknn.rescore_candidates(x, x, k, cand, torch.zeros(n, kc), True)
+        for fn, args, kwargs, grid in fp16 + fp32 + foreign:
+            const = {p.name: kwargs.get(p.name, p.default) for p in fn.params if p.is_constexpr}
             opts = {o: kwargs[o] for o in ("num_warps", "num_stages") if o in kwargs}
             key = (fn.__name__, tuple(sorted(const.items())), tuple(sorted(opts.items())))
-            launch = dict(n=n, k=k, grid=list(grid), splits=stats.get("splits"), sms=SMS.get(arch, 132))
+            launch = dict(n=n, k=k, grid=list(grid), splits=None if const.get("CHECK") else stats.get("splits"),
+                          sms=SMS.get(arch, 132))
             if key in seen:  # the same compiled kernel: one more launch of it
                 seen[key]["launches"].append(launch)
                 continue
             short = fn.__name__.removeprefix("_knn_").removesuffix("_kernel")
             name = {"cand": f"knn_cand[k={k},KC={const.get('KP')}]",
-                    "rescore": f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
+                    "rescore": f"knn_rescore_lib[k={k},KC={const.get('KC')}]" if const.get("CHECK")  # faiss_gpu/cuvs
+                    else f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
                     "topk": f"knn_fp32[k={k}]", "prep": "knn_prep"}[short]
             seen[key] = dict(name=name, fn=fn, args=args, kwargs=kwargs, constexprs=const, options=opts,
                              launches=[launch])

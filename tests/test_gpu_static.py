@@ -119,7 +119,10 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
                 splits = tknn._splits(triton.cdiv(n, bm), n, bn, kc, launch["sms"])
                 assert launch["grid"] == [triton.cdiv(n, bm), launch["splits"]], _name(r)
                 assert 1 <= launch["splits"] <= splits, _name(r)  # fewer when the last split would be empty
-            if r["kernel"].startswith("knn_rescore"):
+            if r["kernel"].startswith("knn_rescore") and cfg.get("CHECK"):  # faiss_gpu / cuvs candidates
+                assert cfg["KC"] == cfg["CP"] == kc, _name(r)
+                assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(kc, kc, r["d"], False)[:2]
+            elif r["kernel"].startswith("knn_rescore"):
                 assert cfg["KC"] == kc and cfg["CP"] == triton.next_power_of_2(launch["splits"] * kc), _name(r)
                 assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(cfg["CP"], kc, r["d"], False)[:2]
             if r["kernel"].startswith("knn_fp32"):

@@ -248,14 +248,14 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
 #   float32 dot products with the query row (BLOCK_D chunks of D, gathered
 #   candidate rows) become exact keys (self on top), and K max-extractions emit
 #   the list best first. The row is certified iff its K-th entry is the row
-#   itself (K = 1) or its value is > fl32(c + B_i) and every candidate's
-#   approximate value lies within B_i of its fp32 value (true by the bound for
-#   the fp16 pass; checked for candidates from another library).
+#   itself (K = 1) or its value is > fl32(c + B_i) and (CHECK: candidates from
+#   another library) every candidate's approximate value lies within B_i of its
+#   fp32 value (for the fp16 pass that holds by the bound itself).
 @triton.jit
 def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert_ptr,
                         N, D, K, NCAND, stride_x, stride_y, stride_o,
                         SELF: tl.constexpr, KC: tl.constexpr, CP: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+                        BLOCK_D: tl.constexpr, CHECK: tl.constexpr = False):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < N
     rows64 = rows.to(tl.int64)
@@ -308,11 +308,13 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
         last_self = col == rows64
     bnd = tl.load(bound_ptr + rows64, mask=row_ok, other=0.0)
     thr = c + bnd
-    # the candidates' approximate values must lie within B_i of their fp32 values (always so for the
-    # fp16 pass; a check of another library's values): a row where one does not is not certified
-    a_bits = tl.where(hi < 0, (hi - 1) ^ 0x7FFFFFFF, hi)
-    off = valid & (hi != _HI_SELF) & (tl.abs(acc - a_bits.to(tl.float32, bitcast=True)) > bnd[:, None])
-    ok = (last > thr) & (tl.max(off.to(tl.int32), axis=1) == 0)
+    ok = last > thr
+    if CHECK:
+        # another library's candidate values must lie within B_i of their fp32 values (the bound assumes
+        # it; for the fp16 pass it holds by the bound itself): a row where one does not is not certified
+        a_bits = tl.where(hi < 0, (hi - 1) ^ 0x7FFFFFFF, hi)
+        off = valid & (hi != _HI_SELF) & (tl.abs(acc - a_bits.to(tl.float32, bitcast=True)) > bnd[:, None])
+        ok = ok & (tl.max(off.to(tl.int32), axis=1) == 0)
     if SELF:
         ok = ok | last_self
     tl.store(cert_ptr + rows64, ok.to(tl.int8), mask=row_ok)
@@ -639,7 +641,7 @@ def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand
         _knn_rescore_kernel[(triton.cdiv(n, br),)](x, db, keys, bound, idx, sim, cert, n, d, k, kc,
                                                    x.stride(0), db.stride(0), idx.stride(0),
                                                    SELF=self_search, KC=kc, CP=kc, BLOCK_R=br, BLOCK_D=bd,
-                                                   num_warps=rwarps)
+                                                   CHECK=True, num_warps=rwarps)
         bad = torch.nonzero(cert == 0).flatten()
         if bad.numel():
             _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
