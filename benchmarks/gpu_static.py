@@ -299,6 +299,19 @@ def cuda_report(archs) -> list[dict]:
     return rows
 
 
+def _dynamic_shared() -> dict:
+    """Largest dynamic shared memory per block of the CUDA kernels that take it (their launchers
+    size it per launch; kernels/cuda/launchers.h): 8 warps x region slots x slot bytes."""
+    text = (ROOT / "kernels" / "cuda" / "launchers.h").read_text()
+    slots = {k: int(v) for k, v in re.findall(r"constexpr int64_t (kJaccard\w+SmemSlots) = (\d+);", text)}
+    out = {}
+    if "kJaccardPartnersSmemSlots" in slots:
+        out["jaccard_partners_kernel<true>"] = 8 * slots["kJaccardPartnersSmemSlots"] * 4
+    if "kJaccardRowsSmemSlots" in slots:
+        out["jaccard_rows_kernel<true>"] = 8 * slots["kJaccardRowsSmemSlots"] * 8
+    return out
+
+
 def _demangle(names):
     cxxfilt = shutil.which("c++filt")
     if not cxxfilt or not names:
@@ -306,8 +319,11 @@ def _demangle(names):
     out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
     short = {}
     for n, o in zip(names, out):
-        o = (o or n).replace("(anonymous namespace)::", "").split("(")[0].split("<")[0]
-        short[n] = o.split()[-1].split("::")[-1] if o.strip() else n
+        # "void hilcore::cuda::(anonymous namespace)::jaccard_rows_kernel<true>(...)" -> "jaccard_rows_kernel<true>"
+        o = (o or n).replace("(anonymous namespace)::", "").split("(")[0]
+        base, _, targs = o.partition("<")
+        base = base.split()[-1].split("::")[-1] if base.strip() else n
+        short[n] = base + ("<" + targs if targs else "")
     return short
 
 
@@ -348,8 +364,11 @@ def _ptxas_rows(log: str, file: str, arch: int, cubin: bytes) -> list[dict]:
                 if m:
                     per_fn[fn][m[1]] += 1
     names = _demangle([r["mangled"] for r in rows])
+    dyn = _dynamic_shared()
     for r in rows:
         r["kernel"] = names[r["mangled"]]
+        if r["kernel"] in dyn:
+            r["dynamic_shared_max_bytes"] = dyn[r["kernel"]]
         ops = per_fn.get(r["mangled"], collections.Counter())
         tc = {op: ops[op] for op in TC_OPS if ops.get(op)}
         r.update(tensor_core=tc, tensor_core_total=sum(tc.values()))
@@ -368,10 +387,16 @@ def table(rows: list[dict]) -> str:
         spill = (r.get("spill_stores", 0) + r.get("spill_loads", 0) + r.get("local_bytes", 0)
                  if r["kind"] == "triton" else r.get("spill_store_bytes", 0) + r.get("spill_load_bytes", 0))
         smem = r.get("shared_bytes", r.get("static_shared_bytes", 0))
+        if r.get("dynamic_shared_max_bytes"):
+            smem = f"<={r['dynamic_shared_max_bytes'] // 1024}Ki"  # dynamic, sized per launch
         tc = " ".join(f"{k}:{v}" for k, v in r["tensor_core"].items()) or "0"
         lines.append(f"{r['kind']:6} {r['kernel'][:36]:36} {r.get('d') or '-':>5} {r['arch']:6} {r['registers']:>4} "
                      f"{spill:>5} {smem:>7} {tc:>22}")
     return "\n".join(lines)
+
+
+def _row_key(r: dict) -> tuple:
+    return (r["kind"], r.get("kernel", r.get("file")), r.get("d"), r.get("arch"))
 
 
 def main(argv=None) -> int:
@@ -381,15 +406,25 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", type=int, nargs="+", default=list(ARCHS), help="compute capabilities, e.g. 90 80")
     ap.add_argument("--kernels", nargs="+", help="only Triton kernels whose name starts with one of these")
     ap.add_argument("--no-cuda", action="store_true", help="skip the nvcc part")
+    ap.add_argument("--no-triton", action="store_true", help="only the nvcc part")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --json: keep the rows of the existing file that this run did not compile "
+                         "(the other kind, or other Triton kernels/dims/archs)")
     args = ap.parse_args(argv)
     import triton
 
-    rows = triton_report(args.dims, args.arch, args.kernels)
+    rows = [] if args.no_triton else triton_report(args.dims, args.arch, args.kernels)
     if not args.no_cuda and not args.kernels:
         rows += cuda_report(args.arch)
     for r in rows:
         r.setdefault("d", None)  # CUDA kernels: D is a runtime argument, nothing is compiled per D
     print(table(rows))
+    if args.json and args.merge and args.json.exists():
+        done = {_row_key(r) for r in rows}
+        kept = [r for r in json.loads(args.json.read_text())["rows"] if _row_key(r) not in done]
+        if args.no_triton:
+            kept = [r for r in kept if r["kind"] != "cuda"]  # every CUDA row was recompiled
+        rows = kept + rows
     if args.json:
         nvcc = shutil.which("nvcc")
         nvcc_v = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] \

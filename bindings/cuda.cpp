@@ -164,51 +164,81 @@ void register_cuda(py::module_& m) {
       py::arg("q_ptr"), py::arg("q_idx"), py::arg("p_ptr"), py::arg("n"), py::arg("slots"), py::arg("stream"));
 
   m.def(
-      "cuda_jaccard_build",
-      [](ptr_t q_ptr, ptr_t q_idx, ptr_t q_val, ptr_t p_ptr, ptr_t p_row, ptr_t p_val, int64_t row0, int64_t rows,
-         ptr_t w_off, ptr_t keys, ptr_t vals, ptr_t stream) {
-        need(row0 >= 0 && rows >= 0, "row0, rows: expected >= 0");
+      "cuda_jaccard_smem_slots",
+      []() {
+        int64_t partners = 0, rows = 0;
+        check_cuda(hc::jaccard_smem_slots(&partners, &rows), "jaccard_smem_slots");
+        return py::make_tuple(partners, rows);
+      },
+      "Largest table (slots) a warp keeps in shared memory on the current device: (partners pass, rows pass); "
+      "larger tables go to global memory.");
+
+  m.def(
+      "cuda_jaccard_partners",
+      [](ptr_t q_ptr, ptr_t q_idx, ptr_t p_ptr, ptr_t p_row, ptr_t ids, int64_t m, ptr_t bound_slots, bool shared,
+         int64_t regions, int64_t region_slots, ptr_t scratch, ptr_t partners, ptr_t slots, ptr_t err, ptr_t stream) {
+        need(m >= 0, "m: expected >= 0, got " + std::to_string(m));
         check_ptr(q_ptr, "q_ptr");
         check_ptr(p_ptr, "p_ptr");
-        check_ptr(w_off, "w_off");
-        check_ptr(keys, "keys");
-        check_ptr(vals, "vals");
-        check_cuda(hc::jaccard_build(P<const int64_t>(q_ptr), P<const int32_t>(q_idx), P<const float>(q_val),
-                                     P<const int64_t>(p_ptr), P<const int32_t>(p_row), P<const float>(p_val), row0,
-                                     rows, P<const int64_t>(w_off), P<int32_t>(keys), P<float>(vals), S(stream)),
-                   "jaccard_build");
+        check_ptr(ids, "ids");
+        check_ptr(bound_slots, "bound_slots");
+        check_ptr(partners, "partners");
+        check_ptr(slots, "slots");
+        check_ptr(err, "err");
+        need(region_slots >= 32 && (region_slots & (region_slots - 1)) == 0,
+             "region_slots: expected a power of two >= 32, got " + std::to_string(region_slots));
+        if (!shared) {
+          need(regions > 0 && regions % 8 == 0, "regions: expected a positive multiple of 8, got " +
+                                                    std::to_string(regions));
+          check_ptr(scratch, "scratch");
+        }
+        check_cuda(hc::jaccard_partners(P<const int64_t>(q_ptr), P<const int32_t>(q_idx), P<const int64_t>(p_ptr),
+                                        P<const int32_t>(p_row), P<const int64_t>(ids), m,
+                                        P<const int64_t>(bound_slots), shared ? 1 : 0, regions, region_slots,
+                                        P<int32_t>(scratch), P<int64_t>(partners), P<int64_t>(slots), P<int>(err),
+                                        S(stream)),
+                   "jaccard_partners");
+      },
+      py::arg("q_ptr"), py::arg("q_idx"), py::arg("p_ptr"), py::arg("p_row"), py::arg("ids"), py::arg("m"),
+      py::arg("bound_slots"), py::arg("shared"), py::arg("regions"), py::arg("region_slots"), py::arg("scratch"),
+      py::arg("partners"), py::arg("slots"), py::arg("err"), py::arg("stream"),
+      "Exact distinct partners per listed row and the table size of its rows pass.");
+
+  m.def(
+      "cuda_jaccard_rows",
+      [](ptr_t q_ptr, ptr_t q_idx, ptr_t q_val, ptr_t p_ptr, ptr_t p_row, ptr_t p_val, ptr_t ids, int64_t m,
+         ptr_t slots, bool shared, int64_t regions, int64_t region_slots, ptr_t scratch_keys, ptr_t scratch_vals,
+         float max_distance, int64_t row0, ptr_t st_off, ptr_t kept, ptr_t st_idx, ptr_t st_val, ptr_t err,
+         ptr_t stream) {
+        need(m >= 0 && row0 >= 0, "m, row0: expected >= 0");
+        check_ptr(q_ptr, "q_ptr");
+        check_ptr(p_ptr, "p_ptr");
+        check_ptr(ids, "ids");
+        check_ptr(slots, "slots");
+        check_ptr(st_off, "st_off");
+        check_ptr(kept, "kept");
+        check_ptr(err, "err");
+        need(region_slots >= 32 && (region_slots & (region_slots - 1)) == 0,
+             "region_slots: expected a power of two >= 32, got " + std::to_string(region_slots));
+        if (!shared) {
+          need(regions > 0 && regions % 8 == 0, "regions: expected a positive multiple of 8, got " +
+                                                    std::to_string(regions));
+          check_ptr(scratch_keys, "scratch_keys");
+          check_ptr(scratch_vals, "scratch_vals");
+        }
+        check_cuda(hc::jaccard_rows(P<const int64_t>(q_ptr), P<const int32_t>(q_idx), P<const float>(q_val),
+                                    P<const int64_t>(p_ptr), P<const int32_t>(p_row), P<const float>(p_val),
+                                    P<const int64_t>(ids), m, P<const int64_t>(slots), shared ? 1 : 0, regions,
+                                    region_slots, P<int32_t>(scratch_keys), P<float>(scratch_vals), max_distance,
+                                    row0, P<const int64_t>(st_off), P<int64_t>(kept), P<int32_t>(st_idx),
+                                    P<float>(st_val), P<int>(err), S(stream)),
+                   "jaccard_rows");
       },
       py::arg("q_ptr"), py::arg("q_idx"), py::arg("q_val"), py::arg("p_ptr"), py::arg("p_row"), py::arg("p_val"),
-      py::arg("row0"), py::arg("rows"), py::arg("w_off"), py::arg("keys"), py::arg("vals"), py::arg("stream"));
-
-  m.def(
-      "cuda_jaccard_count",
-      [](int64_t row0, int64_t rows, ptr_t w_off, ptr_t keys, ptr_t vals, float max_distance, ptr_t kept,
-         ptr_t stream) {
-        need(row0 >= 0 && rows >= 0, "row0, rows: expected >= 0");
-        check_ptr(w_off, "w_off");
-        check_ptr(kept, "kept");
-        check_cuda(hc::jaccard_count(row0, rows, P<const int64_t>(w_off), P<const int32_t>(keys), P<const float>(vals),
-                                     max_distance, P<int64_t>(kept), S(stream)),
-                   "jaccard_count");
-      },
-      py::arg("row0"), py::arg("rows"), py::arg("w_off"), py::arg("keys"), py::arg("vals"), py::arg("max_distance"),
-      py::arg("kept"), py::arg("stream"));
-
-  m.def(
-      "cuda_jaccard_fill",
-      [](int64_t row0, int64_t rows, ptr_t w_off, ptr_t keys, ptr_t vals, float max_distance, ptr_t k_off,
-         ptr_t out_idx, ptr_t out_val, ptr_t stream) {
-        need(row0 >= 0 && rows >= 0, "row0, rows: expected >= 0");
-        check_ptr(w_off, "w_off");
-        check_ptr(k_off, "k_off");
-        check_cuda(hc::jaccard_fill(row0, rows, P<const int64_t>(w_off), P<const int32_t>(keys), P<const float>(vals),
-                                    max_distance, P<const int64_t>(k_off), P<int64_t>(out_idx), P<float>(out_val),
-                                    S(stream)),
-                   "jaccard_fill");
-      },
-      py::arg("row0"), py::arg("rows"), py::arg("w_off"), py::arg("keys"), py::arg("vals"), py::arg("max_distance"),
-      py::arg("k_off"), py::arg("out_idx"), py::arg("out_val"), py::arg("stream"));
+      py::arg("ids"), py::arg("m"), py::arg("slots"), py::arg("shared"), py::arg("regions"), py::arg("region_slots"),
+      py::arg("scratch_keys"), py::arg("scratch_vals"), py::arg("max_distance"), py::arg("row0"), py::arg("st_off"),
+      py::arg("kept"), py::arg("st_idx"), py::arg("st_val"), py::arg("err"), py::arg("stream"),
+      "Fused build/count/fill of the listed rows' Jaccard pairs into the staging buffers.");
 
   m.def(
       "cuda_dbscan_core",

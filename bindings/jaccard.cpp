@@ -58,9 +58,32 @@ py::tuple jaccard(const py::object& x_obj, const py::object& rank_obj, int64_t k
                         to_numpy(std::move(out.data)), seconds);
 }
 
+py::array_t<float> dot_rows(const py::object& a_obj, const py::object& b_obj) {
+  auto a = expect_array<float>(a_obj, "a", 2, "float32");
+  auto b = expect_array<float>(b_obj, "b", 2, "float32");
+  if (a.shape(0) != b.shape(0) || a.shape(1) != b.shape(1))
+    throw py::value_error("b: expected the shape of a, [" + std::to_string(a.shape(0)) + ", " +
+                          std::to_string(a.shape(1)) + "]");
+  py::array_t<float> out(a.shape(0));
+  hilcore::jaccard_dot_rows(a.data(), b.data(), a.shape(0), a.shape(1), out.mutable_data());
+  return out;
+}
+
+py::array_t<float> exp_f32(const py::object& z_obj) {
+  auto z = expect_array<float>(z_obj, "z", 1, "float32");
+  py::array_t<float> out(z.shape(0));
+  hilcore::jaccard_exp_f32(z.data(), z.shape(0), out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 void register_jaccard(py::module_& m) {
+  m.def("jaccard_dot_rows", &dot_rows, py::arg("a"), py::arg("b"),
+        "Row-wise float32 dot products of two [m, D] float32 arrays in the Jaccard stages' order "
+        "(docs/design.md, 'Summation orders').");
+  m.def("jaccard_exp_f32", &exp_f32, py::arg("z"),
+        "float32 exp of a 1-D float32 array as the Jaccard weights compute it (float64 operations only).");
   m.def("jaccard", &jaccard, py::arg("x"), py::arg("rank"), py::arg("k1"), py::arg("k2"), py::arg("max_distance"),
         "Sparse k-reciprocal Jaccard distance. x: float32 [N, D] L2-normalised; rank: int64 [N, >=k1] self-search "
         "ranking (self first). Returns (indptr int64 [N+1], indices int64 [nnz], data float32 [nnz], "

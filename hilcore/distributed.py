@@ -53,7 +53,8 @@ import torch.distributed as dist
 
 from . import _arrays
 from ._core import half_k
-from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets
+from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets, dot_rows, \
+    jaccard_from_min_sum, row_masses, softmax_numerators
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
 
@@ -608,11 +609,12 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     rows the local rows reference cross the network: rank rows and reciprocal
     masks of the kNN neighbours, feature rows of the expanded sets, weight rows
     of the first k2 neighbours, and the inverted-index columns (keyed by the
-    rank owning the column) of the local supports. Sums run in the torch
-    backend's order, so the rows are bitwise those of
-    ``hilcore.torch_backend.jaccard.jaccard`` on the concatenated rows with the
-    same ranking (and of ``hilcore.jaccard_distance(backend="torch")`` whenever
-    its kNN returns the same ranking, i.e. without float32 near-ties).
+    rank owning the column) of the local supports, and the row masses. Sums run
+    in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
+    those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
+    on the concatenated rows with the same ranking (and of
+    ``hilcore.jaccard_distance(backend="torch")`` whenever its kNN returns the
+    same ranking, i.e. without float32 near-ties).
 
     Args:
         x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
@@ -717,9 +719,9 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         ent = torch.nonzero(sel[epos]).flatten()  # entries whose column this owner holds
         for s in range(0, ent.shape[0], step):
             e = ent[s:s + step]
-            sims[e] = (xl[rows[e]] * xf[col_slot[epos[e]]]).sum(dim=1)
+            sims[e] = dot_rows(xl[rows[e]], xf[col_slot[epos[e]]])
         col_slot[sel] = -1
-    w = torch.exp(-(2.0 - 2.0 * sims))
+    w = softmax_numerators(sims)
     total = torch.zeros(n_l, dtype=torch.float32, device=dev).index_add_(0, rows, w)
     vals = w / total[rows]
 
@@ -729,6 +731,8 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
         vptr, vcol, vval = _fetch_csr(comm, own, nb2, eptr, eidx, vals)
         eptr, eidx, vals = _mean_of_rows(pos2, n, vptr, vcol, vval)
 
+    # the row masses s_j of every row (one float each), for d = 1 - m / (s_i + s_j - m)
+    mass = comm.all_gather_var(row_masses(eptr, vals, n_l))
     # 5. inverted index keyed by column owner: every entry (t, i, v) goes to the owner of t
     rows_g = me + torch.repeat_interleave(torch.arange(n_l, device=dev), eptr[1:] - eptr[:-1])
     owner = own.of(eidx)
@@ -791,8 +795,8 @@ def _jaccard_rows(comm: _Comm, xl: torch.Tensor, rank_l: torch.Tensor, sizes: li
                 at = stop
             flat = torch.nonzero(acc > 0).flatten()
             m = acc[flat]
-            d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
             i, j = flat // n + r0, flat % n
+            d = jaccard_from_min_sum(m, mass[i + me], mass[j])
             d = torch.where(i + me == j, torch.zeros_like(d), d)
             keep = d <= max_distance
             out_r.append(i[keep])

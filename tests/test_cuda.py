@@ -17,6 +17,7 @@ from sklearn.cluster import DBSCAN
 
 import hilcore
 from hilcore.ref import jaccard as ref_jaccard
+from jaccard_rows_ref import assert_bitwise, reference, synthetic
 from testing import assert_csr_well_formed, assert_jaccard_matches, csr_to_dense, reid_features, stored_mask, \
     with_duplicates
 
@@ -127,6 +128,73 @@ def test_cuda_jaccard_rejects_bad_rank():
         _cuda_jaccard()(xt.cuda(), bad, 19, 6, math.inf)
     with pytest.raises(ValueError, match="k1"):
         _cuda_jaccard()(xt.cuda(), rank.cuda(), 20, 6, math.inf)
+
+
+# ---------------------------------------------------------------- the last stage's kernels, bit for bit
+def _pairs_cuda(q, max_distance, workspace, smem_slots=None):
+    """jaccard_slots / jaccard_partners / jaccard_rows (through cuda_backend.jaccard.pairs) on V' = q;
+    smem_slots lowers the largest shared-memory tables (partners pass, rows pass) to force global ones."""
+    from hilcore.cuda_backend import jaccard as cj
+
+    q_ptr, q_idx, q_val = (torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in q)
+    n = q_ptr.numel() - 1
+    p_ptr, p_row, p_val = cj._postings(q_ptr, q_idx, q_val, n)
+    k = cj._Kernels(cj._native(), torch.cuda.current_stream().cuda_stream)
+    if smem_slots is not None:
+        k.smem_slots = smem_slots
+    out = cj.pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n, max_distance, workspace)
+    assert all(t.is_cuda for t in out)
+    return dict(indptr=out[0].cpu().numpy(), indices=out[1].cpu().numpy(), data=out[2].cpu().numpy())
+
+
+@functools.lru_cache(maxsize=None)
+def _synthetic_case(n, max_distance):
+    q = synthetic() if n is None else synthetic(n=n, seed=n, hub=n // 3)
+    return q, reference(*q, max_distance)
+
+
+@pytest.mark.parametrize("max_distance", [math.inf, EPS, 0.0], ids=["all", "eps", "zero"])
+@pytest.mark.parametrize("workspace", [1 << 30, 1 << 16], ids=["whole", "chunks"])
+def test_cuda_pair_kernels_bitwise_on_synthetic_vprime(max_distance, workspace):
+    """Empty rows, duplicate rows, zero weights and hub rows (tables past the device's shared
+    memory): the kernels' m(i, j) and d are the float32 sums in ascending t of the reference,
+    bit for bit."""
+    q, ref = _synthetic_case(None, max_distance)
+    assert_bitwise(_pairs_cuda(q, max_distance, workspace), ref)
+
+
+@pytest.mark.parametrize("max_distance", [math.inf, EPS], ids=["all", "eps"])
+@pytest.mark.parametrize("workspace", [1 << 30, 1 << 12, 1], ids=["whole", "chunks", "row-per-chunk"])
+def test_cuda_pair_kernels_bitwise_with_small_shared_tables(max_distance, workspace):
+    """Shared-memory tables capped at 64 / 32 slots: most rows in global memory; a tiny
+    workspace makes 8 warps reuse their regions over many rows, one chunk per row."""
+    q, ref = _synthetic_case(301, max_distance)
+    assert_bitwise(_pairs_cuda(q, max_distance, workspace, smem_slots=(64, 32)), ref)
+
+
+@pytest.mark.parametrize("n", (1, 2, 19, 989))
+@pytest.mark.parametrize("dup", [False, True], ids=["plain", "dups"])
+@pytest.mark.parametrize("k2", [K2, 1])
+def test_cuda_pair_kernels_bitwise_on_reid_vprime(n, dup, k2):
+    """V' of ReID-like features (the torch backend's stages): the CUDA last stage equals the
+    float32 reference bit for bit, and the torch backend's pairs within float tolerance."""
+    from hilcore.torch_backend import jaccard as tj
+
+    xt, rank = _rank(n, dup, K1)
+    k1 = min(K1, n)
+    k2 = min(k2, k1)
+    kk = min(hilcore._core.half_k(k1) + 1, k1)
+    eptr, eidx = tj._expansion(rank, tj._reciprocal_mask(rank, k1), tj._reciprocal_mask(rank, kk))
+    vals = tj._weights(xt, eptr, eidx)
+    if k2 > 1:
+        eptr, eidx, vals = tj._query_expansion(rank, k2, eptr, eidx, vals)
+    q = (eptr.numpy(), eidx.numpy().astype(np.int32), vals.numpy())
+    for md in (math.inf, EPS):
+        got = _pairs_cuda(q, md, 1 << 30)
+        assert_bitwise(got, reference(*q, md))
+        want = _scipy(*tj.jaccard(xt, rank, k1, k2, md), n)
+        _assert_same_sparse(_scipy(torch.from_numpy(got["indptr"]), torch.from_numpy(got["indices"]),
+                                   torch.from_numpy(got["data"]), n), want, None if md == math.inf else md)
 
 
 # ---------------------------------------------------------------- public pipeline on CUDA input

@@ -1,4 +1,4 @@
-"""CI guard on the compiled GPU kernels (no GPU needed).
+"""CI guards on compiled GPU code (no GPU needed): the Triton kernels and the CUDA Jaccard kernels.
 
 benchmarks/gpu_static.py compiles the Triton kNN kernels exactly as the kNN
 launcher launches them on a GPU (its launches recorded, not run), the BRST scan
@@ -7,10 +7,12 @@ D = 768, 1536, 2048, and reads the cubin with the cuobjdump bundled with Triton.
 The guard: the kNN candidate kernel runs on tensor cores from swizzled
 (conflict-free) shared operand tiles; no kNN kernel, neither the BRST scan nor
 the MCCL kernels spill or hold more than 128 registers. It runs in a subprocess:
-the test session imports triton in interpreter mode.
+the test session imports triton in interpreter mode. The CUDA Jaccard kernels
+(nvcc -Xptxas -v): no spills, no stack, at most 64 registers.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +135,35 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
     ir = [la for r in report if r["kernel"].startswith(f"knn_cand[k={K1},") for la in r["launches"]
           if la["n"] == 11909]
     assert len(ir) == len(DIMS) * len(ARCHS) and all(la["splits"] > 1 for la in ir)
+
+
+# the CUDA kernels of the Jaccard stages (kernels/cuda/jaccard_cuda.cu), template instances named
+JACCARD_CUDA_KERNELS = {
+    "krecip_flags_kernel", "expand_kernel<false>", "expand_kernel<true>", "unique_count_kernel",
+    "unique_weights_kernel", "query_expansion_kernel<false>", "query_expansion_kernel<true>", "jaccard_slots_kernel",
+    "jaccard_partners_kernel<true>", "jaccard_partners_kernel<false>", "jaccard_rows_kernel<true>",
+    "jaccard_rows_kernel<false>",
+}
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_cuda_jaccard_kernels_compile_without_spills(tmp_path):
+    """nvcc -Xptxas -v for sm_80 and sm_90: every Jaccard kernel present, no spill, no stack, at most
+    64 registers (registers leave room for 4 blocks of 256 threads per SM), no static shared memory."""
+    out = tmp_path / "static_cuda.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--no-triton", "--arch", "90", "80",
+                        "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rows = [r for r in json.loads(out.read_text())["rows"] if r.get("file") == "jaccard_cuda.cu"]
+    for arch in ("sm_90", "sm_80"):
+        assert {r["kernel"] for r in rows if r["arch"] == arch} == JACCARD_CUDA_KERNELS, arch
+    for r in rows:
+        name = f"{r['kernel']} {r['arch']}"
+        assert "error" not in r, name
+        assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, f"{name}: spills"
+        assert r["stack_bytes"] == 0, f"{name}: {r['stack_bytes']} bytes of stack (local memory)"
+        assert r["registers"] <= 64, f"{name}: {r['registers']} registers"
+        # the shared-memory table instances take dynamic shared memory, sized per launch
+        assert r["static_shared_bytes"] == 0, name

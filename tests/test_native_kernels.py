@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from hilcore._dispatch import native_module
+from testing import reid_features, with_duplicates
 
 nat = native_module()
 pytestmark = pytest.mark.skipif(nat is None, reason="hilcore._native is not built")
@@ -78,15 +79,15 @@ def to_dense(indptr, indices, data, n, fill=1.0):
     return D
 
 
-def features(n, d, seed, dup=0):
-    """Normalised float32 rows; the last `dup` rows repeat earlier ones exactly."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(1, n // 6), d))
-    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, d))
-    if dup:
-        x[n - dup:] = x[:dup]
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    return x
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of the shared generators (tests/testing.py) scaled to unit norm, float32 (the kernels' input)."""
+    return (x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)).astype(np.float32)
+
+
+def identical_pairs(x: np.ndarray) -> np.ndarray:
+    same = (x[:, None, :] == x[None, :, :]).all(axis=2)
+    np.fill_diagonal(same, False)
+    return same
 
 
 # ----------------------------------------------------------------------------- kNN
@@ -136,7 +137,7 @@ def test_knn_database(n, m, k, tile):
 
 
 def test_knn_real_features_match_float64():
-    x = features(200, 32, 0)
+    x = unit(reid_features(200, 32, seed=0))
     idx, sim = native_knn(torch.from_numpy(x), 10, None, tile=48)
     S = x.astype(np.float64) @ x.T.astype(np.float64)
     ridx, rsim = ref_topk(S, 10, True)
@@ -165,7 +166,7 @@ JACCARD_CASES = [(1, 1, 1), (2, 2, 1), (2, 2, 2), (19, 5, 1), (19, 7, 3), (19, 1
 
 @pytest.mark.parametrize("n,k1,k2", JACCARD_CASES)
 def test_jaccard_matches_dense_loops(n, k1, k2):
-    x = features(n, 16, n + k1, dup=n // 10)
+    x = unit(with_duplicates(reid_features(n, 16, seed=n + k1)))
     rank = ref_rank(x, k1)
     indptr, indices, data = native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), k1, k2, math.inf)
     indptr, indices, data = indptr.numpy(), indices.numpy(), data.numpy()
@@ -181,12 +182,17 @@ def test_jaccard_matches_dense_loops(n, k1, k2):
         row = indices[indptr[i]:indptr[i + 1]]
         assert (np.diff(row) > 0).all()
         assert data[indptr[i]:indptr[i + 1]][row == i].tolist() == [0.0]
+    # pairs at distance 0 in float64 (identical rows with identical V') are exactly 0, not a rounding above
+    dense = to_dense(indptr, indices, data, n)
+    assert np.all(dense[D < 1e-9] == 0.0)
+    if n >= 19:
+        assert (identical_pairs(x) & (D < 1e-9)).any()
 
 
 @pytest.mark.parametrize("n,k1,k2", [(19, 7, 3), (200, 20, 6), (200, 30, 1)])
 @pytest.mark.parametrize("max_distance", [0.0, 0.3, 0.6, 0.9])
 def test_jaccard_max_distance_and_exact_symmetry(n, k1, k2, max_distance):
-    x = features(n, 16, 7, dup=n // 8)
+    x = unit(with_duplicates(reid_features(n, 16, seed=7)))
     rank = ref_rank(x, k1)
     indptr, indices, data = (t.numpy() for t in native_jaccard(torch.from_numpy(x), torch.from_numpy(rank),
                                                                k1, k2, max_distance))
@@ -200,23 +206,24 @@ def test_jaccard_max_distance_and_exact_symmetry(n, k1, k2, max_distance):
     np.testing.assert_array_equal((dense <= max_distance)[clear], (D <= max_distance)[clear])
     kept = np.isfinite(dense)
     np.testing.assert_allclose(dense[kept], D[kept], atol=2e-5)
-    if n // 8 > 0:  # exact duplicates are stored even at distance 0 (they are neighbours)
-        assert dense[n - 1, n // 8 - 1] <= 1e-6 or D[n - 1, n // 8 - 1] > 1e-6
+    # exact duplicates at distance 0 are stored with exactly 0 (they are neighbours at any max_distance)
+    zero = identical_pairs(x) & (D < 1e-9)
+    assert zero.any() and np.all(dense[zero] == 0.0)
 
 
 def test_jaccard_stores_zero_distances_of_identical_rows():
-    x = np.repeat(features(4, 8, 3), 5, axis=0)  # 4 groups of 5 identical rows
+    x = np.repeat(unit(reid_features(4, 8, seed=3)), 5, axis=0)  # 4 groups of 5 identical rows
     rank = ref_rank(x, 5)
     indptr, indices, data = (t.numpy() for t in native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), 5, 2,
                                                                0.6))
     dense = to_dense(indptr, indices, data, 20, fill=np.inf)
     for g in range(4):
         block = dense[5 * g:5 * g + 5, 5 * g:5 * g + 5]
-        assert np.isfinite(block).all() and np.abs(block).max() <= 1e-6
+        assert np.isfinite(block).all() and np.all(block == 0.0)
 
 
 def test_jaccard_validation():
-    x = torch.from_numpy(features(10, 4, 0))
+    x = torch.from_numpy(unit(reid_features(10, 4, seed=0)))
     rank = torch.from_numpy(ref_rank(x.numpy(), 4))
     with pytest.raises(ValueError, match="rank: expected dtype int64"):
         nat.jaccard(x.numpy(), rank.numpy().astype(np.int32), 4, 2, 0.6)
@@ -280,7 +287,7 @@ def test_dbscan_float32_threshold_like_sklearn():
 @pytest.mark.parametrize("n,k1,k2", [(19, 7, 3), (200, 20, 6), (200, 30, 1)])
 @pytest.mark.parametrize("min_samples", [1, 4, 8])
 def test_dbscan_on_jaccard_output_matches_sklearn(n, k1, k2, min_samples):
-    x = features(n, 16, 11, dup=n // 6)
+    x = unit(with_duplicates(reid_features(n, 16, seed=11)))
     rank = ref_rank(x, k1)
     for eps in (0.3, 0.6):
         indptr, indices, data = native_jaccard(torch.from_numpy(x), torch.from_numpy(rank), k1, k2, eps)

@@ -3,8 +3,10 @@
 The kernels run count and fill passes; this module allocates every buffer
 with torch on the input's device, does the exclusive scans between passes
 (``torch.cumsum``), builds the postings (transpose of V') with a stable sort,
-and cuts the last stage into row chunks whose hash tables fit a workspace
-budget. Memory is O(N * support): no N x N buffer anywhere.
+and runs the last stage (:func:`pairs`): per-row hash tables sized by each
+row's exact distinct partners (shared memory when they fit, else a
+global-memory region per warp), the staged pairs cut into row chunks that fit
+a workspace budget. Memory is O(N * support): no N x N buffer anywhere.
 """
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ import torch
 from .. import _dispatch
 from .._core import half_k
 
-# Upper bound on the hash-table workspace of one chunk of rows (bytes); the
-# default also keeps it under a quarter of the free device memory.
+# Workspace of the last stage (bytes): the global-memory hash tables of one launch
+# (rows too big for shared memory) and the staging of one chunk of rows each stay
+# within it (beyond it only for the minimum of 8 regions, or a single row's pairs);
+# the default also keeps it under a quarter of the memory free for torch.
 DEFAULT_WORKSPACE_BYTES = 2 << 30
-_SLOT_BYTES = 8  # int32 key + float32 value
+_KEY_BYTES = 4  # int32 key (partners pass)
+_SLOT_BYTES = 8  # int32 key + float32 value (rows pass)
+_STAGE_BYTES = 8  # int32 column + float32 distance per staged pair
+_WARPS_PER_BLOCK = 8
+_MAX_REGIONS = 16384  # more warps than an H100/H200 keeps resident: more regions would only cost memory
 
 
 def _native():
@@ -57,15 +65,137 @@ def default_workspace(dev: torch.device) -> int:
     return max(64 << 20, min(DEFAULT_WORKSPACE_BYTES, (free + cached) // 4))
 
 
-def _chunks(slots_cum: np.ndarray, budget_slots: int):
-    """Row ranges [a, b) whose summed slots stay <= budget_slots (at least one row each)."""
-    n = slots_cum.size - 1
+def _chunks(cum: np.ndarray, budget: int):
+    """Row ranges [a, b) whose summed sizes (cum: their [n+1] offsets) stay <= budget (at least one row each)."""
+    n = cum.size - 1
     a = 0
     while a < n:
-        b = int(np.searchsorted(slots_cum, slots_cum[a] + budget_slots, side="right")) - 1
+        b = int(np.searchsorted(cum, cum[a] + budget, side="right")) - 1
         b = min(max(b, a + 1), n)
         yield a, b
         a = b
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+class _Kernels:
+    """The last stage's kernels (kernels/cuda/launchers.h) on torch tensors, on one stream.
+
+    :func:`pairs` talks to the kernels only through this object, so a CPU model
+    of the same contract can stand in for it (tests/test_jaccard_table.py).
+    """
+
+    def __init__(self, nat, stream: int):
+        self.nat, self.stream = nat, stream
+        self.smem_slots = tuple(int(v) for v in nat.cuda_jaccard_smem_slots())  # (partners pass, rows pass)
+
+    def slots(self, q_ptr, q_idx, p_ptr, n, out):
+        self.nat.cuda_jaccard_slots(_ptr(q_ptr), _ptr(q_idx), _ptr(p_ptr), n, _ptr(out), self.stream)
+
+    def partners(self, q_ptr, q_idx, p_ptr, p_row, ids, bound, shared, regions, region_slots, scratch, partners,
+                 slots, err):
+        self.nat.cuda_jaccard_partners(_ptr(q_ptr), _ptr(q_idx), _ptr(p_ptr), _ptr(p_row), _ptr(ids), ids.numel(),
+                                       _ptr(bound), shared, regions, region_slots, _ptr(scratch), _ptr(partners),
+                                       _ptr(slots), _ptr(err), self.stream)
+
+    def rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, shared, regions, region_slots, keys, vals,
+             max_distance, row0, st_off, kept, st_idx, st_val, err):
+        self.nat.cuda_jaccard_rows(_ptr(q_ptr), _ptr(q_idx), _ptr(q_val), _ptr(p_ptr), _ptr(p_row), _ptr(p_val),
+                                   _ptr(ids), ids.numel(), _ptr(slots), shared, regions, region_slots, _ptr(keys),
+                                   _ptr(vals), max_distance, row0, _ptr(st_off), _ptr(kept), _ptr(st_idx),
+                                   _ptr(st_val), _ptr(err), self.stream)
+
+
+def _regions(rows: int, region_slots: int, slot_bytes: int, budget: int) -> int:
+    """Warps of a global-memory launch (one table region each): a multiple of 8, at most one per
+    row and _MAX_REGIONS, and within `budget` bytes (at least 8 regions)."""
+    r = max(1, min(rows, budget // (region_slots * slot_bytes), _MAX_REGIONS))
+    return -(-r // _WARPS_PER_BLOCK) * _WARPS_PER_BLOCK
+
+
+def _groups(slots: torch.Tensor, rows: torch.Tensor, max_shared: int):
+    """(shared, region_slots, ids): one launch per table size (a power of two) among `rows`, the
+    region being that size: in shared memory up to max_shared slots, so small tables take little
+    of it; in global memory past it, so a few huge rows do not shrink the regions (and the warps)
+    of the many smaller ones."""
+    cap = slots[rows]
+    for size in torch.unique(cap).tolist():
+        yield size <= max_shared, int(size), rows[cap == size]
+
+
+def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: float, workspace_bytes: int):
+    """The kept pairs of V' (CSR q_*, postings p_*) as CSR (indptr, int64 indices, float32 data),
+    columns sorted per row.
+
+    1. ``bound[i]``: table size for the summed postings sizes of supp(i) (at most n keys);
+    2. partners pass: the exact distinct partners of each row in a keys-only table of that
+       size, and ``slots[i]``, the table size of the rows pass (load factor 1/4 .. 1/2);
+    3. rows pass, by chunks of rows whose staged pairs (<= their partners) fit the workspace:
+       build, count and fill in one kernel, then each row's pairs sorted by column.
+    One launch per table size (the region of each warp): in shared memory (8 regions per
+    block) when it fits, else in global memory (a region per warp, at most ``workspace_bytes``
+    of them).
+    """
+    dev = q_ptr.device
+    i64 = dict(dtype=torch.int64, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    smem_partners, smem_rows = k.smem_slots
+    every = torch.arange(n, **i64)
+
+    bound = torch.empty(n, **i64)
+    k.slots(q_ptr, q_idx, p_ptr, n, bound)
+    partners = torch.empty(n, **i64)
+    slots = torch.empty(n, **i64)
+    for shared, region, ids in _groups(bound, every, smem_partners):
+        if shared:
+            k.partners(q_ptr, q_idx, p_ptr, p_row, ids, bound, True, 0, region, None, partners, slots, err)
+        else:
+            regions = _regions(ids.numel(), region, _KEY_BYTES, workspace_bytes)
+            scratch = torch.empty(regions * region, dtype=torch.int32, device=dev)
+            k.partners(q_ptr, q_idx, p_ptr, p_row, ids, bound, False, regions, region, scratch, partners, slots,
+                       err)
+            del scratch
+
+    st_cum = _exclusive(partners)
+    cum = st_cum.cpu().numpy()
+    kept = torch.empty(n, **i64)
+    out_idx, out_val = [], []
+    for a, b in _chunks(cum, max(1, workspace_bytes // _STAGE_BYTES)):
+        st_off = st_cum[a:b + 1] - st_cum[a]
+        staged = int(cum[b] - cum[a])
+        st_idx = torch.empty(staged, dtype=torch.int32, device=dev)
+        st_val = torch.empty(staged, dtype=torch.float32, device=dev)
+        for shared, region, ids in _groups(slots, every[a:b], smem_rows):
+            if shared:
+                k.rows(q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, True, 0, region, None, None,
+                       max_distance, a, st_off, kept, st_idx, st_val, err)
+            else:
+                regions = _regions(ids.numel(), region, _SLOT_BYTES, workspace_bytes)
+                keys = torch.empty(regions * region, dtype=torch.int32, device=dev)
+                vals = torch.empty(regions * region, dtype=torch.float32, device=dev)
+                k.rows(q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, False, regions, region, keys, vals,
+                       max_distance, a, st_off, kept, st_idx, st_val, err)
+                del keys, vals
+        # row r's pairs are the first kept[r] staged at st_off[r]; sort each row by column
+        kc = kept[a:b]
+        total = int(kc.sum())
+        local = torch.repeat_interleave(torch.arange(b - a, **i64), kc, output_size=total)
+        src = st_off[local] + (torch.arange(total, **i64) - _exclusive(kc)[local])
+        idx = st_idx[src].to(torch.int64)
+        val = st_val[src]
+        order = torch.argsort(local * n + idx)  # (row, column) keys are distinct: a deterministic order
+        out_idx.append(idx[order])
+        out_val.append(val[order])
+        del st_idx, st_val
+    flag = int(err.item())
+    if flag:
+        raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {flag:#x}); this is a bug")
+    indptr = _exclusive(kept)
+    indices = torch.cat(out_idx) if len(out_idx) > 1 else out_idx[0]
+    data = torch.cat(out_val) if len(out_val) > 1 else out_val[0]
+    return indptr, indices, data
 
 
 def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance: float,
@@ -151,46 +281,10 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         else:
             q_ptr, q_idx, q_val = e_ptr, e_idx, e_val
 
-        # 4. postings and per-row hash tables, by chunks of rows
+        # 4. postings, per-row hash tables, kept pairs
         p_ptr, p_row, p_val = _postings(q_ptr, q_idx, q_val, n)
-        slots = torch.empty(n, **i64)
-        nat.cuda_jaccard_slots(q_ptr.data_ptr(), q_idx.data_ptr(), p_ptr.data_ptr(), n, slots.data_ptr(), stream)
-        slots_ptr = _exclusive(slots)
-        slots_cum = slots_ptr.cpu().numpy()
         if workspace_bytes is None:
             workspace_bytes = default_workspace(dev)
-        budget = max(1, int(workspace_bytes) // _SLOT_BYTES)
-        ranges = list(_chunks(slots_cum, budget))
-        most = max(int(slots_cum[b] - slots_cum[a]) for a, b in ranges)
-        keys = torch.empty(most, dtype=torch.int32, device=dev)
-        vals = torch.empty(most, dtype=torch.float32, device=dev)
-        kept = torch.empty(n, **i64)
-        out_idx, out_val = [], []
-        for a, b in ranges:
-            rows = b - a
-            w_off = slots_ptr[a:b + 1] - slots_ptr[a]
-            used = int(slots_cum[b] - slots_cum[a])
-            keys[:used].fill_(-1)
-            vals[:used].zero_()
-            nat.cuda_jaccard_build(q_ptr.data_ptr(), q_idx.data_ptr(), q_val.data_ptr(), p_ptr.data_ptr(),
-                                   p_row.data_ptr(), p_val.data_ptr(), a, rows, w_off.data_ptr(), keys.data_ptr(),
-                                   vals.data_ptr(), stream)
-            kc = kept[a:b]
-            nat.cuda_jaccard_count(a, rows, w_off.data_ptr(), keys.data_ptr(), vals.data_ptr(), md, kc.data_ptr(),
-                                   stream)
-            k_off = _exclusive(kc)
-            total = int(k_off[-1])
-            idx = torch.empty(total, **i64)
-            val = torch.empty(total, dtype=torch.float32, device=dev)
-            nat.cuda_jaccard_fill(a, rows, w_off.data_ptr(), keys.data_ptr(), vals.data_ptr(), md, k_off.data_ptr(),
-                                  idx.data_ptr(), val.data_ptr(), stream)
-            # sort within rows: keys (local row, column) are distinct, so the order is deterministic
-            local = torch.repeat_interleave(torch.arange(rows, **i64), kc, output_size=total)
-            order = torch.argsort(local * n + idx)
-            out_idx.append(idx[order])
-            out_val.append(val[order])
-        del keys, vals
-        indptr = _exclusive(kept)
-        indices = torch.cat(out_idx) if len(out_idx) > 1 else out_idx[0]
-        data = torch.cat(out_val) if len(out_val) > 1 else out_val[0]
+        indptr, indices, data = pairs(_Kernels(nat, stream), q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n, md,
+                                      int(workspace_bytes))
     return indptr, indices, data

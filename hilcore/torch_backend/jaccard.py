@@ -9,15 +9,35 @@ Stages (docs/design.md), all on padded or CSR tensors, chunked over rows:
   4. query expansion ``V'[i] = mean(V[rank[i, :k2]])`` (k2 > 1);
   5. ``m(i, j) = sum_t min(V'[i, t], V'[j, t])`` through an inverted index
      (the entries of V' sorted by column), only for j >= i, reduced per row
-     block in a dense [block, N] accumulator; ``d = max(0, 1 - m / (2 - m))``;
-     the kept pairs are mirrored to j < i so the result is exactly symmetric.
+     block in a dense [block, N] accumulator; ``d = max(0, 1 - m / (s_i + s_j - m))``
+     with the row masses ``s_i = sum_t V'[i, t]`` (1 up to rounding); the kept
+     pairs are mirrored to j < i so the result is exactly symmetric.
 Memory is O(N * support) plus one [block, N] accumulator, never N x N.
+
+Every float32 result follows the summation orders of docs/design.md
+("Summation orders"), which the native C++ stages follow too, so both return
+bitwise the same CSR: the dot products in :data:`DOT_LANES` fixed lanes
+(:func:`dot_rows`), the exponential from IEEE float64 operations only
+(:func:`exp_f32`), every other sum sequential in index order (``index_add_``
+on a CPU adds in the order of its index, one element after the other).
 """
 from __future__ import annotations
 
 import torch
 
 from .._core import half_k
+
+#: Lanes of the dot products of the weights (docs/design.md, "Summation orders").
+DOT_LANES = 16
+# exp_f32: Cody-Waite reduction by ln 2 (hi part with trailing zero bits), Taylor terms 1/k!, k <= 11;
+# the same bits are in kernels/cpu/jaccard_cpu.cpp
+_INV_LN2 = float.fromhex("0x1.71547652b82fep+0")
+_LN2_HI = float.fromhex("0x1.62e42fee00000p-1")
+_LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
+_EXP_TAYLOR = tuple(float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.0000000000000p+0", "0x1.0000000000000p-1", "0x1.5555555555555p-3",
+    "0x1.5555555555555p-5", "0x1.1111111111111p-7", "0x1.6c16c16c16c17p-10", "0x1.a01a01a01a01ap-13",
+    "0x1.a01a01a01a01ap-16", "0x1.71de3a556c734p-19", "0x1.27e4fb7789f5cp-22", "0x1.ae64567f544e4p-26"))
 
 # Upper bounds on the elements of the temporaries of one chunk.
 CHUNK_ELEMENTS = 1 << 24
@@ -86,6 +106,63 @@ def _row_ids(indptr: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(n, device=indptr.device), indptr[1:] - indptr[:-1])
 
 
+def dot_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """float32 ``[m]``: ``a[r] . b[r]`` of float32 ``[m, D]`` rows in the fixed order of docs/design.md.
+
+    Lane ``l`` of :data:`DOT_LANES` adds the float32 products ``a[r, t] * b[r, t]``
+    of the columns ``t = q * DOT_LANES + l`` for q ascending (from 0); then the
+    lanes fold in halves, lane ``l`` += lane ``l + w`` for w = 8, 4, 2, 1. No
+    reduction of torch's is used (their order depends on the vector width).
+    """
+    p = a * b
+    m, dim = p.shape
+    acc = torch.zeros((m, DOT_LANES), dtype=torch.float32, device=p.device)
+    full = dim // DOT_LANES
+    for q in range(full):
+        acc += p[:, q * DOT_LANES:(q + 1) * DOT_LANES]
+    if dim > full * DOT_LANES:
+        acc[:, :dim - full * DOT_LANES] += p[:, full * DOT_LANES:]
+    w = DOT_LANES
+    while w > 1:
+        w //= 2
+        acc = acc[:, :w] + acc[:, w:2 * w]
+    return acc[:, 0]
+
+
+def exp_f32(z: torch.Tensor) -> torch.Tensor:
+    """float32 ``exp(z)`` from IEEE float64 operations only (so every device and the C++ agree bitwise).
+
+    ``z`` (float32, clamped to [-200, 100], where float32's exp is already 0 / inf)
+    is reduced as ``z = k ln2 + r`` (k = round-half-even(z / ln2), ln 2 in a
+    hi + lo pair), ``exp(r)`` is the Taylor polynomial of degree 11 in Horner
+    form (|r| <= 0.35: error below 1e-14), scaled by the exact ``2^k``, then
+    rounded once to float32 (within 0.5 ulp + 1e-14 of the true value).
+    """
+    zd = z.to(torch.float64).clamp(-200.0, 100.0)
+    k = torch.round(zd * _INV_LN2)
+    r = (zd - k * _LN2_HI) - k * _LN2_LO
+    p = r * _EXP_TAYLOR[11] + _EXP_TAYLOR[10]
+    for c in reversed(_EXP_TAYLOR[:10]):
+        p = p * r + c
+    pow2 = ((k.to(torch.int64) + 1023) << 52).view(torch.float64)  # exactly 2^k
+    return (p * pow2).to(torch.float32)
+
+
+def softmax_numerators(sims: torch.Tensor) -> torch.Tensor:
+    """The unnormalised weights ``exp(-(2 - 2 s))`` of float32 similarities (no max shift: logits in [-4, 0])."""
+    return exp_f32(-(2.0 - 2.0 * sims))
+
+
+def row_masses(indptr: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """float32 ``[n]``: ``s_i`` = the values of CSR row i added in ascending column order, from 0."""
+    return torch.zeros(n, dtype=torch.float32, device=values.device).index_add_(0, _row_ids(indptr), values)
+
+
+def jaccard_from_min_sum(m: torch.Tensor, mass_i: torch.Tensor, mass_j: torch.Tensor) -> torch.Tensor:
+    """``max(0, 1 - m / ((s_i + s_j) - m))`` in float32: two identical V' rows give exactly 0."""
+    return torch.clamp(1.0 - m / ((mass_i + mass_j) - m), min=0.0)
+
+
 def _weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """V values: per row, softmax over E(i) of -(2 - 2 x_i . x_j), float32."""
     n, dim = x.shape
@@ -94,8 +171,9 @@ def _weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor) -> to
     step = max(1, CHUNK_ELEMENTS // dim)
     for s in range(0, indices.shape[0], step):
         e = min(indices.shape[0], s + step)
-        sims[s:e] = (x[rows[s:e]] * x[indices[s:e]]).sum(dim=1)
-    w = torch.exp(-(2.0 - 2.0 * sims))  # logits lie in [-4, 0]: no overflow, no max shift needed
+        sims[s:e] = dot_rows(x[rows[s:e]], x[indices[s:e]])
+    w = softmax_numerators(sims)
+    # the normaliser adds a row's weights in ascending column order, from 0
     total = torch.zeros(n, dtype=torch.float32, device=x.device).index_add_(0, rows, w)
     return w / total[rows]
 
@@ -110,9 +188,14 @@ def _mean_of_rows(nbrs: torch.Tensor, n_cols: int, indptr: torch.Tensor, indices
                   values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR (indptr, indices, float32 values) of row i = mean over the CSR rows ``nbrs[i, :]`` of
     ``(indptr, indices, values)``, whose columns lie in ``[0, n_cols)``; columns sorted per row. Also the
-    query expansion of :func:`hilcore.distributed.jaccard_distance` (local rows, fetched V rows)."""
+    query expansion of :func:`hilcore.distributed.jaccard_distance` (local rows, fetched V rows).
+
+    The rows ``nbrs[i, :]`` are added in ascending order of their ids (from 0), so two rows with
+    the same set of neighbours (exact duplicates) get bitwise the same mean, whatever their ranking order.
+    """
     n, k2 = nbrs.shape
     dev = nbrs.device
+    nbrs = torch.sort(nbrs, dim=1).values
     length = indptr[1:] - indptr[:-1]
     counts, cols, vals = [], [], []
     avg = int(length.float().mean().item()) + 1 if length.numel() else 1
@@ -143,6 +226,7 @@ def _upper_pairs(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tens
     """(i, j, d) for j >= i with supports meeting and d <= max_distance (diagonal d = 0)."""
     dev = values.device
     rows = _row_ids(indptr)
+    mass = row_masses(indptr, values, n)
     # inverted index: entries ordered by (column, row); `where[e]` is entry e's slot there
     by_col = torch.sort(indices, stable=True).indices
     inv_rows, inv_vals = rows[by_col], values[by_col]
@@ -173,8 +257,8 @@ def _upper_pairs(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tens
             starts_at = stop
         flat = torch.nonzero(acc > 0).flatten()
         m = acc[flat]
-        d = torch.clamp(1.0 - m / (2.0 - m), min=0.0)
         i, j = flat // n + r0, flat % n
+        d = jaccard_from_min_sum(m, mass[i], mass[j])
         d = torch.where(i == j, torch.zeros_like(d), d)  # the diagonal is exactly 0
         keep = d <= max_distance
         out_i.append(i[keep])

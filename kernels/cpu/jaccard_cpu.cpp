@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 namespace hilcore {
@@ -82,11 +83,56 @@ RecipSets reciprocal_sets(const int64_t* rank, int64_t ld, int64_t n, int64_t m,
   return R;
 }
 
+// The float32 operations below follow docs/design.md ("Summation orders") exactly, as the torch
+// stages (hilcore/torch_backend/jaccard.py) do, so both return bitwise the same CSR. This file is
+// compiled with -ffp-contract=off (no a * b + c fused into one rounding) and without -ffast-math.
+
+// dot_rows: lane l of kDotLanes adds a[t] * b[t] for t = q * kDotLanes + l, q ascending, from 0;
+// then the lanes fold in halves (lane l += lane l + w, w = 8, 4, 2, 1). The lane loop is what the
+// compiler vectorises (one or more SIMD registers of lanes); it does not change the order.
+constexpr int kDotLanes = 16;
+
 inline float dot(const float* a, const float* b, int64_t d) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t t = 0; t < d; ++t) s += a[t] * b[t];
-  return s;
+  float acc[kDotLanes] = {};
+  int64_t t = 0;
+  for (; t + kDotLanes <= d; t += kDotLanes)
+    for (int l = 0; l < kDotLanes; ++l) acc[l] += a[t + l] * b[t + l];
+  for (int l = 0; t + l < d; ++l) acc[l] += a[t + l] * b[t + l];
+  for (int w = kDotLanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] = acc[l] + acc[l + w];
+  return acc[0];
+}
+
+// exp_f32: float32 exp(z) from IEEE float64 operations only. z clamped to [-200, 100] (float32's
+// exp is 0 / inf beyond), z = k ln2 + r with k = round-half-even(z / ln2) and ln2 = hi + lo, the
+// Taylor polynomial of degree 11 in Horner form, times the exact 2^k, rounded once to float32.
+constexpr double kInvLn2 = 0x1.71547652b82fep+0;
+constexpr double kLn2Hi = 0x1.62e42fee00000p-1;
+constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
+constexpr double kExpTaylor[12] = {0x1.0000000000000p+0, 0x1.0000000000000p+0,  0x1.0000000000000p-1,
+                                   0x1.5555555555555p-3, 0x1.5555555555555p-5,  0x1.1111111111111p-7,
+                                   0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16,
+                                   0x1.71de3a556c734p-19, 0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26};
+
+inline float exp_f32(float z) {
+  const double zd = std::min(std::max(static_cast<double>(z), -200.0), 100.0);
+  // round-half-even(zd / ln2) as torch.round gives it: adding and removing 1.5 * 2^52 rounds to an
+  // integer in the default rounding mode, exactly, for |v| < 2^51 (here |v| < 300); no libm call
+  const double k = (zd * kInvLn2 + 0x1.8p52) - 0x1.8p52;
+  const double r = (zd - k * kLn2Hi) - k * kLn2Lo;
+  double p = r * kExpTaylor[11] + kExpTaylor[10];
+  for (int c = 9; c >= 0; --c) p = p * r + kExpTaylor[c];
+  const uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(k) + 1023) << 52;  // 2^k, exactly
+  double two_k;
+  std::memcpy(&two_k, &bits, sizeof two_k);
+  return static_cast<float>(p * two_k);
+}
+
+// d = max(0, 1 - m / ((s_i + s_j) - m)) with the row masses s = sum_t V'[., t]: identical V' rows
+// (m = s_i = s_j, the same sums in the same order) give exactly 0.
+inline float jaccard_from_min_sum(float m, float si, float sj) {
+  const float dist = 1.f - m / ((si + sj) - m);
+  return dist < 0.f ? 0.f : dist;
 }
 
 struct ExpandScratch {
@@ -100,6 +146,7 @@ struct DenseScratch {
   std::vector<float> acc;
   std::vector<uint8_t> seen;
   std::vector<int32_t> touched;
+  std::vector<int64_t> nbrs;
   std::vector<std::pair<int64_t, float>> kept;
 };
 
@@ -119,6 +166,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   std::vector<int64_t> v_ptr;
   std::vector<int32_t> v_idx;
   std::vector<float> v_val;
+  // the row masses s_i of the rows of V' (of V while k2 = 1), each added in ascending t from 0
+  std::vector<float> mass(n, 0.f);
   build_rows<int32_t>(
       n, nt,
       [&]() {
@@ -151,28 +200,29 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           }
         }
         std::sort(s.e.begin(), s.e.end());
-        // softmax over E(i) of -(2 - 2 x_i.x_j), max subtracted
+        // softmax over E(i) of -(2 - 2 x_i.x_j): the logits lie in [-4, 0], no max shift; the
+        // normaliser adds the weights in ascending column order, from 0
         const float* xi = x + i * d;
         s.w.resize(s.e.size());
-        float mx = -INFINITY;
-        for (size_t a = 0; a < s.e.size(); ++a) {
-          s.w[a] = -(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d));
-          mx = std::max(mx, s.w[a]);
-        }
         float sum = 0.f;
         for (size_t a = 0; a < s.e.size(); ++a) {
-          s.w[a] = std::exp(s.w[a] - mx);
+          s.w[a] = exp_f32(-(2.f - 2.f * dot(xi, x + static_cast<int64_t>(s.e[a]) * d, d)));
           sum += s.w[a];
         }
+        float si = 0.f;
         for (size_t a = 0; a < s.e.size(); ++a) {
           I.push_back(s.e[a]);
           V.push_back(s.w[a] / sum);
+          si += V.back();
         }
+        mass[i] = si;
       },
       v_ptr, v_idx, v_val);
   double t1 = omp_get_wtime();
 
-  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n].
+  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the rows added in
+  // ascending order of n (from 0; rows with the same first k2 neighbours get the same V'), then one
+  // float32 division by k2.
   const auto make_dense = [&]() {
     DenseScratch s;
     s.acc.assign(n, 0.f);
@@ -187,8 +237,9 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
         n, nt, make_dense,
         [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
           s.touched.clear();
-          for (int64_t a = 0; a < k2; ++a) {
-            const int64_t r = rank[i * ld_rank + a];
+          s.nbrs.assign(rank + i * ld_rank, rank + i * ld_rank + k2);
+          std::sort(s.nbrs.begin(), s.nbrs.end());
+          for (const int64_t r : s.nbrs) {
             for (int64_t p = v_ptr[r]; p < v_ptr[r + 1]; ++p) {
               const int32_t t = v_idx[p];
               if (!s.seen[t]) {
@@ -200,12 +251,15 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           }
           std::sort(s.touched.begin(), s.touched.end());
           const float kf = static_cast<float>(k2);
+          float si = 0.f;
           for (int32_t t : s.touched) {
             I.push_back(t);
             V.push_back(s.acc[t] / kf);
+            si += V.back();
             s.acc[t] = 0.f;
             s.seen[t] = 0;
           }
+          mass[i] = si;
         },
         q_ptr, q_idx, q_val);
     std::vector<int64_t>().swap(v_ptr);
@@ -237,7 +291,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   }
   double t3 = omp_get_wtime();
 
-  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]), t ascending then j ascending.
+  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]) in float32, t ascending, from 0 (so m(i, j) and
+  // m(j, i) are bit-identical).
   build_rows<int64_t>(
       n, nt, make_dense,
       [&](int64_t i, DenseScratch& s, std::vector<int64_t>& I, std::vector<float>& V) {
@@ -261,8 +316,7 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           s.acc[j] = 0.f;
           s.seen[j] = 0;
           if (j == i) continue;
-          float dist = 1.f - m / (2.f - m);
-          if (dist < 0.f) dist = 0.f;
+          const float dist = jaccard_from_min_sum(m, mass[i], mass[j]);
           if (m > 0.f && dist <= max_distance) s.kept.emplace_back(j, dist);
         }
         std::sort(s.kept.begin(), s.kept.end(),
@@ -281,6 +335,14 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
   out->seconds[2] = t3 - t2;
   out->seconds[3] = t4 - t3;
   return 0;
+}
+
+void jaccard_dot_rows(const float* a, const float* b, int64_t m, int64_t d, float* out) {
+  for (int64_t r = 0; r < m; ++r) out[r] = dot(a + r * d, b + r * d, d);
+}
+
+void jaccard_exp_f32(const float* z, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_f32(z[i]);
 }
 
 }  // namespace hilcore

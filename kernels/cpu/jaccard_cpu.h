@@ -21,11 +21,19 @@ struct JaccardCsr {
 // R(i, k1) when |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|; V[i] = softmax of
 // -(2 - 2 x_i.x_j) over the expanded set; V' = mean of V over rank[i, :k2];
 // m(i, j) = sum_t min(V'[i, t], V'[j, t]) summed in ascending t, so that
-// m(i, j) and m(j, i) are bit-identical; d = max(0, 1 - m / (2 - m)).
+// m(i, j) and m(j, i) are bit-identical; d = max(0, 1 - m / (s_i + s_j - m))
+// with s_i = sum_t V'[i, t]. Every float32 sum follows the orders of
+// docs/design.md ("Summation orders"), bitwise those of the torch stages,
+// whatever the thread count.
 // Kept: d <= max_distance (compared in float32) with m > 0; the diagonal is
 // always stored as exactly 0. Memory O(n * support) plus O(n) per thread.
 // Preconditions: 1 <= k2 <= k1 <= ld_rank, k1 <= n. Returns 0, or 1 for bad sizes.
 int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
                 int64_t k2, float max_distance, int num_threads, JaccardCsr* out);
+
+// The two float32 primitives of the weights, as jaccard_cpu computes them (for tests against the
+// torch stages' dot_rows / exp_f32): out[r] = a[r] . b[r] for row-major [m, d] a and b; out[i] = exp(z[i]).
+void jaccard_dot_rows(const float* a, const float* b, int64_t m, int64_t d, float* out);
+void jaccard_exp_f32(const float* z, int64_t n, float* out);
 
 }  // namespace hilcore

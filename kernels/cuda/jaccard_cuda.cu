@@ -5,16 +5,22 @@
 //   expand_*          thread per row: R(i, k1) + qualifying R(c, kh), with repeats
 //   unique_*          warp per row: distinct sorted E(i) + softmax weights V[i]
 //   query_expansion_* thread per row: V'[i] = mean of V over rank[i, :k2]
-//   jaccard_*         warp per row: m(i, .) in a per-row open-addressing table,
-//                     walking supp(i) in ascending t, one postings list per step
-// Determinism: no float atomics. In jaccard_build each j occurs once per
+//   jaccard_slots     thread per row: table size from the partner bound
+//   jaccard_partners  warp per row: exact distinct partners (keys-only table)
+//   jaccard_rows      warp per row: m(i, .) in a table sized by the partners,
+//                     walking supp(i) in ascending t, one postings list per
+//                     step, then the kept pairs written (build/count/fill fused)
+// Determinism: no float atomics. In jaccard_rows each j occurs once per
 // postings list, so a table slot gets one add per t, and __syncwarp between
 // t's orders them: m(i, j) is summed in ascending t, the same sequence of
-// float adds that builds m(j, i).
+// float adds that builds m(j, i) (jaccard_table.h). Where a key lands in the
+// table depends on the thread schedule; the kept pairs are written in slot
+// order and the caller sorts each row by column, so the output does not.
 #include <cfloat>
 #include <climits>
 
 #include "cuda/common_cuda.cuh"
+#include "cuda/jaccard_table.h"
 #include "cuda/launchers.h"
 
 namespace hilcore {
@@ -213,13 +219,54 @@ __global__ void query_expansion_kernel(const int64_t* __restrict__ e_ptr, const 
 }
 
 // ---- sparse Jaccard ----------------------------------------------------------------
-__device__ __forceinline__ uint32_t mix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
+// Per-row tables: jaccard_table.h (sizing, probing, accumulation, the kept
+// test), shared with a host unit test. Three kernels, one warp per row:
+//   jaccard_slots     thread per row: capacity_for(partner bound)
+//   jaccard_partners  keys-only table sized by the bound: exact distinct
+//                     partners of the row and the capacity of its real table
+//   jaccard_rows      build m(i, .) in a table sized by those partners, count
+//                     and write the kept pairs: build, count and fill fused
+// Both kernels give each warp a region of region_slots slots for its tables:
+// <SHARED = true> in dynamic shared memory (kWarpsPerBlock regions per block;
+// the caller groups rows by table size and passes that size, so small rows
+// take little shared memory and many blocks fit an SM), <false> in global
+// memory (scratch[warp * region_slots ...], exactly `regions` warps).
+using jtable::kEmpty;
+
+// Keys in shared memory: volatile loads, shared-memory atomicCAS.
+struct SharedKeys {
+  int32_t* k;
+  __device__ __forceinline__ int32_t load(uint32_t h) const { return *(reinterpret_cast<volatile int32_t*>(k) + h); }
+  __device__ __forceinline__ int32_t cas(uint32_t h, int32_t e, int32_t d) const { return atomicCAS(k + h, e, d); }
+};
+// Keys in global memory: loads from L2 (__ldcg), where the atomicCAS of the other lanes land.
+struct GlobalKeys {
+  int32_t* k;
+  __device__ __forceinline__ int32_t load(uint32_t h) const { return __ldcg(k + h); }
+  __device__ __forceinline__ int32_t cas(uint32_t h, int32_t e, int32_t d) const { return atomicCAS(k + h, e, d); }
+};
+// Values: plain adds. One add per slot per postings list, __syncwarp between lists.
+struct Vals {
+  float* v;
+  __device__ __forceinline__ void add(int64_t h, float c) const { v[h] += c; }
+};
+
+template <bool SHARED>
+struct KeysOf;
+template <>
+struct KeysOf<true> {
+  using type = SharedKeys;
+};
+template <>
+struct KeysOf<false> {
+  using type = GlobalKeys;
+};
+
+template <bool SHARED>
+__device__ __forceinline__ void clear_keys(int32_t* k, int64_t cap, int lane) {
+  for (int64_t s = lane; s < cap; s += kWarp) {
+    if (SHARED) k[s] = kEmpty; else __stcg(k + s, kEmpty);
+  }
 }
 
 __global__ void jaccard_slots_kernel(const int64_t* __restrict__ q_ptr, const int32_t* __restrict__ q_idx,
@@ -230,101 +277,112 @@ __global__ void jaccard_slots_kernel(const int64_t* __restrict__ q_ptr, const in
       const int32_t t = q_idx[a];
       b += p_ptr[t + 1] - p_ptr[t];
     }
-    if (b > n) b = n;  // distinct partners <= n
-    int64_t cap = 32;
-    while (cap < 2 * b) cap <<= 1;
-    slots[i] = cap;
+    slots[i] = jtable::capacity_for(jtable::partner_bound(b, n));
   }
 }
 
-// Warp per row. Table of row r: keys/vals [w_off[r], w_off[r+1]), a power of
-// two, keys -1 = empty; linear probing; a key is claimed with atomicCAS.
-__global__ void jaccard_build_kernel(const int64_t* __restrict__ q_ptr, const int32_t* __restrict__ q_idx,
-                                     const float* __restrict__ q_val, const int64_t* __restrict__ p_ptr,
-                                     const int32_t* __restrict__ p_row, const float* __restrict__ p_val,
-                                     int64_t row0, int64_t rows, const int64_t* __restrict__ w_off,
-                                     int32_t* keys, float* vals) {
+template <bool SHARED>
+__global__ void jaccard_partners_kernel(
+    const int64_t* __restrict__ q_ptr, const int32_t* __restrict__ q_idx, const int64_t* __restrict__ p_ptr,
+    const int32_t* __restrict__ p_row, const int64_t* __restrict__ ids, int64_t m,
+    const int64_t* __restrict__ bound_slots, int64_t region_slots, int32_t* scratch, int64_t* __restrict__ partners,
+    int64_t* __restrict__ slots, int* __restrict__ err) {
+  extern __shared__ int4 dyn_smem[];  // SHARED: kWarpsPerBlock regions of region_slots int32 keys
   const int lane = lane_id();
-  for (int64_t r = warp_id(); r < rows; r += warp_count()) {
-    const int64_t i = row0 + r;
-    int32_t* K = keys + w_off[r];
-    float* V = vals + w_off[r];
-    const uint32_t mask = static_cast<uint32_t>(w_off[r + 1] - w_off[r]) - 1u;
-    for (int64_t a = q_ptr[i]; a < q_ptr[i + 1]; ++a) {  // ascending t
-      const int32_t t = q_idx[a];
-      const float vi = q_val[a];
-      for (int64_t b = p_ptr[t] + lane; b < p_ptr[t + 1]; b += kWarp) {
-        const int32_t j = p_row[b];
-        const float c = fminf(vi, p_val[b]);
-        uint32_t h = mix32(static_cast<uint32_t>(j)) & mask;
-        while (true) {
-          const int32_t k = __ldcg(K + h);  // L2: coherent with the CASes of other lanes
-          if (k == j) break;
-          if (k == -1) {
-            const int32_t old = atomicCAS(K + h, -1, j);
-            if (old == -1 || old == j) break;
-          }
-          h = (h + 1u) & mask;
-        }
-        V[h] += c;  // j is unique in this postings list: no other lane touches slot h now
-      }
-      __syncwarp();  // orders this t's adds before the next t's
+  const int64_t region = region_slots;
+  int32_t* K = SHARED ? reinterpret_cast<int32_t*>(dyn_smem) + (threadIdx.x / kWarp) * region_slots
+                      : scratch + warp_id() * region_slots;
+  typename KeysOf<SHARED>::type keys{K};
+  for (int64_t r = warp_id(); r < m; r += warp_count()) {
+    const int64_t i = ids[r];
+    const int64_t cap = bound_slots[i];
+    if (!jtable::fits(cap, region)) {  // the caller's split is wrong: report, never overrun
+      if (lane == 0) atomicOr(err, 1);
+      continue;
     }
-  }
-}
-
-__device__ __forceinline__ bool keep_pair(int64_t i, int32_t j, float m, float max_distance, float* d) {
-  if (j == i) {
-    *d = 0.f;
-    return true;
-  }
-  if (!(m > 0.f)) return false;
-  const float q = m / (2.f - m);
-  const float v = fmaxf(1.f - q, 0.f);
-  *d = v;
-  return v <= max_distance;
-}
-
-__global__ void jaccard_count_kernel(int64_t row0, int64_t rows, const int64_t* __restrict__ w_off,
-                                     const int32_t* __restrict__ keys, const float* __restrict__ vals,
-                                     float max_distance, int64_t* __restrict__ kept) {
-  const int lane = lane_id();
-  for (int64_t r = warp_id(); r < rows; r += warp_count()) {
-    const int64_t i = row0 + r;
+    clear_keys<SHARED>(K, cap, lane);
+    __syncwarp();
     int64_t cnt = 0;
-    for (int64_t s = w_off[r] + lane; s < w_off[r + 1]; s += kWarp) {
-      const int32_t j = keys[s];
-      float d;
-      if (j >= 0 && keep_pair(i, j, vals[s], max_distance, &d)) ++cnt;
+    bool bad = false;
+    for (int64_t a = q_ptr[i]; a < q_ptr[i + 1] && !bad; ++a) {
+      const int32_t t = q_idx[a];
+      const int64_t c = jtable::insert_list(keys, cap, p_row, p_ptr[t] + lane, p_ptr[t + 1], kWarp);
+      if (c == jtable::kOverflow) bad = true; else cnt += c;
     }
     cnt = warp_sum_i64(cnt);
-    if (lane == 0) kept[r] = cnt;
+    bad = __any_sync(kFull, bad);
+    if (lane == 0) {
+      partners[i] = cnt;
+      slots[i] = jtable::capacity_for(cnt);
+      if (bad) atomicOr(err, 2);
+    }
+    __syncwarp();  // every lane is done with this table before it is cleared for the next row
   }
 }
 
-__global__ void jaccard_fill_kernel(int64_t row0, int64_t rows, const int64_t* __restrict__ w_off,
-                                    const int32_t* __restrict__ keys, const float* __restrict__ vals,
-                                    float max_distance, const int64_t* __restrict__ k_off,
-                                    int64_t* __restrict__ out_idx, float* __restrict__ out_val) {
+template <bool SHARED>
+__global__ void jaccard_rows_kernel(
+    const int64_t* __restrict__ q_ptr, const int32_t* __restrict__ q_idx, const float* __restrict__ q_val,
+    const int64_t* __restrict__ p_ptr, const int32_t* __restrict__ p_row, const float* __restrict__ p_val,
+    const int64_t* __restrict__ ids, int64_t m, const int64_t* __restrict__ slots, int64_t region_slots,
+    int32_t* scratch_keys, float* scratch_vals, float max_distance, int64_t row0,
+    const int64_t* __restrict__ st_off, int64_t* __restrict__ kept, int32_t* __restrict__ st_idx,
+    float* __restrict__ st_val, int* __restrict__ err) {
+  extern __shared__ int4 dyn_smem[];  // SHARED: kWarpsPerBlock key regions, then as many value regions
   const int lane = lane_id();
   const unsigned below = (1u << lane) - 1u;
-  for (int64_t r = warp_id(); r < rows; r += warp_count()) {
-    const int64_t i = row0 + r;
-    int64_t base = k_off[r];
-    // table sizes are multiples of 32: every lane runs the same iterations
-    for (int64_t s0 = w_off[r]; s0 < w_off[r + 1]; s0 += kWarp) {
+  const int64_t region = region_slots;
+  const int64_t w = (SHARED ? static_cast<int64_t>(threadIdx.x / kWarp) : warp_id()) * region_slots;
+  int32_t* K = (SHARED ? reinterpret_cast<int32_t*>(dyn_smem) : scratch_keys) + w;
+  float* V = (SHARED ? reinterpret_cast<float*>(dyn_smem) + kWarpsPerBlock * region_slots : scratch_vals) + w;
+  typename KeysOf<SHARED>::type keys{K};
+  Vals vals{V};
+  for (int64_t r = warp_id(); r < m; r += warp_count()) {
+    const int64_t i = ids[r];
+    const int64_t cap = slots[i];
+    if (!jtable::fits(cap, region)) {
+      if (lane == 0) atomicOr(err, 4);
+      continue;
+    }
+    for (int64_t s = lane; s < cap; s += kWarp) {
+      if (SHARED) K[s] = kEmpty; else __stcg(K + s, kEmpty);
+      V[s] = 0.f;
+    }
+    __syncwarp();
+    // build: ascending t, one postings list per step
+    bool bad = false;
+    for (int64_t a = q_ptr[i]; a < q_ptr[i + 1]; ++a) {
+      const int32_t t = q_idx[a];
+      if (!bad)
+        bad = !jtable::accumulate_list(keys, vals, cap, q_val[a], p_row, p_val, p_ptr[t] + lane, p_ptr[t + 1], kWarp);
+      __syncwarp();  // orders this t's adds before the next t's
+    }
+    // count and fill: the kept pairs of the row, compacted in slot order at st_off[i - row0]
+    const int64_t lo = st_off[i - row0], hi = st_off[i - row0 + 1];
+    int64_t base = lo;
+    for (int64_t s0 = 0; s0 < cap; s0 += kWarp) {  // cap is a multiple of 32: every lane runs the same iterations
       const int64_t s = s0 + lane;
-      const int32_t j = keys[s];
+      const int32_t j = keys.load(static_cast<uint32_t>(s));
       float d = 0.f;
-      const bool k = j >= 0 && keep_pair(i, j, vals[s], max_distance, &d);
+      const bool k = j != kEmpty && jtable::keep_pair(i, j, V[s], max_distance, &d);
       const unsigned bal = __ballot_sync(kFull, k);
       if (k) {
         const int64_t o = base + __popc(bal & below);
-        out_idx[o] = j;
-        out_val[o] = d;
+        if (o < hi) {
+          st_idx[o] = j;
+          st_val[o] = d;
+        } else {
+          bad = true;
+        }
       }
       base += __popc(bal);
     }
+    bad = __any_sync(kFull, bad);
+    if (lane == 0) {
+      kept[i] = base - lo;
+      if (bad) atomicOr(err, 8);
+    }
+    __syncwarp();
   }
 }
 
@@ -395,28 +453,80 @@ int jaccard_slots(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_p
   return launch_status();
 }
 
-int jaccard_build(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
-                  const int32_t* p_row, const float* p_val, int64_t row0, int64_t rows, const int64_t* w_off,
-                  int32_t* keys, float* vals, void* stream) {
-  if (rows <= 0) return 0;
-  jaccard_build_kernel<<<grid_for(rows, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(
-      q_ptr, q_idx, q_val, p_ptr, p_row, p_val, row0, rows, w_off, keys, vals);
+// Global-memory instances run exactly `regions` warps (one scratch region each).
+static unsigned region_grid(int64_t regions) {
+  return static_cast<unsigned>((regions + kWarpsPerBlock - 1) / kWarpsPerBlock);
+}
+
+// Dynamic shared memory of a block of the shared instance, after checking the
+// region against the pass's cap and opting in past the default 48 KiB.
+template <class Kernel>
+static int shared_launch_bytes(Kernel kernel, int64_t region_slots, int64_t slot_bytes, int64_t max_slots,
+                               size_t* bytes) {
+  if (region_slots < jtable::kMinSlots || region_slots > max_slots) return static_cast<int>(cudaErrorInvalidValue);
+  *bytes = static_cast<size_t>(kWarpsPerBlock * region_slots * slot_bytes);
+  if (*bytes > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*bytes));
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  return 0;
+}
+
+int jaccard_smem_slots(int64_t* partners_slots, int64_t* rows_slots) {
+  int dev = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  auto fit = [optin](int64_t cap, int64_t slot_bytes) {
+    int64_t s = cap;
+    while (s > jtable::kMinSlots && kWarpsPerBlock * s * slot_bytes > optin) s >>= 1;
+    return kWarpsPerBlock * s * slot_bytes <= optin ? s : int64_t{0};
+  };
+  *partners_slots = fit(kJaccardPartnersSmemSlots, 4);
+  *rows_slots = fit(kJaccardRowsSmemSlots, 8);
+  return 0;
+}
+
+int jaccard_partners(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, const int32_t* p_row,
+                     const int64_t* ids, int64_t m, const int64_t* bound_slots, int shared, int64_t regions,
+                     int64_t region_slots, int32_t* scratch, int64_t* partners, int64_t* slots, int* err,
+                     void* stream) {
+  if (m <= 0) return 0;
+  if (shared) {
+    size_t bytes = 0;
+    const int st = shared_launch_bytes(jaccard_partners_kernel<true>, region_slots, 4, kJaccardPartnersSmemSlots,
+                                       &bytes);
+    if (st) return st;
+    jaccard_partners_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, region_slots, nullptr, partners, slots, err);
+  } else {
+    if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
+    jaccard_partners_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(
+        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, region_slots, scratch, partners, slots, err);
+  }
   return launch_status();
 }
 
-int jaccard_count(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
-                  float max_distance, int64_t* kept, void* stream) {
-  if (rows <= 0) return 0;
-  jaccard_count_kernel<<<grid_for(rows, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(row0, rows, w_off, keys,
-                                                                                         vals, max_distance, kept);
-  return launch_status();
-}
-
-int jaccard_fill(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
-                 float max_distance, const int64_t* k_off, int64_t* out_idx, float* out_val, void* stream) {
-  if (rows <= 0) return 0;
-  jaccard_fill_kernel<<<grid_for(rows, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(
-      row0, rows, w_off, keys, vals, max_distance, k_off, out_idx, out_val);
+int jaccard_rows(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
+                 const int32_t* p_row, const float* p_val, const int64_t* ids, int64_t m, const int64_t* slots,
+                 int shared, int64_t regions, int64_t region_slots, int32_t* scratch_keys, float* scratch_vals,
+                 float max_distance, int64_t row0, const int64_t* st_off, int64_t* kept, int32_t* st_idx,
+                 float* st_val, int* err, void* stream) {
+  if (m <= 0) return 0;
+  if (shared) {
+    size_t bytes = 0;
+    const int st = shared_launch_bytes(jaccard_rows_kernel<true>, region_slots, 8, kJaccardRowsSmemSlots, &bytes);
+    if (st) return st;
+    jaccard_rows_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, region_slots, nullptr, nullptr, max_distance, row0,
+        st_off, kept, st_idx, st_val, err);
+  } else {
+    if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
+    jaccard_rows_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(
+        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, region_slots, scratch_keys, scratch_vals,
+        max_distance, row0, st_off, kept, st_idx, st_val, err);
+  }
   return launch_status();
 }
 

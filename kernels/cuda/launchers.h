@@ -55,23 +55,41 @@ int query_expansion_fill(const int64_t* e_ptr, const int32_t* e_idx, const float
 
 // Sparse Jaccard over V' (CSR q_*) and its transpose (postings p_*: for each
 // column t, the rows holding t in ascending row order, with their values).
-// slots[i]: hash-table capacity for row i: a power of two >= 32 and
-// >= 2 * min(n, sum over t in supp(i) of |postings(t)|), so the load stays <= 1/2.
+// Per-row hash tables: kernels/cuda/jaccard_table.h. Rows are given as a list
+// ids [m] (int64 row numbers). Each warp owns a region of region_slots slots
+// (a power of two >= 32, >= every listed row's table): `shared` = 1 puts the
+// regions in dynamic shared memory (8 per block; region_slots at most the
+// pass's kJaccard*SmemSlots, and what jaccard_smem_slots reports), 0 in global
+// memory, where the launch runs exactly `regions` warps (a multiple of 8), warp
+// w owning scratch[w * region_slots, (w + 1) * region_slots). A table too big
+// for its region, or a table that fills up, sets a bit of *err (device int,
+// preset to 0) instead of overrunning.
+constexpr int64_t kJaccardPartnersSmemSlots = 2048;  // int32 keys: 8 KiB per warp, 64 KiB per 256-thread block
+constexpr int64_t kJaccardRowsSmemSlots = 1024;      // int32 key + float value: 8 KiB per warp, 64 KiB per block
+// The largest shared-memory regions the current device allows (per pass, <= the
+// constants above; 0: none), from its opt-in shared memory per block.
+int jaccard_smem_slots(int64_t* partners_slots, int64_t* rows_slots);
+
+// slots[i] = capacity_for(min(n, sum over t in supp(i) of |postings(t)|)): a
+// power of two >= 32 with room for every distinct partner at load <= 1/2.
 int jaccard_slots(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, int64_t n, int64_t* slots,
                   void* stream);
-// Rows row0 .. row0+rows-1. w_off [rows+1]: offsets of each row's table in
-// keys/vals (keys preset to -1, vals to 0). Build accumulates
-// m(i, j) = sum_t min(V'[i, t], V'[j, t]) in ascending t (bit-identical to m(j, i)).
-int jaccard_build(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
-                  const int32_t* p_row, const float* p_val, int64_t row0, int64_t rows, const int64_t* w_off,
-                  int32_t* keys, float* vals, void* stream);
-// Kept pairs: j == i (stored as 0), or m > 0 and d = max(0, 1 - m/(2 - m)) <= max_distance.
-int jaccard_count(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
-                  float max_distance, int64_t* kept, void* stream);
-// Writes the kept (j, d) of each row at k_off[r] (chunk-local, [rows+1]); the
-// order inside a row is the table's, the caller sorts.
-int jaccard_fill(int64_t row0, int64_t rows, const int64_t* w_off, const int32_t* keys, const float* vals,
-                 float max_distance, const int64_t* k_off, int64_t* out_idx, float* out_val, void* stream);
+// Exact distinct partners of each listed row (keys-only table of bound_slots[i]
+// slots): partners[i], and slots[i] = capacity_for(partners[i]).
+int jaccard_partners(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, const int32_t* p_row,
+                     const int64_t* ids, int64_t m, const int64_t* bound_slots, int shared, int64_t regions,
+                     int64_t region_slots, int32_t* scratch, int64_t* partners, int64_t* slots, int* err,
+                     void* stream);
+// m(i, j) = sum_t min(V'[i, t], V'[j, t]) in ascending t (bit-identical to
+// m(j, i)) in a table of slots[i] slots, then the kept pairs: j == i (stored
+// as 0), or m > 0 and d = max(0, 1 - m/(2 - m)) <= max_distance. Row i's kept
+// (j, d) go to st_idx/st_val[st_off[i - row0] ...] (room: st_off[i - row0 + 1]
+// - st_off[i - row0] >= its partners) in table order, kept[i] their count.
+int jaccard_rows(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
+                 const int32_t* p_row, const float* p_val, const int64_t* ids, int64_t m, const int64_t* slots,
+                 int shared, int64_t regions, int64_t region_slots, int32_t* scratch_keys, float* scratch_vals,
+                 float max_distance, int64_t row0, const int64_t* st_off, int64_t* kept, int32_t* st_idx,
+                 float* st_val, int* err, void* stream);
 
 // ---- DBSCAN on CSR distances (dbscan_cuda.cu) --------------------------------
 // Neighbours of i: i and every stored j != i with data <= eps (float32 compare).
