@@ -90,8 +90,16 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
     add("segment_mean", tcen._segment_mean_kernel, {"order_ptr": "*i64", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
     k_p = max(2, triton.next_power_of_2(N_SUB))
-    add("assign", tcen._assign_kernel, {"seg_ptr": "*i64", "a_ptr": "*i64"},
-        dict(BLOCK_M=max(8, min(64, 4096 // (k_p * 32))), K_P=k_p, BLOCK_D=32, SCORE=False), dict(num_warps=4),
+    bm_a, bd_a, w_a = max(8, min(64, 4096 // (k_p * 32))), 32, 4  # the GPU branch of centers._assign_config
+    for skip in (False, True):  # seeding / final assignment, and the Lloyd loop's (converged runs skipped)
+        add(f"assign{'[lloyd]' if skip else ''}", tcen._assign_kernel,
+            {"seg_ptr": "*i64", "a_ptr": "*i64", "done_ptr": "*i32"},
+            dict(BLOCK_M=bm_a, K_P=k_p, BLOCK_D=bd_a, SCORE=False, SKIP_DONE=skip), dict(num_warps=w_a),
+            divisible=("D",))
+    u = tcen._UPDATE_GPU
+    add("lloyd_update", tcen._lloyd_update_kernel,
+        {"a_ptr": "*i64", "prev_ptr": "*i64", "done_ptr": "*i32", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
+        dict(RUNS=u["RUNS"], K_P=k_p, BLOCK_R=u["BLOCK_R"], BLOCK_D=u["BLOCK_D"]), dict(num_warps=u["num_warps"]),
         divisible=("D",))
     # MCCL forward / backward, memory update, BRST scan
     s = 1 + N_SUB
@@ -273,8 +281,8 @@ def triton_report(dims, archs, only=None) -> list[dict]:
 
 
 def _order(kernel: str) -> int:
-    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "segment_mean", "assign", "mccl_fwd",
-                           "mccl_bwd", "memory_update", "brst_scan")):
+    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "segment_mean", "assign",
+                           "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
         if kernel.startswith(p):
             return i
     return 99

@@ -191,7 +191,8 @@ void knn_refine_i8(const py::object& S_obj, const py::object& rows_obj, int64_t 
 
 py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py::object& ci_obj,
                      const py::object& cs_obj, const py::object& bound_obj, bool self_search,
-                     const py::object& oi_obj, const py::object& os_obj, const py::object& cert_obj) {
+                     const py::object& oi_obj, const py::object& os_obj, const py::object& cert_obj,
+                     const py::object& self_obj) {
   auto x = expect_array<float>(x_obj, "x", 2, "float32");
   auto y = expect_array<float>(y_obj, "y", 2, "float32");
   auto ci = expect_array<int64_t>(ci_obj, "cand_idx", 2, "int64");
@@ -203,7 +204,15 @@ py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py:
   const int64_t n = x.shape(0), d = x.shape(1), m = y.shape(0), kc = ci.shape(1), k = oi.shape(1);
   if (y.shape(1) != d) throw py::value_error("y: expected " + std::to_string(d) + " columns like x");
   if (m < 1) throw py::value_error("y: expected at least one row");
-  if (self_search && m != n) throw py::value_error("y: self-search expects y to be x (same rows)");
+  py::array_t<int64_t> self_ids;
+  const int64_t* sip = nullptr;
+  if (!self_obj.is_none()) {
+    self_ids = expect_array<int64_t>(self_obj, "self_ids", 1, "int64");
+    if (self_ids.shape(0) != n) throw py::value_error("self_ids: expected " + std::to_string(n) + " entries");
+    sip = self_ids.data();
+  } else if (self_search && m != n) {
+    throw py::value_error("y: self-search expects y to be x (same rows)");
+  }
   if (ci.shape(0) != n) throw py::value_error("cand_idx: expected " + std::to_string(n) + " rows like x");
   if (cs.shape(0) != n || cs.shape(1) != kc)
     throw py::value_error("cand_sim: expected shape " + shape_str(n, kc) + " like cand_idx");
@@ -224,12 +233,50 @@ py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py:
   int status;
   {
     py::gil_scoped_release release;
-    status = hilcore::knn_rescore_cpu(xp, yp, n, m, d, cip, csp, kc, bp, k, self_search, oip, osp, cp, nt);
+    status = hilcore::knn_rescore_cpu(xp, yp, n, m, d, cip, csp, kc, bp, k, self_search, sip, oip, osp, cp, nt);
   }
   if (status != 0) throw py::value_error("cand_idx: expected every entry in [0, " + std::to_string(m) + ")");
   int64_t ncert = 0;
   for (int64_t i = 0; i < n; ++i) ncert += cp[i];
   return py::int_(ncert);
+}
+
+void knn_refine_f32(const py::object& S_obj, int64_t col0, const py::object& self_obj, const py::object& bound_obj,
+                    const py::object& xq_obj, const py::object& y_obj, const py::object& sim_obj,
+                    const py::object& idx_obj, const py::object& counts_obj) {
+  auto S = expect_array<float>(S_obj, "S", 2, "float32");
+  auto self_ids = expect_array<int64_t>(self_obj, "self_ids", 1, "int64");
+  auto bound = expect_array<float>(bound_obj, "bound", 1, "float32");
+  auto xq = expect_array<float>(xq_obj, "xq", 2, "float32");
+  auto y = expect_array<float>(y_obj, "y", 2, "float32");
+  auto best_sim = expect_array<float>(sim_obj, "best_sim", 2, "float32", true);
+  auto best_idx = expect_array<int64_t>(idx_obj, "best_idx", 2, "int64", true);
+  auto counts = expect_array<int64_t>(counts_obj, "counts", 1, "int64", true);
+  const int64_t b = S.shape(0), c = S.shape(1), k = best_sim.shape(1), d = xq.shape(1);
+  check_best(best_sim, best_idx);
+  if (d < 1) throw py::value_error("xq: expected at least one column");
+  if (xq.shape(0) != b || best_sim.shape(0) != b)
+    throw py::value_error("xq: expected " + std::to_string(b) + " rows (one per tile row) like best_sim");
+  for (auto* a : {&self_ids, &counts})
+    if (a->shape(0) != b) throw py::value_error("self_ids/counts: expected " + std::to_string(b) + " entries");
+  if (bound.shape(0) != b) throw py::value_error("bound: expected " + std::to_string(b) + " entries");
+  check_col0(col0, c);
+  if (col0 + c > y.shape(0))
+    throw py::value_error("col0: tile columns [" + std::to_string(col0) + ", " + std::to_string(col0 + c) +
+                          ") do not fit in y of " + std::to_string(y.shape(0)) + " rows");
+  if (y.shape(1) != d) throw py::value_error("y: expected " + std::to_string(d) + " columns like xq");
+  const float *sp = S.data(), *bp = bound.data(), *xp = xq.data(), *yp = y.data();
+  const int64_t* si = self_ids.data();
+  float* bs = best_sim.mutable_data();
+  int64_t* bi = best_idx.mutable_data();
+  int64_t* cn = counts.mutable_data();
+  const int nt = num_threads();
+  int status;
+  {
+    py::gil_scoped_release release;
+    status = hilcore::knn_refine_f32_cpu(sp, b, c, col0, si, bp, xp, yp, d, bs, bi, k, cn, nt);
+  }
+  check_status(status, "knn_refine_f32_cpu");
 }
 
 py::dict cpu_features() {
@@ -294,9 +341,16 @@ void register_knn(py::module_& m) {
         "bound can reach the row's k-th value, and merge it; counts[r] = -1 once a row passes cap columns.");
   m.def("knn_rescore", &knn_rescore, py::arg("x"), py::arg("y"), py::arg("cand_idx"), py::arg("cand_sim"),
         py::arg("bound"), py::arg("self_search"), py::arg("out_idx"), py::arg("out_sim"), py::arg("certified"),
+        py::arg("self_ids") = py::none(),
         "Exact float32 rescoring of the candidate lists, top-k into out_idx/out_sim, and the per-row "
         "certificate (1 when no column outside the candidates can enter the top-k); returns the number "
-        "of certified rows.");
+        "of certified rows. self_ids (int64 [N], optional): each row's own column (outside [0, M): none), "
+        "instead of self_search's row i.");
+  m.def("knn_refine_f32", &knn_refine_f32, py::arg("S"), py::arg("col0"), py::arg("self_ids"), py::arg("bound"),
+        py::arg("xq"), py::arg("y"), py::arg("best_sim"), py::arg("best_idx"), py::arg("counts"),
+        "Exact fallback of the float32-candidate path for gathered query rows xq: rescore (dot_f32) every "
+        "column of the float32 GEMM tile S whose value plus bound can reach the row's k-th value, and merge "
+        "it into best_sim/best_idx; counts[r] accumulates the rescored columns.");
 }
 
 }  // namespace hilcore_bindings

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import _arrays, _dispatch
-from .centers import cluster_labels, count_clusters
+from .centers import checked_clusters, cluster_labels
 
 
 def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, ratio: float, impl: _dispatch.Impl):
@@ -19,7 +19,7 @@ def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, rati
         return out
     best, best_sim, col_max = impl(xb[rows].contiguous(), protos)
     accept = best_sim >= ratio * col_max[best]
-    out[rows[accept]] = best[accept]
+    out[rows] = torch.where(accept, best, -1)  # positions, not a mask: no host sync
     return out
 
 
@@ -88,19 +88,26 @@ class MatchResult:
 def _majority(src: torch.Tensor, new: torch.Tensor, n_src: int, n_dst: int) -> torch.Tensor:
     """f [n_src] int64: for each source cluster the destination label most of its accepted
     samples took (ties: lower id), -1 when none was accepted."""
-    f = torch.full((n_src,), -1, dtype=torch.int64, device=src.device)
-    ok = (src >= 0) & (new >= 0)
-    if not bool(ok.any()):
+    dev = src.device
+    f = torch.full((n_src,), -1, dtype=torch.int64, device=dev)
+    n = src.numel()
+    if n == 0 or n_src == 0 or n_dst == 0:
         return f
-    keys, counts = torch.unique(src[ok] * n_dst + new[ok], return_counts=True)  # sorted by (a, b)
-    a = keys // n_dst
-    o = torch.sort(counts, descending=True, stable=True).indices  # count desc, then (a, b) asc
-    o = o[torch.sort(a[o], stable=True).indices]  # group by a, keeping (count desc, b asc)
-    a_s = a[o]
-    head = torch.ones_like(a_s, dtype=torch.bool)
-    head[1:] = a_s[1:] != a_s[:-1]
-    f[a_s[head]] = (keys[o] % n_dst)[head]
-    return f
+    # fixed-size tensors only (no host sync): sort the (a, b) keys of the accepted samples, count each run
+    # of equal keys, and keep per a the run with the largest count, ties to the lower b
+    big = n_src * n_dst  # sorts after every real key
+    key = torch.sort(torch.where((src >= 0) & (new >= 0), src * n_dst + new, big)).values
+    start = torch.ones(n, dtype=torch.bool, device=dev)
+    start[1:] = key[1:] != key[:-1]
+    run = torch.cumsum(start, 0) - 1
+    counts = torch.zeros(n, dtype=torch.int64, device=dev).scatter_add_(0, run, torch.ones_like(run))
+    run_key = torch.full((n,), big, dtype=torch.int64, device=dev).scatter_(0, run, key)  # a run's keys are equal
+    valid = run_key < big
+    b = run_key % n_dst
+    score = torch.where(valid, counts * n_dst + (n_dst - 1 - b), -1)  # count first, then the lower b
+    best = torch.full((n_src,), -1, dtype=torch.int64, device=dev)
+    best.scatter_reduce_(0, torch.where(valid, run_key // n_dst, 0), score, reduce="amax")
+    return torch.where(best >= 0, n_dst - 1 - best % n_dst, f)
 
 
 def _received(new: torch.Tensor, n: int) -> torch.Tensor:
@@ -154,10 +161,8 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
     """
     xr, fam = _arrays.features(x_rgb, "x_rgb")
     xi = _arrays.features_like(x_ir, xr, "x_ir", "x_rgb")
-    lr = cluster_labels(labels_rgb, xr.shape[0], xr.device, "labels_rgb")
-    li = cluster_labels(labels_ir, xi.shape[0], xi.device, "labels_ir")
-    c_rgb, _ = count_clusters(lr, "labels_rgb")
-    c_ir, _ = count_clusters(li, "labels_ir")
+    lr, c_rgb = checked_clusters(labels_rgb, xr.shape[0], xr.device, "labels_rgb")  # one sync each
+    li, c_ir = checked_clusters(labels_ir, xi.shape[0], xi.device, "labels_ir")
     ratio = _arrays.nonneg_float(ratio, "ratio")
     if mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
         raise ValueError(f"mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {mode!r}")

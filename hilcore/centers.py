@@ -33,6 +33,29 @@ def count_clusters(lab: torch.Tensor, name: str = "labels") -> tuple[int, torch.
     return c, sizes
 
 
+def checked_clusters(labels, n: int, device: torch.device, name: str = "labels") -> tuple[torch.Tensor, int]:
+    """:func:`cluster_labels` and :func:`count_clusters` in one host sync: ``(labels int64 on device, C)``.
+
+    Same checks, same errors, same order; the statistics (min, max, labelled count and the number of
+    distinct ids below ``n``) are read back together. Ids are contiguous exactly when the ``C = max + 1``
+    ids ``0..max`` are all present, i.e. when ``C`` ids below ``n`` are distinct (``C <= n`` checked first)."""
+    t = _arrays.int_vector(labels, name, n, device, what="cluster ids, -1 for noise", noun="labels",
+                           per="one per row of the features")
+    if n == 0:
+        raise ValueError(f"{name}: every sample is noise (-1); no cluster to average")
+    bins = torch.zeros(n + 2, dtype=torch.int64, device=t.device)
+    bins.scatter_(0, t.clamp(min=-1, max=n) + 1, 1)  # bin 0: noise (and below), 1..n: ids 0..n-1, n+1: ids >= n
+    lo, hi, labelled, distinct = torch.stack([t.min(), t.max(), (t >= 0).sum(), bins[1:n + 1].sum()]).tolist()
+    if lo < -1:
+        raise ValueError(f"{name}: cluster ids must be >= 0, or -1 for noise; got {lo}")
+    if labelled == 0:
+        raise ValueError(f"{name}: every sample is noise (-1); no cluster to average")
+    c = hi + 1
+    if c > labelled or distinct < c:
+        count_clusters(t, name)  # raises the message that names the missing ids
+    return t, c
+
+
 def cluster_centers(x, labels, *, backend: str = "auto"):
     """Mean feature of every cluster (noise ignored).
 
@@ -65,8 +88,7 @@ def cluster_centers(x, labels, *, backend: str = "auto"):
         [[1.0, 0.0], [0.0, 1.0]]
     """
     xt, fam = _arrays.features(x, "x", normalize=True)
-    lab = cluster_labels(labels, xt.shape[0], xt.device)
-    c, _ = count_clusters(lab)
+    lab, c = checked_clusters(labels, xt.shape[0], xt.device)
     impl = _dispatch.resolve("cluster_centers", backend, xt.device)
     return _arrays.to_family(impl(xt, lab, c), fam)
 
@@ -160,7 +182,7 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
         (4, 10, 32)
     """
     xt, fam = _arrays.features(x, "x", normalize=True)
-    lab = cluster_labels(labels, xt.shape[0], xt.device)
+    lab, c = checked_clusters(labels, xt.shape[0], xt.device)
     n_sub = _arrays.positive_int(n_sub, "n_sub")
     weight = _check_fraction(weight, "weight")
     if method not in ("kmeans", "dbscan"):
@@ -171,7 +193,6 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
     min_samples = _arrays.positive_int(min_samples, "min_samples")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
-    c, _ = count_clusters(lab)
     impl = _dispatch.resolve("subcluster", backend, xt.device)
     centres = impl.part("centers")(xt, lab, c)
     if method == "kmeans":

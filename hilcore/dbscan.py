@@ -79,8 +79,9 @@ def as_rows(dist, eps: float, symmetrize=None) -> tuple[SparseRows, _arrays.Fami
     parts = _sparse_parts(dist)
     if parts is not None:
         ip, ix, data, n, fam = parts
-        data = data[: int(ip[-1])]
-        ix = ix[: int(ip[-1])]
+        nnz = int(ip[-1])
+        data = data[:nnz]
+        ix = ix[:nnz]
         _check_values(data)
     else:
         t, fam = _arrays.as_tensor(dist, name)

@@ -9,18 +9,24 @@ the sharded results equal.
 
 - :func:`knn`: the other shards are streamed past each rank one chunk at a
   time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
-  and its ``[n_r, k]`` lists. Similarities are *canonical*: the float64 sum of
-  the exact float32 products, rounded once to float32, for every pair that
-  ends up in a list. Candidates (k + extra per row and chunk) come from float32
-  GEMM tiles; a row is certified when no column outside them can reach its
-  k-th canonical value given the float32 and float64 error bounds
-  (``gamma_D |x| |y|`` each), and rows that are not (ties, duplicates) are
-  rescored canonically against the whole chunk, so the lists are the
-  exact top-k under (similarity desc, index asc), self first, whatever the
-  sharding or the tile shapes. (``hilcore.knn``'s own similarities come from
-  float32 GEMM tiles whose rounding depends on the tile shape, so no sharded
-  computation can reproduce them bit for bit; its indices agree wherever no two
-  columns lie within float32 rounding of each other.)
+  and its ``[n_r, k]`` lists. On CPU (where ``hilcore.knn``'s default is the
+  native backend) each chunk goes through the native kNN's
+  :func:`hilcore.native_backend.knn.exact_rows`: the exact top-k of the local
+  rows against the chunk under (``dot_f32`` desc, index asc), own column first,
+  with ``dot_f32`` the native kNN's fixed-order float32 dot product (a pure
+  function of the two rows, on every CPU path). The per-chunk lists merge under
+  the same key, so the result is bitwise ``hilcore.knn`` on the concatenated
+  rows (default backend: indices and similarities, with ties, duplicates and
+  near-ties, for any sharding, chunk size, tile or thread count). On CUDA (and
+  on a CPU without the native extension) the similarities are *canonical*
+  instead: the float64 sum of the exact float32 products, rounded once to
+  float32 (:func:`canonical_similarity`), with float32 GEMM candidates
+  certified by the float32 and float64 error bounds (``gamma_D |x| |y|``
+  each) and the rest rescored against the whole chunk: exact under
+  (similarity desc, index asc), self first, the same on any number of ranks,
+  but not the bits of the single-process CUDA call (the Triton kNN's
+  values come from its tile kernels' reduction order and certificate; its
+  indices agree wherever no two columns lie within float32 rounding).
 - :func:`jaccard_distance`: the torch backend's stages on the local rows; the
   rank rows, reciprocal masks, features and weight rows of referenced
   neighbours are fetched from their owners (``all_to_all`` of requests), the
@@ -368,6 +374,43 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
     return keys, sims, idxs, uncert
 
 
+def _native_rows(dev: torch.device):
+    """The native kNN's gathered-rows entry when ``hilcore.knn``'s default on ``dev`` is the native backend."""
+    if dev.type != "cpu":
+        return None
+    from . import _dispatch
+
+    try:
+        impl = _dispatch.resolve("knn", "auto", dev)
+    except Exception:  # noqa: BLE001 - no default kNN here: the canonical path
+        return None
+    if impl.backend != "native":
+        return None
+    from .native_backend.knn import exact_rows
+
+    return exact_rows
+
+
+def _chunk_native(exact_rows, xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: int | None):
+    """Top-min(k, m) of the local rows against chunk ``yb`` (global rows j0..) by the native kNN's values.
+
+    Returns (key float32 [n, kk] with +inf for the row itself, sim float32, global idx int64, rows
+    the native certificate left over).
+    """
+    n = xl.shape[0]
+    m = yb.shape[0]
+    kk = min(k, m)
+    self_ids = None
+    if self_off is not None:
+        self_ids = torch.arange(n, dtype=torch.int64) + (self_off - j0)  # outside [0, m): not in this chunk
+    st: dict = {}
+    idx, sim = exact_rows(xl, kk, yb, self_ids, stats=st)
+    key = sim.clone()
+    if self_ids is not None:
+        key = torch.where(idx == self_ids.unsqueeze(1), torch.full_like(key, math.inf), key)
+    return key, sim, idx + j0, st["uncertified_rows"]
+
+
 def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: dict | None = None):
     """Exact cosine kNN of the rows sharded over ``group``; global indices.
 
@@ -384,8 +427,10 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
 
     Returns:
         ``(idx, sim)``: ``[n_r, k]`` int64 global indices, best first (the row
-        itself first, ties to the lower index), and float32 canonical
-        similarities (:func:`canonical_similarity`), in ``x_local``'s family.
+        itself first, ties to the lower index), and float32 similarities, in
+        ``x_local``'s family. On CPU these are bitwise this rank's rows of
+        ``hilcore.knn`` (default backend, native) on the concatenated rows; on
+        CUDA the similarities are canonical (:func:`canonical_similarity`).
 
     Example:
         >>> import numpy as np, hilcore.distributed as HD
@@ -441,6 +486,7 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
     best_sim = torch.full((n, k), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), sum(sizes), dtype=torch.int64, device=dev)
     extra = k + 8
+    native_rows = _native_rows(dev)
     for src in range(comm.world):
         for c0 in range(0, sizes[src], step):
             c1 = min(sizes[src], c0 + step)
@@ -451,7 +497,12 @@ def _knn_tensors(comm: _Comm, xl: torch.Tensor, k: int, sizes: list[int], chunk_
             buf = comm.broadcast(buf, src)
             if n == 0:
                 continue
-            key, sim, idx, uncert = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None, extra)
+            if native_rows is not None:
+                key, sim, idx, uncert = _chunk_native(native_rows, xl, buf, off[src] + c0, k,
+                                                      me if src == comm.rank else None)
+            else:
+                key, sim, idx, uncert = _chunk_topk(xl, buf, off[src] + c0, k, me if src == comm.rank else None,
+                                                    extra)
             comm.uncertified += uncert
             ak = torch.cat([best_key, key], 1)
             asim = torch.cat([best_sim, sim], 1)
@@ -605,16 +656,18 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
 
     The semantics are :func:`hilcore.jaccard_distance`'s (DESIGN.md); the
-    ranking is :func:`knn` (exact, canonical similarities). Only the sparse
+    ranking is :func:`knn` (on CPU bitwise ``hilcore.knn``'s). Only the sparse
     rows the local rows reference cross the network: rank rows and reciprocal
     masks of the kNN neighbours, feature rows of the expanded sets, weight rows
     of the first k2 neighbours, and the inverted-index columns (keyed by the
     rank owning the column) of the local supports, and the row masses. Sums run
     in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
     those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
-    on the concatenated rows with the same ranking (and of
-    ``hilcore.jaccard_distance(backend="torch")`` whenever its kNN returns the
-    same ranking, i.e. without float32 near-ties).
+    on the concatenated rows with the same ranking: on CPU that is
+    ``hilcore.knn``'s default (native) ranking, so the result is bitwise
+    ``hilcore.jaccard_distance`` with the default backend (and with
+    ``backend="torch"`` whenever the torch kNN ranks the rows the same, i.e.
+    without float32 near-ties).
 
     Args:
         x_local: ``[n_r, D]`` this rank's rows (consecutive blocks in rank order).
@@ -840,11 +893,14 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     need every row of a cluster; they run on the gathered features
     (``O(N D)`` per rank, what a driver holds after its sharded extraction
     anyway), identically on every rank, with the stages and backends that
-    :func:`hilcore.cluster_epoch` uses. The result equals
-    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` when ``config.backend``
-    is ``"torch"`` and its kNN ranks the rows as :func:`knn` does (no float32
-    near-ties); other backends' Jaccard values differ from the torch stages by
-    rounding only.
+    :func:`hilcore.cluster_epoch` uses. On CPU the ranking is bitwise the
+    default (native) kNN's and the Jaccard sums run in the order the torch and
+    native stages share, so the result equals
+    ``hilcore.cluster_epoch(all_rgb, all_ir, config)`` with the default
+    backend, and with ``config.backend="torch"`` when the torch kNN ranks the
+    rows the same (no float32 near-ties). On CUDA the single-process default
+    (Triton kNN, CUDA stages) differs by float32 rounding, so labels can
+    differ only where a distance lies within that rounding of ``eps``.
 
     Args:
         feats_rgb_local, feats_ir_local: this rank's ``[n_r, D]`` rows of each modality (rank order).

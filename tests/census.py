@@ -10,12 +10,25 @@ from __future__ import annotations
 import collections
 import contextlib
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # ops whose output size or value the host reads (a device -> host sync on CUDA)
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "equal", "is_nonzero", "_unique", "_unique2", "unique_dim",
             "unique_consecutive", "masked_select", "bincount", "repeat_interleave", "item", "allclose",
             "_assert_async", "histc"}
+
+# ops that take a list of index tensors; a boolean (mask) index is turned into positions with a
+# nonzero() inside the op, which the dispatcher does not show: x[mask], x[mask] = v
+BOOL_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+# Tensor methods that read the whole tensor on the host (see census())
+HOST_READS = ("tolist", "numpy", "cpu")
+
+
+def _bool_index(args) -> bool:
+    idx = args[1] if len(args) > 1 else ()
+    return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in (idx or ()))
 
 
 class _Census(TorchDispatchMode):
@@ -34,7 +47,9 @@ class _Census(TorchDispatchMode):
             self.views[name] += 1  # metadata only: no kernel, no sync
             return func(*args, **(kwargs or {}))
         self.ops[name] += 1
-        if name in SYNC_OPS:
+        if name in BOOL_INDEX_OPS and _bool_index(args):
+            self.syncs[name + "[bool]"] += 1  # a boolean mask index: its nonzero() reads the mask on the host
+        elif name in SYNC_OPS:
             if name == "repeat_interleave" and (kwargs or {}).get("output_size") is not None:
                 pass  # output_size given: no sync
             else:
@@ -77,14 +92,85 @@ def census():
                 finally:
                     mode.paused -= 1
             cls.run = run
-            patched.append((cls, orig))
+            patched.append((cls, "run", orig))
     except ImportError:
         pass
+    # reads of a whole tensor by the host: on a CPU tensor they reach no ATen op (no copy is needed), on
+    # a CUDA tensor they copy it to the host and wait for the device, so each one is counted as a sync
+    for meth in HOST_READS:
+        orig = getattr(torch.Tensor, meth)
+
+        def read(self, *a, _orig=orig, _name=meth, **k):
+            if not mode.paused:
+                mode.syncs[_name] += 1
+            return _orig(self, *a, **k)
+        setattr(torch.Tensor, meth, read)
+        patched.append((torch.Tensor, meth, orig))
     result = {}
+    _ACTIVE.append((mode, launches))
     try:
         with mode:
             yield lambda: result["c"]
     finally:
-        for cls, orig in patched:
-            cls.run = orig
+        _ACTIVE.remove((mode, launches))
+        for cls, meth, orig in patched:
+            setattr(cls, meth, orig)
         result["c"] = Counts(mode, launches)
+
+
+# --------------------------------------------------------------- the GPU code path on CPU
+# The CUDA-extension kernels (hilcore/cuda_backend: the Jaccard stages and DBSCAN) cannot run without a
+# GPU. For a census of a whole epoch they are replaced by CPU twins that compute the same result (the
+# native backend's), each call counted as ONE launch with nothing inside it counted: the census of the
+# CUDA glue itself (its torch ops and syncs) is not part of these numbers.
+_ACTIVE: list = []  # the (mode, launches) of the census being taken, innermost last
+
+
+def _one_launch(name: str, path: str):
+    def run(*args, **kwargs):
+        import importlib
+        mod, _, attr = path.partition(":")
+        fn = getattr(importlib.import_module(mod), attr)
+        if not _ACTIVE:
+            return fn(*args, **kwargs)
+        mode, launches = _ACTIVE[-1]
+        launches[name] += 1
+        mode.paused += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            mode.paused -= 1
+    run.__name__ = name
+    return run
+
+
+def _jaccard_twin(x, rank, k1, k2, max_distance, *, workspace_bytes=None, timings=None):
+    from hilcore.native_backend.jaccard import jaccard
+    return jaccard(x, rank, k1, k2, max_distance)
+
+
+cuda_jaccard_stages = _one_launch("cuda:jaccard.stages", "census:_jaccard_twin")
+cuda_dbscan = _one_launch("cuda:dbscan", "hilcore.native_backend.dbscan:dbscan")
+CUDA_TWINS = {"jaccard.stages": "census:cuda_jaccard_stages", "dbscan": "census:cuda_dbscan"}
+
+
+def gpu_dispatch_on_cpu(monkeypatch):
+    """Make ``backend="auto"`` on CPU tensors resolve as on a CUDA device (``AUTO_ORDER["cuda"]``), with the
+    cuda backend's kernels replaced by :data:`CUDA_TWINS`; Triton runs in the interpreter."""
+    import dataclasses
+
+    from hilcore import _dispatch
+
+    _dispatch._load()
+    monkeypatch.setitem(_dispatch.AUTO_ORDER, "cpu", _dispatch.AUTO_ORDER["cuda"])
+    orig = _dispatch._why_not
+    monkeypatch.setattr(_dispatch, "_why_not",
+                        lambda b, d: None if b == "cuda" and d.type == "cpu" else orig(b, d))
+    for (op, b), cap in list(_dispatch._TABLE.items()):
+        if b != "cuda":
+            continue
+        if cap.impl is not None and op not in CUDA_TWINS:
+            raise AssertionError(f"the cuda backend's {op} ({cap.impl}) has no CPU twin in tests/census.py")
+        new = dataclasses.replace(cap, devices=cap.devices + ("cpu",),
+                                  impl=CUDA_TWINS[op] if cap.impl is not None else None)
+        monkeypatch.setitem(_dispatch._TABLE, (op, b), new)

@@ -141,3 +141,22 @@ def test_bidirectional_match_errors():
         brst_mod.bidirectional_match(xr, lr, xi[:, :5], li)
     with pytest.raises(ValueError, match="labels_ir: cluster ids must be contiguous"):
         brst_mod.bidirectional_match(xr, lr, xi, np.where(li == 1, 2, li))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_majority_vote_matches_loop(seed):
+    """The sync-free majority vote (sorted runs of (a, b) keys) against a Counter loop: most frequent b per a
+    among the accepted samples, ties to the lower b, -1 when a sample of a was never accepted."""
+    import collections
+
+    from hilcore.brst import _majority
+
+    rng = np.random.default_rng(seed)
+    n, n_src, n_dst = int(rng.integers(0, 60)), int(rng.integers(1, 7)), int(rng.integers(1, 5))
+    src = torch.from_numpy(rng.integers(-1, n_src, n))
+    new = torch.from_numpy(rng.integers(-1, n_dst, n))
+    want = []
+    for a in range(n_src):
+        votes = collections.Counter(int(b) for s, b in zip(src.tolist(), new.tolist()) if s == a and b >= 0)
+        want.append(min(votes, key=lambda b: (-votes[b], b)) if votes else -1)
+    assert _majority(src, new, n_src, n_dst).tolist() == want

@@ -137,6 +137,28 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
     assert len(ir) == len(DIMS) * len(ARCHS) and all(la["splits"] > 1 for la in ir)
 
 
+@pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_toolchain_reason()))
+def test_lloyd_kernels_compile_without_spills(tmp_path):
+    """The sub-clustering Lloyd loop's kernels (assignment with converged runs skipped, fused update) at the
+    GPU configuration the launchers use, for sm_90 and sm_80: compiled, no local memory, no spills."""
+    out = tmp_path / "static.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "assign[lloyd]",
+                        "lloyd_update", "--arch", "90", "80", "--dims", "1536", "--no-cuda", "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["kernel"], r["arch"]) for r in rows} == {(k, a) for k in ("assign[lloyd]", "lloyd_update")
+                                                        for a in ("sm_90", "sm_80")}
+    for r in rows:
+        name = f"{r['kernel']} {r['arch']}"
+        assert "error" not in r, name
+        assert r["registers"] <= 255, f"{name}: {r['registers']} registers"
+        assert r["local_bytes"] == 0 and r["stack_bytes"] == 0, f"{name}: local memory (spills)"
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{name}: STL/LDL in the SASS"
+
+
 # the CUDA kernels of the Jaccard stages (kernels/cuda/jaccard_cuda.cu), template instances named
 JACCARD_CUDA_KERNELS = {
     "krecip_flags_kernel", "expand_kernel<false>", "expand_kernel<true>", "unique_count_kernel",

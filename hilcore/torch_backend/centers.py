@@ -93,7 +93,7 @@ class _Buckets:
 
 
 def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor,
-                      *, assign=None, seg_mean=None, check_every: int = 4):
+                      *, assign=None, seg_mean=None, lloyd=None, check_every: int = 4):
     """Batched k-means++ / Lloyd k-means with ``k`` clusters inside every cluster of ``lab``.
 
     ``u``: float64 [C, R, k] seeding uniforms (R runs). All R runs of all
@@ -109,7 +109,10 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     ``index_add_`` per run. Convergence (no assignment changed in any run) is
     checked every ``check_every`` Lloyd steps (one host sync each): a converged
     run is a fixed point, so the steps run past it change nothing and the
-    result is the same as checking every step. Returns ``(sub [C, k, D]
+    result is the same as checking every step. ``lloyd``: optional
+    ``lloyd(xm, segv [R*M], starts [E], sizes [E], cen [R, E, k, D], iters) ->
+    cen`` that runs the whole Lloyd loop instead (same steps, same stopping
+    rule: a run stops once its assignment no longer changes). Returns ``(sub [C, k, D]
     float32, cnt [C, k] int64, first [C, k] int64)``: the winning run's
     sub-centres, member counts and smallest member sample index; ``cnt`` is all
     zero for clusters with ``<= k`` members or whose every run leaves an empty
@@ -186,8 +189,10 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
         return torch.where((cnt > 0).view(r_runs, e_n, k, 1), new.view(r_runs, e_n, k, d), cen)
 
     # Lloyd steps of all runs together; a converged run is a fixed point
+    if lloyd is not None:
+        cen = lloyd(xm, segv_flat, starts, sizes, cen, iters)
     prev = None
-    for it in range(iters):
+    for it in range(iters if lloyd is None else 0):
         a = assign_step(cen)
         if prev is not None and (it % check_every == 0) and torch.equal(a, prev):
             break

@@ -313,63 +313,93 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
 
 int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_t d, const int64_t* cand_idx,
                     const float* cand_sim, int64_t kc, const float* bound, int64_t k, bool self_search,
-                    int64_t* out_idx, float* out_sim, uint8_t* certified, int num_threads) {
+                    const int64_t* self_ids, int64_t* out_idx, float* out_sim, uint8_t* certified,
+                    int num_threads) {
   if (n < 0 || m < 1 || d < 1 || k < 1 || kc < k || kc > m) return 1;
   if (num_threads < 1) num_threads = 1;
   int bad = 0;
   float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
-#pragma omp parallel num_threads(num_threads) reduction(| : bad)
-  {
-    std::vector<float> ex(kc);
-    std::vector<int64_t> order(kc);
-#pragma omp for schedule(dynamic, 64)
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t* ci = cand_idx + i * kc;
-      const float* xi = x + i * d;
-      bool ok = true;
-      for (int64_t a = 0; a < kc; ++a) {
-        const int64_t j = ci[a];
-        if (j < 0 || j >= m) {
-          ok = false;
-          break;
-        }
-        if (a + 2 < kc && ci[a + 2] >= 0 && ci[a + 2] < m) {
-          const char* nx = reinterpret_cast<const char*>(y + ci[a + 2] * d);
-          __builtin_prefetch(nx, 0, 3);
-          __builtin_prefetch(nx + 64, 0, 3);
-        }
-        ex[a] = dot(xi, y + j * d, d);
-        order[a] = a;
-      }
-      if (!ok) {
-        bad = 1;
-        certified[i] = 0;
-        continue;
-      }
-      const int64_t self = self_search ? i : kNoSelf;
-      // key: self first, then (exact desc, idx asc)
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b2) {
-        const int64_t ja = ci[a], jb = ci[b2];
-        if (ja == self || jb == self) return ja == self && jb != self;
-        if (ex[a] != ex[b2]) return ex[a] > ex[b2];
-        return ja < jb;
-      });
-      for (int64_t t = 0; t < k; ++t) {
-        out_idx[i * k + t] = ci[order[t]];
-        out_sim[i * k + t] = ex[order[t]];
-      }
-      bool cert;
-      if (kc == m || (self_search && k == 1)) {
-        cert = true;
-      } else {
-        const double ek = ex[order[k - 1]];
-        const double c_last = cand_sim[i * kc + kc - 1];
-        cert = ci[order[k - 1]] != self && ek > c_last + static_cast<double>(bound[i]);
-      }
-      certified[i] = cert ? 1 : 0;
+#pragma omp parallel for schedule(dynamic, 64) num_threads(num_threads) reduction(| : bad)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t* ci = cand_idx + i * kc;
+    const float* cs = cand_sim + i * kc;
+    const float* xi = x + i * d;
+    bool ok = true;
+    for (int64_t a = 0; a < kc; ++a) ok = ok && ci[a] >= 0 && ci[a] < m;
+    if (!ok) {
+      bad = 1;
+      certified[i] = 0;
+      continue;
     }
+    const int64_t self = self_ids != nullptr ? self_ids[i] : (self_search ? i : kNoSelf);
+    float* sim = out_sim + i * k;
+    int64_t* idx = out_idx + i * k;
+    for (int64_t t = 0; t < k; ++t) {
+      sim[t] = -kInf;
+      idx[t] = -1;
+    }
+    const bool has_self = self >= 0 && self < m;
+    if (has_self) insert_first(sim, idx, k, dot(xi, y + self * d, d), self);  // always first
+    TopList L(sim, idx, k, has_self ? self : kNoSelf);
+    const double B = static_cast<double>(bound[i]);
+    // Candidates in their order (approximate value desc): every column j not rescored yet has
+    // approximate value <= cs[a], so exact(j) <= cs[a] + B; once that is below the list's k-th
+    // value (strictly: a tie could be won by a lower index) no such column can enter.
+    bool cert = false;
+    int64_t a = 0;
+    for (; a < kc; ++a) {
+      if (static_cast<double>(cs[a]) + B < static_cast<double>(L.thr)) {
+        cert = true;
+        break;
+      }
+      const int64_t j = ci[a];
+      if (j == self) continue;
+      if (a + 2 < kc) {
+        const char* nx = reinterpret_cast<const char*>(y + ci[a + 2] * d);
+        __builtin_prefetch(nx, 0, 3);
+        __builtin_prefetch(nx + 64, 0, 3);
+      }
+      L.offer(dot(xi, y + j * d, d), j);
+    }
+    // all kc rescored: every column was a candidate, or the last candidate's bound decides
+    if (!cert) cert = kc == m || static_cast<double>(cs[kc - 1]) + B < static_cast<double>(L.thr);
+    certified[i] = cert ? 1 : 0;
   }
   return bad ? 1 : 0;
+}
+
+int knn_refine_f32_cpu(const float* S, int64_t b, int64_t c, int64_t col0, const int64_t* self_ids,
+                       const float* bound, const float* xq, const float* y, int64_t d, float* best_sim,
+                       int64_t* best_idx, int64_t k, int64_t* counts, int num_threads) {
+  if (b < 0 || c < 0 || k < 1 || col0 < 0 || d < 1) return 1;
+  if (num_threads < 1) num_threads = 1;
+  float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (b * c > 32768)
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t self = self_ids != nullptr ? self_ids[r] : kNoSelf;
+    TopList L(best_sim + r * k, best_idx + r * k, k, self);
+    const float* srow = S + r * c;
+    const float* xr = xq + r * d;
+    const double B = static_cast<double>(bound[r]);
+    int64_t cnt = 0;
+    for (int64_t q = 0; q < c; ++q) {
+      // dot(j) <= S[q] + B: only a column with S[q] + B >= the k-th value can enter
+      if (static_cast<double>(srow[q]) + B < static_cast<double>(L.thr)) continue;
+      const int64_t j = col0 + q;
+      if (j == self) continue;
+      bool listed = false;
+      for (int64_t t = 0; t < k; ++t)
+        if (L.idx[t] == j) {
+          listed = true;
+          break;
+        }
+      if (listed) continue;
+      ++cnt;
+      L.offer(dot(xr, y + j * d, d), j);
+    }
+    if (counts != nullptr) counts[r] += cnt;
+  }
+  return 0;
 }
 
 }  // namespace hilcore

@@ -65,21 +65,39 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // Exact rescoring and certification of candidate lists.
 //
 // cand_idx / cand_sim [n, kc] (row-major): each row's kc candidates sorted by
-// (approximate sim desc, idx asc), self first in self-search; every column not
-// listed has approximate sim <= cand_sim[i, kc - 1] (the last entry).
-// For each row: exact float32 dot products x_i . y_j over the candidates
-// (32 partial sums, the same bits on every CPU path), sorted by (exact desc, idx asc), self first;
-// the first k are written to out_idx / out_sim [n, k]. certified[i] = 1 when
-// the row provably equals the top-k over all m columns:
-//   kc == m (no column left out), or k == 1 in self-search, or
-//   e_k > cand_sim[i, kc - 1] + bound[i]   (strict; e_k = the k-th exact value),
-// where bound[i] must bound |computed exact - approximate| for row i against
-// every column (see hilcore/native_backend/knn.py). Else certified[i] = 0.
+// (approximate sim desc, idx asc); every column not listed has approximate sim
+// <= cand_sim[i, kc - 1] (the last entry); bound[i] must bound |exact -
+// approximate| for row i against every column (see hilcore/native_backend/knn.py).
+// "Exact" is the float32 dot product x_i . y_j of knn_simd::Ops::dot_f32 (32
+// partial sums, the same bits on every CPU path). For each row the own column
+// (if any) is rescored and put first, then the candidates are rescored in their
+// order into the top-k list (exact desc, idx asc) until the next candidate's
+// approximate value + bound[i] is below the list's k-th value (strict): no
+// column not rescored can then enter, and certified[i] = 1. Rows that rescore
+// all kc candidates are certified when kc == m or cand_sim[i, kc - 1] +
+// bound[i] < their k-th value, else certified[i] = 0 (their list is then the
+// top-k of the candidates). The first k are written to out_idx / out_sim [n, k].
 // Preconditions: 1 <= k <= kc <= m, candidate indices in [0, m).
 // Returns 0, or 1 for bad sizes / indices.
+// self_ids (may be nullptr) gives each row's own column explicitly (any value outside [0, m), e.g.
+// -2^62, for a row whose own column is not in y): then self_search is ignored. Otherwise the own column
+// of row i is i in self-search (y is x) and none outside it. certified[i] is also 1 when the row's k-th
+// entry is its own column (k = 1).
 int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_t d, const int64_t* cand_idx,
                     const float* cand_sim, int64_t kc, const float* bound, int64_t k, bool self_search,
-                    int64_t* out_idx, float* out_sim, uint8_t* certified, int num_threads);
+                    const int64_t* self_ids, int64_t* out_idx, float* out_sim, uint8_t* certified,
+                    int num_threads);
+
+// Exact fallback of the float32-candidate path for gathered rows: xq [b, d] are the query rows, tile
+// row r of the float32 GEMM tile S [b, c] (columns col0.. of y) is row r of xq, whose sorted top-k
+// list best_sim/best_idx row r already holds its rescored top-k (values knn_simd::Ops::dot_f32) and
+// whose own column is self_ids[r] (nullptr or a value outside y: none). Every column j with
+// double(S[r, j]) + bound[r] >= the list's current k-th value, not the row itself and not listed yet,
+// is rescored (dot_f32(xq_r, y_j)) and offered to the list; the others cannot enter, since bound[r]
+// bounds |dot_f32 - S| for every column. counts[r] (may be nullptr) accumulates the rescored columns.
+int knn_refine_f32_cpu(const float* S, int64_t b, int64_t c, int64_t col0, const int64_t* self_ids,
+                       const float* bound, const float* xq, const float* y, int64_t d, float* best_sim,
+                       int64_t* best_idx, int64_t k, int64_t* counts, int num_threads);
 
 // Second pass for rows that failed certification (gathered: tile row r is
 // global row row_ids[r]; its sorted top-k list is best_sim/best_idx row r,
