@@ -7,7 +7,8 @@ where they can run:
   ``tests/conftest.py``; this must happen before anything imports triton).
 * An example line carrying one of the comments below is skipped, with the
   reason, when its requirement is missing here:
-  ``# needs a CUDA GPU``, ``# needs CUDA or TRITON_INTERPRET=1``, ``# needs faiss``.
+  ``# needs a CUDA GPU``, ``# needs CUDA or TRITON_INTERPRET=1``, ``# needs faiss``,
+  ``# needs faiss-gpu``, ``# needs cuvs``.
 * ``hilcore/train`` (the training driver; its module examples run whole
   trainings or read files) is not collected, and the Triton modules only when
   triton is importable.
@@ -33,7 +34,15 @@ _REQUIREMENTS = {
                                             "needs a CUDA GPU or TRITON_INTERPRET=1 set before triton is imported"),
     "# needs faiss": (lambda: importlib.util.find_spec("faiss") is not None,
                       "needs faiss (pip install faiss-cpu); not installed here"),
+    "# needs faiss-gpu": (lambda: _gpu_backend_ok("faiss_gpu"), "needs faiss with GPU support and a CUDA GPU"),
+    "# needs cuvs": (lambda: _gpu_backend_ok("cuvs"), "needs cuVS and a CUDA GPU"),
 }
+
+
+def _gpu_backend_ok(backend):
+    from hilcore import _dispatch
+
+    return _dispatch._why_not(backend, torch.device("cuda")) is None
 
 
 def pytest_collection_modifyitems(config, items):

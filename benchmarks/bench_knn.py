@@ -23,6 +23,18 @@ measured stage times.
 
 Results: ``benchmarks/results/knn_cpu_<cpu-model>.json``. On a shared machine the
 timings are noisy; the medians are what the JSON keeps, with every repeat.
+
+On a GPU (``--device cuda``) it compares the kNN backends side by side, each
+column checked against the Triton fp32 kernel before it is timed: ``triton``
+(fp16 tensor-core candidates + fp32 rescoring and certificate, what ``auto``
+runs), ``triton_fp32`` (the IEEE fp32 kernel alone), ``torch``, ``faiss_gpu``
+(``faiss.GpuIndexFlatIP`` candidates rescored and certified by hilcore) and
+``cuvs`` (cuVS brute-force candidates, the same). A column that cannot run here
+(library not installed, ...) is kept in the JSON as skipped, with the reason.
+
+    python benchmarks/bench_knn.py --device cuda     # N = 11,909 and 22,258, D = 1536, k = 30
+
+Results: ``benchmarks/results/knn_cuda_<gpu-model>.json``.
 """
 from __future__ import annotations
 
@@ -158,6 +170,99 @@ def bench(args) -> dict:
             "note": "shared machine (2 cores, other jobs running): timings are noisy"}
 
 
+# ------------------------------------------------------------------ GPU: the kNN backends side by side
+GPU_COLUMNS = ("triton", "triton_fp32", "torch", "faiss_gpu", "cuvs")
+
+
+def _gpu_column(name: str, device: str):
+    """(fn(x, k) -> (idx, sim, stats), label) of one column, or (None, why it cannot run here)."""
+    import hilcore
+    from hilcore import _dispatch
+
+    backend = "triton" if name == "triton_fp32" else name
+    try:
+        impl = _dispatch.resolve("knn", backend, device)
+    except hilcore.BackendUnavailable as e:
+        return None, str(e)
+    if name in ("triton", "triton_fp32"):
+        from hilcore.triton import knn as tknn
+
+        prec = "fp32" if name == "triton_fp32" else "auto"
+
+        def fn(x, k):
+            st: dict = {}
+            idx, sim = tknn.knn(x, k, precision=prec, stats=st)
+            return idx, sim, st
+        return fn, f"{impl.label} (precision={prec})"
+    if name in ("faiss_gpu", "cuvs"):
+        def fn(x, k):
+            st: dict = {}
+            f = impl.fn
+            idx, sim = f(x, k, None, stats=st)
+            return idx, sim, st
+        return fn, impl.label + " (library candidates, fp32 rescoring + certificate)"
+    return (lambda x, k: (*impl(x, k, None), {})), impl.label
+
+
+def bench_backends(args, device: str = "cuda") -> dict:
+    """Every column of :data:`GPU_COLUMNS` on ``device``: checked against the fp32 kernel, then timed."""
+    import hilcore  # noqa: F401
+    from hilcore.synthetic import reid_features
+
+    from benchmarks.bench_cluster import sync
+
+    sizes = list(QUICK_SIZES if args.quick else (args.sizes or SIZES))
+    repeats = 1 if args.quick else args.repeats
+    info = machine_info(device)
+    print(f"# hilcore kNN backends on {info['device_name']}: D={args.dim}, k={args.k}, medians of {repeats}",
+          flush=True)
+    print(f"{'N':>7} {'column':>12} {'median ms':>10} {'vs triton':>9}  notes", flush=True)
+    cols = {name: _gpu_column(name, device) for name in GPU_COLUMNS}
+    rows = []
+    for n in sizes:
+        x, _, _ = reid_features(n_ids_for(n), n=n, dim=args.dim, seed=args.seed)
+        xt = torch.nn.functional.normalize(torch.from_numpy(x).to(device), dim=1)
+        k = min(args.k, n)
+        ref = cols["triton_fp32"][0](xt, k) if cols["triton_fp32"][0] else None
+        row = {"n": n, "dim": args.dim, "k": k, "columns": {}}
+        for name, (fn, label) in cols.items():
+            if fn is None:
+                row["columns"][name] = {"skipped": label}
+                print(f"{n:>7} {name:>12} {'-':>10} {'-':>9}  skipped: {label}", flush=True)
+                continue
+            idx, sim, st = fn(xt, k)  # warm-up (compilation) and the result that is checked
+            sync(device)
+            check = compare((idx.cpu(), sim.cpu()), (ref[0].cpu(), ref[1].cpu())) if ref else None
+            if check and (not check["sim_ok"] or check["idx_equal_fraction"] < 0.999):
+                raise SystemExit(f"N={n}: {name} disagrees with the fp32 kernel: {check}")
+            ts = []
+            for _ in range(repeats):
+                sync(device)
+                t = time.perf_counter()
+                fn(xt, k)
+                sync(device)
+                ts.append(time.perf_counter() - t)
+            row["columns"][name] = {"label": label, "s": ts, "median_s": float(statistics.median(ts)),
+                                    "check_vs_fp32": check, "stats": st}
+        base = row["columns"].get("triton", {}).get("median_s")
+        for name, c in row["columns"].items():
+            if "median_s" not in c:
+                continue
+            c["speedup_vs_triton"] = base / c["median_s"] if base else None
+            st = c["stats"]
+            note = c["label"]
+            if "uncertified_rows" in st:
+                note += f"; uncertified rows {st['uncertified_rows']}/{st.get('rows', n)}"
+            sp = f"{c['speedup_vs_triton']:.2f}" if c["speedup_vs_triton"] else "-"
+            print(f"{n:>7} {name:>12} {1e3 * c['median_s']:>10.2f} {sp:>9}  {note}", flush=True)
+        rows.append(row)
+        del xt
+    return {"benchmark": "knn_backends", "machine": info,
+            "params": {"dim": args.dim, "k": args.k, "seed": args.seed, "repeats": repeats, "sizes": sizes,
+                       "columns": list(GPU_COLUMNS)},
+            "rows": rows, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": bool(args.quick)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", help=f"feature counts (default {' '.join(map(str, SIZES))})")
@@ -166,11 +271,18 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=1536)
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="result JSON (default benchmarks/results/knn_cpu_<model>[_quick].json)")
+    p.add_argument("--device", default="cpu", help="cpu (native paths vs a baseline) or cuda (the GPU backends)")
+    p.add_argument("--out", help="result JSON (default benchmarks/results/knn_<cpu|cuda>_<model>[_quick].json)")
     args = p.parse_args(argv)
-    result = bench(args)
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available")
+        result = bench_backends(args, args.device)
+    else:
+        result = bench(args)
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
     out = Path(args.out) if args.out else RESULTS / (
-        f"knn_cpu_{slug(result['machine']['device_name'])}{'_quick' if args.quick else ''}.json")
+        f"knn_{kind}_{slug(result['machine']['device_name'])}{'_quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float))
     print(f"# wrote {out}")

@@ -10,7 +10,9 @@
 #      (falls back to a direct CMake build with HILCORE_CUDA=ON)
 #   2. GPU tests (pytest; conftest leaves TRITON_INTERPRET unset on a GPU)
 #   3. compute-sanitizer memcheck on the CUDA tests
-#   4. bench_cluster.py --device cuda --no-baseline
+#   4. bench_knn.py --device cuda: the kNN backends side by side (triton, triton_fp32,
+#      torch, faiss_gpu, cuvs; a library not installed is a skipped column with the reason)
+#      bench_cluster.py --device cuda --no-baseline
 #   5. bench_epoch.py --device cuda --skip-loop
 #   6. bench_scale.py --device cuda up to 10^6 (its own budget from what is left)
 # Every result lands in benchmarks/results/ with the device named: the benches'
@@ -68,7 +70,7 @@ cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DHILCORE_CUDA=ON -DPython
 step build 150 bash -c "$BUILD"
 step gpu_tests 75 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton_knn.py \
   tests/test_triton_knn_tc.py tests/test_triton_centers.py tests/test_triton_memory.py tests/test_knn.py \
-  tests/test_jaccard.py tests/test_gpu_static.py
+  tests/test_jaccard.py tests/test_gpu_static.py tests/test_gpu_knn_backends.py
 if command -v compute-sanitizer > /dev/null 2>&1; then
   step memcheck 50 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
     "$PY" -m pytest -q -x -p no:cacheprovider tests/test_cuda.py
@@ -76,6 +78,7 @@ else
   echo "compute-sanitizer not found: memcheck skipped"
   printf '%s\t%s\t%s\n' memcheck "no compute-sanitizer" 0 >> "$STEPS"
 fi
+step bench_knn 35 "$PY" benchmarks/bench_knn.py --device cuda --repeats 3
 step bench_cluster 45 "$PY" benchmarks/bench_cluster.py --device cuda --no-baseline --repeats 3
 step bench_epoch 45 "$PY" benchmarks/bench_epoch.py --device cuda --skip-loop --repeats 3
 LEFT=$((DEADLINE - $(date +%s) - 25))

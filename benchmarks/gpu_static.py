@@ -4,6 +4,13 @@ Every Triton kernel of hilcore is compiled with Triton's own compiler for
 sm_90 and sm_80 at the configuration its launcher picks on a GPU (block
 sizes, warps, stages; the divisibility-by-16 specialisation a real launch
 gets for aligned pointers, D and strides), for D in {768, 1536, 2048}. The
+kNN kernels are taken from the kNN launcher itself: it runs on CPU tensors of
+the SYSU-MM01 shapes with its GPU branch (the target's SM count decides the
+column splits), its launches are recorded instead of run, and Triton's binder
+specialises their arguments as a launch does. Each row carries D, the
+configuration and, for the kNN, its launches (rows, k, grid, splits). The TTGIR's
+shared layouts say whether the operand tiles are swizzled (``shared_swizzled``:
+NVMMA or a multi-phase XOR swizzle, conflict-free reads). The
 cubin is read with the ``cuobjdump`` bundled with Triton: resource usage
 (REG, STACK, LOCAL, SHARED) and the SASS, where the tensor-core instructions
 (HMMA, HGMMA, IMMA, ...) are counted. Every CUDA file in ``kernels/cuda`` is
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -49,8 +57,11 @@ def _tool(name: str) -> str | None:
     return str(p) if p.exists() else shutil.which(name)
 
 
-def triton_specs(d: int) -> list[dict]:
-    """(name, jit fn, signature, constexprs, options, divisible args) of every Triton kernel at width d."""
+def triton_specs(d: int, arch: int = 90) -> list[dict]:
+    """(name, jit fn, signature, constexprs, options, divisible args) of every Triton kernel at width d.
+
+    The kNN kernels come from running the kNN launcher itself with its launches
+    recorded (:func:`knn_specs`); the others from their launchers' block functions."""
     import triton
 
     import hilcore.triton.brst as tbrst
@@ -59,7 +70,7 @@ def triton_specs(d: int) -> list[dict]:
     import hilcore.triton.mccl as tmccl
     import hilcore.triton.memory as tmem
 
-    specs = []
+    specs = knn_specs(d, arch)
 
     def add(name, fn, ptr_types, constexprs, options, scalars=None, divisible=()):
         sig = {}
@@ -75,26 +86,6 @@ def triton_specs(d: int) -> list[dict]:
         specs.append(dict(name=name, fn=fn, signature=sig, constexprs=constexprs, options=options,
                           divisible=div))
 
-    # kNN, fp16 path at k = k1 and k = k2; the fp32 kernel (uncertified rows) at k1
-    for k in (K1, K2):
-        kc = tknn.candidates(k)
-        bm, bn, bk, w = tknn._tc_blocks(kc, d, False)
-        add(f"knn_cand[k={k},KC={kc}]", tknn._knn_cand_kernel, {"xh_ptr": "*fp16", "yh_ptr": "*fp16",
-                                                               "key_ptr": "*i64"},
-            dict(SELF=True, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), dict(num_warps=w, num_stages=2),
-            divisible=("DP", "COLS"))
-        br, bd, rw = tknn._rescore_blocks(kc, kc, d, False)
-        add(f"knn_rescore[k={k},KC={kc}]", tknn._knn_rescore_kernel,
-            {"key_ptr": "*i64", "idx_ptr": "*i64", "cert_ptr": "*i8"},
-            dict(SELF=True, KC=kc, CP=kc, BLOCK_R=br, BLOCK_D=bd), dict(num_warps=rw),
-            divisible=("D", "stride_x", "stride_y", "NCAND"))
-    add("knn_prep", tknn._knn_prep_kernel, {"ah_ptr": "*fp16"}, dict(BLOCK_R=4, BLOCK_D=128), dict(num_warps=4),
-        divisible=("D", "DP", "stride_a"))
-    kp = triton.next_power_of_2(K1)
-    bm, bn, bk, w = tknn._blocks(kp, d, False)
-    add(f"knn_fp32[k={K1}]", tknn._knn_topk_kernel, {"idx_ptr": "*i64", "qid_ptr": "*i64"},
-        dict(SELF=True, KP=kp, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GATHER=True), dict(num_warps=w, num_stages=2),
-        divisible=("D", "stride_x", "stride_y"))
     # centres (hilcore/triton/centers.py launchers, GPU branch)
     add("segment_mean", tcen._segment_mean_kernel, {"order_ptr": "*i64", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
@@ -121,8 +112,86 @@ def triton_specs(d: int) -> list[dict]:
     s_p, bd, w = tmem._blocks(s, d, False)
     add("memory_update", tmem._memory_update_kernel, {"order_ptr": "*i64", "seg_ptr": "*i64", "tgt_ptr": "*i64"},
         dict(S_P=s_p, BLOCK_D=bd), dict(num_warps=w), scalars={"MU": "fp32", "EPS": "fp32"}, divisible=("D",))
-    add("brst_scan", tbrst._brst_scan_kernel, {"best_ptr": "*i64"}, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
-        dict(num_warps=4), divisible=("D", "stride_x", "stride_pr"))
+    bm, bn, bk, w = tbrst._blocks(d, False)
+    add("brst_scan", tbrst._brst_scan_kernel, {"best_ptr": "*i64"}, dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk),
+        dict(num_warps=w), divisible=("D", "stride_x", "stride_pr"))
+    return specs
+
+
+# The kNN calls of one epoch at SYSU-MM01 size: the Jaccard kNN (k = k1) of the RGB
+# and IR features (their row counts decide the column splits), and a small k = k2.
+KNN_CASES = ((22258, K1), (11909, K1), (11909, K2))
+# SMs of the devices the splits are computed for: H100/H200 SXM (sm_90), A100 (sm_80)
+SMS = {90: 132, 80: 108}
+
+
+@contextlib.contextmanager
+def _recorded_launches():
+    """Every ``kernel[grid](...)`` inside is recorded (kernel, args, kwargs, grid), not run."""
+    from triton.runtime.jit import JITFunction
+
+    launches = []
+    run = JITFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        launches.append((self, args, dict(kwargs), grid))
+
+    JITFunction.run = record
+    try:
+        yield launches
+    finally:
+        JITFunction.run = run
+
+
+def knn_specs(d: int, arch: int) -> list[dict]:
+    """The kNN kernels exactly as the launcher of hilcore/triton/knn.py launches them on a GPU.
+
+    For each case of :data:`KNN_CASES` the fp16 path (``_fp16_path``: prep, candidates,
+    rescoring) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
+    CPU tensors of the real shapes with the GPU branch of every choice (``interpreting()``
+    false, the SM count of the target) and their launches recorded, not run; each
+    distinct (kernel, constexprs, launch options) becomes a spec whose arguments Triton's
+    own binder specialises as a launch would (divisibility of pointers, sizes, strides)."""
+    import torch
+    from unittest import mock
+
+    import hilcore.triton.knn as tknn
+
+    specs, seen = [], {}
+    for n, k in KNN_CASES:
+        kc = tknn.candidates(k)
+        x = torch.empty((n, d), dtype=torch.float32)  # never read: nothing runs
+        stats: dict = {}
+        with mock.patch.object(tknn, "interpreting", lambda: False), \
+                mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)):
+            with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as fp16:
+                tknn._fp16_path(x, x, k, kc, True, False, stats)
+            rows = torch.arange(min(n, 1000), dtype=torch.int64)  # the uncertified rows
+            idx = torch.empty((n, k), dtype=torch.int64)
+            with _recorded_launches() as fp32:
+                tknn._exact(x, x, k, True, rows=rows, idx=idx, sim=torch.empty((n, k)))
+            foreign = []
+            if (n, k) == KNN_CASES[0]:  # the rescoring of faiss_gpu / cuvs candidates (CHECK=True)
+                cand = torch.arange(kc, dtype=torch.int64).expand(n, kc)
+                with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as foreign:
+                    tknn.rescore_candidates(x, x, k, cand, torch.zeros(n, kc), True)
+        for fn, args, kwargs, grid in fp16 + fp32 + foreign:
+            const = {p.name: kwargs.get(p.name, p.default) for p in fn.params if p.is_constexpr}
+            opts = {o: kwargs[o] for o in ("num_warps", "num_stages") if o in kwargs}
+            key = (fn.__name__, tuple(sorted(const.items())), tuple(sorted(opts.items())))
+            launch = dict(n=n, k=k, grid=list(grid), splits=None if const.get("CHECK") else stats.get("splits"),
+                          sms=SMS.get(arch, 132))
+            if key in seen:  # the same compiled kernel: one more launch of it
+                seen[key]["launches"].append(launch)
+                continue
+            short = fn.__name__.removeprefix("_knn_").removesuffix("_kernel")
+            name = {"cand": f"knn_cand[k={k},KC={const.get('KP')}]",
+                    "rescore": f"knn_rescore_lib[k={k},KC={const.get('KC')}]" if const.get("CHECK")  # faiss_gpu/cuvs
+                    else f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
+                    "topk": f"knn_fp32[k={k}]", "prep": "knn_prep"}[short]
+            seen[key] = dict(name=name, fn=fn, args=args, kwargs=kwargs, constexprs=const, options=opts,
+                             launches=[launch])
+            specs.append(seen[key])
     return specs
 
 
@@ -139,38 +208,84 @@ def sass_stats(cubin: bytes) -> dict:
     tc = {op: ops[op] for op in TC_OPS if ops.get(op)}
     return dict(registers=int(m[1]), stack_bytes=int(m[2]), static_shared_bytes=int(m[3]), local_bytes=int(m[4]),
                 spill_stores=ops.get("STL", 0), spill_loads=ops.get("LDL", 0), tensor_core=tc,
-                tensor_core_total=sum(tc.values()), ffma=ops.get("FFMA", 0))
+                tensor_core_total=sum(tc.values()), ffma=ops.get("FFMA", 0),
+                ldsm=ops.get("LDSM", 0), lds=ops.get("LDS", 0))
+
+
+def _bound_source(spec: dict, target):
+    """(ASTSource, options) of a recorded launch, specialised by Triton's own binder as a launch would be."""
+    from triton import knobs
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = spec["fn"]
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    kwargs = dict(spec["kwargs"], debug=False, instrumentation_mode=knobs.compilation.instrumentation_mode,
+                  fpsan_homomorphic_casts=knobs.compilation.fpsan_homomorphic_casts)
+    bound, specialization, options = binder(*spec["args"], **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    return ASTSource(fn, signature, constexprs, attrs), options.__dict__
+
+
+def swizzled(layout: str) -> bool:
+    """True for a TTGIR shared layout whose reads are conflict-free by construction: NVMMA with a swizzle
+    width (wgmma / ldmatrix on sm_90) or an XOR swizzle with more than one phase (ldmatrix on sm_80)."""
+    m = re.search(r"swizzlingByteWidth = (\d+)", layout)
+    if layout.startswith("nvmma_shared"):
+        return bool(m and int(m[1]) > 0)
+    m = re.search(r"maxPhase = (\d+)", layout)
+    return bool(m and int(m[1]) > 1)
 
 
 def compile_triton(spec: dict, arch: int) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    src = triton.compiler.ASTSource(spec["fn"], spec["signature"], constexprs=spec["constexprs"],
-                                    attrs={(i,): [["tt.divisibility", 16]] for i in spec["divisible"]})
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=spec["options"])
+    target = GPUTarget("cuda", arch, 32)
+    if "args" in spec:  # a recorded launch
+        src, options = _bound_source(spec, target)
+    else:
+        src = triton.compiler.ASTSource(spec["fn"], spec["signature"], constexprs=spec["constexprs"],
+                                        attrs={(i,): [["tt.divisibility", 16]] for i in spec["divisible"]})
+        options = spec["options"]
+    k = triton.compile(src, target=target, options=options)
     out = sass_stats(k.asm["cubin"])
     out["shared_bytes"] = int(k.metadata.shared)  # dynamic shared memory the launch asks for
     ttgir = k.asm["ttgir"]
     out["shared_layouts"] = sorted(set(re.findall(r"#ttg\.(nvmma_shared<[^>]*>|swizzled_shared<[^>]*>)", ttgir)))
+    out["shared_swizzled"] = bool(out["shared_layouts"]) and all(map(swizzled, out["shared_layouts"]))
+    out["num_warps"] = int(k.metadata.num_warps)
+    out["num_stages"] = int(k.metadata.num_stages)
     return out
 
 
 def triton_report(dims, archs, only=None) -> list[dict]:
     rows = []
     for d in dims:
-        for spec in triton_specs(d):
-            if only and not any(spec["name"].startswith(o) for o in only):
-                continue
-            for arch in archs:
+        for arch in archs:
+            for spec in triton_specs(d, arch):
+                if only and not any(spec["name"].startswith(o) for o in only):
+                    continue
                 r = dict(kind="triton", kernel=spec["name"], d=d, arch=f"sm_{arch}",
                          config={**spec["constexprs"], **spec["options"]})
+                if "launches" in spec:
+                    r["launches"] = spec["launches"]
                 try:
                     r.update(compile_triton(spec, arch))
                 except Exception as e:  # report, do not hide: a kernel that does not compile is a finding
                     r["error"] = f"{type(e).__name__}: {e}"[:400]
                 rows.append(r)
+    rows.sort(key=lambda r: (r["d"], _order(r["kernel"]), r["arch"] != "sm_90"))
     return rows
+
+
+def _order(kernel: str) -> int:
+    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "segment_mean", "assign",
+                           "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
+        if kernel.startswith(p):
+            return i
+    return 99
 
 
 def cuda_report(archs) -> list[dict]:
@@ -269,11 +384,12 @@ def _ptxas_rows(log: str, file: str, arch: int, cubin: bytes) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'kind':6} {'kernel':30} {'D':>5} {'arch':6} {'regs':>4} {'spill':>5} {'smem B':>7} {'tensor-core ops':>22}"
+    head = (f"{'kind':6} {'kernel':36} {'D':>5} {'arch':6} {'regs':>4} {'spill':>5} {'smem B':>7} "
+            f"{'tensor-core ops':>22}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['kind']:6} {r.get('kernel', r.get('file', '')):30} {r.get('d', ''):>5} "
+            lines.append(f"{r['kind']:6} {r.get('kernel', r.get('file', '')):36} {r.get('d') or '':>5} "
                          f"{r.get('arch', ''):6} ERROR {r['error'][:80]}")
             continue
         spill = (r.get("spill_stores", 0) + r.get("spill_loads", 0) + r.get("local_bytes", 0)
@@ -282,7 +398,7 @@ def table(rows: list[dict]) -> str:
         if r.get("dynamic_shared_max_bytes"):
             smem = f"<={r['dynamic_shared_max_bytes'] // 1024}Ki"  # dynamic, sized per launch
         tc = " ".join(f"{k}:{v}" for k, v in r["tensor_core"].items()) or "0"
-        lines.append(f"{r['kind']:6} {r['kernel'][:30]:30} {r.get('d', '-'):>5} {r['arch']:6} {r['registers']:>4} "
+        lines.append(f"{r['kind']:6} {r['kernel'][:36]:36} {r.get('d') or '-':>5} {r['arch']:6} {r['registers']:>4} "
                      f"{spill:>5} {smem:>7} {tc:>22}")
     return "\n".join(lines)
 
@@ -308,6 +424,8 @@ def main(argv=None) -> int:
     rows = [] if args.no_triton else triton_report(args.dims, args.arch, args.kernels)
     if not args.no_cuda and not args.kernels:
         rows += cuda_report(args.arch)
+    for r in rows:
+        r.setdefault("d", None)  # CUDA kernels: D is a runtime argument, nothing is compiled per D
     print(table(rows))
     if args.json and args.merge and args.json.exists():
         done = {_row_key(r) for r in rows}
@@ -323,7 +441,9 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(dict(
             note="compiled, not run: static resource usage of the SASS; no kernel was executed",
             device="none (compiled for " + ", ".join(f"sm_{a}" for a in args.arch) + f" on {platform.node() or 'host'})",
-            triton=triton.__version__, nvcc=nvcc_v, dims=args.dims, rows=rows), indent=1, default=str) + "\n")
+            triton=triton.__version__, nvcc=nvcc_v, dims=args.dims,
+            knn_cases=[dict(n=n, k=k) for n, k in KNN_CASES], sms={f"sm_{a}": SMS.get(a, 132) for a in args.arch},
+            rows=rows), indent=1, default=str) + "\n")
     return 1 if any("error" in r for r in rows) else 0
 
 

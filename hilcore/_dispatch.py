@@ -22,6 +22,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -36,10 +37,13 @@ BACKENDS = {
     "triton": "hilcore.triton",
     "cuml": "hilcore.cuml_backend",
     "faiss": "hilcore.faiss_backend",
+    "faiss_gpu": "hilcore.faiss_backend",
+    "cuvs": "hilcore.cuvs_backend",
 }
 ALL_BACKENDS = tuple(BACKENDS)
 
 #: Preference order of ``backend="auto"``, per device type (torch, which runs anywhere, comes last).
+#: The comparison backends (faiss, faiss_gpu, cuvs, cuml) are never picked by ``auto``.
 AUTO_ORDER = {
     "cpu": ("native", "torch"),
     "cuda": ("cuda", "triton", "torch"),
@@ -162,10 +166,48 @@ def _why_not(backend: str, device: torch.device) -> str | None:
             return f"the cuml backend needs CUDA input, got device {device}"
         return None
     if backend == "faiss":
-        if importlib.util.find_spec("faiss") is None:
+        if not _importable("faiss"):
             return "faiss is not installed"
         return None
+    if backend in ("faiss_gpu", "cuvs"):
+        return _gpu_library_why_not(backend, device)
     return f"unknown backend {backend!r}; expected one of {('auto',) + ALL_BACKENDS}"
+
+
+def _importable(name: str) -> bool:
+    """True when ``name`` can be imported (already imported counts; a module put in sys.modules too)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _gpu_library_why_not(backend: str, device: torch.device) -> str | None:
+    """faiss_gpu / cuvs: the library importable (with GPU support), a CUDA device present, triton for the
+    rescoring. The library is imported only when the rest holds (a CUDA device was asked for)."""
+    pkg, pip = {"faiss_gpu": ("faiss", "faiss-gpu"), "cuvs": ("cuvs", "cuvs-cu12")}[backend]
+    if not _importable(pkg):
+        return f"{pkg} is not installed (the {backend} backend needs {pip})"
+    if device.type != "cuda":
+        return f"the {backend} backend needs CUDA tensors, got device {device}"
+    if not torch.cuda.is_available():
+        return "no CUDA device is present"
+    if not has_triton():
+        return f"triton is not installed (the {backend} backend rescores its candidates with the Triton kNN kernels)"
+    try:
+        if backend == "faiss_gpu":
+            faiss = importlib.import_module("faiss")
+            if not (hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "GpuIndexFlatIP")):
+                return "this faiss has no GPU support (no faiss.GpuIndexFlatIP: install faiss-gpu)"
+            if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() < 1:
+                return "faiss sees no GPU"
+        else:
+            importlib.import_module("cuvs.neighbors.brute_force")
+    except Exception as e:  # an installed but broken library (missing CUDA libraries, ...)
+        return f"{pkg} cannot be imported: {type(e).__name__}: {e}"
+    return None
 
 
 # ------------------------------------------------------------------ the table
@@ -408,7 +450,7 @@ def backends(device: str | torch.device = "cpu") -> list[str]:
         device: ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
 
     Returns:
-        names in ``("torch", "native", "cuda", "triton", "cuml", "faiss")``
+        names in ``("torch", "native", "cuda", "triton", "cuml", "faiss", "faiss_gpu", "cuvs")``
         order; ``"torch"`` runs everywhere. Which op implements which backend
         is listed in each op's docstring.
 

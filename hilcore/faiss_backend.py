@@ -1,6 +1,11 @@
-"""Optional faiss backend: exact kNN with ``faiss.IndexFlatIP``.
+"""Optional faiss backends: exact kNN with ``faiss.IndexFlatIP`` and, on a GPU, ``faiss.GpuIndexFlatIP``.
 
-faiss is imported inside :func:`knn` only, so hilcore imports without it.
+``faiss`` (:func:`knn`): the flat CPU index, re-sorted to hilcore's order.
+``faiss_gpu`` (:func:`knn_gpu`): the flat GPU index gives ``candidates(k)``
+columns per row, which hilcore's fp32 rescoring and certificate turn into the
+exact ranking (``hilcore.triton.knn.rescore_candidates``): a comparison backend
+that ``auto`` never picks. faiss (and triton) are imported inside the functions
+only, so hilcore imports without them.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from ._dispatch import register
 
 register("knn", "faiss", devices=("cpu", "cuda"), impl="hilcore.faiss_backend:knn",
          note="faiss.IndexFlatIP on the CPU; for comparisons")
+register("knn", "faiss_gpu", devices=("cuda",), impl="hilcore.faiss_backend:knn_gpu",
+         note="faiss.GpuIndexFlatIP candidates, rescored in fp32 and certified (exact); for comparisons")
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,3 +85,92 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
         sim[:, 0] = own
     return (torch.from_numpy(idx.astype(np.int64)).to(x.device),
             torch.from_numpy(np.ascontiguousarray(sim)).to(x.device))
+
+
+_GPU_RES: dict = {}  # one faiss.StandardGpuResources per GPU (it holds a scratch allocation)
+
+
+def _faiss_gpu():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("the faiss_gpu backend needs faiss with GPU support (e.g. conda install faiss-gpu)") from None
+    if not (hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "GpuIndexFlatIP")):
+        raise ImportError("the faiss_gpu backend needs faiss with GPU support: this faiss has no GpuIndexFlatIP")
+    try:  # lets GPU indexes take torch tensors in place (no host copy)
+        import faiss.contrib.torch_utils  # noqa: F401
+        torch_io = True
+    except ImportError:
+        torch_io = False
+    return faiss, torch_io
+
+
+def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
+            stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact kNN from ``faiss.GpuIndexFlatIP`` candidates, rescored and certified by hilcore.
+
+    The flat GPU index (float32 storage, ``useFloat16=False``) returns
+    ``C = min(M, candidates(k))`` columns per row; ``rescore_candidates``
+    recomputes their similarities in IEEE fp32, keeps the best k (self first,
+    ties to the lower index) and certifies each row with a bound that holds
+    even if faiss's GEMM rounds its inputs to TF32; rows it cannot certify go
+    through the Triton fp32 kernel. So the answer equals hilcore's exact kNN.
+
+    Args:
+        x: ``[N, D]`` float32, rows L2-normalised, on a CUDA device (the index
+            lives on that GPU).
+        k: neighbours per row, ``1 <= k <= M``.
+        y: optional ``[M, D]`` database like ``x``; ``None`` is self-search.
+        stats: receives ``candidates``, ``rows``, ``uncertified_rows``.
+
+    Returns:
+        ``(idx int64 [N, k], sim float32 [N, k])`` on ``x.device``, best first.
+
+    Raises:
+        ImportError: faiss with GPU support (or triton) is not installed.
+        ValueError: ``k`` outside ``[1, M]``.
+
+    Example:
+        >>> import torch, hilcore
+        >>> from hilcore.faiss_backend import knn_gpu
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs a CUDA GPU
+        >>> idx, sim = knn_gpu(x, 5)  # needs faiss-gpu
+        >>> bool((idx == hilcore.knn(x, 5, backend="torch")[0]).all())
+        True
+    """
+    faiss, torch_io = _faiss_gpu()
+    from .triton import knn as tknn
+
+    self_search = y is None
+    x = x.contiguous()
+    db = x if self_search else y.contiguous()
+    n, d = x.shape
+    m = db.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= m:
+        raise ValueError(f"k: expected an integer in [1, {m}], got {k!r}")
+    want = min(m, tknn.candidates(k))
+    if tknn.candidates(k) <= tknn.MAX_KC:
+        dev = x.device.index if x.device.type == "cuda" else 0
+        dev = torch.cuda.current_device() if dev is None else dev
+        res = _GPU_RES.get((faiss.StandardGpuResources, dev))
+        if res is None:
+            res = _GPU_RES[(faiss.StandardGpuResources, dev)] = faiss.StandardGpuResources()
+        cfg = faiss.GpuIndexFlatConfig()
+        cfg.device = dev
+        cfg.useFloat16 = False  # float32 storage and products: the bound assumes at least TF32 inputs
+        index = faiss.GpuIndexFlatIP(res, d, cfg)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)  # faiss runs on its own stream
+        if torch_io:
+            index.add(db)
+            sim, idx = index.search(x, want)
+        else:
+            index.add(np.ascontiguousarray(db.detach().cpu().numpy()))
+            sim, idx = index.search(np.ascontiguousarray(x.detach().cpu().numpy()), want)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        del index
+    else:  # too many candidates to rescore: rescore_candidates answers with the fp32 kernel
+        idx = sim = None
+    return tknn.rescore_candidates(x, db, k, idx, sim, self_search, stats=stats)

@@ -22,10 +22,12 @@ def knn(x, k: int, *, y=None, backend: str = "auto"):
         x: ``[N, D]`` queries (NumPy, torch CPU/CUDA or CuPy; any float dtype).
         k: neighbours per row, ``1 <= k <= M`` (M = rows of ``y``, or N).
         y: optional ``[M, D]`` database; ``None`` searches ``x`` against itself.
-        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"``, ``"cuda"`` or
-            ``"faiss"`` (``hilcore.capabilities()["knn"]``). There is no CUDA kNN
-            kernel: ``"cuda"`` (and ``"auto"`` on CUDA tensors) runs the Triton one,
-            or torch without Triton.
+        backend: ``"auto"``, ``"torch"``, ``"native"``, ``"triton"``, ``"cuda"``,
+            ``"faiss"``, or on a GPU ``"faiss_gpu"`` / ``"cuvs"`` (library candidates
+            rescored exact; never chosen by ``"auto"``); see
+            ``hilcore.capabilities()["knn"]``. There is no CUDA kNN kernel:
+            ``"cuda"`` (and ``"auto"`` on CUDA tensors) runs the Triton one, or torch
+            without Triton.
 
     Returns:
         ``(idx, sim)``: ``[N, k]`` int64 indices into the database and

@@ -1,10 +1,14 @@
-"""CI guards on compiled GPU code (no GPU needed): the kNN kernel (tensor cores, <= 128 registers,
-no spills) and the CUDA Jaccard kernels (no spills, no stack).
+"""CI guards on compiled GPU code (no GPU needed): the Triton kernels and the CUDA Jaccard kernels.
 
-benchmarks/gpu_static.py compiles the tensor-core candidate kernel of the Triton
-kNN for sm_90 with Triton's own compiler at the configurations the dispatch picks
-for D = 768, 1536, 2048 and reads the cubin with the cuobjdump bundled with Triton.
-It runs in a subprocess: the test session imports triton in interpreter mode.
+benchmarks/gpu_static.py compiles the Triton kNN kernels exactly as the kNN
+launcher launches them on a GPU (its launches recorded, not run), the BRST scan
+and the MCCL kernels at their launchers' GPU blocks, for sm_90 and sm_80 at
+D = 768, 1536, 2048, and reads the cubin with the cuobjdump bundled with Triton.
+The guard: the kNN candidate kernel runs on tensor cores from swizzled
+(conflict-free) shared operand tiles; no kNN kernel, neither the BRST scan nor
+the MCCL kernels spill or hold more than 128 registers. It runs in a subprocess:
+the test session imports triton in interpreter mode. The CUDA Jaccard kernels
+(nvcc -Xptxas -v): no spills, no stack, at most 64 registers.
 """
 import json
 import os
@@ -16,6 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DIMS = (768, 1536, 2048)
+ARCHS = ("sm_90", "sm_80")
 
 
 def _toolchain_reason():
@@ -33,25 +39,102 @@ def _toolchain_reason():
     return None
 
 
-@pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_toolchain_reason()))
-def test_knn_candidate_kernel_uses_tensor_cores_without_spills(tmp_path):
-    out = tmp_path / "static.json"
+@pytest.fixture(scope="module")
+def doc(tmp_path_factory):
+    reason = _toolchain_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("gpu_static") / "static.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "knn_cand",
-                        "--arch", "90", "--dims", "768", "1536", "2048", "--json", str(out)],
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "knn", "brst", "mccl",
+                        "--arch", "90", "80", "--dims", *map(str, DIMS), "--json", str(out)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    rows = json.loads(out.read_text())["rows"]
-    assert {r["d"] for r in rows} == {768, 1536, 2048}
-    assert len(rows) >= 3
-    for r in rows:
-        name = f"{r['kernel']} D={r['d']} {r['arch']}"
-        assert "error" not in r, name
-        assert r["tensor_core_total"] > 0, f"{name}: no tensor-core instruction in the SASS"
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(doc):
+    return doc["rows"]
+
+
+def _name(r):
+    return f"{r['kernel']} D={r['d']} {r['arch']}"
+
+
+def test_every_knn_and_brst_kernel_at_every_width_and_arch(report):
+    for family in ("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "brst_scan", "mccl_fwd", "mccl_bwd"):
+        got = {(r["d"], r["arch"]) for r in report if r["kernel"].startswith(family)}
+        assert got == {(d, a) for d in DIMS for a in ARCHS}, family
+    for r in report:
+        assert "error" not in r, f"{_name(r)}: {r.get('error')}"
+        assert r["d"] in DIMS and r["config"].get("num_warps"), _name(r)
+
+
+def test_no_spills_and_at_most_128_registers(report):
+    for r in report:
+        name = _name(r)
         assert r["registers"] <= 128, f"{name}: {r['registers']} registers"
         assert r["local_bytes"] == 0 and r["stack_bytes"] == 0, f"{name}: local memory (spills)"
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{name}: STL/LDL in the SASS"
+
+
+def test_candidate_kernel_on_tensor_cores_from_swizzled_shared_tiles(report):
+    cand = [r for r in report if r["kernel"].startswith("knn_cand")]
+    assert cand
+    for r in cand:
+        name = _name(r)
+        want = "HGMMA" if r["arch"] == "sm_90" else "HMMA"
+        assert r["tensor_core"].get(want, 0) > 0, f"{name}: no {want} in the SASS ({r['tensor_core']})"
+        assert r["ffma"] == 0, f"{name}: the product is not on tensor cores alone ({r['ffma']} FFMA)"
+        assert r["shared_layouts"] and r["shared_swizzled"], f"{name}: unswizzled operand tiles {r['shared_layouts']}"
+        if r["arch"] == "sm_90":  # wgmma reads both operands through NVMMA descriptors
+            assert all(lay.startswith("nvmma_shared") for lay in r["shared_layouts"]), name
+        else:  # mma.sync operands through ldmatrix
+            assert r["ldsm"] > 0, f"{name}: no LDSM (ldmatrix)"
+
+
+def test_rows_are_the_configurations_the_dispatch_picks(doc):
+    """The recorded launches agree with the launcher's own choices for those shapes (GPU branch)."""
+    import triton
+
+    import hilcore.triton.knn as tknn
+    report = doc["rows"]
+    KNN_CASES = {(c["n"], c["k"]) for c in doc["knn_cases"]}
+    SMS = doc["sms"]
+    K1 = max(k for _, k in KNN_CASES)
+
+    for r in report:
+        if not r["kernel"].startswith("knn_"):
+            continue
+        cfg = r["config"]
+        assert r["launches"], _name(r)
+        for launch in r["launches"]:
+            n, k = launch["n"], launch["k"]
+            assert (n, k) in KNN_CASES and launch["sms"] == SMS[r["arch"]], _name(r)
+            kc = tknn.candidates(k)
+            bm, bn, bk, w = tknn._tc_blocks(kc, r["d"], False)
+            if r["kernel"].startswith("knn_cand"):
+                assert (cfg["KP"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["num_warps"]) == \
+                    (kc, bm, bn, bk, w), _name(r)
+                splits = tknn._splits(triton.cdiv(n, bm), n, bn, kc, launch["sms"])
+                assert launch["grid"] == [triton.cdiv(n, bm), launch["splits"]], _name(r)
+                assert 1 <= launch["splits"] <= splits, _name(r)  # fewer when the last split would be empty
+            if r["kernel"].startswith("knn_rescore") and cfg.get("CHECK"):  # faiss_gpu / cuvs candidates
+                assert cfg["KC"] == cfg["CP"] == kc, _name(r)
+                assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(kc, kc, r["d"], False)[:2]
+            elif r["kernel"].startswith("knn_rescore"):
+                assert cfg["KC"] == kc and cfg["CP"] == triton.next_power_of_2(launch["splits"] * kc), _name(r)
+                assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(cfg["CP"], kc, r["d"], False)[:2]
+            if r["kernel"].startswith("knn_fp32"):
+                bm32, bn32, bk32, w32 = tknn._blocks(triton.next_power_of_2(k), r["d"], False)
+                assert (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["num_warps"], cfg["GATHER"]) == \
+                    (bm32, bn32, bk32, w32, True), _name(r)
+    # the SYSU-MM01 IR features leave fewer row tiles than 2x the SMs: the column sweep is split
+    ir = [la for r in report if r["kernel"].startswith(f"knn_cand[k={K1},") for la in r["launches"]
+          if la["n"] == 11909]
+    assert len(ir) == len(DIMS) * len(ARCHS) and all(la["splits"] > 1 for la in ir)
 
 
 @pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_toolchain_reason()))

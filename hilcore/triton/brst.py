@@ -59,16 +59,22 @@ def _brst_scan_kernel(x_ptr, p_ptr, best_ptr, sim_ptr, part_ptr, M, C, D,
     tl.store(sim_ptr + rows64, run_val, mask=row_ok)
 
 
+def _blocks(d: int, interpret: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the scan for width ``d``."""
+    if interpret:
+        return 16, 16, max(16, min(64, triton.next_power_of_2(d))), 1
+    # 64 x 32 tiles over 8 warps: 114 registers on sm_90, 80 on sm_80, no spills
+    # (64 x 64 over 4 warps held 210 / 255 registers and spilled on sm_80; benchmarks/gpu_static.py)
+    return 64, 32, 32, 8
+
+
 def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor):
     """(best [M] int64, best_sim [M] float32, col_max [C] float32) of ``xb @ protos.T``."""
     xb = xb.contiguous()
     protos = protos.contiguous()
     m, d = xb.shape
     c = protos.shape[0]
-    if interpreting():
-        bm, bn, bk, warps = 16, 16, max(16, min(64, triton.next_power_of_2(d))), 1
-    else:
-        bm, bn, bk, warps = 64, 64, 32, 4
+    bm, bn, bk, warps = _blocks(d, interpreting())
     grid = triton.cdiv(m, bm)
     best = torch.empty(m, dtype=torch.int64, device=xb.device)
     best_sim = torch.empty(m, dtype=torch.float32, device=xb.device)

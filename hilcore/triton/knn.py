@@ -44,6 +44,13 @@ Two paths give the same answer, the exact top-k of the float32 similarities:
 The column sweep is split over a second grid axis when there are fewer row tiles
 than twice the SMs; the rescoring kernel merges the splits' lists (the ``KC``
 best keys of all splits: every dropped column is below the merged minimum).
+
+The rescoring kernel also serves candidates found by another library
+(:func:`rescore_candidates`, used by the ``faiss_gpu`` and ``cuvs`` backends):
+the same certificate with the bound of :func:`foreign_bounds` (the library's
+inner products may come from TF32-rounded inputs), and a row is certified only
+if each candidate's library value lies within ``B_i`` of its fp32 value (for the
+fp16 pass that holds by the bound itself).
 """
 from __future__ import annotations
 
@@ -241,12 +248,14 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
 #   float32 dot products with the query row (BLOCK_D chunks of D, gathered
 #   candidate rows) become exact keys (self on top), and K max-extractions emit
 #   the list best first. The row is certified iff its K-th entry is the row
-#   itself (K = 1) or its value is > fl32(c + B_i).
+#   itself (K = 1) or its value is > fl32(c + B_i) and (CHECK: candidates from
+#   another library) every candidate's approximate value lies within B_i of its
+#   fp32 value (for the fp16 pass that holds by the bound itself).
 @triton.jit
 def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert_ptr,
                         N, D, K, NCAND, stride_x, stride_y, stride_o,
                         SELF: tl.constexpr, KC: tl.constexpr, CP: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+                        BLOCK_D: tl.constexpr, CHECK: tl.constexpr = False):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < N
     rows64 = rows.to(tl.int64)
@@ -297,8 +306,15 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
         tl.store(sim_ptr + out + j, sim, mask=row_ok)
         last = sim
         last_self = col == rows64
-    thr = c + tl.load(bound_ptr + rows64, mask=row_ok, other=0.0)
+    bnd = tl.load(bound_ptr + rows64, mask=row_ok, other=0.0)
+    thr = c + bnd
     ok = last > thr
+    if CHECK:
+        # another library's candidate values must lie within B_i of their fp32 values (the bound assumes
+        # it; for the fp16 pass it holds by the bound itself): a row where one does not is not certified
+        a_bits = tl.where(hi < 0, (hi - 1) ^ 0x7FFFFFFF, hi)
+        off = valid & (hi != _HI_SELF) & (tl.abs(acc - a_bits.to(tl.float32, bitcast=True)) > bnd[:, None])
+        ok = ok & (tl.max(off.to(tl.int32), axis=1) == 0)
     if SELF:
         ok = ok | last_self
     tl.store(cert_ptr + rows64, ok.to(tl.int8), mask=row_ok)
@@ -522,4 +538,113 @@ def _fp16_path(x, db, k, kc, self_search, interpret, stats):
         _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
     if stats is not None:
         stats.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
+    return idx, sim
+
+
+# ------------------------------------------------------------------ candidates from another library
+#: relative rounding of the inputs the certificate of foreign candidates allows: 10 explicit mantissa bits
+#: (TF32, truncated or rounded), so a library that enables TF32 in its GEMM is still covered.
+FOREIGN_INPUT_ROUNDING = 2.0**-10
+
+
+def foreign_bounds(d: int, xn: torch.Tensor, big_y: float, u_in: float = FOREIGN_INPUT_ROUNDING) -> torch.Tensor:
+    """B_i (float32, rounded up) for candidates ranked by another library's inner products.
+
+    ``xn`` [N] upper bounds of ||x_i||, ``big_y`` of max_j ||y_j||. The library's value a_ij is assumed
+    to be the float32 sum, in any order, of products of inputs each rounded with relative error at most
+    ``u_in`` (float32: 0; TF32: 2^-10): ``|a_ij - t_ij| <= (2 u_in + u_in^2 + γ_{D+1} (1 + u_in)^2)
+    ||x_i|| ||y_j||``, and its selection exact on its own values. With the rescoring's
+    ``|ê_ij - t_ij| <= γ_D ||x_i|| ||y_j||``, every column j the library left out has
+    ``ê_ij <= c_i + B_i`` (c_i the smallest library value kept), plus 2^-22 (||x_i|| NY + 1) for the
+    float32 rounding of ``c_i + B_i`` in the kernel and 1e-6 of slack."""
+    g1 = (d + 1) * _U / (1.0 - (d + 1) * _U)
+    g = d * _U / (1.0 - d * _U)
+    lib = 2.0 * u_in + u_in * u_in + g1 * (1.0 + u_in) ** 2
+    xy = xn.to(torch.float64) * float(big_y)
+    b = (lib + g) * xy + 2.0**-22 * (xy + 1.0) + 1e-6
+    return _round_up_f32(b * (1.0 + 1e-12))
+
+
+def _norms64(a: torch.Tensor) -> torch.Tensor:
+    """Upper bounds of the row norms: float64 sums of the (exact) float64 squares, rounded up."""
+    return torch.sqrt((a.to(torch.float64) ** 2).sum(dim=1)) * (1.0 + 1e-12)
+
+
+def _ordered_bits_t(v: torch.Tensor) -> torch.Tensor:
+    """torch twin of _ordered_bits: float32 -> int32 with the same order."""
+    bits = v.contiguous().view(torch.int32)
+    return torch.where(bits < 0, (bits ^ 0x7FFFFFFF) + 1, bits)
+
+
+def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand_sim, self_search: bool, *,
+                       input_rounding: float = FOREIGN_INPUT_ROUNDING, stats: dict | None = None):
+    """The exact top-k from another library's candidates (faiss-GPU, cuVS): fp32 rescoring, certificate.
+
+    Args:
+        x, db: ``[N, D]`` / ``[M, D]`` float32 rows, L2-normalised (``db is x`` in self-search), on the
+            device the kernels run on (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+        k: neighbours per row, ``1 <= k <= M``.
+        cand_idx, cand_sim: ``[N, C]`` the library's best columns per row and its inner products, best
+            first, ``C = min(M, candidates(k))`` (any array torch.as_tensor takes).
+        self_search: row i must be its own rank 0.
+        input_rounding: the input rounding the bound allows (:func:`foreign_bounds`).
+        stats: receives ``candidates``, ``rows``, ``uncertified_rows``.
+
+    Returns:
+        ``(idx, sim)`` exactly as :func:`knn` returns them (the exact ranking of the float32
+        similarities, ties to the lower index, self first): the candidates are rescored with the fp32
+        kernel, and a row is kept only when its certificate holds; every other row (also a row whose
+        candidates are not distinct valid columns sorted best first) goes through the fp32 kernel.
+        In self-search a row missing from its own candidates replaces its worst one. ``k`` whose
+        ``candidates(k)`` exceeds ``MAX_KC`` is answered by the fp32 kernel alone.
+    """
+    n, d = x.shape
+    m = db.shape[0]
+    kc = candidates(k)
+    if kc > MAX_KC:
+        idx, sim = knn(x, k, None if self_search else db, precision="fp32")
+        if stats is not None:
+            stats.update(candidates=0, rows=n, uncertified_rows=n)
+        return idx, sim
+    want = min(m, kc)
+    ci = torch.as_tensor(cand_idx, device=x.device).to(torch.int64)
+    cv = torch.as_tensor(cand_sim, device=x.device).to(torch.float32)
+    if ci.shape != (n, want) or cv.shape != (n, want):
+        raise ValueError(f"cand_idx, cand_sim: expected shape {(n, want)}, got {tuple(ci.shape)} and {tuple(cv.shape)}")
+    with on_device(x):
+        # what the certificate relies on, checked: distinct valid columns, finite values, best first
+        ok = ((ci >= 0) & (ci < m)).all(dim=1) & torch.isfinite(cv).all(dim=1)
+        if want > 1:
+            srt = ci.sort(dim=1).values
+            ok &= (srt[:, 1:] != srt[:, :-1]).all(dim=1) & (cv[:, :-1] >= cv[:, 1:]).all(dim=1)
+        ci = ci.clamp(0, m - 1).contiguous()  # a row that is not ok is answered by the fp32 kernel
+        hi = _ordered_bits_t(cv)
+        if self_search:
+            rows = torch.arange(n, device=x.device)
+            lost = ~(ci == rows[:, None]).any(dim=1)  # a duplicate of row i may have taken its place
+            worst = cv.argmin(dim=1)  # every column left out stays <= the smallest value kept
+            ci[lost, worst[lost]] = rows[lost]
+            hi = torch.where(ci == rows[:, None], torch.full_like(hi, 2**31 - 1), hi)
+        keys = (hi.to(torch.int64) << 32) | (2**31 - 1 - ci)
+        if want < kc:  # every column is a candidate: empty slots below every real key
+            empty = (-(2**63) + 1 + torch.arange(want, kc, device=x.device)).expand(n, kc - want)
+            keys = torch.cat([keys, empty], dim=1)
+        keys = keys.contiguous()
+        bound = foreign_bounds(d, _norms64(x), float(_norms64(db).max()), input_rounding)
+        bound = torch.where(ok, bound, torch.full_like(bound, float("inf")))
+
+        interpret = interpreting()
+        br, bd, rwarps = _rescore_blocks(kc, kc, d, interpret)
+        idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
+        sim = torch.empty((n, k), dtype=torch.float32, device=x.device)
+        cert = torch.empty(n, dtype=torch.int8, device=x.device)
+        _knn_rescore_kernel[(triton.cdiv(n, br),)](x, db, keys, bound, idx, sim, cert, n, d, k, kc,
+                                                   x.stride(0), db.stride(0), idx.stride(0),
+                                                   SELF=self_search, KC=kc, CP=kc, BLOCK_R=br, BLOCK_D=bd,
+                                                   CHECK=True, num_warps=rwarps)
+        bad = torch.nonzero(cert == 0).flatten()
+        if bad.numel():
+            _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
+    if stats is not None:
+        stats.update(candidates=kc, rows=n, uncertified_rows=int(bad.numel()))
     return idx, sim
