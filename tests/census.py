@@ -101,9 +101,16 @@ def census():
         orig = getattr(torch.Tensor, meth)
 
         def read(self, *a, _orig=orig, _name=meth, **k):
-            if not mode.paused:
+            if not mode.paused and not getattr(self, "_census_on_host", False):
                 mode.syncs[_name] += 1
-            return _orig(self, *a, **k)
+            out = _orig(self, *a, **k)
+            if _name == "cpu" and isinstance(out, torch.Tensor):
+                if out is self:  # a CPU tensor's cpu() is itself: mark an alias, not the tensor
+                    mode.paused += 1
+                    out = out.detach()
+                    mode.paused -= 1
+                out._census_on_host = True  # the host copy: reading it again waits for nothing
+            return out
         setattr(torch.Tensor, meth, read)
         patched.append((torch.Tensor, meth, orig))
     result = {}
@@ -119,58 +126,62 @@ def census():
 
 
 # --------------------------------------------------------------- the GPU code path on CPU
-# The CUDA-extension kernels (hilcore/cuda_backend: the Jaccard stages and DBSCAN) cannot run without a
-# GPU. For a census of a whole epoch they are replaced by CPU twins that compute the same result (the
-# native backend's), each call counted as ONE launch with nothing inside it counted: the census of the
-# CUDA glue itself (its torch ops and syncs) is not part of these numbers.
+# The CUDA-extension kernels (the ``cuda_*`` entry points of hilcore._native that hilcore/cuda_backend
+# calls: the Jaccard stages and DBSCAN) cannot run without a GPU. For a census of a whole epoch they are
+# replaced by a CPU model of their contract (tests/cuda_model.py: NativeModel), each call counted as ONE
+# launch with nothing inside it counted; the CUDA backend's Python glue around them (its torch ops, syncs,
+# chunking) runs for real on CPU tensors standing in for CUDA tensors, and is counted.
 _ACTIVE: list = []  # the (mode, launches) of the census being taken, innermost last
 
 
-def _one_launch(name: str, path: str):
-    def run(*args, **kwargs):
-        import importlib
-        mod, _, attr = path.partition(":")
-        fn = getattr(importlib.import_module(mod), attr)
-        if not _ACTIVE:
-            return fn(*args, **kwargs)
-        mode, launches = _ACTIVE[-1]
-        launches[name] += 1
-        mode.paused += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            mode.paused -= 1
-    run.__name__ = name
-    return run
+class _CountedNative:
+    """A NativeModel whose kernel entry points each count as one launch of the census being taken."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        fn = getattr(self._model, name)
+        if not name.startswith("cuda_") or name == "cuda_jaccard_smem_slots":
+            return fn  # host queries, not launches
+
+        def run(*args, **kwargs):
+            if not _ACTIVE:
+                return fn(*args, **kwargs)
+            mode, launches = _ACTIVE[-1]
+            launches["cuda:" + name[len("cuda_"):]] += 1
+            mode.paused += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                mode.paused -= 1
+        return run
 
 
-def _jaccard_twin(x, rank, k1, k2, max_distance, *, workspace_bytes=None, timings=None):
-    from hilcore.native_backend.jaccard import jaccard
-    return jaccard(x, rank, k1, k2, max_distance)
-
-
-cuda_jaccard_stages = _one_launch("cuda:jaccard.stages", "census:_jaccard_twin")
-cuda_dbscan = _one_launch("cuda:dbscan", "hilcore.native_backend.dbscan:dbscan")
-CUDA_TWINS = {"jaccard.stages": "census:cuda_jaccard_stages", "dbscan": "census:cuda_dbscan"}
-
-
-def gpu_dispatch_on_cpu(monkeypatch):
-    """Make ``backend="auto"`` on CPU tensors resolve as on a CUDA device (``AUTO_ORDER["cuda"]``), with the
-    cuda backend's kernels replaced by :data:`CUDA_TWINS`; Triton runs in the interpreter."""
+def gpu_dispatch_on_cpu(monkeypatch, model=None):
+    """Make ``backend="auto"`` on CPU tensors resolve as on a CUDA device (``AUTO_ORDER["cuda"]``): Triton
+    runs in the interpreter, the cuda backend's own code runs with CPU tensors standing in for CUDA ones
+    (its device test and stream context, the only seams, accept them) and ``model`` (a
+    tests/cuda_model.py NativeModel) in place of the extension's CUDA entry points. Returns the model."""
     import dataclasses
 
+    from cuda_model import NativeModel
     from hilcore import _dispatch
+    from hilcore.cuda_backend import jaccard as cj
 
+    model = NativeModel() if model is None else model
     _dispatch._load()
     monkeypatch.setitem(_dispatch.AUTO_ORDER, "cpu", _dispatch.AUTO_ORDER["cuda"])
     orig = _dispatch._why_not
     monkeypatch.setattr(_dispatch, "_why_not",
                         lambda b, d: None if b == "cuda" and d.type == "cpu" else orig(b, d))
     for (op, b), cap in list(_dispatch._TABLE.items()):
-        if b != "cuda":
-            continue
-        if cap.impl is not None and op not in CUDA_TWINS:
-            raise AssertionError(f"the cuda backend's {op} ({cap.impl}) has no CPU twin in tests/census.py")
-        new = dataclasses.replace(cap, devices=cap.devices + ("cpu",),
-                                  impl=CUDA_TWINS[op] if cap.impl is not None else None)
-        monkeypatch.setitem(_dispatch._TABLE, (op, b), new)
+        if b == "cuda":
+            monkeypatch.setitem(_dispatch._TABLE, (op, b), dataclasses.replace(cap, devices=cap.devices + ("cpu",)))
+    native = _CountedNative(model)
+    monkeypatch.setattr(cj, "_native", lambda: native)
+    monkeypatch.setattr(cj, "_cuda", lambda t: isinstance(t, torch.Tensor) and t.device.type == "cpu")
+    monkeypatch.setattr(cj, "_on_device", lambda dev: contextlib.nullcontext(0))
+    # torch.cuda.mem_get_info has no CPU twin: the workspace the glue would get on a large idle GPU
+    monkeypatch.setattr(cj, "default_workspace", lambda dev: cj.DEFAULT_WORKSPACE_BYTES)
+    return model

@@ -9,7 +9,7 @@ ascending t, docs/design.md), and within float tolerance with the torch backend
 and the dense reference hilcore/ref/jaccard.py. The Python side of the CUDA stage
 (hilcore.cuda_backend.jaccard.pairs: the shared/global split, the per-warp regions,
 the chunked staging, the per-row sort) runs against a CPU model of the kernels'
-contract (launchers.h). The CUDA kernels themselves run only in tests/test_cuda.py,
+contract (launchers.h; tests/cuda_model.py). The CUDA kernels themselves run only in tests/test_cuda.py,
 on a GPU.
 """
 import functools
@@ -26,6 +26,7 @@ import hilcore
 from hilcore.cuda_backend import jaccard as cj
 from hilcore.ref import jaccard as ref_jaccard
 from hilcore.torch_backend import jaccard as tj
+from cuda_model import KernelModel as _ModelKernels
 from jaccard_rows_ref import assert_bitwise, capacity, reference, synthetic
 from testing import assert_jaccard_matches, csr_to_dense, reid_features, stored_mask, with_duplicates
 
@@ -203,81 +204,6 @@ def test_header_compiled_by_nvcc_gives_the_same_bits(host_prog, tmp_path):
 
 
 # ---------------------------------------------------------------- the Python side, on a model of the kernels
-class _ModelKernels:
-    """CPU model of the contract of jaccard_slots / jaccard_partners / jaccard_rows (launchers.h),
-    from the formulas, checking what the kernels and launchers check: a table larger than its
-    region, a region that is not a power of two >= 32 or (shared) past the pass's limit, a global
-    launch whose regions are not a positive multiple of 8 or exceed the scratch, staging without
-    room. The kept pairs are written in reverse column order (tables give no order)."""
-
-    def __init__(self, smem_slots=(128, 64)):
-        self.smem_slots = smem_slots
-        self.launches = []
-
-    @staticmethod
-    def _supp_partners(q_ptr, q_idx, p_ptr, p_row, i):
-        js = [p_row[p_ptr[t]:p_ptr[t + 1]] for t in q_idx[q_ptr[i]:q_ptr[i + 1]].tolist()]
-        return np.unique(np.concatenate(js)) if js else np.zeros(0, np.int64)
-
-    def slots(self, q_ptr, q_idx, p_ptr, n, out):
-        sizes = (p_ptr[1:] - p_ptr[:-1])[q_idx.long()]
-        rows = torch.repeat_interleave(torch.arange(n), q_ptr.diff())
-        summed = torch.zeros(n, dtype=torch.int64).index_add_(0, rows, sizes)
-        out.copy_(torch.tensor([capacity(min(int(s), n)) for s in summed]))
-
-    @staticmethod
-    def _check_region(shared, region_slots, max_shared):
-        assert region_slots >= 32 and region_slots & (region_slots - 1) == 0, region_slots
-        if shared:
-            assert region_slots <= max_shared, (region_slots, max_shared)
-
-    @staticmethod
-    def _check_launch(shared, regions, region_slots, *scratch):
-        if not shared:
-            assert regions > 0 and regions % 8 == 0, regions
-            assert all(s.numel() >= regions * region_slots for s in scratch)
-
-    def partners(self, q_ptr, q_idx, p_ptr, p_row, ids, bound, shared, regions, region_slots, scratch, partners,
-                 slots, err):
-        self._check_launch(shared, regions, region_slots, scratch)
-        self._check_region(shared, region_slots, self.smem_slots[0])
-        region = region_slots
-        self.launches.append(("partners", shared, ids.numel(), region_slots))
-        qp, qi, pp, pr = q_ptr.numpy(), q_idx.numpy(), p_ptr.numpy(), p_row.numpy()
-        for i in ids.tolist():
-            if bound[i] > region:
-                err |= 1
-                continue
-            c = self._supp_partners(qp, qi, pp, pr, i).size
-            partners[i], slots[i] = c, capacity(c)
-
-    def rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, shared, regions, region_slots, keys, vals,
-             max_distance, row0, st_off, kept, st_idx, st_val, err):
-        self._check_launch(shared, regions, region_slots, keys, vals)
-        self._check_region(shared, region_slots, self.smem_slots[1])
-        region = region_slots
-        self.launches.append(("rows", shared, ids.numel(), region_slots))
-        for i in ids.tolist():
-            if slots[i] > region:
-                err |= 4
-                continue
-            js, d = self._row(q_ptr, q_idx, q_val, int(i), max_distance)
-            lo, hi = int(st_off[i - row0]), int(st_off[i - row0 + 1])
-            if js.size > hi - lo:
-                err |= 8
-                continue
-            st_idx[lo:lo + js.size] = torch.from_numpy(js[::-1].astype(np.int32).copy())
-            st_val[lo:lo + js.size] = torch.from_numpy(d[::-1].copy())
-            kept[i] = js.size
-
-    def _row(self, q_ptr, q_idx, q_val, i, max_distance):
-        key = (id(q_ptr), max_distance)
-        if getattr(self, "_key", None) != key:
-            self._key = key
-            self._ref = reference(q_ptr.numpy(), q_idx.numpy(), q_val.numpy(), max_distance)
-        return self._ref[i][0], self._ref[i][1]
-
-
 def _pairs_on_model(q, max_distance, workspace, model):
     q_ptr, q_idx, q_val = (torch.from_numpy(np.ascontiguousarray(a)) for a in q)
     n = q_ptr.numel() - 1

@@ -9,9 +9,10 @@ float32, as scikit-learn does for float32 input).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .jaccard import _native
+from . import jaccard as _cj
 
 
 def _check_csr(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: int) -> None:
@@ -21,11 +22,15 @@ def _check_csr(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, 
         raise ValueError(f"indices, data: expected two 1-D arrays of the same length, got {tuple(indices.shape)} "
                          f"and {tuple(data.shape)}")
     nnz = indices.numel()
-    if int(indptr[0]) != 0 or int(indptr[-1]) != nnz:
+    # one host read for the four checks
+    first, last, decreasing, outside = torch.stack([
+        indptr[0], indptr[-1], (indptr.diff() < 0).any().to(torch.int64),
+        ((indices < 0) | (indices >= n)).any().to(torch.int64)]).tolist()
+    if first != 0 or last != nnz:
         raise ValueError(f"indptr: expected to start at 0 and end at nnz = {nnz}")
-    if n > 0 and bool((indptr.diff() < 0).any()):
+    if decreasing:
         raise ValueError("indptr: expected non-decreasing offsets")
-    if nnz and bool(((indices < 0) | (indices >= n)).any()):
+    if outside:
         raise ValueError(f"indices: entries must lie in [0, {n})")
 
 
@@ -40,8 +45,8 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
         eps: neighbourhood radius; ``data <= eps`` in float32.
         min_samples: neighbours (the point itself included) of a core point.
     """
-    nat = _native()
-    if not (isinstance(data, torch.Tensor) and data.is_cuda):
+    nat = _cj._native()
+    if not _cj._cuda(data):
         raise ValueError("dist: the cuda backend needs CUDA input")
     dev = data.device
     n = int(n)
@@ -51,13 +56,12 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
         return torch.empty(0, dtype=torch.int64, device=dev)
     if min_samples < 1:
         raise ValueError(f"min_samples: expected >= 1, got {min_samples}")
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
+    with _cj._on_device(dev) as stream:
         indptr = indptr.to(device=dev, dtype=torch.int64).contiguous()
         indices = indices.to(device=dev, dtype=torch.int64).contiguous()
         data = data.to(torch.float32).contiguous()
         _check_csr(indptr, indices, data, n)
-        eps32 = float(torch.tensor(eps, dtype=torch.float32))  # the float32 threshold
+        eps32 = float(np.float32(eps))  # the float32 threshold (on the host: no device read)
         core = torch.empty(n, dtype=torch.uint8, device=dev)
         nat.cuda_dbscan_core(indptr.data_ptr(), indices.data_ptr(), data.data_ptr(), n, eps32, int(min_samples),
                              core.data_ptr(), stream)

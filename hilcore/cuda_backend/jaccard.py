@@ -10,6 +10,7 @@ a workspace budget. Memory is O(N * support): no N x N buffer anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -28,6 +29,7 @@ _SLOT_BYTES = 8  # int32 key + float32 value (rows pass)
 _STAGE_BYTES = 8  # int32 column + float32 distance per staged pair
 _WARPS_PER_BLOCK = 8
 _MAX_REGIONS = 16384  # more warps than an H100/H200 keeps resident: more regions would only cost memory
+_TABLE_EXPONENTS = range(5, 63)  # table sizes: 2^5 (the 32-slot minimum) .. 2^62 slots
 
 
 def _native():
@@ -35,6 +37,19 @@ def _native():
     if mod is None or not mod.has_cuda():
         raise _dispatch.BackendUnavailable("the cuda backend needs hilcore._native built with CUDA support")
     return mod
+
+
+def _cuda(t) -> bool:
+    """Is t a CUDA tensor? (The one test of it here and in dbscan.py; tests/census.py lets CPU
+    tensors stand in for CUDA ones, with a CPU model of the kernels, to count this glue's work.)"""
+    return isinstance(t, torch.Tensor) and t.is_cuda
+
+
+@contextlib.contextmanager
+def _on_device(dev: torch.device):
+    """Within dev's context: the handle of its current stream (the kernels' stream argument)."""
+    with torch.cuda.device(dev):
+        yield torch.cuda.current_stream(dev).cuda_stream
 
 
 def _exclusive(counts: torch.Tensor) -> torch.Tensor:
@@ -49,10 +64,11 @@ def _postings(q_ptr: torch.Tensor, q_idx: torch.Tensor, q_val: torch.Tensor, n: 
     dev = q_idx.device
     nnz = q_idx.numel()
     rows = torch.repeat_interleave(torch.arange(n, dtype=torch.int32, device=dev), q_ptr.diff(), output_size=nnz)
-    order = torch.sort(q_idx, stable=True).indices  # stable: rows stay ascending within a column
+    cols, order = torch.sort(q_idx, stable=True)  # stable: rows stay ascending within a column
     p_row = rows[order].contiguous()
     p_val = q_val[order].contiguous()
-    p_ptr = _exclusive(torch.bincount(q_idx, minlength=n).to(torch.int64))
+    # p_ptr[t] = entries with column < t (no bincount: it reads its input's maximum on the host)
+    p_ptr = torch.searchsorted(cols, torch.arange(n + 1, dtype=cols.dtype, device=dev))
     return p_ptr, p_row, p_val
 
 
@@ -115,14 +131,34 @@ def _regions(rows: int, region_slots: int, slot_bytes: int, budget: int) -> int:
     return -(-r // _WARPS_PER_BLOCK) * _WARPS_PER_BLOCK
 
 
-def _groups(slots: torch.Tensor, rows: torch.Tensor, max_shared: int):
+def _classes(slots: torch.Tensor) -> torch.Tensor:
+    """uint8 [m]: the table class of each size in `slots`, the index in _TABLE_EXPONENTS of the
+    smallest power of two >= it (the sizes are powers of two: their exponent - 5)."""
+    pow2 = torch.tensor([1 << e for e in _TABLE_EXPONENTS], dtype=torch.int64, device=slots.device)
+    return torch.searchsorted(pow2, slots).to(torch.uint8)
+
+
+def _split(ids: torch.Tensor, bounds, max_shared: int):
+    """(shared, region_slots, ids[lo:hi]) for each non-empty class [bounds[c], bounds[c + 1])."""
+    for e, lo, hi in zip(_TABLE_EXPONENTS, bounds[:-1], bounds[1:]):
+        if hi > lo:
+            yield (1 << e) <= max_shared, 1 << e, ids[lo:hi]
+
+
+def _groups(slots: torch.Tensor, rows: torch.Tensor, max_shared: int, classes: np.ndarray | None = None):
     """(shared, region_slots, ids): one launch per table size (a power of two) among `rows`, the
     region being that size: in shared memory up to max_shared slots, so small tables take little
     of it; in global memory past it, so a few huge rows do not shrink the regions (and the warps)
-    of the many smaller ones."""
-    cap = slots[rows]
-    for size in torch.unique(cap).tolist():
-        yield size <= max_shared, int(size), rows[cap == size]
+    of the many smaller ones. Sizes ascending, ids ascending within a size (`rows` is). The rows
+    are sorted by class on the device; the class boundaries come from `classes` (the classes of
+    `rows` already on the host) or else from one host read of them."""
+    cls, order = torch.sort(_classes(slots[rows]), stable=True)
+    if classes is None:
+        marks = torch.arange(len(_TABLE_EXPONENTS) + 1, dtype=cls.dtype, device=rows.device)
+        bounds = torch.searchsorted(cls, marks).tolist()
+    else:
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(classes, minlength=len(_TABLE_EXPONENTS)))]).tolist()
+    yield from _split(rows[order], bounds, max_shared)
 
 
 def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: float, workspace_bytes: int):
@@ -159,7 +195,11 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
             del scratch
 
     st_cum = _exclusive(partners)
-    cum = st_cum.cpu().numpy()
+    # one host read after the partners pass: the staging offsets and every row's table class (bytes)
+    cls = _classes(slots)
+    cls = torch.cat([cls, cls.new_zeros(-n % 8)]).view(torch.int64)
+    host = torch.cat([st_cum, cls]).cpu().numpy()
+    cum, row_classes = host[:n + 1], host[n + 1:].view(np.uint8)[:n]
     kept = torch.empty(n, **i64)
     out_idx, out_val = [], []
     for a, b in _chunks(cum, max(1, workspace_bytes // _STAGE_BYTES)):
@@ -167,7 +207,7 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
         staged = int(cum[b] - cum[a])
         st_idx = torch.empty(staged, dtype=torch.int32, device=dev)
         st_val = torch.empty(staged, dtype=torch.float32, device=dev)
-        for shared, region, ids in _groups(slots, every[a:b], smem_rows):
+        for shared, region, ids in _groups(slots, every[a:b], smem_rows, row_classes[a:b]):
             if shared:
                 k.rows(q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, True, 0, region, None, None,
                        max_distance, a, st_off, kept, st_idx, st_val, err)
@@ -180,7 +220,10 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
                 del keys, vals
         # row r's pairs are the first kept[r] staged at st_off[r]; sort each row by column
         kc = kept[a:b]
-        total = int(kc.sum())
+        # one host read: the chunk's kept pairs and the error word of every launch so far
+        total, flag = torch.stack([kc.sum(), err[0].to(torch.int64)]).tolist()
+        if flag:
+            raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {flag:#x}); this is a bug")
         local = torch.repeat_interleave(torch.arange(b - a, **i64), kc, output_size=total)
         src = st_off[local] + (torch.arange(total, **i64) - _exclusive(kc)[local])
         idx = st_idx[src].to(torch.int64)
@@ -189,9 +232,6 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
         out_idx.append(idx[order])
         out_val.append(val[order])
         del st_idx, st_val
-    flag = int(err.item())
-    if flag:
-        raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {flag:#x}); this is a bug")
     indptr = _exclusive(kept)
     indices = torch.cat(out_idx) if len(out_idx) > 1 else out_idx[0]
     data = torch.cat(out_val) if len(out_val) > 1 else out_val[0]
@@ -215,7 +255,7 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         device, indices sorted per row, the diagonal stored as 0.
     """
     nat = _native()
-    if not (isinstance(x, torch.Tensor) and x.is_cuda):
+    if not _cuda(x):
         raise ValueError("x: the cuda backend needs a CUDA torch tensor")
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x: expected a non-empty [N, D] tensor, got shape {tuple(x.shape)}")
@@ -231,8 +271,7 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
     if math.isnan(md):
         raise ValueError("max_distance: expected a number, got NaN")
     dev = x.device
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
+    with _on_device(dev) as stream:
         x = x.to(torch.float32).contiguous()
         rank = rank[:, :k1].to(torch.int64).contiguous()
         if bool(((rank < 0) | (rank >= n)).any()):
