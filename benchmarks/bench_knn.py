@@ -9,8 +9,10 @@ ReID-like features from :mod:`hilcore.synthetic`) it times
 - a plain baseline: blocked ``torch.mm`` over all columns + ``torch.topk`` per block,
   merged with a second topk (no symmetry, no custom merge).
 
-Results are checked first: every pair of outputs must agree on the similarities
-(within 2e-6) and on the indices except float32 near-ties. The table gives medians
+Results are checked first: the two native paths, on the rows as ``hilcore.knn``
+normalises them, must agree bit for bit (indices and similarities: both are the
+exact top-k under the same fixed-order float32 dot); the baseline must agree on the
+similarities (within 2e-6) and on the indices except float32 near-ties. The table gives medians
 over ``--repeats`` runs, the rate of the work each path does (``gflops``: 2 D per
 dot product it computes; the native self-search computes only the tiles on and
 above the diagonal, about ``N^2 / 2`` products, the int8 path's as int8 products,
@@ -122,17 +124,22 @@ def bench(args) -> dict:
         if hilcore._dispatch.resolve("knn", "auto", "cpu").backend != "native":
             raise SystemExit("hilcore.knn does not run the native backend here: build the extension first")
         res = {"auto": hilcore.knn(xt, k)}
+        # the rows exactly as hilcore.knn validates and normalises them, so both native paths see the same input
+        xn = hilcore._arrays.features(xt)[0]
         stats_auto: dict = {}
-        nk.knn(torch.nn.functional.normalize(xt, dim=1), k, stats=stats_auto)  # what that call did
-        res["fp32"] = nk.knn(xt, k, precision="fp32")
+        nk.knn(xn, k, stats=stats_auto)  # what that call did
+        res["fp32"] = nk.knn(xn, k, precision="fp32")
         res["baseline"] = baseline_knn(xt, k)
         checks = {"auto_vs_fp32": compare(res["auto"], res["fp32"]),
                   "baseline_vs_fp32": compare(res["baseline"], res["fp32"])}
         for name, c in checks.items():
             if not c["sim_ok"] or c["idx_equal_fraction"] < 0.999:
                 raise SystemExit(f"N={n}: {name} disagree: {c}")
+        # every native path returns the exact top-k under the same dot_f32 values: bit for bit
+        if checks["auto_vs_fp32"]["idx_equal_fraction"] != 1.0 or checks["auto_vs_fp32"]["max_sim_diff"] != 0.0:
+            raise SystemExit(f"N={n}: the int8 and fp32 native paths differ: {checks['auto_vs_fp32']}")
         del res
-        fns = {"auto": lambda: hilcore.knn(xt, k), "fp32": lambda: nk.knn(xt, k, precision="fp32"),
+        fns = {"auto": lambda: hilcore.knn(xt, k), "fp32": lambda: nk.knn(xn, k, precision="fp32"),
                "baseline": lambda: baseline_knn(xt, k)}
         row = {"n": n, "dim": args.dim, "k": k, "checks": checks, "impl": {},
                "auto_backend": hilcore._dispatch.resolve("knn", "auto", "cpu").label}
