@@ -198,3 +198,21 @@ def test_rescore_rejects_bad_self_ids():
     with pytest.raises(ValueError, match="xq"):
         nat.knn_refine_f32(np.zeros((4, 20), np.float32), 0, np.zeros(4, np.int64), np.zeros(4, np.float32),
                            x[:3], x, out_s[:4], out_i[:4], np.zeros(4, np.int64))
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0**-70, 2.0**-90])
+def test_rows_with_tiny_norms_keep_a_sound_bound(scale):
+    """Rows handed to the native backend as they are (``exact_rows``, the fp32 path) with entries so small
+    that their float32 squares underflow: the norm bounds come from float64 squares, so the certificate
+    still covers the GEMM error and the lists are the exact top-k under dot_f32."""
+    xn = _normalised(tie_data(260, 64, seed=5))
+    q = np.ascontiguousarray((xn[:40] * np.float32(scale)).astype(np.float32))
+    db = np.ascontiguousarray(xn[20:])
+    want = ref.knn_native_values(q, 9, db)
+    for precision in ("fp32", "int8"):
+        i, s = knn_mod.knn(torch.from_numpy(q), 9, torch.from_numpy(db), precision=precision, tile=37)
+        assert np.array_equal(i.numpy(), want[0]) and np.array_equal(s.numpy(), want[1]), precision
+    b = knn_mod.fp32_bounds(torch.from_numpy(q), torch.from_numpy(db))
+    g = torch.mm(torch.from_numpy(q), torch.from_numpy(db).t()).double()
+    v = torch.from_numpy(ref.dot_f32(q, db)).double()
+    assert bool(((v - g).abs() <= torch.from_numpy(b).double().unsqueeze(1)).all())

@@ -219,16 +219,22 @@ def _fp32_candidates(x, kc, self_search, db, tile):
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:
-    """Upper bounds (float64) of the row norms of ``a`` from float32 sums of squares.
+    """Upper bounds (float64) of the row norms of ``a`` from float64 sums of squares.
 
-    The float32 sum of the D rounded squares is within ``γ_{D+1} = (D+1)u / (1 - (D+1)u)``
-    (relative) of the exact sum of squares, in any order, so the exact norm is at most
-    ``sqrt(fl(sum) / (1 - γ_{D+1}))``, evaluated in float64 and nudged up.
+    The squares of float32 entries are exact in float64 (no underflow: rows with
+    entries far below 2^-63 would lose their squares in float32 and their norm
+    bound would collapse); the float64 sum of the D exact squares is within
+    ``γ_D = D u64 / (1 - D u64)`` (relative) of the exact sum, in any order, so the
+    exact norm is at most ``sqrt(fl(sum) / (1 - γ_D))``, nudged up. Rows are
+    converted a block at a time (the float64 copy stays small).
     """
-    d = a.shape[1]
-    g = (d + 1) * _U / (1.0 - (d + 1) * _U)
-    sq = (a * a).sum(dim=1).double().numpy()
-    return np.sqrt(sq / (1.0 - g)) * (1.0 + 2.0**-50) + 2.0**-126
+    n, d = a.shape
+    g = d * 2.0**-53 / (1.0 - d * 2.0**-53)
+    sq = np.empty(n, dtype=np.float64)
+    step = max(1, (1 << 22) // max(d, 1))
+    for r in range(0, n, step):
+        sq[r:r + step] = a[r:r + step].double().square().sum(dim=1).numpy()
+    return np.sqrt(sq / (1.0 - g)) * (1.0 + 2.0**-50) + 2.0**-1000
 
 
 def fp32_bounds(xq: torch.Tensor, db: torch.Tensor) -> np.ndarray:
