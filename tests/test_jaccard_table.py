@@ -241,6 +241,7 @@ def test_pairs_reports_a_kernel_error():
             super().partners(*args)
             err = args[-1]
             err |= 2  # a table filled up (in place: the kernels' error word)
+            args[-3].fill_(1 << 45)  # and its partner counts are garbage: staging them would ask for 2^45 pairs
 
     with pytest.raises(RuntimeError, match="overflow"):
         _pairs_on_model(synthetic(n=40, seed=1, hub=10), math.inf, 1 << 20, Broken())

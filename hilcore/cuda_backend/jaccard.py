@@ -195,11 +195,15 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
             del scratch
 
     st_cum = _exclusive(partners)
-    # one host read after the partners pass: the staging offsets and every row's table class (bytes)
+    # one host read after the partners pass: the staging offsets, every row's table class (bytes) and the
+    # error word (an overflowed partners table would make the offsets garbage: refuse before allocating)
     cls = _classes(slots)
     cls = torch.cat([cls, cls.new_zeros(-n % 8)]).view(torch.int64)
-    host = torch.cat([st_cum, cls]).cpu().numpy()
-    cum, row_classes = host[:n + 1], host[n + 1:].view(np.uint8)[:n]
+    host = torch.cat([st_cum, cls, err.to(torch.int64)]).cpu().numpy()
+    cum, row_classes = host[:n + 1], host[n + 1:-1].view(np.uint8)[:n]
+    if host[-1]:
+        raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {int(host[-1]):#x}); "
+                           "this is a bug")
     kept = torch.empty(n, **i64)
     out_idx, out_val = [], []
     for a, b in _chunks(cum, max(1, workspace_bytes // _STAGE_BYTES)):
