@@ -33,10 +33,10 @@ the sharded results equal.
   inverted index is keyed by column owner (each rank fetches the columns its
   rows' supports touch); as in the torch backend only the pairs j >= i are
   summed, and the kept ones are mirrored to the owner of j. Every sum runs in
-  the same order as the torch backend
-  (softmax normaliser and query expansion in entry order, ``m(i, j)`` over
-  increasing t), so the rows are bitwise those of the single-process torch
-  backend given the same kNN.
+  the documented orders of the torch and native stages (docs/design.md,
+  "Summation orders": normaliser in entry order, query expansion in ascending
+  row id, ``m(i, j)`` over increasing t), so on CPU the rows are bitwise those
+  of the single-process torch and native stages given the same kNN.
 - :func:`dbscan`: core flags locally, core flags all-gathered, min-label
   hooking of the core-core edges with an ``all_reduce(MIN)`` of the parent
   array per round and pointer jumping, to a fixpoint; sklearn numbering and the
