@@ -274,6 +274,31 @@ def _refine_fp32(xq, self_ids, bound, db, best_idx, best_sim, tile):
     return counts
 
 
+def _certify_and_complete(xq, db, cand_idx, cand_sim, k, self_search, self_ids, tile, times=None):
+    """Rescore the candidates with dot_f32, certify every row, complete the uncertified ones exactly.
+
+    ``self_ids`` (int64 ``[n]`` or None) names each row's own column; with None and
+    ``self_search`` row i's own column is i. Returns ``(best_idx, best_sim, uncertified rows)``;
+    ``times`` (optional dict) receives the ``rescore`` and ``refine`` seconds.
+    """
+    t = time.perf_counter()
+    bound = fp32_bounds(xq, db)
+    best_idx, best_sim, cert = _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, self_search, self_ids)
+    t2 = time.perf_counter()
+    failed = torch.nonzero(cert == 0).flatten()
+    if failed.numel():
+        if self_ids is not None:
+            own = self_ids[failed].contiguous()
+        else:
+            own = failed.clone() if self_search else torch.full_like(failed, NO_SELF)
+        fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
+        _refine_fp32(xq[failed].contiguous(), own, np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
+        best_idx[failed], best_sim[failed] = fi, fs
+    if times is not None:
+        times["rescore"], times["refine"] = t2 - t, time.perf_counter() - t2
+    return best_idx, best_sim, int(failed.numel())
+
+
 def _knn_fp32(x, k, self_search, db, tile, extra=None, stats=None):
     """The fp32 path: GEMM candidates, dot_f32 rescoring, certificate, exact completion of the rest."""
     times = {}
@@ -287,21 +312,10 @@ def _knn_fp32(x, k, self_search, db, tile, extra=None, stats=None):
     kc = min(m, k + (default_extra_fp32(k) if extra is None else extra))
     cand_idx, cand_sim = _fp32_candidates(x, kc, self_search, db, tile)
     times["candidates"] = time.perf_counter() - t
-    t = time.perf_counter()
-    bound = fp32_bounds(x, db)
-    best_idx, best_sim, cert = _rescore_and_certify(x, db, cand_idx, cand_sim, bound, k, self_search, None)
-    times["rescore"] = time.perf_counter() - t
-    t = time.perf_counter()
-    failed = torch.nonzero(cert == 0).flatten()
-    if failed.numel():
-        self_ids = failed.clone() if self_search else torch.full_like(failed, NO_SELF)
-        fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
-        _refine_fp32(x[failed].contiguous(), self_ids, np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
-        best_idx[failed], best_sim[failed] = fi, fs
-    times["refine"] = time.perf_counter() - t
+    best_idx, best_sim, failed = _certify_and_complete(x, db, cand_idx, cand_sim, k, self_search, None, tile, times)
     if stats is not None:
-        stats.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=int(failed.numel()),
-                     uncertified_fraction=failed.numel() / max(n, 1), fallback_rows=0, fallback_fraction=0.0,
+        stats.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=failed,
+                     uncertified_fraction=failed / max(n, 1), fallback_rows=0, fallback_fraction=0.0,
                      times_s=times)
     return best_idx, best_sim
 
@@ -343,16 +357,9 @@ def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tenso
                 s = torch.mm(xb, db[j0:j0 + tile].t())
                 nat.knn_topk_merge_rows(s.numpy(), sid.numpy(), j0, cs, ci, True)
                 del s
-        bound = fp32_bounds(xq, db)
-        best_idx, best_sim, cert = _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, True, self_ids)
-        failed = torch.nonzero(cert == 0).flatten()
-        if failed.numel():
-            fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
-            _refine_fp32(xq[failed].contiguous(), self_ids[failed].contiguous(),
-                         np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
-            best_idx[failed], best_sim[failed] = fi, fs
+        best_idx, best_sim, failed = _certify_and_complete(xq, db, cand_idx, cand_sim, k, True, self_ids, tile)
         if stats is not None:
-            stats["uncertified_rows"] = int(failed.numel())
+            stats["uncertified_rows"] = failed
         return best_idx, best_sim
 
 
