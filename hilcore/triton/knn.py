@@ -40,6 +40,7 @@ Two paths give the same answer, the exact top-k of the float32 similarities:
   value ``ê > c_i + B_i`` (strict, or a lower index could tie its way in), or
   iff fewer than ``KC`` columns exist (all are candidates). A float16 overflow
   makes B infinite or NaN: every row is uncertified and answered in fp32.
+  (The arithmetic of B_i, shared with every other kNN, is :mod:`hilcore._certificate`.)
 
 The column sweep is split over a second grid axis when there are fewer row tiles
 than twice the SMs; the rescoring kernel merges the splits' lists (the ``KC``
@@ -58,6 +59,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _certificate as cert
 from .._core import interpreting
 from .._device import on_device
 from ._tiles import dot_tile, dot_tile_f16
@@ -411,7 +413,6 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
 MAX_KC = 256
 # the triton interpreter has no SMs: split the column sweep as if the device had this many
 INTERPRET_SMS = 1
-_U = 2.0**-24  # float32 unit roundoff
 
 
 
@@ -472,15 +473,9 @@ def _rescore_blocks(cp: int, kc: int, d: int, interpret: bool) -> tuple[int, int
     return 1, max(16, min(128, 4096 // kc)), 4
 
 
-def _round_up_f32(v: torch.Tensor) -> torch.Tensor:
-    f = v.to(torch.float32)
-    return torch.where(f.to(torch.float64) < v, torch.nextafter(f, torch.tensor(float("inf"), device=f.device)), f)
-
-
 def _norms_up(sq: torch.Tensor, d: int) -> torch.Tensor:
-    """Upper bounds (float64) of the norms whose float32 sums of d squares are ``sq``: |err| <= γ_{d+1} sum."""
-    g = (d + 1) * _U / (1.0 - (d + 1) * _U)
-    return torch.sqrt(sq.to(torch.float64) * (1.0 + 2.0 * g)) * (1.0 + 2.0**-50)
+    """Upper bounds (float64) of the norms whose float32 sums of d squares are ``sq``."""
+    return cert.norms_up_from_f32_squares(sq, d)
 
 
 def _prep(a: torch.Tensor, dp: int, interpret: bool):
@@ -495,14 +490,13 @@ def _prep(a: torch.Tensor, dp: int, interpret: bool):
 
 
 def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """B_i (float32, rounded up) from the norm bounds ``[3, N]`` (x, p, e) of the queries and ``ys`` of the database."""
-    xn, pn, en = xs[0], xs[1], xs[2]
-    big_x, big_p, big_e = ys.max(dim=1).values
-    g_tc = 2.02 * d * 2.0**-22
-    g_d = d * _U / (1.0 - d * _U)
-    b = (xn * big_e + en * big_p + g_tc * pn * big_p + g_d * xn * big_x
-         + 2.0**-22 * (pn * big_p + 1.0) + 1e-6)
-    return _round_up_f32(b * (1.0 + 1e-12))
+    """B_i (float32, rounded up) from the norm bounds ``[3, N]`` (x, p, e) of the queries and ``ys`` of the database
+    (:func:`hilcore._certificate.quantized_bound` with the tensor-core accumulation error, threshold rounding
+    included)."""
+    big_x, big_p, big_e = (float(v) for v in ys.max(dim=1).values)
+    b = cert.quantized_bound(d, xs[0], xs[1], xs[2], big_x, big_p, big_e, cert.TENSOR_CORE_PER_DIM * d,
+                             threshold=True)
+    return cert.round_up_f32(b)
 
 
 def _fp16_path(x, db, k, kc, self_search, interpret, stats):
@@ -544,7 +538,7 @@ def _fp16_path(x, db, k, kc, self_search, interpret, stats):
 # ------------------------------------------------------------------ candidates from another library
 #: relative rounding of the inputs the certificate of foreign candidates allows: 10 explicit mantissa bits
 #: (TF32, truncated or rounded), so a library that enables TF32 in its GEMM is still covered.
-FOREIGN_INPUT_ROUNDING = 2.0**-10
+FOREIGN_INPUT_ROUNDING = cert.TF32_ROUNDING
 
 
 def foreign_bounds(d: int, xn: torch.Tensor, big_y: float, u_in: float = FOREIGN_INPUT_ROUNDING) -> torch.Tensor:
@@ -552,22 +546,15 @@ def foreign_bounds(d: int, xn: torch.Tensor, big_y: float, u_in: float = FOREIGN
 
     ``xn`` [N] upper bounds of ||x_i||, ``big_y`` of max_j ||y_j||. The library's value a_ij is assumed
     to be the float32 sum, in any order, of products of inputs each rounded with relative error at most
-    ``u_in`` (float32: 0; TF32: 2^-10): ``|a_ij - t_ij| <= (2 u_in + u_in^2 + γ_{D+1} (1 + u_in)^2)
-    ||x_i|| ||y_j||``, and its selection exact on its own values. With the rescoring's
-    ``|ê_ij - t_ij| <= γ_D ||x_i|| ||y_j||``, every column j the library left out has
-    ``ê_ij <= c_i + B_i`` (c_i the smallest library value kept), plus 2^-22 (||x_i|| NY + 1) for the
-    float32 rounding of ``c_i + B_i`` in the kernel and 1e-6 of slack."""
-    g1 = (d + 1) * _U / (1.0 - (d + 1) * _U)
-    g = d * _U / (1.0 - d * _U)
-    lib = 2.0 * u_in + u_in * u_in + g1 * (1.0 + u_in) ** 2
-    xy = xn.to(torch.float64) * float(big_y)
-    b = (lib + g) * xy + 2.0**-22 * (xy + 1.0) + 1e-6
-    return _round_up_f32(b * (1.0 + 1e-12))
+    ``u_in`` (float32: 0; TF32: 2^-10) and its selection exact on its own values:
+    :func:`hilcore._certificate.gemm_bound` with the fp32 rescoring, the float32 rounding of
+    ``c_i + B_i`` in the kernel and slack for underflow."""
+    return cert.round_up_f32(cert.gemm_bound(d, xn.to(torch.float64), big_y, u_in, threshold=True))
 
 
 def _norms64(a: torch.Tensor) -> torch.Tensor:
-    """Upper bounds of the row norms: float64 sums of the (exact) float64 squares, rounded up."""
-    return torch.sqrt((a.to(torch.float64) ** 2).sum(dim=1)) * (1.0 + 1e-12)
+    """Upper bounds of the row norms (:func:`hilcore._certificate.norms_up`)."""
+    return cert.norms_up(a)
 
 
 def _ordered_bits_t(v: torch.Tensor) -> torch.Tensor:
