@@ -163,7 +163,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
         x = torch.empty((n, d), dtype=torch.float32)  # never read: nothing runs
         stats: dict = {}
         with mock.patch.object(tknn, "interpreting", lambda: False), \
-                mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)):
+                mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)), \
+                mock.patch.object(tknn, "_cc_major", lambda t, interpret: arch // 10):
             with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as fp16:
                 tknn._fp16_path(x, x, k, kc, True, False, stats)
             rows = torch.arange(min(n, 1000), dtype=torch.int64)  # the uncertified rows
@@ -188,7 +189,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
             name = {"cand": f"knn_cand[k={k},KC={const.get('KP')}]",
                     "rescore": f"knn_rescore_lib[k={k},KC={const.get('KC')}]" if const.get("CHECK")  # faiss_gpu/cuvs
                     else f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
-                    "topk": f"knn_fp32[k={k}]", "prep": "knn_prep"}[short]
+                    "topk": f"knn_fp32[k={k}{',split' if const.get('SPLIT') else ''}]",
+                    "merge": f"knn_merge[k={k},CP={const.get('CP')}]", "prep": "knn_prep"}[short]
             seen[key] = dict(name=name, fn=fn, args=args, kwargs=kwargs, constexprs=const, options=opts,
                              launches=[launch])
             specs.append(seen[key])
@@ -221,8 +223,12 @@ def _bound_source(spec: dict, target):
     fn = spec["fn"]
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    kwargs = dict(spec["kwargs"], debug=False, instrumentation_mode=knobs.compilation.instrumentation_mode,
-                  fpsan_homomorphic_casts=knobs.compilation.fpsan_homomorphic_casts)
+    # the compilation knobs JITFunction.run passes to the binder; which exist depends on the Triton version
+    # (3.6: instrumentation_mode; 3.9: + fpsan_homomorphic_casts)
+    kwargs = dict(spec["kwargs"], debug=False)
+    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+        if hasattr(knobs.compilation, knob):
+            kwargs[knob] = getattr(knobs.compilation, knob)
     bound, specialization, options = binder(*spec["args"], **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     return ASTSource(fn, signature, constexprs, attrs), options.__dict__
@@ -281,7 +287,7 @@ def triton_report(dims, archs, only=None) -> list[dict]:
 
 
 def _order(kernel: str) -> int:
-    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "segment_mean", "assign",
+    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge", "segment_mean", "assign",
                            "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
         if kernel.startswith(p):
             return i
