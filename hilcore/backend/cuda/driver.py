@@ -9,7 +9,7 @@ gets the reason.
 """
 from __future__ import annotations
 
-from .._dispatch import cuda_driver_problem as driver_problem
-from .._dispatch import cuda_version_problem as version_problem
+from ..._dispatch import cuda_driver_problem as driver_problem
+from ..._dispatch import cuda_version_problem as version_problem
 
 __all__ = ["driver_problem", "version_problem"]

@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
-from .. import _dispatch
-from .._core import half_k
+from ... import _dispatch
+from ..._core import half_k
 
 # Workspace of the last stage (bytes): the global-memory hash tables of one launch
 # (rows too big for shared memory) and the staging of one chunk of rows each stay

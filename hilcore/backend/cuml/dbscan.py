@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ._core import dbscan_labels
-from ._dispatch import BackendUnavailable, register
-
-register("dbscan", "cuml", devices=("cuda",), impl="hilcore.cuml_backend:dbscan",
-         note="dense [N, N] matrix on the GPU; for comparisons at moderate N")
+from ..._core import dbscan_labels
+from ..._dispatch import BackendUnavailable
 
 
 def _import_cuml():

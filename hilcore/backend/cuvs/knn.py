@@ -2,7 +2,7 @@
 
 ``cuvs.neighbors.brute_force`` (inner product) returns ``candidates(k)``
 columns per row; hilcore's fp32 rescoring and certificate
-(``hilcore.triton.knn.rescore_candidates``) turn them into the exact ranking
+(``hilcore.backend.triton.knn.rescore_candidates``) turn them into the exact ranking
 (ties to the lower index, self first), rows it cannot certify going through
 the Triton fp32 kernel. ``auto`` never picks it. cuVS (and triton) are
 imported inside :func:`knn` only, so hilcore imports without them.
@@ -10,11 +10,6 @@ imported inside :func:`knn` only, so hilcore imports without them.
 from __future__ import annotations
 
 import torch
-
-from ._dispatch import register
-
-register("knn", "cuvs", devices=("cuda",), impl="hilcore.cuvs_backend:knn",
-         note="cuvs.neighbors.brute_force candidates, rescored in fp32 and certified (exact); for comparisons")
 
 
 def _brute_force():
@@ -49,7 +44,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
 
     Example:
         >>> import torch, hilcore
-        >>> from hilcore.cuvs_backend import knn
+        >>> from hilcore.backend.cuvs.knn import knn
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs a CUDA GPU
         >>> idx, sim = knn(x, 5)  # needs cuvs
@@ -57,7 +52,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         True
     """
     brute_force = _brute_force()
-    from .triton import knn as tknn
+    from ..triton import knn as tknn
 
     self_search = y is None
     x = x.contiguous()

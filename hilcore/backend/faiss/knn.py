@@ -3,7 +3,7 @@
 ``faiss`` (:func:`knn`): the flat CPU index, re-sorted to hilcore's order.
 ``faiss_gpu`` (:func:`knn_gpu`): the flat GPU index gives ``candidates(k)``
 columns per row, which hilcore's fp32 rescoring and certificate turn into the
-exact ranking (``hilcore.triton.knn.rescore_candidates``): a comparison backend
+exact ranking (``hilcore.backend.triton.knn.rescore_candidates``): a comparison backend
 that ``auto`` never picks. faiss (and triton) are imported inside the functions
 only, so hilcore imports without them.
 """
@@ -11,13 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from ._dispatch import register
-
-register("knn", "faiss", devices=("cpu", "cuda"), impl="hilcore.faiss_backend:knn",
-         note="faiss.IndexFlatIP on the CPU; for comparisons")
-register("knn", "faiss_gpu", devices=("cuda",), impl="hilcore.faiss_backend:knn_gpu",
-         note="faiss.GpuIndexFlatIP candidates, rescored in fp32 and certified (exact); for comparisons")
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +33,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
 
     Example:
         >>> import torch, hilcore
-        >>> from hilcore.faiss_backend import knn
+        >>> from hilcore.backend.faiss.knn import knn
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1)
         >>> idx, sim = knn(x, 5)  # needs faiss
@@ -132,7 +125,7 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
 
     Example:
         >>> import torch, hilcore
-        >>> from hilcore.faiss_backend import knn_gpu
+        >>> from hilcore.backend.faiss.knn import knn_gpu
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.nn.functional.normalize(torch.randn(100, 16, generator=g), dim=1).cuda()  # needs a CUDA GPU
         >>> idx, sim = knn_gpu(x, 5)  # needs faiss-gpu
@@ -140,7 +133,7 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         True
     """
     faiss, torch_io = _faiss_gpu()
-    from .triton import knn as tknn
+    from ..triton import knn as tknn
 
     self_search = y is None
     x = x.contiguous()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import native_module
+from ..._dispatch import native_module
 
 
 def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor):

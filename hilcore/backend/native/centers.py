@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import native_module
-from ..torch_backend.centers import segments
+from ..._dispatch import native_module
+from ..torch.centers import segments
 
 
 def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
@@ -12,7 +12,7 @@ def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor):
-    """Same contract as :func:`hilcore.torch_backend.centers.kmeans_subcenters`."""
+    """Same contract as :func:`hilcore.backend.torch.centers.kmeans_subcenters`."""
     n, d = x.shape
     sub = torch.zeros(c, k, d, dtype=torch.float32)
     cnt = torch.zeros(c, k, dtype=torch.int64)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .._dispatch import native_module
+from ..._dispatch import native_module
 
 #: The stages the C++ code times, in order.
 STAGES = ("reciprocal_weights", "query_expansion", "inverted_index", "jaccard")

@@ -87,8 +87,8 @@ import time
 import numpy as np
 import torch
 
-from .._dispatch import native_module
-from .._precision import ieee_fp32
+from ..._dispatch import native_module
+from ..._precision import ieee_fp32
 
 # Square tiles of TILE x TILE similarities (16 MiB in float32 / int32): memory O(TILE x N).
 TILE = 2048

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import native_module
+from ..._dispatch import native_module
 
 
 def update(mem: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: float) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .._core import dbscan_labels
-from .._precision import ieee_fp32
+from ..._core import dbscan_labels
+from ..._precision import ieee_fp32
 
 _CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
 

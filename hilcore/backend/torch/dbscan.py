@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import dbscan_labels
+from ..._core import dbscan_labels
 
 
 def _components(u: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import half_k
+from ..._core import half_k
 
 #: Lanes of the dot products of the weights (docs/design.md, "Summation orders").
 DOT_LANES = 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._precision import ieee_fp32
+from ..._precision import ieee_fp32
 
 # Elements of one [block, M] similarity tile (float32): 2^24 = 64 MiB.
 TILE_ELEMENTS = 1 << 24

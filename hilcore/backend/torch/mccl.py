@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import DIST_EPS, MARGIN
+from ..._core import DIST_EPS, MARGIN
 
 
 def mccl(x: torch.Tensor, mem: torch.Tensor, eps: float = DIST_EPS, margin: float = MARGIN):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import NORM_EPS
+from ..._core import NORM_EPS
 
 
 def occurrence(targets: torch.Tensor) -> torch.Tensor:

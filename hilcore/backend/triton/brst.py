@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._core import interpreting
-from .._device import on_device
+from ..._core import interpreting
+from ..._device import on_device
 from ._tiles import dot_tile
 
 

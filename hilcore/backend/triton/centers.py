@@ -7,7 +7,7 @@ that order, and divides by the count. No float atomics: the same input gives
 the same bits on every run.
 
 ``kmeans_subcenters``: the torch backend's batched k-means++ code
-(:func:`hilcore.torch_backend.centers.kmeans_subcenters`: seeding with the
+(:func:`hilcore.backend.torch.centers.kmeans_subcenters`: seeding with the
 shared uniforms, n_init selection) with the assignment step in
 :func:`_assign_kernel` and the whole Lloyd loop in :func:`lloyd`: two launches
 per step (assignment, then :func:`_lloyd_update_kernel`, the deterministic
@@ -21,9 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._core import interpreting
-from .._device import on_device
-from ..torch_backend import centers as _torch_centers
+from ..._core import interpreting
+from ..._device import on_device
+from ..torch import centers as _torch_centers
 
 
 # _segment_mean_kernel

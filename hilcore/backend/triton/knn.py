@@ -58,8 +58,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._core import interpreting
-from .._device import on_device
+from ..._core import interpreting
+from ..._device import on_device
 from ._tiles import dot_tile, dot_tile_f16
 
 # Largest k served by the kernel; larger k goes to the torch backend.
@@ -358,7 +358,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         On a CPU, set ``TRITON_INTERPRET=1`` before triton is imported.
 
         >>> import torch, hilcore
-        >>> from hilcore.triton.knn import knn
+        >>> from hilcore.backend.triton.knn import knn
         >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # needs CUDA or TRITON_INTERPRET=1
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.nn.functional.normalize(torch.randn(50, 32, generator=g), dim=1).to(device)
@@ -385,7 +385,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         raise ValueError(f"x: expected fewer than 2^31 rows, got N={n}, M={m}")
     if k > MAX_K:
         try:
-            from ..torch_backend.knn import knn as torch_knn
+            from ..torch.knn import knn as torch_knn
         except ImportError:
             raise ValueError(f"k: the triton kNN kernel supports k <= {MAX_K}, got {k}") from None
         return torch_knn(x, k, y)

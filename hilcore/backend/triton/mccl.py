@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._core import interpreting
-from .._device import on_device
+from ..._core import interpreting
+from ..._device import on_device
 from ._tiles import slot_sqdist
 
 

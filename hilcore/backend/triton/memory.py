@@ -9,7 +9,7 @@ dot product with the sample at that moment (the lowest slot on ties, as the
 torch path's ``argmax``), then moves only that slot.
 
 float32 memories run the kernel; a float64 memory is updated by the torch path
-(``hilcore.torch_backend.memory.update``) instead, so ``backend="triton"`` (and
+(``hilcore.backend.torch.memory.update``) instead, so ``backend="triton"`` (and
 ``"auto"`` on a GPU) gives float64 answers for float64 memories. On CPU the
 kernel runs under the Triton interpreter (``TRITON_INTERPRET=1`` set before
 triton is imported).
@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._core import NORM_EPS, interpreting
-from .._device import on_device
-from ..torch_backend.memory import update as update_torch
+from ..._core import NORM_EPS, interpreting
+from ..._device import on_device
+from ..torch.memory import update as update_torch
 
 
 # _memory_update_kernel
