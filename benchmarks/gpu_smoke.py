@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         print("gpu_smoke: no CUDA device")
         return 2
     import hilcore
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
 
     ran = []
     dev = "cpu" if cpu else "cuda"

@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.pop("TRITON_INTERPRET", None)  # compile for real, never interpret
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; silences triton's notice
 
@@ -64,11 +65,11 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
     recorded (:func:`knn_specs`); the others from their launchers' block functions."""
     import triton
 
-    import hilcore.triton.brst as tbrst
-    import hilcore.triton.centers as tcen
-    import hilcore.triton.knn as tknn
-    import hilcore.triton.mccl as tmccl
-    import hilcore.triton.memory as tmem
+    import hilcore.backend.triton.brst as tbrst
+    import hilcore.backend.triton.centers as tcen
+    import hilcore.backend.triton.knn as tknn
+    import hilcore.backend.triton.mccl as tmccl
+    import hilcore.backend.triton.memory as tmem
 
     specs = knn_specs(d, arch)
 
@@ -86,7 +87,7 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
         specs.append(dict(name=name, fn=fn, signature=sig, constexprs=constexprs, options=options,
                           divisible=div))
 
-    # centres (hilcore/triton/centers.py launchers, GPU branch)
+    # centres (hilcore/backend/triton/centers.py launchers, GPU branch)
     add("segment_mean", tcen._segment_mean_kernel, {"order_ptr": "*i64", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
     k_p = max(2, triton.next_power_of_2(N_SUB))
@@ -144,7 +145,7 @@ def _recorded_launches():
 
 
 def knn_specs(d: int, arch: int) -> list[dict]:
-    """The kNN kernels exactly as the launcher of hilcore/triton/knn.py launches them on a GPU.
+    """The kNN kernels exactly as the launcher of hilcore/backend/triton/knn.py launches them on a GPU.
 
     For each case of :data:`KNN_CASES` the fp16 path (``_fp16_path``: prep, candidates,
     rescoring) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
@@ -155,7 +156,7 @@ def knn_specs(d: int, arch: int) -> list[dict]:
     import torch
     from unittest import mock
 
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
 
     specs, seen = [], {}
     for n, k in KNN_CASES:
@@ -421,6 +422,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", nargs="+", help="only Triton kernels whose name starts with one of these")
     ap.add_argument("--no-cuda", action="store_true", help="skip the nvcc part")
     ap.add_argument("--no-triton", action="store_true", help="only the nvcc part")
+    ap.add_argument("--no-model", action="store_true", help="leave out the kNN cost model (benchmarks/knn_model.py)")
     ap.add_argument("--merge", action="store_true",
                     help="with --json: keep the rows of the existing file that this run did not compile "
                          "(the other kind, or other Triton kernels/dims/archs)")
@@ -444,12 +446,17 @@ def main(argv=None) -> int:
         nvcc_v = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] \
             if nvcc else None
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(
+        doc = dict(
             note="compiled, not run: static resource usage of the SASS; no kernel was executed",
             device="none (compiled for " + ", ".join(f"sm_{a}" for a in args.arch) + f" on {platform.node() or 'host'})",
             triton=triton.__version__, nvcc=nvcc_v, dims=args.dims,
             knn_cases=[dict(n=n, k=k) for n, k in KNN_CASES], sms={f"sm_{a}": SMS.get(a, 132) for a in args.arch},
-            rows=rows), indent=1, default=str) + "\n")
+            rows=rows)
+        if not (args.no_model or args.no_triton):
+            import knn_model  # benchmarks/, beside this script
+            doc["knn_model"] = knn_model.model(static_rows=rows)
+            print(knn_model.table(doc["knn_model"]))
+        args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return 1 if any("error" in r for r in rows) else 0
 
 

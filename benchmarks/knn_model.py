@@ -1,6 +1,6 @@
 """A cost model of the Triton kNN on an H100, from the launches its launcher records. A model, not a measurement.
 
-:func:`knn_model` runs the launcher of ``hilcore/triton/knn.py`` on CPU tensors of the
+:func:`knn_model` runs the launcher of ``hilcore/backend/triton/knn.py`` on CPU tensors of the
 given shapes with its GPU branch (sm_90 tiles, 132 SMs), records every launch
 instead of running it (``gpu_static._recorded_launches``) and prices each launch
 from its grid, block sizes and shapes with the H100's published figures:
@@ -45,8 +45,8 @@ H100 = dict(name="NVIDIA H100 SXM5 80GB (datasheet figures; L2 bandwidth assumed
 LANE_OPS = H100["fp32_flops"] / 2
 SELECT_OPS_PER_ENTRY = 8
 ROUND_OPS_PER_ENTRY = 10
-#: merge rounds per column tile when no emulation is at hand (the fill of the first tiles included)
-DEFAULT_ROUNDS_PER_TILE = 4.0
+#: merge rounds per column tile when no emulation is at hand (about the emulated SYSU-sized average)
+DEFAULT_ROUNDS_PER_TILE = 10.0
 
 #: SYSU-MM01 training set (both modalities), and a large case
 CASES = {"sysu_d1536": ((22258, 11909), 1536), "sysu_d2048": ((22258, 11909), 2048), "1e6_d768": ((10**6,), 768)}
@@ -66,7 +66,15 @@ def _resident(regs: int | None, smem: int | None, warps: int) -> int:
     return max(1, min(by_threads, by_regs, by_smem))
 
 
-def _cand_cost(a: dict, kw: dict, grid, static: dict | None, rounds_per_tile: float) -> dict:
+def _rounds(curve: list[float], tiles: int) -> float:
+    """Merge rounds of a program sweeping ``tiles`` column tiles: the first tiles of the emulated curve (its
+    last value repeated past its end)."""
+    if not curve:
+        return DEFAULT_ROUNDS_PER_TILE * tiles
+    return float(sum(curve[:tiles])) + max(0, tiles - len(curve)) * curve[-1]
+
+
+def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float]) -> dict:
     n, m, dp, cols = int(a["N"]), int(a["M"]), int(a["DP"]), int(a["COLS"])
     bm, bn, kp = kw["BLOCK_M"], kw["BLOCK_N"], kw["KP"]
     rt, sp = grid[0], grid[1]
@@ -92,19 +100,21 @@ def _cand_cost(a: dict, kw: dict, grid, static: dict | None, rounds_per_tile: fl
         # one program per SM slot: its GEMM, then its selection (not overlapped), at the SM's share of the peaks
         longest = max(tiles[s] for _, s in wave)
         gemm_prog = 2.0 * bm * bn * dp * longest / (H100["fp16_tensor_flops"] / slots)
-        sel_prog = longest * bm * bn * (SELECT_OPS_PER_ENTRY + rounds_per_tile * ROUND_OPS_PER_ENTRY) \
+        sel_prog = bm * bn * (SELECT_OPS_PER_ENTRY * longest + ROUND_OPS_PER_ENTRY * _rounds(curve, longest)) \
             / (LANE_OPS / slots)
         t += max(gemm_prog + sel_prog, l2_w / H100["l2_bytes_per_s"], hbm_w / H100["hbm_bytes_per_s"])
         t55 += max(gemm_prog + sel_prog, l2_w / L2_PESSIMISTIC, hbm_w / H100["hbm_bytes_per_s"])
         t_gemm += gemm_prog
         t_sel += sel_prog
         flops, l2, hbm = flops + f_w, l2 + l2_w, hbm + hbm_w
-        sel_ops += sum(tiles[s] for _, s in wave) * bm * bn * (SELECT_OPS_PER_ENTRY
-                                                               + rounds_per_tile * ROUND_OPS_PER_ENTRY)
+        sel_ops += sum(bm * bn * (SELECT_OPS_PER_ENTRY * tiles[s] + ROUND_OPS_PER_ENTRY * _rounds(curve, tiles[s]))
+                       for _, s in wave)
     return dict(stage="candidates", flops_tensor=flops, selection_lane_ops=sel_ops, l2_bytes=l2, hbm_bytes=hbm,
                 programs=len(programs), programs_per_sm=per_sm, waves=waves, time_s=t + H100["launch_s"],
                 time_s_l2_5p5=t55 + H100["launch_s"], time_s_tensor_cores=t_gemm, time_s_selection=t_sel,
-                config=dict(BLOCK_M=bm, BLOCK_N=bn, KC=kp, splits=sp, rounds_per_column_tile=rounds_per_tile))
+                config=dict(BLOCK_M=bm, BLOCK_N=bn, KC=kp, splits=sp,
+                            merge_rounds_per_program=_rounds(curve, max(tiles)),
+                            rounds_from="emulation" if curve else f"assumed {DEFAULT_ROUNDS_PER_TILE}/tile"))
 
 
 def _prep_cost(a: dict, kw: dict, grid) -> dict:
@@ -141,7 +151,7 @@ def _fallback_cost(n_rows: int, m: int, d: int, k: int) -> dict:
     """The fp32 kernel for ``n_rows`` uncertified rows (split over the SMs) and its merge."""
     import triton
 
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     kp = triton.next_power_of_2(k)
     bm, bn, _, _ = tknn._blocks(kp, d, False)
     rt = math.ceil(n_rows / bm)
@@ -157,16 +167,20 @@ def _fallback_cost(n_rows: int, m: int, d: int, k: int) -> dict:
 
 
 def _emulated(d: int) -> dict:
-    """Rows of the certificate emulation (benchmarks/bench_knn_certificate.py) at width d, by modality."""
+    """Rows of the certificate emulation (benchmarks/bench_knn_certificate.py) by modality, at width d or, when
+    that width was not emulated, at the nearest one emulated (``emulated_d`` says which)."""
     if not CERT_JSON.exists():
         return {}
     rows = json.loads(CERT_JSON.read_text()).get("rows", [])
-    return {r["modality"]: r for r in rows if r.get("d") == d}
+    if not rows:
+        return {}
+    near = min({r["d"] for r in rows}, key=lambda w: (abs(w - d), -w))
+    return {r["modality"]: dict(r, emulated_d=near) for r in rows if r["d"] == near}
 
 
 def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulated: dict | None = None,
              tc_blocks=None) -> dict:
-    """Modelled stages of ``hilcore.triton.knn.knn`` (self-search of n rows, width d, k) on an H100.
+    """Modelled stages of ``hilcore.backend.triton.knn.knn`` (self-search of n rows, width d, k) on an H100.
 
     ``static``: the static report's row of the candidate kernel (registers, shared memory) for occupancy;
     ``emulated``: the certificate emulation's row (rescored candidates, merge rounds, uncertified rows);
@@ -175,7 +189,7 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
 
     import torch
 
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     from gpu_static import _recorded_launches
 
     x = torch.empty((n, d), dtype=torch.float32)  # never read
@@ -189,7 +203,7 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
     with contextlib_stack(patches), _recorded_launches() as launches:
         tknn._fp16_path(x, x, k, kc, True, False, {})
     em = emulated or {}
-    rounds = em.get("merge_rounds_per_column_tile", DEFAULT_ROUNDS_PER_TILE)
+    curve = em.get("merge_rounds_curve", [])
     reads = em.get("rescored_candidates_mean", float(kc))
     stages = []
     for fn, args, kwargs, grid in launches:
@@ -198,13 +212,14 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
         if name == "_knn_prep_kernel":
             stages.append(_prep_cost(a, kwargs, grid))
         elif name == "_knn_cand_kernel":
-            stages.append(_cand_cost(a, kwargs, grid, static, rounds))
+            stages.append(_cand_cost(a, kwargs, grid, static, curve))
         elif name == "_knn_rescore_kernel":
             stages.append(_rescore_cost(a, kwargs, grid, reads))
     unc = int(em.get("uncertified_rows", 0))
     if unc:
         stages.append(_fallback_cost(unc, n, d, k))
     return dict(n=n, d=d, k=k, stages=stages, time_s=sum(s["time_s"] for s in stages),
+                emulated_d=em.get("emulated_d"),
                 time_s_l2_5p5=sum(s["time_s_l2_5p5"] for s in stages),
                 l2_bytes=sum(s["l2_bytes"] for s in stages), hbm_bytes=sum(s["hbm_bytes"] for s in stages),
                 uncertified_rows=unc, inputs_from_emulation=bool(em))
@@ -230,7 +245,7 @@ class contextlib_stack:
 def model(static_rows: list[dict] | None = None) -> dict:
     """The kNN cost model at SYSU-MM01 size (D = 1536, 2048; both modalities) and 10^6 x 768, plus the
     candidate pass of the previous kernel (64 x 32 tiles) for comparison."""
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
 
     out = dict(note="a model, not a measurement: launches recorded from the launcher, priced with H100 "
                     "datasheet figures (see benchmarks/knn_model.py for every assumption)",
@@ -259,3 +274,41 @@ def model(static_rows: list[dict] | None = None) -> dict:
                                   meets_target=total <= TARGET_S if len(sizes) > 1 else None)
     out["kc"] = tknn.candidates(30)
     return out
+
+
+def table(doc: dict) -> str:
+    """The model's stages as text (the static report prints it)."""
+    lines = [f"kNN cost model on an {doc['device']['name']} (a model, not a measurement), k = 30:"]
+    for case, c in doc["cases"].items():
+        head = f"{case}: {1e3 * c['time_s']:.2f} ms ({1e3 * c['time_s_l2_5p5']:.2f} ms at 5.5 TB/s L2)"
+        if c.get("meets_target") is not None:
+            head += f", target <= {1e3 * doc['target_s']:.0f} ms {'met' if c['meets_target'] else 'MISSED'}"
+        head += f"; candidate-pass L2 bytes {c['candidate_l2_ratio']:.3f} x the 64x32 kernel's"
+        lines.append(head)
+        for r in c["runs"]:
+            st = ", ".join(f"{s['stage']} {1e3 * s['time_s']:.2f}" for s in r["stages"])
+            lines.append(f"  {r.get('modality') or ''} N={r['n']} D={r['d']}: {1e3 * r['time_s']:.2f} ms ({st} ms), "
+                         f"L2 {r['l2_bytes'] / 1e9:.1f} GB, HBM {r['hbm_bytes'] / 1e9:.2f} GB")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Recompute the model into an existing static report (its compiled rows give the occupancy)."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--static", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_static.json",
+                    help="the static report to write the model into (key knn_model)")
+    args = ap.parse_args(argv)
+    doc = json.loads(args.static.read_text())
+    doc["knn_model"] = model(static_rows=doc.get("rows", []))
+    args.static.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(table(doc["knn_model"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
