@@ -452,7 +452,7 @@ def main(argv=None) -> int:
             triton=triton.__version__, nvcc=nvcc_v, dims=args.dims,
             knn_cases=[dict(n=n, k=k) for n, k in KNN_CASES], sms={f"sm_{a}": SMS.get(a, 132) for a in args.arch},
             rows=rows)
-        if not (args.no_model or args.no_triton):
+        if not args.no_model and any(r.get("kernel", "").startswith("knn_cand") for r in rows):
             import knn_model  # benchmarks/, beside this script
             doc["knn_model"] = knn_model.model(static_rows=rows)
             print(knn_model.table(doc["knn_model"]))
