@@ -358,9 +358,13 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
         # a candidate whose approximate value is below a_(K) - 2 B_i cannot enter the top K (its exact value is
         # <= a + B_i < a_(K) - B_i <= the K-th exact value): its row is not read. The threshold is lowered by
         # 2^-22 (|a_(K)| + 1) for its own float32 rounding; a non-finite bound keeps every candidate.
-        # the K-th largest key: the smallest of those with at most K - 1 larger keys
-        above = tl.sum((keys[:, None, :] > keys[:, :, None]).to(tl.int32), axis=2)
-        kth = tl.min(tl.where(above <= K - 1, keys, 2**63 - 1), axis=1)
+        # the K-th largest key, by K max-extractions (2-D only: a 3-D comparison here trips Triton 3.6's
+        # layout pass next to the 3-D gather below)
+        rest = keys
+        kth = tl.max(rest, axis=1)
+        for _ in range(K):
+            kth = tl.max(rest, axis=1)
+            rest = tl.where(rest == kth[:, None], _KEY_EMPTY, rest)
         kv = _key_value(kth)
         floor = kv - 2.0 * bnd - 2.0**-22 * (tl.abs(kv) + 1.0)
         floor = tl.where((bnd == bnd) & (bnd < float("inf")) & (kv < float("inf")), floor, float("-inf"))
@@ -416,10 +420,12 @@ def _blocks(kp: int, d: int, interpret: bool, major: int = 9) -> tuple[int, int,
     if interpret:
         # every block op is one numpy call: few programs and few tiles run fastest
         return 32, 64, max(16, min(64, triton.next_power_of_2(d))), 1
-    # the running list is [BLOCK_M, KP] int64 in registers: fewer rows for large k
-    bm = 64 if kp <= 64 else (32 if kp <= 128 else 16)
-    # 8 warps: no spills at KP <= 256 on sm_80/sm_90 under Triton 3.6 and 3.9 (gpu_static.py)
-    return bm, (64 if kp <= 64 and major >= 9 else 32), 32, 8
+    # the running list is [BLOCK_M, KP] int64 in registers: fewer rows for large k; no spills on sm_80 / sm_90
+    # under Triton 3.6 and 3.9 at the SYSU-MM01 cases (gpu_static.py; 64 x 64 and 32 x 64 spilled on sm_90
+    # under 3.6, 32 x 32 over 4 warps on sm_80)
+    if kp <= 64:
+        return (32, 32, 32, 4) if major >= 9 else (64, 32, 32, 8)
+    return (32 if kp <= 128 else 16), 32, 32, 8
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
