@@ -1,7 +1,7 @@
 """CPU models of the CUDA kernels' contracts (kernels/cuda/launchers.h, bindings/cuda.cpp).
 
 :class:`KernelModel` models the last Jaccard stage's kernels on torch tensors (the
-interface of ``hilcore.cuda_backend.jaccard._Kernels``); tests/test_jaccard_table.py runs
+interface of ``hilcore.backend.cuda.jaccard._Kernels``); tests/test_jaccard_table.py runs
 ``pairs()`` against it. :class:`NativeModel` models the ``cuda_*`` entry points of
 ``hilcore._native`` themselves, pointer arguments included: CPU tensors stand in for CUDA
 tensors, their ``data_ptr()`` is host memory, and each entry point reads and writes it

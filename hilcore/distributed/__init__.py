@@ -11,7 +11,7 @@ the sharded results equal.
   time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
   and its ``[n_r, k]`` lists. On CPU (where ``hilcore.knn``'s default is the
   native backend) each chunk goes through the native kNN's
-  :func:`hilcore.native_backend.knn.exact_rows`: the exact top-k of the local
+  :func:`hilcore.backend.native.knn.exact_rows`: the exact top-k of the local
   rows against the chunk under (``dot_f32`` desc, index asc), own column first,
   with ``dot_f32`` the native kNN's fixed-order float32 dot product (a pure
   function of the two rows, on every CPU path). The per-chunk lists merge under

@@ -35,7 +35,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     of the first k2 neighbours, and the inverted-index columns (keyed by the
     rank owning the column) of the local supports, and the row masses. Sums run
     in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
-    those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
+    those of ``hilcore.backend.torch.jaccard.jaccard`` (and of the native stages)
     on the concatenated rows with the same ranking: on CPU that is
     ``hilcore.knn``'s default (native) ranking, so the result is bitwise
     ``hilcore.jaccard_distance`` with the default backend (and with

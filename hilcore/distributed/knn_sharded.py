@@ -3,7 +3,7 @@
 The other shards are streamed past each rank one chunk at a time (a broadcast
 per chunk), so a rank holds its shard, one streamed chunk and its ``[n_r, k]``
 lists. On CPU (where ``hilcore.knn``'s default is the native backend) each chunk
-goes through the native kNN's :func:`hilcore.native_backend.knn.exact_rows`
+goes through the native kNN's :func:`hilcore.backend.native.knn.exact_rows`
 (bitwise ``hilcore.knn``); elsewhere float32 GEMM candidates are certified by
 the float32 and float64 error bounds and the similarities are canonical
 (:func:`canonical_similarity`). The certificate code here is unchanged from the
@@ -144,7 +144,7 @@ def _native_rows(dev: torch.device):
         return None
     if impl.backend != "native":
         return None
-    from ..native_backend.knn import exact_rows
+    from ..backend.native.knn import exact_rows
 
     return exact_rows
 
