@@ -188,19 +188,19 @@ class NativeModel(KernelModel):
         return _view(rank, n * ld, I64).view(n, ld)[:, :cols]
 
     def cuda_krecip_flags(self, ranking, f1, fh, stream):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         rank, n, ld, k1, kh1 = ranking.rank, ranking.n, ranking.ld_rank, ranking.k1, ranking.kh1
         self.calls.append("krecip_flags")
         r = self._rank(rank, n, ld, k1)
-        _view(f1, n * k1, U8).copy_(tj._reciprocal_mask(r, k1).reshape(-1))
-        _view(fh, n * kh1, U8).copy_(tj._reciprocal_mask(r, kh1).reshape(-1))
+        _view(f1, n * k1, U8).copy_(SJ.reciprocal_mask(r, k1).reshape(-1))
+        _view(fh, n * kh1, U8).copy_(SJ.reciprocal_mask(r, kh1).reshape(-1))
 
     def _expansion(self, rank, n, ld, k1, kh1, f1, fh):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         r = self._rank(rank, n, ld, k1).contiguous()
         m1 = _view(f1, n * k1, U8).view(n, k1).bool()
         mh = _view(fh, n * kh1, U8).view(n, kh1).bool()
-        return tj._expansion(r, m1, mh)
+        return SJ.expansion(r, m1, mh)
 
     def cuda_expand_count(self, ranking, f1, fh, raw_count, stream):
         self.calls.append("expand_count")
@@ -234,7 +234,7 @@ class NativeModel(KernelModel):
             cnt[i] = at.size
 
     def cuda_unique_weights(self, x, n, d, raw, first, e, stream):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         self.calls.append("unique_weights")
         raw_ptr, raw, e_ptr, e_idx, e_val = raw.ptr, raw.idx, e.ptr, e.idx, e.val
         ptr = _view(raw_ptr, n + 1, I64)
@@ -248,7 +248,7 @@ class NativeModel(KernelModel):
         idx = keep[order]
         _view(e_idx, idx.numel(), I32).copy_(idx.to(I32))
         xv = _view(x, n * d, F32).view(n, d)
-        _view(e_val, idx.numel(), F32).copy_(tj._weights(xv, eptr.clone(), idx))
+        _view(e_val, idx.numel(), F32).copy_(SJ.weights(xv, eptr.clone(), idx))
 
     def cuda_query_expansion_count(self, e, ranking, k2, q_count, stream):
         self._query_expansion(e, ranking, k2, q_count, None)
@@ -257,7 +257,7 @@ class NativeModel(KernelModel):
         self._query_expansion(e, ranking, k2, 0, q)
 
     def _query_expansion(self, e, ranking, k2, q_count, q):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         self.calls.append("query_expansion_count" if q_count else "query_expansion_fill")
         e_ptr, e_idx, e_val, rank, n, ld = e.ptr, e.idx, e.val, ranking.rank, ranking.n, ranking.ld_rank
         assert 1 <= k2 <= ld, (k2, ld)
@@ -267,7 +267,7 @@ class NativeModel(KernelModel):
         eidx = _view(e_idx, nnz, I32).to(I64)
         evals = _view(e_val, nnz, F32).clone()
         r = self._rank(rank, n, ld, ld).contiguous()
-        qp, qi, qv = tj._query_expansion(r, k2, eptr, eidx, evals)
+        qp, qi, qv = SJ.query_expansion(r, k2, eptr, eidx, evals)
         if q_count:
             _view(q_count, n, I64).copy_(qp.diff())
             return
