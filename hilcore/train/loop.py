@@ -30,7 +30,8 @@ difference is an option (``docs/hil_release.md``; ``configs/sysu_hil.yaml``
 sets them all): the released network (``model.backbone: hil_vit``, RGB / IR
 patch embeddings, ``model.init_from``, ``model.reload_best_at``),
 flip-averaged bicubic extraction, the release's augmentation with two RGB
-views, the camera-aware sampler, BRST RGB -> IR over all samples with
+views (colour jitter at the file size, ``data.jitter_full_size``), BatchNorm
+as its 2-GPU DataParallel (``run.bn_replicas``), the camera-aware sampler, BRST RGB -> IR over all samples with
 memories from each head's raw features (:mod:`hilcore.train.hil_release`),
 shared MCCL with head weights, the release's neighbour terms with their
 epoch-parity schedule, raw instance-memory updates, summed terms.
@@ -60,11 +61,11 @@ from . import distributed as D
 from .augment import build_transforms
 from .augment import Transform, channel_exchange
 from .backbones import build_model
-from .config import TrainConfig, dump_config, from_dict
+from .config import TrainConfig, best_score, dump_config, from_dict, random_init_refusal
 from .datasets import RGB, load_image, load_regdb, load_sysu_mm01
 from .hil_release import (CameraSampler, build_release_transforms, cluster_release, neighbour_terms_release,
-                          raw_momentum_update)
-from .hil_vit import build_hil_net
+                          raw_momentum_update, split_replicas_forward)
+from .hil_vit import ModelSetupError, build_hil_net
 from .losses import mccl_two_heads, neighbour_consistency_loss
 from .report import cluster_quality, format_epoch, plot_history, write_csv
 from .sampler import IdentitySampler
@@ -82,26 +83,36 @@ class ImageSource:
     when iterating over many batches (:meth:`batches`).
     """
 
-    def __init__(self, samples, size, cache: bool = False, workers: int = 0, interp: str = "bilinear"):
+    def __init__(self, samples, size, cache: bool = False, workers: int = 0, interp: str = "bilinear",
+                 full_size: bool = False):
         self.samples = list(samples)
         self.size = tuple(size)
         self.workers = int(workers)
         self.interp = interp
+        self.full_size = bool(full_size)
         self.pids = np.array([s.pid for s in self.samples], dtype=np.int64)
         self.cams = np.array([s.camid for s in self.samples], dtype=np.int64)
         self.paths = [s.path for s in self.samples]
         self._cache = None
-        if cache:
-            self._cache = torch.stack([self._read(i) for i in range(len(self.samples))]) if self.samples else None
+        if cache and self.samples:
+            imgs = [self._read(i) for i in range(len(self.samples))]
+            self._cache = imgs if self.full_size else torch.stack(imgs)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _read(self, i: int) -> torch.Tensor:
-        return load_image(self.samples[i].path, self.size, self.interp).mul_(255).round_().to(torch.uint8)
+        size = None if self.full_size else self.size
+        return load_image(self.samples[i].path, size, self.interp).mul_(255).round_().to(torch.uint8)
 
-    def load(self, idx) -> torch.Tensor:
+    def load(self, idx):
+        """``[B, 3, H, W]`` float images in [0, 1]; ``full_size``: ``(x, sizes)`` from :func:`pad_stack` of the
+        images at their file sizes."""
         idx = [int(i) for i in idx]
+        if self.full_size:
+            imgs = [self._cache[i] for i in idx] if self._cache is not None else [self._read(i) for i in idx]
+            x, sizes = pad_stack(imgs)
+            return x.float().div_(255), sizes
         if self._cache is not None:
             return self._cache[torch.as_tensor(idx, dtype=torch.int64)].float().div_(255)
         return torch.stack([self._read(i) for i in idx]).float().div_(255)
@@ -113,9 +124,9 @@ class ImageSource:
                 yield self.load(b)
             return
         loader = torch.utils.data.DataLoader(_Reader(self), batch_sampler=[list(map(int, b)) for b in index_batches],
-                                             num_workers=self.workers, collate_fn=_stack)
+                                             num_workers=self.workers, collate_fn=pad_stack if self.full_size else _stack)
         for x in loader:
-            yield x.float().div_(255)
+            yield (x[0].float().div_(255), x[1]) if self.full_size else x.float().div_(255)
 
 
 class _Reader(torch.utils.data.Dataset):
@@ -131,6 +142,24 @@ class _Reader(torch.utils.data.Dataset):
 
 def _stack(items):
     return torch.stack(items)
+
+
+def pad_stack(items):
+    """``(x [B, C, H_max, W_max], sizes [B, 2] int64)``: images of different sizes, each at the top left of a
+    zero canvas, with their ``(h, w)``."""
+    sizes = torch.tensor([list(t.shape[-2:]) for t in items], dtype=torch.int64).view(-1, 2)
+    h, w = (int(v) for v in sizes.max(0).values) if items else (0, 0)
+    x = torch.zeros((len(items), items[0].shape[0] if items else 3, h, w), dtype=items[0].dtype if items else
+                    torch.uint8)
+    for i, t in enumerate(items):
+        x[i, :, :t.shape[-2], :t.shape[-1]] = t
+    return x, sizes
+
+
+def _to_device(v, device):
+    if isinstance(v, tuple):
+        return tuple(t.to(device, non_blocking=True) for t in v)
+    return v.to(device, non_blocking=True)
 
 
 @dataclass
@@ -159,11 +188,13 @@ def build_data(cfg: TrainConfig) -> Data:
         ds = load_regdb(d.root, d.regdb_trial)
         rgb, ir = ds.train_visible, ds.train_thermal
         q, g, kind = ds.test_visible, ds.test_thermal, "regdb"
-    mk = lambda s, interp="bilinear": ImageSource(s, size, d.cache, d.workers, interp)  # noqa: E731
+    mk = lambda s, interp="bilinear", full=False: ImageSource(s, size, d.cache, d.workers, interp, full)  # noqa: E731
     ext = None
-    if d.extract_interp != "bilinear":
+    if d.extract_interp != "bilinear" or d.jitter_full_size:
         ext = {"rgb": mk(rgb, d.extract_interp), "ir": mk(ir, d.extract_interp)}
-    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q, d.eval_interp), mk(g, d.eval_interp), ext)
+    # data.jitter_full_size: the training pass reads the images at their file size (jitter, then resize)
+    train = {"rgb": mk(rgb, full=d.jitter_full_size), "ir": mk(ir, full=d.jitter_full_size)}
+    return Data(train, kind, mk(q, d.eval_interp), mk(g, d.eval_interp), ext)
 
 
 # ================================================================================================ features
@@ -386,8 +417,9 @@ def train_transforms(cfg: TrainConfig) -> dict:
     :func:`channel_exchange` with p = 1)."""
     d = cfg.data
     if d.augment == "release":
-        rgb = [build_release_transforms("rgb", True, view=v) for v in range(1, d.rgb_views + 1)]
-        return {"rgb": rgb, "ir": build_release_transforms("ir", True)}
+        full = tuple(d.size) if d.jitter_full_size else None     # jitter at the file size, then the resize
+        rgb = [build_release_transforms("rgb", True, view=v, full_size=full) for v in range(1, d.rgb_views + 1)]
+        return {"rgb": rgb, "ir": build_release_transforms("ir", True, full_size=full)}
     size = tuple(d.size)
     v1 = build_transforms("rgb", train=True, size=size)
     rgb = [v1]
@@ -436,6 +468,9 @@ class Trainer:
     """One HIL run. ``Trainer(cfg).fit()`` trains (resuming when configured) and returns the metrics history."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
+        refusal = random_init_refusal(cfg)
+        if refusal is not None:
+            raise ModelSetupError(refusal)
         self.cfg = cfg
         self.device = D.setup(cfg.run.device) if device is None else device
         if cfg.run.threads:
@@ -451,6 +486,9 @@ class Trainer:
         self.data = build_data(cfg)
         self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
+        if D.is_dist() and cfg.run.bn_replicas > 1:
+            raise ModelSetupError(f"config.run.bn_replicas: {cfg.run.bn_replicas} emulates DataParallel's BatchNorm "
+                                  f"in one process; under torchrun (world {D.world_size()}) set it to 1")
         if D.is_dist() and cfg.run.sync_bn:
             D.convert_global_bn(self.model)      # BatchNorm statistics of the global batch (run.sync_bn)
         if D.is_dist():
@@ -591,19 +629,23 @@ class Trainer:
         bar = _bar(cfg.optim.iters, f"train epoch {epoch + 1}", self.progress)
         for it in range(cfg.optim.iters):
             idx = {m: torch.as_tensor(batches[m][it], device=dev) for m in MODS}
-            raw = {m: next(readers[m]).to(dev, non_blocking=True) for m in MODS}
+            raw = {m: _to_device(next(readers[m]), dev) for m in MODS}
             # every rank augments the whole global batch with the same generator (draws follow the sample's
             # position in it, not the rank) and keeps its slice
             imgs = [tf(raw["rgb"], generator=gen) for tf in self.tf_train["rgb"]]
             n_views = len(imgs)
             idx["rgb"] = idx["rgb"].repeat(n_views)          # the views of an image share its index and label
             imgs.append(self.tf_train["ir"](raw["ir"], generator=gen))
-            part = {m: slice(*D.shard_range(raw[m].shape[0])) for m in MODS}
+            part = {m: slice(*D.shard_range(len(batches[m][it]))) for m in MODS}
             imgs = [v[part["rgb"]] for v in imgs[:-1]] + [imgs[-1][part["ir"]]]
             n_rgb = sum(v.shape[0] for v in imgs[:-1])
+            aware = getattr(self.model, "modal_aware", False)
             with _autocast(dev, self.amp):
-                batch = torch.cat(imgs)
-                out = self.net(batch, n_rgb) if getattr(self.model, "modal_aware", False) else self.net(batch)
+                if cfg.run.bn_replicas > 1:     # BatchNorm as the release's DataParallel (run.bn_replicas)
+                    out = split_replicas_forward(self.net, torch.cat(imgs[:-1]), imgs[-1], cfg.run.bn_replicas, aware)
+                else:
+                    batch = torch.cat(imgs)
+                    out = self.net(batch, n_rgb) if aware else self.net(batch)
             x = {h: {"rgb": torch.cat([D.gather_rows_grad(v) for v in out[h][:n_rgb].float().tensor_split(n_views)]),
                      "ir": D.gather_rows_grad(out[h][n_rgb:].float())} for h in HEADS}
             terms = self._losses(x, idx, labels, shared, mems, lo, epoch)
@@ -763,9 +805,7 @@ class Trainer:
             row.update(t_extract=t1 - t0, t_cluster=t2 - t1, t_cluster_kernels=cl.timings.get("total", 0.0),
                        t_train=t3 - t2, t_eval=t4 - t3, t_epoch=t4 - t0)
             self.history.append(row)
-            score = None
-            if "mAP" in row:
-                score = row["mAP"] + (row.get("rank1", 0.0) if cfg.eval.best_by == "rank1+mAP" else 0.0)
+            score = best_score(cfg, row)     # eval.best_by's sum (RegDB's release: both directions)
             is_best = score is not None and score > self.best.get("score", self.best["mAP"])
             if is_best:
                 self.best = {"mAP": row["mAP"], "epoch": epoch + 1, "score": score}
@@ -795,7 +835,7 @@ def load_trained_model(path, device="cpu"):
     again)."""
     state = path if isinstance(path, dict) else ckpt.load_checkpoint(path)
     cfg = from_dict(state["config"])
-    model = build_reid_model(cfg.__class__(**{**vars(cfg), "model": _no_pretrained(cfg.model)}))
+    model = build_reid_model(cfg.__class__(**{**vars(cfg), "model": _no_pretrained(cfg.model)}))   # weights: below
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
 
