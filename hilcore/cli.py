@@ -433,7 +433,9 @@ def cmd_eval(args) -> int:
     import torch
 
     from .train import checkpoint as ckpt
-    from .train.loop import build_data, evaluate, load_trained_model
+    from .train.data import build_data
+    from .train.evaluation import evaluate
+    from .train.loop import load_trained_model
 
     if not Path(args.data_root).is_dir():  # (the checkpoint is checked by its loader, before any work)
         _fail(f"--data-root: no such folder: {args.data_root}")

@@ -245,7 +245,7 @@ def _images(sizes, seed=0):
 
 
 def test_jitter_on_padded_batch_equals_unpadded():
-    from hilcore.train.loop import pad_stack
+    from hilcore.train.data import pad_stack
 
     imgs = _images([(40, 20), (33, 17), (51, 26)])
     x, sizes = pad_stack(imgs)
@@ -279,7 +279,7 @@ def test_presets_jitter_before_the_resize(tmp_path):
     from PIL import Image
 
     from hilcore.train.datasets import Sample
-    from hilcore.train.loop import ImageSource, train_transforms
+    from hilcore.train.data import ImageSource, train_transforms
 
     cfg = load_config(ROOT / PRESETS["sysu"], ["data.size=[32,16]"])
     tfs = train_transforms(cfg)

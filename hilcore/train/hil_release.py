@@ -188,7 +188,7 @@ def jitter_then_resize(x, sizes, size, generator=None) -> torch.Tensor:
 
 class FullSizePipeline:
     """:func:`jitter_then_resize` to ``size``, then ``post`` (a :class:`Transform`); called on ``(x, sizes)``
-    as :func:`hilcore.train.loop.pad_stack` returns them (``data.jitter_full_size``)."""
+    as :func:`hilcore.train.data.pad_stack` returns them (``data.jitter_full_size``)."""
 
     def __init__(self, size, post: Transform):
         self.size = tuple(int(v) for v in size)
