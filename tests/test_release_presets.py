@@ -329,3 +329,22 @@ def test_no_silent_random_start(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "model.pretrained" in err and "model.init_from" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_resumed_run_is_not_a_random_start(tmp_path):
+    from hilcore.train.loop import resumes_from_checkpoint, train
+    from test_train import make_tiny_dataset, tiny_config
+
+    root = make_tiny_dataset(tmp_path / "syn")
+    d = tiny_config(root, tmp_path / "run", optim={"epochs": 1, "iters": 1}, eval={"every": 0, "trials": 1})
+    cfg = from_dict(d)
+    assert not resumes_from_checkpoint(cfg)
+    train(cfg)                                            # allow_random_init: true (tiny_config)
+    d["model"]["allow_random_init"] = False
+    d["optim"]["epochs"] = 2
+    again = from_dict(d)
+    assert random_init_refusal(again) is not None and resumes_from_checkpoint(again)
+    assert [r["epoch"] for r in train(again)] == [1, 2]  # resumed from last.pt, not refused
+    d["run"]["resume"] = "never"
+    assert not resumes_from_checkpoint(from_dict(d))
+

@@ -58,7 +58,8 @@ class ModelConfig:
     reload_best_at: int | None = None   # reload output/best.pt's model at the start of this 0-based epoch (release: 20)
     s_dim: int | None = None        # width of head "s" (None: the backbone's)
     kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
-    allow_random_init: bool = False   # train without pretrained / init_from weights (random start); else refused
+    allow_random_init: bool = False   # train without pretrained / init_from weights (random start); else a new
+    #                                   run (not a resumed one) is refused
 
 
 @dataclass

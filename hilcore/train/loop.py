@@ -176,6 +176,17 @@ def build_reid_model(cfg: TrainConfig, log=None):
     return build_model(m.backbone, s_dim=m.s_dim, pretrained=m.pretrained, **kw)
 
 
+def resumes_from_checkpoint(cfg: TrainConfig) -> bool:
+    """Whether :meth:`Trainer.resume` will load a checkpoint: ``run.resume`` a path, or ``auto`` with
+    ``run.output/last.pt`` present."""
+    r = cfg.run.resume
+    if r in ("never", "no", "false", False, None):
+        return False
+    if r in ("auto", True):
+        return (Path(cfg.run.output) / ckpt.LAST).is_file()
+    return True
+
+
 class Logger:
     """Prints on rank 0 and appends to ``output/train.log``."""
 
@@ -196,7 +207,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
         refusal = random_init_refusal(cfg)
-        if refusal is not None:
+        if refusal is not None and not resumes_from_checkpoint(cfg):    # (a resumed run has its weights)
             raise ModelSetupError(refusal)
         self.cfg = cfg
         self.device = D.setup(cfg.run.device) if device is None else device
