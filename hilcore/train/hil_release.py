@@ -557,8 +557,8 @@ def raw_momentum_update(bank: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, 
         bank[rows] = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["CameraSampler", "FullSizePipeline", "frozen_bn_stats", "jitter_then_resize", "split_replicas_forward",
-           "ReleaseClusters", "brst_over_all", "build_release_transforms", "channel_adap_gray",
+__all__ = ["brst_over_all", "build_release_transforms", "CameraSampler", "channel_adap_gray",
            "channel_exchange_release", "channel_random_erasing", "cluster_release", "color_jitter_release",
-           "kmeans_subcentres", "memories_from", "neighbour_terms_release", "raw_momentum_update",
-           "segment_means"]
+           "frozen_bn_stats", "FullSizePipeline", "jitter_then_resize", "kmeans_subcentres", "memories_from",
+           "neighbour_terms_release", "raw_momentum_update", "ReleaseClusters", "segment_means",
+           "split_replicas_forward"]
