@@ -324,7 +324,8 @@ def test_no_silent_random_start(tmp_path, capsys):
         assert random_init_refusal(load_config(ROOT / path, ["model.init_from=/x.pth.tar"])) is None
         assert random_init_refusal(load_config(ROOT / path, ["model.allow_random_init=true"])) is None
     assert random_init_refusal(load_config(ROOT / "configs/demo_tiny.yaml")) is None
-    assert random_init_refusal(from_dict({"model": {"backbone": "tiny"}})) is not None
+    tiny = random_init_refusal(from_dict({"model": {"backbone": "tiny"}}))
+    assert "model.allow_random_init=true" in tiny and "no weights loader" in tiny
     rc = main(["train", "--config", str(ROOT / PRESETS["regdb"]), "run.output=" + str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "model.pretrained" in err and "model.init_from" in err

@@ -352,10 +352,13 @@ def random_init_refusal(cfg: TrainConfig) -> str | None:
     m = cfg.model
     if m.pretrained is not None or m.init_from is not None or m.allow_random_init:
         return None
-    return (f"config.model: neither model.pretrained nor model.init_from is set, so the {m.backbone!r} network "
-            f"would train from random weights. Name the weights (model.pretrained=/path/to/vit.pth and/or "
-            f"model.init_from=/path/to/model_best.pth.tar; configs/*_hil.yaml show both), or set "
-            f"model.allow_random_init=true to train from a random start on purpose")
+    head = (f"config.model: neither model.pretrained nor model.init_from is set, so the {m.backbone!r} network "
+            f"would train from random weights. ")
+    if m.backbone in ("tiny", "resnet50"):     # these load no weights file
+        return head + f"The {m.backbone!r} backbone has no weights loader: set model.allow_random_init=true"
+    return head + ("Name the weights (model.pretrained=/path/to/vit.pth and/or model.init_from=/path/to/"
+                   "model_best.pth.tar; configs/*_hil.yaml show both), or set model.allow_random_init=true to "
+                   "train from a random start on purpose")
 
 
 def _yaml12_loader():
