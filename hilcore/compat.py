@@ -38,6 +38,7 @@ from . import _arrays, _dispatch
 from ._extras import require
 from . import memory as _memory
 from .jaccard import jaccard_distance as _jaccard_distance
+from .stages.dbscan import labels as dbscan_labels_of, neighbour_pairs
 
 # the estimator follows scikit-learn's API (get_params, fit_predict): scikit-learn is the 'compat' extra
 _sk_base = require("sklearn.base", "hilcore.compat", "compat")
@@ -116,23 +117,6 @@ def _validate_X(est, X, **kw):
     except ImportError:  # scikit-learn < 1.6
         return est._validate_data(X, **kw)
     return validate_data(est, X, **kw)
-
-
-def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: int) -> torch.Tensor:
-    """DBSCAN labels from neighbour edges ``(u, v)`` (u != v, both directions) and a core mask: components of
-    core-core edges numbered by their smallest core index, border points the smallest label of a core neighbour."""
-    from .backend.torch.dbscan import _components
-
-    both = core[u] & core[v]
-    root = _components(u[both], v[both], n)
-    ar = torch.arange(n, device=core.device)
-    number = torch.cumsum((core & (root == ar)).to(torch.int64), 0) - 1
-    labels = torch.where(core, number[root], torch.full_like(root, -1))
-    edge = ~core[u] & core[v]
-    big = torch.iinfo(torch.int64).max
-    border = torch.full((n,), big, dtype=torch.int64, device=core.device)
-    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
-    return torch.where(~core & (border != big), border, labels)
 
 
 class DBSCAN(ClusterMixin, BaseEstimator):
@@ -233,11 +217,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         n = X.shape[0]
         rows, _ = as_rows(X, eps)
         dev = rows.data.device
-        indptr, indices = rows.indptr.to(dev), rows.indices.to(dev)
-        r = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
-        near = (rows.data <= eps) & (indices != r)
-        key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
-        u, v = key // n, key % n
+        u, v = neighbour_pairs(rows.indptr, rows.indices, rows.data, eps, n)  # neighbourhoods are sets
         if sample_weight is None:  # hilcore's kernels, on the rows built above
             core = 1 + torch.bincount(u, minlength=n) >= min_samples
             impl = _dispatch.resolve("dbscan", self.backend, dev, name="hilcore.compat.DBSCAN")
@@ -250,7 +230,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             wt = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
             wsum = wt.clone().index_add_(0, u, wt[v])  # own weight + the neighbours'
             core = wsum >= min_samples
-            labels = _labels_given_core(u, v, core, n).cpu().numpy()
+            labels = dbscan_labels_of(core, u, v).cpu().numpy()
         self.labels_ = np.asarray(labels, dtype=np.int64)
         idx = torch.nonzero(core).view(-1)
         self.core_sample_indices_ = idx.cpu().numpy().astype(np.int64)
