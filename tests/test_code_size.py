@@ -10,13 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 100
-# Functions still over the limit whose split is another change's (issue 20 point 3 / point 1), by name
+# Functions still over the limit whose split is another change's (issue 20 point 3), by name
 # (their files may move meanwhile); an entry may go (the test does not require it to stay long), none may
 # be added.
 KNOWN = {
     "register_cuda",      # bindings/cuda.cpp: CUDA bindings split per op (issue 20 point 3)
     "jaccard_cpu",        # kernels/cpu/jaccard_cpu.cpp: split into stages (issue 20 point 3)
-    "_jaccard_rows",      # hilcore/distributed.py: one stage core (issue 20 point 1)
 }
 
 
