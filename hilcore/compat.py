@@ -48,64 +48,88 @@ __all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterCl
 
 
 def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_flag: bool = True,
-                             search_option: int = 0, use_float16: bool = False, *, backend: str = "auto"):
-    """Dense k-reciprocal Jaccard distance, the signature existing pipelines call.
+                             search_option: int = 3, use_float16: bool = False, *, exact: bool = False,
+                             backend: str = "auto"):
+    """The dense k-reciprocal Jaccard matrix of the widely used ``compute_jaccard_distance``, its values included.
 
-    Same semantics as :func:`hilcore.jaccard_distance` (docs/design.md); pairs
-    whose k-reciprocal supports do not meet are exactly 1.0 and the diagonal
-    is 0.
+    By default this returns what SpCL / cluster-contrast's ``faiss_rerank.compute_jaccard_distance``
+    returns, to float32 rounding of its weights (docs/switching.md says exactly what is identical), in the
+    original's arithmetic (:mod:`hilcore.compat_jaccard`): features used as given (no normalisation; the
+    ranking is a flat L2 index's), ``d = 1 - m / (2 - m)`` in float32 with its tiny positives where two rows
+    have the same weights (and on the diagonal), pairs whose supports do not meet exactly 1.0;
+    ``use_float16`` computes V, the query expansion, ``m`` and ``d`` in float16 as the original does;
+    float16 features are multiplied in half precision as the original multiplies them.
+
+    ``exact=True`` gives hilcore's own distance instead (:func:`hilcore.jaccard_distance` made dense: rows
+    L2-normalised, ``d = 1 - m / (s_i + s_j - m)``, identical weight rows exactly 0, the diagonal 0).
 
     Args:
-        target_features: ``[N, D]`` features, a torch tensor (CPU or CUDA) or a
-            NumPy array, any float dtype; rows are L2-normalised first.
-        k1: ranking length.
+        target_features: ``[N, D]`` features, a torch tensor (CPU or CUDA) or a NumPy array, float16,
+            float32 or float64 (bfloat16, which NumPy and so the original cannot hold, raises ``TypeError``).
+        k1: ranking length (values above N are clamped to N).
         k2: query-expansion length (1: none).
-        print_flag: print one line with the time taken, as the original does.
-        search_option: accepted and ignored. In the original it selects the
-            kNN implementation (GPU/CPU, faiss index type) by a magic integer;
-            hilcore picks its backend from the device of ``target_features``
-            and what is installed, and every backend is exact.
-        use_float16: return float16 instead of float32 (the computation
-            itself stays float32).
-        backend: hilcore backend (``"auto"``, ``"torch"``, ``"native"``, ...);
-            not in the original signature.
+        print_flag: print the original's two lines (the second with the time taken).
+        search_option: accepted and ignored: in the original it picks the kNN implementation (GPU/CPU,
+            faiss index type); every one is exact, as is hilcore's.
+        use_float16: the original's half-precision matrices (float16 result).
+        exact: hilcore's distance instead of the original's arithmetic (float16 result with ``use_float16``,
+            computed in float32).
+        backend: hilcore backend of the kNN (``exact=True``: of the whole distance); not in the original.
 
     Returns:
         ``[N, N]`` dense NumPy float32 (float16 with ``use_float16``) matrix.
 
     Raises:
-        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf rows, not
-            floating point) or parameters, naming the argument.
-        hilcore.BackendUnavailable: a backend named explicitly cannot run here.
+        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf, not floating point, bfloat16) or
+            parameters, naming the argument.
+        hilcore.BackendUnavailable: a backend named explicitly cannot run here; the original's arithmetic
+            without the native extension.
 
     Example:
         >>> import numpy as np, hilcore
         >>> from hilcore.compat import compute_jaccard_distance
         >>> from hilcore.synthetic import reid_features
-        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 rows
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 unit rows
         >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
         >>> rerank_dist.shape, rerank_dist.dtype, float(rerank_dist.max())
         ((300, 300), dtype('float32'), 1.0)
-        >>> sparse = hilcore.jaccard_distance(features, k1=20, k2=6)   # the same values, stored sparse
-        >>> bool(np.array_equal(rerank_dist[sparse.nonzero()], sparse.data[sparse.data > 0]))
-        True
+        >>> exact = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False, exact=True)
+        >>> bool(np.abs(rerank_dist - exact).max() < 1e-5), bool((exact.diagonal() == 0).all())
+        (True, True)
     """
-    start = time.perf_counter()
-    if isinstance(target_features, torch.Tensor):
-        target_features = target_features.detach()
-    d = _jaccard_distance(target_features, k1, k2, max_distance=None, backend=backend)
-    n = d.shape[0]
-    if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
-        d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
-                           d.crow_indices().cpu().numpy()), shape=(n, n))
-    elif not sp.issparse(d):  # CuPy input gives a cupyx CSR
-        d = d.get()
-    dense = np.ones((n, n), dtype=np.float16 if use_float16 else np.float32)
-    coo = d.tocoo()
-    dense[coo.row, coo.col] = coo.data
+    from . import compat_jaccard
+
     if print_flag:
-        print(f"Jaccard distance computing time cost: {time.perf_counter() - start:.3f}s "
-              f"(hilcore, N={n}, k1={k1}, k2={k2})")
+        print("Computing jaccard distance...")
+    start = time.perf_counter()
+    if not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"exact: expected True or False, got {type(exact).__name__}")
+    if not isinstance(use_float16, (bool, np.bool_, int)) or isinstance(use_float16, float):
+        raise TypeError(f"use_float16: expected True or False, got {type(use_float16).__name__}")
+    raw, _ = _arrays.as_tensor(target_features, "target_features")
+    raw = raw.detach()
+    if raw.dtype == torch.bfloat16 and not exact:
+        raise TypeError("target_features: bfloat16 features: the original computes them through NumPy, which has "
+                        "no bfloat16 (pass .float(), or exact=True)")
+    xt, _ = _arrays.features(raw, "target_features", normalize=False)  # shape, dtype and finiteness checks
+    n = xt.shape[0]
+    k1 = _arrays.ranking_length(k1, "k1", n)
+    k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
+    if exact:
+        d = _jaccard_distance(raw, k1, k2, max_distance=None, backend=backend)
+        if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
+            d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
+                               d.crow_indices().cpu().numpy()), shape=(n, n))
+        elif not sp.issparse(d):  # CuPy input gives a cupyx CSR
+            d = d.get()
+        dense = np.ones((n, n), dtype=np.float16 if use_float16 else np.float32)
+        coo = d.tocoo()
+        dense[coo.row, coo.col] = coo.data
+    else:
+        _dispatch.check_backend(backend)
+        dense = compat_jaccard.dense_jaccard(raw, k1, k2, bool(use_float16), backend)
+    if print_flag:
+        print(f"Jaccard distance computing time cost: {time.perf_counter() - start}")
     return dense
 
 
