@@ -42,6 +42,9 @@ from .jaccard import jaccard_distance as _jaccard_distance
 # the estimator follows scikit-learn's API (get_params, fit_predict): scikit-learn is the 'compat' extra
 _sk_base = require("sklearn.base", "hilcore.compat", "compat")
 BaseEstimator, ClusterMixin = _sk_base.BaseEstimator, _sk_base.ClusterMixin
+# scikit-learn's own estimator, taken once at import: metrics other than "precomputed" (and asymmetric
+# precomputed neighbourhoods) are handed to it
+_SkDBSCAN = require("sklearn.cluster", "hilcore.compat", "compat").DBSCAN
 
 __all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
            "cm", "cm_hard", "cm_d", "em"]
@@ -142,52 +145,23 @@ def _validate_X(est, X, **kw):
     return validate_data(est, X, **kw)
 
 
-def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: int) -> torch.Tensor:
-    """DBSCAN labels from neighbour edges ``(u, v)`` (u != v, both directions) and a core mask: components of
-    core-core edges numbered by their smallest core index, border points the smallest label of a core neighbour."""
-    from .torch_backend.dbscan import _components
-
-    both = core[u] & core[v]
-    root = _components(u[both], v[both], n)
-    ar = torch.arange(n, device=core.device)
-    number = torch.cumsum((core & (root == ar)).to(torch.int64), 0) - 1
-    labels = torch.where(core, number[root], torch.full_like(root, -1))
-    edge = ~core[u] & core[v]
-    big = torch.iinfo(torch.int64).max
-    border = torch.full((n,), big, dtype=torch.int64, device=core.device)
-    border = border.scatter_reduce(0, u[edge], labels[v[edge]], reduce="amin")
-    return torch.where(~core & (border != big), border, labels)
-
-
 class DBSCAN(ClusterMixin, BaseEstimator):
-    """scikit-learn's ``DBSCAN(metric="precomputed")`` as a scikit-learn estimator backed by :func:`hilcore.dbscan`.
+    """scikit-learn's ``DBSCAN``: the same estimator, its precomputed fit on hilcore's code.
 
-    Gives exactly ``sklearn.cluster.DBSCAN(eps, min_samples=min_samples,
-    metric="precomputed").fit`` on a symmetric distance matrix, dense or sparse
-    (same ``labels_`` numbering and border assignment, ``core_sample_indices_``,
-    ``components_``), with ``sample_weight`` as scikit-learn defines it: ``i``
-    is core when the weights of its neighbourhood (itself included) sum to
-    ``>= min_samples``. In sparse input every stored entry ``<= eps`` is a
-    neighbour, stored zeros included, and entries not stored are not (as
-    scikit-learn does). ``get_params`` / ``set_params`` / ``clone`` work;
-    parameters are checked in ``fit``.
-
-    NumPy and SciPy input goes through scikit-learn's validation; torch (CPU or
-    CUDA) and CuPy input go straight to hilcore's kernels on their device
-    (``labels_`` and ``core_sample_indices_`` are NumPy either way).
+    Same constructor, defaults, parameter validation and attributes as ``sklearn.cluster.DBSCAN``. With
+    ``metric="precomputed"`` the fit gives exactly scikit-learn's ``labels_``, ``core_sample_indices_`` and
+    ``components_`` on any matrix scikit-learn accepts, in any container (NumPy, SciPy CSR/CSC/COO/LIL,
+    torch dense/CSR/CSC/COO on CPU or CUDA, CuPy): a point is its own neighbour only when ``X[i, i] <= eps``
+    (in sparse input an unstored diagonal entry is 0), repeated CSR entries count each, COO/CSC input is
+    summed into CSR first, the comparison is made in scikit-learn's dtype (:mod:`hilcore.compat_dbscan`).
+    Dense rows are thresholded in C++ (on a GPU, in row blocks of torch operations), then the clusters come
+    from hilcore's union-find; an asymmetric neighbour relation, where scikit-learn's depth-first order
+    decides, is handed to scikit-learn. Any other metric hands the whole fit to ``sklearn.cluster.DBSCAN``.
 
     Args:
-        eps: neighbourhood radius (>= 0).
-        min_samples: neighbourhood weight (count, self included) that makes a core point.
-        metric: only ``"precomputed"`` (a distance matrix, e.g. from :func:`compute_jaccard_distance`).
-        n_jobs, metric_params, algorithm, leaf_size, p: scikit-learn's; accepted and ignored (they do not
-            change a precomputed DBSCAN; the native backend uses OpenMP threads).
-        backend: hilcore backend; not in scikit-learn's signature.
-
-    Raises:
-        ValueError: ``metric`` other than ``"precomputed"``, ``eps < 0``,
-            ``min_samples < 1``; in :meth:`fit`, a distance matrix that is not
-            square or holds NaN / negative values.
+        eps, min_samples, metric, metric_params, algorithm, leaf_size, p, n_jobs: scikit-learn's (checked
+            by scikit-learn's parameter validation in :meth:`fit`).
+        backend: hilcore backend name (checked); not in scikit-learn's signature.
 
     Example:
         >>> import numpy as np, sklearn.cluster
@@ -201,101 +175,120 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         (dtype('int64'), True, 20)
     """
 
-    def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,
-                 metric_params=None, algorithm: str = "auto", leaf_size: int = 30, p=None, *, backend: str = "auto"):
+    _parameter_constraints: dict = {**_SkDBSCAN._parameter_constraints, "backend": [str]}
+
+    def __init__(self, eps=0.5, *, min_samples=5, metric="euclidean", metric_params=None, algorithm="auto",
+                 leaf_size=30, p=None, n_jobs=None, backend: str = "auto"):
         self.eps = eps
         self.min_samples = min_samples
         self.metric = metric
-        self.n_jobs = n_jobs
         self.metric_params = metric_params
         self.algorithm = algorithm
         self.leaf_size = leaf_size
         self.p = p
+        self.n_jobs = n_jobs
         self.backend = backend
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.pairwise = True
+        tags.input_tags.pairwise = self.metric == "precomputed"
         tags.input_tags.sparse = True
-        tags.input_tags.positive_only = True  # distances
         return tags
 
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"pairwise": True, "requires_positive_X": True}
+    def _sklearn_fit(self, X, sample_weight):
+        params = {k: v for k, v in self.get_params().items() if k != "backend"}
+        est = _SkDBSCAN(**params).fit(X, sample_weight=sample_weight)
+        for name in ("labels_", "core_sample_indices_", "components_", "n_features_in_", "feature_names_in_"):
+            if hasattr(est, name):
+                setattr(self, name, getattr(est, name))
+        return self
 
     def fit(self, X, y=None, sample_weight=None):
-        """Cluster the ``[N, N]`` distance matrix ``X``.
-
-        Args:
-            X: ``[N, N]`` distances (NumPy, SciPy sparse, torch dense/sparse, CuPy).
-            y: ignored.
-            sample_weight: ``[N]`` weights (default 1 each); negative weights may keep a neighbour from
-                being core, as in scikit-learn.
+        """Cluster ``X`` (scikit-learn's ``fit``): with ``metric="precomputed"`` an ``[N, N]`` distance matrix.
 
         Sets ``labels_`` (int64 NumPy, -1 noise), ``core_sample_indices_`` (int64 NumPy), ``components_``
-        (the rows of ``X`` of the core samples, in ``X``'s kind) and ``n_features_in_``; returns ``self``.
+        (the core samples' rows: scikit-learn's for NumPy / SciPy input, ``X``'s kind for torch and CuPy)
+        and ``n_features_in_``; returns ``self``.
         """
+        from . import compat_dbscan as cd
+        from sklearn.utils.validation import _check_sample_weight
+
+        self._validate_params()
+        _dispatch.check_backend(self.backend)
         if self.metric != "precomputed":
-            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
-                             f"matrix, e.g. from compute_jaccard_distance), got {self.metric!r}")
-        eps = _arrays.nonneg_float(self.eps, "eps")
-        min_samples = _arrays.positive_int(self.min_samples, "min_samples")
-        from .dbscan import as_rows
-
+            return self._sklearn_fit(X, sample_weight)
         native = isinstance(X, torch.Tensor) or type(X).__module__.split(".")[0] in ("cupy", "cupyx")
-        if not native:
-            X = _validate_X(self, X, accept_sparse="csr", dtype=[np.float64, np.float32])
-        if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
-            raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(X.shape)}")
+        if native and not isinstance(X, torch.Tensor):  # CuPy: sparse to SciPy, dense to torch on its device
+            X = X.get() if type(X).__module__.startswith("cupyx") else torch.from_dlpack(X)
+            native = isinstance(X, torch.Tensor)
+        if isinstance(X, torch.Tensor) and X.layout != torch.strided:
+            X = cd.torch_sparse_to_scipy(X)
+            native = False
+        ref = X  # the matrix scikit-learn would see (for a fallback)
         if native:
-            self.n_features_in_ = int(X.shape[1])
+            t = X.detach()
+            if t.dim() != 2 or t.shape[0] != t.shape[1]:
+                raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(t.shape)}")
+            if t.shape[0] == 0:
+                raise ValueError("X: Found array with 0 sample(s) (shape (0, 0)) while a minimum of 1 is required")
+            if t.dtype not in cd._TORCH_TO_NUMPY:
+                if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                    raise TypeError(f"X: expected float16/float32/float64 or integer distances, got {t.dtype}")
+                t = t.to(torch.float64)
+            eps_c = cd.eps_threshold(cd._TORCH_TO_NUMPY[t.dtype], self.eps, sparse=False)
+            self.n_features_in_ = int(t.shape[1])
+            if t.device.type == "cpu":
+                indptr, indices = cd.dense_rows_cpu(t.numpy(), eps_c)
+                indptr, indices = torch.from_numpy(indptr), torch.from_numpy(indices)
+            else:
+                indptr, indices = cd.dense_rows_torch(t, eps_c)
+            ref = t.cpu().numpy()
+            base = np.empty((t.shape[0], 0), dtype=cd._TORCH_TO_NUMPY[t.dtype])
         else:
-            vals = X.data if sp.issparse(X) else X
-            if vals.size and vals.min() < 0:
-                raise ValueError(f"X: Negative values in data passed to a precomputed distance matrix "
-                                 f"(min {vals.min()}); expected distances >= 0")
-        n = X.shape[0]
-        rows, _ = as_rows(X, eps)
-        dev = rows.data.device
-        indptr, indices = rows.indptr.to(dev), rows.indices.to(dev)
-        r = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])
-        near = (rows.data <= eps) & (indices != r)
-        key = torch.unique(r[near] * n + indices[near])  # neighbourhoods are sets
-        u, v = key // n, key % n
-        if sample_weight is None:  # hilcore's kernels, on the rows built above
-            core = 1 + torch.bincount(u, minlength=n) >= min_samples
-            impl = _dispatch.resolve("dbscan", self.backend, dev, name="hilcore.compat.DBSCAN")
-            labels = impl(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
-            labels = labels.cpu().numpy()
-        else:
-            from sklearn.utils.validation import _check_sample_weight
+            X = _validate_X(self, X, accept_sparse="csr")
+            if X.shape[0] != X.shape[1]:
+                raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {X.shape}")
+            base = X
+            if sp.issparse(X):
+                X = cd.sparse_with_diagonal(X)
+                if sample_weight is not None:  # scikit-learn sums the weights in its neighbour order
+                    from sklearn.neighbors import sort_graph_by_row_values
 
-            w = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
-            wt = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
-            wsum = wt.clone().index_add_(0, u, wt[v])  # own weight + the neighbours'
-            core = wsum >= min_samples
-            labels = _labels_given_core(u, v, core, n).cpu().numpy()
-        self.labels_ = np.asarray(labels, dtype=np.int64)
-        idx = torch.nonzero(core).view(-1)
-        self.core_sample_indices_ = idx.cpu().numpy().astype(np.int64)
-        self.components_ = self._rows_of(X, idx)
+                    X = sort_graph_by_row_values(X, copy=False, warn_when_not_sorted=False)
+                rows = cd.sparse_rows(X, cd.eps_threshold(X.dtype, self.eps, sparse=True))
+            else:
+                rows = cd.dense_rows_cpu(X, cd.eps_threshold(X.dtype, self.eps, sparse=False))
+            indptr, indices = torch.from_numpy(rows[0]), torch.from_numpy(rows[1])
+        n = int(indptr.numel()) - 1
+        if sample_weight is None:
+            n_neighbors = np.diff(indptr.cpu().numpy())
+        else:
+            w = _check_sample_weight(sample_weight, base)
+            n_neighbors = cd.weighted_counts(cd.split_rows(indptr.cpu().numpy(), indices.cpu().numpy()), w)
+        core_np = np.asarray(n_neighbors >= self.min_samples)
+        core = torch.from_numpy(core_np).to(indptr.device)
+        labels = cd.labels_from_rows(indptr, indices, core)
+        if labels is None:  # asymmetric neighbourhoods: scikit-learn's own search order decides
+            return self._sklearn_fit(ref if native or not sp.issparse(ref) else ref, sample_weight)
+        self.labels_ = labels.cpu().numpy().astype(np.intp)
+        idx = np.flatnonzero(core_np).astype(np.intp)
+        self.core_sample_indices_ = idx
+        self.components_ = self._rows_of(X, idx, n)
         return self
 
     @staticmethod
-    def _rows_of(X, idx: torch.Tensor):
+    def _rows_of(X, idx: np.ndarray, n: int):
         """The rows ``idx`` of ``X``, in ``X``'s kind (scikit-learn: an empty ``[0, N]`` array when none)."""
         if isinstance(X, torch.Tensor):
-            if X.layout == torch.strided:
-                return X[idx.to(X.device)]
-            return X.to_sparse_coo().index_select(0, idx.to(X.device))
-        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy / cupyx
+            sel = torch.from_numpy(idx).to(X.device)
+            return X.detach()[sel]
+        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy
             import cupy
 
-            return X[cupy.from_dlpack(idx)]
-        if idx.numel() == 0:
-            return np.empty((0, X.shape[1]))
-        sel = idx.numpy()
-        return X[sel].copy()
+            return X[cupy.asarray(idx)]
+        if idx.size == 0:
+            return np.empty((0, n))
+        return X[idx].copy()
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""
