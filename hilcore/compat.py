@@ -192,6 +192,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.pairwise = self.metric == "precomputed"
+        tags.input_tags.positive_only = self.metric == "precomputed"  # distances
         tags.input_tags.sparse = True
         return tags
 
