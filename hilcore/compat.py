@@ -19,7 +19,9 @@ memory-update kernels instead of a per-sample Python loop::
 
     from hilcore.compat import ClusterMemory            # cm.ClusterMemory (CM / CM_Hard)
     from hilcore.compat import MultiCenterClusterMemory  # HIL's features_d [C, 10, D] (CM_D)
-    from hilcore.compat import Memory                   # instance memory (EM, updateEM)
+    from hilcore.compat import ClusterMemory_shared     # the HIL release's name (features_d [C, 10, D])
+    from hilcore.compat import Memory_wise_v3           # HIL's instance memory (EM, updateEM)
+    from hilcore.compat import Memory                   # HIL's cm.Memory (soft loss, updateEM not renormalised)
 
 See docs/switching.md for a before/after training loop.
 """
@@ -46,8 +48,8 @@ BaseEstimator, ClusterMixin = _sk_base.BaseEstimator, _sk_base.ClusterMixin
 # precomputed neighbourhoods) are handed to it
 _SkDBSCAN = require("sklearn.cluster", "hilcore.compat", "compat").DBSCAN
 
-__all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
-           "cm", "cm_hard", "cm_d", "em"]
+__all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "ClusterMemory_shared", "MultiCenterClusterMemory",
+           "Memory", "Memory_wise_v3", "cm", "cm_hard", "cm_d", "em"]
 
 
 def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_flag: bool = True,
@@ -558,6 +560,8 @@ class _CompatMemory(nn.Module):
             if what == "instance":
                 p = F.softmax(out, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
                 return -p.clamp_min(1e-8).log().mean()
+            if what == "soft":  # HIL's Memory: soft targets softmax(z / 10) against log_softmax(z), both with grad
+                return -(F.softmax(out / 10, dim=1) * F.log_softmax(out, dim=1)).sum(1).mean()
             if ca is None:
                 return F.cross_entropy(out, y)
             return (F.cross_entropy(out, y, reduction="none") * _weights(ca, x.shape[0], out)).mean()
@@ -588,9 +592,12 @@ class ClusterMemory(_CompatMemory):
         temp: temperature.
         momentum: ``mu``, the weight the old memory keeps.
         use_hard: update each class with its hardest sample only (CM_Hard).
-        num_centers: when > 0, also a ``features_d`` buffer ``[C, num_centers, D]``, as the HIL release's
+        num_centers: when > 0, a zero ``features_d`` buffer ``[C, num_centers, D]``, as the HIL release's
             ClusterMemory registers (``num_centers=10``) for its MCCL loss; this memory's forward does not
-            read it (nor does the release's). See :class:`MultiCenterClusterMemory` for its loss.
+            read it (nor does the release's). With 0, ``features_d`` is a registered buffer holding None:
+            assigning a tensor to it (as the release's trainer does) or loading a state dict that has it
+            makes it a buffer of that shape, so it is saved and ``load_state_dict`` of a release memory
+            works either way. See :class:`MultiCenterClusterMemory` for its loss.
         backend: the update kernel, ``"auto"`` (native on CPU, triton on CUDA), ``"torch"``, ``"native"``,
             ``"triton"``.
 
@@ -617,8 +624,17 @@ class ClusterMemory(_CompatMemory):
         self.use_hard = bool(use_hard)
         self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
         s = _arrays.positive_int(num_centers, "num_centers", minimum=0)
-        if s:
-            self.register_buffer("features_d", torch.zeros(self.num_samples, s, self.num_features))
+        # always a registered buffer: None (not in state_dict) until a tensor is assigned or loaded
+        self.register_buffer("features_d", torch.zeros(self.num_samples, s, self.num_features) if s else None)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "features_d"
+        if self._buffers.get("features_d") is None and isinstance(state_dict.get(key), torch.Tensor):
+            # a checkpoint of the HIL release's memory (features_d [C, 10, D]) into one built without it
+            self._buffers["features_d"] = torch.empty_like(state_dict[key], device=self.features.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, inputs, targets, ca=None, training_momentum=None):
         """Cluster-contrast loss of ``inputs`` ``[B, D]`` (any float dtype, on the memory's device) with
@@ -664,25 +680,58 @@ class MultiCenterClusterMemory(_CompatMemory):
         return self._loss(self._buffer("features_d", 3), inputs, targets, ca, training_momentum, "multi")
 
 
-class Memory(_CompatMemory):
-    """Instance memory of cm.py (``Memory`` / ``Memory_wise_v3`` with ``EM``): one vector per image.
+class ClusterMemory_shared(ClusterMemory):  # noqa: N801 - the HIL release's name
+    """The HIL release's ``ClusterMemory_shared`` (one memory both modalities train against): the release's
+    ``ClusterMemory`` under its other name, ``features`` ``[C, D]`` and a zero ``features_d`` ``[C, 10, D]``
+    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`."""
 
-    Buffers ``features`` ``[N, D]`` (the pipeline fills it with normalised
-    features), ``labels`` and ``cam`` ``[N]`` int64. ``forward(inputs, indexes)``
-    is the instance loss ``mean_i -log max(softmax(normalize(x_i) @ m.T / temp)[idx_i], 1e-8)``
-    (Memory_wise_v3's) with the per-index momentum update of ``em`` inside its
-    backward; :meth:`updateEM` is the no-grad update the HIL trainer calls after
-    each step. Both run on the fused kernels, in batch order.
+    def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 10,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, use_hard, num_centers=num_centers,
+                         backend=backend)
+
+
+class _InstanceMemory(_CompatMemory):
+    """Buffers of the release's instance memories: ``features`` ``[N, D]``, ``labels`` and ``cam`` ``[N]``."""
+
+    _label_dtype = torch.int64
+
+    def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, backend)
+        if num_cluster is not None:
+            num_cluster = _arrays.positive_int(num_cluster, "num_cluster", minimum=0)
+        self.num_cluster = num_cluster
+        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
+        self.register_buffer("labels", torch.zeros(self.num_samples, dtype=self._label_dtype))
+        self.register_buffer("cam", torch.zeros(self.num_samples, dtype=self._label_dtype))
+
+    def _batch(self, inputs, indexes):
+        bank = self._buffer("features", 2)
+        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
+        y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
+        return bank, x.to(bank.dtype), y
+
+
+class Memory_wise_v3(_InstanceMemory):  # noqa: N801 - the HIL release's name
+    """The HIL release's ``Memory_wise_v3``: the instance memory its trainer uses, one vector per image.
+
+    Buffers ``features`` ``[N, D]`` (the pipeline fills it with normalised features), ``labels`` and ``cam``
+    ``[N]`` int32 (as the release's). ``forward(inputs, indexes, cameras, neighbor_eps=0.9)`` is the instance
+    loss ``mean_i -log max(softmax(normalize(x_i) @ m.T / temp)[idx_i], 1e-8)`` with the per-index momentum
+    update of ``em`` inside its backward (renormalised); :meth:`updateEM` is the no-grad update the trainer
+    calls after each step, ``m[j] <- (mu m[j] + (1 - mu) x) / ||.||`` in batch order. Both run on the fused
+    kernels. The release's camera helpers (``cam2uid_``, ``cam_mem_gen``) are not provided.
 
     Example:
         >>> import torch
-        >>> from hilcore.compat import Memory
+        >>> from hilcore.compat import Memory_wise_v3
         >>> from hilcore.synthetic import reid_features
         >>> feats, _, _ = reid_features(5, 40, dim=32, seed=0)      # 200 unit rows
-        >>> memory = Memory(32, 200)
+        >>> memory = Memory_wise_v3(32, 200, 5)
         >>> memory.features = torch.as_tensor(feats).clone()
         >>> x = torch.tensor(feats[:8], requires_grad=True)
-        >>> loss = memory(x, torch.arange(8))          # each image against its own slot
+        >>> loss = memory(x, torch.arange(8), None)          # each image against its own slot
         >>> loss.backward()
         >>> before = memory.features.clone()
         >>> memory.updateEM(torch.as_tensor(feats[:4]), torch.arange(8, 12))
@@ -690,25 +739,65 @@ class Memory(_CompatMemory):
         (torch.Size([]), [8, 9, 10, 11])
     """
 
-    def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,
-                 backend: str = "auto"):
-        super().__init__(num_features, num_samples, temp, momentum, backend)
-        self.num_cluster = num_cluster
-        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
-        self.register_buffer("labels", torch.zeros(self.num_samples, dtype=torch.int64))
-        self.register_buffer("cam", torch.zeros(self.num_samples, dtype=torch.int64))
+    _label_dtype = torch.int32
 
-    def forward(self, inputs, indexes, cameras=None, **unused):
+    def forward(self, inputs, indexes, cameras=None, neighbor_eps=0.9):
         """Instance loss of ``inputs`` ``[B, D]`` against their own slots ``indexes`` ``[B]`` (``cameras`` and
-        further keyword arguments of the release's signature are accepted and unused, as there)."""
+        ``neighbor_eps`` are accepted and unused, as in the release)."""
         return self._loss(self._buffer("features", 2), inputs, indexes, None, None, "all", what="instance")
 
     @torch.no_grad()
-    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - cm.py's name
-        """For i in batch order: ``m[j_i] <- (mu m[j_i] + (1 - mu) x_i) / ||.||``, ``x_i`` as given (not normalised
-        first, as in the release)."""
-        bank = self._buffer("features", 2)
-        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
-        y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
-        b = _dispatch.resolve("memory.update", self.backend, bank.device, name="hilcore.compat.Memory.updateEM")
-        _update(bank, x.to(bank.dtype), y, self.momentum, "all", b)
+    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - the release's name
+        """For i in batch order: ``m[j_i] <- (mu m[j_i] + (1 - mu) x_i) / ||.||``, ``x_i`` as given (not
+        normalised first, as in the release)."""
+        bank, x, y = self._batch(inputs, indexes)
+        b = _dispatch.resolve("memory.update", self.backend, bank.device,
+                              name=f"hilcore.compat.{type(self).__name__}.updateEM")
+        _update(bank, x, y, self.momentum, "all", b)
+
+
+class Memory(_InstanceMemory):
+    """The HIL release's ``cm.Memory``: an instance memory with a soft loss and an update that does not
+    renormalise.
+
+    Buffers ``features`` ``[N, D]``, ``labels`` and ``cam`` ``[N]`` int64. ``forward(inputs, indexes,
+    cameras, symmetric=False)``: with ``z = normalize(x) @ m.T / temp`` (through ``em``, whose backward
+    moves ``m[idx_i]`` towards ``x_i`` and renormalises, in batch order), the loss is
+    ``mean_i -sum_c softmax(z_i / 10)_c log_softmax(z_i)_c``, gradients through both factors (the release
+    divides the em output in place, so both read ``z``). The release's forward also averages the logits per
+    pseudo label into a tensor it never uses; that is skipped. :meth:`updateEM` is
+    ``m[j] <- mu m[j] + (1 - mu) x`` in batch order, without renormalising (as the release's).
+
+    Example:
+        >>> import torch
+        >>> from hilcore.compat import Memory
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, _, _ = reid_features(5, 40, dim=32, seed=0)
+        >>> memory = Memory(32, 200, 5)
+        >>> memory.features = torch.as_tensor(feats).clone()
+        >>> loss = memory(torch.tensor(feats[:8], requires_grad=True), torch.arange(8), None)
+        >>> memory.updateEM(torch.as_tensor(feats[:2]), torch.tensor([9, 9]))
+        >>> m9 = 0.2 * (0.2 * torch.as_tensor(feats[9]) + 0.8 * torch.as_tensor(feats[0])) + 0.8 * torch.as_tensor(feats[1])
+        >>> loss.shape, torch.allclose(memory.features[9], m9)
+        (torch.Size([]), True)
+    """
+
+    def forward(self, inputs, indexes, cameras=None, symmetric=False):
+        """Soft instance loss of ``inputs`` ``[B, D]`` (``indexes`` ``[B]`` their slots, updated in backward);
+        ``cameras`` and ``symmetric`` are accepted and unused, as in the release."""
+        return self._loss(self._buffer("features", 2), inputs, indexes, None, None, "all", what="soft")
+
+    @torch.no_grad()
+    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - the release's name
+        """For i in batch order: ``m[j_i] <- mu m[j_i] + (1 - mu) x_i`` (no renormalisation), vectorised in
+        rounds (round r applies the r-th occurrence of every index), so repeated indexes apply in order."""
+        from .torch_backend.memory import occurrence
+
+        bank, x, y = self._batch(inputs, indexes)
+        if x.shape[0] == 0:
+            return
+        occ = occurrence(y)
+        for r in range(int(occ.max()) + 1):
+            sel = occ == r
+            rows = y[sel]
+            bank[rows] = self.momentum * bank[rows] + (1.0 - self.momentum) * x[sel]
