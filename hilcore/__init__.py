@@ -33,9 +33,8 @@ __all__ = [
 
 # Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
 # ``import hilcore``), so ``import hilcore`` pays nothing for them.
-_LAZY_SUBMODULES = ("cli", "compat", "compat_dbscan", "compat_jaccard", "cuda_backend", "cuml_backend",
-                    "cuvs_backend", "distributed", "eval", "faiss_backend", "native_backend", "ref", "splits",
-                    "synthetic", "torch_backend", "train", "triton")
+_LAZY_SUBMODULES = ("backend", "cli", "compat", "compat_dbscan", "compat_jaccard", "distributed", "eval", "ref",
+                    "splits", "synthetic", "train")
 
 
 def __getattr__(name):

@@ -791,7 +791,7 @@ class Memory(_InstanceMemory):
     def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - the release's name
         """For i in batch order: ``m[j_i] <- mu m[j_i] + (1 - mu) x_i`` (no renormalisation), vectorised in
         rounds (round r applies the r-th occurrence of every index), so repeated indexes apply in order."""
-        from .torch_backend.memory import occurrence
+        from .backend.torch.memory import occurrence
 
         bank, x, y = self._batch(inputs, indexes)
         if x.shape[0] == 0:

@@ -30,7 +30,7 @@ import torch
 
 from ._core import dbscan_labels
 from ._dispatch import native_module
-from .torch_backend.dbscan import _components
+from .backend.torch.dbscan import _components
 
 _TORCH_TO_NUMPY = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # elements of one row block of a dense GPU matrix

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import _arrays
 from ._dispatch import native_module
 from .knn import knn_tensors
-from .torch_backend.jaccard import _expansion, _reciprocal_mask, _row_ids, half_k
+from .backend.torch.jaccard import _expansion, _reciprocal_mask, _row_ids, half_k
 
 #: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
 UNIT_TOL = 1e-5
@@ -39,7 +39,7 @@ _TILE = 1 << 24
 def _l2_rank(x: torch.Tensor, k: int) -> torch.Tensor:
     """``[N, k]`` int64: ascending squared L2 distance of float32 rows (``||y||^2 - 2 x.y``; ``||x||^2`` is
     the same along a row), the row itself first, ties to the lower index."""
-    from .torch_backend.knn import _select
+    from .backend.torch.knn import _select
 
     n = x.shape[0]
     sq = (x * x).sum(1)
