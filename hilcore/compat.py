@@ -291,7 +291,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             return X[cupy.asarray(idx)]
         if idx.size == 0:
             return np.empty((0, n))
-        return X[idx].copy()
+        return X[idx]  # fancy indexing copies (scikit-learn copies once more)
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""
@@ -777,7 +777,8 @@ class Memory(_InstanceMemory):
         >>> memory.features = torch.as_tensor(feats).clone()
         >>> loss = memory(torch.tensor(feats[:8], requires_grad=True), torch.arange(8), None)
         >>> memory.updateEM(torch.as_tensor(feats[:2]), torch.tensor([9, 9]))
-        >>> m9 = 0.2 * (0.2 * torch.as_tensor(feats[9]) + 0.8 * torch.as_tensor(feats[0])) + 0.8 * torch.as_tensor(feats[1])
+        >>> f = torch.as_tensor(feats)
+        >>> m9 = 0.2 * (0.2 * f[9] + 0.8 * f[0]) + 0.8 * f[1]      # twice, in order, not renormalised
         >>> loss.shape, torch.allclose(memory.features[9], m9)
         (torch.Size([]), True)
     """

@@ -66,14 +66,28 @@ def ranking(x: torch.Tensor, k1: int, backend: str = "auto") -> torch.Tensor:
 
 def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dtype) -> np.ndarray:
     """V's values row by row, as the original computes them: ``F.softmax(-(2 - 2 x_i . x_E))`` with the same
-    torch calls on the same shapes (so the same bits), cast to the matrix dtype as NumPy casts."""
+    torch calls on the same shapes (so the same bits; MKL's product depends on torch's thread count, which is
+    left as the caller set it), cast to the matrix dtype as NumPy casts. The rows ``x_E`` are gathered for many
+    rows at once (a copy: the same values and layout as the original's per-row gather)."""
     ptr = eptr.tolist()
     idx = eidx.to(x.device)
+    n, dim = x.shape
     parts = []
-    for i in range(x.shape[0]):
-        cols = idx[ptr[i]:ptr[i + 1]]
-        dist = 2 - 2 * torch.mm(x[i].unsqueeze(0).contiguous(), x[cols].t())
-        parts.append(F.softmax(-dist, dim=1).view(-1))
+    start = 0
+    while start < n:
+        stop = start + 1
+        while stop < n and (ptr[stop + 1] - ptr[start]) * dim <= _TILE:
+            stop += 1
+        gathered = x[idx[ptr[start]:ptr[stop]]]
+        base = ptr[start]
+        # the products row by row (MKL's bits depend on the shapes); the element-wise -(2 - 2 s) at once
+        # (the same two roundings per element however many run together); the softmax row by row
+        dots = torch.cat([torch.mm(x[i:i + 1], gathered[ptr[i] - base:ptr[i + 1] - base].t()).view(-1)
+                          for i in range(start, stop)])
+        neg = -(2 - 2 * dots)
+        for i in range(start, stop):
+            parts.append(F.softmax(neg[ptr[i] - base:ptr[i + 1] - base].view(1, -1), dim=1).view(-1))
+        start = stop
     vals = torch.cat(parts).cpu().numpy()
     return vals.astype(mat)
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace hilcore {
 
@@ -110,10 +111,13 @@ int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const fl
 
 namespace {
 
-template <typename Load>
-int eps_rows(Load load, int64_t n, double eps, std::vector<int64_t>* indptr, std::vector<int64_t>* indices,
-             int64_t* bad_row, int nt) {
-  // contiguous row ranges per thread, one pass over the matrix; the pieces are joined in row order
+// V is the compare type (float or double): x[i, j] <= eps (as float64) <=> load(x[i, j]) <= e, e being eps rounded
+// down to V (every value of the matrix is exactly a V value). One row at a time: a vectorisable pass checks the
+// values, a second (the row is in cache) lists the columns within e.
+template <typename T, typename V, typename Load>
+int eps_rows(const T* x, int64_t n, int64_t ld, V e, Load load, std::vector<int64_t>* indptr,
+             std::vector<int64_t>* indices, int64_t* bad_row, int nt) {
+  const V top = std::numeric_limits<V>::max();
   std::vector<std::vector<int64_t>> cols(nt), counts(nt);
   std::vector<int64_t> first_bad(nt, -1), start(nt + 1, 0);
   for (int t = 0; t <= nt; ++t) start[t] = n * t / nt;
@@ -121,15 +125,20 @@ int eps_rows(Load load, int64_t n, double eps, std::vector<int64_t>* indptr, std
   for (int t = 0; t < nt; ++t) {
     std::vector<int64_t>& c = cols[t];
     std::vector<int64_t>& k = counts[t];
-    for (int64_t i = start[t]; i < start[t + 1] && first_bad[t] < 0; ++i) {
-      const size_t before = c.size();
-      bool bad = false;
+    for (int64_t i = start[t]; i < start[t + 1]; ++i) {
+      const T* row = x + i * ld;
+      int ok = 1;
       for (int64_t j = 0; j < n; ++j) {
-        const double v = load(i, j);
-        if (v <= eps) c.push_back(j);
-        bad |= !(v >= 0.0) || std::isinf(v);  // NaN, negative or inf
+        const V v = load(row[j]);
+        ok &= (v >= V(0)) & (v <= top);  // false for NaN, negative or inf
       }
-      if (bad) first_bad[t] = i;
+      if (!ok) {
+        first_bad[t] = i;
+        break;
+      }
+      const size_t before = c.size();
+      for (int64_t j = 0; j < n; ++j)
+        if (load(row[j]) <= e) c.push_back(j);
       k.push_back(static_cast<int64_t>(c.size() - before));
     }
   }
@@ -156,6 +165,13 @@ int eps_rows(Load load, int64_t n, double eps, std::vector<int64_t>* indptr, std
   return 0;
 }
 
+// eps (a float64) rounded down to float: for any float v, double(v) <= eps <=> v <= the result.
+float floor_to_float(double eps) {
+  float e = static_cast<float>(eps);
+  if (static_cast<double>(e) > eps) e = std::nextafter(e, -std::numeric_limits<float>::infinity());
+  return e;
+}
+
 }  // namespace
 
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
@@ -163,17 +179,13 @@ int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, s
   if (n < 0 || ld < n || kind < 0 || kind > 2) return 1;
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads < 1 ? 1 : num_threads,
                                                                          std::max<int64_t>(n, 1))));
-  if (kind == 0) {
-    const float* p = static_cast<const float*>(x);
-    return eps_rows([=](int64_t i, int64_t j) { return static_cast<double>(p[i * ld + j]); }, n, eps, indptr,
+  if (kind == 0)
+    return eps_rows(static_cast<const float*>(x), n, ld, floor_to_float(eps), [](float v) { return v; }, indptr,
                     indices, bad_row, nt);
-  }
-  if (kind == 1) {
-    const double* p = static_cast<const double*>(x);
-    return eps_rows([=](int64_t i, int64_t j) { return p[i * ld + j]; }, n, eps, indptr, indices, bad_row, nt);
-  }
-  const uint16_t* p = static_cast<const uint16_t*>(x);
-  return eps_rows([=](int64_t i, int64_t j) { return static_cast<double>(f16_to_f32(p[i * ld + j])); }, n, eps,
+  if (kind == 1)
+    return eps_rows(static_cast<const double*>(x), n, ld, eps, [](double v) { return v; }, indptr, indices,
+                    bad_row, nt);
+  return eps_rows(static_cast<const uint16_t*>(x), n, ld, floor_to_float(eps), [](uint16_t h) { return f16_to_f32(h); },
                   indptr, indices, bad_row, nt);
 }
 
