@@ -28,9 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._core import dbscan_labels
 from ._dispatch import native_module
-from .backend.torch.dbscan import _components
+from .stages.dbscan import labels as dbscan_labels_of
 
 _TORCH_TO_NUMPY = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # elements of one row block of a dense GPU matrix
@@ -183,6 +182,4 @@ def labels_from_rows(indptr: torch.Tensor, indices: torch.Tensor, core: torch.Te
     u, v = key // n, key % n
     if not torch.equal(key, torch.sort(v * n + u).values):
         return None
-    both = core[u] & core[v]
-    root = _components(u[both], v[both], n)
-    return dbscan_labels(core, root, u, v)
+    return dbscan_labels_of(core, u, v)  # hilcore's one numbering and border rule (hilcore.stages.dbscan)

@@ -137,18 +137,18 @@ class NativeModel(KernelModel):
         return _view(rank, n * ld, I64).view(n, ld)[:, :cols]
 
     def cuda_krecip_flags(self, rank, n, ld, k1, kh1, f1, fh, stream):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         self.calls.append("krecip_flags")
         r = self._rank(rank, n, ld, k1)
-        _view(f1, n * k1, U8).copy_(tj._reciprocal_mask(r, k1).reshape(-1))
-        _view(fh, n * kh1, U8).copy_(tj._reciprocal_mask(r, kh1).reshape(-1))
+        _view(f1, n * k1, U8).copy_(SJ.reciprocal_mask(r, k1).reshape(-1))
+        _view(fh, n * kh1, U8).copy_(SJ.reciprocal_mask(r, kh1).reshape(-1))
 
     def _expansion(self, rank, n, ld, k1, kh1, f1, fh):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         r = self._rank(rank, n, ld, k1).contiguous()
         m1 = _view(f1, n * k1, U8).view(n, k1).bool()
         mh = _view(fh, n * kh1, U8).view(n, kh1).bool()
-        return tj._expansion(r, m1, mh)
+        return SJ.expansion(r, m1, mh)
 
     def cuda_expand(self, rank, n, ld, k1, kh1, f1, fh, raw_count, raw_ptr, raw, stream):
         self.calls.append("expand_count" if raw_count else "expand_fill")
@@ -177,7 +177,7 @@ class NativeModel(KernelModel):
             cnt[i] = at.size
 
     def cuda_unique_weights(self, x, n, d, raw_ptr, raw, first, e_ptr, e_idx, e_val, stream):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         self.calls.append("unique_weights")
         ptr = _view(raw_ptr, n + 1, I64)
         vals = _view(raw, int(ptr[-1]), I32)
@@ -190,17 +190,17 @@ class NativeModel(KernelModel):
         idx = keep[order]
         _view(e_idx, idx.numel(), I32).copy_(idx.to(I32))
         xv = _view(x, n * d, F32).view(n, d)
-        _view(e_val, idx.numel(), F32).copy_(tj._weights(xv, eptr.clone(), idx))
+        _view(e_val, idx.numel(), F32).copy_(SJ.weights(xv, eptr.clone(), idx))
 
     def cuda_query_expansion(self, e_ptr, e_idx, e_val, rank, n, ld, k2, q_count, q_ptr, q_idx, q_val, stream):
-        from hilcore.backend.torch import jaccard as tj
+        from hilcore.stages import jaccard as SJ
         self.calls.append("query_expansion_count" if q_count else "query_expansion_fill")
         eptr = _view(e_ptr, n + 1, I64).clone()
         nnz = int(eptr[-1])
         eidx = _view(e_idx, nnz, I32).to(I64)
         evals = _view(e_val, nnz, F32).clone()
         r = self._rank(rank, n, ld, ld).contiguous()
-        qp, qi, qv = tj._query_expansion(r, k2, eptr, eidx, evals)
+        qp, qi, qv = SJ.query_expansion(r, k2, eptr, eidx, evals)
         if q_count:
             _view(q_count, n, I64).copy_(qp.diff())
             return
