@@ -232,8 +232,9 @@ def cmd_cluster(args) -> int:
     # every check that needs no data first: the long work must not end in a usage error
     check_input_file(args.features, "FEATURES")
     check_device(args.device)
-    for opt, v in (("--k1", args.k1), ("--k2", args.k2), ("--min-samples", args.min_samples)):
+    for opt, v in (("--k1", args.k1), ("--k2", args.k2)):
         check_number(v, opt, 1)
+    check_number(args.min_samples, "--min-samples", 1, maximum=_arrays.MAX_INT)
     check_number(args.eps, "--eps", 0)
     if args.out:
         check_output_file(args.out, "--out")
