@@ -72,19 +72,30 @@ void dots_n(const float* const* pa, const float* const* pb, int64_t n, int64_t d
 inline float score(float cc, float xc) { return cc - 2.f * xc; }
 inline float seed_d2(float xx, float ccn, float xc) { return std::max(xx + ccn - 2.f * xc, 0.f); }
 
+// float64 norms and distances for the bounds only (never for an assignment): four partial sums, so
+// they vectorise; their rounding (~d 2^-53 relative) is far inside kTiny below.
 double norm64(const float* a, int64_t d) {
-  double s = 0.0;
-  for (int64_t q = 0; q < d; ++q) s += static_cast<double>(a[q]) * static_cast<double>(a[q]);
-  return std::sqrt(s);
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  const int64_t d4 = d & ~int64_t{3};
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int r = 0; r < 4; ++r) s[r] += static_cast<double>(a[q + r]) * static_cast<double>(a[q + r]);
+  for (int64_t q = d4; q < d; ++q) s[0] += static_cast<double>(a[q]) * static_cast<double>(a[q]);
+  return std::sqrt((s[0] + s[1]) + (s[2] + s[3]));
 }
 
 double dist64(const float* a, const float* b, int64_t d) {
-  double s = 0.0;
-  for (int64_t q = 0; q < d; ++q) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  const int64_t d4 = d & ~int64_t{3};
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int r = 0; r < 4; ++r) {
+      const double t = static_cast<double>(a[q + r]) - static_cast<double>(b[q + r]);
+      s[r] += t * t;
+    }
+  for (int64_t q = d4; q < d; ++q) {
     const double t = static_cast<double>(a[q]) - static_cast<double>(b[q]);
-    s += t * t;
+    s[0] += t * t;
   }
-  return std::sqrt(s);
+  return std::sqrt((s[0] + s[1]) + (s[2] + s[3]));
 }
 
 // Rigorous rounding bound of the float32 scores above. For any summation order,
@@ -156,7 +167,7 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   std::vector<char> need(n);
   std::vector<double> cs(n);
   std::vector<int64_t> owner(bounded ? n : 0, -1);
-  std::vector<double> uo(bounded ? n : 0), sd(k);
+  std::vector<double> uo(bounded ? n : 0), sd(k), lbs(bounded ? n * k : 0);  // lbs: lower bounds per seed
   for (int64_t t = 1; t < k; ++t) {
     const float* c = cen.data() + (t - 1) * d;
     const float ccn = dot(c, c, d);
@@ -172,6 +183,7 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
         const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
         const double lb = sd[owner[i]] - uo[i];
         need[i] = !(lb > 0 && lb * lb > static_cast<double>(mind2[i]) + e);  // else seed_d2 >= mind2[i]
+        if (!need[i]) lbs[i * k + t - 1] = lb;
       }
       if (need[i]) { pa.push_back(x + i * d); pb.push_back(c); who.push_back(i); }
     }
@@ -181,10 +193,13 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
     for (int64_t i = 0; i < n; ++i) {
       if (need[i]) {
         const float d2 = d2v[i];
-        if (bounded && d2 < mind2[i]) {
-          owner[i] = t - 1;
+        if (bounded) {
           const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
-          uo[i] = up(std::sqrt(static_cast<double>(d2) + e));
+          lbs[i * k + t - 1] = down(std::sqrt(std::max(0.0, static_cast<double>(d2) - e)));
+          if (d2 < mind2[i]) {
+            owner[i] = t - 1;
+            uo[i] = up(std::sqrt(static_cast<double>(d2) + e));
+          }
         }
         mind2[i] = std::min(mind2[i], d2);
       }
@@ -206,8 +221,21 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   std::vector<double> sums(k * d);
   std::vector<double> ub(n), lb(n * k), delta(k, 0.0), ccd(k * k), nc(k);
   std::vector<float> sc(n * k), newc(d);
-  std::vector<char> chg(k), open(n);
+  std::vector<char> chg(k), open(n), stale(k);
+  bool geom_ok = false;  // nc / ccd hold the current centres' values (up to the moves in delta)
   bool have_bounds = false, moved = false;
+  if (bounded && k > 1) {
+    // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
+    // the seed of the row's seeding minimum, the last seed's lower bound unknown (0; the triangle
+    // inequality through the centre distances still applies)
+    for (int64_t i = 0; i < n; ++i) {
+      a[i] = owner[i];
+      ub[i] = uo[i];
+      for (int64_t j = 0; j + 1 < k; ++j) lb[i * k + j] = lbs[i * k + j];
+      lb[i * k + k - 1] = 0.0;
+    }
+    have_bounds = true;
+  }
   auto norms = [&]() {
     for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
   };
@@ -229,11 +257,18 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   };
   auto assign_bounded = [&]() {
     norms();
+    // centre norms and centre-centre distances: only those of the centres that moved are recomputed
+    for (int64_t j = 0; j < k; ++j) stale[j] = !geom_ok || delta[j] > 0;
     double ncm = 0.0;
-    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, nc[j] = norm64(cen.data() + j * d, d));
+    for (int64_t j = 0; j < k; ++j) {
+      if (stale[j]) nc[j] = norm64(cen.data() + j * d, d);
+      ncm = std::max(ncm, nc[j]);
+    }
     for (int64_t j = 0; j < k; ++j)
       for (int64_t l = j; l < k; ++l)
-        ccd[j * k + l] = ccd[l * k + j] = (l == j) ? 0.0 : down(dist64(cen.data() + j * d, cen.data() + l * d, d));
+        if (stale[j] || stale[l])
+          ccd[j * k + l] = ccd[l * k + j] = (l == j) ? 0.0 : down(dist64(cen.data() + j * d, cen.data() + l * d, d));
+    geom_ok = true;
     auto err = [&](int64_t i) { return g * (ncm * ncm + 2.0 * nx[i] * ncm); };
     auto tiny = [&](int64_t i) { return kTiny * (1.0 + nx[i] * nx[i] + ncm * ncm); };
     auto upper = [&](int64_t i, float s) {
