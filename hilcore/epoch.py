@@ -218,14 +218,67 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
     m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
 
-    def shared():
-        xs = torch.cat([mr, mi])
-        ls = torch.cat([sr, si])
-        return (cluster_centers(xs, ls, backend=cb),
-                subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))
-    s_cen, s_multi = clock("shared", shared)
+    s_cen, s_multi = clock("shared", shared_memories, mr, mi, sr, si, m, per, cfg, cb, b_sub)
     clock.times["total"] = time.perf_counter() - t_start
     return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, dict(clock.times), ran)
+
+
+def _single_modality_clusters(m, mode: str, dev: torch.device):
+    """``(rgb, ir)``: per modality ``(cluster ids, their shared ids)`` of the shared clusters whose members are
+    exactly that one modality cluster's members (docs/design.md, the epoch's data path)."""
+    none = (torch.zeros(0, dtype=torch.int64, device=dev),) * 2
+    un_r, un_i = (torch.as_tensor(t).to(dev) for t in (m.unmatched_rgb, m.unmatched_ir))
+    if mode == "both":  # shared ids: the P pairs, then every unmatched RGB cluster, then every unmatched IR one
+        p = int(len(m.pairs))
+        ar_r = torch.arange(un_r.numel(), device=dev)
+        ar_i = torch.arange(un_i.numel(), device=dev)
+        return (un_r, p + ar_r), (un_i, p + un_r.numel() + ar_i)
+    if mode == "rgb_to_ir":  # shared ids = IR ids; an IR cluster that took no RGB sample is its own members
+        return none, (un_i, un_i)
+    return (un_r, un_r), none  # ir_to_rgb: the mirror image
+
+
+def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: torch.Tensor, m, per: dict,
+                    cfg: EpochConfig, cb: str, b_sub: str):
+    """Shared centres ``[S, D]`` and multi-centre memories ``[S, 1 + n_sub, D]`` over the rows of both
+    modalities (RGB first) with the shared labels ``sr`` / ``si`` of the match ``m``.
+
+    A shared cluster whose members are exactly one modality cluster's (an unmatched cluster) takes that
+    cluster's centre and multi-centre memory from ``per`` (the same members give the same memory, as the
+    release's per-cluster ``KMeans(random_state=seed)`` does); only the other shared clusters (the matched
+    pairs, or the clusters that received samples) are computed, over their own rows, with the k-means++
+    draws of their shared ids (rows of :func:`hilcore.centers.seeding_uniforms` of the shared space), so each
+    of them equals ``subcluster(both rows, shared labels)``'s row."""
+    from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
+
+    dev = mr.device
+    n_shared = int(m.n_shared)
+    xs, _ = _arrays.features(torch.cat([mr, mi]), "x", normalize=True)  # the rows cluster_centers would see
+    ls = torch.cat([sr, si])
+    d = xs.shape[1]
+    s_cen = torch.empty(n_shared, d, dtype=torch.float32, device=dev)
+    s_multi = torch.empty(n_shared, 1 + cfg.n_sub, d, dtype=torch.float32, device=dev)
+    fresh = torch.ones(n_shared, dtype=torch.bool, device=dev)
+    for (ids, sid), name in zip(_single_modality_clusters(m, cfg.match_mode, dev), ("rgb", "ir")):
+        s_cen[sid] = torch.as_tensor(per[name][1]).to(dev)[ids]
+        s_multi[sid] = torch.as_tensor(per[name][2]).to(dev)[ids]
+        fresh[sid] = False
+    fresh_ids = torch.nonzero(fresh).flatten()
+    q = fresh_ids.numel()
+    if q:
+        fmap = torch.full((n_shared,), -1, dtype=torch.int64, device=dev)
+        fmap[fresh_ids] = torch.arange(q, device=dev)
+        lf = torch.where(ls >= 0, fmap[ls.clamp(min=0)], ls)
+        c_impl = _dispatch.resolve("cluster_centers", cb, dev)
+        s_impl = _dispatch.resolve("subcluster", b_sub, dev)
+        u = None
+        if cfg.sub_method == "kmeans":
+            u = seeding_uniforms(cfg.seed, n_shared, SUB_DEFAULTS["n_init"], cfg.n_sub).to(dev)[fresh_ids]
+        s_cen[fresh_ids] = c_impl(xs, lf, q)
+        s_multi[fresh_ids] = multi_centres(xs, lf, q, cfg.n_sub, cfg.weight, cfg.sub_method, s_impl, u=u,
+                                           iters=SUB_DEFAULTS["iters"], eps=SUB_DEFAULTS["eps"],
+                                           min_samples=SUB_DEFAULTS["min_samples"])
+    return s_cen, s_multi
 
 
 def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: dict):
