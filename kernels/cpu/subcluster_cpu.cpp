@@ -83,19 +83,45 @@ double norm64(const float* a, int64_t d) {
   return std::sqrt((s[0] + s[1]) + (s[2] + s[3]));
 }
 
-double dist64(const float* a, const float* b, int64_t d) {
-  double s[4] = {0.0, 0.0, 0.0, 0.0};
+// Squared distances |a - b|^2 in float32 for the bounds only (never for an assignment), G pairs at once.
+// Every term is non-negative, so whatever the order the computed sum s satisfies
+// s (1 - g) <= |a - b|^2 <= s (1 + 2 g) (g below; one rounding each for the difference, the square
+// and every addition), up to underflow (kAbs).
+template <int G>
+inline void sqdiffs(const float* const* pa, const float* const* pb, int64_t d, float* out) {
   const int64_t d4 = d & ~int64_t{3};
+  float l[G][4];
+#if defined(__SSE2__)
+  __m128 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm_setzero_ps();
   for (int64_t q = 0; q < d4; q += 4)
-    for (int r = 0; r < 4; ++r) {
-      const double t = static_cast<double>(a[q + r]) - static_cast<double>(b[q + r]);
-      s[r] += t * t;
+    for (int g = 0; g < G; ++g) {
+      const __m128 t = _mm_sub_ps(_mm_loadu_ps(pa[g] + q), _mm_loadu_ps(pb[g] + q));
+      acc[g] = _mm_add_ps(acc[g], _mm_mul_ps(t, t));
     }
-  for (int64_t q = d4; q < d; ++q) {
-    const double t = static_cast<double>(a[q]) - static_cast<double>(b[q]);
-    s[0] += t * t;
+  for (int g = 0; g < G; ++g) _mm_storeu_ps(l[g], acc[g]);
+#else
+  for (int g = 0; g < G; ++g) l[g][0] = l[g][1] = l[g][2] = l[g][3] = 0.f;
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < 4; ++r) {
+        const float t = pa[g][q + r] - pb[g][q + r];
+        l[g][r] = l[g][r] + t * t;
+      }
+#endif
+  for (int g = 0; g < G; ++g) {
+    for (int64_t t = d4; t < d; ++t) {
+      const float v = pa[g][t] - pb[g][t];
+      l[g][0] = l[g][0] + v * v;
+    }
+    out[g] = ((l[g][0] + l[g][1]) + l[g][2]) + l[g][3];
   }
-  return std::sqrt((s[0] + s[1]) + (s[2] + s[3]));
+}
+
+void sqdiff_n(const float* const* pa, const float* const* pb, int64_t n, int64_t d, float* out) {
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4) sqdiffs<4>(pa + p, pb + p, d, out + p);
+  for (; p < n; ++p) sqdiffs<1>(pa + p, pb + p, d, out + p);
 }
 
 // Rigorous rounding bound of the float32 scores above. For any summation order,
@@ -112,6 +138,14 @@ inline double slack_g(int64_t d) { return static_cast<double>(d) * kU / (1.0 - s
 // bound shrinks by a little more than the centre moved, an upper bound grows by a little more.
 inline double up(double v) { return v * (1.0 + kTiny) + 1e-12; }
 inline double down(double v) { return v * (1.0 - kTiny) - 1e-12; }
+constexpr double kAbs = 1e-30;  // covers float32 underflow in the squared distances of sqdiffs
+// bounds of |a - b| from a computed sqdiffs value s
+inline double dist_upper(float s, double g) { return up(std::sqrt(static_cast<double>(s) * (1.0 + 2.0 * g) + kAbs)); }
+inline double dist_lower(float s, double g) {
+  return down(std::sqrt(std::max(0.0, static_cast<double>(s) * (1.0 - g) - kAbs)));
+}
+// an upper bound of |c| from cc = dot(c, c) (cc >= |c|^2 (1 - gamma_d))
+inline double norm_upper(float cc, double g) { return up(std::sqrt(static_cast<double>(cc) * (1.0 + 2.0 * g) + kAbs)); }
 
 struct Run {
   std::vector<float> cen;
@@ -129,15 +163,16 @@ struct Run {
 // inequality gives |x_i - c| >= |s_{o_i} - c| - U_i =: lb; when lb^2 exceeds mind2_i by more than the
 // rounding bound, the computed seed_d2 would be >= mind2_i and std::min keeps mind2_i: it is skipped.
 //
-// Lloyd, bounded (Elkan's bounds): U_i >= true |x_i - c_{a_i}|, L_ij <= true |x_i - c_j|, kept
-// valid across a centre move of delta_j by U += delta_a, L -= delta_j, and tightened by
-// |x - c_j| >= |c_a - c_j| - U. Centre j is excluded for row i when max(L_ij, |c_a - c_j| - U_i)^2 -
-// U_i^2 > 2E + tiny, E the rounding bound of a score: then the computed score of j is strictly above
-// the computed score of a, so j is neither the minimum nor tied with it. The row's new assignment is
-// the first minimum, in index order, of the scores it did compute (a's always among them when any
-// other is computed): exactly the plain loop's first minimum over all k scores. A centre whose
-// members did not change is not recomputed (same members in the same order: the same float64 sums,
-// the same bits) and moves by 0.
+// Lloyd, bounded (Elkan's per-centre bounds): U_i >= true |x_i - c_{a_i}|, L_ij <= true |x_i - c_j|,
+// kept valid across a centre move of delta_j (an upper bound of |c_j' - c_j|) by U += delta_a,
+// L -= delta_j. The first step starts from the seeding's bounds (the centres are the seeds). Centre j
+// is excluded for row i when L_ij^2 - U_i^2 > 2E + tiny, E the rounding bound of a score: then the
+// computed score of j is strictly above the computed score of a, so j is neither the minimum nor tied
+// with it. The row's new assignment is the first minimum, in index order, of the scores it did compute
+// (a's always among them when any other is computed): exactly the plain loop's first minimum over all
+// k scores. A centre whose members did not change is not recomputed (same members in the same order:
+// the same float64 sums, the same bits) and moves by 0. (Elkan's centre-centre bound is left out: in
+// these dimensions it rarely excludes a centre and costs k^2 / 2 distances a step.)
 void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64_t d, int64_t k, int64_t iters,
              const double* u, int64_t pos0, bool bounded, Run& out) {
   const double g = slack_g(d);
@@ -172,9 +207,15 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
     const float* c = cen.data() + (t - 1) * d;
     const float ccn = dot(c, c, d);
     double nc = 0.0;
-    if (bounded) {
-      nc = norm64(c, d);
-      for (int64_t p = 0; p + 1 < t; ++p) sd[p] = down(dist64(cen.data() + p * d, c, d));
+    if (bounded && t > 1) {  // the new seed's norm, and its distances to the earlier seeds (lower bounds)
+      nc = norm_upper(ccn, g);
+      clear_pairs();
+      for (int64_t p = 0; p + 1 < t; ++p) { pa.push_back(cen.data() + p * d); pb.push_back(c); }
+      val.resize(pa.size());
+      sqdiff_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
+      for (int64_t p = 0; p + 1 < t; ++p) sd[p] = dist_lower(val[p], g);
+    } else if (bounded) {
+      nc = norm_upper(ccn, g);
     }
     clear_pairs();
     for (int64_t i = 0; i < n; ++i) {
@@ -219,10 +260,9 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   // Lloyd
   std::vector<int64_t> a(n, -1), prev(n, -1), cnt(k, 0);
   std::vector<double> sums(k * d);
-  std::vector<double> ub(n), lb(n * k), delta(k, 0.0), ccd(k * k), nc(k);
+  std::vector<double> ub(n), lb(n * k), delta(k, 0.0);
   std::vector<float> sc(n * k), newc(d);
-  std::vector<char> chg(k), open(n), stale(k);
-  bool geom_ok = false;  // nc / ccd hold the current centres' values (up to the moves in delta)
+  std::vector<char> chg(k), open(n);
   bool have_bounds = false, moved = false;
   if (bounded && k > 1) {
     // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
@@ -257,18 +297,8 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   };
   auto assign_bounded = [&]() {
     norms();
-    // centre norms and centre-centre distances: only those of the centres that moved are recomputed
-    for (int64_t j = 0; j < k; ++j) stale[j] = !geom_ok || delta[j] > 0;
-    double ncm = 0.0;
-    for (int64_t j = 0; j < k; ++j) {
-      if (stale[j]) nc[j] = norm64(cen.data() + j * d, d);
-      ncm = std::max(ncm, nc[j]);
-    }
-    for (int64_t j = 0; j < k; ++j)
-      for (int64_t l = j; l < k; ++l)
-        if (stale[j] || stale[l])
-          ccd[j * k + l] = ccd[l * k + j] = (l == j) ? 0.0 : down(dist64(cen.data() + j * d, cen.data() + l * d, d));
-    geom_ok = true;
+    double ncm = 0.0;  // an upper bound of every centre's norm
+    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
     auto err = [&](int64_t i) { return g * (ncm * ncm + 2.0 * nx[i] * ncm); };
     auto tiny = [&](int64_t i) { return kTiny * (1.0 + nx[i] * nx[i] + ncm * ncm); };
     auto upper = [&](int64_t i, float s) {
@@ -279,7 +309,7 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
     };
     auto excluded = [&](int64_t i, int64_t j) {  // centre j provably scores above the candidate a[i]
       const double ui = ub[i];
-      const double l = std::max(lb[i * k + j], ccd[a[i] * k + j] - ui);
+      const double l = lb[i * k + j];
       return l > 0 && l * l - ui * ui > 2.0 * err(i) + tiny(i);
     };
     if (!have_bounds) {  // first step: every distance
@@ -364,8 +394,12 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
       if (!chg[j] || cnt[j] == 0) continue;
       float* cj = cen.data() + j * d;
       for (int64_t q = 0; q < d; ++q) newc[q] = static_cast<float>(sums[j * d + q] / static_cast<double>(cnt[j]));
-      if (bounded) {
-        delta[j] = dist64(newc.data(), cj, d);
+      if (bounded) {  // how far the centre moved (an upper bound; 0 when it did not)
+        const float* pn = newc.data();
+        const float* po = cj;
+        float s2;
+        sqdiffs<1>(&pn, &po, d, &s2);
+        delta[j] = std::memcmp(pn, po, sizeof(float) * d) == 0 ? 0.0 : dist_upper(s2, g);
         moved = moved || delta[j] > 0;
       }
       std::memcpy(cj, newc.data(), sizeof(float) * d);
