@@ -206,12 +206,15 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
 
 
 def multi_centres(xt: torch.Tensor, lab: torch.Tensor, c: int, n_sub: int, weight: float, method: str,
-                  impl: _dispatch.Impl, *, u: torch.Tensor | None, iters: int, eps: float, min_samples: int):
+                  impl: _dispatch.Impl, *, u: torch.Tensor | None, iters: int, eps: float, min_samples: int,
+                  centres: torch.Tensor | None = None):
     """Internal entry of :func:`subcluster` on validated input: ``xt`` normalised float32 rows, ``lab``
     contiguous int64 ids ``0..c-1`` on its device, ``impl`` the resolved ``subcluster``, ``u`` the
     ``[c, n_init, n_sub]`` k-means++ draws of these clusters (``method="kmeans"``; e.g. rows of
-    :func:`seeding_uniforms` of a larger label space). Returns the ``[c, 1 + n_sub, D]`` tensor."""
-    centres = impl.part("centers")(xt, lab, c)
+    :func:`seeding_uniforms` of a larger label space). ``centres``: the ``[c, D]`` result of ``impl``'s
+    ``centers`` part on the same input when the caller has it already. Returns the ``[c, 1 + n_sub, D]`` tensor."""
+    if centres is None:
+        centres = impl.part("centers")(xt, lab, c)
     if method == "kmeans":
         sub, cnt, first = impl.part("kmeans")(xt, lab, c, n_sub, iters, u)
     else:

@@ -8,8 +8,6 @@ from typing import Any
 import torch
 
 from . import _arrays, _dispatch
-from .brst import bidirectional_match
-from .centers import cluster_centers, subcluster
 from .jaccard import jaccard_rows
 
 
@@ -210,17 +208,56 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
         lab = torch.as_tensor(lab).to(x.device)
         del d
         _check_not_all_noise(lab, name, x.shape[0], cfg)
-        cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
-        multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
-                      seed=cfg.seed, backend=b_sub)
+        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb)
+        multi = clock(f"subcluster_{name}", modality_memories, xn, lab, c, cen, cfg, cb, b_sub)
         per[name] = (lab, cen, multi)
     lr, li = per["rgb"][0], per["ir"][0]
-    m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
+    m = clock("match", match, xr, lr, xi, li, per, cfg, b_match)
     sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
 
     s_cen, s_multi = clock("shared", shared_memories, mr, mi, sr, si, m, per, cfg, cb, b_sub)
     clock.times["total"] = time.perf_counter() - t_start
     return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, dict(clock.times), ran)
+
+
+def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str):
+    """What ``cluster_centers(x, lab, backend=cb)`` computes, keeping its validated rows for the next stage:
+    ``(normalised rows, C, centres [C, D])`` (one validation and normalisation of ``x`` and one label check
+    per modality instead of one per op)."""
+    from .centers import checked_clusters
+
+    xn, _ = _arrays.features(x, "x", normalize=True)
+    lab, c = checked_clusters(lab, xn.shape[0], xn.device)
+    return xn, c, _dispatch.resolve("cluster_centers", cb, xn.device)(xn, lab, c)
+
+
+def modality_memories(xn: torch.Tensor, lab: torch.Tensor, c: int, cen: torch.Tensor, cfg: EpochConfig, cb: str,
+                      b_sub: str):
+    """What ``subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)``
+    computes, on the rows :func:`modality_centres` validated; its slot 0 is ``cen`` when both stages use the
+    same centre function (the same bits) instead of a second pass over the rows."""
+    from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
+
+    impl = _dispatch.resolve("subcluster", b_sub, xn.device)
+    same = impl.part("centers").fn is _dispatch.resolve("cluster_centers", cb, xn.device).fn
+    u = seeding_uniforms(cfg.seed, c, SUB_DEFAULTS["n_init"], cfg.n_sub) if cfg.sub_method == "kmeans" else None
+    return multi_centres(xn, lab, c, cfg.n_sub, cfg.weight, cfg.sub_method, impl, u=u, iters=SUB_DEFAULTS["iters"],
+                         eps=SUB_DEFAULTS["eps"], min_samples=SUB_DEFAULTS["min_samples"],
+                         centres=cen if same else None)
+
+
+def match(xr: torch.Tensor, lr: torch.Tensor, xi: torch.Tensor, li: torch.Tensor, per: dict, cfg: EpochConfig,
+          b_match: str):
+    """``bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode)`` on the epoch's validated, normalised
+    features and its DBSCAN labels (contiguous; the cluster counts are the centres' rows): no second
+    validation, normalisation or label check."""
+    from .brst import MatchResult, match_tensors
+
+    ratio = _arrays.nonneg_float(cfg.ratio, "ratio")
+    impl = _dispatch.resolve("bidirectional_match", b_match, xr.device)
+    out = match_tensors(xr, lr, int(per["rgb"][1].shape[0]), xi, li, int(per["ir"][1].shape[0]), ratio,
+                        cfg.match_mode, impl)
+    return MatchResult(*out[:5], n_shared=int(out[5]))
 
 
 def _single_modality_clusters(m, mode: str, dev: torch.device):
@@ -253,9 +290,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
 
     dev = mr.device
     n_shared = int(m.n_shared)
-    xs, _ = _arrays.features(torch.cat([mr, mi]), "x", normalize=True)  # the rows cluster_centers would see
     ls = torch.cat([sr, si])
-    d = xs.shape[1]
+    d = mr.shape[1]
     s_cen = torch.empty(n_shared, d, dtype=torch.float32, device=dev)
     s_multi = torch.empty(n_shared, 1 + cfg.n_sub, d, dtype=torch.float32, device=dev)
     fresh = torch.ones(n_shared, dtype=torch.bool, device=dev)
@@ -269,15 +305,22 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
         fmap = torch.full((n_shared,), -1, dtype=torch.int64, device=dev)
         fmap[fresh_ids] = torch.arange(q, device=dev)
         lf = torch.where(ls >= 0, fmap[ls.clamp(min=0)], ls)
+        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
+        n_r = mr.shape[0]
+        xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
+        xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
+        lf = lf[rows]
         c_impl = _dispatch.resolve("cluster_centers", cb, dev)
         s_impl = _dispatch.resolve("subcluster", b_sub, dev)
         u = None
         if cfg.sub_method == "kmeans":
             u = seeding_uniforms(cfg.seed, n_shared, SUB_DEFAULTS["n_init"], cfg.n_sub).to(dev)[fresh_ids]
-        s_cen[fresh_ids] = c_impl(xs, lf, q)
+        cen_f = c_impl(xs, lf, q)
+        s_cen[fresh_ids] = cen_f
+        same = s_impl.part("centers").fn is c_impl.fn
         s_multi[fresh_ids] = multi_centres(xs, lf, q, cfg.n_sub, cfg.weight, cfg.sub_method, s_impl, u=u,
                                            iters=SUB_DEFAULTS["iters"], eps=SUB_DEFAULTS["eps"],
-                                           min_samples=SUB_DEFAULTS["min_samples"])
+                                           min_samples=SUB_DEFAULTS["min_samples"], centres=cen_f if same else None)
     return s_cen, s_multi
 
 
