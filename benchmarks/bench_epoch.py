@@ -66,7 +66,7 @@ def kmeans_evals(xr, xi, out, cfg) -> dict:
 
     if "native" not in _dispatch.backends("cpu"):
         return {}
-    from hilcore.native_backend.centers import kmeans_subcenters
+    from hilcore.backend.native.centers import kmeans_subcenters
 
     res = {}
     for name, x, lab in (("rgb", xr, out.labels_rgb), ("ir", xi, out.labels_ir),

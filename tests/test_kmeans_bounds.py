@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif("native" not in hilcore.backends("cpu"), reason=
 
 
 def _run(x, lab, k, iters, seed, n_init=10):
-    from hilcore.native_backend.centers import kmeans_subcenters
+    from hilcore.backend.native.centers import kmeans_subcenters
 
     xt = torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32), dim=1)
     lab = torch.as_tensor(lab, dtype=torch.int64)
