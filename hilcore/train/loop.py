@@ -61,7 +61,7 @@ from . import distributed as D
 from .augment import build_transforms
 from .augment import Transform, channel_exchange
 from .backbones import build_model
-from .config import TrainConfig, dump_config, from_dict
+from .config import TrainConfig, check_data_sizes, dump_config, from_dict
 from .datasets import RGB, load_image, load_regdb, load_sysu_mm01
 from .hil_release import (CameraSampler, build_release_transforms, cluster_release, neighbour_terms_release,
                           raw_momentum_update)
@@ -148,7 +148,9 @@ class Data:
         return (self.extract or self.train)[m]
 
 
-def build_data(cfg: TrainConfig) -> Data:
+def build_data(cfg: TrainConfig, for_training: bool = False) -> Data:
+    """The images of ``cfg.data``; ``for_training``: first refuse sizes the listed data cannot fill
+    (:func:`hilcore.train.config.check_data_sizes`), before any image is read."""
     d = cfg.data
     size = tuple(d.size)
     if d.dataset in ("sysu", "synthetic"):
@@ -160,6 +162,8 @@ def build_data(cfg: TrainConfig) -> Data:
         ds = load_regdb(d.root, d.regdb_trial)
         rgb, ir = ds.train_visible, ds.train_thermal
         q, g, kind = ds.test_visible, ds.test_thermal, "regdb"
+    if for_training:
+        check_data_sizes(cfg, len(rgb), len(ir))
     mk = lambda s, interp="bilinear": ImageSource(s, size, d.cache, d.workers, interp)  # noqa: E731
     ext = None
     if d.extract_interp != "bilinear":
@@ -455,7 +459,7 @@ class Trainer:
         # bars on a terminal only: a redirected log gets the per-epoch lines, not thousands of \r updates
         self.progress = bool(cfg.run.progress) and D.is_main() and sys.stderr.isatty()
         self._seed(cfg.run.seed)
-        self.data = build_data(cfg)
+        self.data = build_data(cfg, for_training=True)
         self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
         if D.is_dist() and cfg.run.sync_bn:
