@@ -427,3 +427,21 @@ def test_docs_show_only_committed_results(tmp_path):
     subprocess.run(git + ["commit", "-qm", "r"], check=True)
     (res / "local_run.json").write_text('{"a": 2}')
     assert [p.name for p in hilcore_docs._committed(res, "*.json")] == ["committed.json"]
+
+
+def test_hil_eval_shows_extraction_progress_on_request_and_not_into_a_redirected_log(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    from hilcore.train import config as C
+    from hilcore.train.loop import build_reid_model
+    from hilcore.train.synthetic_people import make_synthetic_sysu
+
+    root = make_synthetic_sysu(tmp_path / "d", n_ids=6, imgs_per_cam=1, size=(32, 16), seed=0)
+    cfg = C.from_dict({"data": {"dataset": "synthetic", "root": str(root), "size": [32, 16], "workers": 0},
+                       "model": {"backbone": "tiny", "kwargs": {"width": 8}}, "run": {"device": "cpu"}})
+    model = build_reid_model(cfg)
+    ckpt.save_checkpoint(tmp_path / "run", ckpt.training_state(model, None, None, 1, cfg.to_dict(), [], {}))
+    base = ["eval", tmp_path / "run", "--dataset", "synthetic", "--data-root", root, "--trials", "1"]
+    rc, out, err = run_cli(base + ["--progress", "on"], capsys)
+    assert rc == 0 and "eval query (IR)" in err and "eval gallery (RGB)" in err and "mAP" in out
+    rc, out, err = run_cli(base, capsys)       # auto: stderr is not a terminal here
+    assert rc == 0 and err == ""
