@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 
 collect_ignore = ["hilcore/train"]
 if importlib.util.find_spec("triton") is None:
-    collect_ignore.append("hilcore/triton")
+    collect_ignore.append("hilcore/backend/triton")
 
 # comment in an example line -> (is the requirement met here?, skip reason)
 _REQUIREMENTS = {

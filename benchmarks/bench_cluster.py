@@ -101,7 +101,7 @@ def knn_products(n: int, knn_backend: str, tile: int | None = None) -> float:
     if knn_backend != "native":
         return float(n) * n
     if tile is None:
-        from hilcore.native_backend.knn import TILE as tile
+        from hilcore.backend.native.knn import TILE as tile
     full, rest = divmod(n, tile)
     sizes = [tile] * full + ([rest] if rest else [])
     return (float(n) * n + sum(float(s) * s for s in sizes)) / 2.0

@@ -71,10 +71,10 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
 
-    from hilcore.native_backend.jaccard import jaccard as native_stages
-    from hilcore.native_backend.knn import knn as native_knn
+    from hilcore.backend.native.jaccard import jaccard as native_stages
+    from hilcore.backend.native.knn import knn as native_knn
     from hilcore.synthetic import reid_features
-    from hilcore.torch_backend.jaccard import jaccard as torch_stages
+    from hilcore.backend.torch.jaccard import jaccard as torch_stages
 
     x, _, _ = reid_features(max(2, a.n // 20), n=a.n, dim=a.dim, seed=0)
     xt = torch.from_numpy(x)

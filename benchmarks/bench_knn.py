@@ -5,7 +5,7 @@ ReID-like features from :mod:`hilcore.synthetic`) it times
 
 - ``hilcore.knn`` (backend auto: on a CPU the native backend, ``precision="auto"``,
   i.e. the int8-candidate path at these sizes);
-- the native fp32 path (``hilcore.native_backend.knn.knn(..., precision="fp32")``);
+- the native fp32 path (``hilcore.backend.native.knn.knn(..., precision="fp32")``);
 - a plain baseline: blocked ``torch.mm`` over all columns + ``torch.topk`` per block,
   merged with a second topk (no symmetry, no custom merge).
 
@@ -102,7 +102,7 @@ def timed(fn, repeats):
 
 def bench(args) -> dict:
     import hilcore
-    from hilcore.native_backend import knn as nk
+    from hilcore.backend.native import knn as nk
     from hilcore.synthetic import reid_features
 
     sizes = list(QUICK_SIZES if args.quick else (args.sizes or SIZES))
@@ -192,7 +192,7 @@ def _gpu_column(name: str, device: str):
     except hilcore.BackendUnavailable as e:
         return None, str(e)
     if name in ("triton", "triton_fp32"):
-        from hilcore.triton import knn as tknn
+        from hilcore.backend.triton import knn as tknn
 
         prec = "fp32" if name == "triton_fp32" else "auto"
 

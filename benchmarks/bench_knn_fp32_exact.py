@@ -2,7 +2,7 @@
 
 The fp32 path now keeps ``k + extra`` GEMM candidates per row, rescores them
 with the fixed-order float32 dot (``knn_simd::Ops::dot_f32``), certifies each
-row and completes the uncertified ones exactly (hilcore/native_backend/knn.py).
+row and completes the uncertified ones exactly (hilcore/backend/native/knn.py).
 This times (wall and, the calls being single-threaded, the calling thread's
 CPU time), in one process and interleaved (before, after, before, after, ...):
 
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from hilcore import _arrays
-    from hilcore.native_backend import knn as nk
+    from hilcore.backend.native import knn as nk
     from hilcore.synthetic import reid_features
 
     torch.set_num_threads(args.threads)

@@ -64,11 +64,11 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
     recorded (:func:`knn_specs`); the others from their launchers' block functions."""
     import triton
 
-    import hilcore.triton.brst as tbrst
-    import hilcore.triton.centers as tcen
-    import hilcore.triton.knn as tknn
-    import hilcore.triton.mccl as tmccl
-    import hilcore.triton.memory as tmem
+    import hilcore.backend.triton.brst as tbrst
+    import hilcore.backend.triton.centers as tcen
+    import hilcore.backend.triton.knn as tknn
+    import hilcore.backend.triton.mccl as tmccl
+    import hilcore.backend.triton.memory as tmem
 
     specs = knn_specs(d, arch)
 
@@ -86,7 +86,7 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
         specs.append(dict(name=name, fn=fn, signature=sig, constexprs=constexprs, options=options,
                           divisible=div))
 
-    # centres (hilcore/triton/centers.py launchers, GPU branch)
+    # centres (hilcore/backend/triton/centers.py launchers, GPU branch)
     add("segment_mean", tcen._segment_mean_kernel, {"order_ptr": "*i64", "starts_ptr": "*i64", "sizes_ptr": "*i64"},
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
     k_p = max(2, triton.next_power_of_2(N_SUB))
@@ -144,7 +144,7 @@ def _recorded_launches():
 
 
 def knn_specs(d: int, arch: int) -> list[dict]:
-    """The kNN kernels exactly as the launcher of hilcore/triton/knn.py launches them on a GPU.
+    """The kNN kernels exactly as the launcher of hilcore/backend/triton/knn.py launches them on a GPU.
 
     For each case of :data:`KNN_CASES` the fp16 path (``_fp16_path``: prep, candidates,
     rescoring) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
@@ -155,7 +155,7 @@ def knn_specs(d: int, arch: int) -> list[dict]:
     import torch
     from unittest import mock
 
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
 
     specs, seen = [], {}
     for n, k in KNN_CASES:

@@ -1,7 +1,7 @@
 // Bindings of the CUDA launchers (kernels/cuda/launchers.h). Compiled by the
 // host C++ compiler: no CUDA headers here. Device buffers cross as integer
 // addresses (torch's tensor.data_ptr()), the stream as an integer
-// (torch.cuda.current_stream().cuda_stream). hilcore/cuda_backend/*.py own
+// (torch.cuda.current_stream().cuda_stream). hilcore/backend/cuda/*.py own
 // the allocation and the scans between count and fill passes; this layer
 // checks sizes (ValueError) and turns a CUDA error into a RuntimeError.
 #ifdef HILCORE_WITH_CUDA

@@ -33,8 +33,7 @@ __all__ = [
 
 # Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
 # ``import hilcore``), so ``import hilcore`` pays nothing for them.
-_LAZY_SUBMODULES = ("cli", "compat", "cuda_backend", "cuml_backend", "cuvs_backend", "distributed", "eval",
-                    "faiss_backend", "native_backend", "ref", "splits", "synthetic", "torch_backend", "train", "triton")
+_LAZY_SUBMODULES = ("backend", "cli", "compat", "distributed", "eval", "ref", "splits", "synthetic", "train")
 
 
 def __getattr__(name):

@@ -1,19 +1,25 @@
 """The backend registry: the one place that says which implementation runs an op.
 
-Every backend package registers, when it is imported, what it implements:
-``register(op, backend, devices=..., dtypes=..., impl="module:function")`` for
-a kernel, or ``parts={...}`` for a pipeline made of other ops (the Jaccard
-distance is a kNN and the k-reciprocal stages). :func:`resolve` turns
+Every backend is one folder ``hilcore/backend/<name>/`` whose ``__init__.py``
+describes it: ``BACKEND = Backend(__name__, order=..., devices=..., why_not=...)``
+says where it runs and its own availability check, and ``BACKEND.op(op,
+impl=".module:function")`` (or ``parts={...}`` for a pipeline made of other
+ops: the Jaccard distance is a kNN and the k-reciprocal stages) says which ops
+it implements, on which devices and in which dtypes. :func:`discover` finds the
+folders (``pkgutil`` over ``hilcore.backend``), imports each ``__init__`` and
+reads its :class:`Backend`: there is no list of backends here, so a new backend
+is one new folder and no edit to this module. :func:`resolve` turns
 ``(op, backend, device)`` into an :class:`Impl`, or raises
 :class:`BackendUnavailable` naming why; ``backend="auto"`` takes the first
-backend of :data:`AUTO_ORDER` that can run on the device. An :class:`Impl`
-knows what it is made of, so results can say truthfully what ran
-(``Impl.label``, e.g. ``"knn=triton, stages=cuda"``).
+backend of :data:`AUTO_ORDER` (built from each backend's ``auto`` ranks) that
+can run on the device. An :class:`Impl` knows what it is made of, so results
+can say truthfully what ran (``Impl.label``, e.g. ``"knn=triton, stages=cuda"``).
 
-The backends and the package that registers each are listed in
-:data:`BACKENDS`; they are imported lazily (``importlib``) the first time the
-registry is asked, so this module depends on none of them and an
+The backend packages are imported the first time the registry is asked (not
+when this module is imported), so this module imports none of them, and an
 implementation's module (and e.g. triton) is imported only when it is resolved.
+:data:`BACKENDS` (name -> :class:`Backend`), :data:`ALL_BACKENDS` (the names,
+in listing order) and :data:`AUTO_ORDER` are computed then.
 See docs/design.md, "The registry".
 """
 from __future__ import annotations
@@ -22,6 +28,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import pkgutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -29,25 +36,8 @@ from typing import Any, Callable
 
 import torch
 
-#: backend name -> the module that registers its implementations.
-BACKENDS = {
-    "torch": "hilcore.torch_backend",
-    "native": "hilcore.native_backend",
-    "cuda": "hilcore.cuda_backend",
-    "triton": "hilcore.triton",
-    "cuml": "hilcore.cuml_backend",
-    "faiss": "hilcore.faiss_backend",
-    "faiss_gpu": "hilcore.faiss_backend",
-    "cuvs": "hilcore.cuvs_backend",
-}
-ALL_BACKENDS = tuple(BACKENDS)
-
-#: Preference order of ``backend="auto"``, per device type (torch, which runs anywhere, comes last).
-#: The comparison backends (faiss, faiss_gpu, cuvs, cuml) are never picked by ``auto``.
-AUTO_ORDER = {
-    "cpu": ("native", "torch"),
-    "cuda": ("cuda", "triton", "torch"),
-}
+#: the package whose sub-packages are the backends (one folder each)
+BACKENDS_PACKAGE = "hilcore.backend"
 
 
 class BackendUnavailable(RuntimeError):
@@ -136,45 +126,7 @@ def cuda_driver_problem() -> str | None:
     return cuda_version_problem(*mod.cuda_versions())
 
 
-def _why_not(backend: str, device: torch.device) -> str | None:
-    """None when ``backend`` is installed and can run on ``device``, else the reason it cannot."""
-    dev = device.type
-    if backend == "torch":
-        return None
-    if backend == "native":
-        if not has_native():
-            return "the hilcore._native extension is not built (pip install -e . compiles it)"
-        if dev != "cpu":
-            return f"the native backend runs on CPU tensors, got device {device}"
-        return None
-    if backend == "cuda":
-        if not has_cuda():
-            return "hilcore was not compiled with CUDA support (no CUDA compiler at build time)"
-        if dev != "cuda":
-            return f"the cuda backend needs CUDA tensors, got device {device}"
-        return cuda_driver_problem()
-    if backend == "triton":
-        if not has_triton():
-            return "triton is not installed (pip install triton)"
-        if dev == "cuda" or (dev == "cpu" and triton_interpret()):
-            return None
-        return f"the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), got device {device}"
-    if backend == "cuml":
-        if importlib.util.find_spec("cuml") is None:
-            return "cuml is not installed"
-        if dev != "cuda":
-            return f"the cuml backend needs CUDA input, got device {device}"
-        return None
-    if backend == "faiss":
-        if not _importable("faiss"):
-            return "faiss is not installed"
-        return None
-    if backend in ("faiss_gpu", "cuvs"):
-        return _gpu_library_why_not(backend, device)
-    return f"unknown backend {backend!r}; expected one of {('auto',) + ALL_BACKENDS}"
-
-
-def _importable(name: str) -> bool:
+def importable(name: str) -> bool:
     """True when ``name`` can be imported (already imported counts; a module put in sys.modules too)."""
     if name in sys.modules:
         return sys.modules[name] is not None
@@ -184,11 +136,12 @@ def _importable(name: str) -> bool:
         return False
 
 
-def _gpu_library_why_not(backend: str, device: torch.device) -> str | None:
-    """faiss_gpu / cuvs: the library importable (with GPU support), a CUDA device present, triton for the
-    rescoring. The library is imported only when the rest holds (a CUDA device was asked for)."""
-    pkg, pip = {"faiss_gpu": ("faiss", "faiss-gpu"), "cuvs": ("cuvs", "cuvs-cu12")}[backend]
-    if not _importable(pkg):
+def gpu_library_problem(backend: str, device: torch.device, pkg: str, pip: str,
+                        probe: Callable[[], str | None]) -> str | None:
+    """The availability check shared by the GPU comparison libraries (faiss_gpu, cuvs): ``pkg``
+    importable, a CUDA device asked for and present, triton for the rescoring, then ``probe()`` (which
+    imports the library: only once the rest holds) returns None or what is missing."""
+    if not importable(pkg):
         return f"{pkg} is not installed (the {backend} backend needs {pip})"
     if device.type != "cuda":
         return f"the {backend} backend needs CUDA tensors, got device {device}"
@@ -197,17 +150,9 @@ def _gpu_library_why_not(backend: str, device: torch.device) -> str | None:
     if not has_triton():
         return f"triton is not installed (the {backend} backend rescores its candidates with the Triton kNN kernels)"
     try:
-        if backend == "faiss_gpu":
-            faiss = importlib.import_module("faiss")
-            if not (hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "GpuIndexFlatIP")):
-                return "this faiss has no GPU support (no faiss.GpuIndexFlatIP: install faiss-gpu)"
-            if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() < 1:
-                return "faiss sees no GPU"
-        else:
-            importlib.import_module("cuvs.neighbors.brute_force")
+        return probe()
     except Exception as e:  # an installed but broken library (missing CUDA libraries, ...)
         return f"{pkg} cannot be imported: {type(e).__name__}: {e}"
-    return None
 
 
 # ------------------------------------------------------------------ the table
@@ -236,7 +181,75 @@ class Capability:
         return self.why_not(device) is None
 
 
+def _capability(op: str, backend: str, devices, dtypes, impl: str | None,
+                parts: dict[str, tuple[str, tuple[str, ...]]] | None, note: str) -> Capability:
+    if (impl is None) == (parts is None):
+        raise ValueError(f"register({op!r}, {backend!r}): give exactly one of impl and parts")
+    if impl is not None and ":" not in impl:
+        raise ValueError(f"register({op!r}, {backend!r}): impl: expected 'package.module:function', got {impl!r}")
+    p = tuple((name, sub_op, tuple(cands)) for name, (sub_op, cands) in (parts or {}).items())
+    return Capability(op, backend, tuple(devices), tuple(dtypes), impl, p, note)
+
+
+@dataclass(eq=False)
+class Backend:
+    """What one backend folder (``hilcore/backend/<name>/``) says about itself, in its ``__init__.py``.
+
+    Args:
+        package: the backend package's ``__name__``; its last component is the
+            backend's name (the folder's name).
+        why_not: the backend's own availability check: ``why_not(device)`` is
+            None when it is installed and can run on that :class:`torch.device`,
+            else the reason, in words (it must not import optional libraries
+            unless the rest holds: it runs whenever ``backend="auto"`` resolves).
+        devices: the device types its ops run on unless an op says otherwise.
+        dtypes: the float dtypes its ops compute in unless an op says otherwise.
+        order: its place in listings (:data:`ALL_BACKENDS`, :func:`backends`).
+        auto: ``{device type: rank}``: where ``backend="auto"`` may pick it, lower
+            ranks tried first; absent (the comparison backends): never picked.
+        doc: one line for readers of the registry.
+
+    :meth:`op` declares each op it implements.
+
+    Example:
+        A backend folder's whole ``__init__.py`` can be::
+
+            from ..._dispatch import Backend
+            BACKEND = Backend(__name__, why_not=lambda device: None, devices=("cpu",))
+            BACKEND.op("knn", impl=".knn:knn")      # the function knn in ./knn.py
+    """
+
+    package: str
+    why_not: Callable[[torch.device], str | None]
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,)
+    order: int = 100
+    auto: dict[str, int] = field(default_factory=dict)
+    doc: str = ""
+    ops: list[Capability] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.package.rpartition(".")[2]
+
+    def op(self, op: str, *, impl: str | None = None, parts: dict[str, tuple[str, tuple[str, ...]]] | None = None,
+           devices: tuple[str, ...] | None = None, dtypes: tuple[torch.dtype, ...] | None = None,
+           note: str = "") -> None:
+        """Declare that this backend implements ``op`` (the arguments are :func:`register`'s).
+
+        ``impl`` may be relative to the backend's package (``".knn:knn"``);
+        ``devices`` and ``dtypes`` default to the backend's.
+        """
+        if impl is not None and impl.startswith("."):
+            mod, _, attr = impl.partition(":")
+            impl = f"{importlib.util.resolve_name(mod, self.package)}:{attr}"
+        self.ops.append(_capability(op, self.name, self.devices if devices is None else devices,
+                                    self.dtypes if dtypes is None else dtypes, impl, parts, note))
+
+
 _TABLE: dict[tuple[str, str], Capability] = {}
+_BACKENDS: dict[str, Backend] = {}
+_AUTO_ORDER: dict[str, tuple[str, ...]] = {}
 _LOADED = False
 _LOAD_LOCK = threading.RLock()
 
@@ -244,11 +257,12 @@ _LOAD_LOCK = threading.RLock()
 def register(op: str, backend: str, *, devices: tuple[str, ...], dtypes: tuple[torch.dtype, ...] = (torch.float32,),
              impl: str | None = None, parts: dict[str, tuple[str, tuple[str, ...]]] | None = None,
              note: str = "") -> None:
-    """Declare that ``backend`` implements ``op``.
+    """Declare that ``backend`` implements ``op`` (backends do it with :meth:`Backend.op`; this adds an
+    entry to the table directly, e.g. in a test; :func:`discover` starts the table afresh).
 
     Args:
         op: the op's registry name (``"knn"``, ``"jaccard.stages"``, ...).
-        backend: one of :data:`BACKENDS`.
+        backend: one of :data:`ALL_BACKENDS`.
         devices: device types (``"cpu"``, ``"cuda"``) it runs on.
         dtypes: float dtypes it computes in.
         impl: ``"package.module:function"``, imported when first resolved.
@@ -258,24 +272,77 @@ def register(op: str, backend: str, *, devices: tuple[str, ...], dtypes: tuple[t
             name, and its label says what runs.
         note: one line for :func:`capabilities` readers.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {ALL_BACKENDS}, got {backend!r}")
-    if (impl is None) == (parts is None):
-        raise ValueError(f"register({op!r}, {backend!r}): give exactly one of impl and parts")
-    p = tuple((name, sub_op, tuple(cands)) for name, (sub_op, cands) in (parts or {}).items())
-    _TABLE[(op, backend)] = Capability(op, backend, tuple(devices), tuple(dtypes), impl, p, note)
+    _load()
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {tuple(_BACKENDS)}, got {backend!r}")
+    _TABLE[(op, backend)] = _capability(op, backend, devices, dtypes, impl, parts, note)
+
+
+def discover() -> tuple[str, ...]:
+    """(Re)read the backend folders and rebuild the table; returns the backend names in listing order.
+
+    Every sub-package of ``hilcore.backend`` (every folder on its ``__path__``
+    with an ``__init__.py``, names starting with ``_`` skipped) is imported and
+    must define ``BACKEND``, a :class:`Backend` named like its folder. Called
+    once, lazily, by everything that reads the table; call it again after
+    adding a folder at run time (tests do).
+    """
+    global _LOADED
+    with _LOAD_LOCK:
+        pkg = importlib.import_module(BACKENDS_PACKAGE)
+        found = []
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.ispkg or info.name.startswith("_"):
+                continue
+            mod = importlib.import_module(f"{BACKENDS_PACKAGE}.{info.name}")
+            desc = getattr(mod, "BACKEND", None)
+            if not isinstance(desc, Backend):
+                raise TypeError(f"{mod.__name__}: a backend folder's __init__.py must define "
+                                f"BACKEND = hilcore._dispatch.Backend(__name__, ...), got {type(desc).__name__}")
+            if desc.name != info.name:
+                raise ValueError(f"{mod.__name__}: BACKEND is named {desc.name!r}, expected the folder's name "
+                                 f"{info.name!r} (pass __name__ as its package)")
+            found.append(desc)
+        found.sort(key=lambda b: (b.order, b.name))
+        _BACKENDS.clear()
+        _BACKENDS.update((b.name, b) for b in found)
+        _TABLE.clear()
+        for b in found:
+            for cap in b.ops:
+                _TABLE[(cap.op, b.name)] = cap
+        _AUTO_ORDER.clear()
+        for dev in sorted({d for b in found for d in b.auto}):
+            ranked = sorted((b for b in found if dev in b.auto), key=lambda b: (b.auto[dev], b.order, b.name))
+            _AUTO_ORDER[dev] = tuple(b.name for b in ranked)
+        _LOADED = True
+        return tuple(_BACKENDS)
 
 
 def _load() -> None:
-    """Import every backend's registering module once (lazily: this module imports none of them)."""
-    global _LOADED
+    """Discover the backends once (lazily: this module imports none of them)."""
     if _LOADED:
         return
     with _LOAD_LOCK:  # another thread sees the table only once it is complete
         if not _LOADED:
-            for mod in BACKENDS.values():
-                importlib.import_module(mod)
-            _LOADED = True
+            discover()
+
+
+def __getattr__(name: str):
+    # BACKENDS (name -> Backend), ALL_BACKENDS (the names, in listing order) and AUTO_ORDER
+    # ({device type: names in the order auto tries them}) exist once the folders are discovered
+    if name in ("BACKENDS", "ALL_BACKENDS", "AUTO_ORDER"):
+        _load()
+        return {"BACKENDS": _BACKENDS, "ALL_BACKENDS": tuple(_BACKENDS), "AUTO_ORDER": _AUTO_ORDER}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _why_not(backend: str, device: torch.device) -> str | None:
+    """None when ``backend`` is installed and can run on ``device``, else the reason (its own check)."""
+    _load()
+    desc = _BACKENDS.get(backend)
+    if desc is None:
+        return f"unknown backend {backend!r}; expected one of {('auto',) + tuple(_BACKENDS)}"
+    return desc.why_not(torch.device(device))
 
 
 def _entry(op: str, backend: str) -> Capability | None:
@@ -284,11 +351,11 @@ def _entry(op: str, backend: str) -> Capability | None:
 
 
 def implemented(op: str) -> tuple[str, ...]:
-    """The backends that registered ``op`` (whether or not they can run here), in :data:`BACKENDS` order."""
+    """The backends that registered ``op`` (whether or not they can run here), in :data:`ALL_BACKENDS` order."""
     _load()
     if not any(o == op for o, _ in _TABLE):
         raise KeyError(f"op: no backend registered {op!r}; known ops: {sorted({o for o, _ in _TABLE})}")
-    return tuple(b for b in ALL_BACKENDS if (op, b) in _TABLE)
+    return tuple(b for b in _BACKENDS if (op, b) in _TABLE)
 
 
 def implements(op: str, backend: str) -> bool:
@@ -374,8 +441,9 @@ def check_backend(backend, name: str = "backend") -> str:
     """``backend`` as a known backend name (or ``"auto"``); TypeError / ValueError otherwise."""
     if not isinstance(backend, str):
         raise TypeError(f"{name}: expected a string, got {type(backend).__name__}")
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"{name}: expected one of {('auto',) + ALL_BACKENDS}, got {backend!r}")
+    _load()
+    if backend != "auto" and backend not in _BACKENDS:
+        raise ValueError(f"{name}: expected one of {('auto',) + tuple(_BACKENDS)}, got {backend!r}")
     return backend
 
 
@@ -392,7 +460,7 @@ def resolve(op: str, backend: str, device, *, name: str | None = None) -> Impl:
     device = torch.device(device)
     what = op if name is None else name
     if backend == "auto":
-        order = AUTO_ORDER.get(device.type, ()) + ("torch",)
+        order = _AUTO_ORDER.get(device.type, ())
         reasons = []
         for b in order:
             cap = _entry(op, b)
@@ -435,7 +503,7 @@ def capabilities(device=None) -> dict[str, dict[str, Capability]]:
     out: dict[str, dict[str, Capability]] = {}
     for op in sorted({o for o, _ in _TABLE}):
         row = {}
-        for b in ALL_BACKENDS:
+        for b in _BACKENDS:
             cap = _TABLE.get((op, b))
             if cap is not None and (dev is None or _entry_why_not(cap, dev) is None):
                 row[b] = cap
@@ -461,4 +529,5 @@ def backends(device: str | torch.device = "cpu") -> list[str]:
         ('torch', False)
     """
     device = torch.device(device)
-    return [b for b in ALL_BACKENDS if _why_not(b, device) is None]
+    _load()
+    return [b for b in _BACKENDS if _why_not(b, device) is None]

@@ -121,7 +121,7 @@ def _validate_X(est, X, **kw):
 def _labels_given_core(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, n: int) -> torch.Tensor:
     """DBSCAN labels from neighbour edges ``(u, v)`` (u != v, both directions) and a core mask: components of
     core-core edges numbered by their smallest core index, border points the smallest label of a core neighbour."""
-    from .torch_backend.dbscan import _components
+    from .backend.torch.dbscan import _components
 
     both = core[u] & core[v]
     root = _components(u[both], v[both], n)

@@ -11,7 +11,7 @@ the sharded results equal.
   time (a broadcast per chunk), so a rank holds its shard, one streamed chunk
   and its ``[n_r, k]`` lists. On CPU (where ``hilcore.knn``'s default is the
   native backend) each chunk goes through the native kNN's
-  :func:`hilcore.native_backend.knn.exact_rows`: the exact top-k of the local
+  :func:`hilcore.backend.native.knn.exact_rows`: the exact top-k of the local
   rows against the chunk under (``dot_f32`` desc, index asc), own column first,
   with ``dot_f32`` the native kNN's fixed-order float32 dot product (a pure
   function of the two rows, on every CPU path). The per-chunk lists merge under
@@ -59,7 +59,7 @@ import torch.distributed as dist
 
 from . import _arrays
 from ._core import half_k
-from .torch_backend.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets, dot_rows, \
+from .backend.torch.jaccard import _dedupe_rows, _mean_of_rows, _rows_per_chunk, _segment_offsets, dot_rows, \
     jaccard_from_min_sum, row_masses, softmax_numerators
 
 __all__ = ["knn", "jaccard_distance", "dbscan", "cluster_epoch", "canonical_similarity", "shard_sizes"]
@@ -386,7 +386,7 @@ def _native_rows(dev: torch.device):
         return None
     if impl.backend != "native":
         return None
-    from .native_backend.knn import exact_rows
+    from .backend.native.knn import exact_rows
 
     return exact_rows
 
@@ -662,7 +662,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     of the first k2 neighbours, and the inverted-index columns (keyed by the
     rank owning the column) of the local supports, and the row masses. Sums run
     in the orders of docs/design.md ("Summation orders"), so the rows are bitwise
-    those of ``hilcore.torch_backend.jaccard.jaccard`` (and of the native stages)
+    those of ``hilcore.backend.torch.jaccard.jaccard`` (and of the native stages)
     on the concatenated rows with the same ranking: on CPU that is
     ``hilcore.knn``'s default (native) ranking, so the result is bitwise
     ``hilcore.jaccard_distance`` with the default backend (and with

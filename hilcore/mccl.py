@@ -6,7 +6,7 @@ import torch
 from . import _arrays, _dispatch
 from ._core import DIST_EPS, MARGIN
 from .memory import ClusterMemory, MultiCenterMemory, batch_features
-from .torch_backend.mccl import mccl as mccl_torch  # noqa: F401  (the reference, as before)
+from .backend.torch.mccl import mccl as mccl_torch  # noqa: F401  (the reference, as before)
 
 __all__ = ["DIST_EPS", "MARGIN", "mccl_loss", "mccl_torch"]
 

@@ -19,7 +19,7 @@ rounds, round r applying the r-th occurrence of every target at once, so
 ``max multiplicity`` vectorised rounds and no per-sample Python loop),
 ``"native"`` (one C++ loop over the CPU buffers, zero-copy) and ``"triton"`` (one
 program per distinct target applying its occurrences in order; float32, a
-float64 memory goes through the torch path; see :mod:`hilcore.triton.memory`).
+float64 memory goes through the torch path; see :mod:`hilcore.backend.triton.memory`).
 
 Example:
     >>> import torch, hilcore
@@ -47,7 +47,7 @@ from torch import nn
 
 from . import _arrays, _dispatch
 from ._core import NORM_EPS  # noqa: F401  (||v|| is floored here before dividing; v = 0 only when x = -m, mu = 1/2)
-from .torch_backend.memory import occurrence, update as update_torch  # noqa: F401  (re-exported)
+from .backend.torch.memory import occurrence, update as update_torch  # noqa: F401  (re-exported)
 
 _MEM_DTYPES = (torch.float32, torch.float64)
 

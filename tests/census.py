@@ -126,7 +126,7 @@ def census():
 
 
 # --------------------------------------------------------------- the GPU code path on CPU
-# The CUDA-extension kernels (the ``cuda_*`` entry points of hilcore._native that hilcore/cuda_backend
+# The CUDA-extension kernels (the ``cuda_*`` entry points of hilcore._native that hilcore/backend/cuda
 # calls: the Jaccard stages and DBSCAN) cannot run without a GPU. For a census of a whole epoch they are
 # replaced by a CPU model of their contract (tests/cuda_model.py: NativeModel), each call counted as ONE
 # launch with nothing inside it counted; the CUDA backend's Python glue around them (its torch ops, syncs,
@@ -167,7 +167,7 @@ def gpu_dispatch_on_cpu(monkeypatch, model=None):
 
     from cuda_model import NativeModel
     from hilcore import _dispatch
-    from hilcore.cuda_backend import jaccard as cj
+    from hilcore.backend.cuda import jaccard as cj
 
     model = NativeModel() if model is None else model
     _dispatch._load()

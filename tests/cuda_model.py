@@ -1,7 +1,7 @@
 """CPU models of the CUDA kernels' contracts (kernels/cuda/launchers.h, bindings/cuda.cpp).
 
 :class:`KernelModel` models the last Jaccard stage's kernels on torch tensors (the
-interface of ``hilcore.cuda_backend.jaccard._Kernels``); tests/test_jaccard_table.py runs
+interface of ``hilcore.backend.cuda.jaccard._Kernels``); tests/test_jaccard_table.py runs
 ``pairs()`` against it. :class:`NativeModel` models the ``cuda_*`` entry points of
 ``hilcore._native`` themselves, pointer arguments included: CPU tensors stand in for CUDA
 tensors, their ``data_ptr()`` is host memory, and each entry point reads and writes it
@@ -137,14 +137,14 @@ class NativeModel(KernelModel):
         return _view(rank, n * ld, I64).view(n, ld)[:, :cols]
 
     def cuda_krecip_flags(self, rank, n, ld, k1, kh1, f1, fh, stream):
-        from hilcore.torch_backend import jaccard as tj
+        from hilcore.backend.torch import jaccard as tj
         self.calls.append("krecip_flags")
         r = self._rank(rank, n, ld, k1)
         _view(f1, n * k1, U8).copy_(tj._reciprocal_mask(r, k1).reshape(-1))
         _view(fh, n * kh1, U8).copy_(tj._reciprocal_mask(r, kh1).reshape(-1))
 
     def _expansion(self, rank, n, ld, k1, kh1, f1, fh):
-        from hilcore.torch_backend import jaccard as tj
+        from hilcore.backend.torch import jaccard as tj
         r = self._rank(rank, n, ld, k1).contiguous()
         m1 = _view(f1, n * k1, U8).view(n, k1).bool()
         mh = _view(fh, n * kh1, U8).view(n, kh1).bool()
@@ -177,7 +177,7 @@ class NativeModel(KernelModel):
             cnt[i] = at.size
 
     def cuda_unique_weights(self, x, n, d, raw_ptr, raw, first, e_ptr, e_idx, e_val, stream):
-        from hilcore.torch_backend import jaccard as tj
+        from hilcore.backend.torch import jaccard as tj
         self.calls.append("unique_weights")
         ptr = _view(raw_ptr, n + 1, I64)
         vals = _view(raw, int(ptr[-1]), I32)
@@ -193,7 +193,7 @@ class NativeModel(KernelModel):
         _view(e_val, idx.numel(), F32).copy_(tj._weights(xv, eptr.clone(), idx))
 
     def cuda_query_expansion(self, e_ptr, e_idx, e_val, rank, n, ld, k2, q_count, q_ptr, q_idx, q_val, stream):
-        from hilcore.torch_backend import jaccard as tj
+        from hilcore.backend.torch import jaccard as tj
         self.calls.append("query_expansion_count" if q_count else "query_expansion_fill")
         eptr = _view(e_ptr, n + 1, I64).clone()
         nnz = int(eptr[-1])

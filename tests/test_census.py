@@ -67,7 +67,7 @@ def test_subcluster_budget_when_every_lloyd_step_runs(c, per, monkeypatch):
     host checks, so the budget still holds. The fused loop returns exactly what the per-step loop returns
     (the torch backend's Python Lloyd loop, float64 ``index_add_`` updates, global convergence test, with
     the same Triton assignment kernel), and the torch backend's answer up to float32 near-ties."""
-    from hilcore.triton import centers as triton_centers
+    from hilcore.backend.triton import centers as triton_centers
 
     x, lab = slow_arcs(c, per)
     with census() as get:
@@ -90,7 +90,7 @@ def test_lloyd_update_kernel_matches_loop_reference(config):
     (run, segment, slot): float64 means of the members assigned to the slot, empty slots kept, unchanged
     runs left alone and flagged done, done runs untouched. ``gpu``: the GPU block configuration (one run
     per program, several row blocks and D-blocks per segment) run here too."""
-    from hilcore.triton.centers import _UPDATE_GPU, _lloyd_update_kernel, _update_config
+    from hilcore.backend.triton.centers import _UPDATE_GPU, _lloyd_update_kernel, _update_config
 
     rng = np.random.default_rng(5)
     sizes = np.array([7, 1, 12, 30])

@@ -21,7 +21,7 @@ from hilcore._dispatch import native_module
 nat = native_module()
 pytestmark = pytest.mark.skipif(nat is None, reason="hilcore._native is not built")
 if nat is not None:
-    from hilcore.native_backend import knn as knn_mod
+    from hilcore.backend.native import knn as knn_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,13 +33,13 @@ ATOL = 1e-5
 
 
 def _cuda_jaccard():
-    from hilcore.cuda_backend import jaccard as m
+    from hilcore.backend.cuda import jaccard as m
 
     return m.jaccard
 
 
 def _native_jaccard():
-    from hilcore.native_backend import jaccard as m
+    from hilcore.backend.native import jaccard as m
 
     return m.jaccard
 
@@ -132,9 +132,9 @@ def test_cuda_jaccard_rejects_bad_rank():
 
 # ---------------------------------------------------------------- the last stage's kernels, bit for bit
 def _pairs_cuda(q, max_distance, workspace, smem_slots=None):
-    """jaccard_slots / jaccard_partners / jaccard_rows (through cuda_backend.jaccard.pairs) on V' = q;
+    """jaccard_slots / jaccard_partners / jaccard_rows (through backends.cuda.jaccard.pairs) on V' = q;
     smem_slots lowers the largest shared-memory tables (partners pass, rows pass) to force global ones."""
-    from hilcore.cuda_backend import jaccard as cj
+    from hilcore.backend.cuda import jaccard as cj
 
     q_ptr, q_idx, q_val = (torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in q)
     n = q_ptr.numel() - 1
@@ -178,7 +178,7 @@ def test_cuda_pair_kernels_bitwise_with_small_shared_tables(max_distance, worksp
 def test_cuda_pair_kernels_bitwise_on_reid_vprime(n, dup, k2):
     """V' of ReID-like features (the torch backend's stages): the CUDA last stage equals the
     float32 reference bit for bit, and the torch backend's pairs within float tolerance."""
-    from hilcore.torch_backend import jaccard as tj
+    from hilcore.backend.torch import jaccard as tj
 
     xt, rank = _rank(n, dup, K1)
     k1 = min(K1, n)
@@ -295,7 +295,7 @@ def test_dbscan_cuda_border_takes_smallest_label():
 
 
 def test_dbscan_cuda_rejects_bad_indices():
-    from hilcore.cuda_backend import dbscan as m
+    from hilcore.backend.cuda import dbscan as m
 
     indptr = torch.tensor([0, 1, 2], device="cuda")
     with pytest.raises(ValueError, match="indices"):
@@ -314,10 +314,10 @@ def test_dbscan_cuml_matches_sklearn(n):
 
 
 def test_cuml_backend_rejects_cpu_input():
-    from hilcore import cuml_backend
+    from hilcore.backend.cuml import dbscan as cuml_dbscan
 
     with pytest.raises(ValueError, match="CUDA"):
-        cuml_backend.dbscan(torch.tensor([0, 1]), torch.tensor([0]), torch.zeros(1), 1, 0.5, 1)
+        cuml_dbscan.dbscan(torch.tensor([0, 1]), torch.tensor([0]), torch.zeros(1), 1, 0.5, 1)
 
 
 # ---------------------------------------------------------------- memcheck
@@ -333,7 +333,7 @@ def test_compute_sanitizer_memcheck():
             for k2 in (1, 6):
                 d = hilcore.jaccard_distance(xc, 20, k2, max_distance=md, backend="cuda")
                 labels = hilcore.dbscan(d, eps=0.6, min_samples=4, backend="cuda")
-        from hilcore.cuda_backend.jaccard import jaccard
+        from hilcore.backend.cuda.jaccard import jaccard
         from hilcore.jaccard import jaccard_rows
         xt = torch.nn.functional.normalize(xc, dim=1)
         idx, _ = hilcore.knn(xt, 20, backend="torch")

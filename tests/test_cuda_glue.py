@@ -1,4 +1,4 @@
-"""The CUDA backend's Python glue (hilcore/cuda_backend: jaccard(), dbscan()) run for real on CPU
+"""The CUDA backend's Python glue (hilcore/backend/cuda: jaccard(), dbscan()) run for real on CPU
 tensors, with the extension's ``cuda_*`` entry points replaced by the CPU model of their contract
 (tests/cuda_model.py), as the census of the GPU code path runs it (tests/census.py). Results against
 the dense Jaccard reference and the torch backend, DBSCAN against scikit-learn; the host syncs per
@@ -15,8 +15,8 @@ from sklearn.cluster import DBSCAN
 import hilcore
 from census import census, gpu_dispatch_on_cpu
 from cuda_model import NativeModel
-from hilcore.cuda_backend import dbscan as cd
-from hilcore.cuda_backend import jaccard as cj
+from hilcore.backend.cuda import dbscan as cd
+from hilcore.backend.cuda import jaccard as cj
 from hilcore.ref import jaccard as ref_jaccard
 from testing import assert_jaccard_matches, reid_features, with_duplicates
 

@@ -277,7 +277,7 @@ def test_knn_matches_hilcore_knn_single_process():
         i0, s0 = hilcore.knn(xt, 9)
         assert np.array_equal(i1, i0) and np.array_equal(s1, s0), chunk
     # at the sizes where hilcore.knn takes the int8 path (N >= 4096, D >= 64): still the same bits
-    from hilcore.native_backend import knn as native_knn
+    from hilcore.backend.native import knn as native_knn
 
     big = np.random.default_rng(7).standard_normal((native_knn.INT8_MIN_ROWS + 50, 64)).astype(np.float32)
     big[100:140] = big[3]
@@ -324,7 +324,7 @@ def test_dbscan_single_process_bad_input():
 def _stages(x: np.ndarray, k1: int, k2: int, md):
     """The single-process torch stages on the concatenated rows with hilcore.knn's (default) ranking."""
     from hilcore import _arrays
-    from hilcore.torch_backend.jaccard import jaccard as torch_stages
+    from hilcore.backend.torch.jaccard import jaccard as torch_stages
 
     xn = _arrays.features(torch.from_numpy(x), "x")[0]
     rank, _ = hilcore.knn(xn, k1)

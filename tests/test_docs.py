@@ -184,7 +184,7 @@ def _package_doctests():
 
     finder = doctest.DocTestFinder(exclude_empty=True)
     for info in pkgutil.walk_packages(hilcore.__path__, "hilcore."):
-        if info.name.startswith("hilcore.train") or (info.name.startswith("hilcore.triton")
+        if info.name.startswith("hilcore.train") or (info.name.startswith("hilcore.backend.triton")
                                                        and importlib.util.find_spec("triton") is None):
             continue
         mod = importlib.import_module(info.name)

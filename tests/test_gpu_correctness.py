@@ -3,7 +3,7 @@ setting, the CUDA driver/toolkit check, the driver's set_device."""
 import pytest
 import torch
 
-import hilcore.cuda_backend.driver as drv
+import hilcore.backend.cuda.driver as drv
 from hilcore._precision import ieee_fp32
 
 
@@ -42,7 +42,7 @@ def test_ieee_fp32_new_api_restored():
 
 
 def test_torch_knn_under_tf32_setting_is_exact():
-    from hilcore.torch_backend.knn import knn
+    from hilcore.backend.torch.knn import knn
     x = torch.nn.functional.normalize(torch.randn(37, 19, dtype=torch.float64), dim=1)
     ref = torch.argsort(-(x @ x.T), dim=1, stable=True)[:, :5]
     old = _legacy_state()
@@ -103,7 +103,7 @@ def test_setup_sets_the_device(monkeypatch):
 
 def test_jaccard_workspace_counts_torch_cached_memory(monkeypatch):
     """The CUDA Jaccard workspace sees the caching allocator's reserved-but-free blocks."""
-    import hilcore.cuda_backend.jaccard as cj
+    import hilcore.backend.cuda.jaccard as cj
 
     gib = 1 << 30
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (gib, 80 * gib))

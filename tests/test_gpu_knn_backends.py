@@ -132,17 +132,17 @@ def _run(monkeypatch, kind, x, k, y=None, *, tf32=False):
     log = []
     if kind == "cuvs":
         _install(monkeypatch, fake_cuvs(tf32=tf32, log=log))
-        from hilcore.cuvs_backend import knn as fn
+        from hilcore.backend.cuvs.knn import knn as fn
     else:
         _install(monkeypatch, fake_faiss(torch_io=kind == "faiss_gpu", tf32=tf32, log=log))
-        from hilcore.faiss_backend import knn_gpu as fn
+        from hilcore.backend.faiss.knn import knn_gpu as fn
     xt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
     yt = None if y is None else torch.nn.functional.normalize(torch.from_numpy(y), dim=1)
     stats: dict = {}
     idx, sim = fn(xt, k, yt, stats=stats)
     assert log and log[-1][0] == "search", log  # the library was asked
     m = len(x) if y is None else len(y)
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     assert log[-1][2] == min(m, tknn.candidates(k))  # k + margin candidates, never more than the columns
     assert idx.dtype == torch.int64 and sim.dtype == torch.float32 and idx.device == xt.device
     return idx, sim, stats
@@ -186,7 +186,7 @@ def test_fake_libraries_make_the_backends_available_on_a_gpu_only(monkeypatch):
 
 def test_faiss_without_gpu_support_raises_a_clear_import_error(monkeypatch):
     _install(monkeypatch, fake_faiss(gpu=False))
-    from hilcore.faiss_backend import knn_gpu
+    from hilcore.backend.faiss.knn import knn_gpu
     with pytest.raises(ImportError, match="GpuIndexFlatIP"):
         knn_gpu(torch.eye(3), 1)
 
@@ -234,7 +234,7 @@ def test_tf32_candidates_stay_exact(monkeypatch, kind):
     idx, sim, st = _run(monkeypatch, kind, x, 4, tf32=True)
     check(idx, sim, x, 4, exact=False)
     assert st["uncertified_rows"] > 0
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     i32, s32 = tknn.knn(torch.nn.functional.normalize(torch.from_numpy(x), dim=1), 4, precision="fp32")
     _, _, full = brute_knn(x, 4)
     for r, a in zip(*np.nonzero(idx.numpy() != i32.numpy())):  # only float32 near-ties may differ
@@ -244,7 +244,7 @@ def test_tf32_candidates_stay_exact(monkeypatch, kind):
 @needs_interp
 def test_bad_candidates_are_not_trusted(monkeypatch):
     """Candidates out of order, repeated or out of range: those rows are answered by the fp32 kernel."""
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     x = torch.nn.functional.normalize(torch.from_numpy(unit_rows(40, 16, 9)), dim=1)
     kc = tknn.candidates(3)
     ci = torch.stack([torch.randperm(40, generator=torch.Generator().manual_seed(i))[:kc] for i in range(40)])

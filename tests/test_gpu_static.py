@@ -99,7 +99,7 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
     """The recorded launches agree with the launcher's own choices for those shapes (GPU branch)."""
     import triton
 
-    import hilcore.triton.knn as tknn
+    import hilcore.backend.triton.knn as tknn
     report = doc["rows"]
     KNN_CASES = {(c["n"], c["k"]) for c in doc["knn_cases"]}
     SMS = doc["sms"]

@@ -14,7 +14,7 @@ from testing import INTERPRETED, JACCARD_BACKENDS, knn_backend_of, assert_csr_we
     assert_knn_matches, csr_to_dense, features, jaccard_module, reid_features, stored_mask, tie_features, \
     with_duplicates
 
-torch_jaccard = importlib.import_module("hilcore.torch_backend.jaccard")
+torch_jaccard = importlib.import_module("hilcore.backend.torch.jaccard")
 
 K1, K2, EPS = 20, 6, 0.6
 # the triton backend's Jaccard stages are the torch ones on a CPU: only its (interpreted,

@@ -20,8 +20,8 @@ from hilcore import _arrays
 from hilcore._core import SparseRows
 from hilcore._dispatch import native_module
 from hilcore.ref import jaccard as ref_jaccard
-from hilcore.torch_backend import jaccard as torch_stages
-from hilcore.torch_backend.knn import knn as torch_knn
+from hilcore.backend.torch import jaccard as torch_stages
+from hilcore.backend.torch.knn import knn as torch_knn
 from testing import csr_to_dense, jaccard_module, reid_features, stored_mask, tie_features, with_duplicates
 
 nat = native_module()
@@ -116,7 +116,7 @@ def _data(kind: str, n: int) -> np.ndarray:
 def _both(x: torch.Tensor, k1: int, k2: int, max_distance: float):
     rank, _ = torch_knn(x, k1, None)
     want = torch_stages.jaccard(x, rank, k1, k2, max_distance)
-    from hilcore.native_backend.jaccard import jaccard as native_jaccard
+    from hilcore.backend.native.jaccard import jaccard as native_jaccard
 
     return native_jaccard(x, rank, k1, k2, max_distance), want
 

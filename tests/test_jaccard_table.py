@@ -7,7 +7,7 @@ present, nvcc (its __host__ __device__ path), run on V' matrices, and compared
 bit for bit with a float32 reference written from the formulas (m summed in
 ascending t, docs/design.md), and within float tolerance with the torch backend
 and the dense reference hilcore/ref/jaccard.py. The Python side of the CUDA stage
-(hilcore.cuda_backend.jaccard.pairs: the shared/global split, the per-warp regions,
+(hilcore.backend.cuda.jaccard.pairs: the shared/global split, the per-warp regions,
 the chunked staging, the per-row sort) runs against a CPU model of the kernels'
 contract (launchers.h; tests/cuda_model.py). The CUDA kernels themselves run only in tests/test_cuda.py,
 on a GPU.
@@ -23,9 +23,9 @@ import pytest
 import torch
 
 import hilcore
-from hilcore.cuda_backend import jaccard as cj
+from hilcore.backend.cuda import jaccard as cj
 from hilcore.ref import jaccard as ref_jaccard
-from hilcore.torch_backend import jaccard as tj
+from hilcore.backend.torch import jaccard as tj
 from cuda_model import KernelModel as _ModelKernels
 from jaccard_rows_ref import assert_bitwise, capacity, reference, synthetic
 from testing import assert_jaccard_matches, csr_to_dense, reid_features, stored_mask, with_duplicates

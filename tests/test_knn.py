@@ -11,7 +11,7 @@ from hilcore.ref import knn as ref_knn
 from testing import INTERPRETED, KNN_BACKENDS, SIZES, assert_knn_matches, features, reid_features, \
     tie_features, with_duplicates
 
-torch_knn = importlib.import_module("hilcore.torch_backend.knn")
+torch_knn = importlib.import_module("hilcore.backend.torch.knn")
 
 
 def _sizes_for(backend):

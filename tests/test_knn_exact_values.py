@@ -21,7 +21,7 @@ from hilcore.ref import knn as ref
 nat = native_module()
 pytestmark = pytest.mark.skipif(nat is None, reason="hilcore._native is not built")
 if nat is not None:
-    from hilcore.native_backend import knn as knn_mod
+    from hilcore.backend.native import knn as knn_mod
 
 
 def tie_data(n: int = 300, d: int = 40, seed: int = 0) -> np.ndarray:

@@ -117,9 +117,9 @@ def test_core_is_a_leaf(graph):
 def test_layers_hold_and_an_added_upward_import_or_cycle_is_caught(graph):
     assert _illegal(graph) == set()
     g = grimp.build_graph("hilcore", include_external_packages=False)  # a fresh graph to mutate
-    g.add_import(importer="hilcore.torch_backend.jaccard", imported="hilcore.jaccard")  # backend -> op module
+    g.add_import(importer="hilcore.backend.torch.jaccard", imported="hilcore.jaccard")  # backend -> op module
     assert _illegal(g)
     assert cycles(g) == []  # upward, but not (yet) a cycle
-    g.add_import(importer="hilcore._core", imported="hilcore.torch_backend.jaccard")
+    g.add_import(importer="hilcore._core", imported="hilcore.backend.torch.jaccard")
     g.add_import(importer="hilcore.jaccard", imported="hilcore._core")
     assert any({"hilcore._core", "hilcore.jaccard"} <= set(c) for c in cycles(g))

@@ -14,7 +14,7 @@ from hilcore.mccl import mccl_loss
 from hilcore.ref.mccl import mccl as ref_mccl
 
 mccl_module = importlib.import_module("hilcore.mccl")
-TRITON_OK = "triton" in hilcore.backends("cpu") and importlib.util.find_spec("hilcore.triton.mccl") is not None
+TRITON_OK = "triton" in hilcore.backends("cpu") and importlib.util.find_spec("hilcore.backend.triton.mccl") is not None
 needs_triton = pytest.mark.skipif(not TRITON_OK, reason="triton cannot run here (no GPU and no TRITON_INTERPRET=1)")
 
 

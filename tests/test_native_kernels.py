@@ -1,4 +1,4 @@
-"""Direct tests of the C++ kernels (hilcore._native through hilcore.native_backend)
+"""Direct tests of the C++ kernels (hilcore._native through hilcore.backend.native)
 against slow NumPy loops written from the formulas of docs/design.md, and against
 scikit-learn's DBSCAN on the dense matrix."""
 from __future__ import annotations
@@ -17,9 +17,9 @@ nat = native_module()
 pytestmark = pytest.mark.skipif(nat is None, reason="hilcore._native is not built")
 
 if nat is not None:
-    from hilcore.native_backend.dbscan import dbscan as native_dbscan
-    from hilcore.native_backend.jaccard import jaccard as native_jaccard
-    from hilcore.native_backend.knn import knn as native_knn
+    from hilcore.backend.native.dbscan import dbscan as native_dbscan
+    from hilcore.backend.native.jaccard import jaccard as native_jaccard
+    from hilcore.backend.native.knn import knn as native_knn
 
 
 # ----------------------------------------------------------------------------- references
@@ -316,7 +316,7 @@ def test_dbscan_validation():
 # ----------------------------------------------------------------------------- kNN: the int8-candidate path
 
 if nat is not None:
-    from hilcore.native_backend import knn as knn_mod
+    from hilcore.backend.native import knn as knn_mod
 
 
 def assert_knn_exact(idx, sim, x, y, k, self_search, atol=2e-6):

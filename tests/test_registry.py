@@ -40,7 +40,7 @@ def test_every_runnable_entry_resolves_to_its_own_backend(op):
 def test_auto_takes_the_first_runnable_backend_of_the_preference_order():
     for op in PUBLIC_OPS:
         got = _dispatch.resolve(op, "auto", "cpu").backend
-        order = [b for b in _dispatch.AUTO_ORDER["cpu"] + ("torch",) if b in hilcore.capabilities("cpu")[op]]
+        order = [b for b in _dispatch.AUTO_ORDER["cpu"] if b in hilcore.capabilities("cpu")[op]]
         assert got == order[0], op
 
 
@@ -129,3 +129,105 @@ def test_cluster_epoch_reports_what_ran_in_each_stage():
     want = _dispatch.resolve("jaccard_distance", "auto", "cpu").label
     assert auto.backends["jaccard"] == want
     np.testing.assert_array_equal(np.asarray(auto.labels_rgb), np.asarray(out.labels_rgb))
+
+
+# ------------------------------------------------------------------ backends are discovered from their folders
+_TOY_INIT = '''
+from ... import _dispatch
+from ..._dispatch import Backend
+
+def _why_not(device):
+    if not _dispatch.importable("math"):
+        return "math is missing"
+    return None if device.type == "cpu" else f"the toy backend runs on CPU tensors, got device {device}"
+
+BACKEND = Backend(__name__, why_not=_why_not, devices=("cpu",), order=5, auto={"cpu": 50})
+BACKEND.op("knn", impl=".knn:knn", note="the first k columns, to be told apart from a real kNN")
+'''
+_TOY_KNN = '''
+import torch
+
+def knn(x, k, y=None):
+    n = x.shape[0]
+    idx = torch.arange(k, dtype=torch.int64).repeat(n, 1)
+    return idx, torch.full((n, k), 0.25, dtype=torch.float32)
+'''
+
+
+@pytest.fixture
+def backend_folder(tmp_path, monkeypatch):
+    """A function that writes a backend folder ``<name>/`` (files: {file name: text}) beside hilcore/backend's
+    folders (its ``__path__`` extended to tmp_path) and rediscovers; the real table is rediscovered afterwards."""
+    import sys
+
+    import hilcore.backend as pkg
+
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+
+    def write(name: str, files: dict[str, str]):
+        (tmp_path / name).mkdir()
+        for fname, text in files.items():
+            (tmp_path / name / fname).write_text(text)
+        return _dispatch.discover()
+
+    yield write
+    monkeypatch.undo()
+    for m in [m for m in sys.modules if m.startswith("hilcore.backend.") and m.split(".")[2] not in
+              {i.name for i in __import__("pkgutil").iter_modules(pkg.__path__)}]:
+        del sys.modules[m]
+    _dispatch.discover()
+
+
+def test_a_new_backend_folder_is_discovered_without_editing_the_registry(backend_folder):
+    before = _dispatch.ALL_BACKENDS
+    names = backend_folder("toy", {"__init__.py": _TOY_INIT, "knn.py": _TOY_KNN})
+    assert names == _dispatch.ALL_BACKENDS and set(names) == set(before) | {"toy"}
+    assert names.index("toy") == 1  # order=5: after torch (0), before native (10)
+    assert "toy" in hilcore.backends("cpu") and "toy" not in hilcore.backends("cuda")
+    assert hilcore.capabilities()["knn"]["toy"].impl == "hilcore.backend.toy.knn:knn"
+    x = np.eye(6, dtype=np.float32)
+    idx, sim = hilcore.knn(x, 3, backend="toy")
+    assert idx.tolist() == [[0, 1, 2]] * 6 and sim.tolist() == [[0.25] * 3] * 6
+    assert _dispatch.implemented("knn")[:2] == ("torch", "toy")
+    assert _dispatch._why_not("toy", torch.device("cuda")) == "the toy backend runs on CPU tensors, got device cuda"
+    with pytest.raises(hilcore.BackendUnavailable, match="knn: backend 'toy' cannot run: .*runs on cpu tensors"):
+        _dispatch.resolve("knn", "toy", "cuda")
+    with pytest.raises(hilcore.BackendUnavailable, match="dbscan: backend 'toy' is not implemented"):
+        _dispatch.resolve("dbscan", "toy", "cpu")
+    # auto ranks it 50 on CPU: after native (0) where native is built, before torch (100)
+    assert _dispatch.AUTO_ORDER["cpu"] == ("native", "toy", "torch")
+    want = "native" if "native" in hilcore.backends("cpu") else "toy"
+    assert _dispatch.resolve("knn", "auto", "cpu").backend == want
+
+
+def test_the_table_is_back_to_the_shipped_backends_after_the_fake_one():
+    assert _dispatch.ALL_BACKENDS == ("torch", "native", "cuda", "triton", "cuml", "faiss", "faiss_gpu", "cuvs")
+    assert "toy" not in hilcore.capabilities()["knn"]
+
+
+def test_every_shipped_backend_folder_describes_itself():
+    import pkgutil
+
+    import hilcore.backend as pkg
+
+    folders = sorted(i.name for i in pkgutil.iter_modules(pkg.__path__) if i.ispkg)
+    assert folders == sorted(_dispatch.ALL_BACKENDS)
+    for name, desc in _dispatch.BACKENDS.items():
+        assert desc.name == name and desc.ops, name
+        assert all(cap.backend == name for cap in desc.ops)
+        assert all(cap.impl is None or cap.impl.startswith("hilcore.backend.") for cap in desc.ops)
+        # its own availability check answers for every device type, with a reason when it cannot run
+        for dev in ("cpu", "cuda"):
+            why = desc.why_not(torch.device(dev))
+            assert why is None or (isinstance(why, str) and why), (name, dev)
+
+
+def test_a_folder_without_a_description_or_with_the_wrong_name_is_refused(backend_folder):
+    with pytest.raises(TypeError, match=r"hilcore.backend.nodesc: .*must define BACKEND = .*got NoneType"):
+        backend_folder("nodesc", {"__init__.py": "x = 1\n"})
+
+
+def test_a_description_named_unlike_its_folder_is_refused(backend_folder):
+    text = _TOY_INIT.replace("Backend(__name__,", "Backend('hilcore.backend.other',")
+    with pytest.raises(ValueError, match=r"BACKEND is named 'other', expected the folder's name 'misnamed'"):
+        backend_folder("misnamed", {"__init__.py": text, "knn.py": _TOY_KNN})

@@ -32,7 +32,7 @@ def _exact_rows(n, d, seed):
 
 @pytest.mark.parametrize("m,c,d", [(1, 1, 16), (70, 33, 40), (131, 65, 72)])
 def test_scan_at_gpu_blocks_matches_reference(monkeypatch, m, c, d):
-    import hilcore.triton.brst as tb
+    import hilcore.backend.triton.brst as tb
 
     gpu = tb._blocks(d, False)
     assert gpu != tb._blocks(d, True)  # the configuration under test is not the interpreter's

@@ -51,7 +51,7 @@ def test_cluster_centers_triton_torch_input():
 
 @pytest.mark.parametrize("k,d", [(2, 5), (3, 32), (9, 20)])
 def test_assign_kernel_nearest_own_subcentre(k, d):
-    from hilcore.triton.centers import assign
+    from hilcore.backend.triton.centers import assign
 
     rng = np.random.default_rng(k * 100 + d)
     e, m = 4, 57
@@ -71,7 +71,7 @@ def test_assign_kernel_nearest_own_subcentre(k, d):
 
 
 def test_assign_kernel_ties_go_to_lower_subcentre():
-    from hilcore.triton.centers import assign
+    from hilcore.backend.triton.centers import assign
 
     rng = np.random.default_rng(1)
     xm = torch.from_numpy(rng.standard_normal((10, 8)).astype(np.float32))

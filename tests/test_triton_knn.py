@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("triton")
 
 import hilcore  # noqa: E402
-import hilcore.triton.knn as tknn  # noqa: E402
+import hilcore.backend.triton.knn as tknn  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("triton")
 
-import hilcore.triton.knn as tknn  # noqa: E402
+import hilcore.backend.triton.knn as tknn  # noqa: E402
 from test_triton_knn import DEVICE, _t, check, duplicated, tie_rows, unit_rows  # noqa: E402
 
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":

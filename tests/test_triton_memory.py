@@ -12,7 +12,7 @@ import hilcore
 from hilcore.memory import ClusterMemory, InstanceMemory, MultiCenterMemory, cluster_contrast_loss
 from hilcore.ref import memory as ref
 
-TRITON_OK = "triton" in hilcore.backends("cpu") and importlib.util.find_spec("hilcore.triton.memory") is not None
+TRITON_OK = "triton" in hilcore.backends("cpu") and importlib.util.find_spec("hilcore.backend.triton.memory") is not None
 pytestmark = pytest.mark.skipif(not TRITON_OK, reason="triton cannot run here (no GPU and no TRITON_INTERPRET=1)")
 
 MOMENTA = (0.0, 0.1, 1.0)
@@ -110,7 +110,7 @@ def test_float64_goes_through_torch_and_validation():
         mem32.update(x, torch.tensor([0, 5, 1, 1, 1, 1]), backend="triton")
     mem32.update(torch.empty(0, 8), torch.empty(0, dtype=torch.int64), backend="triton")
     assert torch.equal(mem32.features, before)
-    from hilcore.triton.memory import update
+    from hilcore.backend.triton.memory import update
     with pytest.raises(TypeError, match="float16"):
         update(torch.zeros(2, 1, 4, dtype=torch.float16), torch.zeros(1, 4, dtype=torch.float16),
                torch.tensor([0]), 0.1)

@@ -84,7 +84,7 @@ RecipSets reciprocal_sets(const int64_t* rank, int64_t ld, int64_t n, int64_t m,
 }
 
 // The float32 operations below follow docs/design.md ("Summation orders") exactly, as the torch
-// stages (hilcore/torch_backend/jaccard.py) do, so both return bitwise the same CSR. This file is
+// stages (hilcore/backend/torch/jaccard.py) do, so both return bitwise the same CSR. This file is
 // compiled with -ffp-contract=off (no a * b + c fused into one rounding) and without -ffast-math.
 
 // dot_rows: lane l of kDotLanes adds a[t] * b[t] for t = q * kDotLanes + l, q ascending, from 0;

@@ -67,7 +67,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // cand_idx / cand_sim [n, kc] (row-major): each row's kc candidates sorted by
 // (approximate sim desc, idx asc); every column not listed has approximate sim
 // <= cand_sim[i, kc - 1] (the last entry); bound[i] must bound |exact -
-// approximate| for row i against every column (see hilcore/native_backend/knn.py).
+// approximate| for row i against every column (see hilcore/backend/native/knn.py).
 // "Exact" is the float32 dot product x_i . y_j of knn_simd::Ops::dot_f32 (32
 // partial sums, the same bits on every CPU path). For each row the own column
 // (if any) is rescored and put first, then the candidates are rescored in their
