@@ -296,6 +296,19 @@ _CLUSTER_FLAGS = {"x": "FEATURES", "k1": "--k1", "k2": "--k2", "max_distance": "
                   "min_samples": "--min-samples", "backend": "--backend"}
 
 
+def _under_flag(flag: str, msg: str) -> str:
+    """``msg`` of a library call on ``flag``'s value, naming the flag once: a leading ``name: `` that is the
+    flag's own name becomes the flag (``checkpoint: x`` -> ``--checkpoint: x``); a message that already names
+    a config key (``config.optim.lr: ...``) stays as it is; any other gets the flag in front."""
+    name = flag.lstrip("-")
+    head, sep, rest = msg.partition(": ")
+    if sep and head == name:
+        return f"{flag}: {rest}"
+    if msg.startswith((flag + ":", flag + " ", name + ".")):
+        return msg
+    return f"{flag}: {msg}"
+
+
 def _as_flag(msg: str, flags: dict) -> str:
     """``msg`` with a leading ``name: `` (a library argument) named by its flag instead."""
     head, sep, rest = msg.partition(": ")
@@ -512,7 +525,9 @@ def cmd_train(args) -> int:
     try:
         cfg = load_config(args.config, overrides)
     except (FileNotFoundError, ValueError, TypeError) as e:
-        _fail(str(e))
+        msg = str(e)      # the file's own faults name --config; a bad key names the key (file or override)
+        _fail(_under_flag("--config", msg) if isinstance(e, FileNotFoundError) or " is not valid YAML" in msg
+              else msg)
     check_device(cfg.run.device, "config run.device", allow_auto=True)
     check_output_dir(cfg.run.output, "--output" if args.output else "config run.output")
     from .train import distributed as D
@@ -615,7 +630,7 @@ def cmd_extract(args) -> int:
     try:
         obj = read_weights(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
-        _fail(f"--checkpoint: {e}")
+        _fail(_under_flag("--checkpoint", str(e)))
     size, kwargs, source = (288, 144), {}, "defaults (ViT-B/16, ICS stem, 288x144)"
     cfg_dict = None
     if args.config:
@@ -624,7 +639,7 @@ def cmd_extract(args) -> int:
         try:
             cfg_dict = load_config(args.config).to_dict()
         except (FileNotFoundError, ValueError, TypeError) as e:
-            _fail(f"--config: {e}")
+            _fail(_under_flag("--config", str(e)))
         source = args.config
     elif isinstance(obj, dict) and isinstance(obj.get("config"), dict):
         cfg_dict, source = obj["config"], "the checkpoint's config"

@@ -445,3 +445,15 @@ def test_hil_eval_shows_extraction_progress_on_request_and_not_into_a_redirected
     assert rc == 0 and "eval query (IR)" in err and "eval gallery (RGB)" in err and "mAP" in out
     rc, out, err = run_cli(base, capsys)       # auto: stderr is not a terminal here
     assert rc == 0 and err == ""
+
+
+def test_train_and_extract_name_their_flags_once(tmp_path, capsys):
+    rc, _, err = run_cli(["train", "--config", tmp_path / "missing.yaml"], capsys)
+    assert rc == 2 and one_error_line(err) == f"--config: file {tmp_path / 'missing.yaml'} does not exist"
+    (tmp_path / "img").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (16, 32)).save(tmp_path / "img" / "a.jpg")
+    rc, _, err = run_cli(["extract", "--checkpoint", tmp_path / "none.pt", "--images", tmp_path / "img",
+                          "--modality", "rgb", "--out", tmp_path / "o.npy"], capsys)
+    assert rc == 2 and one_error_line(err) == f"--checkpoint: {tmp_path / 'none.pt'} does not exist"
