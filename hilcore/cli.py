@@ -236,7 +236,8 @@ def show_progress(choice: str, long_run: bool = True) -> bool:
 
 class _Steps:
     """A progress line of named steps whose elapsed time keeps moving while a step runs (a background refresh
-    every 0.5 s): ``hil cluster: kNN 1/3 [00:07]``. Nothing is shown when disabled."""
+    every 0.5 s), with the chunks of the running step when it reports them (:mod:`hilcore._progress`):
+    ``hil cluster: 0/3 steps [00:07], kNN tiles 12/40 (30%)``. Nothing is shown when disabled."""
 
     def __init__(self, steps: tuple, enabled: bool, desc: str = "hil cluster"):
         self.steps, self.i = steps, 0
@@ -269,6 +270,14 @@ class _Steps:
                 self.bar.update(k - self.i)
                 self.i = k
             self.bar.set_postfix_str(f"{name}{' ' + note if note else ''}")
+
+    def chunk(self, name: str, done: int, total: int, unit: str = "tiles") -> None:
+        """``done`` of ``total`` chunks of step ``name`` (which starts now if it had not)."""
+        if name != self.steps[min(self.i, len(self.steps) - 1)]:
+            self.start(name)
+        if total > 0:
+            with getattr(self, "_lock", _NOLOCK):
+                self.bar.set_postfix_str(f"{name} {unit} {done}/{total} ({100 * done // total}%)")
 
     def close(self) -> None:
         if self._stop is not None:
@@ -357,12 +366,21 @@ def cmd_cluster(args) -> int:
 
     # a progress display on runs long enough to wait for (or when asked)
     slow = n >= 20000 or (jac.part("knn").backend == "torch" and device.type == "cpu" and n >= 4000)
+    from hilcore import _progress
+
     bar = _Steps(("kNN", "Jaccard", "DBSCAN"), show_progress(args.progress, slow))
     names = {"knn": ("kNN", f"of {n} x {d}"), "stages": ("Jaccard", "k-reciprocal sets, query expansion")}
+
+    def hook(stage, done, total):   # the parts of the pipeline and the kNN's tiles (hilcore._progress)
+        if stage in names and total == 0:
+            bar.start(*names[stage])
+        elif stage in names:
+            bar.chunk(names[stage][0], done, total)
+
     try:
         t = time.perf_counter()
-        dist = hilcore.jaccard_distance(arr, args.k1, args.k2, max_distance=args.eps, backend=b_jac,
-                                        progress=lambda part: bar.start(*names[part]))
+        with _progress.reporting(hook if show_progress(args.progress, slow) else None):
+            dist = hilcore.jaccard_distance(arr, args.k1, args.k2, max_distance=args.eps, backend=b_jac)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_jac = time.perf_counter() - t

@@ -7,7 +7,7 @@ import time
 import scipy.sparse as sp
 import torch
 
-from . import _arrays, _dispatch
+from . import _arrays, _dispatch, _progress
 from ._core import SparseRows, half_k  # noqa: F401  (re-exported)
 
 
@@ -17,18 +17,17 @@ def _sync(device: torch.device) -> None:
 
 
 def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _dispatch.Impl,
-                 timings: dict | None = None, progress=None) -> SparseRows:
+                 timings: dict | None = None) -> SparseRows:
     """Internal entry on a validated, normalised float32 tensor. k1, k2 already clamped.
 
     ``impl`` is the resolved ``jaccard_distance`` pipeline (its ``knn`` and
     ``stages`` parts). With ``timings``, the measured seconds of each part are
     stored in it (``knn``, ``stages``; the native stages add their own sub-stages
-    as ``stages.<name>``), the device synchronised around each. ``progress(part)``, when given, is called with
-    ``"knn"`` and ``"stages"`` as each part starts.
+    as ``stages.<name>``), the device synchronised around each. Each part's start is reported to
+    :mod:`hilcore._progress` (``"knn"``, ``"stages"``; the kNN backends report their tiles).
     """
     timed = timings is not None
-    if progress is not None:
-        progress("knn")
+    _progress.report("knn", 0, 0)
     if timed:
         _sync(x.device)
         t0 = time.perf_counter()
@@ -36,8 +35,7 @@ def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _
     if timed:
         _sync(x.device)
         t1 = time.perf_counter()
-        if progress is not None:
-            progress("stages")
+        _progress.report("stages", 0, 0)
         sub: dict = {}
         indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance, timings=sub)
         _sync(x.device)
@@ -45,8 +43,7 @@ def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _
         timings["stages"] = time.perf_counter() - t1
         timings.update({f"stages.{k}": v for k, v in sub.items()})
     else:
-        if progress is not None:
-            progress("stages")
+        _progress.report("stages", 0, 0)
         indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance)
     return SparseRows(indptr, indices, data, x.shape[0])
 
@@ -67,7 +64,7 @@ def to_output(rows: SparseRows, fam: _arrays.Family):
 
 
 def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None = None,
-                     backend: str = "auto", info: dict | None = None, progress=None):
+                     backend: str = "auto", info: dict | None = None):
     """k-reciprocal Jaccard distance, sparse.
 
     The semantics are those of docs/design.md (and of the widely used
@@ -96,8 +93,6 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
             ``backend`` (the label, e.g. ``"knn=triton, stages=cuda"``), ``knn``,
             ``stages`` and ``timings`` (measured seconds: ``knn``, ``stages``, their
             native sub-stages ``stages.<name>``, ``output`` and ``total``).
-        progress: optional callable, called with ``"knn"`` and then ``"stages"`` as each part of the
-            pipeline starts (``hil cluster``'s progress display).
 
     Returns:
         ``[N, N]`` sparse CSR, float32, sorted indices, symmetric, the diagonal
@@ -124,13 +119,11 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
     k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
     impl = _dispatch.resolve("jaccard_distance", backend, xt.device)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable or None, got {type(progress).__name__}")
     if info is None:
-        return to_output(jaccard_rows(xt, k1, k2, md, impl, progress=progress), fam)
+        return to_output(jaccard_rows(xt, k1, k2, md, impl), fam)
     t0 = time.perf_counter()
     tm: dict = {}
-    rows = jaccard_rows(xt, k1, k2, md, impl, tm, progress)
+    rows = jaccard_rows(xt, k1, k2, md, impl, tm)
     t1 = time.perf_counter()
     out = to_output(rows, fam)
     _sync(xt.device)

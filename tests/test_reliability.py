@@ -361,19 +361,34 @@ def test_make_synthetic_names_overwrite_as_a_flag(tmp_path, capsys):
 def test_cluster_progress_steps_on_request_and_not_into_a_redirected_log(feats, capsys):
     pytest.importorskip("tqdm")
     rc, _, err = run_cli(["cluster", feats, "--k1", "8", "--k2", "3", "--progress", "on"], capsys)
-    assert rc == 0 and "hil cluster: 3/3 steps" in err
+    assert rc == 0 and "hil cluster: 3/3 steps" in err and "kNN tiles" in err
     rc, _, err = run_cli(["cluster", feats, "--k1", "8", "--k2", "3"], capsys)   # auto, stderr not a terminal
     assert rc == 0 and err == ""
 
 
-def test_jaccard_progress_reports_each_part_in_order(feats):
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_jaccard_reports_its_parts_and_the_knn_tiles_in_order(feats, backend, monkeypatch):
     import hilcore
+    from hilcore import _progress
+    from hilcore.backend.native import knn as native_knn
+    from hilcore.backend.torch import knn as torch_knn
 
+    if backend not in hilcore.backends("cpu"):
+        pytest.skip(f"{backend} is not built here")
+    x = np.load(feats)                                            # 120 rows
+    monkeypatch.setattr(torch_knn, "TILE_ELEMENTS", 120 * 16)    # blocks of 16 rows
+    inner = getattr(native_knn.knn, "__wrapped__", native_knn.knn)   # (the registry holds the function itself)
+    monkeypatch.setitem(inner.__kwdefaults__, "tile", 16)
     seen = []
-    hilcore.jaccard_distance(np.load(feats), 8, 3, progress=seen.append)
-    assert seen == ["knn", "stages"]
-    with pytest.raises(TypeError, match="progress: expected a callable"):
-        hilcore.jaccard_distance(np.load(feats), 8, 3, progress="yes")
+    with _progress.reporting(lambda *r: seen.append(r)):
+        want = hilcore.jaccard_distance(x, 8, 3, backend=backend)
+    got = hilcore.jaccard_distance(x, 8, 3, backend=backend)      # the reports change nothing
+    assert (want != got).nnz == 0
+    assert seen[0] == ("knn", 0, 0) and seen[-1] == ("stages", 0, 0)
+    tiles = seen[1:-1]
+    assert len(tiles) == 8 and all(s == "knn" for s, _, _ in tiles)   # one report per block of 16 rows
+    done = [d for _, d, _ in tiles]
+    assert done == sorted(done) and done[-1] == tiles[-1][2]          # increasing, to the total
 
 
 # ------------------------------------------------------------------------------------------- hil bench

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import _progress
 from ..._precision import ieee_fp32
 
 # Elements of one [block, M] similarity tile (float32): 2^24 = 64 MiB.
@@ -66,4 +67,5 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
             vals[:, 0] = own  # idx[:, 0] is the row itself (the only +inf)
         idx_out[start:stop] = idx
         sim_out[start:stop] = vals
+        _progress.report("knn", stop, n)      # (hil cluster's progress display, per block of rows)
     return idx_out, sim_out
