@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 import hilcore
 from hilcore._extras import require
-from hilcore._files import FolderLock, FolderLockedError, write_text
+from hilcore._files import FolderLock, FolderLockedError, WriteError, write_text
 
 from . import checkpoint as ckpt
 from . import distributed as D
@@ -432,9 +432,12 @@ class Logger:
         if not D.is_main():
             return
         print(msg, flush=True)
-        if self.path is not None:
-            with open(self.path, "a") as fh:
-                fh.write(msg + "\n")
+        if self.path is not None:     # appended line by line (the one output that is not replaced whole)
+            try:
+                with open(self.path, "a") as fh:
+                    fh.write(msg + "\n")
+            except OSError as e:
+                raise WriteError(self.path, e) from e
 
 
 class Trainer:
