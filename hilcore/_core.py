@@ -52,15 +52,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def dbscan_labels(core: torch.Tensor, root: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The DBSCAN numbering and border rule of docs/design.md, shared by every Python backend.
+def dbscan_labels(core: torch.Tensor, root: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                  reduce_min=None) -> torch.Tensor:
+    """The DBSCAN numbering and border rule of docs/design.md, written once for every Python path.
 
     Args:
         core: ``[n]`` bool, the core points.
         root: ``[n]`` int64; for a core point, the smallest core index of its
             connected component of core points (other entries are ignored).
         u, v: the neighbour pairs ``(u[e], v[e])``, listed in both directions
-            (pairs with ``u == v`` are allowed and change nothing).
+            (pairs with ``u == v`` are allowed and change nothing). Sharded: the pairs
+            of this shard's points ``u``.
+        reduce_min: ``None`` in one process; sharded, the element-wise minimum over
+            the shards (``hilcore.stages.rows``), applied to the border labels.
 
     Returns:
         ``[n]`` int64 labels: components numbered 0, 1, ... in order of their
@@ -77,4 +81,6 @@ def dbscan_labels(core: torch.Tensor, root: torch.Tensor, u: torch.Tensor, v: to
     edge = ~core[u] & core[v]
     border = torch.full((n,), n, dtype=torch.int64, device=core.device)
     border.scatter_reduce_(0, u[edge], labels[v[edge]], reduce="amin")
+    if reduce_min is not None:
+        border = reduce_min(border)
     return torch.where(~core & (border < n), border, labels)

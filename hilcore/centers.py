@@ -184,13 +184,16 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
     xt, fam = _arrays.features(x, "x", normalize=True)
     lab, c = checked_clusters(labels, xt.shape[0], xt.device)
     n_sub = _arrays.positive_int(n_sub, "n_sub")
+    if c * (1 + n_sub) * xt.shape[1] > _arrays.MAX_INT >> 22:  # ~4 TiB of float32: not a memory anyone can hold
+        raise ValueError(f"n_sub: the multi-centre memory [C, 1 + n_sub, D] = [{c}, 1 + {n_sub}, {xt.shape[1]}] "
+                         f"would not fit in memory; expected a small number of sub-clusters (HIL uses 9)")
     weight = _check_fraction(weight, "weight")
     if method not in ("kmeans", "dbscan"):
         raise ValueError(f"method: expected 'kmeans' or 'dbscan', got {method!r}")
-    iters = _arrays.positive_int(iters, "iters")
+    iters = min(_arrays.positive_int(iters, "iters"), _arrays.MAX_INT)  # Lloyd stops at convergence anyway
     n_init = _arrays.positive_int(n_init, "n_init")
     eps = _arrays.nonneg_float(eps, "eps")
-    min_samples = _arrays.positive_int(min_samples, "min_samples")
+    min_samples = min(_arrays.positive_int(min_samples, "min_samples"), _arrays.MAX_INT)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     impl = _dispatch.resolve("subcluster", backend, xt.device)

@@ -87,15 +87,22 @@ class EpochClusters:
     backends: dict = field(default_factory=dict)
 
 
-def _backend_for(backend: str, op: str) -> str:
+def backend_for(backend: str, op: str) -> str:
     """``backend`` when ``op`` implements it, else ``"auto"``."""
     return backend if _dispatch.implements(op, backend) else "auto"
 
 
-class _Clock:
+class Clock:
+    """Measured seconds per named stage (``times``), synchronising the device first on CUDA.
+
+    ``clock(name, fn, *args, **kw)`` runs ``fn`` and records its wall time under ``name``;
+    ``started`` is the time the clock was made (the epoch's ``total``).
+    """
+
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.times: dict[str, float] = {}
+        self.started = time.perf_counter()
 
     def __call__(self, name: str, fn, *args, **kw):
         if self.cuda:
@@ -108,7 +115,8 @@ class _Clock:
         return out
 
 
-def _check_config(cfg: EpochConfig) -> None:
+def check_config(cfg) -> None:
+    """TypeError unless ``cfg`` is an :class:`EpochConfig`; ValueError naming a bad field."""
     if not isinstance(cfg, EpochConfig):
         raise TypeError(f"config: expected an EpochConfig or None, got {type(cfg).__name__}")
     if cfg.sub_method not in ("kmeans", "dbscan"):
@@ -159,7 +167,7 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
         ((586,), (40, 10, 128), (40, 10, 128))
     """
     cfg = EpochConfig() if config is None else config
-    _check_config(cfg)
+    check_config(cfg)
     xr, fam = _arrays.features(feats_rgb, "feats_rgb")
     xi = _arrays.features_like(feats_ir, xr, "feats_ir", "feats_rgb")
     if (memory_feats_rgb is None) != (memory_feats_ir is None):
@@ -177,29 +185,15 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
             if a.shape[0] != b.shape[0] or a.device != b.device:
                 raise ValueError(f"{name}: expected {b.shape[0]} rows on {b.device} (one per clustered feature), "
                                  f"got shape {tuple(a.shape)} on {a.device}")
-    mem = {"rgb": mr, "ir": mi}
     be = cfg.backend
-    clock = _Clock(xr.device)
-    t_start = time.perf_counter()
-    per = {}
     dev = xr.device
-    b_jac, b_db = _backend_for(be, "jaccard_distance"), _backend_for(be, "dbscan")
-    b_sub, b_match = _backend_for(be, "subcluster"), _backend_for(be, "bidirectional_match")
-    cb = _backend_for(be, "cluster_centers")
-    sub = _dispatch.resolve("subcluster", b_sub, dev)
-    ran = {
-        "jaccard": _dispatch.resolve("jaccard_distance", b_jac, dev).label,
-        "dbscan": _dispatch.resolve("dbscan", b_db, dev).label,
-        "centers": _dispatch.resolve("cluster_centers", cb, dev).label,
-        "subcluster": f"centers={sub.part('centers').label}, "
-                      f"{cfg.sub_method}={sub.part(cfg.sub_method).label}",
-        "match": _dispatch.resolve("bidirectional_match", b_match, dev).label,
-    }
-    j_impl = _dispatch.resolve("jaccard_distance", b_jac, dev)
-    d_impl = _dispatch.resolve("dbscan", b_db, dev)
+    clock = Clock(dev)
+    j_impl = _dispatch.resolve("jaccard_distance", backend_for(be, "jaccard_distance"), dev)
+    d_impl = _dispatch.resolve("dbscan", backend_for(be, "dbscan"), dev)
     eps = _arrays.nonneg_float(cfg.eps, "eps")
     min_samples = _arrays.positive_int(cfg.min_samples, "min_samples")
-    for name, x in (("rgb", xr), ("ir", xi)):
+
+    def label(name: str, x: torch.Tensor) -> torch.Tensor:
         tm: dict = {}
         d = clock(f"jaccard_{name}", _jaccard, x, cfg, j_impl, tm)
         clock.times[f"knn_{name}"] = tm["knn"]
@@ -207,25 +201,62 @@ def cluster_epoch(feats_rgb, feats_ir, config: EpochConfig | None = None, *, mem
         # the Jaccard rows go straight to the DBSCAN kernel: symmetric with every entry <= eps by construction,
         # so the checks and conversions of dbscan()'s input (O(nnz) work, a dozen host syncs) are skipped
         lab = clock(f"dbscan_{name}", d_impl, d.indptr, d.indices, d.data, d.n, eps, min_samples)
-        lab = torch.as_tensor(lab).to(x.device)
-        del d
-        _check_not_all_noise(lab, name, x.shape[0], cfg)
+        return torch.as_tensor(lab).to(x.device)
+
+    return run_epoch(cfg, {"rgb": xr, "ir": xi}, {"rgb": mr, "ir": mi}, fam, label, clock,
+                     {"jaccard": j_impl.label, "dbscan": d_impl.label})
+
+
+def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock, ran: dict) -> EpochClusters:
+    """The epoch after validation, written once for :func:`cluster_epoch` and ``hilcore.distributed.cluster_epoch``.
+
+    Args:
+        cfg: a checked :class:`EpochConfig`.
+        feats: ``{"rgb": x, "ir": x}``, every row of each modality (validated, normalised, one device).
+        mem: the same for the features the centres and memories are built from.
+        fam: the caller's array family (``_arrays.Family``) the results are returned in.
+        label: ``label(name, feats[name]) -> [N]`` int64 DBSCAN labels of that modality on its device
+            (the driver's Jaccard distance and DBSCAN; it records its own timings in ``clock``).
+        clock: the :class:`Clock` the stages are timed with.
+        ran: what ran in the driver's stages (``jaccard``, ``dbscan``); the later stages' labels are added.
+
+    Per modality: ``label``, the all-noise check, ``cluster_centers``, ``subcluster``; then
+    ``bidirectional_match`` and the shared centres / multi-centres over both modalities (RGB first).
+    """
+    be = cfg.backend
+    dev = feats["rgb"].device
+    b_sub, b_match = backend_for(be, "subcluster"), backend_for(be, "bidirectional_match")
+    cb = backend_for(be, "cluster_centers")
+    sub = _dispatch.resolve("subcluster", b_sub, dev)
+    ran = dict(ran)
+    ran.update({
+        "centers": _dispatch.resolve("cluster_centers", cb, dev).label,
+        "subcluster": f"centers={sub.part('centers').label}, "
+                      f"{cfg.sub_method}={sub.part(cfg.sub_method).label}",
+        "match": _dispatch.resolve("bidirectional_match", b_match, dev).label,
+    })
+    per = {}
+    for name in ("rgb", "ir"):
+        x = feats[name]
+        lab = label(name, x)
+        check_not_all_noise(lab, name, x.shape[0], cfg)
         cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
         multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
                       seed=cfg.seed, backend=b_sub)
         per[name] = (lab, cen, multi)
+    xr, xi = feats["rgb"], feats["ir"]
     lr, li = per["rgb"][0], per["ir"][0]
     m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
-    sr, si = torch.as_tensor(m.labels_rgb).to(xr.device), torch.as_tensor(m.labels_ir).to(xr.device)
+    sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
     def shared():
-        xs = torch.cat([mr, mi])
+        xs = torch.cat([mem["rgb"], mem["ir"]])
         ls = torch.cat([sr, si])
         return (cluster_centers(xs, ls, backend=cb),
                 subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))
     s_cen, s_multi = clock("shared", shared)
-    clock.times["total"] = time.perf_counter() - t_start
-    return _epoch_result(per, m, sr, si, s_cen, s_multi, xr.device, fam, dict(clock.times), ran)
+    clock.times["total"] = time.perf_counter() - clock.started
+    return _epoch_result(per, m, sr, si, s_cen, s_multi, dev, fam, dict(clock.times), ran)
 
 
 def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: dict):
@@ -238,7 +269,7 @@ def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: d
     return jaccard_rows(xt, k1, k2, md, impl, timings)
 
 
-def _check_not_all_noise(lab: torch.Tensor, name: str, n: int, cfg: EpochConfig) -> None:
+def check_not_all_noise(lab: torch.Tensor, name: str, n: int, cfg: EpochConfig) -> None:
     """The ValueError of a modality ``name`` whose ``n`` DBSCAN labels ``lab`` hold no cluster (all -1)."""
     if not bool((lab >= 0).any()):
         raise ValueError(f"cluster_epoch: the {name.upper()} modality ended all-noise: DBSCAN found no cluster "
@@ -247,8 +278,7 @@ def _check_not_all_noise(lab: torch.Tensor, name: str, n: int, cfg: EpochConfig)
 
 
 def _epoch_result(per: dict, m, sr, si, s_cen, s_multi, device, fam, timings: dict, backends: dict) -> EpochClusters:
-    """The :class:`EpochClusters` of one epoch (shared by :func:`cluster_epoch` and
-    :func:`hilcore.distributed.cluster_epoch`): ``per[name] = (labels, centers, multi)`` per modality, the
+    """The :class:`EpochClusters` of one epoch (:func:`run_epoch`): ``per[name] = (labels, centers, multi)`` per modality, the
     match ``m`` with its shared labels ``sr`` / ``si``, the shared centres / multi-centres; the counts are
     computed here, every array goes to ``device`` in the caller's family ``fam``."""
     lr, li = per["rgb"][0], per["ir"][0]

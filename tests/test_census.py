@@ -195,7 +195,7 @@ def test_cluster_epoch_gpu_path_budget(n_ids, per, monkeypatch):
     assert got.backends["jaccard"] == "knn=triton, stages=cuda" and got.backends["dbscan"] == "cuda", got.backends
     assert got.backends["subcluster"] == "centers=triton, kmeans=triton", got.backends
     assert n.by_kernel["cuda:jaccard_slots"] == 2 and n.by_kernel["cuda:dbscan_labels"] == 2, n  # the glue ran
-    assert n.by_kernel["cuda:jaccard_rows"] >= 2 and n.by_kernel["cuda:krecip_flags"] == 2, n
+    assert n.by_kernel["cuda:jaccard_rows_fill"] >= 2 and n.by_kernel["cuda:krecip_flags"] == 2, n
     assert got.counts["clusters_rgb"] >= 3 and got.counts["clusters_ir"] >= 3, got.counts
     assert n.ops + n.launches <= EPOCH_OPS_AND_LAUNCHES, n
     assert n.syncs <= EPOCH_SYNCS, n

@@ -81,15 +81,15 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_up_front():
 
 
 def test_sampler_p_beyond_the_data_is_refused_before_any_image_is_read(tmp_path, capsys, monkeypatch):
-    from hilcore.train import loop
+    from hilcore.train import data as train_data
     from hilcore.train.synthetic_people import make_synthetic_sysu
 
     root = make_synthetic_sysu(tmp_path / "d", n_ids=4, imgs_per_cam=1, size=(32, 16), seed=0)
     read = []
-    monkeypatch.setattr(loop, "load_image", lambda *a, **k: read.append(a) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(train_data, "load_image", lambda *a, **k: read.append(a) or (_ for _ in ()).throw(AssertionError))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data: {{dataset: synthetic, root: {root}, size: [32, 16], workers: 0, cache: true}}\n"
-                   f"model: {{backbone: tiny}}\nrun: {{output: {tmp_path / 'run'}, device: cpu}}\n")
+                   f"model: {{backbone: tiny, allow_random_init: true}}\nrun: {{output: {tmp_path / 'run'}, device: cpu}}\n")
     rc = cli.main(["train", "--config", str(cfg), "sampler.P=1000"])
     msg = one_error_line(capsys.readouterr().err)
     assert rc == 2 and msg.startswith("config.sampler.P: expected at most ") and msg.endswith("got 1000"), msg

@@ -132,7 +132,7 @@ def test_cuda_jaccard_rejects_bad_rank():
 
 # ---------------------------------------------------------------- the last stage's kernels, bit for bit
 def _pairs_cuda(q, max_distance, workspace, smem_slots=None):
-    """jaccard_slots / jaccard_partners / jaccard_rows (through backends.cuda.jaccard.pairs) on V' = q;
+    """jaccard_slots / jaccard_rows_count / jaccard_rows_fill (through backend.cuda.jaccard.pairs) on V' = q;
     smem_slots lowers the largest shared-memory tables (partners pass, rows pass) to force global ones."""
     from hilcore.backend.cuda import jaccard as cj
 
@@ -179,15 +179,16 @@ def test_cuda_pair_kernels_bitwise_on_reid_vprime(n, dup, k2):
     """V' of ReID-like features (the torch backend's stages): the CUDA last stage equals the
     float32 reference bit for bit, and the torch backend's pairs within float tolerance."""
     from hilcore.backend.torch import jaccard as tj
+    from hilcore.stages import jaccard as SJ
 
     xt, rank = _rank(n, dup, K1)
     k1 = min(K1, n)
     k2 = min(k2, k1)
     kk = min(hilcore._core.half_k(k1) + 1, k1)
-    eptr, eidx = tj._expansion(rank, tj._reciprocal_mask(rank, k1), tj._reciprocal_mask(rank, kk))
-    vals = tj._weights(xt, eptr, eidx)
+    eptr, eidx = SJ.expansion(rank, SJ.reciprocal_mask(rank, k1), SJ.reciprocal_mask(rank, kk))
+    vals = SJ.weights(xt, eptr, eidx)
     if k2 > 1:
-        eptr, eidx, vals = tj._query_expansion(rank, k2, eptr, eidx, vals)
+        eptr, eidx, vals = SJ.query_expansion(rank, k2, eptr, eidx, vals)
     q = (eptr.numpy(), eidx.numpy().astype(np.int32), vals.numpy())
     for md in (math.inf, EPS):
         got = _pairs_cuda(q, md, 1 << 30)

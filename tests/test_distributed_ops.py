@@ -26,6 +26,8 @@ import torch.multiprocessing as mp
 
 import hilcore
 import hilcore.distributed as H
+from hilcore.distributed import knn_sharded
+from hilcore.stages import jaccard as SJ
 
 # rows per rank for each world size: uneven, a single-row shard, (W=3) an empty shard in the DBSCAN case
 KNN_SHARDS = {2: [1, 96], 3: [40, 1, 56]}
@@ -153,9 +155,9 @@ def _cases(world: int, rank: int, g) -> dict:
 
     xj = _jac_data()
     xs = torch.from_numpy(_shard(xj, JAC_SHARDS[world], rank))
-    H.PAIR_BUDGET = 300  # several inverted-index rounds, a different number on each rank
+    SJ.PAIR_BUDGET = 300  # several inverted-index rounds, a different number on each rank
     res["jac"] = H.jaccard_distance(xs, 12, 4, max_distance=0.6, group=g)
-    H.PAIR_BUDGET = 1 << 24
+    SJ.PAIR_BUDGET = 1 << 24
     xe = torch.from_numpy(_shard(xj, EMPTY_SHARDS[world], rank))  # one rank holds no row
     res["jac_empty"] = H.jaccard_distance(xe, 12, 4, max_distance=0.6, group=g)
     res["knn_empty"] = H.knn(xe, 7, group=g)
@@ -282,7 +284,7 @@ def test_knn_matches_hilcore_knn_single_process():
     big = np.random.default_rng(7).standard_normal((native_knn.INT8_MIN_ROWS + 50, 64)).astype(np.float32)
     big[100:140] = big[3]
     st: dict = {}
-    i0, s0 = native_knn.knn(torch.from_numpy(_arrays_rows(big)), 12, stats=st)
+    i0, s0 = native_knn.knn(torch.from_numpy(_arrays_rows(big)), 12, info=st)
     i1, s1 = H.knn(big, 12, chunk_rows=1500)
     assert st["precision"] == "int8" or native_knn.int8_matmul() is None
     assert np.array_equal(i1, i0.numpy()) and np.array_equal(s1, s0.numpy())
@@ -510,7 +512,7 @@ def _canonical_knn(x: np.ndarray, k: int):
 def test_canonical_path_where_the_default_knn_is_not_native(monkeypatch):
     """CUDA input (or a CPU without the native kNN) takes the canonical path: exact, the same for any chunking,
     also with TF32 / bfloat16 GEMMs allowed (its margin widens)."""
-    monkeypatch.setattr(H, "_native_rows", lambda dev: None)
+    monkeypatch.setattr(knn_sharded, "_native_rows", lambda dev: None)
     for x in (_knn_data(), _tie_data()):
         want = _canonical_knn(x, 9)
         for chunk in (1, 16, None):

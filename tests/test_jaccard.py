@@ -14,7 +14,7 @@ from testing import INTERPRETED, JACCARD_BACKENDS, knn_backend_of, assert_csr_we
     assert_knn_matches, csr_to_dense, features, jaccard_module, reid_features, stored_mask, tie_features, \
     with_duplicates
 
-torch_jaccard = importlib.import_module("hilcore.backend.torch.jaccard")
+stage_jaccard = importlib.import_module("hilcore.stages.jaccard")  # the torch backend's stages
 
 K1, K2, EPS = 20, 6, 0.6
 # the triton backend's Jaccard stages are the torch ones on a CPU: only its (interpreted,
@@ -170,10 +170,12 @@ def test_one_identity(backend):
 
 @pytest.mark.parametrize("kind", ["reid", "ties"])
 def test_torch_chunking_is_invisible(monkeypatch, kind):
-    """Chunks of a few rows and few triples (tails included) give the one-chunk answer."""
+    """Chunks of a few rows and few triples (tails included), and super-blocks of few pairs in the last
+    stage, give the one-chunk answer."""
     x = _data(kind, 99, True)
     want = hilcore.jaccard_distance(x, K1, K2, backend="torch")
-    monkeypatch.setattr(torch_jaccard, "CHUNK_ELEMENTS", 997)
+    monkeypatch.setattr(stage_jaccard, "CHUNK_ELEMENTS", 997)
+    monkeypatch.setattr(stage_jaccard, "PAIR_BUDGET", 300)
     got = hilcore.jaccard_distance(x, K1, K2, backend="torch")
     np.testing.assert_array_equal(got.indptr, want.indptr)
     np.testing.assert_array_equal(got.indices, want.indices)

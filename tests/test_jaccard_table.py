@@ -26,6 +26,7 @@ import hilcore
 from hilcore.backend.cuda import jaccard as cj
 from hilcore.ref import jaccard as ref_jaccard
 from hilcore.backend.torch import jaccard as tj
+from hilcore.stages import jaccard as SJ
 from cuda_model import KernelModel as _ModelKernels
 from jaccard_rows_ref import assert_bitwise, capacity, reference, synthetic
 from testing import assert_jaccard_matches, csr_to_dense, reid_features, stored_mask, with_duplicates
@@ -102,10 +103,10 @@ def _vprime(n, k1, k2, dup):
     k2 = min(k2, k1)
     rank, _ = hilcore.knn(xt, k1, backend="torch")
     kk = min(hilcore._core.half_k(k1) + 1, k1)
-    eptr, eidx = tj._expansion(rank, tj._reciprocal_mask(rank, k1), tj._reciprocal_mask(rank, kk))
-    vals = tj._weights(xt, eptr, eidx)
+    eptr, eidx = SJ.expansion(rank, SJ.reciprocal_mask(rank, k1), SJ.reciprocal_mask(rank, kk))
+    vals = SJ.weights(xt, eptr, eidx)
     if k2 > 1:
-        eptr, eidx, vals = tj._query_expansion(rank, k2, eptr, eidx, vals)
+        eptr, eidx, vals = SJ.query_expansion(rank, k2, eptr, eidx, vals)
     return x, xt, rank, k1, k2, eptr.numpy(), eidx.numpy().astype(np.int32), vals.numpy()
 
 

@@ -123,3 +123,39 @@ def test_layers_hold_and_an_added_upward_import_or_cycle_is_caught(graph):
     g.add_import(importer="hilcore._core", imported="hilcore.backend.torch.jaccard")
     g.add_import(importer="hilcore.jaccard", imported="hilcore._core")
     assert any({"hilcore._core", "hilcore.jaccard"} <= set(c) for c in cycles(g))
+
+
+def _private_imports(path: Path, package: str) -> list[str]:
+    """``name`` for every ``from X import _name`` / ``import X._name`` in ``path`` that reaches into another
+    module's private names (an underscore module of hilcore itself, e.g. ``hilcore._arrays``, is the
+    package's internal API and may be imported; a private function or class of it may not)."""
+    import ast
+    import importlib.util
+
+    bad = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+                else node.module
+            for alias in node.names:
+                if not alias.name.startswith("_"):
+                    continue
+                try:  # a submodule (hilcore._arrays) is allowed, a private attribute is not
+                    is_module = importlib.util.find_spec(f"{base}.{alias.name}") is not None
+                except ModuleNotFoundError:
+                    is_module = False
+                if not is_module:
+                    bad.append(f"{path.name}: from {base} import {alias.name}")
+    return bad
+
+
+def test_distributed_adapters_import_no_private_name(tmp_path):
+    """hilcore.distributed is thin adapters over public names (issue 20): no ``_name`` of another module."""
+    pkg = ROOT / "hilcore" / "distributed"
+    bad = [b for f in sorted(pkg.glob("*.py")) for b in _private_imports(f, "hilcore.distributed")]
+    assert bad == []
+    # the check itself catches one
+    probe = tmp_path / "probe.py"
+    probe.write_text("from hilcore.epoch import _epoch_result\nfrom hilcore import _arrays\n")
+    assert _private_imports(probe, "hilcore.distributed") == ["probe.py: from hilcore.epoch import _epoch_result"]

@@ -262,7 +262,7 @@ def test_hil_train_refuses_a_locked_output_before_reading_data(tmp_path, capsys)
     out = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"data: {{dataset: synthetic, root: {tmp_path / 'no-such-data'}}}\n"
-                   f"model: {{backbone: tiny}}\nrun: {{output: {out}, device: cpu}}\n")
+                   f"model: {{backbone: tiny, allow_random_init: true}}\nrun: {{output: {out}, device: cpu}}\n")
     with FolderLock(out):
         rc, _, err = run_cli(["train", "--config", cfg], capsys)
     assert rc == 2
@@ -452,7 +452,7 @@ def test_hil_eval_shows_extraction_progress_on_request_and_not_into_a_redirected
 
     root = make_synthetic_sysu(tmp_path / "d", n_ids=6, imgs_per_cam=1, size=(32, 16), seed=0)
     cfg = C.from_dict({"data": {"dataset": "synthetic", "root": str(root), "size": [32, 16], "workers": 0},
-                       "model": {"backbone": "tiny", "kwargs": {"width": 8}}, "run": {"device": "cpu"}})
+                       "model": {"backbone": "tiny", "kwargs": {"width": 8}, "allow_random_init": True}, "run": {"device": "cpu"}})
     model = build_reid_model(cfg)
     ckpt.save_checkpoint(tmp_path / "run", ckpt.training_state(model, None, None, 1, cfg.to_dict(), [], {}))
     base = ["eval", tmp_path / "run", "--dataset", "synthetic", "--data-root", root, "--trials", "1"]

@@ -48,6 +48,8 @@ class DataConfig:
     eval_interp: str = "bilinear"   # resize of the test images: bilinear | bicubic | lanczos (the release's ANTIALIAS)
     augment: str = "hilcore"        # training augmentation: hilcore (augment.py) | release (hil_release.py)
     rgb_views: int = 1              # RGB views per sampled image (2: a second view with channel exchange)
+    jitter_full_size: bool = False  # augment release: colour jitter on the image at its file size, then the resize
+    #                                 (the release's order; training images are read unresized)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class ModelConfig:
     reload_best_at: int | None = None   # reload output/best.pt's model at the start of this 0-based epoch (release: 20)
     s_dim: int | None = None        # width of head "s" (None: the backbone's)
     kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
+    allow_random_init: bool = False   # train without pretrained / init_from weights (random start); else a new
+    #                                   run (not a resumed one) is refused
 
 
 @dataclass
@@ -111,7 +115,7 @@ class LossConfig:
 
 @dataclass
 class ClusterConfig(EpochConfig):
-    """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed`` comes from ``run.seed``), plus
+    """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed``: null takes ``run.seed``), plus
     ``cam_center``, ``transfer``, ``memory_features`` and ``distributed`` (the loop's, not passed on)."""
 
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
@@ -121,6 +125,8 @@ class ClusterConfig(EpochConfig):
     #                                       un-normalised features, sklearn k-means sub-centres (the release)
     distributed: str = "auto"       # auto: under torchrun (world > 1) every rank clusters its shard with
     #                                 hilcore.distributed | on: that path always | off: rank 0 clusters, broadcasts
+    seed: int | None = None         # seed of the sub-centre k-means (EpochConfig.seed); null: run.seed (the
+    #                                 release presets: 0, the release's KMeans(random_state=0))
 
 
 @dataclass
@@ -128,7 +134,10 @@ class EvalConfig:
     every: int = 1                  # evaluate every N epochs (and always after the last); 0 = only the last
     trials: int = 10                # SYSU gallery draws / RegDB: the configured trial only
     modes: list = field(default_factory=lambda: ["all", "indoor"])   # SYSU search modes
-    best_by: str = "mAP"            # best.pt is the epoch with the highest mAP | rank1+mAP (the release)
+    best_by: str = "mAP"            # best.pt: the epoch with the highest sum of these metrics ('+'-separated
+    #                                 names of the evaluation row: rank1, mAP, ... with prefix t2v_ (RegDB's
+    #                                 thermal-to-visible) or <mode>_ (SYSU); the release: rank1+mAP (SYSU),
+    #                                 rank1+t2v_rank1+mAP+t2v_mAP (RegDB)
 
 
 @dataclass
@@ -142,6 +151,9 @@ class RunConfig:
     threads: int | None = None      # torch CPU threads (None: torch's default)
     sync_bn: bool = True            # world > 1: BatchNorm statistics of the global batch (all ranks), so W ranks
     #                                 train as one process; false: each rank normalises its own slice
+    bn_replicas: int = 1            # one process: BatchNorm as under DataParallel over N GPUs (the release: 2):
+    #                                 RGB and IR rows each cut in N chunks, replica r normalises [RGB chunk r,
+    #                                 IR chunk r] on its own, running statistics from replica 0 only
 
 
 @dataclass
@@ -159,11 +171,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def epoch_config(self):
-        """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
+        """The :class:`hilcore.EpochConfig` of this run (seeded by ``cluster.seed``, else ``run.seed``)."""
         fields = dataclasses.asdict(self.cluster)
         for k in ("cam_center", "transfer", "memory_features", "distributed"):
             fields.pop(k)
-        fields["seed"] = self.run.seed
+        fields["seed"] = self.run.seed if self.cluster.seed is None else self.cluster.seed
         return EpochConfig(**fields)
 
     def mccl_weight_at(self, epoch: int) -> float:
@@ -390,14 +402,13 @@ def check_together(cfg: TrainConfig) -> None:
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
         raise ValueError("config.optim.nesterov: Nesterov momentum needs optim.momentum > 0, got momentum 0 "
                          "(set optim.nesterov=false or a momentum)")
-    _choice(cfg.eval.best_by, "eval.best_by", ("mAP", "rank1+mAP"))
+    d = cfg.data
+    if d.jitter_full_size and d.augment != "release":
+        raise ValueError(f"config.data.jitter_full_size: the full-size colour jitter is the release's augmentation; "
+                         f"it needs data.augment: release, got {d.augment!r}")
+    best_by_terms(cfg)
     check_memory(cfg)
     cfg.epoch_config()  # EpochConfig accepts the fields
-
-
-def _choice(v: Any, name: str, allowed: tuple) -> None:
-    if isinstance(v, bool) or v not in allowed:
-        raise ValueError(f"config.{name}: expected one of {list(allowed)}, got {v!r}")
 
 
 def _physical_memory() -> int | None:
@@ -442,6 +453,51 @@ def check_data_sizes(cfg: TrainConfig, n_rgb: int, n_ir: int) -> None:
         raise ValueError(f"config.cluster.k1: expected at most {max(n, MAX_CLAMPED_K)} (the {which} modality has "
                          f"{n} training images; values up to {MAX_CLAMPED_K} are clamped to it), got "
                          f"{cfg.cluster.k1}")
+
+
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+def best_by_terms(cfg: TrainConfig) -> list:
+    """The metric names ``eval.best_by`` adds up (checked against what the evaluation of ``data.dataset`` reports:
+    RegDB ``<m>`` visible-to-thermal and ``t2v_<m>``; SYSU ``<m>`` for the first of ``eval.modes`` and
+    ``<mode>_<m>`` for the others; ``m`` one of :data:`METRICS`)."""
+    v = cfg.eval.best_by
+    if cfg.data.dataset == "regdb":
+        prefixes = ["", "t2v_"]
+    else:
+        modes = cfg.eval.modes if isinstance(cfg.eval.modes, (list, tuple)) else []
+        prefixes = [""] + [f"{m}_" for m in modes[1:] if isinstance(m, str)]
+    known = [p + m for p in prefixes for m in METRICS]
+    terms = v.split("+") if isinstance(v, str) else []
+    if not terms or any(t not in known for t in terms) or len(set(terms)) != len(terms):
+        raise ValueError(f"config.eval.best_by: expected distinct metric names joined by '+' out of {known} "
+                         f"(what the {cfg.data.dataset} evaluation reports), got {v!r}")
+    return terms
+
+
+def best_score(cfg: TrainConfig, row: dict) -> float | None:
+    """The number ``best.pt`` maximises: the sum of ``eval.best_by``'s metrics in an evaluation ``row`` (None when
+    the row holds no evaluation). E.g. RegDB's release: ``rank1 + t2v_rank1 + mAP + t2v_mAP``."""
+    if "mAP" not in row:
+        return None
+    return float(sum(row[k] for k in best_by_terms(cfg)))
+
+
+def random_init_refusal(cfg: TrainConfig) -> str | None:
+    """Why this config must not train (a message naming the keys), or None: a run with neither
+    ``model.pretrained`` nor ``model.init_from`` starts from random weights, which needs
+    ``model.allow_random_init: true`` (the tests and the synthetic demo set it)."""
+    m = cfg.model
+    if m.pretrained is not None or m.init_from is not None or m.allow_random_init:
+        return None
+    head = (f"config.model: neither model.pretrained nor model.init_from is set, so the {m.backbone!r} network "
+            f"would train from random weights. ")
+    if m.backbone in ("tiny", "resnet50"):     # these load no weights file
+        return head + f"The {m.backbone!r} backbone has no weights loader: set model.allow_random_init=true"
+    return head + ("Name the weights (model.pretrained=/path/to/vit.pth and/or model.init_from=/path/to/"
+                   "model_best.pth.tar; configs/*_hil.yaml show both), or set model.allow_random_init=true to "
+                   "train from a random start on purpose")
 
 
 def _yaml12_loader():
