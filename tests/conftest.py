@@ -42,7 +42,7 @@ def _slow_entries() -> dict:
 
 def pytest_collection_modifyitems(config, items):
     """Mark the tests of tests/slow_tests.txt ``slow`` (``pytest -m "not slow"`` is the fast subset). An entry
-    names a test function (all its parameter sets) or one parameter set (``name[id]``); an entry whose
+    names a whole file, a test function (all its parameter sets) or one parameter set (``name[id]``); an entry whose
     function no longer exists in its (collected) file is an error, so the list cannot silently go stale."""
     entries = _slow_entries()
     stale = set()
@@ -52,8 +52,8 @@ def pytest_collection_modifyitems(config, items):
         if not names or not isinstance(item, pytest.Function):
             continue
         key = item.nodeid.split("::", 1)[1]            # [Class::]name[id]
-        if key in names or key.split("[")[0] in names:
+        if "" in names or key in names or key.split("[")[0] in names:   # ("": the whole file)
             item.add_marker(pytest.mark.slow)
-        stale |= {f"{file}::{n}" for n in names if not hasattr(item.module, n.split("[")[0].split("::")[0])}
+        stale |= {f"{file}::{n}" for n in names if n and not hasattr(item.module, n.split("[")[0].split("::")[0])}
     if stale:
         raise pytest.UsageError(f"tests/slow_tests.txt names tests that do not exist: {sorted(stale)}")
