@@ -305,7 +305,7 @@ class FolderLock:
                 + (f", or {self.hint}" if self.hint else "")) from None
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+            os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}, started "
                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         except OSError:
             pass   # the note about the holder is a courtesy; the flock is the lock
