@@ -198,7 +198,7 @@ def atomic_open(path, mode: str = "wb", *, encoding: str | None = None, newline:
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException as e:  # noqa: B036 - cleans up, then re-raises
+    except BaseException as e:      # (cleans up, then re-raises)
         _unlink(tmp)
         if isinstance(e, WriteError):
             raise

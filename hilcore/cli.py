@@ -19,6 +19,7 @@ command with exit status 2 and one line ``hil: error: ...`` on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from ._files import _FULL, FolderLockedError, WriteError, describe_os_error, save_npy, write_text
+from ._files import _FULL, FolderLockedError, WriteError, atomic_open, describe_os_error, save_npy, write_text
 
 PROG = "hil"
 
@@ -439,9 +440,14 @@ def cmd_make_features(args) -> int:
         check_output_file(str(p), "OUT")
     t = time.perf_counter()
     x, ids, cams = reid_features(args.ids, args.per_id, dim=args.dim, n_cams=args.cams, seed=args.seed)
-    save_npy(out, x)
-    save_npy(_ids_path(out, "ids"), ids)
-    save_npy(_ids_path(out, "cams"), cams)
+    # the three files as one: every byte written and synced before the first rename, so a full disk leaves
+    # the earlier three (not a new features file beside old ids)
+    with contextlib.ExitStack() as files:
+        for path, arr in ((out, x), (_ids_path(out, "ids"), ids), (_ids_path(out, "cams"), cams)):
+            fh = files.enter_context(atomic_open(path, "wb"))
+            np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
     print(f"wrote {out} ({x.shape[0]} x {x.shape[1]} float32, {args.ids} identities x {args.per_id} images, "
           f"{args.cams} cameras, seed {args.seed}) and {_ids_path(out, 'ids')}, {_ids_path(out, 'cams')} "
           f"in {time.perf_counter() - t:.2f}s")

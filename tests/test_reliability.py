@@ -139,6 +139,17 @@ def test_cli_outputs_on_a_full_disk_keep_the_earlier_file(disk, tmp_path, capsys
     assert sorted(x.name for x in disk.root.iterdir()) == ["filler", "labels.npy"]
 
 
+def test_make_features_replaces_its_three_files_together_or_not_at_all(disk, capsys):
+    out = disk.root / "f.npy"
+    assert cli.main(["make-features", str(out), "--ids", "4", "--per-id", "2", "--dim", "8"]) == 0
+    before = {p.name: p.read_bytes() for p in disk.root.iterdir()}
+    disk.fill(12_000)            # room for the small ids/cams files, not for the features
+    rc, _, err = run_cli(["make-features", out, "--ids", "30", "--per-id", "8", "--dim", "64", "--seed", "1"],
+                         capsys)
+    assert rc == 2 and one_error_line(err).startswith("no space left on device writing ")
+    assert {p.name: p.read_bytes() for p in disk.root.iterdir() if p.name != "filler"} == before
+
+
 def test_checkpoint_save_on_a_full_disk_keeps_last_pt(disk):
     run = disk.root / "run"
     ckpt.save_checkpoint(run, {"model": {"w": torch.full((100,), 1.0)}, "epoch": 1})
