@@ -42,11 +42,16 @@ def _slow_entries() -> dict:
 
 def pytest_collection_modifyitems(config, items):
     """Mark the tests of tests/slow_tests.txt ``slow`` (``pytest -m "not slow"`` is the fast subset). An entry
-    names a whole file, a test function (all its parameter sets) or one parameter set (``name[id]``); an entry whose
+    names a whole file, a test function (all its parameter sets), one parameter set (``name[id]``) or a docstring
+    example (``doctest::hilcore.module.name``); an entry whose
     function no longer exists in its (collected) file is an error, so the list cannot silently go stale."""
     entries = _slow_entries()
     stale = set()
+    doctests = entries.get("doctest", set())
     for item in items:
+        if not isinstance(item, pytest.Function) and item.name in doctests:   # a docstring example
+            item.add_marker(pytest.mark.slow)
+            continue
         file = os.path.basename(str(getattr(item, "fspath", "")))
         names = entries.get(file)
         if not names or not isinstance(item, pytest.Function):
