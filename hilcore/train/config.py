@@ -147,7 +147,7 @@ class RunConfig:
     amp: bool = True                # mixed precision (CUDA only; CPU runs fp32)
     seed: int = 0
     resume: str = "auto"            # auto: continue when output/last.pt exists | never | a checkpoint path
-    progress: bool = True           # progress bars (stderr)
+    progress: bool = True           # progress bars (stderr; shown on a terminal only, never into a redirected log)
     threads: int | None = None      # torch CPU threads (None: torch's default)
     sync_bn: bool = True            # world > 1: BatchNorm statistics of the global batch (all ranks), so W ranks
     #                                 train as one process; false: each rank normalises its own slice
