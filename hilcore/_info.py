@@ -54,8 +54,12 @@ class Stopwatch:
         if self._cuda is not None:
             torch.cuda.synchronize(self._cuda)
 
-    @contextlib.contextmanager
     def __call__(self, name: str):
+        return self.measure(name)
+
+    @contextlib.contextmanager
+    def measure(self, name: str):
+        """The block under ``with`` timed into ``times[name]`` (what ``sw(name)`` returns)."""
         if self.times is None:
             yield
             return
@@ -67,7 +71,7 @@ class Stopwatch:
 
     def run(self, name: str, fn, *args, **kw):
         """``fn(*args, **kw)``, its seconds stored under ``name``."""
-        with self(name):
+        with self.measure(name):
             return fn(*args, **kw)
 
     def total(self, name: str = "total") -> None:

@@ -103,3 +103,29 @@ def test_documented_backend_entry_points_keep_stats_as_a_deprecated_name():
     with pytest.warns(DeprecationWarning, match="rescore_candidates: stats= is deprecated"):
         idx, _ = tknn.rescore_candidates(x, x, 3, ci, cv, True, stats=old)
     assert old["rows"] == 40 and torch.equal(idx, ci[:, :3])
+
+
+def test_the_epoch_clock_is_the_stopwatch_and_its_result_reports_through_info():
+    from hilcore.epoch import Clock
+
+    assert issubclass(Clock, Stopwatch)
+    x = reid_features(90)
+    out = hilcore.cluster_epoch(x, x.copy(), hilcore.EpochConfig(k1=8, k2=3, eps=0.6, min_samples=3, backend="torch"))
+    assert out.info == {"backends": out.backends, "timings": out.timings}
+    assert out.info["timings"]["total"] >= out.info["timings"]["jaccard_rgb"] >= 0
+
+
+def test_the_sharded_ops_report_through_info_and_keep_stats_as_a_deprecated_name():
+    import hilcore.distributed as HD
+
+    x = reid_features(50)
+    info: dict = {}
+    d = HD.jaccard_distance(x, 8, 3, max_distance=0.6, info=info)
+    assert info["op"] == "jaccard_distance" and info["world"] == 1 and info["nnz"] == d.nnz
+    assert set(info["timings"]) == {"knn", "total"} and info["timings"]["total"] >= info["timings"]["knn"] >= 0
+    old: dict = {}
+    with pytest.warns(DeprecationWarning, match="hilcore.distributed.knn: stats= is deprecated"):
+        HD.knn(x, 4, stats=old)
+    assert old["op"] == "knn" and "total" in old["timings"]
+    with pytest.raises(TypeError, match="not both"):
+        HD.dbscan(d, 0.6, 3, info={}, stats={})
