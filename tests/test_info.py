@@ -41,6 +41,21 @@ def test_a_cuda_stage_is_synchronised_at_both_ends_and_stored_under_its_name(mon
     assert calls == [] and list(cpu) == ["x"]
 
 
+def test_splits_time_consecutive_stages_and_restart_skips_what_is_not_a_stage(monkeypatch):
+    clock = iter([10.0, 11.5, 20.0, 23.0, 30.0])  # made, split a, restart, split b, split c
+    monkeypatch.setattr("hilcore._info.time.perf_counter", lambda: next(clock))
+    times: dict = {}
+    sw = Stopwatch(times)
+    sw.split("a")
+    sw.restart()
+    sw.split("b")
+    sw.split("c")
+    assert times == {"a": 1.5, "b": 3.0, "c": 7.0}
+    off = Stopwatch(None)
+    off.restart()
+    off.split("a")  # measures nothing, reads no clock (the iterator is exhausted)
+
+
 def test_a_failing_stage_records_no_time():
     times: dict = {}
     with pytest.raises(ZeroDivisionError):
