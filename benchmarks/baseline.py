@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-__all__ = ["baseline_knn", "baseline_jaccard", "baseline_cluster", "dense_bytes_needed"]
+__all__ = ["baseline_knn", "baseline_jaccard", "baseline_cluster", "original_jaccard", "dense_bytes_needed"]
 
 
 def _normalize(x) -> np.ndarray:
@@ -165,6 +165,29 @@ def baseline_cluster(x, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples
     if timings is not None:
         timings["dbscan"] = time.perf_counter() - t
     return labels.astype(np.int64)
+
+
+def original_jaccard(x, k1: int = 30, k2: int = 6, use_float16: bool = False, *,
+                     timings: dict | None = None) -> np.ndarray:
+    """The widely used ``compute_jaccard_distance`` step by step, its arithmetic kept (what
+    ``hilcore.compat.compute_jaccard_distance`` reproduces): the flat-index ranking of :func:`baseline_knn` on
+    the features as given (unit rows: the L2 order), then ``hilcore.ref.compat_jaccard.jaccard_dense``: per-row
+    ``torch.mm`` + ``F.softmax`` weights, dense ``V`` and its ``np.mean`` query expansion, the column-wise
+    inverted index and the per-row ``temp_min`` loop, ``1 - m / (2 - m)`` in the matrix dtype.
+    ``timings`` receives ``"knn"`` and ``"jaccard"`` seconds."""
+    import torch
+
+    from hilcore.ref.compat_jaccard import jaccard_dense
+
+    xt = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t0 = time.perf_counter()
+    rank = baseline_knn(xt.float().numpy(), min(int(k1), xt.shape[0]))
+    t1 = time.perf_counter()
+    out = jaccard_dense(xt, k1, k2, use_float16, rank=rank)
+    if timings is not None:
+        timings["knn"] = t1 - t0
+        timings["jaccard"] = time.perf_counter() - t1
+    return out
 
 
 def dense_bytes_needed(n: int, d: int) -> int:

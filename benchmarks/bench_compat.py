@@ -21,6 +21,18 @@ repeats 16 times, as with cluster-contrast's sampler.
     python benchmarks/bench_compat.py --threads 1       # on a CPU shared with other jobs
 
 Results go to ``benchmarks/results/compat_<device>_<model>[_quick].json``.
+
+``--step`` times the switched clustering step instead, side by side in one run: the original
+(``benchmarks.baseline.original_jaccard``: a flat-index kNN and the widely used per-row loops, its arithmetic
+kept, then ``sklearn.cluster.DBSCAN(metric="precomputed")``) against ``hilcore.compat.compute_jaccard_distance``
++ ``hilcore.compat.DBSCAN`` on the same features, the dense matrix kept as the pipelines keep it. It checks
+that the matrices agree to float32 rounding and the labels are identical, and times DBSCAN alone (scikit-learn
+vs compat) on the original's matrix, both sides taking turns. The original runs once (minutes at N = 12,000);
+the switched step and the DBSCANs ``--repeats`` times (medians).
+
+    python benchmarks/bench_compat.py --step --n 12000 --dim 2048 --threads 1
+
+Results go to ``benchmarks/results/compat_step_<device>_<model>.json``.
 """
 from __future__ import annotations
 
@@ -129,6 +141,80 @@ def bench(p, device, repeats, backends):
     return rows
 
 
+def bench_step(n: int, dim: int, repeats: int, k1: int = 30, k2: int = 6, eps: float = 0.6,
+               min_samples: int = 4) -> dict:
+    """The switched clustering step against the original, on ReID-like unit features (see the docstring)."""
+    import numpy as np
+    from sklearn.cluster import DBSCAN as SkDBSCAN
+
+    from benchmarks.baseline import original_jaccard
+    from hilcore.synthetic import reid_features
+
+    per = 15
+    x, _, _ = reid_features(max(1, n // per), per, dim=dim, seed=0)
+    x = torch.as_tensor(x[:n])
+    sk = dict(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=-1)
+
+    tm: dict = {}
+    t0 = time.perf_counter()
+    d_orig = original_jaccard(x, k1, k2, timings=tm)
+    t1 = time.perf_counter()
+    lab_orig = SkDBSCAN(**sk).fit_predict(d_orig)
+    t2 = time.perf_counter()
+    original = dict(total_s=t2 - t0, knn_s=tm["knn"], jaccard_s=tm["jaccard"], dbscan_s=t2 - t1)
+
+    runs, d_new, lab_new = [], None, None
+    for _ in range(repeats):
+        del d_new
+        t0 = time.perf_counter()
+        d_new = compat.compute_jaccard_distance(x, k1=k1, k2=k2, print_flag=False)
+        t1 = time.perf_counter()
+        lab_new = compat.DBSCAN(**sk).fit_predict(d_new)
+        t2 = time.perf_counter()
+        runs.append((t2 - t0, t1 - t0, t2 - t1))
+    med = [float(statistics.median(r[i] for r in runs)) for i in range(3)]
+    switched = dict(total_s=med[0], jaccard_s=med[1], dbscan_s=med[2], runs=runs)
+
+    fns = {"sklearn": lambda: SkDBSCAN(**sk).fit_predict(d_orig),
+           "compat": lambda: compat.DBSCAN(**sk).fit_predict(d_orig)}
+    wall, _ = _time_interleaved(fns, repeats, "cpu")
+    same = np.array_equal(lab_orig, lab_new)
+    diff = np.abs(d_orig.astype(np.float64) - d_new)
+    return dict(op="clustering_step", params=dict(n=n, dim=dim, k1=k1, k2=k2, eps=eps, min_samples=min_samples),
+                original=original, switched=switched, speedup=original["total_s"] / switched["total_s"],
+                dbscan_dense=dict(sklearn_s=wall["sklearn"], compat_s=wall["compat"],
+                                  speedup=wall["sklearn"] / wall["compat"]),
+                check=dict(labels_identical=bool(same), clusters=int(lab_orig.max()) + 1,
+                           noise=int((lab_orig == -1).sum()), max_abs_diff=float(diff.max()),
+                           entries_differing=int((diff > 0).sum())),
+                ok=bool(same and diff.max() <= 1e-5))
+
+
+def main_step(args, info) -> int:
+    from benchmarks.bench_cluster import slug
+
+    row = bench_step(args.n, args.dim, args.repeats)
+    o, s_, dd = row["original"], row["switched"], row["dbscan_dense"]
+    print(f"# clustering step, N={args.n}, D={args.dim}, on {info['device_name']} "
+          f"(torch threads {info['torch_threads']})")
+    print(f"original  {o['total_s']:8.2f} s  (kNN {o['knn_s']:.2f}, Jaccard {o['jaccard_s']:.2f}, "
+          f"scikit-learn DBSCAN {o['dbscan_s']:.2f})")
+    print(f"switched  {s_['total_s']:8.2f} s  (compute_jaccard_distance {s_['jaccard_s']:.2f}, DBSCAN "
+          f"{s_['dbscan_s']:.2f}; median of {args.repeats})  -> {row['speedup']:.1f}x")
+    print(f"DBSCAN on the dense matrix: scikit-learn {dd['sklearn_s']:.3f} s, compat {dd['compat_s']:.3f} s "
+          f"-> {dd['speedup']:.2f}x")
+    c = row["check"]
+    print(f"check: labels identical {c['labels_identical']}, max |d diff| {c['max_abs_diff']:.2e}, "
+          f"{c['clusters']} clusters")
+    name = f"compat_step_{args.device.split(':')[0]}_{slug(info['device_name'])}.json"
+    out = Path(args.out) if args.out else RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "compat_step", "machine": info, "repeats": args.repeats,
+                               "note": args.note, "results": [row]}, indent=2))
+    print(f"wrote {out}")
+    return 0 if row["ok"] else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -136,6 +222,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", help="result JSON path")
     ap.add_argument("--threads", type=int, help="torch / OpenMP threads (both sides); default: torch's")
+    ap.add_argument("--step", action="store_true", help="time the switched clustering step (see the docstring)")
+    ap.add_argument("--n", type=int, default=12000, help="--step: rows (default 12,000)")
+    ap.add_argument("--dim", type=int, default=2048, help="--step: feature dimension (default 2048)")
+    ap.add_argument("--note", default="", help="--step: a note stored in the JSON (e.g. the machine's load)")
     args = ap.parse_args(argv)
     from benchmarks.bench_cluster import machine_info, slug
 
@@ -143,6 +233,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     info = machine_info(args.device)
+    if args.step:
+        return main_step(args, info)
     on = hilcore.backends(args.device)
     # the Triton interpreter on a CPU is a correctness tool, not a fast path: GPU only
     backends = [bk for bk in ("torch", "native", "triton") if bk in on and not (bk == "triton" and

@@ -18,6 +18,7 @@ void register_subcluster(py::module_& m);
 void register_memory(py::module_& m);
 void register_brst(py::module_& m);
 void register_mccl(py::module_& m);
+void register_compat(py::module_& m);
 #ifdef HILCORE_WITH_CUDA
 void register_cuda(py::module_& m);
 #endif

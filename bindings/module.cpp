@@ -23,6 +23,7 @@ PYBIND11_MODULE(_native, m) {
   hilcore_bindings::register_memory(m);
   hilcore_bindings::register_brst(m);
   hilcore_bindings::register_mccl(m);
+  hilcore_bindings::register_compat(m);
 #ifdef HILCORE_WITH_CUDA
   hilcore_bindings::register_cuda(m);
 #endif

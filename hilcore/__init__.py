@@ -33,7 +33,8 @@ __all__ = [
 
 # Submodules not imported above load on first attribute access (``hilcore.compat.DBSCAN`` after a plain
 # ``import hilcore``), so ``import hilcore`` pays nothing for them.
-_LAZY_SUBMODULES = ("backend", "cli", "compat", "distributed", "eval", "ref", "splits", "stages", "synthetic", "train")
+_LAZY_SUBMODULES = ("backend", "cli", "compat", "compat_dbscan", "compat_jaccard", "distributed", "eval", "ref",
+                    "splits", "stages", "synthetic", "train")
 
 
 def __getattr__(name):

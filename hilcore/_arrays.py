@@ -58,6 +58,8 @@ def as_tensor(a, name: str) -> tuple[torch.Tensor, Family]:
     need no gradient detach.
     """
     if isinstance(a, torch.Tensor):
+        if a.device.type == "meta":
+            raise ValueError(f"{name}: a meta tensor holds no values (shape {tuple(a.shape)}); pass a tensor with data")
         if a.layout != torch.strided:
             raise TypeError(f"{name}: expected a dense tensor, got layout {a.layout} "
                             f"(a sparse tensor: call .to_dense() first)")
@@ -202,8 +204,11 @@ def int_vector(a, name: str, n: int, device: torch.device, *, what: str, noun: s
         raise TypeError(f"{name}: expected an integer dtype ({what}), got {t.dtype}")
     if t.shape[0] != n:
         raise ValueError(f"{name}: expected {n} {noun} ({per}), got {t.shape[0]}")
-    if t.dtype == getattr(torch, "uint64", None) and t.numel() and int(t.max()) > 2**63 - 1:
-        raise ValueError(f"{name}: expected {what} below 2**63, got {int(t.max())}")
+    if t.dtype == getattr(torch, "uint64", None):  # torch has no max/compare for uint64: read the bits as int64
+        t = t.view(torch.int64)  # values >= 2**63 read as negative
+        if bool((t < 0).any()):
+            big = int(np.asarray(t[t < 0][:1].cpu().numpy()).view(np.uint64)[0])
+            raise ValueError(f"{name}: expected {what} below 2**63, got {big}")
     return t.to(device=device, dtype=torch.int64)
 
 
@@ -215,6 +220,11 @@ def features_like(y, ref: torch.Tensor, name: str, ref_name: str) -> torch.Tenso
     if t.shape[1] != ref.shape[1]:
         raise ValueError(f"{name}: expected {ref.shape[1]} columns like {ref_name}, got shape {tuple(t.shape)}")
     return t
+
+
+#: The largest integer argument the kernels take (int64, with room for a + 1); larger counts are refused, or
+#: clamped where the answer cannot change (a DBSCAN min_samples above every neighbourhood).
+MAX_INT = 2 ** 62
 
 
 def positive_int(v, name: str, *, minimum: int = 1) -> int:

@@ -19,7 +19,9 @@ memory-update kernels instead of a per-sample Python loop::
 
     from hilcore.compat import ClusterMemory            # cm.ClusterMemory (CM / CM_Hard)
     from hilcore.compat import MultiCenterClusterMemory  # HIL's features_d [C, 10, D] (CM_D)
-    from hilcore.compat import Memory                   # instance memory (EM, updateEM)
+    from hilcore.compat import ClusterMemory_shared     # the HIL release's name (features_d [C, 10, D])
+    from hilcore.compat import Memory_wise_v3           # HIL's instance memory (EM, updateEM)
+    from hilcore.compat import Memory                   # HIL's cm.Memory (soft loss, updateEM not renormalised)
 
 See docs/switching.md for a before/after training loop.
 """
@@ -38,75 +40,101 @@ from . import _arrays, _dispatch
 from ._extras import require
 from . import memory as _memory
 from .jaccard import jaccard_distance as _jaccard_distance
-from .stages.dbscan import labels as dbscan_labels_of, neighbour_pairs
 
 # the estimator follows scikit-learn's API (get_params, fit_predict): scikit-learn is the 'compat' extra
 _sk_base = require("sklearn.base", "hilcore.compat", "compat")
 BaseEstimator, ClusterMixin = _sk_base.BaseEstimator, _sk_base.ClusterMixin
+# scikit-learn's own estimator, taken once at import: metrics other than "precomputed" (and asymmetric
+# precomputed neighbourhoods) are handed to it
+_SkDBSCAN = require("sklearn.cluster", "hilcore.compat", "compat").DBSCAN
 
-__all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "MultiCenterClusterMemory", "Memory",
-           "cm", "cm_hard", "cm_d", "em"]
+__all__ = ["compute_jaccard_distance", "DBSCAN", "ClusterMemory", "ClusterMemory_shared", "MultiCenterClusterMemory",
+           "Memory", "Memory_wise_v3", "cm", "cm_hard", "cm_d", "em"]
 
 
 def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_flag: bool = True,
-                             search_option: int = 0, use_float16: bool = False, *, backend: str = "auto"):
-    """Dense k-reciprocal Jaccard distance, the signature existing pipelines call.
+                             search_option: int = 3, use_float16: bool = False, *, exact: bool = False,
+                             backend: str = "auto"):
+    """The dense k-reciprocal Jaccard matrix of the widely used ``compute_jaccard_distance``, its values included.
 
-    Same semantics as :func:`hilcore.jaccard_distance` (docs/design.md); pairs
-    whose k-reciprocal supports do not meet are exactly 1.0 and the diagonal
-    is 0.
+    By default this returns what SpCL / cluster-contrast's ``faiss_rerank.compute_jaccard_distance``
+    returns, to float32 rounding of its weights (docs/switching.md says exactly what is identical), in the
+    original's arithmetic (:mod:`hilcore.compat_jaccard`): features used as given (no normalisation; the
+    ranking is a flat L2 index's), ``d = 1 - m / (2 - m)`` in float32 with its tiny positives where two rows
+    have the same weights (and on the diagonal), pairs whose supports do not meet exactly 1.0;
+    ``use_float16`` computes V, the query expansion, ``m`` and ``d`` in float16 as the original does;
+    float16 features are multiplied in half precision as the original multiplies them.
+
+    ``exact=True`` gives hilcore's own distance instead (:func:`hilcore.jaccard_distance` made dense: rows
+    L2-normalised, ``d = 1 - m / (s_i + s_j - m)``, identical weight rows exactly 0, the diagonal 0).
 
     Args:
-        target_features: ``[N, D]`` features, a torch tensor (CPU or CUDA) or a
-            NumPy array, any float dtype; rows are L2-normalised first.
-        k1: ranking length.
+        target_features: ``[N, D]`` features, a torch tensor (CPU or CUDA) or a NumPy array, float16,
+            float32 or float64 (bfloat16, which NumPy and so the original cannot hold, raises ``TypeError``).
+        k1: ranking length (values above N are clamped to N).
         k2: query-expansion length (1: none).
-        print_flag: print one line with the time taken, as the original does.
-        search_option: accepted and ignored. In the original it selects the
-            kNN implementation (GPU/CPU, faiss index type) by a magic integer;
-            hilcore picks its backend from the device of ``target_features``
-            and what is installed, and every backend is exact.
-        use_float16: return float16 instead of float32 (the computation
-            itself stays float32).
-        backend: hilcore backend (``"auto"``, ``"torch"``, ``"native"``, ...);
-            not in the original signature.
+        print_flag: print the original's two lines (the second with the time taken).
+        search_option: accepted and ignored: in the original it picks the kNN implementation (GPU/CPU,
+            faiss index type); every one is exact, as is hilcore's.
+        use_float16: the original's half-precision matrices (float16 result).
+        exact: hilcore's distance instead of the original's arithmetic (float16 result with ``use_float16``,
+            computed in float32).
+        backend: hilcore backend of the kNN (``exact=True``: of the whole distance); not in the original.
 
     Returns:
         ``[N, N]`` dense NumPy float32 (float16 with ``use_float16``) matrix.
 
     Raises:
-        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf rows, not
-            floating point) or parameters, naming the argument.
-        hilcore.BackendUnavailable: a backend named explicitly cannot run here.
+        ValueError, TypeError: bad features (not 2-D, empty, NaN/Inf, not floating point, bfloat16) or
+            parameters, naming the argument.
+        hilcore.BackendUnavailable: a backend named explicitly cannot run here; the original's arithmetic
+            without the native extension.
 
     Example:
         >>> import numpy as np, hilcore
         >>> from hilcore.compat import compute_jaccard_distance
         >>> from hilcore.synthetic import reid_features
-        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 rows
+        >>> features, _, _ = reid_features(20, 15, dim=64, seed=0)    # 300 unit rows
         >>> rerank_dist = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False)
         >>> rerank_dist.shape, rerank_dist.dtype, float(rerank_dist.max())
         ((300, 300), dtype('float32'), 1.0)
-        >>> sparse = hilcore.jaccard_distance(features, k1=20, k2=6)   # the same values, stored sparse
-        >>> bool(np.array_equal(rerank_dist[sparse.nonzero()], sparse.data[sparse.data > 0]))
-        True
+        >>> exact = compute_jaccard_distance(features, k1=20, k2=6, print_flag=False, exact=True)
+        >>> bool(np.abs(rerank_dist - exact).max() < 1e-5), bool((exact.diagonal() == 0).all())
+        (True, True)
     """
-    start = time.perf_counter()
-    if isinstance(target_features, torch.Tensor):
-        target_features = target_features.detach()
-    d = _jaccard_distance(target_features, k1, k2, max_distance=None, backend=backend)
-    n = d.shape[0]
-    if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
-        d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
-                           d.crow_indices().cpu().numpy()), shape=(n, n))
-    elif not sp.issparse(d):  # CuPy input gives a cupyx CSR
-        d = d.get()
-    dense = np.ones((n, n), dtype=np.float16 if use_float16 else np.float32)
-    coo = d.tocoo()
-    dense[coo.row, coo.col] = coo.data
+    from . import compat_jaccard
+
     if print_flag:
-        print(f"Jaccard distance computing time cost: {time.perf_counter() - start:.3f}s "
-              f"(hilcore, N={n}, k1={k1}, k2={k2})")
+        print("Computing jaccard distance...")
+    start = time.perf_counter()
+    if not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"exact: expected True or False, got {type(exact).__name__}")
+    if not isinstance(use_float16, (bool, np.bool_, int)) or isinstance(use_float16, float):
+        raise TypeError(f"use_float16: expected True or False, got {type(use_float16).__name__}")
+    raw, _ = _arrays.as_tensor(target_features, "target_features")
+    raw = raw.detach()
+    if raw.dtype == torch.bfloat16 and not exact:
+        raise TypeError("target_features: bfloat16 features: the original computes them through NumPy, which has "
+                        "no bfloat16 (pass .float(), or exact=True)")
+    xt, _ = _arrays.features(raw, "target_features", normalize=False)  # shape, dtype and finiteness checks
+    n = xt.shape[0]
+    k1 = _arrays.ranking_length(k1, "k1", n)
+    k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
+    if exact:
+        d = _jaccard_distance(raw, k1, k2, max_distance=None, backend=backend)
+        if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
+            d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
+                               d.crow_indices().cpu().numpy()), shape=(n, n))
+        elif not sp.issparse(d):  # CuPy input gives a cupyx CSR
+            d = d.get()
+        dense = np.ones((n, n), dtype=np.float16 if use_float16 else np.float32)
+        coo = d.tocoo()
+        dense[coo.row, coo.col] = coo.data
+    else:
+        _dispatch.check_backend(backend)
+        dense = compat_jaccard.dense_jaccard(raw, k1, k2, bool(use_float16), backend)
+    if print_flag:
+        print(f"Jaccard distance computing time cost: {time.perf_counter() - start}")
     return dense
 
 
@@ -120,34 +148,22 @@ def _validate_X(est, X, **kw):
 
 
 class DBSCAN(ClusterMixin, BaseEstimator):
-    """scikit-learn's ``DBSCAN(metric="precomputed")`` as a scikit-learn estimator backed by :func:`hilcore.dbscan`.
+    """scikit-learn's ``DBSCAN``: the same estimator, its precomputed fit on hilcore's code.
 
-    Gives exactly ``sklearn.cluster.DBSCAN(eps, min_samples=min_samples,
-    metric="precomputed").fit`` on a symmetric distance matrix, dense or sparse
-    (same ``labels_`` numbering and border assignment, ``core_sample_indices_``,
-    ``components_``), with ``sample_weight`` as scikit-learn defines it: ``i``
-    is core when the weights of its neighbourhood (itself included) sum to
-    ``>= min_samples``. In sparse input every stored entry ``<= eps`` is a
-    neighbour, stored zeros included, and entries not stored are not (as
-    scikit-learn does). ``get_params`` / ``set_params`` / ``clone`` work;
-    parameters are checked in ``fit``.
-
-    NumPy and SciPy input goes through scikit-learn's validation; torch (CPU or
-    CUDA) and CuPy input go straight to hilcore's kernels on their device
-    (``labels_`` and ``core_sample_indices_`` are NumPy either way).
+    Same constructor, defaults, parameter validation and attributes as ``sklearn.cluster.DBSCAN``. With
+    ``metric="precomputed"`` the fit gives exactly scikit-learn's ``labels_``, ``core_sample_indices_`` and
+    ``components_`` on any matrix scikit-learn accepts, in any container (NumPy, SciPy CSR/CSC/COO/LIL,
+    torch dense/CSR/CSC/COO on CPU or CUDA, CuPy): a point is its own neighbour only when ``X[i, i] <= eps``
+    (in sparse input an unstored diagonal entry is 0), repeated CSR entries count each, COO/CSC input is
+    summed into CSR first, the comparison is made in scikit-learn's dtype (:mod:`hilcore.compat_dbscan`).
+    Dense rows are thresholded in C++ (on a GPU, in row blocks of torch operations), then the clusters come
+    from hilcore's union-find; an asymmetric neighbour relation, where scikit-learn's depth-first order
+    decides, is handed to scikit-learn. Any other metric hands the whole fit to ``sklearn.cluster.DBSCAN``.
 
     Args:
-        eps: neighbourhood radius (>= 0).
-        min_samples: neighbourhood weight (count, self included) that makes a core point.
-        metric: only ``"precomputed"`` (a distance matrix, e.g. from :func:`compute_jaccard_distance`).
-        n_jobs, metric_params, algorithm, leaf_size, p: scikit-learn's; accepted and ignored (they do not
-            change a precomputed DBSCAN; the native backend uses OpenMP threads).
-        backend: hilcore backend; not in scikit-learn's signature.
-
-    Raises:
-        ValueError: ``metric`` other than ``"precomputed"``, ``eps < 0``,
-            ``min_samples < 1``; in :meth:`fit`, a distance matrix that is not
-            square or holds NaN / negative values.
+        eps, min_samples, metric, metric_params, algorithm, leaf_size, p, n_jobs: scikit-learn's (checked
+            by scikit-learn's parameter validation in :meth:`fit`).
+        backend: hilcore backend name (checked); not in scikit-learn's signature.
 
     Example:
         >>> import numpy as np, sklearn.cluster
@@ -161,97 +177,121 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         (dtype('int64'), True, 20)
     """
 
-    def __init__(self, eps: float = 0.6, min_samples: int = 4, metric: str = "precomputed", n_jobs: int | None = -1,
-                 metric_params=None, algorithm: str = "auto", leaf_size: int = 30, p=None, *, backend: str = "auto"):
+    _parameter_constraints: dict = {**_SkDBSCAN._parameter_constraints, "backend": [str]}
+
+    def __init__(self, eps=0.5, *, min_samples=5, metric="euclidean", metric_params=None, algorithm="auto",
+                 leaf_size=30, p=None, n_jobs=None, backend: str = "auto"):
         self.eps = eps
         self.min_samples = min_samples
         self.metric = metric
-        self.n_jobs = n_jobs
         self.metric_params = metric_params
         self.algorithm = algorithm
         self.leaf_size = leaf_size
         self.p = p
+        self.n_jobs = n_jobs
         self.backend = backend
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.pairwise = True
+        tags.input_tags.pairwise = self.metric == "precomputed"
+        tags.input_tags.positive_only = self.metric == "precomputed"  # distances
         tags.input_tags.sparse = True
-        tags.input_tags.positive_only = True  # distances
         return tags
 
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"pairwise": True, "requires_positive_X": True}
+    def _sklearn_fit(self, X, sample_weight):
+        params = {k: v for k, v in self.get_params().items() if k != "backend"}
+        est = _SkDBSCAN(**params).fit(X, sample_weight=sample_weight)
+        for name in ("labels_", "core_sample_indices_", "components_", "n_features_in_", "feature_names_in_"):
+            if hasattr(est, name):
+                setattr(self, name, getattr(est, name))
+        return self
 
     def fit(self, X, y=None, sample_weight=None):
-        """Cluster the ``[N, N]`` distance matrix ``X``.
-
-        Args:
-            X: ``[N, N]`` distances (NumPy, SciPy sparse, torch dense/sparse, CuPy).
-            y: ignored.
-            sample_weight: ``[N]`` weights (default 1 each); negative weights may keep a neighbour from
-                being core, as in scikit-learn.
+        """Cluster ``X`` (scikit-learn's ``fit``): with ``metric="precomputed"`` an ``[N, N]`` distance matrix.
 
         Sets ``labels_`` (int64 NumPy, -1 noise), ``core_sample_indices_`` (int64 NumPy), ``components_``
-        (the rows of ``X`` of the core samples, in ``X``'s kind) and ``n_features_in_``; returns ``self``.
+        (the core samples' rows: scikit-learn's for NumPy / SciPy input, ``X``'s kind for torch and CuPy)
+        and ``n_features_in_``; returns ``self``.
         """
+        from . import compat_dbscan as cd
+        from sklearn.utils.validation import _check_sample_weight
+
+        self._validate_params()
+        _dispatch.check_backend(self.backend)
         if self.metric != "precomputed":
-            raise ValueError(f"metric: hilcore.compat.DBSCAN supports only metric='precomputed' (a distance "
-                             f"matrix, e.g. from compute_jaccard_distance), got {self.metric!r}")
-        eps = _arrays.nonneg_float(self.eps, "eps")
-        min_samples = _arrays.positive_int(self.min_samples, "min_samples")
-        from .dbscan import as_rows
-
+            return self._sklearn_fit(X, sample_weight)
         native = isinstance(X, torch.Tensor) or type(X).__module__.split(".")[0] in ("cupy", "cupyx")
-        if not native:
-            X = _validate_X(self, X, accept_sparse="csr", dtype=[np.float64, np.float32])
-        if len(X.shape) != 2 or X.shape[0] != X.shape[1]:
-            raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(X.shape)}")
+        if native and not isinstance(X, torch.Tensor):  # CuPy: sparse to SciPy, dense to torch on its device
+            X = X.get() if type(X).__module__.startswith("cupyx") else torch.from_dlpack(X)
+            native = isinstance(X, torch.Tensor)
+        if isinstance(X, torch.Tensor) and X.layout != torch.strided:
+            X = cd.torch_sparse_to_scipy(X)
+            native = False
+        ref = X  # the matrix scikit-learn would see (for a fallback)
         if native:
-            self.n_features_in_ = int(X.shape[1])
+            t = X.detach()
+            if t.dim() != 2 or t.shape[0] != t.shape[1]:
+                raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {tuple(t.shape)}")
+            if t.shape[0] == 0:
+                raise ValueError("X: Found array with 0 sample(s) (shape (0, 0)) while a minimum of 1 is required")
+            if t.dtype not in cd._TORCH_TO_NUMPY:
+                if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                    raise TypeError(f"X: expected float16/float32/float64 or integer distances, got {t.dtype}")
+                t = t.to(torch.float64)
+            eps_c = cd.eps_threshold(cd._TORCH_TO_NUMPY[t.dtype], self.eps, sparse=False)
+            self.n_features_in_ = int(t.shape[1])
+            if t.device.type == "cpu":
+                indptr, indices = cd.dense_rows_cpu(t.numpy(), eps_c)
+                indptr, indices = torch.from_numpy(indptr), torch.from_numpy(indices)
+            else:
+                indptr, indices = cd.dense_rows_torch(t, eps_c)
+            ref = t.cpu().numpy()
+            base = np.empty((t.shape[0], 0), dtype=cd._TORCH_TO_NUMPY[t.dtype])
         else:
-            vals = X.data if sp.issparse(X) else X
-            if vals.size and vals.min() < 0:
-                raise ValueError(f"X: Negative values in data passed to a precomputed distance matrix "
-                                 f"(min {vals.min()}); expected distances >= 0")
-        n = X.shape[0]
-        rows, _ = as_rows(X, eps)
-        dev = rows.data.device
-        u, v = neighbour_pairs(rows.indptr, rows.indices, rows.data, eps, n)  # neighbourhoods are sets
-        if sample_weight is None:  # hilcore's kernels, on the rows built above
-            core = 1 + torch.bincount(u, minlength=n) >= min_samples
-            impl = _dispatch.resolve("dbscan", self.backend, dev, name="hilcore.compat.DBSCAN")
-            labels = impl(rows.indptr, rows.indices, rows.data, n, eps, min_samples)
-            labels = labels.cpu().numpy()
-        else:
-            from sklearn.utils.validation import _check_sample_weight
+            X = _validate_X(self, X, accept_sparse="csr")
+            if X.shape[0] != X.shape[1]:
+                raise ValueError(f"X: expected a square [N, N] precomputed distance matrix, got shape {X.shape}")
+            base = X
+            if sp.issparse(X):
+                X = cd.sparse_with_diagonal(X)
+                if sample_weight is not None:  # scikit-learn sums the weights in its neighbour order
+                    from sklearn.neighbors import sort_graph_by_row_values
 
-            w = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
-            wt = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
-            wsum = wt.clone().index_add_(0, u, wt[v])  # own weight + the neighbours'
-            core = wsum >= min_samples
-            labels = dbscan_labels_of(core, u, v).cpu().numpy()
-        self.labels_ = np.asarray(labels, dtype=np.int64)
-        idx = torch.nonzero(core).view(-1)
-        self.core_sample_indices_ = idx.cpu().numpy().astype(np.int64)
-        self.components_ = self._rows_of(X, idx)
+                    X = sort_graph_by_row_values(X, copy=False, warn_when_not_sorted=False)
+                rows = cd.sparse_rows(X, cd.eps_threshold(X.dtype, self.eps, sparse=True))
+            else:
+                rows = cd.dense_rows_cpu(X, cd.eps_threshold(X.dtype, self.eps, sparse=False))
+            indptr, indices = torch.from_numpy(rows[0]), torch.from_numpy(rows[1])
+        n = int(indptr.numel()) - 1
+        if sample_weight is None:
+            n_neighbors = np.diff(indptr.cpu().numpy())
+        else:
+            w = _check_sample_weight(sample_weight, base)
+            n_neighbors = cd.weighted_counts(cd.split_rows(indptr.cpu().numpy(), indices.cpu().numpy()), w)
+        core_np = np.asarray(n_neighbors >= self.min_samples)
+        core = torch.from_numpy(core_np).to(indptr.device)
+        labels = cd.labels_from_rows(indptr, indices, core)
+        if labels is None:  # asymmetric neighbourhoods: scikit-learn's own search order decides
+            return self._sklearn_fit(ref if native or not sp.issparse(ref) else ref, sample_weight)
+        self.labels_ = labels.cpu().numpy().astype(np.intp)
+        idx = np.flatnonzero(core_np).astype(np.intp)
+        self.core_sample_indices_ = idx
+        self.components_ = self._rows_of(X, idx, n)
         return self
 
     @staticmethod
-    def _rows_of(X, idx: torch.Tensor):
+    def _rows_of(X, idx: np.ndarray, n: int):
         """The rows ``idx`` of ``X``, in ``X``'s kind (scikit-learn: an empty ``[0, N]`` array when none)."""
         if isinstance(X, torch.Tensor):
-            if X.layout == torch.strided:
-                return X[idx.to(X.device)]
-            return X.to_sparse_coo().index_select(0, idx.to(X.device))
-        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy / cupyx
+            sel = torch.from_numpy(idx).to(X.device)
+            return X.detach()[sel]
+        if not isinstance(X, np.ndarray) and not sp.issparse(X):  # CuPy
             import cupy
 
-            return X[cupy.from_dlpack(idx)]
-        if idx.numel() == 0:
-            return np.empty((0, X.shape[1]))
-        sel = idx.numpy()
-        return X[sel].copy()
+            return X[cupy.asarray(idx)]
+        if idx.size == 0:
+            return np.empty((0, n))
+        return X[idx]  # fancy indexing copies (scikit-learn copies once more)
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""
@@ -520,6 +560,8 @@ class _CompatMemory(nn.Module):
             if what == "instance":
                 p = F.softmax(out, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
                 return -p.clamp_min(1e-8).log().mean()
+            if what == "soft":  # HIL's Memory: soft targets softmax(z / 10) against log_softmax(z), both with grad
+                return -(F.softmax(out / 10, dim=1) * F.log_softmax(out, dim=1)).sum(1).mean()
             if ca is None:
                 return F.cross_entropy(out, y)
             return (F.cross_entropy(out, y, reduction="none") * _weights(ca, x.shape[0], out)).mean()
@@ -550,9 +592,12 @@ class ClusterMemory(_CompatMemory):
         temp: temperature.
         momentum: ``mu``, the weight the old memory keeps.
         use_hard: update each class with its hardest sample only (CM_Hard).
-        num_centers: when > 0, also a ``features_d`` buffer ``[C, num_centers, D]``, as the HIL release's
+        num_centers: when > 0, a zero ``features_d`` buffer ``[C, num_centers, D]``, as the HIL release's
             ClusterMemory registers (``num_centers=10``) for its MCCL loss; this memory's forward does not
-            read it (nor does the release's). See :class:`MultiCenterClusterMemory` for its loss.
+            read it (nor does the release's). With 0, ``features_d`` is a registered buffer holding None:
+            assigning a tensor to it (as the release's trainer does) or loading a state dict that has it
+            makes it a buffer of that shape, so it is saved and ``load_state_dict`` of a release memory
+            works either way. See :class:`MultiCenterClusterMemory` for its loss.
         backend: the update kernel, ``"auto"`` (native on CPU, triton on CUDA), ``"torch"``, ``"native"``,
             ``"triton"``.
 
@@ -579,8 +624,17 @@ class ClusterMemory(_CompatMemory):
         self.use_hard = bool(use_hard)
         self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
         s = _arrays.positive_int(num_centers, "num_centers", minimum=0)
-        if s:
-            self.register_buffer("features_d", torch.zeros(self.num_samples, s, self.num_features))
+        # always a registered buffer: None (not in state_dict) until a tensor is assigned or loaded
+        self.register_buffer("features_d", torch.zeros(self.num_samples, s, self.num_features) if s else None)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "features_d"
+        if self._buffers.get("features_d") is None and isinstance(state_dict.get(key), torch.Tensor):
+            # a checkpoint of the HIL release's memory (features_d [C, 10, D]) into one built without it
+            self._buffers["features_d"] = torch.empty_like(state_dict[key], device=self.features.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, inputs, targets, ca=None, training_momentum=None):
         """Cluster-contrast loss of ``inputs`` ``[B, D]`` (any float dtype, on the memory's device) with
@@ -626,25 +680,58 @@ class MultiCenterClusterMemory(_CompatMemory):
         return self._loss(self._buffer("features_d", 3), inputs, targets, ca, training_momentum, "multi")
 
 
-class Memory(_CompatMemory):
-    """Instance memory of cm.py (``Memory`` / ``Memory_wise_v3`` with ``EM``): one vector per image.
+class ClusterMemory_shared(ClusterMemory):  # noqa: N801 - the HIL release's name
+    """The HIL release's ``ClusterMemory_shared`` (one memory both modalities train against): the release's
+    ``ClusterMemory`` under its other name, ``features`` ``[C, D]`` and a zero ``features_d`` ``[C, 10, D]``
+    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`."""
 
-    Buffers ``features`` ``[N, D]`` (the pipeline fills it with normalised
-    features), ``labels`` and ``cam`` ``[N]`` int64. ``forward(inputs, indexes)``
-    is the instance loss ``mean_i -log max(softmax(normalize(x_i) @ m.T / temp)[idx_i], 1e-8)``
-    (Memory_wise_v3's) with the per-index momentum update of ``em`` inside its
-    backward; :meth:`updateEM` is the no-grad update the HIL trainer calls after
-    each step. Both run on the fused kernels, in batch order.
+    def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 10,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, use_hard, num_centers=num_centers,
+                         backend=backend)
+
+
+class _InstanceMemory(_CompatMemory):
+    """Buffers of the release's instance memories: ``features`` ``[N, D]``, ``labels`` and ``cam`` ``[N]``."""
+
+    _label_dtype = torch.int64
+
+    def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,
+                 backend: str = "auto"):
+        super().__init__(num_features, num_samples, temp, momentum, backend)
+        if num_cluster is not None:
+            num_cluster = _arrays.positive_int(num_cluster, "num_cluster", minimum=0)
+        self.num_cluster = num_cluster
+        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
+        self.register_buffer("labels", torch.zeros(self.num_samples, dtype=self._label_dtype))
+        self.register_buffer("cam", torch.zeros(self.num_samples, dtype=self._label_dtype))
+
+    def _batch(self, inputs, indexes):
+        bank = self._buffer("features", 2)
+        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
+        y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
+        return bank, x.to(bank.dtype), y
+
+
+class Memory_wise_v3(_InstanceMemory):  # noqa: N801 - the HIL release's name
+    """The HIL release's ``Memory_wise_v3``: the instance memory its trainer uses, one vector per image.
+
+    Buffers ``features`` ``[N, D]`` (the pipeline fills it with normalised features), ``labels`` and ``cam``
+    ``[N]`` int32 (as the release's). ``forward(inputs, indexes, cameras, neighbor_eps=0.9)`` is the instance
+    loss ``mean_i -log max(softmax(normalize(x_i) @ m.T / temp)[idx_i], 1e-8)`` with the per-index momentum
+    update of ``em`` inside its backward (renormalised); :meth:`updateEM` is the no-grad update the trainer
+    calls after each step, ``m[j] <- (mu m[j] + (1 - mu) x) / ||.||`` in batch order. Both run on the fused
+    kernels. The release's camera helpers (``cam2uid_``, ``cam_mem_gen``) are not provided.
 
     Example:
         >>> import torch
-        >>> from hilcore.compat import Memory
+        >>> from hilcore.compat import Memory_wise_v3
         >>> from hilcore.synthetic import reid_features
         >>> feats, _, _ = reid_features(5, 40, dim=32, seed=0)      # 200 unit rows
-        >>> memory = Memory(32, 200)
+        >>> memory = Memory_wise_v3(32, 200, 5)
         >>> memory.features = torch.as_tensor(feats).clone()
         >>> x = torch.tensor(feats[:8], requires_grad=True)
-        >>> loss = memory(x, torch.arange(8))          # each image against its own slot
+        >>> loss = memory(x, torch.arange(8), None)          # each image against its own slot
         >>> loss.backward()
         >>> before = memory.features.clone()
         >>> memory.updateEM(torch.as_tensor(feats[:4]), torch.arange(8, 12))
@@ -652,25 +739,66 @@ class Memory(_CompatMemory):
         (torch.Size([]), [8, 9, 10, 11])
     """
 
-    def __init__(self, num_features, num_samples, num_cluster=None, temp=0.05, momentum=0.2, *,
-                 backend: str = "auto"):
-        super().__init__(num_features, num_samples, temp, momentum, backend)
-        self.num_cluster = num_cluster
-        self.register_buffer("features", torch.zeros(self.num_samples, self.num_features))
-        self.register_buffer("labels", torch.zeros(self.num_samples, dtype=torch.int64))
-        self.register_buffer("cam", torch.zeros(self.num_samples, dtype=torch.int64))
+    _label_dtype = torch.int32
 
-    def forward(self, inputs, indexes, cameras=None, **unused):
+    def forward(self, inputs, indexes, cameras=None, neighbor_eps=0.9):
         """Instance loss of ``inputs`` ``[B, D]`` against their own slots ``indexes`` ``[B]`` (``cameras`` and
-        further keyword arguments of the release's signature are accepted and unused, as there)."""
+        ``neighbor_eps`` are accepted and unused, as in the release)."""
         return self._loss(self._buffer("features", 2), inputs, indexes, None, None, "all", what="instance")
 
     @torch.no_grad()
-    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - cm.py's name
-        """For i in batch order: ``m[j_i] <- (mu m[j_i] + (1 - mu) x_i) / ||.||``, ``x_i`` as given (not normalised
-        first, as in the release)."""
-        bank = self._buffer("features", 2)
-        x = _memory.batch_features(inputs, bank.shape[-1], bank.device, "inputs").detach()
-        y = _memory.batch_targets(indexes, x.shape[0], bank.shape[0], bank.device, "indexes", what="instance")
-        b = _dispatch.resolve("memory.update", self.backend, bank.device, name="hilcore.compat.Memory.updateEM")
-        _update(bank, x.to(bank.dtype), y, self.momentum, "all", b)
+    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - the release's name
+        """For i in batch order: ``m[j_i] <- (mu m[j_i] + (1 - mu) x_i) / ||.||``, ``x_i`` as given (not
+        normalised first, as in the release)."""
+        bank, x, y = self._batch(inputs, indexes)
+        b = _dispatch.resolve("memory.update", self.backend, bank.device,
+                              name=f"hilcore.compat.{type(self).__name__}.updateEM")
+        _update(bank, x, y, self.momentum, "all", b)
+
+
+class Memory(_InstanceMemory):
+    """The HIL release's ``cm.Memory``: an instance memory with a soft loss and an update that does not
+    renormalise.
+
+    Buffers ``features`` ``[N, D]``, ``labels`` and ``cam`` ``[N]`` int64. ``forward(inputs, indexes,
+    cameras, symmetric=False)``: with ``z = normalize(x) @ m.T / temp`` (through ``em``, whose backward
+    moves ``m[idx_i]`` towards ``x_i`` and renormalises, in batch order), the loss is
+    ``mean_i -sum_c softmax(z_i / 10)_c log_softmax(z_i)_c``, gradients through both factors (the release
+    divides the em output in place, so both read ``z``). The release's forward also averages the logits per
+    pseudo label into a tensor it never uses; that is skipped. :meth:`updateEM` is
+    ``m[j] <- mu m[j] + (1 - mu) x`` in batch order, without renormalising (as the release's).
+
+    Example:
+        >>> import torch
+        >>> from hilcore.compat import Memory
+        >>> from hilcore.synthetic import reid_features
+        >>> feats, _, _ = reid_features(5, 40, dim=32, seed=0)
+        >>> memory = Memory(32, 200, 5)
+        >>> memory.features = torch.as_tensor(feats).clone()
+        >>> loss = memory(torch.tensor(feats[:8], requires_grad=True), torch.arange(8), None)
+        >>> memory.updateEM(torch.as_tensor(feats[:2]), torch.tensor([9, 9]))
+        >>> f = torch.as_tensor(feats)
+        >>> m9 = 0.2 * (0.2 * f[9] + 0.8 * f[0]) + 0.8 * f[1]      # twice, in order, not renormalised
+        >>> loss.shape, torch.allclose(memory.features[9], m9)
+        (torch.Size([]), True)
+    """
+
+    def forward(self, inputs, indexes, cameras=None, symmetric=False):
+        """Soft instance loss of ``inputs`` ``[B, D]`` (``indexes`` ``[B]`` their slots, updated in backward);
+        ``cameras`` and ``symmetric`` are accepted and unused, as in the release."""
+        return self._loss(self._buffer("features", 2), inputs, indexes, None, None, "all", what="soft")
+
+    @torch.no_grad()
+    def updateEM(self, inputs, indexes) -> None:  # noqa: N802 - the release's name
+        """For i in batch order: ``m[j_i] <- mu m[j_i] + (1 - mu) x_i`` (no renormalisation), vectorised in
+        rounds (round r applies the r-th occurrence of every index), so repeated indexes apply in order."""
+        from .backend.torch.memory import occurrence
+
+        bank, x, y = self._batch(inputs, indexes)
+        if x.shape[0] == 0:
+            return
+        occ = occurrence(y)
+        for r in range(int(occ.max()) + 1):
+            sel = occ == r
+            rows = y[sel]
+            bank[rows] = self.momentum * bank[rows] + (1.0 - self.momentum) * x[sel]

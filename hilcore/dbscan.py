@@ -145,7 +145,8 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, symmetrize: str | No
         [0, 0, -1]
     """
     eps = _arrays.nonneg_float(eps, "eps")
-    min_samples = _arrays.positive_int(min_samples, "min_samples")
+    # any neighbourhood is smaller than MAX_INT: a larger min_samples (2**63, 10**30) gives the same (no core point)
+    min_samples = min(_arrays.positive_int(min_samples, "min_samples"), _arrays.MAX_INT)
     rows, fam = as_rows(dist, eps, symmetrize)
     impl = _dispatch.resolve("dbscan", backend, rows.data.device)
     labels = impl(rows.indptr, rows.indices, rows.data, rows.n, eps, min_samples)

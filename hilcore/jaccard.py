@@ -98,6 +98,8 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
         >>> d.shape, float(d.diagonal().max())
         ((200, 200), 0.0)
     """
+    if info is not None and not isinstance(info, dict):
+        raise TypeError(f"info: expected a dict to receive the diagnostics (or None), got {type(info).__name__}")
     xt, fam = _arrays.features(x, "x")
     n = xt.shape[0]
     k1 = _arrays.ranking_length(k1, "k1", n)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,21 +54,29 @@ _MEM_DTYPES = (torch.float32, torch.float64)
 
 
 # ------------------------------------------------------------------ validation
+#: The smallest temperature accepted: logits ``s / temp`` (|s| <= 1) and their gradients stay far from float32's
+#: overflow (1/temp <= 1e30); a smaller one (1e-45, a float32 subnormal) would turn the loss into inf - inf = NaN.
+MIN_TEMP = 1e-30
+
+
+def _number(v, name: str, expected: str) -> float:
+    """``float(v)`` for a real number (Python, NumPy or a one-element tensor); strings and bools raise TypeError."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.dtype.is_complex and v.dtype != torch.bool:
+        v = v.detach().reshape(()).item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected {expected}, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
 def _check_temp(temp, name: str = "temp") -> float:
-    try:
-        t = float(temp)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {type(temp).__name__}") from None
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {temp}")
+    t = _number(temp, name, f"a number >= {MIN_TEMP:g}")
+    if not math.isfinite(t) or t < MIN_TEMP:
+        raise ValueError(f"{name}: expected a finite number >= {MIN_TEMP:g} (the logits are divided by it), got {temp}")
     return t
 
 
 def _check_momentum(momentum, name: str = "momentum") -> float:
-    try:
-        m = float(momentum)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number in [0, 1], got {type(momentum).__name__}") from None
+    m = _number(momentum, name, "a number in [0, 1]")
     if not 0.0 <= m <= 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1] (the weight kept by the old memory), got {momentum}")
     return m
@@ -391,6 +400,7 @@ def cluster_contrast_loss(x, memory, targets, temp: float | None = None, *, redu
     if xt.shape[0] == 0:
         raise ValueError("x: expected at least one sample")
     y = batch_targets(targets, xt.shape[0], bank.shape[0], bank.device)
+    _check_bank_values(bank.detach(), "memory")  # a NaN memory would give a NaN loss (mccl_loss refuses it too)
     xn = _normalize_rows(xt, "x", bank.dtype)
     if bank.dim() == 2:
         logits = xn @ bank.T / t

@@ -17,16 +17,17 @@ from hilcore.ref.jaccard import jaccard_distance as ref_jaccard
 from testing import DBSCAN_BACKENDS
 from testing import reid_features as small_features
 
-# Checks that do not apply to a precomputed metric. check_clustering fits raw 2-D blobs (50 x 2 features, negative
-# values), which is not a distance matrix: scikit-learn's own DBSCAN(metric="precomputed") fails it too.
+# With the default metric ("euclidean", scikit-learn's) every check passes; with metric="precomputed"
+# check_clustering fits raw 2-D blobs (50 x 2 features, negative values), which is not a distance matrix:
+# scikit-learn's own DBSCAN(metric="precomputed") fails it too.
 EXPECTED_FAILED = {
     "check_clustering": "fits raw features (50 x 2, negative values), not a square distance matrix; "
                         "sklearn.cluster.DBSCAN(metric='precomputed') fails it as well",
 }
 
 
-@parametrize_with_checks([DBSCAN(), DBSCAN(eps=0.3, min_samples=2, backend="torch")],
-                         expected_failed_checks=lambda est: EXPECTED_FAILED)
+@parametrize_with_checks([DBSCAN(), DBSCAN(eps=0.3, min_samples=2, metric="precomputed", backend="torch")],
+                         expected_failed_checks=lambda est: EXPECTED_FAILED if est.metric == "precomputed" else {})
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -83,42 +84,43 @@ def test_equals_sklearn(backend, n, kind, eps, min_samples, weights):
     for sparse in (False, True):
         x = _sparse(d, 1.5 * eps) if sparse else d
         want = SkDBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(x, sample_weight=sw)
-        got = DBSCAN(eps=eps, min_samples=min_samples, backend=backend).fit(x, sample_weight=sw)
+        got = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", backend=backend).fit(x, sample_weight=sw)
         _assert_same(got, want, sparse)
-        np.testing.assert_array_equal(DBSCAN(eps=eps, min_samples=min_samples, backend=backend)
+        np.testing.assert_array_equal(DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", backend=backend)
                                       .fit_predict(x, sample_weight=sw), want.labels_)
 
 
 def test_weights_of_one_are_the_unweighted_fit():
     d = _distances(99, 3, "euclid")
-    a = DBSCAN(eps=0.8, min_samples=5).fit(d)
-    b = DBSCAN(eps=0.8, min_samples=5).fit(d, sample_weight=np.ones(99))
+    a = DBSCAN(eps=0.8, min_samples=5, metric="precomputed").fit(d)
+    b = DBSCAN(eps=0.8, min_samples=5, metric="precomputed").fit(d, sample_weight=np.ones(99))
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.core_sample_indices_, b.core_sample_indices_)
     assert len(set(a.labels_.tolist()) - {-1}) >= 3 and (a.labels_ == -1).any()  # not a vacuous comparison
     # a heavy sample is core on its own; a negative one inhibits its neighbours
     w = np.ones(99)
     w[0] = 5.0
-    assert 0 in DBSCAN(eps=1e-9, min_samples=5).fit(d, sample_weight=w).core_sample_indices_
+    assert 0 in DBSCAN(eps=1e-9, min_samples=5, metric="precomputed").fit(d, sample_weight=w).core_sample_indices_
 
 
 def test_torch_input_same_as_numpy():
     d = _distances(60, 5, "jaccard")
     want = SkDBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(d)
-    got = DBSCAN(eps=0.6, min_samples=3).fit(torch.from_numpy(d))
+    got = DBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(torch.from_numpy(d))
     np.testing.assert_array_equal(got.labels_, want.labels_)
     np.testing.assert_array_equal(got.core_sample_indices_, want.core_sample_indices_)
     assert isinstance(got.components_, torch.Tensor)
     np.testing.assert_array_equal(got.components_.numpy(), want.components_)
-    got_w = DBSCAN(eps=0.6, min_samples=3).fit(torch.from_numpy(d), sample_weight=np.full(60, 1.5))
+    got_w = DBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(torch.from_numpy(d), sample_weight=np.full(60, 1.5))
     want_w = SkDBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(d, sample_weight=np.full(60, 1.5))
     np.testing.assert_array_equal(got_w.labels_, want_w.labels_)
 
 
 def test_params_and_clone():
-    est = DBSCAN(eps=0.4, min_samples=3, backend="torch")
+    est = DBSCAN(eps=0.4, min_samples=3, metric="precomputed", backend="torch")
     params = est.get_params()
     assert params["eps"] == 0.4 and params["min_samples"] == 3 and params["metric"] == "precomputed"
+    assert {k: v for k, v in DBSCAN().get_params().items() if k != "backend"} == SkDBSCAN().get_params()
     assert params["backend"] == "torch"
     assert est.set_params(eps=0.7) is est and est.eps == 0.7
     c = clone(est)
@@ -127,15 +129,14 @@ def test_params_and_clone():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="precomputed"):
-        DBSCAN(eps=0.5, min_samples=4, metric="euclidean").fit(np.zeros((3, 3)))
+    pre = dict(metric="precomputed")
     with pytest.raises(ValueError, match="square"):
-        DBSCAN().fit(np.zeros((3, 4), dtype=np.float32))
+        DBSCAN(**pre).fit(np.zeros((3, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="Negative values"):
-        DBSCAN().fit(-np.ones((3, 3)))
+        DBSCAN(**pre).fit(-np.ones((3, 3)))
     with pytest.raises(ValueError, match="eps"):
-        DBSCAN(eps=-1).fit(np.zeros((3, 3)))
+        DBSCAN(eps=-1, **pre).fit(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="min_samples"):
-        DBSCAN(min_samples=0).fit(np.zeros((3, 3)))
+        DBSCAN(min_samples=0, **pre).fit(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="sample_weight|shapes"):
-        DBSCAN().fit(np.zeros((3, 3)), sample_weight=np.ones(4))
+        DBSCAN(**pre).fit(np.zeros((3, 3)), sample_weight=np.ones(4))

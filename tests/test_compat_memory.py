@@ -124,7 +124,7 @@ def test_instance_memory_matches_loop(backend):
     n, d, b = 50, 24, 37
     bank, x, _ = _data(b, n, d, seed=7)
     idx = torch.randint(0, 12, (b,), generator=torch.Generator().manual_seed(2))  # repeated indexes
-    mem = compat.Memory(d, n, 10, temp=0.05, momentum=0.3, backend=backend)
+    mem = compat.Memory_wise_v3(d, n, 10, temp=0.05, momentum=0.3, backend=backend)
     mem.features = bank.clone()
     loss, grad = _run_compat(mem, x, idx)
     want_bank = bank.clone()
@@ -230,10 +230,10 @@ def test_state_dict_round_trip():
     _run_compat(mem, x2, y2)
     _run_compat(other, x2, y2)
     assert torch.equal(other.features, mem.features)
-    inst = compat.Memory(8, 20)
+    inst = compat.Memory_wise_v3(8, 20)
     inst.features = F.normalize(torch.randn(20, 8), dim=1)
-    inst.labels = torch.arange(20) % 4
-    again = compat.Memory(8, 20)
+    inst.labels = (torch.arange(20) % 4).int()
+    again = compat.Memory_wise_v3(8, 20)
     again.load_state_dict(inst.state_dict())
     assert torch.equal(again.features, inst.features) and torch.equal(again.labels, inst.labels)
 
@@ -338,3 +338,62 @@ def test_hard_picks_the_exact_argmin_on_near_ties(backend):
         v = 0.3 * expect[cls] + 0.7 * F.normalize(x[i], dim=0)
         expect[cls] = v / v.norm()
     _close(mem.features, expect)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hil_memory_soft_loss_and_raw_update_match_the_release_loop(backend):
+    n, d, b = 40, 16, 29
+    bank, x, _ = _data(b, n, d, seed=11)
+    idx = torch.randint(0, 10, (b,), generator=torch.Generator().manual_seed(5))  # repeated indexes
+    mem = compat.Memory(d, n, 10, temp=0.05, momentum=0.3, backend=backend)
+    mem.features = bank.clone()
+    loss, grad = _run_compat(mem, x, idx)
+    want_bank = bank.clone()
+    want_loss, want_grad = _run_loop(ref.loop_soft_instance_loss, x, idx, want_bank, temp=0.05, momentum=0.3)
+    _close(loss, want_loss)
+    _close(grad, want_grad)
+    _close(mem.features, want_bank)
+    # updateEM: no renormalisation (Memory_wise_v3's renormalises: the two differ)
+    mem.features = bank.clone()
+    mem.updateEM(x, idx)
+    want_bank = bank.clone()
+    ref.loop_update_em_raw(want_bank, x, idx, 0.3)
+    _close(mem.features, want_bank)
+    assert not torch.allclose(torch.linalg.vector_norm(mem.features[idx], dim=1), torch.ones(b))
+
+
+def _release_state(c, d, n):
+    """State dicts as the HIL release's memories save them (buffer names, shapes and dtypes of its cm.py)."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "cluster": {"features": F.normalize(torch.randn(c, d, generator=g), dim=1),
+                    "features_d": F.normalize(torch.randn(c, 10, d, generator=g), dim=2)},
+        "wise": {"features": F.normalize(torch.randn(n, d, generator=g), dim=1),
+                 "labels": torch.randint(-1, c, (n,), generator=g).int(), "cam": torch.randint(0, 6, (n,), generator=g).int()},
+        "memory": {"features": F.normalize(torch.randn(n, d, generator=g), dim=1),
+                   "labels": torch.randint(-1, c, (n,), generator=g), "cam": torch.randint(0, 6, (n,), generator=g)},
+    }
+
+
+def test_load_state_dict_of_the_release_memories():
+    c, d, n = 7, 12, 30
+    st = _release_state(c, d, n)
+    for mem in (compat.ClusterMemory(d, c), compat.ClusterMemory(d, c, num_centers=10),
+                compat.ClusterMemory_shared(d, c)):
+        mem.load_state_dict(st["cluster"])  # strict
+        assert torch.equal(mem.features, st["cluster"]["features"])
+        assert torch.equal(mem.features_d, st["cluster"]["features_d"])
+        assert set(mem.state_dict()) == {"features", "features_d"}
+    shared = compat.ClusterMemory_shared(d, c)
+    assert shared.features_d.shape == (c, 10, d) and "features_d" in shared.state_dict()
+    plain = compat.ClusterMemory(d, c)  # cluster-contrast's memory has no features_d: loads too
+    plain.load_state_dict({"features": st["cluster"]["features"]})
+    assert "features_d" not in plain.state_dict()
+    plain.features_d = st["cluster"]["features_d"].clone()  # assigned as the release's trainer does: a buffer
+    assert "features_d" in plain.state_dict() and "features_d" in dict(plain.named_buffers())
+    wise = compat.Memory_wise_v3(d, n, c)
+    wise.load_state_dict(st["wise"])
+    assert wise.labels.dtype == torch.int32 and torch.equal(wise.labels, st["wise"]["labels"])
+    inst = compat.Memory(d, n, c)
+    inst.load_state_dict(st["memory"])
+    assert inst.labels.dtype == torch.int64 and torch.equal(inst.cam, st["memory"]["cam"])

@@ -125,8 +125,9 @@ def test_asymmetric_input_raises_or_is_symmetrised_on_request(backend):
         with pytest.raises(ValueError, match=r"dist: expected a symmetric distance matrix; d\[%d, %d\]"
                            % first):
             hilcore.dbscan(dist, eps, 3, backend=backend)
-    with pytest.raises(ValueError, match="symmetric"):
-        compat.DBSCAN(eps, 3).fit_predict(a)
+    # compat.DBSCAN is scikit-learn's: it takes the asymmetric matrix as scikit-learn does
+    np.testing.assert_array_equal(compat.DBSCAN(eps, min_samples=3, metric="precomputed").fit_predict(a),
+                                  _sk(a, eps, 3))
     for mode, combined in (("max", np.maximum(a, a.T)), ("min", np.minimum(a, a.T))):
         want = _sk(combined, eps, 3)
         for dist in (a, sp.csr_matrix(a)):
@@ -176,7 +177,7 @@ def test_requires_grad_is_accepted_everywhere():
         (lambda v: hilcore.brst(v, lt, v[:4]), x),
         (lambda v: hilcore.bidirectional_match(v, lt, v, lt, mode="both").labels_rgb, x),
         (lambda v: hilcore.dbscan(v, 0.2, 3), d_np),
-        (lambda v: compat.DBSCAN(0.2, 3).fit_predict(v), d_np),
+        (lambda v: compat.DBSCAN(0.2, min_samples=3, metric="precomputed").fit_predict(v), d_np),
         (lambda v: compat.compute_jaccard_distance(v, 20, 6, print_flag=False), x),
     ]
     for f, a in pairs:

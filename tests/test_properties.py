@@ -349,7 +349,8 @@ def test_dbscan_equals_sklearn(case, form, eps, ms, backend):
         pass
     np.testing.assert_array_equal(got, want)
     if form in ("dense", "csr"):
-        np.testing.assert_array_equal(compat.DBSCAN(eps, ms, backend=backend).fit_predict(dist), want)
+        np.testing.assert_array_equal(compat.DBSCAN(eps, min_samples=ms, metric="precomputed",
+                                                    backend=backend).fit_predict(dist), want)
 
 
 @few(40)

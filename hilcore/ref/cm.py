@@ -109,3 +109,19 @@ def loop_update_em(mem, x, indexes, momentum):
     for xi, j in zip(x, indexes.tolist()):
         v = momentum * mem[j] + (1.0 - momentum) * xi
         mem[j] = v / v.norm()
+
+
+def loop_soft_instance_loss(x, indexes, mem, temp=0.05, momentum=0.2):
+    """The HIL release's ``cm.Memory`` loss: ``z = em(normalize(x)) / temp`` (the update in backward, per sample,
+    renormalised), then ``mean_i -sum_c softmax(z_i / 10)_c log_softmax(z_i)_c``, written per sample."""
+    xn = F.normalize(x, dim=1)
+    z = _LoopCM.apply(xn, indexes, mem, float(momentum), "all") / temp
+    terms = [-(F.softmax(z[i] / 10, dim=0) * F.log_softmax(z[i], dim=0)).sum() for i in range(z.shape[0])]
+    return torch.stack(terms).mean()
+
+
+@torch.no_grad()
+def loop_update_em_raw(mem, x, indexes, momentum):
+    """The HIL release's ``cm.Memory.updateEM``, sample by sample: ``m[j] <- mu m[j] + (1 - mu) x``, not renormalised."""
+    for xi, j in zip(x, indexes.tolist()):
+        mem[j] = momentum * mem[j] + (1.0 - momentum) * xi

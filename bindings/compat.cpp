@@ -1,0 +1,92 @@
+// hilcore._native.compat_*: the kernels of hilcore.compat (the widely used dense Jaccard arithmetic; the rows of
+// a dense precomputed distance matrix within eps).
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "cpu/compat_cpu.h"
+
+namespace hilcore_bindings {
+
+namespace {
+
+template <typename T>
+py::array_t<T> owned_array(std::vector<T>&& v) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule base(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
+                        owned->data(), base);
+}
+
+py::array dense_jaccard(const py::object& indptr_obj, const py::object& indices_obj, const py::object& vals_obj,
+                        int64_t n, bool half) {
+  auto indptr = expect_array<int64_t>(indptr_obj, "indptr", 1, "int64");
+  auto indices = expect_array<int64_t>(indices_obj, "indices", 1, "int64");
+  auto vals = expect_array<float>(vals_obj, "vals", 1, "float32");
+  if (n < 0 || indptr.shape(0) != n + 1) throw py::value_error("indptr: expected length n + 1");
+  const int64_t* ip = indptr.data();
+  if (ip[0] != 0) throw py::value_error("indptr: expected indptr[0] == 0");
+  for (int64_t i = 0; i < n; ++i)
+    if (ip[i + 1] < ip[i]) throw py::value_error("indptr: expected non-decreasing offsets");
+  const int64_t nnz = ip[n];
+  if (indices.shape(0) != nnz || vals.shape(0) != nnz)
+    throw py::value_error("indices/vals: expected indptr[n] entries each");
+  const int64_t* ix = indices.data();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = ip[i]; p < ip[i + 1]; ++p)
+      if (ix[p] < 0 || ix[p] >= n || (p > ip[i] && ix[p] <= ix[p - 1]))
+        throw py::value_error("indices: expected strictly ascending columns in [0, n) per row");
+  py::array out = half ? py::array(py::dtype("float16"), {n, n}) : py::array(py::dtype("float32"), {n, n});
+  void* op = out.mutable_data();
+  const float* vp = vals.data();
+  const int nt = num_threads();
+  int status;
+  {
+    py::gil_scoped_release release;
+    status = hilcore::compat_dense_jaccard(ip, ix, vp, n, half, op, nt);
+  }
+  check_status(status, "compat_dense_jaccard");
+  return out;
+}
+
+py::tuple dense_eps_rows(const py::array& x, double eps) {
+  if (x.ndim() != 2 || x.shape(0) != x.shape(1)) throw py::value_error("x: expected a square [N, N] array");
+  const int64_t n = x.shape(0);
+  int kind;
+  const std::string dt = py::str(x.dtype());
+  if (dt == "float32") kind = 0;
+  else if (dt == "float64") kind = 1;
+  else if (dt == "float16") kind = 2;
+  else throw py::value_error("x: expected float16, float32 or float64, got " + dt);
+  const int64_t item = x.itemsize();
+  if (n > 0 && (x.strides(1) != item || x.strides(0) % item != 0 || x.strides(0) / item < n))
+    throw py::value_error("x: expected rows of contiguous elements");
+  const int64_t ld = n > 0 ? x.strides(0) / item : 0;
+  if (!(eps >= 0)) throw py::value_error("eps: expected a number >= 0");
+  std::vector<int64_t> indptr, indices;
+  int64_t bad = -1;
+  const void* xp = x.data();
+  const int nt = num_threads();
+  int status;
+  {
+    py::gil_scoped_release release;
+    status = hilcore::dense_eps_rows(xp, kind, n, ld, eps, &indptr, &indices, &bad, nt);
+  }
+  check_status(status, "dense_eps_rows");
+  if (bad >= 0) return py::make_tuple(py::none(), py::none(), bad);
+  return py::make_tuple(owned_array(std::move(indptr)), owned_array(std::move(indices)), -1);
+}
+
+}  // namespace
+
+void register_compat(py::module_& m) {
+  m.def("compat_dense_jaccard", &dense_jaccard, py::arg("indptr"), py::arg("indices"), py::arg("vals"), py::arg("n"),
+        py::arg("half"),
+        "The widely used compute_jaccard_distance's dense [n, n] matrix from its V' (CSR, columns ascending): "
+        "float32 (half=False) or float16 (half=True) arithmetic, operation by operation.");
+  m.def("compat_dense_eps_rows", &dense_eps_rows, py::arg("x"), py::arg("eps"),
+        "(indptr, indices, -1): the entries x[i, j] <= eps (float64 compare) of a dense square float16/32/64 "
+        "matrix, row by row; (None, None, row) when that row is the first with a NaN, inf or negative value.");
+}
+
+}  // namespace hilcore_bindings

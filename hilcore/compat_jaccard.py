@@ -1,0 +1,152 @@
+"""The dense Jaccard matrix of the widely used ``compute_jaccard_distance``, its arithmetic kept, fast.
+
+``hilcore.compat.compute_jaccard_distance`` returns this by default. The steps and their precision are those
+of the original (SpCL / cluster-contrast ``faiss_rerank.py``; slow reference: ``hilcore.ref.compat_jaccard``):
+
+1. ranking: a flat L2 index on the float32 copies of the features as given, the row itself first. Rows of
+   unit norm (within 1e-5) go to hilcore's exact cosine kNN (the same order up to float32 near-ties); other
+   rows (unnormalised, float16, ...) to an exact blocked L2 search here;
+2. k-reciprocal expansion sets (hilcore's torch stages; integer sets, no rounding);
+3. weights ``softmax(-(2 - 2 x_i . x_E))`` by the very ``torch.mm`` / ``F.softmax`` calls of the original, one
+   row at a time on the features' device and dtype (a batched product could round differently), then V in
+   float32 (float16 with ``use_float16``);
+4. query expansion in ranking order, summed in float32 one row at a time, divided in float64 and rounded
+   to float32 (then float16), as ``np.mean`` does;
+5. ``m(i, j)`` summed in ascending t in the matrix dtype, ``1 - m / (2 - m)`` one operation at a time in
+   that dtype, negative values set to 0, in C++ (``_native.compat_dense_jaccard``).
+
+Rows with the same expanded set and neighbours give ``m`` close to 1, and ``1 - m / (2 - m)`` is then a
+tiny positive (float32 rounding of ``m`` below 1) or 0: the original's matrix holds these and so does this
+one, which is what a percentile eps computed from the matrix sees.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _arrays
+from ._dispatch import native_module
+from .knn import knn_tensors
+from ._core import half_k
+from .stages.jaccard import expansion, reciprocal_mask, row_ids
+
+#: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
+UNIT_TOL = 1e-5
+# Elements of one [block, N] distance tile of the L2 search.
+_TILE = 1 << 24
+
+
+def _l2_rank(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``[N, k]`` int64: ascending squared L2 distance of float32 rows (``||y||^2 - 2 x.y``; ``||x||^2`` is
+    the same along a row), the row itself first, ties to the lower index."""
+    from .backend.torch.knn import _select
+
+    n = x.shape[0]
+    sq = (x * x).sum(1)
+    out = torch.empty((n, k), dtype=torch.int64, device=x.device)
+    block = max(1, min(n, _TILE // max(n, 1)))
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        score = 2.0 * torch.mm(x[s:e], x.t()) - sq  # larger is nearer
+        rows = torch.arange(e - s, device=x.device)
+        score[rows, rows + s] = float("inf")
+        out[s:e] = _select(score, k)[1]
+    return out
+
+
+def ranking(x: torch.Tensor, k1: int, backend: str = "auto") -> torch.Tensor:
+    """The original's ``initial_rank[:, :k1]`` for features ``x`` as given (see the module docstring)."""
+    xf = x.to(torch.float32)
+    norms = torch.linalg.vector_norm(xf, dim=1)
+    if x.dtype in (torch.float32, torch.float64) and bool(((norms - 1).abs() <= UNIT_TOL).all()):
+        xn, _ = _arrays.features(x, "target_features")
+        return knn_tensors(xn, k1, None, backend)[0]
+    return _l2_rank(xf.contiguous(), k1)
+
+
+def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dtype) -> np.ndarray:
+    """V's values row by row, as the original computes them: ``F.softmax(-(2 - 2 x_i . x_E))`` with the same
+    torch calls on the same shapes (so the same bits; MKL's product depends on torch's thread count, which is
+    left as the caller set it), cast to the matrix dtype as NumPy casts. The rows ``x_E`` are gathered for many
+    rows at once (a copy: the same values and layout as the original's per-row gather)."""
+    ptr = eptr.tolist()
+    idx = eidx.to(x.device)
+    n, dim = x.shape
+    parts = []
+    start = 0
+    while start < n:
+        stop = start + 1
+        while stop < n and (ptr[stop + 1] - ptr[start]) * dim <= _TILE:
+            stop += 1
+        gathered = x[idx[ptr[start]:ptr[stop]]]
+        base = ptr[start]
+        # the products row by row (MKL's bits depend on the shapes); the element-wise -(2 - 2 s) at once
+        # (the same two roundings per element however many run together); the softmax row by row
+        dots = torch.cat([torch.mm(x[i:i + 1], gathered[ptr[i] - base:ptr[i + 1] - base].t()).view(-1)
+                          for i in range(start, stop)])
+        neg = -(2 - 2 * dots)
+        for i in range(start, stop):
+            parts.append(F.softmax(neg[ptr[i] - base:ptr[i + 1] - base].view(1, -1), dim=1).view(-1))
+        start = stop
+    vals = torch.cat(parts).cpu().numpy()
+    return vals.astype(mat)
+
+
+def _query_expansion(rank: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, vals: np.ndarray, n: int):
+    """CSR of ``np.mean(V[rank[i, :k2]], axis=0)``: the rows added in ranking order, each sum in float32
+    from the first row, then divided by k2 in float64 and rounded to float32 (float16 V: then to float16)."""
+    k2 = rank.shape[1]
+    half = vals.dtype == np.float16
+    v = torch.from_numpy(vals.astype(np.float32))
+    length = eptr[1:] - eptr[:-1]
+    nb = rank.reshape(-1)  # (i, position) in ranking order
+    reps = length[nb]
+    who = torch.repeat_interleave(torch.arange(n).repeat_interleave(k2), reps)
+    start = torch.repeat_interleave(eptr[nb], reps)
+    within = torch.arange(int(reps.sum())) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    pos = start + within
+    key = who * n + eidx[pos]
+    order = torch.sort(key, stable=True).indices  # by (i, t), ranking order kept inside
+    key, val = key[order], v[pos[order]]
+    uniq, counts = torch.unique_consecutive(key, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    acc = val[first].clone()
+    for q in range(1, k2):
+        more = counts > q
+        acc[more] = acc[more] + val[first[more] + q]
+    mean = (acc.to(torch.float64) / k2).to(torch.float32)
+    if half:
+        mean = torch.from_numpy(mean.numpy().astype(np.float16).astype(np.float32))
+    rows = uniq // n
+    qptr = torch.zeros(n + 1, dtype=torch.int64)
+    qptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return qptr, uniq % n, mean
+
+
+def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend: str = "auto") -> np.ndarray:
+    """The original's dense matrix for features ``x`` (torch, as given, detached), k1/k2 already clamped."""
+    nat = native_module()
+    if nat is None or not hasattr(nat, "compat_dense_jaccard"):
+        from ._dispatch import BackendUnavailable
+
+        raise BackendUnavailable("hilcore.compat.compute_jaccard_distance: the original's arithmetic needs the "
+                                 "native extension (pip install builds it); exact=True runs without it")
+    n = x.shape[0]
+    mat = np.dtype(np.float16 if use_float16 else np.float32)
+    rank = ranking(x, k1, backend).cpu()
+    kk = min(half_k(k1) + 1, k1)
+    eptr, eidx = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
+    vals = _weights(x, eptr, eidx, mat)
+    if k2 != 1:
+        eptr, eidx, v = _query_expansion(rank[:, :k2].contiguous(), eptr, eidx, vals, n)
+    else:
+        v = torch.from_numpy(vals.astype(np.float32))
+    keep = v != 0  # the original's support is V' != 0 (float16 weights can round to 0)
+    if not bool(keep.all()):
+        rows = row_ids(eptr)[keep]
+        eidx, v = eidx[keep], v[keep]
+        eptr = torch.zeros(n + 1, dtype=torch.int64)
+        eptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return nat.compat_dense_jaccard(eptr.numpy(), eidx.contiguous().numpy(), v.contiguous().numpy(), n,
+                                    bool(use_float16))

@@ -1,0 +1,192 @@
+#include "cpu/compat_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace hilcore {
+
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN / inf
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520: rounds to inf
+  if (ax < 0x38800000u) {  // below 2^-14: a subnormal half, m * 2^-24 with m = round-half-even(|f| * 2^24)
+    float a;
+    std::memcpy(&a, &ax, 4);
+    const float m = std::nearbyint(a * 16777216.0f);  // exact scaling; default rounding mode: to nearest even
+    return sign | static_cast<uint16_t>(m);
+  }
+  uint32_t h = (ax >> 13) - (112u << 10);  // rebias the exponent (127 - 15 = 112)
+  const uint32_t rest = ax & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+  return sign | static_cast<uint16_t>(h);
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t x;
+  if (e == 0) {
+    const float v = static_cast<float>(m) * 5.9604644775390625e-08f;  // m * 2^-24, exact
+    std::memcpy(&x, &v, 4);
+    x |= sign;
+  } else if (e == 31) {
+    x = sign | 0x7f800000u | (m << 13);
+  } else {
+    x = sign | ((e + 112u) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+namespace {
+
+inline float round_half(float v) { return f16_to_f32(f32_to_f16(v)); }
+
+}  // namespace
+
+int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const float* vals, int64_t n, bool half,
+                         void* out, int num_threads) {
+  if (n < 0) return 1;
+  const int64_t nnz = indptr[n];
+  // inverted index: for every column t, the (row, value) pairs with V'[row, t] != 0, rows ascending
+  std::vector<int64_t> col_ptr(n + 1, 0);
+  for (int64_t p = 0; p < nnz; ++p) ++col_ptr[indices[p] + 1];
+  for (int64_t t = 0; t < n; ++t) col_ptr[t + 1] += col_ptr[t];
+  std::vector<int64_t> inv_row(nnz);
+  std::vector<float> inv_val(nnz);
+  {
+    std::vector<int64_t> fill(col_ptr.begin(), col_ptr.end() - 1);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
+        const int64_t q = fill[indices[p]]++;
+        inv_row[q] = i;
+        inv_val[q] = vals[p];
+      }
+  }
+  const int nt = num_threads < 1 ? 1 : num_threads;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> acc(static_cast<size_t>(n));
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t i = 0; i < n; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
+        const float vi = vals[p];
+        const int64_t t = indices[p];
+        for (int64_t q = col_ptr[t]; q < col_ptr[t + 1]; ++q) {
+          const int64_t j = inv_row[q];
+          const float s = acc[j] + std::min(vi, inv_val[q]);
+          acc[j] = half ? round_half(s) : s;
+        }
+      }
+      if (half) {
+        uint16_t* row = static_cast<uint16_t*>(out) + i * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const float m = acc[j];
+          const float den = round_half(2.0f - m);
+          const float r = round_half(1.0f - round_half(m / den));
+          row[j] = r < 0.0f ? 0 : f32_to_f16(r);
+        }
+      } else {
+        float* row = static_cast<float*>(out) + i * n;
+        for (int64_t j = 0; j < n; ++j) {
+          const float m = acc[j];
+          const float den = 2.0f - m;
+          const float r = 1.0f - m / den;
+          row[j] = r < 0.0f ? 0.0f : r;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+namespace {
+
+// V is the compare type (float or double): x[i, j] <= eps (as float64) <=> load(x[i, j]) <= e, e being eps rounded
+// down to V (every value of the matrix is exactly a V value). One row at a time: a vectorisable pass checks the
+// values, a second (the row is in cache) lists the columns within e.
+template <typename T, typename V, typename Load>
+int eps_rows(const T* x, int64_t n, int64_t ld, V e, Load load, std::vector<int64_t>* indptr,
+             std::vector<int64_t>* indices, int64_t* bad_row, int nt) {
+  const V top = std::numeric_limits<V>::max();
+  std::vector<std::vector<int64_t>> cols(nt), counts(nt);
+  std::vector<int64_t> first_bad(nt, -1), start(nt + 1, 0);
+  for (int t = 0; t <= nt; ++t) start[t] = n * t / nt;
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+  for (int t = 0; t < nt; ++t) {
+    std::vector<int64_t>& c = cols[t];
+    std::vector<int64_t>& k = counts[t];
+    for (int64_t i = start[t]; i < start[t + 1]; ++i) {
+      const T* row = x + i * ld;
+      int ok = 1;
+      for (int64_t j = 0; j < n; ++j) {
+        const V v = load(row[j]);
+        ok &= (v >= V(0)) & (v <= top);  // false for NaN, negative or inf
+      }
+      if (!ok) {
+        first_bad[t] = i;
+        break;
+      }
+      const size_t before = c.size();
+      for (int64_t j = 0; j < n; ++j)
+        if (load(row[j]) <= e) c.push_back(j);
+      k.push_back(static_cast<int64_t>(c.size() - before));
+    }
+  }
+  *bad_row = -1;
+  for (int t = 0; t < nt; ++t)
+    if (first_bad[t] >= 0) {
+      *bad_row = first_bad[t];
+      return 0;
+    }
+  indptr->assign(n + 1, 0);
+  int64_t r = 0;
+  for (int t = 0; t < nt; ++t)
+    for (int64_t cnt : counts[t]) {
+      (*indptr)[r + 1] = (*indptr)[r] + cnt;
+      ++r;
+    }
+  indices->resize((*indptr)[n]);
+  int64_t off = 0;
+  for (int t = 0; t < nt; ++t) {
+    std::copy(cols[t].begin(), cols[t].end(), indices->begin() + off);
+    off += static_cast<int64_t>(cols[t].size());
+    std::vector<int64_t>().swap(cols[t]);
+  }
+  return 0;
+}
+
+// eps (a float64) rounded down to float: for any float v, double(v) <= eps <=> v <= the result.
+float floor_to_float(double eps) {
+  float e = static_cast<float>(eps);
+  if (static_cast<double>(e) > eps) e = std::nextafter(e, -std::numeric_limits<float>::infinity());
+  return e;
+}
+
+}  // namespace
+
+int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
+                   std::vector<int64_t>* indices, int64_t* bad_row, int num_threads) {
+  if (n < 0 || ld < n || kind < 0 || kind > 2) return 1;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads < 1 ? 1 : num_threads,
+                                                                         std::max<int64_t>(n, 1))));
+  if (kind == 0)
+    return eps_rows(static_cast<const float*>(x), n, ld, floor_to_float(eps), [](float v) { return v; }, indptr,
+                    indices, bad_row, nt);
+  if (kind == 1)
+    return eps_rows(static_cast<const double*>(x), n, ld, eps, [](double v) { return v; }, indptr, indices,
+                    bad_row, nt);
+  return eps_rows(static_cast<const uint16_t*>(x), n, ld, floor_to_float(eps), [](uint16_t h) { return f16_to_f32(h); },
+                  indptr, indices, bad_row, nt);
+}
+
+}  // namespace hilcore

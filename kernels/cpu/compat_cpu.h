@@ -1,0 +1,34 @@
+// Kernels of hilcore.compat: the widely used dense Jaccard matrix with its own arithmetic, and the
+// rows of a dense precomputed distance matrix within eps (scikit-learn's DBSCAN neighbourhoods).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace hilcore {
+
+// IEEE binary16 <-> binary32, round to nearest even (NumPy's float16 conversions).
+uint16_t f32_to_f16(float f);
+float f16_to_f32(uint16_t h);
+
+// The dense [n, n] matrix of the original compute_jaccard_distance from its V' (CSR: indptr [n+1],
+// indices [nnz] ascending per row, vals [nnz] > 0; in half mode every value is a float16 value):
+//   acc_i[j] = sum over t in row i, ascending, of min(V'[i, t], V'[j, t]), added one term at a time
+//              to a zero row (float32 adds; half mode: float32 add, then rounded to float16);
+//   out[i, j] = 1 - acc/(2 - acc), each operation float32 (half mode: each rounded to float16),
+//              negative results set to 0 (pairs that share no t give exactly 1).
+// out: float32 [n, n] (half = false) or uint16 float16 bits [n, n] (half = true), row-major.
+// Rows run in parallel; each row's arithmetic is sequential, so the result does not depend on threads.
+// Returns 0, or 1 for bad sizes.
+int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const float* vals, int64_t n, bool half,
+                         void* out, int num_threads);
+
+// Entries of a dense [n, n] matrix within eps, row by row (kind: 0 float32, 1 float64, 2 float16 bits).
+// Row i's stride is ld elements. Kept: x[i, j] <= eps compared exactly in float64 (every float32 / float16
+// value is a float64 value; the caller passes eps already rounded as scikit-learn compares it).
+// indptr [n+1] and indices (ascending per row, the diagonal included when within eps) are filled.
+// bad_row: the first row holding a NaN, an infinity or a negative value (-1 when none; then nothing
+// else is meaningful). Returns 0, or 1 for bad sizes.
+int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
+                   std::vector<int64_t>* indices, int64_t* bad_row, int num_threads);
+
+}  // namespace hilcore
