@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ok = True
     # Triton kNN: fp16 candidates + rescoring (+ merge of column splits), fp32 kernel, split fallback + merge
     st: dict = {}
-    ok &= same("knn_fp16", tknn.knn(xc, 20, stats=st)[0])
+    ok &= same("knn_fp16", tknn.knn(xc, 20, info=st)[0])
     ok &= same("knn_fp32", tknn.knn(xc, 20, precision="fp32")[0])
     rows = torch.tensor([0, 10, 11, 150, 300], device=dev)
     idx = torch.zeros((301, 20), dtype=torch.int64, device=dev)
