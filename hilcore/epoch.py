@@ -238,7 +238,7 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
         x = feats[name]
         lab = label(name, x)
         check_not_all_noise(lab, name, x.shape[0], cfg)
-        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb)
+        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb, mem[name] is x)
         multi = clock(f"subcluster_{name}", modality_memories, xn, lab, c, cen, cfg, cb, b_sub)
         per[name] = (lab, cen, multi)
     xr, xi = feats["rgb"], feats["ir"]
@@ -246,18 +246,20 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
     m = clock("match", match, xr, lr, xi, li, per, cfg, b_match)
     sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
-    s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub)
+    s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub,
+                           mem["rgb"] is xr)
     clock.times["total"] = time.perf_counter() - clock.started
     return _epoch_result(per, m, sr, si, s_cen, s_multi, dev, fam, dict(clock.times), ran)
 
 
-def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str):
+def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str, normalized: bool):
     """What ``cluster_centers(x, lab, backend=cb)`` computes, keeping its validated rows for the next stage:
     ``(normalised rows, C, centres [C, D])`` (one validation and normalisation of ``x`` and one label check
-    per modality instead of one per op)."""
+    per modality instead of one per op). ``normalized``: ``x`` is the epoch's own validated, normalised
+    features, used as they are (normalised once, as the ops normalise the caller's features once)."""
     from .centers import checked_clusters
 
-    xn, _ = _arrays.features(x, "x", normalize=True)
+    xn = x if normalized else _arrays.features(x, "x", normalize=True)[0]
     lab, c = checked_clusters(lab, xn.shape[0], xn.device)
     return xn, c, _dispatch.resolve("cluster_centers", cb, xn.device)(xn, lab, c)
 
@@ -307,7 +309,7 @@ def _single_modality_clusters(m, mode: str, dev: torch.device):
 
 
 def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: torch.Tensor, m, per: dict,
-                    cfg: EpochConfig, cb: str, b_sub: str):
+                    cfg: EpochConfig, cb: str, b_sub: str, normalized: bool = False):
     """Shared centres ``[S, D]`` and multi-centre memories ``[S, 1 + n_sub, D]`` over the rows of both
     modalities (RGB first) with the shared labels ``sr`` / ``si`` of the match ``m``.
 
@@ -316,7 +318,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
     release's per-cluster ``KMeans(random_state=seed)`` does); only the other shared clusters (the matched
     pairs, or the clusters that received samples) are computed, over their own rows, with the k-means++
     draws of their shared ids (rows of :func:`hilcore.centers.seeding_uniforms` of the shared space), so each
-    of them equals ``subcluster(both rows, shared labels)``'s row."""
+    of them equals ``subcluster(both rows, shared labels)``'s row. ``normalized``: ``mr`` / ``mi`` are the
+    epoch's normalised features (not normalised again)."""
     from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
 
     dev = mr.device
@@ -339,7 +342,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
         rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
         n_r = mr.shape[0]
         xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
-        xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
+        if not normalized:
+            xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
         lf = lf[rows]
         c_impl = _dispatch.resolve("cluster_centers", cb, dev)
         s_impl = _dispatch.resolve("subcluster", b_sub, dev)
