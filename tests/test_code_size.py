@@ -10,13 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 100
-# Functions still over the limit whose split is another change's (issue 20 point 3), by name
-# (their files may move meanwhile); an entry may go (the test does not require it to stay long), none may
-# be added.
-KNOWN = {
-    "register_cuda",      # bindings/cuda.cpp: CUDA bindings split per op (issue 20 point 3)
-    "jaccard_cpu",        # kernels/cpu/jaccard_cpu.cpp: split into stages (issue 20 point 3)
-}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +63,5 @@ def test_no_function_over_the_limit(stats):
     names = {(f.path, f.name) for f in funcs}
     assert ("hilcore/train/loop.py", "train_epoch") in names and len(funcs) > 500      # it sees the tree
     assert any(f.path.startswith("kernels/") for f in funcs) and any(f.path.startswith("bindings/") for f in funcs)
-    over = sorted((f.code_lines, f.path, f.line, f.name) for f in funcs
-                  if f.code_lines > LIMIT and f.name not in KNOWN)
+    over = sorted((f.code_lines, f.path, f.line, f.name) for f in funcs if f.code_lines > LIMIT)
     assert not over, f"functions over {LIMIT} lines of code (split them): {over}"
