@@ -199,13 +199,18 @@ struct KMeansRun {
   std::vector<float> sc, newc;
   std::vector<char> chg;
   bool have_bounds = false, moved = false;
+  // gram: [n, n] dot(x_p, x_q) of the segment's rows when the caller built it (bounded runs of small
+  // segments): the seeds are rows, so every seeding distance and the first Lloyd step's scores are
+  // look-ups (dot is symmetric bit for bit: the products commute, the order of the sum is the same)
+  const float* gram = nullptr;
+  std::vector<int64_t> sidx;  // the row of every seed
 
   KMeansRun(const float* x_, const float* xx_, const double* nx_, int64_t n_, int64_t d_, int64_t k_,
             const double* u_, bool bounded_)
       : x(x_), xx(xx_), nx(nx_), n(n_), d(d_), k(k_), u(u_), bounded(bounded_), g(slack_g(d_)), cen(k_ * d_),
         cc(k_), owner(bounded_ ? n_ : 0, -1), uo(bounded_ ? n_ : 0), lbs(bounded_ ? n_ * k_ : 0), a(n_, -1),
         prev(n_, -1), cnt(k_, 0), sums(k_ * d_), ub(n_), lb(n_ * k_), delta(k_, 0.0), sc(n_ * k_), newc(d_),
-        chg(k_) {
+        chg(k_), sidx(k_, 0) {
     pa.reserve(n * k);
     pb.reserve(n * k);
     who.reserve(n * k);
@@ -235,19 +240,24 @@ struct KMeansRun {
 
   // k-means++ seeding, one candidate per step
   void seed() {
-    std::memcpy(cen.data(), x + pick_uniform(u[0]) * d, sizeof(float) * d);
+    sidx[0] = pick_uniform(u[0]);
+    std::memcpy(cen.data(), x + sidx[0] * d, sizeof(float) * d);
+    const bool bnd = bounded && gram == nullptr;  // with the Gram matrix every distance is a look-up
     std::vector<float> mind2(n, inf), d2v(n);
     std::vector<char> need(n);
     std::vector<double> cs(n), sd(k);
     for (int64_t t = 1; t < k; ++t) {
       const float* c = cen.data() + (t - 1) * d;
-      const float ccn = dot(c, c, d);
-      const double nc = bounded ? norm_upper(ccn, g) : 0.0;
-      if (bounded && t > 1) seed_distances(t, c, sd);
+      const float ccn = gram ? xx[sidx[t - 1]] : dot(c, c, d);  // xx[j] = dot(x_j, x_j), the same bits
+      const double nc = bnd ? norm_upper(ccn, g) : 0.0;
+      if (bnd && t > 1) seed_distances(t, c, sd);
       clear_pairs();
       for (int64_t i = 0; i < n; ++i) {
         need[i] = 1;
-        if (bounded && owner[i] >= 0) {
+        if (gram) {
+          need[i] = 0;
+          d2v[i] = seed_d2(xx[i], ccn, gram[i * n + sidx[t - 1]]);
+        } else if (bounded && owner[i] >= 0) {
           const double lbv = sd[owner[i]] - uo[i];
           need[i] = !(lbv > 0 && lbv * lbv > static_cast<double>(mind2[i]) + seed_err(i, nc));  // seed_d2 >= mind2
           if (!need[i]) lbs[i * k + t - 1] = lbv;
@@ -258,9 +268,9 @@ struct KMeansRun {
       for (size_t p = 0; p < who.size(); ++p) d2v[who[p]] = seed_d2(xx[who[p]], ccn, val[p]);
       double acc = 0.0;
       for (int64_t i = 0; i < n; ++i) {
-        if (need[i]) {
+        if (need[i] || gram) {
           const float d2 = d2v[i];
-          if (bounded) {
+          if (bnd) {
             const double e = seed_err(i, nc);
             lbs[i * k + t - 1] = down(std::sqrt(std::max(0.0, static_cast<double>(d2) - e)));
             if (d2 < mind2[i]) {
@@ -281,9 +291,10 @@ struct KMeansRun {
       } else {
         j = pick_uniform(u[t]);
       }
+      sidx[t] = j;
       std::memcpy(cen.data() + t * d, x + j * d, sizeof(float) * d);
     }
-    if (bounded && k > 1) {
+    if (bnd && k > 1) {
       // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
       // the seed of the row's seeding minimum, the last seed's lower bound unknown (0)
       for (int64_t i = 0; i < n; ++i) {
@@ -356,6 +367,20 @@ struct KMeansRun {
       ub[i] = upper(i, si[a[i]]);
     }
     return std::vector<int64_t>(who.begin(), who.end());
+  }
+
+  // the first Lloyd step with the Gram matrix: the centres are the seeds, every score a look-up
+  void assign_from_gram() {
+    norms();
+    ncm = 0.0;
+    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) sc[i * k + j] = score(cc[j], gram[i * n + sidx[j]]);
+      a[i] = first_min(sc.data() + i * k);
+      ub[i] = upper(i, sc[i * k + a[i]]);
+      for (int64_t j = 0; j < k; ++j) lb[i * k + j] = lower(i, sc[i * k + j]);
+    }
+    have_bounds = true;
   }
 
   void assign_bounded() {
@@ -457,13 +482,32 @@ struct KMeansRun {
   }
 };
 
+// g [n, n]: dot(x_p, x_q) for p <= q, mirrored (dot is symmetric bit for bit). Returns the dots evaluated.
+int64_t gram_matrix(const float* x, int64_t n, int64_t d, std::vector<float>& g) {
+  g.assign(n * n, 0.f);
+  std::vector<const float*> pa, pb;
+  std::vector<int64_t> at;
+  for (int64_t p = 0; p < n; ++p)
+    for (int64_t q = p; q < n; ++q) { pa.push_back(x + p * d); pb.push_back(x + q * d); at.push_back(p * n + q); }
+  std::vector<float> v(pa.size());
+  dots_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, v.data());
+  for (size_t i = 0; i < at.size(); ++i) {
+    const int64_t p = at[i] / n, q = at[i] % n;
+    g[p * n + q] = g[q * n + p] = v[i];
+  }
+  return static_cast<int64_t>(pa.size());
+}
+
 void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64_t d, int64_t k, int64_t iters,
-             const double* u, int64_t pos0, bool bounded, Run& out) {
+             const double* u, int64_t pos0, bool bounded, const float* gram, Run& out) {
   KMeansRun r(x, xx, nx, n, d, k, u, bounded);
+  r.gram = bounded ? gram : nullptr;
   r.seed();
   bool converged = false;
   for (int64_t it = 0; it < iters; ++it) {
-    if (bounded) r.assign_bounded(); else r.assign_plain();
+    if (!bounded) r.assign_plain();
+    else if (it == 0 && r.gram) r.assign_from_gram();
+    else r.assign_bounded();
     if (it > 0 && r.a == r.prev) { converged = true; break; }
     r.update(it);
   }
@@ -518,10 +562,16 @@ int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* st
   for (int64_t s = 0; s < e; ++s) {
     Run best, cur;
     best.inertia = std::numeric_limits<double>::infinity();
+    const int64_t n = sizes[s];
+    const float* xs = xm + starts[s] * d;
+    // bounded runs of a segment small enough that its Gram matrix costs fewer distances than the runs'
+    // seedings (runs (k - 1) n) take it: n (n + 1) / 2 dots, shared by every run
+    std::vector<float> gram;
     int64_t ev = 0;
+    if (bounded && k > 1 && n + 1 < 2 * runs * (k - 1)) ev = gram_matrix(xs, n, d, gram);
     for (int64_t r = 0; r < runs; ++r) {
-      one_run(xm + starts[s] * d, xx.data() + starts[s], nx.data() + starts[s], sizes[s], d, k, iters,
-              u + (s * runs + r) * k, starts[s], bounded, cur);
+      one_run(xs, xx.data() + starts[s], nx.data() + starts[s], n, d, k, iters, u + (s * runs + r) * k, starts[s],
+              bounded, gram.empty() ? nullptr : gram.data(), cur);
       ev += cur.evals;
       if (cur.inertia < best.inertia || r == 0) std::swap(best, cur);  // strict: ties keep the earlier run
     }
