@@ -243,7 +243,7 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
         per[name] = (lab, cen, multi)
     xr, xi = feats["rgb"], feats["ir"]
     lr, li = per["rgb"][0], per["ir"][0]
-    m = clock("match", match, xr, lr, xi, li, per, cfg, b_match)
+    m = clock("match", match, xr, lr, xi, li, per, cfg, cb, b_match, mem["rgb"] is xr)
     sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
     s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub,
@@ -280,16 +280,19 @@ def modality_memories(xn: torch.Tensor, lab: torch.Tensor, c: int, cen: torch.Te
 
 
 def match(xr: torch.Tensor, lr: torch.Tensor, xi: torch.Tensor, li: torch.Tensor, per: dict, cfg: EpochConfig,
-          b_match: str):
+          cb: str, b_match: str, same_rows: bool):
     """``bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode)`` on the epoch's validated, normalised
     features and its DBSCAN labels (contiguous; the cluster counts are the centres' rows): no second
-    validation, normalisation or label check."""
+    validation, normalisation or label check. ``same_rows``: the per-modality centres in ``per`` were computed
+    from these very rows; when the match's centre function is the same, they are its prototypes (the same
+    bits) instead of a second pass."""
     from .brst import MatchResult, match_tensors
 
     ratio = _arrays.nonneg_float(cfg.ratio, "ratio")
     impl = _dispatch.resolve("bidirectional_match", b_match, xr.device)
+    same = same_rows and impl.part("centers").fn is _dispatch.resolve("cluster_centers", cb, xr.device).fn
     out = match_tensors(xr, lr, int(per["rgb"][1].shape[0]), xi, li, int(per["ir"][1].shape[0]), ratio,
-                        cfg.match_mode, impl)
+                        cfg.match_mode, impl, {"rgb": per["rgb"][1], "ir": per["ir"][1]} if same else None)
     return MatchResult(*out[:5], n_shared=int(out[5]))
 
 
