@@ -88,6 +88,7 @@ import numpy as np
 import torch
 
 from ..._dispatch import native_module
+from ... import _progress
 from ..._precision import ieee_fp32
 
 # Square tiles of TILE x TILE similarities (16 MiB in float32 / int32): memory O(TILE x N).
@@ -199,6 +200,7 @@ def _fp32_candidates(x, kc, self_search, db, tile):
     best_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
     best_idx = torch.full((n, kc), -1, dtype=torch.int64)
     bs, bi = best_sim.numpy(), best_idx.numpy()
+    tick = _TileTicker(n, m, tile, self_search)
     if self_search:
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
@@ -208,6 +210,7 @@ def _fp32_candidates(x, kc, self_search, db, tile):
                 if j0 != i0:
                     nat.knn_topk_merge(s.t().contiguous().numpy(), j0, i0, bs, bi, True)
                 del s
+            tick(i0)
     else:
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
@@ -215,7 +218,23 @@ def _fp32_candidates(x, kc, self_search, db, tile):
                 s = torch.mm(xi, db[j0:j0 + tile].t())
                 nat.knn_topk_merge(s.numpy(), i0, j0, bs, bi, False)
                 del s
+            tick(i0)
     return best_idx, best_sim
+
+
+class _TileTicker:
+    """Reports the tiles of a candidate pass done so far to :mod:`hilcore._progress` (after each row tile;
+    self-search counts the tiles on and above the diagonal)."""
+
+    def __init__(self, n: int, m: int, tile: int, self_search: bool):
+        rows, cols = -(-n // tile), -(-m // tile)
+        self.tile, self.self_search, self.cols = tile, self_search, cols
+        self.total = rows * (rows + 1) // 2 if self_search else rows * cols
+        self.done = 0
+
+    def __call__(self, i0: int) -> None:
+        self.done += (self.cols - i0 // self.tile) if self.self_search else self.cols
+        _progress.report("knn", self.done, self.total)
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:
@@ -415,6 +434,7 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
     cand_idx = torch.full((n, kc), -1, dtype=torch.int64)
     cs, ci = cand_sim.numpy(), cand_idx.numpy()
     sxn, syn = sx.numpy(), sy.numpy()
+    tick = _TileTicker(n, m, tile, self_search)
     for i0 in range(0, n, tile):
         qi = qx[i0:i0 + tile]
         for j0 in range(i0 if self_search else 0, m, tile):
@@ -423,6 +443,7 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
             if self_search and j0 != i0:
                 nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, True, True)
             del s
+        tick(i0)
     times["candidates"] = time.perf_counter() - t
 
     t = time.perf_counter()

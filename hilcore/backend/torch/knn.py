@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import _progress
 from ..._precision import ieee_fp32
 from .jaccard import dot_rows
 
@@ -101,4 +102,5 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
         idx, vals = _rescored_topk(x[start:stop], db, s, k, start, self_search, bound)
         idx_out[start:stop] = idx
         sim_out[start:stop] = vals
+        _progress.report("knn", stop, n)      # (hil cluster's progress display, per block of rows)
     return idx_out, sim_out
