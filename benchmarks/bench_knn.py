@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -211,8 +212,11 @@ def _gpu_column(name: str, device: str):
     return (lambda x, k: (*impl(x, k, None), {})), impl.label
 
 
-def bench_backends(args, device: str = "cuda") -> dict:
-    """Every column of :data:`GPU_COLUMNS` on ``device``: checked against the fp32 kernel, then timed."""
+def bench_backends(args, device: str = "cuda", on_row=None) -> dict:
+    """Every column of :data:`GPU_COLUMNS` on ``device``: checked against the fp32 kernel, then timed.
+
+    ``on_row(result)`` (optional) receives the result so far after every size, so that a run cut short
+    keeps the sizes it finished."""
     import hilcore  # noqa: F401
     from hilcore.synthetic import reid_features
 
@@ -264,10 +268,28 @@ def bench_backends(args, device: str = "cuda") -> dict:
             print(f"{n:>7} {name:>12} {1e3 * c['median_s']:>10.2f} {sp:>9}  {note}", flush=True)
         rows.append(row)
         del xt
+        if on_row is not None:
+            on_row(_backends_result(info, args, repeats, sizes, rows))
+    return _backends_result(info, args, repeats, sizes, rows)
+
+
+def _backends_result(info, args, repeats, sizes, rows) -> dict:
     return {"benchmark": "knn_backends", "machine": info,
             "params": {"dim": args.dim, "k": args.k, "seed": args.seed, "repeats": repeats, "sizes": sizes,
                        "columns": list(GPU_COLUMNS)},
-            "rows": rows, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": bool(args.quick)}
+            "rows": list(rows), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": bool(args.quick)}
+
+
+def _write(args, result: dict) -> Path:
+    """Write ``result`` (a ``.tmp`` beside the file, then rename: a run killed mid-write keeps the last rows)."""
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    out = Path(args.out) if args.out else RESULTS / (
+        f"knn_{kind}_{slug(result['machine']['device_name'])}{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    os.replace(tmp, out)
+    return out
 
 
 def main(argv=None) -> int:
@@ -284,15 +306,10 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             p.error("--device cuda: no CUDA device is available")
-        result = bench_backends(args, args.device)
+        result = bench_backends(args, args.device, on_row=lambda r: _write(args, r))
     else:
         result = bench(args)
-    kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    out = Path(args.out) if args.out else RESULTS / (
-        f"knn_{kind}_{slug(result['machine']['device_name'])}{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=float))
-    print(f"# wrote {out}")
+    print(f"# wrote {_write(args, result)}")
     return 0
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.pop("TRITON_INTERPRET", None)  # compile for real, never interpret
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launch default; silences triton's notice
 
@@ -167,7 +168,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
         x = torch.empty((n, d), dtype=torch.float32)  # never read: nothing runs
         stats: dict = {}
         with mock.patch.object(tknn, "interpreting", lambda: False), \
-                mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)):
+                mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)), \
+                mock.patch.object(tknn, "_cc_major", lambda t, interpret: arch // 10):
             with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as fp16:
                 tknn._fp16_path(x, x, k, kc, True, False, stats)
             rows = torch.arange(min(n, 1000), dtype=torch.int64)  # the uncertified rows
@@ -192,7 +194,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
             name = {"cand": f"knn_cand[k={k},KC={const.get('KP')}]",
                     "rescore": f"knn_rescore_lib[k={k},KC={const.get('KC')}]" if const.get("CHECK")  # faiss_gpu/cuvs
                     else f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
-                    "topk": f"knn_fp32[k={k}]", "prep": "knn_prep"}[short]
+                    "topk": f"knn_fp32[k={k}{',split' if const.get('SPLIT') else ''}]",
+                    "merge": f"knn_merge[k={k},CP={const.get('CP')}]", "prep": "knn_prep"}[short]
             seen[key] = dict(name=name, fn=fn, args=args, kwargs=kwargs, constexprs=const, options=opts,
                              launches=[launch])
             specs.append(seen[key])
@@ -225,8 +228,12 @@ def _bound_source(spec: dict, target):
     fn = spec["fn"]
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    kwargs = dict(spec["kwargs"], debug=False, instrumentation_mode=knobs.compilation.instrumentation_mode,
-                  fpsan_homomorphic_casts=knobs.compilation.fpsan_homomorphic_casts)
+    # the compilation knobs JITFunction.run passes to the binder; which exist depends on the Triton version
+    # (3.6: instrumentation_mode; 3.9: + fpsan_homomorphic_casts)
+    kwargs = dict(spec["kwargs"], debug=False)
+    for knob in ("instrumentation_mode", "fpsan_homomorphic_casts"):
+        if hasattr(knobs.compilation, knob):
+            kwargs[knob] = getattr(knobs.compilation, knob)
     bound, specialization, options = binder(*spec["args"], **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
     return ASTSource(fn, signature, constexprs, attrs), options.__dict__
@@ -285,7 +292,7 @@ def triton_report(dims, archs, only=None) -> list[dict]:
 
 
 def _order(kernel: str) -> int:
-    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "segment_mean", "assign",
+    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge", "segment_mean", "assign",
                            "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
         if kernel.startswith(p):
             return i
@@ -419,6 +426,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", nargs="+", help="only Triton kernels whose name starts with one of these")
     ap.add_argument("--no-cuda", action="store_true", help="skip the nvcc part")
     ap.add_argument("--no-triton", action="store_true", help="only the nvcc part")
+    ap.add_argument("--no-model", action="store_true", help="leave out the kNN cost model (benchmarks/knn_model.py)")
     ap.add_argument("--merge", action="store_true",
                     help="with --json: keep the rows of the existing file that this run did not compile "
                          "(the other kind, or other Triton kernels/dims/archs)")
@@ -442,12 +450,17 @@ def main(argv=None) -> int:
         nvcc_v = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1] \
             if nvcc else None
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(
+        doc = dict(
             note="compiled, not run: static resource usage of the SASS; no kernel was executed",
             device="none (compiled for " + ", ".join(f"sm_{a}" for a in args.arch) + f" on {platform.node() or 'host'})",
             triton=triton.__version__, nvcc=nvcc_v, dims=args.dims,
             knn_cases=[dict(n=n, k=k) for n, k in KNN_CASES], sms={f"sm_{a}": SMS.get(a, 132) for a in args.arch},
-            rows=rows), indent=1, default=str) + "\n")
+            rows=rows)
+        if not args.no_model and any(r.get("kernel", "").startswith("knn_cand") for r in rows):
+            import knn_model  # benchmarks/, beside this script
+            doc["knn_model"] = knn_model.model(static_rows=rows)
+            print(knn_model.table(doc["knn_model"]))
+        args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return 1 if any("error" in r for r in rows) else 0
 
 

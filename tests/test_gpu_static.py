@@ -39,19 +39,37 @@ def _toolchain_reason():
     return None
 
 
-@pytest.fixture(scope="module")
-def doc(tmp_path_factory):
+# The GPU machines run Triton 3.6; CI installs it into this folder (.ci/run: pip install --target) and the
+# static report is compiled under it as well as under the installed (newest) Triton.
+TRITON_OLD = Path(os.environ.get("HILCORE_TRITON_OLD", ROOT / ".ci" / "triton-3.6"))
+
+
+def _old_triton_reason():
+    if not (TRITON_OLD / "triton").is_dir():
+        return f"no second Triton in {TRITON_OLD} (.ci/run installs triton 3.6 there)"
+    return None
+
+
+@pytest.fixture(scope="module", params=["installed", "3.6"])
+def doc(request, tmp_path_factory):
     reason = _toolchain_reason()
     if reason is not None:
         pytest.skip(reason)
-    out = tmp_path_factory.mktemp("gpu_static") / "static.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if request.param == "3.6":
+        if _old_triton_reason():
+            pytest.skip(_old_triton_reason())
+        env["PYTHONPATH"] = str(TRITON_OLD) + os.pathsep + env["PYTHONPATH"]
+    out = tmp_path_factory.mktemp("gpu_static") / "static.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_static.py"), "--kernels", "knn", "brst", "mccl",
                         "--arch", "90", "80", "--dims", *map(str, DIMS), "--json", str(out)],
-                       capture_output=True, text=True, env=env, timeout=600)
+                       capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    return json.loads(out.read_text())
+    d = json.loads(out.read_text())
+    if request.param == "3.6":
+        assert d["triton"] == "3.6.0", d["triton"]
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +82,8 @@ def _name(r):
 
 
 def test_every_knn_and_brst_kernel_at_every_width_and_arch(report):
-    for family in ("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "brst_scan", "mccl_fwd", "mccl_bwd"):
+    for family in ("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge", "brst_scan", "mccl_fwd",
+                   "mccl_bwd"):
         got = {(r["d"], r["arch"]) for r in report if r["kernel"].startswith(family)}
         assert got == {(d, a) for d in DIMS for a in ARCHS}, family
     for r in report:
@@ -72,10 +91,25 @@ def test_every_knn_and_brst_kernel_at_every_width_and_arch(report):
         assert r["d"] in DIMS and r["config"].get("num_warps"), _name(r)
 
 
-def test_no_spills_and_at_most_128_registers(report):
+# Known and priced (docs/gpu.md): under Triton 3.6 the MCCL backward kernel on sm_80 keeps an 8-byte stack
+# frame with 2 spill stores and 1 spill load (sm_90, the GPU machines' architecture, is clean; 3.9 is clean).
+KNOWN_SPILLS = {("3.6.0", "mccl_bwd", "sm_80"): dict(stack_bytes=8, spills=3)}
+
+
+def test_no_spills_and_at_most_128_registers(doc):
+    report = doc["rows"]
+    """No spills anywhere; at most 128 registers except the candidate kernel, whose 128 x 128 tiles take up to
+    255 (one CTA of 8 warps per SM: the price of a third of the operand traffic, docs/gpu.md), and the fp32
+    kernel of the uncertified rows (a few rows, split over the SMs; up to 143 registers)."""
     for r in report:
         name = _name(r)
-        assert r["registers"] <= 128, f"{name}: {r['registers']} registers"
+        cap = 255 if r["kernel"].startswith(("knn_cand", "knn_fp32")) else 128
+        assert r["registers"] <= cap, f"{name}: {r['registers']} registers"
+        known = KNOWN_SPILLS.get((doc["triton"], r["kernel"], r["arch"]))
+        if known:
+            assert r["local_bytes"] == 0 and r["stack_bytes"] <= known["stack_bytes"], name
+            assert r["spill_stores"] + r["spill_loads"] <= known["spills"], name
+            continue
         assert r["local_bytes"] == 0 and r["stack_bytes"] == 0, f"{name}: local memory (spills)"
         assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{name}: STL/LDL in the SASS"
 
@@ -114,13 +148,17 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
             n, k = launch["n"], launch["k"]
             assert (n, k) in KNN_CASES and launch["sms"] == SMS[r["arch"]], _name(r)
             kc = tknn.candidates(k)
-            bm, bn, bk, w = tknn._tc_blocks(kc, r["d"], False)
+            major = int(r["arch"].removeprefix("sm_")) // 10
+            bm, bn, bk, w = tknn._tc_blocks(kc, r["d"], False, major)
             if r["kernel"].startswith("knn_cand"):
                 assert (cfg["KP"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["num_warps"]) == \
                     (kc, bm, bn, bk, w), _name(r)
                 splits = tknn._splits(triton.cdiv(n, bm), n, bn, kc, launch["sms"])
                 assert launch["grid"] == [triton.cdiv(n, bm), launch["splits"]], _name(r)
                 assert 1 <= launch["splits"] <= splits, _name(r)  # fewer when the last split would be empty
+                # a third of the 64 x 32 tiles' operand traffic: 1/BLOCK_M + 1/BLOCK_N <= (1/64 + 1/32) / 3
+                if major >= 9 and kc <= 64:
+                    assert 1 / bm + 1 / bn <= (1 / 64 + 1 / 32) / 3 + 1e-12, _name(r)
             if r["kernel"].startswith("knn_rescore") and cfg.get("CHECK"):  # faiss_gpu / cuvs candidates
                 assert cfg["KC"] == cfg["CP"] == kc, _name(r)
                 assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(kc, kc, r["d"], False)[:2]
@@ -128,13 +166,56 @@ def test_rows_are_the_configurations_the_dispatch_picks(doc):
                 assert cfg["KC"] == kc and cfg["CP"] == triton.next_power_of_2(launch["splits"] * kc), _name(r)
                 assert (cfg["BLOCK_R"], cfg["BLOCK_D"]) == tknn._rescore_blocks(cfg["CP"], kc, r["d"], False)[:2]
             if r["kernel"].startswith("knn_fp32"):
-                bm32, bn32, bk32, w32 = tknn._blocks(triton.next_power_of_2(k), r["d"], False)
+                bm32, bn32, bk32, w32 = tknn._blocks(triton.next_power_of_2(k), r["d"], False, major)
                 assert (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["num_warps"], cfg["GATHER"]) == \
                     (bm32, bn32, bk32, w32, True), _name(r)
-    # the SYSU-MM01 IR features leave fewer row tiles than 2x the SMs: the column sweep is split
-    ir = [la for r in report if r["kernel"].startswith(f"knn_cand[k={K1},") for la in r["launches"]
-          if la["n"] == 11909]
-    assert len(ir) == len(DIMS) * len(ARCHS) and all(la["splits"] > 1 for la in ir)
+                # the uncertified rows' sweep is split over the SMs (2-D grid), then merged
+                assert cfg["SPLIT"] and launch["grid"][1] > 1, _name(r)
+    # the SYSU-MM01 features leave fewer row tiles than the SMs can run in one or two waves: the sweep is split
+    ir = [la for r in report if r["kernel"].startswith(f"knn_cand[k={K1},") and r["arch"] == "sm_90"
+          for la in r["launches"] if la["n"] == 11909]
+    assert len(ir) == len(DIMS) and all(la["splits"] > 1 for la in ir)
+
+
+def test_knn_cost_model_from_the_recorded_launches(doc):
+    """The model in the static JSON (benchmarks/knn_model.py): labelled a model; its candidate-pass FLOPs,
+    bytes and waves follow from the launches recorded in the same JSON; the kNN of both SYSU-MM01 modalities
+    is predicted within 8 ms at D = 1536 and 2048; the candidate pass moves a third of the 64 x 32 kernel's bytes."""
+    import triton
+
+    model = doc["knn_model"]
+    assert "model, not a measurement" in model["note"]
+    assert set(model["cases"]) == {"sysu_d1536", "sysu_d2048", "1e6_d768"}
+    sms = model["device"]["sms"]
+    cand_rows = {(r["d"], la["n"]): (r, la) for r in doc["rows"] if r["kernel"].startswith("knn_cand[k=30,")
+                 and r["arch"] == "sm_90" for la in r["launches"]}
+    for name, case in model["cases"].items():
+        for run in case["runs"]:
+            n, d = run["n"], run["d"]
+            stages = {s["stage"]: s for s in run["stages"]}
+            assert {"prep", "candidates", "rescore"} <= set(stages)
+            cand = stages["candidates"]
+            cfg = cand["config"]
+            bm, bn, sp = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["splits"]
+            dp = triton.cdiv(d, 64) * 64
+            if (d, n) in cand_rows:  # the same launch as the static report recorded
+                r, la = cand_rows[(d, n)]
+                assert (r["config"]["BLOCK_M"], r["config"]["BLOCK_N"], la["splits"]) == (bm, bn, sp)
+                assert la["grid"] == [triton.cdiv(n, bm), sp]
+            cols = triton.cdiv(triton.cdiv(n, sp), bn) * bn
+            tiles = [triton.cdiv(min(n, (s + 1) * cols) - s * cols, bn) for s in range(sp)]
+            assert cand["flops_tensor"] == pytest.approx(2.0 * bm * bn * dp * triton.cdiv(n, bm) * sum(tiles))
+            floor = 2.0 * n * n * dp * (1 / bm + 1 / bn)  # every operand byte of the unpadded product
+            assert floor <= cand["l2_bytes"] <= 1.02 * floor + 8.0 * n * sp * 64
+            assert cand["programs"] == triton.cdiv(n, bm) * sp
+            assert cand["waves"] == triton.cdiv(cand["programs"], sms * cand["programs_per_sm"])
+            assert cand["time_s"] >= cand["flops_tensor"] / model["device"]["fp16_tensor_flops"]
+            assert cand["time_s"] >= cand["l2_bytes"] / model["device"]["l2_bytes_per_s"]
+            assert run["time_s"] == pytest.approx(sum(s["time_s"] for s in run["stages"]))
+            assert cand["l2_bytes"] <= 0.34 * run["candidate_pass_before"]["l2_bytes"]
+        assert case["time_s"] == pytest.approx(sum(r["time_s"] for r in case["runs"]))
+    for name in ("sysu_d1536", "sysu_d2048"):
+        assert model["cases"][name]["time_s"] <= model["target_s"] == 8e-3, name
 
 
 @pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_toolchain_reason()))

@@ -115,7 +115,7 @@ def test_database_given(n, m, d, k):
 @pytest.mark.parametrize("kind", ["random", "ties"])
 def test_small_blocks_many_tiles(monkeypatch, kind):
     """16-wide tiles: many column tiles per row, tail tiles in N, M and D, merges and skipped tiles."""
-    monkeypatch.setattr(tknn, "_blocks", lambda kp, d, interpret: (16, 16, 16, 1))
+    monkeypatch.setattr(tknn, "_blocks", lambda kp, d, interpret, major=9: (16, 16, 16, 1))
     n, d = 67, 33
     x = unit_rows(n, d, 5) if kind == "random" else duplicated(tie_rows(n, d, 5), 5)
     for k in (1, 7, 20, n):

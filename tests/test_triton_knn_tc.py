@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("triton")
 
 import hilcore.backend.triton.knn as tknn  # noqa: E402
-from test_triton_knn import DEVICE, _t, check, duplicated, tie_rows, unit_rows  # noqa: E402
+from test_triton_knn import DEVICE, _t, brute_knn, check, duplicated, tie_rows, unit_rows  # noqa: E402
 
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and TRITON_INTERPRET is not 1", allow_module_level=True)
@@ -84,7 +84,7 @@ def test_float16_overflow_falls_back():
 def test_split_column_sweep(monkeypatch, kind):
     """Few row tiles for the SM count: the sweep splits and the rescoring merges the splits."""
     monkeypatch.setattr(tknn, "INTERPRET_SMS", 8)
-    monkeypatch.setattr(tknn, "_tc_blocks", lambda kc, d, interpret: (16, 16, 16, 1))
+    monkeypatch.setattr(tknn, "_tc_blocks", lambda kc, d, interpret, major=9: (16, 16, 16, 1))
     n, m, d = 20, 150, 20
     x = unit_rows(n, d, 9) if kind == "random" else duplicated(tie_rows(n, d, 9), 9)
     y = unit_rows(m, d, 10) if kind == "random" else duplicated(tie_rows(m, d, 10), 10)
@@ -100,9 +100,11 @@ def test_split_column_sweep(monkeypatch, kind):
 @pytest.mark.parametrize("k", [6, 30, 100, 200])
 def test_gpu_block_shapes(monkeypatch, k):
     """The block shapes, warps and splits the GPU dispatch picks, run in the interpreter."""
-    for name in ("_tc_blocks", "_rescore_blocks", "_blocks"):
-        f = getattr(tknn, name)
-        monkeypatch.setattr(tknn, name, lambda *a, f=f: f(*a[:-1], False))
+    def gpu_branch(f, pos):  # the launcher's block function with interpret=False
+        return lambda *a: f(*a[:pos], False, *a[pos + 1:])
+
+    for name, pos in (("_tc_blocks", 2), ("_rescore_blocks", 3), ("_blocks", 2)):
+        monkeypatch.setattr(tknn, name, gpu_branch(getattr(tknn, name), pos))
     monkeypatch.setattr(tknn, "INTERPRET_SMS", 132)
     n, m, d = 40, 230, 40
     kind = k % 4
@@ -132,3 +134,39 @@ def test_bounds_dominate_the_measured_error():
     exact = x.double() @ x.double().T
     gap = (exact - approx).abs().max(dim=1).values
     assert torch.all(gap < b) and torch.all(b < 5e-3)
+
+
+@pytest.mark.parametrize("self_search", [True, False])
+def test_uncertified_rows_through_the_column_split_fp32_sweep(self_search):
+    """The fallback's 2-D grid (row tiles x column ranges, then the merge kernel) on odd sizes, exact ties and
+    duplicate rows: the same lists, bit for bit, as one sweep of the whole database, and the exact top-k."""
+    x = duplicated(tie_rows(37, 8, seed=5), seed=5)
+    x[3:9] = x[20]  # duplicates: their self entries must stay first across the split holding them
+    y = x if self_search else duplicated(tie_rows(83, 8, seed=6), seed=6)
+    xt, yt = _t(x), _t(y)
+    rows = torch.tensor([0, 3, 4, 20, 36, 11], device=xt.device)
+    for k in (1, 5, 12):
+        want_i = torch.zeros((37, k), dtype=torch.int64, device=xt.device)
+        want_s = torch.zeros((37, k), dtype=torch.float32, device=xt.device)
+        tknn._exact(xt, yt, k, self_search, rows=rows, idx=want_i, sim=want_s, splits=1)
+        for splits in (2, 3):
+            idx = torch.full((37, k), -7, dtype=torch.int64, device=xt.device)
+            sim = torch.zeros((37, k), dtype=torch.float32, device=xt.device)
+            tknn._exact(xt, yt, k, self_search, rows=rows, idx=idx, sim=sim, splits=splits)
+            assert torch.equal(idx[rows], want_i[rows]) and torch.equal(sim[rows], want_s[rows]), (k, splits)
+            others = torch.ones(37, dtype=torch.bool)
+            others[rows.cpu()] = False
+            assert bool((idx.cpu()[others] == -7).all())  # rows not asked for are not written
+        r = rows.cpu().numpy()
+        ref_i, ref_s, _ = brute_knn(x, k, None if self_search else y)
+        np.testing.assert_array_equal(want_i.cpu().numpy()[r], ref_i[r])
+        np.testing.assert_allclose(want_s.cpu().numpy()[r], ref_s[r], rtol=0, atol=1e-5)
+
+
+def test_split_choice_minimises_waves_times_tiles():
+    """One program per SM: RGB (174 row tiles of 128) splits 3 ways, IR (94) 4 ways on 132 SMs; a lone row tile
+    splits up to the merged-key cap."""
+    assert tknn._splits(174, 22258, 128, 64, 132) == 3
+    assert tknn._splits(94, 11909, 128, 64, 132) == 4
+    assert tknn._splits(1, 22258, 64, 32, 132, tknn.FALLBACK_KEYS) == 87  # ceil(348 tiles / 4) column tiles
+    assert tknn._splits(500, 22258, 128, 64, 132) == 1

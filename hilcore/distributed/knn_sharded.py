@@ -17,6 +17,7 @@ import math
 import torch
 
 from .. import _arrays
+from .. import _certificate as cert
 from .comm import Comm, finish, global_rows, local_features, offsets, same_on_all_ranks, start
 
 __all__ = ["knn", "knn_tensors", "canonical_similarity"]
@@ -25,8 +26,6 @@ __all__ = ["knn", "knn_tensors", "canonical_similarity"]
 CHUNK_ELEMENTS = 1 << 22
 # Elements of one float64 similarity tile / one rescoring temporary.
 TILE_ELEMENTS = 1 << 22
-_U64 = 2.0**-53
-_U32 = 2.0**-24
 
 
 def canonical_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,23 +45,6 @@ def _prev_f32(v: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(v, torch.full_like(v, -math.inf)).double()
 
 
-def _input_rounding(dev: torch.device) -> float:
-    """Relative error the float32 GEMM may add by rounding its inputs (TF32 / bfloat16 modes), per product.
-
-    With ``torch.set_float32_matmul_precision("high")`` (or ``allow_tf32`` on CUDA) the inputs are
-    rounded to TF32 (10-bit mantissa, unit roundoff 2^-11), with ``"medium"`` possibly to bfloat16
-    (2^-8): each product then carries up to twice that relative error. The certification widens its
-    margin accordingly, so the result stays exact (more rows are rescored).
-    """
-    mode = torch.get_float32_matmul_precision()
-    tf32 = dev.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
-    if mode == "medium":
-        return 2.0 * 2.0**-8 * (1.0 + 2.0**-8)
-    if mode == "high" or tf32:
-        return 2.0 * 2.0**-11 * (1.0 + 2.0**-11)
-    return 0.0
-
-
 def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: int | None,
                 extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact top-min(k, m) of the local rows against chunk ``yb`` (global rows j0..j0+m).
@@ -77,10 +59,10 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
     keys = torch.empty((n, kk), dtype=torch.float32, device=dev)
     sims = torch.empty((n, kk), dtype=torch.float32, device=dev)
     idxs = torch.empty((n, kk), dtype=torch.int64, device=dev)
-    ny = float(yb.double().norm(dim=1).max()) if m else 0.0
-    # |float32 GEMM - exact| <= g32 |x| |y| (any order); |canonical float64 sum - exact| <= g64 |x| |y|
-    g32 = d * _U32 / (1.0 - d * _U32) + _input_rounding(dev)
-    g64 = d * _U64 / (1.0 - d * _U64)
+    ny = float(cert.norms_up(yb).max()) if m else 0.0
+    # the float32 GEMM under the caller's matmul precision (TF32 / bf16 inputs widen the bound, so the
+    # result stays exact: more rows are rescored); the canonical values are float64 sums
+    u_in = cert.matmul_input_rounding(dev.type)
     block = max(1, min(n, TILE_ELEMENTS // max(m, kc * d, 1)))
     yt = yb.t()
     uncert = 0
@@ -99,7 +81,7 @@ def _chunk_topk(xl: torch.Tensor, yb: torch.Tensor, j0: int, k: int, self_off: i
         tv, tc = torch.topk(t, kc, dim=1, largest=True, sorted=True)
         # canonical and float32 values differ by at most `margin` (+ float32 rounding): only the
         # candidates within 2 margins (+ 2 ulps) of the kk-th float32 value can enter the top kk
-        margin = (g32 + g64) * xq.double().norm(dim=1) * ny * (1.0 + 2.0**-6) + 1e-300  # + cross terms
+        margin = cert.gemm_bound(d, cert.norms_up(xq), ny, u_in, rescore_u=cert.U64)
         tv64 = tv.double()
         thr = _prev_f32(_prev_f32(tv[:, kk - 1]).float()) - 2.0 * margin
         need = int((tv64 >= thr.unsqueeze(1)).sum(dim=1).max())

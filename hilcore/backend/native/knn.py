@@ -27,12 +27,13 @@ of candidates first is not certified):
   GEMM value ``g_ij``. With ``t_ij = x_i . x_j`` (real) and IEEE float32
   products and sums in any order (``ieee_fp32`` keeps TF32 / bf16 out),
 
-      |g_ij - t_ij| <= γ_D ||x_i|| ||x_j||,   |v_ij - t_ij| <= γ_D ||x_i|| ||x_j||,
-      γ_D = D u / (1 - D u),  u = 2^-24,
+      |g_ij - t_ij| <= γ_{D+1} ||x_i|| ||x_j||,   |v_ij - t_ij| <= γ_{D+1} ||x_i|| ||x_j||,
+      γ_n = n u / (1 - n u),  u = 2^-24,
 
-  so ``B_i = 2 γ_D ||x_i|| NX + D 2^-120`` (NX = the database's largest norm;
-  the last term covers underflow; norms bounded above from float32 sums of
-  squares, B_i rounded up to float32, :func:`fp32_bounds`) bounds
+  so ``B_i = 2 γ_{D+1} ||x_i|| NX + D 2^-120`` (NX = the database's largest norm;
+  the last term covers underflow; norms bounded above from float64 sums of
+  squares, B_i rounded up to float32, :func:`fp32_bounds`; the arithmetic of
+  every kNN certificate lives in :mod:`hilcore._certificate`) bounds
   ``|v_ij - g_ij|`` for every column. Every column outside the candidates has
   ``g_ij <=`` the last candidate's value ``c_i``, hence ``v_ij <= c_i + B_i``.
   An uncertified row (ties, duplicates) takes the exact completion
@@ -86,6 +87,7 @@ import math
 import numpy as np
 import torch
 
+from ... import _certificate as cert
 from ... import _progress
 from ..._dispatch import native_module
 from ..._info import Stopwatch
@@ -98,7 +100,6 @@ INT8_MIN_DIM = 64
 INT8_MIN_ROWS = 4096
 # int32 accumulation of D products of int8 in [-127, 127] is exact while D * 127^2 < 2^31
 INT8_MAX_DIM = (2**31 - 1) // (127 * 127)
-_U = 2.0**-24  # unit roundoff of float32
 
 _INT8_MATMUL: list = []  # [] before the first probe, then [the function or None]
 
@@ -238,31 +239,16 @@ class _TileTicker:
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:
-    """Upper bounds (float64) of the row norms of ``a`` from float64 sums of squares.
-
-    The squares of float32 entries are exact in float64 (no underflow: rows with
-    entries far below 2^-63 would lose their squares in float32 and their norm
-    bound would collapse); the float64 sum of the D exact squares is within
-    ``γ_D = D u64 / (1 - D u64)`` (relative) of the exact sum, in any order, so the
-    exact norm is at most ``sqrt(fl(sum) / (1 - γ_D))``, nudged up. Rows are
-    converted a block at a time (the float64 copy stays small).
-    """
-    n, d = a.shape
-    g = d * 2.0**-53 / (1.0 - d * 2.0**-53)
-    sq = np.empty(n, dtype=np.float64)
-    step = max(1, (1 << 22) // max(d, 1))
-    for r in range(0, n, step):
-        sq[r:r + step] = a[r:r + step].double().square().sum(dim=1).numpy()
-    return np.sqrt(sq / (1.0 - g)) * (1.0 + 2.0**-50) + 2.0**-1000
+    """Upper bounds (float64) of the row norms of ``a`` (:func:`hilcore._certificate.norms_up`)."""
+    return cert.norms_up(a).numpy()
 
 
 def fp32_bounds(xq: torch.Tensor, db: torch.Tensor) -> np.ndarray:
-    """B_i (float32, rounded up) bounding |dot_f32(x_i, y_j) - GEMM(x_i, y_j)| for every column j."""
+    """B_i (float32, rounded up) bounding |dot_f32(x_i, y_j) - GEMM(x_i, y_j)| for every column j
+    (:func:`hilcore._certificate.gemm_bound` with IEEE float32 inputs: the GEMM runs under ``ieee_fp32``)."""
     d = xq.shape[1]
-    gamma = d * _U / (1.0 - d * _U)
     nx = float(_norm_up(db).max()) if db.shape[0] else 0.0
-    b = 2.0 * gamma * _norm_up(xq) * nx + d * 2.0**-120  # + underflow of the products and sums
-    return _round_up_f32(b * (1.0 + 1e-12))
+    return cert.round_up_f32(cert.gemm_bound(d, _norm_up(xq), nx))
 
 
 def _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, self_search, self_ids):
@@ -392,23 +378,13 @@ def _quantize(nat, a):
     return q, scale, xnorm, pnorm, enorm
 
 
-def _round_up_f32(v: np.ndarray) -> np.ndarray:
-    f = v.astype(np.float32)
-    low = f.astype(np.float64) < v
-    f[low] = np.nextafter(f[low], np.float32(np.inf))
-    return f
-
-
 def row_bounds(d, xnorm, pnorm, enorm, db_xnorm, db_pnorm, db_enorm) -> np.ndarray:
-    """B_i (float32, rounded up) bounding |rescored - approximate| of row i against every column."""
+    """B_i (float32, rounded up) bounding |rescored - approximate| of row i against every column
+    (:func:`hilcore._certificate.quantized_bound` with the int8 candidates' three roundings)."""
     xn, pn, en = (np.asarray(a, np.float64) for a in (xnorm, pnorm, enorm))
-    EN = float(np.max(db_enorm))
-    NP = float(np.max(db_pnorm))
-    NX = float(np.max(db_xnorm))
-    gamma = d * _U / (1.0 - d * _U)
-    b = xn * EN + en * NP + 4.0 * _U * pn * NP + gamma * xn * NX + 1e-6
-    b = b * (1.0 + 1e-12)  # the float64 evaluation of b itself
-    return _round_up_f32(b)
+    b = cert.quantized_bound(d, xn, pn, en, float(np.max(db_xnorm)), float(np.max(db_pnorm)),
+                             float(np.max(db_enorm)), cert.INT8_PRODUCT_ERROR)
+    return cert.round_up_f32(b)
 
 
 def _knn_int8(x, k, self_search, db, tile, extra, info):

@@ -40,10 +40,24 @@ Two paths give the same answer, the exact top-k of the float32 similarities:
   value ``ê > c_i + B_i`` (strict, or a lower index could tie its way in), or
   iff fewer than ``KC`` columns exist (all are candidates). A float16 overflow
   makes B infinite or NaN: every row is uncertified and answered in fp32.
+  (The arithmetic of B_i, shared with every other kNN, is :mod:`hilcore._certificate`.)
 
-The column sweep is split over a second grid axis when there are fewer row tiles
-than twice the SMs; the rescoring kernel merges the splits' lists (the ``KC``
-best keys of all splits: every dropped column is below the merged minimum).
+The candidate kernel multiplies 128 x 128 tiles on the tensor cores (sm_90; 128 x 64
+on sm_80): operand traffic ``N M D 2 (1/BLOCK_N + 1/BLOCK_M)`` bytes, a third of the
+64 x 32 tiles it had before. Its selection never forms an int64 tile of keys: the
+float tile stays in the accumulator's registers and ``_keep_best_f`` moves, per
+round, each row's next entry in key order into the running list, for as many
+rounds as the most entries of one row at or above its current KC-th value. The
+column sweep is split over a second grid axis when that lowers waves x column
+tiles per program (one CTA per SM); the rescoring kernel merges the splits'
+lists (the ``KC`` best keys of all splits: every dropped column is below the
+merged minimum). The rescoring reads only the candidates whose approximate value
+is at least ``a_(k) - 2 B_i`` (``a_(k)`` the k-th approximate value: a column below
+it has ``ê <= a + B_i < a_(k) - B_i <=`` the k-th rescored value, so it cannot enter).
+The uncertified rows' fp32 sweep is split over columns too (a 2-D grid of row
+tiles x column ranges, then ``_knn_merge_kernel``), so one bad row does not
+sweep the database on one SM. ``benchmarks/knn_model.py`` models the cost of
+these launches on an H100 (a model, not a measurement; docs/gpu.md).
 
 The rescoring kernel also serves candidates found by another library
 (:func:`rescore_candidates`, used by the ``faiss_gpu`` and ``cuvs`` backends):
@@ -58,6 +72,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import _certificate as cert
 from ..._core import interpreting
 from ..._device import on_device
 from ..._info import info_arg
@@ -84,19 +99,44 @@ def _ordered_bits(s):
 
 
 @triton.jit
-def _keep_best(best, cand, KP: tl.constexpr):
-    """Merge the tile keys ``cand`` [BM, BN] into the running KP best keys ``best`` [BM, KP] of each row:
-    as many rounds as the most keys of one row that beat its current worst, each moving the row's largest
-    remaining tile key into the slot of its worst kept key when larger. Returns the new ``best``."""
+def _key_value(key):
+    """The float32 similarity of a key's high word (``-inf`` for an empty slot, ``+inf`` for the self key)."""
+    hi = (key >> 32).to(tl.int32)
+    bits = tl.where(hi < 0, (hi - 1) ^ 0x7FFFFFFF, hi)
+    v = bits.to(tl.float32, bitcast=True)
+    v = tl.where(key >= _KEY_VALID, v, float("-inf"))
+    return tl.where(hi == _HI_SELF, float("inf"), v)
+
+
+@triton.jit
+def _keep_best_f(best, s, rows, cols, SELF: tl.constexpr, KP: tl.constexpr):
+    """Merge the float tile ``s`` [BM, BN] (columns ``cols``; ``-inf``: no column; ``+inf``: the row itself in
+    self-search) into the running KP best keys ``best`` [BM, KP] of each row; returns the new ``best``.
+
+    The tile is only read (it can stay in the accumulator's registers): round r takes each row's largest
+    entry below the previous round's in key order (value desc, column asc), makes its key and moves it into
+    the slot of the row's worst kept key when larger. The rounds are as many as the most entries of one row
+    at or above its worst kept value (capped at KP), so every entry whose key beats the worst is taken."""
     worst = tl.min(best, axis=1)
-    beats = tl.sum((cand > worst[:, None]).to(tl.int32), axis=1)
+    wv = _key_value(worst)
+    beats = tl.sum(((s > float("-inf")) & (s >= wv[:, None])).to(tl.int32), axis=1)
     rounds = tl.minimum(tl.max(beats, axis=0), KP)
+    pv = tl.zeros_like(wv) + float("inf")
+    pc = tl.zeros_like(rows) - 1
     for _ in range(rounds):
-        c = tl.max(cand, axis=1)
-        cand = tl.where(cand == c[:, None], _KEY_EMPTY, cand)
+        below = (s < pv[:, None]) | ((s == pv[:, None]) & (cols[None, :] > pc[:, None]))
+        c, j = tl.max(tl.where(below, s, float("-inf")), axis=1, return_indices=True,
+                      return_indices_tie_break_left=True)
+        ci = tl.min(cols, axis=0) + j  # cols are consecutive
+        pv, pc = c, ci
+        hi = _ordered_bits(c)
+        if SELF:
+            hi = tl.where(ci == rows, _HI_SELF, hi)
+        key = (hi.to(tl.int64) << 32) | (0x7FFFFFFF - ci).to(tl.int64)
+        key = tl.where(c > float("-inf"), key, _KEY_EMPTY)
         worst = tl.min(best, axis=1)
-        swap = (best == worst[:, None]) & (c > worst)[:, None]
-        best = tl.where(swap, c[:, None], best)
+        swap = (best == worst[:, None]) & (key > worst)[:, None]
+        best = tl.where(swap, key[:, None], best)
     return best
 
 
@@ -104,58 +144,74 @@ def _keep_best(best, cand, KP: tl.constexpr):
 # Layout: x [N, D] and y [M, D] float32, rows L2-normalised, unit stride along D
 #   (row strides given); out_idx [N, K] int64 and out_sim [N, K] float32, unit
 #   stride along K. In self-search (SELF) the launcher passes y = x.
-# Program pid owns query rows [pid*BLOCK_M, (pid+1)*BLOCK_M). For every tile of
-#   BLOCK_N database rows it forms the [BLOCK_M, BLOCK_N] similarity tile with
-#   tl.dot over BLOCK_K chunks of D (IEEE fp32, no TF32) and turns it into int64
-#   keys. The running best KP keys per row ([BLOCK_M, KP], unordered) absorb the
-#   tile by replace-the-minimum: the tile's best remaining key replaces the row's
-#   worst kept key while it is larger. The loop runs at most
-#   max_row #{tile keys > row's worst} times (capped at KP), so a tile that
-#   beats no row's k-th best costs only the dot and two reductions. At the end K
-#   max-extractions emit the list best first.
+# Program (pid, sp) owns query rows [pid*BLOCK_M, (pid+1)*BLOCK_M) and the column
+#   range [sp*COLS, min(M, (sp+1)*COLS)). For every tile of BLOCK_N database rows
+#   it forms the [BLOCK_M, BLOCK_N] similarity tile with tl.dot over BLOCK_K
+#   chunks of D (IEEE fp32, no TF32) and merges it into the running best KP keys
+#   per row ([BLOCK_M, KP], unordered) with _keep_best_f, so a tile that beats no
+#   row's k-th best costs only the dot and two reductions.
+# Without SPLIT (one column range) K max-extractions emit the list best first.
+#   With SPLIT the KP kept keys go to keys [N, S, KP] (S = the grid's second
+#   axis) and the self similarity to ssim [N] (from the split holding the row's
+#   own column); _knn_merge_kernel emits the lists. So an uncertified row of the
+#   fp16 path does not sweep the whole database on one SM.
 # Self-search: the key of (i, i) gets the highest float field, so row i is its
 #   own rank 0; its reported similarity is the one computed in the tile.
 # GATHER: the query rows are qid[0..N) (int64 row numbers of x, the rows the
 #   certificate of the fp16 path left over); row qid[r] is read, is its own
-#   self and is written at output row qid[r]. Otherwise the rows are 0..N.
+#   self and is written at output row qid[r] (SPLIT: keys and ssim at r).
+#   Otherwise the rows are 0..N.
 # Preconditions: 1 <= K <= KP, K <= M, N and M < 2^31, block sizes powers of two
 #   with BLOCK_M, BLOCK_N, BLOCK_K >= 16 (tl.dot), no NaN inputs.
 @triton.jit
-def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, qid_ptr, N, M, D, K,
+def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, qid_ptr, key_ptr, ssim_ptr, N, M, D, K, COLS,
                      stride_x, stride_y, stride_o,
                      SELF: tl.constexpr, KP: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GATHER: tl.constexpr):
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GATHER: tl.constexpr,
+                     SPLIT: tl.constexpr = False):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < N
+    sp = tl.program_id(1)
+    r_loc = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = r_loc < N
+    rows = r_loc
     if GATHER:
-        rows = tl.load(qid_ptr + rows, mask=row_ok, other=0).to(tl.int32)
+        rows = tl.load(qid_ptr + r_loc, mask=row_ok, other=0).to(tl.int32)
     rows64 = rows.to(tl.int64)
 
     slot = tl.arange(0, KP).to(tl.int64)
     best = tl.zeros([BLOCK_M, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
     self_sim = tl.zeros([BLOCK_M], dtype=tl.float32)
+    self_in = row_ok & False
 
-    for n0 in range(0, M, BLOCK_N):
+    c_lo = sp * COLS
+    c_hi = tl.minimum(M, c_lo + COLS)
+    for n0 in range(c_lo, c_hi, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < M
-        cols64 = cols.to(tl.int64)
-        s = dot_tile(x_ptr, y_ptr, rows64, row_ok, cols64, col_ok, D, stride_x, stride_y,
+        col_ok = cols < c_hi
+        s = dot_tile(x_ptr, y_ptr, rows64, row_ok, cols.to(tl.int64), col_ok, D, stride_x, stride_y,
                      BLOCK_M, BLOCK_N, BLOCK_K)
-
-        # float bits -> int32 with the same order (-0.0 and +0.0 both map to 0)
-        hi = _ordered_bits(s)
+        s = tl.where(row_ok[:, None] & col_ok[None, :], s, float("-inf"))
         if SELF:
             is_self = rows[:, None] == cols[None, :]
             self_sim += tl.sum(tl.where(is_self, s, 0.0), axis=1)
-            hi = tl.where(is_self, _HI_SELF, hi)
-        lo = (0x7FFFFFFF - cols).to(tl.int64)  # equal sims: the lower index wins
-        cand = (hi.to(tl.int64) << 32) | lo[None, :]
-        cand = tl.where(row_ok[:, None] & col_ok[None, :], cand, _KEY_EMPTY)
+            self_in = self_in | (tl.sum(is_self.to(tl.int32), axis=1) > 0)
+            s = tl.where(is_self, float("inf"), s)
+        best = _keep_best_f(best, s, rows, cols, SELF, KP)
 
-        best = _keep_best(best, cand, KP)
+    if SPLIT:
+        r64 = r_loc.to(tl.int64)
+        out = r64[:, None] * (tl.num_programs(1) * KP) + sp * KP + slot[None, :]
+        tl.store(key_ptr + out, best, mask=row_ok[:, None])
+        if SELF:
+            tl.store(ssim_ptr + r64, self_sim, mask=row_ok & self_in)
+    else:
+        _emit(best, self_sim, rows64, row_ok, idx_ptr, sim_ptr, stride_o, K, SELF)
 
-    # emit best first: K max-extractions, idx from the low word, sim from the high
+
+@triton.jit
+def _emit(best, self_sim, rows64, row_ok, idx_ptr, sim_ptr, stride_o, K, SELF: tl.constexpr):
+    """K max-extractions of the keys ``best`` [R, *] into row ``rows64`` of idx/sim, best first: the column
+    from the low word, the similarity from the high word (the self key: ``self_sim``)."""
     out = rows64 * stride_o
     for j in range(K):
         top = tl.max(best, axis=1)
@@ -165,9 +221,31 @@ def _knn_topk_kernel(x_ptr, y_ptr, idx_ptr, sim_ptr, qid_ptr, N, M, D, K,
         bits = tl.where(hi < 0, (hi - 1) ^ 0x7FFFFFFF, hi)
         sim = bits.to(tl.float32, bitcast=True)
         if SELF:
-            sim = tl.where(j == 0, self_sim, sim)
+            sim = tl.where(hi == _HI_SELF, self_sim, sim)
         tl.store(idx_ptr + out + j, (0x7FFFFFFF - lo).to(tl.int64), mask=row_ok)
         tl.store(sim_ptr + out + j, sim, mask=row_ok)
+
+
+# _knn_merge_kernel: the lists of a split _knn_topk_kernel launch. keys [N, NCAND]
+#   int64 (the S * KP kept keys of each gathered row r), ssim [N] its self
+#   similarity; row r's best K keys are emitted into output row qid[r] (GATHER)
+#   or r. CP = next power of two >= NCAND.
+@triton.jit
+def _knn_merge_kernel(key_ptr, ssim_ptr, idx_ptr, sim_ptr, qid_ptr, N, NCAND, K, stride_o,
+                      SELF: tl.constexpr, CP: tl.constexpr, BLOCK_R: tl.constexpr, GATHER: tl.constexpr):
+    r_loc = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = r_loc < N
+    r64 = r_loc.to(tl.int64)
+    offs = tl.arange(0, CP)
+    keys = tl.load(key_ptr + r64[:, None] * NCAND + offs[None, :],
+                   mask=row_ok[:, None] & (offs < NCAND)[None, :], other=_KEY_EMPTY)
+    self_sim = tl.zeros([BLOCK_R], dtype=tl.float32)
+    if SELF:
+        self_sim = tl.load(ssim_ptr + r64, mask=row_ok, other=0.0)
+    rows64 = r64
+    if GATHER:
+        rows64 = tl.load(qid_ptr + r64, mask=row_ok, other=0)
+    _emit(keys, self_sim, rows64, row_ok, idx_ptr, sim_ptr, stride_o, K, SELF)
 
 
 # _knn_prep_kernel: per row r of a [N, D] float32 (unit stride along D, row
@@ -228,13 +306,12 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
         col_ok = cols < c_hi
         s = dot_tile_f16(xh_ptr, yh_ptr, rows64, row_ok, cols.to(tl.int64), col_ok, DP, DP, DP,
                          BLOCK_M, BLOCK_N, BLOCK_K)
-        hi = _ordered_bits(s)
+        # no column: -inf (a NaN from a float16 overflow too: its bound is then not finite, the row
+        # uncertified); the row itself: +inf
+        s = tl.where(row_ok[:, None] & col_ok[None, :] & (s == s), s, float("-inf"))
         if SELF:
-            hi = tl.where(rows[:, None] == cols[None, :], _HI_SELF, hi)
-        lo = (0x7FFFFFFF - cols).to(tl.int64)
-        cand = (hi.to(tl.int64) << 32) | lo[None, :]
-        cand = tl.where(row_ok[:, None] & col_ok[None, :], cand, _KEY_EMPTY)
-        best = _keep_best(best, cand, KP)
+            s = tl.where(rows[:, None] == cols[None, :], float("inf"), s)
+        best = _keep_best_f(best, s, rows, cols, SELF, KP)
     out = rows64[:, None] * (n_split * KP) + sp * KP + slot[None, :]
     tl.store(key_ptr + out, best, mask=row_ok[:, None])
 
@@ -277,6 +354,24 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
     if SELF:
         c = tl.where(tau_hi == _HI_SELF, float("inf"), c)  # cannot happen for KC >= 2: fail safe
 
+    bnd = tl.load(bound_ptr + rows64, mask=row_ok, other=0.0)
+    if not CHECK:
+        # a candidate whose approximate value is below a_(K) - 2 B_i cannot enter the top K (its exact value is
+        # <= a + B_i < a_(K) - B_i <= the K-th exact value): its row is not read. The threshold is lowered by
+        # 2^-22 (|a_(K)| + 1) for its own float32 rounding; a non-finite bound keeps every candidate.
+        # the K-th largest key, by K max-extractions (2-D only: a 3-D comparison here trips Triton 3.6's
+        # layout pass next to the 3-D gather below)
+        rest = keys
+        kth = tl.max(rest, axis=1)
+        for _ in range(K):
+            kth = tl.max(rest, axis=1)
+            rest = tl.where(rest == kth[:, None], _KEY_EMPTY, rest)
+        kv = _key_value(kth)
+        floor = kv - 2.0 * bnd - 2.0**-22 * (tl.abs(kv) + 1.0)
+        floor = tl.where((bnd == bnd) & (bnd < float("inf")) & (kv < float("inf")), floor, float("-inf"))
+        valid = valid & (_key_value(keys) >= floor[:, None])
+        cols = tl.where(valid, cols, 0)
+
     kd = tl.arange(0, BLOCK_D)
     acc = tl.zeros([BLOCK_R, KC], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
@@ -307,7 +402,6 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
         tl.store(sim_ptr + out + j, sim, mask=row_ok)
         last = sim
         last_self = col == rows64
-    bnd = tl.load(bound_ptr + rows64, mask=row_ok, other=0.0)
     thr = c + bnd
     ok = last > thr
     if CHECK:
@@ -321,15 +415,18 @@ def _knn_rescore_kernel(x_ptr, y_ptr, key_ptr, bound_ptr, idx_ptr, sim_ptr, cert
     tl.store(cert_ptr + rows64, ok.to(tl.int8), mask=row_ok)
 
 
-def _blocks(kp: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) for padded k ``kp`` and width ``d``."""
+def _blocks(kp: int, d: int, interpret: bool, major: int = 9) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the fp32 kernel for padded k ``kp``, width ``d``, compute
+    capability ``major``."""
     if interpret:
         # every block op is one numpy call: few programs and few tiles run fastest
         return 32, 64, max(16, min(64, triton.next_power_of_2(d))), 1
-    # the running list is [BLOCK_M, KP] int64 in registers: fewer rows for large k
-    bm = 64 if kp <= 64 else (32 if kp <= 128 else 16)
-    # 32-column tiles, 8 warps: <= 128 registers, no spills at KP <= 256 on sm_80/sm_90 (gpu_static.py)
-    return bm, 32, 32, 8
+    # the running list is [BLOCK_M, KP] int64 in registers: fewer rows for large k; no spills on sm_80 / sm_90
+    # under Triton 3.6 and 3.9 at the SYSU-MM01 cases (gpu_static.py; 64 x 64 and 32 x 64 spilled on sm_90
+    # under 3.6, 32 x 32 over 4 warps on sm_80)
+    if kp <= 64:
+        return (32, 32, 32, 4) if major >= 9 else (64, 32, 32, 8)
+    return (32 if kp <= 128 else 16), 32, 32, 8
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
@@ -415,7 +512,6 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
 MAX_KC = 256
 # the triton interpreter has no SMs: split the column sweep as if the device had this many
 INTERPRET_SMS = 1
-_U = 2.0**-24  # float32 unit roundoff
 
 
 
@@ -424,49 +520,89 @@ def candidates(k: int) -> int:
     return triton.next_power_of_2(k + max(8, k // 4))
 
 
+def _cc_major(x: torch.Tensor, interpret: bool) -> int:
+    """The compute capability's major number of x's GPU (9 in the interpreter)."""
+    if interpret or x.device.type != "cuda":
+        return 9
+    return torch.cuda.get_device_capability(x.device)[0]
+
+
 def _sm_count(x: torch.Tensor, interpret: bool) -> int:
     if interpret or x.device.type != "cuda":
         return INTERPRET_SMS
     return torch.cuda.get_device_properties(x.device).multi_processor_count
 
 
-def _exact(x, db, k, self_search, rows=None, idx=None, sim=None):
-    """The fp32 kernel for all rows of x, or (GATHER) for the rows ``rows`` written into idx/sim."""
+def _exact(x, db, k, self_search, rows=None, idx=None, sim=None, splits=None):
+    """The fp32 kernel for all rows of x, or (GATHER) for the rows ``rows`` written into idx/sim.
+
+    Few row tiles (a handful of uncertified rows) split the column sweep over a second grid axis
+    (:func:`_splits`, up to :data:`FALLBACK_KEYS` merged keys per row) and :func:`_knn_merge_kernel` emits the
+    lists; ``splits`` forces the number of column ranges (tests)."""
     n, d = x.shape
     m = db.shape[0]
     kp = triton.next_power_of_2(k)
-    bm, bn, bk, warps = _blocks(kp, d, interpreting())
+    interpret = interpreting()
+    bm, bn, bk, warps = _blocks(kp, d, interpret, _cc_major(x, interpret))
     if idx is None:
         idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
         sim = torch.empty((n, k), dtype=torch.float32, device=x.device)
     nq = n if rows is None else rows.numel()
-    grid = (triton.cdiv(nq, bm),)
-    _knn_topk_kernel[grid](x, db, idx, sim, idx if rows is None else rows, nq, m, d, k,
-                           x.stride(0), db.stride(0), idx.stride(0),
-                           SELF=self_search, KP=kp, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GATHER=rows is not None,
-                           num_warps=warps, num_stages=1 if interpreting() else 2)
+    row_tiles = triton.cdiv(nq, bm)
+    if splits is None:
+        splits = _splits(row_tiles, m, bn, kp, _sm_count(x, interpret), FALLBACK_KEYS)
+    cols = triton.cdiv(triton.cdiv(m, max(1, splits)), bn) * bn
+    splits = triton.cdiv(m, cols)
+    qid = idx if rows is None else rows  # any pointer when not gathering
+    split = splits > 1
+    keys = torch.empty((nq, splits * kp) if split else (1,), dtype=torch.int64, device=x.device)
+    ssim = torch.empty(nq if split else 1, dtype=torch.float32, device=x.device)
+    _knn_topk_kernel[(row_tiles, splits)](x, db, idx, sim, qid, keys, ssim, nq, m, d, k, cols,
+                                          x.stride(0), db.stride(0), idx.stride(0),
+                                          SELF=self_search, KP=kp, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                                          GATHER=rows is not None, SPLIT=split,
+                                          num_warps=warps, num_stages=1 if interpret else 2)
+    if split:
+        cp = triton.next_power_of_2(splits * kp)
+        br, mwarps = (16, 1) if interpret else (1, 4)
+        _knn_merge_kernel[(triton.cdiv(nq, br),)](keys, ssim, idx, sim, qid, nq, splits * kp, k, idx.stride(0),
+                                                  SELF=self_search, CP=cp, BLOCK_R=br, GATHER=rows is not None,
+                                                  num_warps=mwarps)
     return idx, sim
 
 
-def _tc_blocks(kc: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the candidate kernel for KC ``kc``, width ``d``."""
+def _tc_blocks(kc: int, d: int, interpret: bool, major: int = 9) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the candidate kernel for KC ``kc``, width ``d``.
+
+    The operand traffic of the column sweep is ``N M D 2 (1/BLOCK_N + 1/BLOCK_M)`` bytes, so the
+    tiles are as large as the registers allow: the [BLOCK_M, BLOCK_N] float32 accumulator and the
+    [BLOCK_M, KC] int64 running list (benchmarks/gpu_static.py, tests/test_gpu_static.py). On sm_90
+    (``major`` 9+, wgmma) 128 x 128 tiles hold both without spilling; on sm_80 (mma.sync) 128 x 64."""
     if interpret:
         return 32, 64, max(16, min(64, triton.next_power_of_2(d))), 1
-    # [BLOCK_M, KC] + [BLOCK_M, BLOCK_N] int64 keys in registers: <= 128 registers and no
-    # spills on sm_80 and sm_90 for every KC (benchmarks/gpu_static.py, tests/test_gpu_static.py)
-    if kc <= 32:
-        return 64, 64, 64, 8
     if kc <= 64:
-        return 64, 32, 64, 8
-    return (32 if kc <= 128 else 16), 64, 64, 8
+        return 128, (128 if major >= 9 else 64), 64, 8
+    if kc <= 128:
+        return 64, 128, 64, 8
+    return 32, 128, 64, 8
 
 
-def _splits(row_tiles: int, m: int, bn: int, kc: int, sms: int) -> int:
-    """Column splits: enough programs for 2 per SM, >= 4 column tiles each, <= 512 merged keys."""
-    if row_tiles >= 2 * sms:
-        return 1
-    s = min(triton.cdiv(2 * sms, row_tiles), max(1, m // (4 * bn)), max(1, 512 // kc))
-    return max(1, s)
+#: merged keys per row of a split fp32 sweep (the uncertified rows' fallback)
+FALLBACK_KEYS = 4096
+
+
+def _splits(row_tiles: int, m: int, bn: int, kc: int, sms: int, max_keys: int = 256) -> int:
+    """Column splits of a sweep of ``row_tiles`` row tiles over ``m`` columns (tiles of ``bn``): the count that
+    minimises waves x column tiles per program with one program per SM (the candidate kernel's registers
+    allow one CTA of 8 warps; the fp32 kernel's about the same), fewest on ties, each split >= 4 column
+    tiles, <= ``max_keys`` merged keys per row."""
+    tiles = triton.cdiv(m, bn)
+    best, best_s = None, 1
+    for s in range(1, max(1, min(max_keys // kc, tiles // 4)) + 1):
+        cost = triton.cdiv(row_tiles * s, sms) * triton.cdiv(tiles, s)
+        if best is None or cost < best:
+            best, best_s = cost, s
+    return best_s
 
 
 def _rescore_blocks(cp: int, kc: int, d: int, interpret: bool) -> tuple[int, int]:
@@ -476,15 +612,9 @@ def _rescore_blocks(cp: int, kc: int, d: int, interpret: bool) -> tuple[int, int
     return 1, max(16, min(128, 4096 // kc)), 4
 
 
-def _round_up_f32(v: torch.Tensor) -> torch.Tensor:
-    f = v.to(torch.float32)
-    return torch.where(f.to(torch.float64) < v, torch.nextafter(f, torch.tensor(float("inf"), device=f.device)), f)
-
-
 def _norms_up(sq: torch.Tensor, d: int) -> torch.Tensor:
-    """Upper bounds (float64) of the norms whose float32 sums of d squares are ``sq``: |err| <= γ_{d+1} sum."""
-    g = (d + 1) * _U / (1.0 - (d + 1) * _U)
-    return torch.sqrt(sq.to(torch.float64) * (1.0 + 2.0 * g)) * (1.0 + 2.0**-50)
+    """Upper bounds (float64) of the norms whose float32 sums of d squares are ``sq``."""
+    return cert.norms_up_from_f32_squares(sq, d)
 
 
 def _prep(a: torch.Tensor, dp: int, interpret: bool):
@@ -499,20 +629,19 @@ def _prep(a: torch.Tensor, dp: int, interpret: bool):
 
 
 def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """B_i (float32, rounded up) from the norm bounds ``[3, N]`` (x, p, e) of the queries and ``ys`` of the database."""
-    xn, pn, en = xs[0], xs[1], xs[2]
-    big_x, big_p, big_e = ys.max(dim=1).values
-    g_tc = 2.02 * d * 2.0**-22
-    g_d = d * _U / (1.0 - d * _U)
-    b = (xn * big_e + en * big_p + g_tc * pn * big_p + g_d * xn * big_x
-         + 2.0**-22 * (pn * big_p + 1.0) + 1e-6)
-    return _round_up_f32(b * (1.0 + 1e-12))
+    """B_i (float32, rounded up) from the norm bounds ``[3, N]`` (x, p, e) of the queries and ``ys`` of the database
+    (:func:`hilcore._certificate.quantized_bound` with the tensor-core accumulation error, threshold rounding
+    included)."""
+    big_x, big_p, big_e = (float(v) for v in ys.max(dim=1).values)
+    b = cert.quantized_bound(d, xs[0], xs[1], xs[2], big_x, big_p, big_e, cert.TENSOR_CORE_PER_DIM * d,
+                             threshold=True)
+    return cert.round_up_f32(b)
 
 
 def _fp16_path(x, db, k, kc, self_search, interpret, info):
     n, d = x.shape
     m = db.shape[0]
-    bm, bn, bk, warps = _tc_blocks(kc, d, interpret)
+    bm, bn, bk, warps = _tc_blocks(kc, d, interpret, _cc_major(x, interpret))
     dp = triton.cdiv(d, bk) * bk
     xh, xs = _prep(x, dp, interpret)
     yh, ys = (xh, xs) if self_search else _prep(db, dp, interpret)
@@ -548,7 +677,7 @@ def _fp16_path(x, db, k, kc, self_search, interpret, info):
 # ------------------------------------------------------------------ candidates from another library
 #: relative rounding of the inputs the certificate of foreign candidates allows: 10 explicit mantissa bits
 #: (TF32, truncated or rounded), so a library that enables TF32 in its GEMM is still covered.
-FOREIGN_INPUT_ROUNDING = 2.0**-10
+FOREIGN_INPUT_ROUNDING = cert.TF32_ROUNDING
 
 
 def foreign_bounds(d: int, xn: torch.Tensor, big_y: float, u_in: float = FOREIGN_INPUT_ROUNDING) -> torch.Tensor:
@@ -556,22 +685,15 @@ def foreign_bounds(d: int, xn: torch.Tensor, big_y: float, u_in: float = FOREIGN
 
     ``xn`` [N] upper bounds of ||x_i||, ``big_y`` of max_j ||y_j||. The library's value a_ij is assumed
     to be the float32 sum, in any order, of products of inputs each rounded with relative error at most
-    ``u_in`` (float32: 0; TF32: 2^-10): ``|a_ij - t_ij| <= (2 u_in + u_in^2 + γ_{D+1} (1 + u_in)^2)
-    ||x_i|| ||y_j||``, and its selection exact on its own values. With the rescoring's
-    ``|ê_ij - t_ij| <= γ_D ||x_i|| ||y_j||``, every column j the library left out has
-    ``ê_ij <= c_i + B_i`` (c_i the smallest library value kept), plus 2^-22 (||x_i|| NY + 1) for the
-    float32 rounding of ``c_i + B_i`` in the kernel and 1e-6 of slack."""
-    g1 = (d + 1) * _U / (1.0 - (d + 1) * _U)
-    g = d * _U / (1.0 - d * _U)
-    lib = 2.0 * u_in + u_in * u_in + g1 * (1.0 + u_in) ** 2
-    xy = xn.to(torch.float64) * float(big_y)
-    b = (lib + g) * xy + 2.0**-22 * (xy + 1.0) + 1e-6
-    return _round_up_f32(b * (1.0 + 1e-12))
+    ``u_in`` (float32: 0; TF32: 2^-10) and its selection exact on its own values:
+    :func:`hilcore._certificate.gemm_bound` with the fp32 rescoring, the float32 rounding of
+    ``c_i + B_i`` in the kernel and slack for underflow."""
+    return cert.round_up_f32(cert.gemm_bound(d, xn.to(torch.float64), big_y, u_in, threshold=True))
 
 
 def _norms64(a: torch.Tensor) -> torch.Tensor:
-    """Upper bounds of the row norms: float64 sums of the (exact) float64 squares, rounded up."""
-    return torch.sqrt((a.to(torch.float64) ** 2).sum(dim=1)) * (1.0 + 1e-12)
+    """Upper bounds of the row norms (:func:`hilcore._certificate.norms_up`)."""
+    return cert.norms_up(a)
 
 
 def _ordered_bits_t(v: torch.Tensor) -> torch.Tensor:

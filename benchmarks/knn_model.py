@@ -1,0 +1,318 @@
+"""A cost model of the Triton kNN on an H100, from the launches its launcher records. A model, not a measurement.
+
+:func:`knn_model` runs the launcher of ``hilcore/backend/triton/knn.py`` on CPU tensors of the
+given shapes with its GPU branch (sm_90 tiles, 132 SMs), records every launch
+instead of running it (``gpu_static._recorded_launches``) and prices each launch
+from its grid, block sizes and shapes with the H100's published figures:
+
+- FLOPs: the tensor-core FLOPs of the padded tiles each program multiplies
+  (candidate pass), the float32 FLOPs of the rescoring;
+- bytes per level: operand bytes every program loads (L2), and the bytes that
+  must come from HBM (the candidate pass: each wave of resident programs reads
+  its distinct query tiles and column ranges once; prep: read x, write its
+  float16 copy; rescoring: the gathered candidate rows, from HBM in the
+  pessimistic figure and through L2 in the modelled one);
+- waves: programs over 132 SMs x the programs one SM holds (registers and
+  shared memory of the compiled kernel, from the static report when given);
+- the selection work of the candidate kernel on the CUDA cores: ~8 lane
+  operations per tile entry (threshold test) and ~10 per entry per merge round,
+  with the rounds per column tile from ``benchmarks/results/knn_certificate_cpu.json``
+  (emulated on SYSU-like features) when present.
+
+A launch's time is the largest of its compute and memory times (roofline), the
+candidate pass wave by wave with the GEMM and the selection not overlapped.
+Everything in it is an assumption written down here; the device check
+(``benchmarks/device_check.sh``) measures the real thing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CERT_JSON = ROOT / "benchmarks" / "results" / "knn_certificate_cpu.json"
+
+#: NVIDIA H100 SXM5 datasheet figures (dense, no sparsity). The L2 bandwidth is not in the datasheet: 7 TB/s
+#: is an assumption, chipsandcheese.com's ~5.5 TB/s on the H100 PCIe (114 SMs, <= 1755 MHz) scaled to the
+#: SXM's 132 SMs and 1980 MHz; every case is also priced at the unscaled 5.5 TB/s (``*_l2_5p5``)
+L2_PESSIMISTIC = 5.5e12
+H100 = dict(name="NVIDIA H100 SXM5 80GB (datasheet figures; L2 bandwidth assumed)", sms=132,
+            fp16_tensor_flops=989.4e12, fp32_flops=66.9e12, hbm_bytes_per_s=3.35e12, l2_bytes_per_s=7.0e12,
+            l2_bytes=50 * 2**20, regs_per_sm=65536, smem_per_sm=228 * 1024, max_threads_per_sm=2048,
+            launch_s=3e-6)
+#: CUDA-core lane operations per second: the float32 rate counts an FMA as 2 FLOPs
+LANE_OPS = H100["fp32_flops"] / 2
+SELECT_OPS_PER_ENTRY = 8
+ROUND_OPS_PER_ENTRY = 10
+#: merge rounds per column tile when no emulation is at hand (about the emulated SYSU-sized average)
+DEFAULT_ROUNDS_PER_TILE = 10.0
+
+#: SYSU-MM01 training set (both modalities), and a large case
+CASES = {"sysu_d1536": ((22258, 11909), 1536), "sysu_d2048": ((22258, 11909), 2048), "1e6_d768": ((10**6,), 768)}
+TARGET_S = 8e-3
+
+
+def _args(fn, args) -> dict:
+    return {p.name: a for p, a in zip(fn.params, args)}
+
+
+def _resident(regs: int | None, smem: int | None, warps: int) -> int:
+    """Programs one SM holds (registers in units of 256 per warp, shared memory, threads)."""
+    threads = 32 * warps
+    by_threads = H100["max_threads_per_sm"] // threads
+    by_regs = H100["regs_per_sm"] // (warps * 32 * math.ceil(max(regs or 255, 1) / 8) * 8) if regs else 1
+    by_smem = H100["smem_per_sm"] // smem if smem else by_threads
+    return max(1, min(by_threads, by_regs, by_smem))
+
+
+def _rounds(curve: list[float], tiles: int) -> float:
+    """Merge rounds of a program sweeping ``tiles`` column tiles: the first tiles of the emulated curve (its
+    last value repeated past its end)."""
+    if not curve:
+        return DEFAULT_ROUNDS_PER_TILE * tiles
+    return float(sum(curve[:tiles])) + max(0, tiles - len(curve)) * curve[-1]
+
+
+def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float]) -> dict:
+    n, m, dp, cols = int(a["N"]), int(a["M"]), int(a["DP"]), int(a["COLS"])
+    bm, bn, kp = kw["BLOCK_M"], kw["BLOCK_N"], kw["KP"]
+    rt, sp = grid[0], grid[1]
+    tiles = [math.ceil((min(m, (s + 1) * cols) - s * cols) / bn) for s in range(sp)]
+    per_sm = _resident(static and static.get("registers"), static and static.get("shared_bytes"), kw["num_warps"])
+    slots = H100["sms"] * per_sm
+    programs = [(r, s) for s in range(sp) for r in range(rt)]  # blockIdx.x (row tile) varies fastest
+    waves = math.ceil(len(programs) / slots)
+    t = t55 = t_gemm = t_sel = flops = l2 = hbm = sel_ops = 0.0
+    def rows_in(r):  # masked rows and columns are not loaded
+        return min(bm, n - r * bm)
+
+    def cols_in(s):
+        return min(m - s * cols, cols)
+
+    for w in range(waves):
+        wave = programs[w * slots:(w + 1) * slots]
+        f_w = sum(2.0 * bm * bn * dp * tiles[s] for _, s in wave)
+        l2_w = sum((tiles[s] * rows_in(r) + cols_in(s)) * dp * 2.0 + rows_in(r) * kp * 8.0 for r, s in wave)
+        hbm_w = (sum(rows_in(r) for r in {r for r, _ in wave}) * dp * 2.0
+                 + sum(cols_in(s) for s in {s for _, s in wave}) * dp * 2.0
+                 + sum(rows_in(r) for r, _ in wave) * kp * 8.0)
+        # one program per SM slot: its GEMM, then its selection (not overlapped), at the SM's share of the peaks
+        longest = max(tiles[s] for _, s in wave)
+        gemm_prog = 2.0 * bm * bn * dp * longest / (H100["fp16_tensor_flops"] / slots)
+        sel_prog = bm * bn * (SELECT_OPS_PER_ENTRY * longest + ROUND_OPS_PER_ENTRY * _rounds(curve, longest)) \
+            / (LANE_OPS / slots)
+        t += max(gemm_prog + sel_prog, l2_w / H100["l2_bytes_per_s"], hbm_w / H100["hbm_bytes_per_s"])
+        t55 += max(gemm_prog + sel_prog, l2_w / L2_PESSIMISTIC, hbm_w / H100["hbm_bytes_per_s"])
+        t_gemm += gemm_prog
+        t_sel += sel_prog
+        flops, l2, hbm = flops + f_w, l2 + l2_w, hbm + hbm_w
+        sel_ops += sum(bm * bn * (SELECT_OPS_PER_ENTRY * tiles[s] + ROUND_OPS_PER_ENTRY * _rounds(curve, tiles[s]))
+                       for _, s in wave)
+    return dict(stage="candidates", flops_tensor=flops, selection_lane_ops=sel_ops, l2_bytes=l2, hbm_bytes=hbm,
+                programs=len(programs), programs_per_sm=per_sm, waves=waves, time_s=t + H100["launch_s"],
+                time_s_l2_5p5=t55 + H100["launch_s"], time_s_tensor_cores=t_gemm, time_s_selection=t_sel,
+                config=dict(BLOCK_M=bm, BLOCK_N=bn, KC=kp, splits=sp,
+                            merge_rounds_per_program=_rounds(curve, max(tiles)),
+                            rounds_from="emulation" if curve else f"assumed {DEFAULT_ROUNDS_PER_TILE}/tile"))
+
+
+def _prep_cost(a: dict, kw: dict, grid) -> dict:
+    n, d, dp = int(a["N"]), int(a["D"]), int(a["DP"])
+    hbm = n * d * 4.0 + n * dp * 2.0 + 12.0 * n
+    return dict(stage="prep", flops_tensor=0.0, l2_bytes=hbm, hbm_bytes=hbm, programs=grid[0],
+                time_s_l2_5p5=hbm / H100["hbm_bytes_per_s"] + H100["launch_s"],
+                waves=math.ceil(grid[0] / (H100["sms"] * 16)),
+                time_s=hbm / H100["hbm_bytes_per_s"] + H100["launch_s"])
+
+
+def _rescore_cost(a: dict, kw: dict, grid, reads: float) -> dict:
+    n, d, ncand = int(a["N"]), int(a["D"]), int(a["NCAND"])
+    kc = kw["KC"]
+    rows = min(float(kc), reads)
+    gathered = n * rows * d * 4.0
+    own = n * d * 4.0 + n * ncand * 8.0
+    flops = 2.0 * n * rows * d
+    t_l2 = (gathered + own) / H100["l2_bytes_per_s"]
+    t_hbm_worst = (gathered + own) / H100["hbm_bytes_per_s"]
+    # modelled: rows of one identity share their neighbours, so the gathered rows come through L2 and HBM
+    # supplies the float32 database about once
+    hbm = own + n * d * 4.0
+    t = max(t_l2, hbm / H100["hbm_bytes_per_s"], flops / H100["fp32_flops"])
+    t55 = max((gathered + own) / L2_PESSIMISTIC, t)
+    return dict(stage="rescore", flops_fp32=flops, l2_bytes=gathered + own, hbm_bytes=hbm,
+                time_s_l2_5p5=t55 + H100["launch_s"],
+                hbm_bytes_worst=gathered + own, time_s=t + H100["launch_s"],
+                time_s_worst=max(t_hbm_worst, t) + H100["launch_s"], programs=grid[0],
+                config=dict(KC=kc, CP=kw["CP"], rescored_rows_per_query=rows))
+
+
+def _fallback_cost(n_rows: int, m: int, d: int, k: int) -> dict:
+    """The fp32 kernel for ``n_rows`` uncertified rows (split over the SMs) and its merge."""
+    import triton
+
+    import hilcore.backend.triton.knn as tknn
+    kp = triton.next_power_of_2(k)
+    bm, bn, _, _ = tknn._blocks(kp, d, False)
+    rt = math.ceil(n_rows / bm)
+    sp = tknn._splits(rt, m, bn, kp, H100["sms"], tknn.FALLBACK_KEYS)
+    flops = 2.0 * rt * bm * m * d
+    l2 = rt * m * d * 4.0 * (1 + bn / bm)
+    t = max(flops / min(H100["fp32_flops"], H100["fp32_flops"] * rt * sp / H100["sms"]),
+            l2 / H100["l2_bytes_per_s"], m * d * 4.0 / H100["hbm_bytes_per_s"])
+    t55 = max(t, l2 / L2_PESSIMISTIC)
+    return dict(stage=f"fallback[{n_rows} rows]", flops_fp32=flops, l2_bytes=l2, hbm_bytes=m * d * 4.0,
+                time_s_l2_5p5=t55 + 2 * H100["launch_s"],
+                programs=rt * sp, time_s=t + 2 * H100["launch_s"], config=dict(splits=sp, BLOCK_M=bm, BLOCK_N=bn))
+
+
+def _emulated(d: int) -> dict:
+    """Rows of the certificate emulation (benchmarks/bench_knn_certificate.py) by modality, at width d or, when
+    that width was not emulated, at the nearest one emulated (``emulated_d`` says which)."""
+    if not CERT_JSON.exists():
+        return {}
+    rows = json.loads(CERT_JSON.read_text()).get("rows", [])
+    if not rows:
+        return {}
+    near = min({r["d"] for r in rows}, key=lambda w: (abs(w - d), -w))
+    return {r["modality"]: dict(r, emulated_d=near) for r in rows if r["d"] == near}
+
+
+def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulated: dict | None = None,
+             tc_blocks=None) -> dict:
+    """Modelled stages of ``hilcore.backend.triton.knn.knn`` (self-search of n rows, width d, k) on an H100.
+
+    ``static``: the static report's row of the candidate kernel (registers, shared memory) for occupancy;
+    ``emulated``: the certificate emulation's row (rescored candidates, merge rounds, uncertified rows);
+    ``tc_blocks``: another candidate-kernel configuration (BLOCK_M, BLOCK_N, BLOCK_K, warps), for comparison."""
+    from unittest import mock
+
+    import torch
+
+    import hilcore.backend.triton.knn as tknn
+    from gpu_static import _recorded_launches
+
+    x = torch.empty((n, d), dtype=torch.float32)  # never read
+    kc = tknn.candidates(k)
+    patches = [mock.patch.object(tknn, "interpreting", lambda: False),
+               mock.patch.object(tknn, "_sm_count", lambda t, interpret: H100["sms"]),
+               mock.patch.object(tknn, "_cc_major", lambda t, interpret: 9),
+               mock.patch.object(tknn, "_exact", lambda *a, **kw: None)]
+    if tc_blocks is not None:
+        patches.append(mock.patch.object(tknn, "_tc_blocks", lambda *a, **kw: tc_blocks))
+    with contextlib_stack(patches), _recorded_launches() as launches:
+        tknn._fp16_path(x, x, k, kc, True, False, {})
+    em = emulated or {}
+    curve = em.get("merge_rounds_curve", [])
+    reads = em.get("rescored_candidates_mean", float(kc))
+    stages = []
+    for fn, args, kwargs, grid in launches:
+        a = _args(fn, args)
+        name = fn.__name__
+        if name == "_knn_prep_kernel":
+            stages.append(_prep_cost(a, kwargs, grid))
+        elif name == "_knn_cand_kernel":
+            stages.append(_cand_cost(a, kwargs, grid, static, curve))
+        elif name == "_knn_rescore_kernel":
+            stages.append(_rescore_cost(a, kwargs, grid, reads))
+    unc = int(em.get("uncertified_rows", 0))
+    if unc:
+        stages.append(_fallback_cost(unc, n, d, k))
+    return dict(n=n, d=d, k=k, stages=stages, time_s=sum(s["time_s"] for s in stages),
+                emulated_d=em.get("emulated_d"),
+                time_s_l2_5p5=sum(s["time_s_l2_5p5"] for s in stages),
+                l2_bytes=sum(s["l2_bytes"] for s in stages), hbm_bytes=sum(s["hbm_bytes"] for s in stages),
+                uncertified_rows=unc, inputs_from_emulation=bool(em))
+
+
+class contextlib_stack:
+    """Enter several context managers (a tiny ExitStack that keeps the call above one line)."""
+
+    def __init__(self, cms):
+        self.cms = cms
+
+    def __enter__(self):
+        for c in self.cms:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for c in reversed(self.cms):
+            c.__exit__(*exc)
+        return False
+
+
+def model(static_rows: list[dict] | None = None) -> dict:
+    """The kNN cost model at SYSU-MM01 size (D = 1536, 2048; both modalities) and 10^6 x 768, plus the
+    candidate pass of the previous kernel (64 x 32 tiles) for comparison."""
+    import hilcore.backend.triton.knn as tknn
+
+    out = dict(note="a model, not a measurement: launches recorded from the launcher, priced with H100 "
+                    "datasheet figures (see benchmarks/knn_model.py for every assumption)",
+               device=H100, target_s=TARGET_S, cases={})
+    for case, (sizes, d) in CASES.items():
+        em = _emulated(d)
+        static = None
+        for r in static_rows or []:
+            if r.get("kernel", "").startswith("knn_cand[k=30,") and r.get("d") == d and r.get("arch") == "sm_90":
+                static = r
+        runs = []
+        for n, mod in zip(sizes, ("rgb", "ir")):
+            # 10^6 rows: the SYSU RGB emulation (its rounds curve extended by its last value, its rescored count)
+            e = em.get(mod) if n in (22258, 11909) else em.get("rgb")
+            run = knn_cost(n, d, 30, static=static, emulated=e)
+            before = knn_cost(n, d, 30, tc_blocks=(64, 32, 64, 8), emulated=e)
+            if n not in (22258, 11909) and e:
+                run["note"] = "rounds and rescored candidates extrapolated from the SYSU-sized RGB emulation"
+            cand = next(s for s in run["stages"] if s["stage"] == "candidates")
+            old = next(s for s in before["stages"] if s["stage"] == "candidates")
+            run["candidate_pass_before"] = dict(config=old["config"], l2_bytes=old["l2_bytes"],
+                                                hbm_bytes=old["hbm_bytes"], time_s=old["time_s"])
+            run["candidate_l2_ratio"] = cand["l2_bytes"] / old["l2_bytes"]
+            run["modality"] = mod if len(sizes) > 1 else None
+            runs.append(run)
+        total = sum(r["time_s"] for r in runs)
+        out["cases"][case] = dict(d=d, runs=runs, time_s=total, time_s_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs),
+                                  candidate_l2_ratio=sum(r["stages"][1]["l2_bytes"] for r in runs)
+                                  / sum(r["candidate_pass_before"]["l2_bytes"] for r in runs),
+                                  meets_target=total <= TARGET_S if len(sizes) > 1 else None)
+    out["kc"] = tknn.candidates(30)
+    return out
+
+
+def table(doc: dict) -> str:
+    """The model's stages as text (the static report prints it)."""
+    lines = [f"kNN cost model on an {doc['device']['name']} (a model, not a measurement), k = 30:"]
+    for case, c in doc["cases"].items():
+        head = f"{case}: {1e3 * c['time_s']:.2f} ms ({1e3 * c['time_s_l2_5p5']:.2f} ms at 5.5 TB/s L2)"
+        if c.get("meets_target") is not None:
+            head += f", target <= {1e3 * doc['target_s']:.0f} ms {'met' if c['meets_target'] else 'MISSED'}"
+        head += f"; candidate-pass L2 bytes {c['candidate_l2_ratio']:.3f} x the 64x32 kernel's"
+        lines.append(head)
+        for r in c["runs"]:
+            st = ", ".join(f"{s['stage']} {1e3 * s['time_s']:.2f}" for s in r["stages"])
+            lines.append(f"  {r.get('modality') or ''} N={r['n']} D={r['d']}: {1e3 * r['time_s']:.2f} ms ({st} ms), "
+                         f"L2 {r['l2_bytes'] / 1e9:.1f} GB, HBM {r['hbm_bytes'] / 1e9:.2f} GB")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Recompute the model into an existing static report (its compiled rows give the occupancy)."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--static", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_static.json",
+                    help="the static report to write the model into (key knn_model)")
+    args = ap.parse_args(argv)
+    doc = json.loads(args.static.read_text())
+    doc["knn_model"] = model(static_rows=doc.get("rows", []))
+    args.static.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(table(doc["knn_model"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
