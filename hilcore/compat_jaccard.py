@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _arrays
+from ._core import half_k
 from ._dispatch import native_module
 from .knn import knn_tensors
-from .backend.torch.jaccard import _expansion, _reciprocal_mask, _row_ids, half_k
+from .stages.jaccard import expansion, reciprocal_mask, row_ids
 
 #: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
 UNIT_TOL = 1e-5
@@ -135,7 +136,7 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
     mat = np.dtype(np.float16 if use_float16 else np.float32)
     rank = ranking(x, k1, backend).cpu()
     kk = min(half_k(k1) + 1, k1)
-    eptr, eidx = _expansion(rank, _reciprocal_mask(rank, k1), _reciprocal_mask(rank, kk))
+    eptr, eidx = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
     vals = _weights(x, eptr, eidx, mat)
     if k2 != 1:
         eptr, eidx, v = _query_expansion(rank[:, :k2].contiguous(), eptr, eidx, vals, n)
@@ -143,7 +144,7 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
         v = torch.from_numpy(vals.astype(np.float32))
     keep = v != 0  # the original's support is V' != 0 (float16 weights can round to 0)
     if not bool(keep.all()):
-        rows = _row_ids(eptr)[keep]
+        rows = row_ids(eptr)[keep]
         eidx, v = eidx[keep], v[keep]
         eptr = torch.zeros(n + 1, dtype=torch.int64)
         eptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
