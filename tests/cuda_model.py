@@ -266,8 +266,10 @@ class NativeModel(KernelModel):
 
     def cuda_dbscan_core(self, indptr, indices, data, n, eps, min_samples, core, stream):
         self.calls.append("dbscan_core")
-        rows, _ = self._csr(indptr, indices, data, n, eps)
-        nb = 1 + np.bincount(rows, minlength=n)
+        ptr = _view(indptr, n + 1, I64).numpy()
+        d = _view(data, int(ptr[-1]), F32).numpy()
+        within = np.repeat(np.arange(n), np.diff(ptr))[d <= np.float32(eps)]  # every stored entry, diagonal too
+        nb = np.bincount(within, minlength=n)
         _view(core, n, U8).numpy()[:] = nb >= min_samples
 
     def cuda_dbscan_components(self, indptr, indices, data, n, eps, core, parent, root, stream):
