@@ -269,11 +269,14 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             w = _check_sample_weight(sample_weight, base)
             n_neighbors = cd.weighted_counts(cd.split_rows(indptr.cpu().numpy(), indices.cpu().numpy()), w)
         core_np = np.asarray(n_neighbors >= self.min_samples)
-        core = torch.from_numpy(core_np).to(indptr.device)
-        labels = cd.labels_from_rows(indptr, indices, core)
+        if sample_weight is None and indptr.device.type == "cpu" and _dispatch.has_native():
+            labels = cd.labels_native(indptr.numpy(), indices.numpy(), self.min_samples)
+        else:
+            labels = cd.labels_from_rows(indptr, indices, torch.from_numpy(core_np).to(indptr.device))
+            labels = None if labels is None else labels.cpu().numpy()
         if labels is None:  # asymmetric neighbourhoods: scikit-learn's own search order decides
-            return self._sklearn_fit(ref if native or not sp.issparse(ref) else ref, sample_weight)
-        self.labels_ = labels.cpu().numpy().astype(np.intp)
+            return self._sklearn_fit(ref, sample_weight)
+        self.labels_ = labels.astype(np.intp)
         idx = np.flatnonzero(core_np).astype(np.intp)
         self.core_sample_indices_ = idx
         self.components_ = self._rows_of(X, idx, n)
