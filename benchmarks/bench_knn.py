@@ -127,7 +127,7 @@ def bench(args) -> dict:
         # the rows exactly as hilcore.knn validates and normalises them, so both native paths see the same input
         xn = hilcore._arrays.features(xt)[0]
         stats_auto: dict = {}
-        nk.knn(xn, k, stats=stats_auto)  # what that call did
+        nk.knn(xn, k, info=stats_auto)  # what that call did
         res["fp32"] = nk.knn(xn, k, precision="fp32")
         res["baseline"] = baseline_knn(xt, k)
         checks = {"auto_vs_fp32": compare(res["auto"], res["fp32"]),
@@ -148,7 +148,7 @@ def bench(args) -> dict:
             _, ts = timed(fns[name], repeats)
             if name == "auto":  # the measured stage times of one more (untimed) run of the same path
                 st: dict = {}
-                nk.knn(torch.nn.functional.normalize(xt, dim=1), k, stats=st)
+                nk.knn(torch.nn.functional.normalize(xt, dim=1), k, info=st)
                 stage_runs.append(st)
             row["impl"][name] = {"s": ts, "median_s": float(statistics.median(ts))}
         dense = 2.0 * n * n * args.dim
@@ -167,7 +167,7 @@ def bench(args) -> dict:
                 note = (f"{st['precision']}: K'={st.get('candidates')}, certified "
                         f"{100 * (1 - st.get('uncertified_fraction', 0)):.1f}%, fp32 fallback "
                         f"{100 * st.get('fallback_fraction', 0):.2f}%, stages "
-                        + " ".join(f"{a}={b:.2f}" for a, b in stage_runs[-1]["times_s"].items()))
+                        + " ".join(f"{a}={b:.2f}" for a, b in stage_runs[-1]["timings"].items()))
             print(f"{n:>7} {name:>10} {r['median_s']:>9.3f} {r['gflops']:>8.0f} {100 * r['share_of_fp32_peak']:>6.0f} "
                   f"{r['speedup_vs_fp32']:>8.2f}  {note}", flush=True)
         rows.append(row)
@@ -198,14 +198,14 @@ def _gpu_column(name: str, device: str):
 
         def fn(x, k):
             st: dict = {}
-            idx, sim = tknn.knn(x, k, precision=prec, stats=st)
+            idx, sim = tknn.knn(x, k, precision=prec, info=st)
             return idx, sim, st
         return fn, f"{impl.label} (precision={prec})"
     if name in ("faiss_gpu", "cuvs"):
         def fn(x, k):
             st: dict = {}
             f = impl.fn
-            idx, sim = f(x, k, None, stats=st)
+            idx, sim = f(x, k, None, info=st)
             return idx, sim, st
         return fn, impl.label + " (library candidates, fp32 rescoring + certificate)"
     return (lambda x, k: (*impl(x, k, None), {})), impl.label

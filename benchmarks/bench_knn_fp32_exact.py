@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
         x = _arrays.features(torch.as_tensor(x0), "x")[0]
         before, after, before_cpu, after_cpu = [], [], [], []
         st: dict = {}
-        nk.knn(x, args.k, precision="fp32", stats=st)  # warm-up (and the stats of one run)
+        nk.knn(x, args.k, precision="fp32", info=st)  # warm-up (and the stats of one run)
         for _ in range(args.repeats):
             t, c = time.perf_counter(), time.thread_time()
             bi, bs = nk._fp32_candidates(x, args.k, True, x, nk.TILE)
@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
                      "before_cpu_s": before_cpu, "after_cpu_s": after_cpu, "before_cpu_median_s": bc,
                      "after_cpu_median_s": ac, "overhead_cpu": ac / bc - 1.0,
                      "candidates": st["candidates"], "uncertified_rows": st["uncertified_rows"],
-                     "stage_times_s": st["times_s"],
+                     "stage_times_s": st["timings"],
                      "index_differences_vs_before": int((ai != bi).any(dim=1).sum()),
                      "max_abs_sim_change": float((as_ - bs).abs().max())})
         print(f"N={n} D={d} k={args.k}: before {b * 1e3:.1f} ms, after {a * 1e3:.1f} ms "

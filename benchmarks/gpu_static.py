@@ -91,11 +91,15 @@ def triton_specs(d: int, arch: int = 90) -> list[dict]:
         dict(BLOCK_R=32, BLOCK_D=128), dict(num_warps=4), divisible=("D",))
     k_p = max(2, triton.next_power_of_2(N_SUB))
     bm_a, bd_a, w_a = max(8, min(64, 4096 // (k_p * 32))), 32, 4  # the GPU branch of centers._assign_config
-    for skip in (False, True):  # seeding / final assignment, and the Lloyd loop's (converged runs skipped)
-        add(f"assign{'[lloyd]' if skip else ''}", tcen._assign_kernel,
-            {"seg_ptr": "*i64", "a_ptr": "*i64", "done_ptr": "*i32"},
-            dict(BLOCK_M=bm_a, K_P=k_p, BLOCK_D=bd_a, SCORE=False, SKIP_DONE=skip), dict(num_warps=w_a),
-            divisible=("D",))
+    add("assign", tcen._assign_kernel,  # seeding / final assignment
+        {"seg_ptr": "*i64", "a_ptr": "*i64", "done_ptr": "*i32"},
+        dict(BLOCK_M=bm_a, K_P=k_p, BLOCK_D=bd_a, SCORE=False, SKIP_DONE=False), dict(num_warps=w_a),
+        divisible=("D",))
+    add("assign[lloyd]", tcen._assign_lloyd_kernel,  # the Lloyd loop's (converged runs and bounded rows skipped)
+        {"seg_ptr": "*i64", "a_ptr": "*i64", "done_ptr": "*i32", "prev_ptr": "*i64", "ub_ptr": "*fp64",
+         "lb_ptr": "*fp64", "par_ptr": "*fp64", "cnt_ptr": "*i32"},
+        dict(BLOCK_M=bm_a, K_P=k_p, BLOCK_D=bd_a, INIT=False, COUNT=False), dict(num_warps=w_a),
+        divisible=("D",))
     u = tcen._UPDATE_GPU
     add("lloyd_update", tcen._lloyd_update_kernel,
         {"a_ptr": "*i64", "prev_ptr": "*i64", "done_ptr": "*i32", "starts_ptr": "*i64", "sizes_ptr": "*i64"},

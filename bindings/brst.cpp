@@ -30,6 +30,13 @@ py::tuple brst_scan(const f32& xb, const f32& protos) {
 }  // namespace
 
 void register_brst(py::module_& m) {
+  m.def("brst_cpu_path", []() { return std::string(hilcore::brst_cpu_path()); },
+        "the BRST register tile in use: 'avx2' or 'portable' (same bits)");
+  m.def("brst_set_cpu_path", [](const std::string& name) {
+    const int st = hilcore::brst_set_cpu_path(name.c_str());
+    if (st == 1) throw py::value_error("name: expected 'auto', 'avx2' or 'portable', got '" + name + "'");
+    if (st == 2) throw py::value_error("name: 'avx2' needs a CPU with AVX2 and FMA; this one has not");
+  }, py::arg("name"), "choose the BRST register tile ('auto', 'avx2', 'portable'); for tests");
   m.def("brst_scan", &brst_scan, py::arg("xb"), py::arg("protos"),
         "(best [M] int64, best_sim [M] float32, col_max [C] float32) over xb @ protos.T, ties to the lower column");
 }

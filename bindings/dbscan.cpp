@@ -35,12 +35,10 @@ py::array_t<int64_t> dbscan(const py::object& indptr_obj, const py::object& indi
   const float* dp = data.data();
   const float e = static_cast<float>(eps);  // compared in float32, like scikit-learn on a float32 matrix
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::dbscan_cpu(ip, ix, dp, n, e, min_samples, lp, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::dbscan_cpu(ip, ix, dp, n, e, min_samples, lp, nt);
   }
-  check_status(status, "dbscan_cpu");
   return labels;
 }
 

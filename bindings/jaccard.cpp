@@ -47,12 +47,10 @@ py::tuple jaccard(const py::object& x_obj, const py::object& rank_obj, int64_t k
   const float md = static_cast<float>(max_distance);  // kept iff d <= md in float32, like torch/NumPy
   const int nt = num_threads();
   hilcore::JaccardCsr out;
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::jaccard_cpu(xp, n, d, r, ld, k1, k2, md, nt, &out);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::jaccard_cpu(xp, n, d, r, ld, k1, k2, md, nt, &out);
   }
-  check_status(status, "jaccard_cpu");
   py::tuple seconds = py::make_tuple(out.seconds[0], out.seconds[1], out.seconds[2], out.seconds[3]);
   return py::make_tuple(to_numpy(std::move(out.indptr)), to_numpy(std::move(out.indices)),
                         to_numpy(std::move(out.data)), seconds);

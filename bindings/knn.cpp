@@ -40,12 +40,10 @@ void knn_topk_merge(const py::object& S_obj, int64_t row0, int64_t col0, const p
   float* bs = best_sim.mutable_data();
   int64_t* bi = best_idx.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_topk_merge_cpu(s, b, c, row0, col0, bs, bi, n, k, self_search, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_topk_merge_cpu(s, b, c, row0, col0, bs, bi, n, k, self_search, nt);
   }
-  check_status(status, "knn_topk_merge_cpu");
 }
 
 void knn_topk_merge_rows(const py::object& S_obj, const py::object& rows_obj, int64_t col0,
@@ -68,12 +66,10 @@ void knn_topk_merge_rows(const py::object& S_obj, const py::object& rows_obj, in
   float* bs = best_sim.mutable_data();
   int64_t* bi = best_idx.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_topk_merge_rows_cpu(s, b, c, ri, col0, bs, bi, k, self_search, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_topk_merge_rows_cpu(s, b, c, ri, col0, bs, bi, k, self_search, nt);
   }
-  check_status(status, "knn_topk_merge_rows_cpu");
 }
 
 void knn_quantize(const py::object& x_obj, const py::object& q_obj, const py::object& scale_obj,
@@ -98,12 +94,10 @@ void knn_quantize(const py::object& x_obj, const py::object& q_obj, const py::ob
   float* sp = scale.mutable_data();
   float *xn = outs[0].mutable_data(), *pn = outs[1].mutable_data(), *en = outs[2].mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_quantize_cpu(xp, n, d, qp, sp, xn, pn, en, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_quantize_cpu(xp, n, d, qp, sp, xn, pn, en, nt);
   }
-  check_status(status, "knn_quantize_cpu");
 }
 
 void knn_topk_merge_i8(const py::object& S_obj, int64_t row0, int64_t col0, const py::object& rs_obj,
@@ -137,12 +131,10 @@ void knn_topk_merge_i8(const py::object& S_obj, int64_t row0, int64_t col0, cons
   float* bs = best_sim.mutable_data();
   int64_t* bi = best_idx.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_topk_merge_i8_cpu(s, b, c, row0, col0, rp, cp, bs, bi, n, k, self_search, columns, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_topk_merge_i8_cpu(s, b, c, row0, col0, rp, cp, bs, bi, n, k, self_search, columns, nt);
   }
-  check_status(status, "knn_topk_merge_i8_cpu");
 }
 
 void knn_refine_i8(const py::object& S_obj, const py::object& rows_obj, int64_t col0, const py::object& rs_obj,
@@ -180,13 +172,11 @@ void knn_refine_i8(const py::object& S_obj, const py::object& rows_obj, int64_t 
   int64_t* bi = best_idx.mutable_data();
   int64_t* cn = counts.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_refine_i8_cpu(sp, b, c, ri, col0, rp, cp, bp, xp, yp, d, bs, bi, k, self_search, cn, cap,
-                                        nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_refine_i8_cpu(sp, b, c, ri, col0, rp, cp, bp, xp, yp, d, bs, bi, k, self_search, cn, cap,
+                                      nt);
   }
-  check_status(status, "knn_refine_i8_cpu");
 }
 
 py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py::object& ci_obj,
@@ -230,12 +220,10 @@ py::int_ knn_rescore(const py::object& x_obj, const py::object& y_obj, const py:
   float* osp = os.mutable_data();
   uint8_t* cp = cert.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_rescore_cpu(xp, yp, n, m, d, cip, csp, kc, bp, k, self_search, sip, oip, osp, cp, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_rescore_cpu(xp, yp, n, m, d, cip, csp, kc, bp, k, self_search, sip, oip, osp, cp, nt);
   }
-  if (status != 0) throw py::value_error("cand_idx: expected every entry in [0, " + std::to_string(m) + ")");
   int64_t ncert = 0;
   for (int64_t i = 0; i < n; ++i) ncert += cp[i];
   return py::int_(ncert);
@@ -271,12 +259,10 @@ void knn_refine_f32(const py::object& S_obj, int64_t col0, const py::object& sel
   int64_t* bi = best_idx.mutable_data();
   int64_t* cn = counts.mutable_data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::knn_refine_f32_cpu(sp, b, c, col0, si, bp, xp, yp, d, bs, bi, k, cn, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::knn_refine_f32_cpu(sp, b, c, col0, si, bp, xp, yp, d, bs, bi, k, cn, nt);
   }
-  check_status(status, "knn_refine_f32_cpu");
 }
 
 py::dict cpu_features() {

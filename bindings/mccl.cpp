@@ -49,12 +49,10 @@ py::tuple mccl_forward(const py::object& x_obj, const py::object& mem_obj, doubl
   float* pp = pos.mutable_data();
   float* np_ = neg.mutable_data();
   int64_t* cp = cstar.mutable_data();
-  int st;
   {
-    py::gil_scoped_release nogil;
-    st = hilcore::mccl_forward_cpu(xp, b, mp, c, s, d, eps, margin, lp, cp, pp, np_);
+    py::gil_scoped_release nogil;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::mccl_forward_cpu(xp, b, mp, c, s, d, eps, margin, lp, cp, pp, np_);
   }
-  check_status(st, "mccl_forward_cpu");
   return py::make_tuple(loss, cstar, pos, neg);
 }
 
@@ -77,13 +75,10 @@ f32 mccl_backward(const py::object& x_obj, const py::object& mem_obj, const py::
   const float* np_ = neg.data();
   const float* gp = g.data();
   float* out = grad.mutable_data();
-  int st;
   {
-    py::gil_scoped_release nogil;
-    st = hilcore::mccl_backward_cpu(xp, b, mp, c, s, d, eps, margin, cp, pp, np_, gp, out);
+    py::gil_scoped_release nogil;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::mccl_backward_cpu(xp, b, mp, c, s, d, eps, margin, cp, pp, np_, gp, out);
   }
-  if (st == 2) throw py::value_error("cstar: cluster ids must lie in [0, " + std::to_string(c) + ")");
-  check_status(st, "mccl_backward_cpu");
   return grad;
 }
 

@@ -28,13 +28,10 @@ void memory_update_typed(py::array mem_obj, py::array x_obj, const py::array_t<i
   T* m = mem.mutable_data();
   const T* xp = x.data();
   const int64_t* t = targets.data();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::memory_update_cpu(m, rows, slots, dim, xp, t, b, momentum);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::memory_update_cpu(m, rows, slots, dim, xp, t, b, momentum);
   }
-  if (status == 2) throw py::value_error("targets: ids must lie in [0, " + std::to_string(rows) + ")");
-  check_status(status, "memory_update_cpu");
 }
 
 void memory_update(const py::object& mem_obj, const py::object& x_obj, const py::object& t_obj, double momentum) {

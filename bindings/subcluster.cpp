@@ -28,7 +28,7 @@ f32 cluster_centers(const f32& x, const i64& labels, int64_t c) {
 }
 
 py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, int64_t k, int64_t iters,
-                          const f64& u) {
+                          const f64& u, bool bounded) {
   check_array(xm, "xm", 2);
   check_array(starts, "starts", 1);
   check_array(sizes, "sizes", 1);
@@ -38,16 +38,17 @@ py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, in
   if (u.shape(0) != e || u.shape(2) != k) throw py::value_error("u: expected shape [E, runs, k]");
   const int64_t runs = u.shape(1);
   f32 cen({e, k, d});
-  i64 cnt({e, k}), first({e, k});
+  i64 cnt({e, k}), first({e, k}), evals(e);
   int st;
   {
     py::gil_scoped_release nogil;
     st = hilcore::kmeans_segments_cpu(xm.data(), m, d, starts.data(), sizes.data(), e, k, runs, iters, u.data(),
-                                      cen.mutable_data(), cnt.mutable_data(), first.mutable_data());
+                                      bounded, cen.mutable_data(), cnt.mutable_data(), first.mutable_data(),
+                                      evals.mutable_data());
   }
   if (st == 2) throw py::value_error("sizes: every segment needs more than k rows inside xm");
   check_status(st, "kmeans_segments_cpu");
-  return py::make_tuple(cen, cnt, first);
+  return py::make_tuple(cen, cnt, first, evals);
 }
 
 }  // namespace
@@ -56,7 +57,8 @@ void register_subcluster(py::module_& m) {
   m.def("cluster_centers", &cluster_centers, py::arg("x"), py::arg("labels"), py::arg("c"),
         "[C, D] float32 mean of the rows of each cluster (labels -1 ignored)");
   m.def("kmeans_segments", &kmeans_segments, py::arg("xm"), py::arg("starts"), py::arg("sizes"), py::arg("k"),
-        py::arg("iters"), py::arg("u"),
-        "Batched k-means inside row segments; returns (centres [E,k,D], counts [E,k], first row [E,k])");
+        py::arg("iters"), py::arg("u"), py::arg("bounded") = true,
+        "Batched k-means inside row segments; returns (centres [E,k,D], counts [E,k], first row [E,k], "
+        "distance evaluations [E]); bounded=False runs the plain Lloyd loop (same results, every distance)");
 }
 }  // namespace hilcore_bindings

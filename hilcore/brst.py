@@ -167,6 +167,16 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
     if mode not in ("rgb_to_ir", "ir_to_rgb", "both"):
         raise ValueError(f"mode: expected 'rgb_to_ir', 'ir_to_rgb' or 'both', got {mode!r}")
     impl = _dispatch.resolve("bidirectional_match", backend, xr.device)
+    out = match_tensors(xr, lr, c_rgb, xi, li, c_ir, ratio, mode, impl)
+    t = [_arrays.to_family(a, fam) for a in out[:5]]
+    return MatchResult(*t, n_shared=int(out[5]))
+
+
+def match_tensors(xr: torch.Tensor, lr: torch.Tensor, c_rgb: int, xi: torch.Tensor, li: torch.Tensor, c_ir: int,
+                  ratio: float, mode: str, impl: _dispatch.Impl):
+    """Internal entry of :func:`bidirectional_match` on validated input (normalised float32 features, contiguous
+    int64 labels with ``c_rgb`` / ``c_ir`` clusters, ``impl`` the resolved ``bidirectional_match``): the
+    torch tensors ``(labels_rgb, labels_ir, pairs, unmatched_rgb, unmatched_ir)`` and ``n_shared``."""
     b = impl.part("brst")
 
     def cen(x, lab, c):  # prototypes: L2-normalised cluster centres (cosine on both sides)
@@ -208,5 +218,4 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
         shared_rgb = torch.where(lr >= 0, map_rgb[lr.clamp(min=0)], lr)
         shared_ir = torch.where(li >= 0, map_ir[li.clamp(min=0)], li)
         out = (shared_rgb, shared_ir, pairs, un_rgb, un_ir, p + un_rgb.numel() + un_ir.numel())
-    t = [_arrays.to_family(a, fam) for a in out[:5]]
-    return MatchResult(*t, n_shared=int(out[5]))
+    return out

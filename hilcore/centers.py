@@ -118,8 +118,14 @@ def _order_and_fill(sub: torch.Tensor, cnt: torch.Tensor, first: torch.Tensor):
     return sub, (cnt > 0).unsqueeze(2)
 
 
-def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "kmeans", *, iters: int = 30,
-               n_init: int = 10, eps: float = 0.3, min_samples: int = 4, seed: int = 0, backend: str = "auto"):
+#: :func:`subcluster`'s defaults (``iters``, ``n_init``, ``eps``, ``min_samples``), used by the epoch's shared stage.
+SUB_DEFAULTS = dict(iters=30, n_init=10, eps=0.3, min_samples=4)
+
+
+def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "kmeans", *,
+               iters: int = SUB_DEFAULTS["iters"], n_init: int = SUB_DEFAULTS["n_init"],
+               eps: float = SUB_DEFAULTS["eps"], min_samples: int = SUB_DEFAULTS["min_samples"], seed: int = 0,
+               backend: str = "auto"):
     """Multi-centre memory ``[C, 1 + n_sub, D]`` of docs/design.md step 4.
 
     Slot 0 of cluster ``c`` is its centre ``m_c`` (:func:`cluster_centers`);
@@ -197,14 +203,26 @@ def subcluster(x, labels, n_sub: int = 9, weight: float = 0.9, method: str = "km
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     impl = _dispatch.resolve("subcluster", backend, xt.device)
-    centres = impl.part("centers")(xt, lab, c)
+    u = seeding_uniforms(int(seed), c, n_init, n_sub) if method == "kmeans" else None
+    out = multi_centres(xt, lab, c, n_sub, weight, method, impl, u=u, iters=iters, eps=eps, min_samples=min_samples)
+    return _arrays.to_family(out, fam)
+
+
+def multi_centres(xt: torch.Tensor, lab: torch.Tensor, c: int, n_sub: int, weight: float, method: str,
+                  impl: _dispatch.Impl, *, u: torch.Tensor | None, iters: int, eps: float, min_samples: int,
+                  centres: torch.Tensor | None = None):
+    """Internal entry of :func:`subcluster` on validated input: ``xt`` normalised float32 rows, ``lab``
+    contiguous int64 ids ``0..c-1`` on its device, ``impl`` the resolved ``subcluster``, ``u`` the
+    ``[c, n_init, n_sub]`` k-means++ draws of these clusters (``method="kmeans"``; e.g. rows of
+    :func:`seeding_uniforms` of a larger label space). ``centres``: the ``[c, D]`` result of ``impl``'s
+    ``centers`` part on the same input when the caller has it already. Returns the ``[c, 1 + n_sub, D]`` tensor."""
+    if centres is None:
+        centres = impl.part("centers")(xt, lab, c)
     if method == "kmeans":
-        u = seeding_uniforms(int(seed), c, n_init, n_sub)
         sub, cnt, first = impl.part("kmeans")(xt, lab, c, n_sub, iters, u)
     else:
         sub, cnt, first = impl.part("dbscan")(xt, lab, c, n_sub, eps, min_samples)
     sub, has = _order_and_fill(sub, cnt, first)
     m = centres.unsqueeze(1)
     slots = torch.where(has, weight * m + (1 - weight) * sub, m)  # exact centre copies in empty slots
-    out = torch.cat([m, slots], dim=1)
-    return _arrays.to_family(out, fam)
+    return torch.cat([m, slots], dim=1)

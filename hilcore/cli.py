@@ -434,7 +434,9 @@ def cmd_eval(args) -> int:
     import torch
 
     from .train import checkpoint as ckpt
-    from .train.loop import build_data, evaluate, load_trained_model
+    from .train.data import build_data
+    from .train.evaluation import evaluate
+    from .train.loop import load_trained_model
 
     if not Path(args.data_root).is_dir():  # (the checkpoint is checked by its loader, before any work)
         _fail(f"--data-root: no such folder: {args.data_root}")
@@ -589,7 +591,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="print the traceback of any error (also HIL_DEBUG=1); without it a user error is one line")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_cluster_commands(sub)
+    _add_training_commands(sub)
+    _add_checkpoint_commands(sub)
+    # listed for --help; main() forwards everything after "bench" to the script untouched
+    sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
+                   add_help=False)
+    return p
 
+
+def _add_cluster_commands(sub) -> None:
+    """``hil cluster``, ``hil make-features``, ``hil make-synthetic``."""
     c = sub.add_parser("cluster", help="cluster features: Jaccard distance + DBSCAN -> pseudo labels",
                        description="Cluster features (one row per image) with the k-reciprocal Jaccard distance "
                        "and DBSCAN, as a HIL / cluster-contrast epoch does.")
@@ -631,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
     s.set_defaults(func=cmd_make_synthetic)
 
+
+def _add_training_commands(sub) -> None:
+    """``hil train``, ``hil eval``."""
     t = sub.add_parser("train", help="train with the HIL loop from a YAML config (resumes automatically)",
                        description="Run the HIL training loop (extract, cluster, train, evaluate, checkpoint per "
                        "epoch). Under torchrun it trains with DistributedDataParallel.")
@@ -658,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", default=None, help="input size HxW (default: the checkpoint's)")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_checkpoint_commands(sub) -> None:
+    """``hil extract``, ``hil convert-checkpoint``."""
     x = sub.add_parser("extract", help="features of a folder of images with the released HIL network",
                        description="Write the features the released HIL code clusters: one row per image (sorted "
                        "by file name), test transform (bicubic resize, ImageNet normalisation), flip-averaged "
@@ -690,11 +708,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--trust", action="store_true",
                    help="read IN with full unpickling (only for files you trust; it can run code)")
     v.set_defaults(func=cmd_convert_checkpoint)
-
-    # listed for --help; main() forwards everything after "bench" to the script untouched
-    sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
-                   add_help=False)
-    return p
 
 
 def _missing_extra(e: ModuleNotFoundError, command: str) -> int | None:

@@ -8,8 +8,6 @@ from typing import Any
 import torch
 
 from . import _arrays, _dispatch
-from .brst import bidirectional_match
-from .centers import cluster_centers, subcluster
 from .jaccard import jaccard_rows
 
 
@@ -240,23 +238,121 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
         x = feats[name]
         lab = label(name, x)
         check_not_all_noise(lab, name, x.shape[0], cfg)
-        cen = clock(f"centers_{name}", cluster_centers, mem[name], lab, backend=cb)
-        multi = clock(f"subcluster_{name}", subcluster, mem[name], lab, cfg.n_sub, cfg.weight, cfg.sub_method,
-                      seed=cfg.seed, backend=b_sub)
+        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb)
+        multi = clock(f"subcluster_{name}", modality_memories, xn, lab, c, cen, cfg, cb, b_sub)
         per[name] = (lab, cen, multi)
     xr, xi = feats["rgb"], feats["ir"]
     lr, li = per["rgb"][0], per["ir"][0]
-    m = clock("match", bidirectional_match, xr, lr, xi, li, cfg.ratio, cfg.match_mode, backend=b_match)
+    m = clock("match", match, xr, lr, xi, li, per, cfg, b_match)
     sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
-    def shared():
-        xs = torch.cat([mem["rgb"], mem["ir"]])
-        ls = torch.cat([sr, si])
-        return (cluster_centers(xs, ls, backend=cb),
-                subcluster(xs, ls, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub))
-    s_cen, s_multi = clock("shared", shared)
+    s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub)
     clock.times["total"] = time.perf_counter() - clock.started
     return _epoch_result(per, m, sr, si, s_cen, s_multi, dev, fam, dict(clock.times), ran)
+
+
+def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str):
+    """What ``cluster_centers(x, lab, backend=cb)`` computes, keeping its validated rows for the next stage:
+    ``(normalised rows, C, centres [C, D])`` (one validation and normalisation of ``x`` and one label check
+    per modality instead of one per op)."""
+    from .centers import checked_clusters
+
+    xn, _ = _arrays.features(x, "x", normalize=True)
+    lab, c = checked_clusters(lab, xn.shape[0], xn.device)
+    return xn, c, _dispatch.resolve("cluster_centers", cb, xn.device)(xn, lab, c)
+
+
+def modality_memories(xn: torch.Tensor, lab: torch.Tensor, c: int, cen: torch.Tensor, cfg: EpochConfig, cb: str,
+                      b_sub: str):
+    """What ``subcluster(x, lab, cfg.n_sub, cfg.weight, cfg.sub_method, seed=cfg.seed, backend=b_sub)``
+    computes, on the rows :func:`modality_centres` validated; its slot 0 is ``cen`` when both stages use the
+    same centre function (the same bits) instead of a second pass over the rows."""
+    from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
+
+    impl = _dispatch.resolve("subcluster", b_sub, xn.device)
+    same = impl.part("centers").fn is _dispatch.resolve("cluster_centers", cb, xn.device).fn
+    u = seeding_uniforms(cfg.seed, c, SUB_DEFAULTS["n_init"], cfg.n_sub) if cfg.sub_method == "kmeans" else None
+    return multi_centres(xn, lab, c, cfg.n_sub, cfg.weight, cfg.sub_method, impl, u=u, iters=SUB_DEFAULTS["iters"],
+                         eps=SUB_DEFAULTS["eps"], min_samples=SUB_DEFAULTS["min_samples"],
+                         centres=cen if same else None)
+
+
+def match(xr: torch.Tensor, lr: torch.Tensor, xi: torch.Tensor, li: torch.Tensor, per: dict, cfg: EpochConfig,
+          b_match: str):
+    """``bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode)`` on the epoch's validated, normalised
+    features and its DBSCAN labels (contiguous; the cluster counts are the centres' rows): no second
+    validation, normalisation or label check."""
+    from .brst import MatchResult, match_tensors
+
+    ratio = _arrays.nonneg_float(cfg.ratio, "ratio")
+    impl = _dispatch.resolve("bidirectional_match", b_match, xr.device)
+    out = match_tensors(xr, lr, int(per["rgb"][1].shape[0]), xi, li, int(per["ir"][1].shape[0]), ratio,
+                        cfg.match_mode, impl)
+    return MatchResult(*out[:5], n_shared=int(out[5]))
+
+
+def _single_modality_clusters(m, mode: str, dev: torch.device):
+    """``(rgb, ir)``: per modality ``(cluster ids, their shared ids)`` of the shared clusters whose members are
+    exactly that one modality cluster's members (docs/design.md, the epoch's data path)."""
+    none = (torch.zeros(0, dtype=torch.int64, device=dev),) * 2
+    un_r, un_i = (torch.as_tensor(t).to(dev) for t in (m.unmatched_rgb, m.unmatched_ir))
+    if mode == "both":  # shared ids: the P pairs, then every unmatched RGB cluster, then every unmatched IR one
+        p = int(len(m.pairs))
+        ar_r = torch.arange(un_r.numel(), device=dev)
+        ar_i = torch.arange(un_i.numel(), device=dev)
+        return (un_r, p + ar_r), (un_i, p + un_r.numel() + ar_i)
+    if mode == "rgb_to_ir":  # shared ids = IR ids; an IR cluster that took no RGB sample is its own members
+        return none, (un_i, un_i)
+    return (un_r, un_r), none  # ir_to_rgb: the mirror image
+
+
+def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: torch.Tensor, m, per: dict,
+                    cfg: EpochConfig, cb: str, b_sub: str):
+    """Shared centres ``[S, D]`` and multi-centre memories ``[S, 1 + n_sub, D]`` over the rows of both
+    modalities (RGB first) with the shared labels ``sr`` / ``si`` of the match ``m``.
+
+    A shared cluster whose members are exactly one modality cluster's (an unmatched cluster) takes that
+    cluster's centre and multi-centre memory from ``per`` (the same members give the same memory, as the
+    release's per-cluster ``KMeans(random_state=seed)`` does); only the other shared clusters (the matched
+    pairs, or the clusters that received samples) are computed, over their own rows, with the k-means++
+    draws of their shared ids (rows of :func:`hilcore.centers.seeding_uniforms` of the shared space), so each
+    of them equals ``subcluster(both rows, shared labels)``'s row."""
+    from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
+
+    dev = mr.device
+    n_shared = int(m.n_shared)
+    ls = torch.cat([sr, si])
+    d = mr.shape[1]
+    s_cen = torch.empty(n_shared, d, dtype=torch.float32, device=dev)
+    s_multi = torch.empty(n_shared, 1 + cfg.n_sub, d, dtype=torch.float32, device=dev)
+    fresh = torch.ones(n_shared, dtype=torch.bool, device=dev)
+    for (ids, sid), name in zip(_single_modality_clusters(m, cfg.match_mode, dev), ("rgb", "ir")):
+        s_cen[sid] = torch.as_tensor(per[name][1]).to(dev)[ids]
+        s_multi[sid] = torch.as_tensor(per[name][2]).to(dev)[ids]
+        fresh[sid] = False
+    fresh_ids = torch.nonzero(fresh).flatten()
+    q = fresh_ids.numel()
+    if q:
+        fmap = torch.full((n_shared,), -1, dtype=torch.int64, device=dev)
+        fmap[fresh_ids] = torch.arange(q, device=dev)
+        lf = torch.where(ls >= 0, fmap[ls.clamp(min=0)], ls)
+        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
+        n_r = mr.shape[0]
+        xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
+        xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
+        lf = lf[rows]
+        c_impl = _dispatch.resolve("cluster_centers", cb, dev)
+        s_impl = _dispatch.resolve("subcluster", b_sub, dev)
+        u = None
+        if cfg.sub_method == "kmeans":
+            u = seeding_uniforms(cfg.seed, n_shared, SUB_DEFAULTS["n_init"], cfg.n_sub).to(dev)[fresh_ids]
+        cen_f = c_impl(xs, lf, q)
+        s_cen[fresh_ids] = cen_f
+        same = s_impl.part("centers").fn is c_impl.fn
+        s_multi[fresh_ids] = multi_centres(xs, lf, q, cfg.n_sub, cfg.weight, cfg.sub_method, s_impl, u=u,
+                                           iters=SUB_DEFAULTS["iters"], eps=SUB_DEFAULTS["eps"],
+                                           min_samples=SUB_DEFAULTS["min_samples"], centres=cen_f if same else None)
+    return s_cen, s_multi
 
 
 def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: dict):

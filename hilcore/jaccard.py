@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import scipy.sparse as sp
 import torch
 
 from . import _arrays, _dispatch
 from ._core import SparseRows, half_k  # noqa: F401  (re-exported)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ._info import Stopwatch
 
 
 def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _dispatch.Impl,
@@ -25,22 +20,16 @@ def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _
     stored in it (``knn``, ``stages``; the native stages add their own sub-stages
     as ``stages.<name>``), the device synchronised around each.
     """
-    timed = timings is not None
-    if timed:
-        _sync(x.device)
-        t0 = time.perf_counter()
-    rank, _ = impl.part("knn")(x, k1, None)
-    if timed:
-        _sync(x.device)
-        t1 = time.perf_counter()
-        sub: dict = {}
-        indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance, timings=sub)
-        _sync(x.device)
-        timings["knn"] = t1 - t0
-        timings["stages"] = time.perf_counter() - t1
-        timings.update({f"stages.{k}": v for k, v in sub.items()})
-    else:
+    sw = Stopwatch(timings, x.device)
+    with sw("knn"):
+        rank, _ = impl.part("knn")(x, k1, None)
+    if timings is None:
         indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance)
+    else:
+        sub: dict = {}
+        with sw("stages"):
+            indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance, timings=sub)
+        timings.update({f"stages.{k}": v for k, v in sub.items()})
     return SparseRows(indptr, indices, data, x.shape[0])
 
 
@@ -119,13 +108,10 @@ def jaccard_distance(x, k1: int = 30, k2: int = 6, *, max_distance: float | None
     impl = _dispatch.resolve("jaccard_distance", backend, xt.device)
     if info is None:
         return to_output(jaccard_rows(xt, k1, k2, md, impl), fam)
-    t0 = time.perf_counter()
     tm: dict = {}
+    sw = Stopwatch(tm, xt.device)
     rows = jaccard_rows(xt, k1, k2, md, impl, tm)
-    t1 = time.perf_counter()
-    out = to_output(rows, fam)
-    _sync(xt.device)
-    tm["output"] = time.perf_counter() - t1
-    tm["total"] = time.perf_counter() - t0
+    out = sw.run("output", to_output, rows, fam)
+    sw.total("total")
     info.update(backend=impl.label, knn=impl.part("knn").label, stages=impl.part("stages").label, timings=tm)
     return out

@@ -1,4 +1,4 @@
-"""CPU models of the CUDA kernels' contracts (kernels/cuda/launchers.h, bindings/cuda.cpp).
+"""CPU models of the CUDA kernels' contracts (kernels/cuda/launchers.h, bindings/cuda*.cpp).
 
 :class:`KernelModel` models the last Jaccard stage's kernels on torch tensors (the
 interface of ``hilcore.backend.cuda.jaccard._Kernels``); tests/test_jaccard_table.py runs
@@ -17,6 +17,7 @@ expansion with no repeats and each row's entries in descending order.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from jaccard_rows_ref import capacity, reference
 
 
 class KernelModel:
-    """CPU model of the contract of jaccard_slots / jaccard_partners / jaccard_rows (launchers.h),
+    """CPU model of the contract of jaccard_slots / jaccard_rows_count / jaccard_rows_fill (launchers.h),
     from the formulas, checking what the kernels and launchers check: a table larger than its
     region, a region that is not a power of two >= 32 or (shared) past the pass's limit, a global
     launch whose regions are not a positive multiple of 8 or exceed the scratch, staging without
@@ -112,11 +113,61 @@ def _view(ptr: int, count: int, dtype: torch.dtype) -> torch.Tensor:
 I32, I64, U8, F32 = torch.int32, torch.int64, torch.uint8, torch.float32
 
 
+# The argument structs of the CUDA entry points (bindings/cuda_common.h), with the same fields.
+@dataclasses.dataclass(frozen=True)
+class CudaRows:
+    ptr: int
+    idx: int
+    val: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaRanking:
+    rank: int
+    n: int
+    ld_rank: int
+    k1: int
+    kh1: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaTableLaunch:
+    ids: int
+    m: int
+    shared: bool
+    region_slots: int
+    regions: int = 0
+    scratch_keys: int = 0
+    scratch_vals: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaPairStaging:
+    row0: int
+    offsets: int
+    kept: int
+    idx: int
+    val: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CudaDistances:
+    indptr: int
+    indices: int
+    data: int
+    n: int
+    eps: float
+
+
 class NativeModel(KernelModel):
-    """The ``cuda_*`` entry points of ``hilcore._native`` (bindings/cuda.cpp) on host memory.
+    """The ``cuda_*`` entry points of ``hilcore._native`` (bindings/cuda*.cpp) on host memory, with its
+    argument structs (``CudaRows``, ...).
 
     ``calls`` counts the kernel entry points called (the launchers; each may enqueue
     one or a few kernels on a GPU)."""
+
+    CudaRows, CudaRanking, CudaTableLaunch = CudaRows, CudaRanking, CudaTableLaunch
+    CudaPairStaging, CudaDistances = CudaPairStaging, CudaDistances
 
     def __init__(self, smem_slots=(128, 64)):
         super().__init__(smem_slots)
@@ -136,8 +187,9 @@ class NativeModel(KernelModel):
     def _rank(rank, n, ld, cols):
         return _view(rank, n * ld, I64).view(n, ld)[:, :cols]
 
-    def cuda_krecip_flags(self, rank, n, ld, k1, kh1, f1, fh, stream):
+    def cuda_krecip_flags(self, ranking, f1, fh, stream):
         from hilcore.stages import jaccard as SJ
+        rank, n, ld, k1, kh1 = ranking.rank, ranking.n, ranking.ld_rank, ranking.k1, ranking.kh1
         self.calls.append("krecip_flags")
         r = self._rank(rank, n, ld, k1)
         _view(f1, n * k1, U8).copy_(SJ.reciprocal_mask(r, k1).reshape(-1))
@@ -150,12 +202,16 @@ class NativeModel(KernelModel):
         mh = _view(fh, n * kh1, U8).view(n, kh1).bool()
         return SJ.expansion(r, m1, mh)
 
-    def cuda_expand(self, rank, n, ld, k1, kh1, f1, fh, raw_count, raw_ptr, raw, stream):
-        self.calls.append("expand_count" if raw_count else "expand_fill")
-        e_ptr, e_idx = self._expansion(rank, n, ld, k1, kh1, f1, fh)
-        if raw_count:
-            _view(raw_count, n, I64).copy_(e_ptr.diff())
-            return
+    def cuda_expand_count(self, ranking, f1, fh, raw_count, stream):
+        self.calls.append("expand_count")
+        r = ranking
+        e_ptr, _ = self._expansion(r.rank, r.n, r.ld_rank, r.k1, r.kh1, f1, fh)
+        _view(raw_count, r.n, I64).copy_(e_ptr.diff())
+
+    def cuda_expand_fill(self, ranking, f1, fh, raw, stream):
+        self.calls.append("expand_fill")
+        r, n, raw_ptr, raw = ranking, ranking.n, raw.ptr, raw.idx
+        e_ptr, e_idx = self._expansion(r.rank, r.n, r.ld_rank, r.k1, r.kh1, f1, fh)
         ptr = _view(raw_ptr, n + 1, I64)
         assert torch.equal(ptr, e_ptr), "raw_ptr: not the exclusive scan of the count pass"
         rows = torch.repeat_interleave(torch.arange(n), e_ptr.diff())
@@ -163,8 +219,9 @@ class NativeModel(KernelModel):
         out = _view(raw, int(ptr[-1]), I32)
         out[dst] = e_idx.to(I32)
 
-    def cuda_unique_count(self, raw_ptr, raw, n, first, e_count, stream):
+    def cuda_unique_count(self, raw, n, first, e_count, stream):
         self.calls.append("unique_count")
+        raw_ptr, raw = raw.ptr, raw.idx
         ptr = _view(raw_ptr, n + 1, I64).numpy()
         vals = _view(raw, int(ptr[-1]), I32).numpy()
         fst = _view(first, int(ptr[-1]), U8).numpy()
@@ -176,9 +233,10 @@ class NativeModel(KernelModel):
             fst[ptr[i] + at] = 1
             cnt[i] = at.size
 
-    def cuda_unique_weights(self, x, n, d, raw_ptr, raw, first, e_ptr, e_idx, e_val, stream):
+    def cuda_unique_weights(self, x, n, d, raw, first, e, stream):
         from hilcore.stages import jaccard as SJ
         self.calls.append("unique_weights")
+        raw_ptr, raw, e_ptr, e_idx, e_val = raw.ptr, raw.idx, e.ptr, e.idx, e.val
         ptr = _view(raw_ptr, n + 1, I64)
         vals = _view(raw, int(ptr[-1]), I32)
         fst = _view(first, int(ptr[-1]), U8).bool()
@@ -192,9 +250,18 @@ class NativeModel(KernelModel):
         xv = _view(x, n * d, F32).view(n, d)
         _view(e_val, idx.numel(), F32).copy_(SJ.weights(xv, eptr.clone(), idx))
 
-    def cuda_query_expansion(self, e_ptr, e_idx, e_val, rank, n, ld, k2, q_count, q_ptr, q_idx, q_val, stream):
+    def cuda_query_expansion_count(self, e, ranking, k2, q_count, stream):
+        self._query_expansion(e, ranking, k2, q_count, None)
+
+    def cuda_query_expansion_fill(self, e, ranking, k2, q, stream):
+        self._query_expansion(e, ranking, k2, 0, q)
+
+    def _query_expansion(self, e, ranking, k2, q_count, q):
         from hilcore.stages import jaccard as SJ
         self.calls.append("query_expansion_count" if q_count else "query_expansion_fill")
+        e_ptr, e_idx, e_val, rank, n, ld = e.ptr, e.idx, e.val, ranking.rank, ranking.n, ranking.ld_rank
+        assert 1 <= k2 <= ld, (k2, ld)
+        q_ptr, q_idx, q_val = (q.ptr, q.idx, q.val) if q is not None else (0, 0, 0)
         eptr = _view(e_ptr, n + 1, I64).clone()
         nnz = int(eptr[-1])
         eidx = _view(e_idx, nnz, I32).to(I64)
@@ -216,24 +283,30 @@ class NativeModel(KernelModel):
         pr = _view(p_row, nnz, I32) if p_row else None  # the slots pass is not given p_row
         return n, nnz, qp, _view(q_idx, nnz, I32), _view(p_ptr, n + 1, I64), pr
 
-    def cuda_jaccard_slots(self, q_ptr, q_idx, p_ptr, n, slots, stream):
+    def cuda_jaccard_slots(self, q, p, n, slots, stream):
         self.calls.append("jaccard_slots")
+        q_ptr, q_idx, p_ptr = q.ptr, q.idx, p.ptr
         self._n[q_ptr] = n
         self._refs.clear()  # a new V': the rows pass recomputes its reference
         _, _, qp, qi, pp, _ = self._q(q_ptr, q_idx, p_ptr, 0)
         KernelModel.slots(self, qp, qi, pp, n, _view(slots, n, I64))
 
-    def cuda_jaccard_partners(self, q_ptr, q_idx, p_ptr, p_row, ids, m, bound, shared, regions, region_slots,
-                              scratch, partners, slots, err, stream):
-        self.calls.append("jaccard_partners")
+    def cuda_jaccard_rows_count(self, q, p, launch, bound_slots, partners, slots, err, stream):
+        self.calls.append("jaccard_rows_count")
+        q_ptr, q_idx, p_ptr, p_row = q.ptr, q.idx, p.ptr, p.idx
+        ids, m, shared, regions, region_slots = launch.ids, launch.m, launch.shared, launch.regions, launch.region_slots
+        scratch = launch.scratch_keys
         n, _, qp, qi, pp, pr = self._q(q_ptr, q_idx, p_ptr, p_row)
         scr = None if shared else _view(scratch, regions * region_slots, I32)
-        KernelModel.partners(self, qp, qi, pp, pr, _view(ids, m, I64), _view(bound, n, I64), shared, regions,
+        KernelModel.partners(self, qp, qi, pp, pr, _view(ids, m, I64), _view(bound_slots, n, I64), shared, regions,
                              region_slots, scr, _view(partners, n, I64), _view(slots, n, I64), _view(err, 1, I32))
 
-    def cuda_jaccard_rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, shared, regions,
-                          region_slots, keys, vals, max_distance, row0, st_off, kept, st_idx, st_val, err, stream):
-        self.calls.append("jaccard_rows")
+    def cuda_jaccard_rows_fill(self, q, p, launch, slots, max_distance, staging, err, stream):
+        self.calls.append("jaccard_rows_fill")
+        q_ptr, q_idx, q_val, p_ptr, p_row, p_val = q.ptr, q.idx, q.val, p.ptr, p.idx, p.val
+        ids, m, shared, regions, region_slots = launch.ids, launch.m, launch.shared, launch.regions, launch.region_slots
+        keys, vals = launch.scratch_keys, launch.scratch_vals
+        row0, st_off, kept, st_idx, st_val = staging.row0, staging.offsets, staging.kept, staging.idx, staging.val
         n, nnz, qp, qi, pp, pr = self._q(q_ptr, q_idx, p_ptr, p_row)
         idv = _view(ids, m, I64)
         span = int(idv.max()) - row0 + 2 if m else 1  # st_off entries this launch may read
@@ -264,18 +337,20 @@ class NativeModel(KernelModel):
         near = (d <= np.float32(eps)) & (idx != rows)  # stored j != i within eps
         return rows[near], idx[near]
 
-    def cuda_dbscan_core(self, indptr, indices, data, n, eps, min_samples, core, stream):
+    def cuda_dbscan_core(self, dist, min_samples, core, stream):
         self.calls.append("dbscan_core")
+        indptr, data, n, eps = dist.indptr, dist.data, dist.n, dist.eps
         ptr = _view(indptr, n + 1, I64).numpy()
         d = _view(data, int(ptr[-1]), F32).numpy()
         within = np.repeat(np.arange(n), np.diff(ptr))[d <= np.float32(eps)]  # every stored entry, diagonal too
         nb = np.bincount(within, minlength=n)
         _view(core, n, U8).numpy()[:] = nb >= min_samples
 
-    def cuda_dbscan_components(self, indptr, indices, data, n, eps, core, parent, root, stream):
+    def cuda_dbscan_components(self, dist, core, parent, root, stream):
         import scipy.sparse as sp
         from scipy.sparse.csgraph import connected_components
         self.calls.append("dbscan_components")
+        indptr, indices, data, n, eps = dist.indptr, dist.indices, dist.data, dist.n, dist.eps
         rows, cols = self._csr(indptr, indices, data, n, eps)
         c = _view(core, n, U8).numpy().astype(bool)
         both = c[rows] & c[cols]
@@ -285,8 +360,9 @@ class NativeModel(KernelModel):
         np.minimum.at(smallest, comp[c], np.flatnonzero(c))
         _view(root, n, I32).numpy()[:] = np.where(c, smallest[comp], -1)
 
-    def cuda_dbscan_labels(self, indptr, indices, data, n, eps, core, root, root_cum, labels, stream):
+    def cuda_dbscan_labels(self, dist, core, root, root_cum, labels, stream):
         self.calls.append("dbscan_labels")
+        indptr, indices, data, n, eps = dist.indptr, dist.indices, dist.data, dist.n, dist.eps
         rows, cols = self._csr(indptr, indices, data, n, eps)
         c = _view(core, n, U8).numpy().astype(bool)
         rt = _view(root, n, I32).numpy().astype(np.int64)

@@ -61,7 +61,7 @@ def test_int8_path_is_chosen_on_this_cpu():
     assert knn_mod.int8_matmul() is not None, "torch's int8 GEMM is missing or wrong on this machine"
     x = torch.nn.functional.normalize(torch.randn(4100, 64, generator=torch.Generator().manual_seed(1)), dim=1)
     st = {}
-    idx, sim = knn_mod.knn(x, 4, stats=st)
+    idx, sim = knn_mod.knn(x, 4, info=st)
     assert st["precision"] == "int8"
     assert nat.cpu_features()["knn_path"] == "avx2"
     exact = (x.double() @ x.double().t())
@@ -203,7 +203,7 @@ def test_knn_int8_same_bits_on_every_path_and_exact(paths, n, d, k):
     for p in paths:
         nat.knn_set_cpu_path(p)
         st = {}
-        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=1, stats=st)
+        res[p] = knn_mod.knn(torch.from_numpy(x), k, tile=64, precision="int8", extra=1, info=st)
         assert st["precision"] == "int8"
         assert st["uncertified_rows"] > 0  # the second pass (refine) ran too
     for p, (i, s) in res.items():
@@ -222,7 +222,7 @@ def test_knn_without_an_int8_gemm_takes_fp32(monkeypatch):
     want = knn_mod.knn(x, 5, precision="fp32")
     monkeypatch.setattr(knn_mod, "_INT8_MATMUL", [None])
     st = {}
-    got = knn_mod.knn(x, 5, precision="int8", stats=st)
+    got = knn_mod.knn(x, 5, precision="int8", info=st)
     assert st["precision"] == "fp32"
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 

@@ -132,7 +132,7 @@ def test_cuda_jaccard_rejects_bad_rank():
 
 # ---------------------------------------------------------------- the last stage's kernels, bit for bit
 def _pairs_cuda(q, max_distance, workspace, smem_slots=None):
-    """jaccard_slots / jaccard_partners / jaccard_rows (through backend.cuda.jaccard.pairs) on V' = q;
+    """jaccard_slots / jaccard_rows_count / jaccard_rows_fill (through backend.cuda.jaccard.pairs) on V' = q;
     smem_slots lowers the largest shared-memory tables (partners pass, rows pass) to force global ones."""
     from hilcore.backend.cuda import jaccard as cj
 

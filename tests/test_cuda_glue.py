@@ -49,7 +49,7 @@ def test_jaccard_glue_on_the_model_matches_the_reference(glue, n, k2, dup):
         for i in range(n):  # columns sorted per row
             assert np.all(np.diff(ix.numpy()[ip[i]:ip[i + 1]]) > 0)
         assert_jaccard_matches(got, dense, None if md == math.inf else md, atol=1e-5)
-    assert "jaccard_rows" in glue.calls and ("query_expansion_fill" in glue.calls) == (k2 > 1)
+    assert "jaccard_rows_fill" in glue.calls and ("query_expansion_fill" in glue.calls) == (k2 > 1)
 
 
 @pytest.mark.parametrize("n,eps,min_samples", [(1, 0.5, 1), (50, 0.45, 3), (300, 0.55, 4), (300, 1e-6, 1)])
@@ -107,7 +107,7 @@ def test_glue_host_syncs_per_call(glue, n):
         ip, ix, d = cj.jaccard(xt, rank, 20, 6, 0.6)
     c = get()
     assert c.syncs == 7, c
-    assert c.launches == len(glue.calls) and c.by_kernel["cuda:jaccard_rows"] >= 1, c
+    assert c.launches == len(glue.calls) and c.by_kernel["cuda:jaccard_rows_fill"] >= 1, c
     with census() as get:
         cj.jaccard(xt, rank, 20, 6, 0.6, workspace_bytes=8 * 200)  # chunks of ~200 staged pairs
     chunks = -(-int(ip[-1]) // 200)

@@ -42,7 +42,8 @@ def _worker(rank: int, world: int, port: int, root: str, out: str, result_dir: s
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from hilcore.train.config import from_dict
-    from hilcore.train.loop import Trainer, extract_features
+    from hilcore.train.evaluation import extract_features
+    from hilcore.train.loop import Trainer
 
     cfg = from_dict(_train_config(root, out))
     tr = Trainer(cfg)                                 # joins the gloo group (RANK/WORLD_SIZE set)
@@ -76,7 +77,9 @@ def test_two_process_gloo_training(tmp_path):
 
     # sharded + gathered extraction == single-process extraction of the same (initial) model
     from hilcore.train.config import from_dict
-    from hilcore.train.loop import build_data, build_reid_model, extract_features
+    from hilcore.train.data import build_data
+    from hilcore.train.evaluation import extract_features
+    from hilcore.train.loop import build_reid_model
 
     cfg = from_dict(tiny_config(root, tmp_path / "single"))
     model = build_reid_model(cfg)

@@ -284,7 +284,7 @@ def test_knn_matches_hilcore_knn_single_process():
     big = np.random.default_rng(7).standard_normal((native_knn.INT8_MIN_ROWS + 50, 64)).astype(np.float32)
     big[100:140] = big[3]
     st: dict = {}
-    i0, s0 = native_knn.knn(torch.from_numpy(_arrays_rows(big)), 12, stats=st)
+    i0, s0 = native_knn.knn(torch.from_numpy(_arrays_rows(big)), 12, info=st)
     i1, s1 = H.knn(big, 12, chunk_rows=1500)
     assert st["precision"] == "int8" or native_knn.int8_matmul() is None
     assert np.array_equal(i1, i0.numpy()) and np.array_equal(s1, s0.numpy())

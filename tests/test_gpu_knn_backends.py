@@ -139,7 +139,7 @@ def _run(monkeypatch, kind, x, k, y=None, *, tf32=False):
     xt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
     yt = None if y is None else torch.nn.functional.normalize(torch.from_numpy(y), dim=1)
     stats: dict = {}
-    idx, sim = fn(xt, k, yt, stats=stats)
+    idx, sim = fn(xt, k, yt, info=stats)
     assert log and log[-1][0] == "search", log  # the library was asked
     m = len(x) if y is None else len(y)
     import hilcore.backend.triton.knn as tknn
@@ -253,7 +253,7 @@ def test_bad_candidates_are_not_trusted(monkeypatch):
     ci[1, 2] = 99
     cv[2] = cv[2].flip(0)
     st: dict = {}
-    idx, sim = tknn.rescore_candidates(x, x, 3, ci, cv, True, stats=st)
+    idx, sim = tknn.rescore_candidates(x, x, 3, ci, cv, True, info=st)
     check(idx, sim, x.numpy(), 3, exact=False)
     assert st["uncertified_rows"] == 40  # no row's candidate values are within the bound of the truth
     with pytest.raises(ValueError, match="cand_idx, cand_sim: expected shape"):

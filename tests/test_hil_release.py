@@ -460,7 +460,8 @@ def test_train_refuses_mismatched_weights(tmp_path, capsys):
     assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}", f"model.init_from={bad}"]) == 2
     err = capsys.readouterr().err
     assert "model.init_from" in err and "module.base." in err and "does not fit" in err
-    assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4, colour: red}"]) == 2
+    assert main(args + ["model.kwargs={embed_dim: 24, depth: 2, num_heads: 4, colour: red}",
+                        "model.allow_random_init=true"]) == 2
     assert "config.model.kwargs" in capsys.readouterr().err
 
 
@@ -529,6 +530,7 @@ def test_train_stops_cleanly_when_no_rgb_survives(tmp_path, capsys):
     rc = main(["train", "--config", "configs/sysu_hil.yaml", f"data.root={root}", "data.dataset=synthetic",
                "data.size=[32,16]", "model.kwargs={embed_dim: 24, depth: 2, num_heads: 4}", "run.device=cpu",
                "data.workers=0", "run.progress=false", "cluster.k1=6", "cluster.eps=0.7", "cluster.ratio=5.0",
+               "model.allow_random_init=true",
                "run.output=" + str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "clustering failed" in err and "no RGB image survived" in err

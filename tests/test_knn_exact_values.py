@@ -110,7 +110,7 @@ def test_every_native_path_returns_the_reference(paths, d, k):
                         for nt in ((1, 2) if tile == 64 else (2,)):
                             torch.set_num_threads(nt)
                             st: dict = {}
-                            i, s = knn_mod.knn(xt, k, precision=precision, tile=tile, extra=extra, stats=st)
+                            i, s = knn_mod.knn(xt, k, precision=precision, tile=tile, extra=extra, info=st)
                             seen.append((precision, st["uncertified_rows"], st["fallback_rows"]))
                             assert np.array_equal(i.numpy(), want_i), (p, precision, tile, extra, nt)
                             assert np.array_equal(s.numpy(), want_s), (p, precision, tile, extra, nt)
@@ -139,7 +139,7 @@ def test_int8_overflow_rows_take_the_exact_completion(monkeypatch):
 
     monkeypatch.setattr(knn_mod, "native_module", lambda: _Proxy(nat, knn_refine_i8=capped))
     st: dict = {}
-    i, s = knn_mod.knn(torch.from_numpy(xn), 9, precision="int8", stats=st)
+    i, s = knn_mod.knn(torch.from_numpy(xn), 9, precision="int8", info=st)
     assert st["fallback_rows"] > 0
     assert np.array_equal(i.numpy(), want[0]) and np.array_equal(s.numpy(), want[1])
 
@@ -166,7 +166,7 @@ def test_database_search_and_gathered_rows_with_own_columns():
     want = ref.knn_native_values(xn[:90], 7, xn[40:], self_ids=own.numpy())
     for tile in (2048, 16):
         st: dict = {}
-        i, s = knn_mod.exact_rows(q, 7, db, own, tile=tile, stats=st)
+        i, s = knn_mod.exact_rows(q, 7, db, own, tile=tile, info=st)
         assert np.array_equal(i.numpy(), want[0]) and np.array_equal(s.numpy(), want[1]), tile
         assert torch.equal(i[40:, 0], torch.arange(50))
     # k = 1 with and without the own column

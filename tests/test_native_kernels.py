@@ -358,8 +358,8 @@ def test_knn_int8_reid_matches_fp32_and_float64(n, d, k, tile, extra):
     x = reid(n, d, seed=n)
     xt = torch.from_numpy(x)
     st, st32 = {}, {}
-    i8, s8 = native_knn(xt, k, None, tile=tile, precision="int8", extra=extra, stats=st)
-    i32, s32 = native_knn(xt, k, None, tile=tile, precision="fp32", stats=st32)
+    i8, s8 = native_knn(xt, k, None, tile=tile, precision="int8", extra=extra, info=st)
+    i32, s32 = native_knn(xt, k, None, tile=tile, precision="fp32", info=st32)
     assert st["precision"] == "int8" and st32["precision"] == "fp32"
     if extra is None:  # the default candidates certify most rows (few extras send many to the second pass)
         assert st["uncertified_fraction"] < 0.5
@@ -398,7 +398,7 @@ def test_knn_int8_crowded_rows_take_the_fallbacks():
     x[300:] = x[:100]  # exact duplicates too
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     st = {}
-    i8, s8 = native_knn(torch.from_numpy(x), k, None, tile=128, precision="int8", stats=st)
+    i8, s8 = native_knn(torch.from_numpy(x), k, None, tile=128, precision="int8", info=st)
     assert st["uncertified_fraction"] > 0.9 and st["fallback_rows"] > 0
     assert_knn_exact(i8, s8, x, None, k, True, atol=1e-6)
     i32, s32 = native_knn(torch.from_numpy(x), k, None, tile=128, precision="fp32")
@@ -410,7 +410,7 @@ def test_knn_int8_second_pass_without_fp32():
     # the second int8 pass settles every row without the fp32 fallback
     x = reid(600, 128, seed=3)
     st = {}
-    i8, s8 = native_knn(torch.from_numpy(x), 10, None, tile=256, precision="int8", extra=0, stats=st)
+    i8, s8 = native_knn(torch.from_numpy(x), 10, None, tile=256, precision="int8", extra=0, info=st)
     assert st["uncertified_fraction"] > 0.5 and st["fallback_rows"] == 0
     assert_knn_exact(i8, s8, x, None, 10, True)
 
@@ -422,7 +422,7 @@ def test_knn_int8_database(n, m, k, tile, extra):
     q, db = x[:n].copy(), x[n:].copy()
     st = {}
     idx, sim = native_knn(torch.from_numpy(q), k, torch.from_numpy(db), tile=tile, precision="int8", extra=extra,
-                          stats=st)
+                          info=st)
     assert st["precision"] == "int8"
     assert_knn_exact(idx, sim, q, db, k, False)
     i32, s32 = native_knn(torch.from_numpy(q), k, torch.from_numpy(db), tile=tile, precision="fp32")
@@ -434,7 +434,7 @@ def test_knn_int8_small_sizes_and_tails(n, k, tile):
     x = reid(n, 64, seed=n + k) if n >= 2 else np.ones((1, 64), np.float32) / 8
     x[n // 2:n // 2 + n // 4] = x[:n // 4]  # duplicates
     st = {}
-    idx, sim = native_knn(torch.from_numpy(x), k, None, tile=tile, precision="int8", extra=1, stats=st)
+    idx, sim = native_knn(torch.from_numpy(x), k, None, tile=tile, precision="int8", extra=1, info=st)
     assert st["precision"] == "int8"
     assert_knn_exact(idx, sim, x, None, k, True)
 
@@ -473,23 +473,23 @@ def test_knn_int8_bound_holds_for_every_pair():
 def test_knn_precision_auto_and_validation():
     x = reid(4096, 64, seed=1)
     st = {}
-    idx, sim = native_knn(torch.from_numpy(x), 5, None, stats=st)
+    idx, sim = native_knn(torch.from_numpy(x), 5, None, info=st)
     assert st["precision"] == "int8"
     assert st["uncertified_fraction"] < 0.5
     ri, rs = native_knn(torch.from_numpy(x), 5, None, precision="fp32")
     np.testing.assert_allclose(sim.numpy(), rs.numpy(), atol=2e-6, rtol=0)
     assert (idx == ri).float().mean() > 0.999
     st = {}
-    native_knn(torch.from_numpy(x[:4095]), 5, None, stats=st)
+    native_knn(torch.from_numpy(x[:4095]), 5, None, info=st)
     assert st["precision"] == "fp32"
     st = {}
-    native_knn(torch.from_numpy(x[:, :63].copy()), 5, None, stats=st)
+    native_knn(torch.from_numpy(x[:, :63].copy()), 5, None, info=st)
     assert st["precision"] == "fp32"
     # beyond exact int32 accumulation the int8 request falls back to fp32
     big = np.zeros((3, knn_mod.INT8_MAX_DIM + 1), np.float32)
     big[:, 0] = 1
     st = {}
-    native_knn(torch.from_numpy(big), 2, None, precision="int8", stats=st)
+    native_knn(torch.from_numpy(big), 2, None, precision="int8", info=st)
     assert st["precision"] == "fp32"
     with pytest.raises(ValueError, match="precision"):
         native_knn(torch.from_numpy(x[:10]), 2, None, precision="bf16")

@@ -30,7 +30,7 @@ def tiny_config(root, output, **sections) -> dict:
     d = {
         "data": {"dataset": "synthetic", "root": str(root), "size": [32, 16], "workers": 0, "cache": True,
                  "extract_batch": 32},
-        "model": {"backbone": "tiny", "kwargs": {"width": 8}},
+        "model": {"backbone": "tiny", "kwargs": {"width": 8}, "allow_random_init": True},
         "sampler": {"P": 3, "K": 2},
         "optim": {"epochs": 2, "iters": 3, "warmup_epochs": 0, "milestones": [], "lr": 1e-3},
         "cluster": {"k1": 6, "k2": 2, "eps": 0.8, "min_samples": 2, "n_sub": 2},

@@ -138,3 +138,29 @@ def test_triton_argument_errors(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(hilcore.BackendUnavailable, match="cluster_centers: backend 'triton' cannot run"):
             centers.cluster_centers(x, lab, backend="triton")
+
+
+def test_lloyd_bounds_skip_rows_and_change_nothing(monkeypatch):
+    """The Lloyd loop's assignment skips the rows whose Hamerly bounds (widened by the float32 rounding
+    bound of a score) prove their assignment unchanged: far fewer rows computed than (steps x rows), and
+    bit for bit what the per-step loop gives (the torch backend's Lloyd loop with the plain Triton
+    assignment of every row, float64 index_add_ updates)."""
+    from hilcore.backend.triton import centers as tc
+
+    x, lab = separated([40, 33, 25], 24, 3, seed=11, spread=0.3)
+    seen = {}
+    orig = tc.lloyd
+
+    def counting(xm, segv, starts, sizes, cen, iters, counts=None):
+        counts = torch.zeros(segv.numel(), dtype=torch.int32)
+        out = orig(xm, segv, starts, sizes, cen, iters, counts=counts)
+        seen["rows"], seen["computed"] = segv.numel(), int(counts.sum())
+        return out
+
+    monkeypatch.setattr(tc, "lloyd", counting)
+    got = centers.subcluster(x, lab, n_sub=5, seed=2, backend="triton")
+    # 4 steps run here (all runs converged by the first check): 4 x rows without the bounds
+    assert 0 < seen["computed"] <= 2 * seen["rows"], seen
+    monkeypatch.setattr(tc, "lloyd", None)
+    monkeypatch.setattr(tc, "segment_mean", None)
+    assert np.array_equal(got, centers.subcluster(x, lab, n_sub=5, seed=2, backend="triton"))

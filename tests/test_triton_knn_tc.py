@@ -21,7 +21,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
 
 def run(x, k, y=None, precision="fp16"):
     stats: dict = {}
-    idx, sim = tknn.knn(_t(x), k, None if y is None else _t(y), precision=precision, stats=stats)
+    idx, sim = tknn.knn(_t(x), k, None if y is None else _t(y), precision=precision, info=stats)
     return idx.cpu().numpy(), sim.cpu().numpy(), stats
 
 

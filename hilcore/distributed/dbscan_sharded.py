@@ -42,25 +42,15 @@ def local_csr(d_local, eps: float, name: str = "d_local"):
         t = t.detach()
         if t.dim() != 2:
             raise ValueError(f"{name}: expected a 2-D [n_r, N] matrix, got shape {tuple(t.shape)}")
-        if not torch.is_floating_point(t):
-            raise TypeError(f"{name}: expected floating-point distances, got {t.dtype}")
+        _arrays.distance_values(t, name)  # floating point, no NaN, no negative entry
         keep = t <= eps
         r, c = torch.nonzero(keep, as_tuple=True)
         data = t[r, c]
         ip = torch.zeros(t.shape[0] + 1, dtype=torch.int64, device=t.device)
         ip[1:] = torch.cumsum(torch.bincount(r, minlength=t.shape[0]), 0)
         ix = c.to(torch.int64)
-        if bool(torch.isnan(t).any()):
-            raise ValueError(f"{name}: contains NaN distances")
-        if t.numel() and bool((t < 0).any()):
-            raise ValueError(f"{name}: contains negative distances (min {float(t.min())})")
         shape = tuple(t.shape)
-    if not torch.is_floating_point(data):
-        raise TypeError(f"{name}: expected floating-point distances, got {data.dtype}")
-    if data.numel() and bool(torch.isnan(data).any()):
-        raise ValueError(f"{name}: contains NaN distances")
-    if data.numel() and bool((data < 0).any()):
-        raise ValueError(f"{name}: contains negative distances (min {float(data.min())})")
+    _arrays.distance_values(data, name)
     cut = torch.where(data <= eps, data.to(torch.float32), torch.full_like(data, math.inf, dtype=torch.float32))
     return ip, ix, cut, int(shape[0]), int(shape[1]), fam
 

@@ -162,7 +162,7 @@ def _chunk_native(exact_rows, xl: torch.Tensor, yb: torch.Tensor, j0: int, k: in
     if self_off is not None:
         self_ids = torch.arange(n, dtype=torch.int64) + (self_off - j0)  # outside [0, m): not in this chunk
     st: dict = {}
-    idx, sim = exact_rows(xl, kk, yb, self_ids, stats=st)
+    idx, sim = exact_rows(xl, kk, yb, self_ids, info=st)
     key = sim.clone()
     if self_ids is not None:
         key = torch.where(idx == self_ids.unsqueeze(1), torch.full_like(key, math.inf), key)

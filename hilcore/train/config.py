@@ -46,6 +46,8 @@ class DataConfig:
     eval_interp: str = "bilinear"   # resize of the test images: bilinear | bicubic | lanczos (the release's ANTIALIAS)
     augment: str = "hilcore"        # training augmentation: hilcore (augment.py) | release (hil_release.py)
     rgb_views: int = 1              # RGB views per sampled image (2: a second view with channel exchange)
+    jitter_full_size: bool = False  # augment release: colour jitter on the image at its file size, then the resize
+    #                                 (the release's order; training images are read unresized)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class ModelConfig:
     reload_best_at: int | None = None   # reload output/best.pt's model at the start of this 0-based epoch (release: 20)
     s_dim: int | None = None        # width of head "s" (None: the backbone's)
     kwargs: dict = field(default_factory=dict)   # passed to the backbone (drop_path_rate, width, pooling, ...)
+    allow_random_init: bool = False   # train without pretrained / init_from weights (random start); else a new
+    #                                   run (not a resumed one) is refused
 
 
 @dataclass
@@ -109,7 +113,7 @@ class LossConfig:
 
 @dataclass
 class ClusterConfig(EpochConfig):
-    """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed`` comes from ``run.seed``), plus
+    """:class:`hilcore.EpochConfig` (its fields and defaults; ``seed``: null takes ``run.seed``), plus
     ``cam_center``, ``transfer``, ``memory_features`` and ``distributed`` (the loop's, not passed on)."""
 
     cam_center: bool = False        # cluster camera-centred features (each camera's mean feature subtracted,
@@ -119,6 +123,8 @@ class ClusterConfig(EpochConfig):
     #                                       un-normalised features, sklearn k-means sub-centres (the release)
     distributed: str = "auto"       # auto: under torchrun (world > 1) every rank clusters its shard with
     #                                 hilcore.distributed | on: that path always | off: rank 0 clusters, broadcasts
+    seed: int | None = None         # seed of the sub-centre k-means (EpochConfig.seed); null: run.seed (the
+    #                                 release presets: 0, the release's KMeans(random_state=0))
 
 
 @dataclass
@@ -126,7 +132,10 @@ class EvalConfig:
     every: int = 1                  # evaluate every N epochs (and always after the last); 0 = only the last
     trials: int = 10                # SYSU gallery draws / RegDB: the configured trial only
     modes: list = field(default_factory=lambda: ["all", "indoor"])   # SYSU search modes
-    best_by: str = "mAP"            # best.pt is the epoch with the highest mAP | rank1+mAP (the release)
+    best_by: str = "mAP"            # best.pt: the epoch with the highest sum of these metrics ('+'-separated
+    #                                 names of the evaluation row: rank1, mAP, ... with prefix t2v_ (RegDB's
+    #                                 thermal-to-visible) or <mode>_ (SYSU); the release: rank1+mAP (SYSU),
+    #                                 rank1+t2v_rank1+mAP+t2v_mAP (RegDB)
 
 
 @dataclass
@@ -140,6 +149,9 @@ class RunConfig:
     threads: int | None = None      # torch CPU threads (None: torch's default)
     sync_bn: bool = True            # world > 1: BatchNorm statistics of the global batch (all ranks), so W ranks
     #                                 train as one process; false: each rank normalises its own slice
+    bn_replicas: int = 1            # one process: BatchNorm as under DataParallel over N GPUs (the release: 2):
+    #                                 RGB and IR rows each cut in N chunks, replica r normalises [RGB chunk r,
+    #                                 IR chunk r] on its own, running statistics from replica 0 only
 
 
 @dataclass
@@ -157,11 +169,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def epoch_config(self):
-        """The :class:`hilcore.EpochConfig` of this run (seeded by ``run.seed``)."""
+        """The :class:`hilcore.EpochConfig` of this run (seeded by ``cluster.seed``, else ``run.seed``)."""
         fields = dataclasses.asdict(self.cluster)
         for k in ("cam_center", "transfer", "memory_features", "distributed"):
             fields.pop(k)
-        fields["seed"] = self.run.seed
+        fields["seed"] = self.run.seed if self.cluster.seed is None else self.cluster.seed
         return EpochConfig(**fields)
 
     def mccl_weight_at(self, epoch: int) -> float:
@@ -270,13 +282,21 @@ def validate(cfg: TrainConfig) -> None:
     _positive(lo.nc_thresh, "loss.nc_thresh", 0, integer=False)
     _choice(cfg.cluster.transfer, "cluster.transfer", ("match", "rgb_to_ir_all"))
     _choice(cfg.cluster.memory_features, "cluster.memory_features", ("clustering", "raw_heads"))
-    _choice(cfg.eval.best_by, "eval.best_by", ("mAP", "rank1+mAP"))
-    for k in ("flip_extract",):
+    best_by_terms(cfg)
+    for k in ("flip_extract", "jitter_full_size"):
         if not isinstance(getattr(d, k), bool):
             raise ValueError(f"config.data.{k}: expected true or false, got {getattr(d, k)!r}")
     for k in ("multi_update", "nc_cross_parity"):
         if not isinstance(getattr(lo, k), bool):
             raise ValueError(f"config.loss.{k}: expected true or false, got {getattr(lo, k)!r}")
+    if d.jitter_full_size and d.augment != "release":
+        raise ValueError(f"config.data.jitter_full_size: the full-size colour jitter is the release's augmentation; "
+                         f"it needs data.augment: release, got {d.augment!r}")
+    if not isinstance(cfg.model.allow_random_init, bool):
+        raise ValueError(f"config.model.allow_random_init: expected true or false, got {cfg.model.allow_random_init!r}")
+    _positive(cfg.run.bn_replicas, "run.bn_replicas")
+    if cfg.cluster.seed is not None and (not isinstance(cfg.cluster.seed, int) or isinstance(cfg.cluster.seed, bool)):
+        raise ValueError(f"config.cluster.seed: expected an integer or null (run.seed), got {cfg.cluster.seed!r}")
     if not isinstance(cfg.run.sync_bn, bool):
         raise ValueError(f"config.run.sync_bn: expected true or false, got {cfg.run.sync_bn!r}")
     if not isinstance(cfg.cluster.cam_center, bool):
@@ -294,6 +314,51 @@ def validate(cfg: TrainConfig) -> None:
     if not isinstance(cfg.run.seed, int):
         raise ValueError(f"config.run.seed: expected an integer, got {cfg.run.seed!r}")
     cfg.epoch_config()  # EpochConfig accepts the fields
+
+
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+def best_by_terms(cfg: TrainConfig) -> list:
+    """The metric names ``eval.best_by`` adds up (checked against what the evaluation of ``data.dataset`` reports:
+    RegDB ``<m>`` visible-to-thermal and ``t2v_<m>``; SYSU ``<m>`` for the first of ``eval.modes`` and
+    ``<mode>_<m>`` for the others; ``m`` one of :data:`METRICS`)."""
+    v = cfg.eval.best_by
+    if cfg.data.dataset == "regdb":
+        prefixes = ["", "t2v_"]
+    else:
+        modes = cfg.eval.modes if isinstance(cfg.eval.modes, (list, tuple)) else []
+        prefixes = [""] + [f"{m}_" for m in modes[1:] if isinstance(m, str)]
+    known = [p + m for p in prefixes for m in METRICS]
+    terms = v.split("+") if isinstance(v, str) else []
+    if not terms or any(t not in known for t in terms) or len(set(terms)) != len(terms):
+        raise ValueError(f"config.eval.best_by: expected distinct metric names joined by '+' out of {known} "
+                         f"(what the {cfg.data.dataset} evaluation reports), got {v!r}")
+    return terms
+
+
+def best_score(cfg: TrainConfig, row: dict) -> float | None:
+    """The number ``best.pt`` maximises: the sum of ``eval.best_by``'s metrics in an evaluation ``row`` (None when
+    the row holds no evaluation). E.g. RegDB's release: ``rank1 + t2v_rank1 + mAP + t2v_mAP``."""
+    if "mAP" not in row:
+        return None
+    return float(sum(row[k] for k in best_by_terms(cfg)))
+
+
+def random_init_refusal(cfg: TrainConfig) -> str | None:
+    """Why this config must not train (a message naming the keys), or None: a run with neither
+    ``model.pretrained`` nor ``model.init_from`` starts from random weights, which needs
+    ``model.allow_random_init: true`` (the tests and the synthetic demo set it)."""
+    m = cfg.model
+    if m.pretrained is not None or m.init_from is not None or m.allow_random_init:
+        return None
+    head = (f"config.model: neither model.pretrained nor model.init_from is set, so the {m.backbone!r} network "
+            f"would train from random weights. ")
+    if m.backbone in ("tiny", "resnet50"):     # these load no weights file
+        return head + f"The {m.backbone!r} backbone has no weights loader: set model.allow_random_init=true"
+    return head + ("Name the weights (model.pretrained=/path/to/vit.pth and/or model.init_from=/path/to/"
+                   "model_best.pth.tar; configs/*_hil.yaml show both), or set model.allow_random_init=true to "
+                   "train from a random start on purpose")
 
 
 def _yaml12_loader():

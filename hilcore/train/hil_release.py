@@ -25,6 +25,7 @@ selected by a config option (``docs/hil_release.md`` is the table):
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import (Transform, _check_generator, _check_prob, _fill_box, _first_fit, _rand, check_images, hflip,
-                      normalize, pad_crop)
+                      normalize, pad_crop, resize)
 from .sampler import IdentitySampler
 
 ERASE_FILL = (0.4914, 0.4822, 0.4465)
@@ -73,12 +74,29 @@ def _grey(x):
     return (x * w).sum(1, keepdim=True)
 
 
-def color_jitter_release(x, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.5, generator=None):
+def _valid_mask(x, extent):
+    """``[B, 1, H, W]`` 1 inside each image's top-left ``extent[i] = (h, w)``, 0 in the padding (None: all 1)."""
+    if extent is None:
+        return None
+    e = torch.as_tensor(extent, dtype=torch.int64).to(x.device)
+    if e.shape != (x.shape[0], 2) or bool((e < 1).any()) or bool((e[:, 0] > x.shape[2]).any()) \
+            or bool((e[:, 1] > x.shape[3]).any()):
+        raise ValueError(f"extent: expected [{x.shape[0]}, 2] sizes (h, w) within the images' {tuple(x.shape[2:])}, "
+                         f"got {e.tolist() if e.numel() <= 8 else tuple(e.shape)}")
+    rows = torch.arange(x.shape[2], device=x.device).view(1, -1, 1) < e[:, 0].view(-1, 1, 1)
+    cols = torch.arange(x.shape[3], device=x.device).view(1, 1, -1) < e[:, 1].view(-1, 1, 1)
+    return (rows & cols).unsqueeze(1).to(x.dtype)
+
+
+def color_jitter_release(x, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.5, generator=None, extent=None):
     """torchvision's ColorJitter per image: the four ops in a random order, factors uniform in
     ``[max(0, 1 - v), 1 + v]`` (hue: shift uniform in ``[-hue, hue]``), clamped to [0, 1] after each.
-    Brightness ``x * f``; contrast ``f x + (1 - f) mean(grey(x))``; saturation ``f x + (1 - f) grey(x)``."""
+    Brightness ``x * f``; contrast ``f x + (1 - f) mean(grey(x))``; saturation ``f x + (1 - f) grey(x)``.
+    ``extent`` (``[B, 2]``, optional): image i occupies ``x[i, :, :h_i, :w_i]`` (zero-padded batch of images
+    of different sizes); the contrast mean is taken over that region only."""
     check_images(x)
     _check_generator(generator)
+    mask = _valid_mask(x, extent)
     if not 0 <= hue <= 0.5:
         raise ValueError(f"hue: expected a value in [0, 0.5], got {hue}")
     B = x.shape[0]
@@ -88,12 +106,15 @@ def color_jitter_release(x, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.
     fac.append(-hue + 2 * hue * _rand(B, generator))
     fac = [f.to(x.device, x.dtype) for f in fac]
 
-    def op(k, y, f):
+    def op(k, y, f, mk):
         fv = f.view(-1, 1, 1, 1)
         if k == 0:
             return (y * fv).clamp(0, 1)
         if k == 1:
-            m = _grey(y).mean(dim=(2, 3), keepdim=True)
+            if mk is None:
+                m = _grey(y).mean(dim=(2, 3), keepdim=True)
+            else:
+                m = (_grey(y) * mk).sum(dim=(2, 3), keepdim=True) / mk.sum(dim=(2, 3), keepdim=True)
             return (fv * y + (1 - fv) * m).clamp(0, 1)
         if k == 2:
             return (fv * y + (1 - fv) * _grey(y)).clamp(0, 1)
@@ -105,7 +126,7 @@ def color_jitter_release(x, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.
         for k in range(4):
             sel = torch.nonzero(order[:, pos] == k).flatten()
             if sel.numel():
-                out[sel] = op(k, out[sel], fac[k][sel])
+                out[sel] = op(k, out[sel], fac[k][sel], None if mask is None else mask[sel])
     return out
 
 
@@ -154,11 +175,45 @@ def channel_adap_gray(x, p=0.5, generator=None):
     return torch.where((k == 4).view(B, 1, 1, 1), x, g).contiguous()
 
 
-def build_release_transforms(modality: str, train: bool, *, view: int = 1) -> Transform:
+def jitter_then_resize(x, sizes, size, generator=None) -> torch.Tensor:
+    """The release's first two training steps, ``ColorJitter(0.5, 0.5, 0.5, 0.5)`` on the image at its file size,
+    then ``Resize(size)``: :func:`color_jitter_release` on the zero-padded batch ``x`` ``[B, 3, H_max, W_max]``
+    (image i in ``x[i, :, :h_i, :w_i]``, ``sizes[i] = (h_i, w_i)``; the padding takes no part), then each image's
+    region resized to ``size = (H, W)`` (bilinear, antialiased when shrinking, as PIL's resize). ``[B, 3, H, W]``."""
+    y = color_jitter_release(x, generator=generator, extent=sizes)
+    hw = torch.as_tensor(sizes).tolist()
+    return torch.cat([resize(y[i:i + 1, :, :h, :w], size) for i, (h, w) in enumerate(hw)]) if hw else \
+        y.new_zeros((0, 3, *size))
+
+
+class FullSizePipeline:
+    """:func:`jitter_then_resize` to ``size``, then ``post`` (a :class:`Transform`); called on ``(x, sizes)``
+    as :func:`hilcore.train.data.pad_stack` returns them (``data.jitter_full_size``)."""
+
+    def __init__(self, size, post: Transform):
+        self.size = tuple(int(v) for v in size)
+        self.post = post
+
+    @property
+    def steps(self) -> list[str]:
+        return ["color_jitter (file size)", "resize"] + self.post.steps
+
+    def __call__(self, batch, generator=None) -> torch.Tensor:
+        if not (isinstance(batch, tuple) and len(batch) == 2):
+            raise TypeError(f"batch: expected (images [B, 3, H, W], sizes [B, 2]), got {type(batch).__name__}")
+        return self.post(jitter_then_resize(batch[0], batch[1], self.size, generator), generator=generator)
+
+    def __repr__(self) -> str:
+        return f"FullSizePipeline({' -> '.join(self.steps)})"
+
+
+def build_release_transforms(modality: str, train: bool, *, view: int = 1, full_size=None):
     """The release's pipelines on images already resized at load time (``[B, 3, H, W]`` in [0, 1]).
 
     Train: jitter -> pad 10 + crop -> flip -> normalise -> channel random erasing, then ``view=2`` (RGB):
     channel exchange; IR: ChannelAdapGray. Test: normalise only (the resize happens when reading).
+    ``full_size=(H, W)`` (train only): the jitter runs on the images at their file size and is followed by the
+    resize to ``(H, W)``, as in the release (a :class:`FullSizePipeline` on ``(x, sizes)`` batches).
     """
     if modality not in ("rgb", "ir"):
         raise ValueError(f"modality: expected 'rgb' or 'ir', got {modality!r}")
@@ -166,8 +221,8 @@ def build_release_transforms(modality: str, train: bool, *, view: int = 1) -> Tr
         raise ValueError(f"view: expected 1 or 2, got {view!r}")
     if not train:
         return Transform([("normalize", normalize, False, {})])
-    steps = [("color_jitter", color_jitter_release, True, {}),
-             ("pad_crop", pad_crop, True, {"padding": 10, "fill": 0.0}),
+    steps = [] if full_size is not None else [("color_jitter", color_jitter_release, True, {})]
+    steps += [("pad_crop", pad_crop, True, {"padding": 10, "fill": 0.0}),
              ("hflip", hflip, True, {"p": 0.5}),
              ("normalize", normalize, False, {}),
              ("channel_random_erasing", channel_random_erasing, True, {"p": 0.5})]
@@ -175,7 +230,7 @@ def build_release_transforms(modality: str, train: bool, *, view: int = 1) -> Tr
         steps.append(("channel_exchange", channel_exchange_release, True, {}))
     if modality == "ir":
         steps.append(("channel_adap_gray", channel_adap_gray, True, {"p": 0.5}))
-    return Transform(steps)
+    return Transform(steps) if full_size is None else FullSizePipeline(full_size, Transform(steps))
 
 
 # ================================================================================================ sampler
@@ -413,6 +468,52 @@ def cluster_release(feats: dict, ec, head_cols, *, transfer: str = "rgb_to_ir_al
     return out
 
 
+# ================================================================================================ batch norm
+@contextlib.contextmanager
+def frozen_bn_stats(module: torch.nn.Module):
+    """Within the block, the BatchNorm layers of ``module`` (in training mode) normalise with the statistics of
+    the batch they see and leave ``running_mean``, ``running_var`` and ``num_batches_tracked`` untouched."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+
+
+def split_replicas_forward(net, x_rgb: torch.Tensor, x_ir: torch.Tensor, replicas: int = 2,
+                           modal_aware: bool = True) -> dict:
+    """The training forward of ``torch.nn.DataParallel`` over ``replicas`` devices, on one device.
+
+    The release calls its DataParallel model with two inputs, the RGB batch (view 1 rows, then view 2 rows)
+    and the IR batch; DataParallel cuts each into ``replicas`` chunks along the rows (``Tensor.chunk``) and
+    replica r runs on ``[RGB chunk r, IR chunk r]`` -- with two GPUs and two RGB views: GPU 0 sees RGB view 1
+    and ``IR[:n/2]``, GPU 1 RGB view 2 and ``IR[n/2:]``. Each replica's BatchNorm layers normalise its rows
+    only, and only replica 0 (the module itself; the others are copies) updates the running statistics.
+    Here: ``net`` runs once per replica (replica r > 0 under :func:`frozen_bn_stats`); the outputs are
+    gathered as DataParallel does: ``{head: cat(RGB rows of replicas 0..R-1, IR rows of replicas 0..R-1)}``,
+    i.e. in the rows' original order. ``modal_aware``: ``net(x, n_rgb)`` (the released network), else ``net(x)``.
+    """
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise ValueError(f"replicas: expected an integer >= 1, got {replicas!r}")
+    rgb, ir = x_rgb.chunk(replicas), x_ir.chunk(replicas)
+    if len(rgb) != replicas or len(ir) != replicas:
+        raise ValueError(f"replicas: {replicas} replicas need at least {replicas} RGB and IR rows each that "
+                         f"Tensor.chunk cuts into {replicas} pieces; got {x_rgb.shape[0]} RGB and {x_ir.shape[0]} "
+                         f"IR rows")
+    outs = []
+    for r in range(replicas):
+        x = torch.cat([rgb[r], ir[r]])
+        with contextlib.nullcontext() if r == 0 else frozen_bn_stats(net):
+            outs.append(net(x, rgb[r].shape[0]) if modal_aware else net(x))
+    n = [t.shape[0] for t in rgb]
+    return {h: torch.cat([o[h][:k] for o, k in zip(outs, n)] + [o[h][k:] for o, k in zip(outs, n)])
+            for h in outs[0]}
+
+
 # ================================================================================================ losses
 def neighbour_terms_release(x_d, x_s, q_d, q_s, bank_d, bank_s, thresh: float = 0.9, temp: float = 0.05):
     """The release's neighbour-consistency terms of one direction, ``(loss_d, loss_s)``.
@@ -456,7 +557,8 @@ def raw_momentum_update(bank: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, 
         bank[rows] = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["CameraSampler", "ReleaseClusters", "brst_over_all", "build_release_transforms", "channel_adap_gray",
+__all__ = ["brst_over_all", "build_release_transforms", "CameraSampler", "channel_adap_gray",
            "channel_exchange_release", "channel_random_erasing", "cluster_release", "color_jitter_release",
-           "kmeans_subcentres", "memories_from", "neighbour_terms_release", "raw_momentum_update",
-           "segment_means"]
+           "frozen_bn_stats", "FullSizePipeline", "jitter_then_resize", "kmeans_subcentres", "memories_from",
+           "neighbour_terms_release", "raw_momentum_update", "ReleaseClusters", "segment_means",
+           "split_replicas_forward"]

@@ -30,10 +30,16 @@ difference is an option (``docs/hil_release.md``; ``configs/sysu_hil.yaml``
 sets them all): the released network (``model.backbone: hil_vit``, RGB / IR
 patch embeddings, ``model.init_from``, ``model.reload_best_at``),
 flip-averaged bicubic extraction, the release's augmentation with two RGB
-views, the camera-aware sampler, BRST RGB -> IR over all samples with
-memories from each head's raw features (:mod:`hilcore.train.hil_release`),
-shared MCCL with head weights, the release's neighbour terms with their
-epoch-parity schedule, raw instance-memory updates, summed terms.
+views (colour jitter at the file size, ``data.jitter_full_size``),
+BatchNorm as its 2-GPU DataParallel (``run.bn_replicas``), the camera-aware
+sampler, BRST RGB -> IR over all samples with memories from each head's raw
+features (:mod:`hilcore.train.hil_release`), shared MCCL with head weights,
+the release's neighbour terms with their epoch-parity schedule, raw
+instance-memory updates, summed terms.
+
+The images and transforms are :mod:`hilcore.train.data`'s; the extraction
+(step 1) and the evaluation (step 5) :mod:`hilcore.train.evaluation`'s; this
+module holds the memories, the optimiser and the :class:`Trainer`.
 
 Example:
     >>> from hilcore.train.config import load_config
@@ -41,11 +47,8 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import random
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,250 +56,22 @@ import torch
 import torch.nn.functional as F
 
 import hilcore
-from hilcore._extras import require
 
 from . import checkpoint as ckpt
 from . import distributed as D
-from .augment import build_transforms
-from .augment import Transform, channel_exchange
 from .backbones import build_model
-from .config import TrainConfig, dump_config, from_dict
-from .datasets import RGB, load_image, load_regdb, load_sysu_mm01
-from .hil_release import (CameraSampler, build_release_transforms, cluster_release, neighbour_terms_release,
-                          raw_momentum_update)
-from .hil_vit import build_hil_net
+from .config import TrainConfig, best_score, dump_config, from_dict, random_init_refusal
+from .data import build_data, to_device, train_transforms
+from .evaluation import autocast_for, evaluate, extract_features, progress_bar
+from .hil_release import (CameraSampler, cluster_release, neighbour_terms_release, raw_momentum_update,
+                          split_replicas_forward)
+from .hil_vit import ModelSetupError, build_hil_net
 from .losses import mccl_two_heads, neighbour_consistency_loss
 from .report import cluster_quality, format_epoch, plot_history, write_csv
 from .sampler import IdentitySampler
 
 HEADS = ("d", "s")
 MODS = ("rgb", "ir")
-
-
-# ================================================================================================ data
-class ImageSource:
-    """The images of a list of samples, read on demand (``load(indices)`` -> float ``[B, 3, H, W]`` in [0, 1]).
-
-    ``cache=True`` decodes every image once into a uint8 tensor (small datasets);
-    otherwise images are read per batch, with ``workers`` DataLoader processes
-    when iterating over many batches (:meth:`batches`).
-    """
-
-    def __init__(self, samples, size, cache: bool = False, workers: int = 0, interp: str = "bilinear"):
-        self.samples = list(samples)
-        self.size = tuple(size)
-        self.workers = int(workers)
-        self.interp = interp
-        self.pids = np.array([s.pid for s in self.samples], dtype=np.int64)
-        self.cams = np.array([s.camid for s in self.samples], dtype=np.int64)
-        self.paths = [s.path for s in self.samples]
-        self._cache = None
-        if cache:
-            self._cache = torch.stack([self._read(i) for i in range(len(self.samples))]) if self.samples else None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _read(self, i: int) -> torch.Tensor:
-        return load_image(self.samples[i].path, self.size, self.interp).mul_(255).round_().to(torch.uint8)
-
-    def load(self, idx) -> torch.Tensor:
-        idx = [int(i) for i in idx]
-        if self._cache is not None:
-            return self._cache[torch.as_tensor(idx, dtype=torch.int64)].float().div_(255)
-        return torch.stack([self._read(i) for i in idx]).float().div_(255)
-
-    def batches(self, index_batches):
-        """Yield ``load(b)`` for each index list ``b``, read ahead by DataLoader workers when configured."""
-        if self._cache is not None or self.workers == 0:
-            for b in index_batches:
-                yield self.load(b)
-            return
-        loader = torch.utils.data.DataLoader(_Reader(self), batch_sampler=[list(map(int, b)) for b in index_batches],
-                                             num_workers=self.workers, collate_fn=_stack)
-        for x in loader:
-            yield x.float().div_(255)
-
-
-class _Reader(torch.utils.data.Dataset):
-    def __init__(self, src: ImageSource):
-        self.src = src
-
-    def __len__(self):
-        return len(self.src)
-
-    def __getitem__(self, i):
-        return self.src._read(i)
-
-
-def _stack(items):
-    return torch.stack(items)
-
-
-@dataclass
-class Data:
-    """Training images per modality (labels kept for reports only) and the evaluation split."""
-
-    train: dict            # "rgb" / "ir" -> ImageSource
-    kind: str              # "sysu" | "regdb"
-    query: ImageSource     # SYSU: IR test images; RegDB: visible test images
-    gallery: ImageSource   # SYSU: RGB test pool; RegDB: thermal test images
-    extract: dict | None = None   # the training images as read for feature extraction (None: ``train``)
-
-    def for_extraction(self, m: str) -> ImageSource:
-        return (self.extract or self.train)[m]
-
-
-def build_data(cfg: TrainConfig) -> Data:
-    d = cfg.data
-    size = tuple(d.size)
-    if d.dataset in ("sysu", "synthetic"):
-        ds = load_sysu_mm01(d.root)
-        rgb = [s for s in ds.train if s.modality == RGB]
-        ir = [s for s in ds.train if s.modality != RGB]
-        q, g, kind = ds.query, ds.gallery, "sysu"
-    else:
-        ds = load_regdb(d.root, d.regdb_trial)
-        rgb, ir = ds.train_visible, ds.train_thermal
-        q, g, kind = ds.test_visible, ds.test_thermal, "regdb"
-    mk = lambda s, interp="bilinear": ImageSource(s, size, d.cache, d.workers, interp)  # noqa: E731
-    ext = None
-    if d.extract_interp != "bilinear":
-        ext = {"rgb": mk(rgb, d.extract_interp), "ir": mk(ir, d.extract_interp)}
-    return Data({"rgb": mk(rgb), "ir": mk(ir)}, kind, mk(q, d.eval_interp), mk(g, d.eval_interp), ext)
-
-
-# ================================================================================================ features
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def _head_outputs(net, x, modality: str) -> dict:
-    """``{"d", "s"}`` of a model: the released network takes the modality (its RGB / IR patch embedding)."""
-    return net(x, modality) if getattr(net, "modal_aware", False) else net(x)
-
-
-def _features(net, x, modality: str, *, flip: bool, raw: bool) -> torch.Tensor:
-    """One batch's features: the heads (averaged with the mirrored image's when ``flip``), then ``cat(d, s)``
-    un-normalised (``raw``), else the model's clustering feature: ``normalize(cat(d, s))`` for the released
-    network, ``normalize(cat(normalize(d), normalize(s)))`` for :class:`ReIDModel`."""
-    if not (flip or raw or getattr(net, "modal_aware", False)):
-        return F.normalize(net.extract(x).float(), dim=1)      # ReIDModel.extract, as before the options
-    o = _head_outputs(net, x, modality)
-    d, s = o["d"].float(), o["s"].float()
-    if flip:
-        o2 = _head_outputs(net, torch.flip(x, dims=[3]), modality)
-        d, s = (d + o2["d"].float()) / 2.0, (s + o2["s"].float()) / 2.0
-    if raw:
-        return torch.cat([d, s], dim=1)
-    if not getattr(net, "modal_aware", False):
-        d, s = F.normalize(d, dim=1), F.normalize(s, dim=1)
-    return F.normalize(torch.cat([d, s], dim=1), dim=1)
-
-
-def test_transform(modality: str, size, augment: str = "hilcore"):
-    if augment == "release":
-        return build_release_transforms(modality, train=False)
-    return build_transforms(modality, train=False, size=tuple(size))
-
-
-@torch.no_grad()
-def extract_features(model, source: ImageSource, modality: str, device: torch.device, *, batch_size: int = 128,
-                     amp: bool = False, progress: bool = False, desc: str = "extract", flip: bool = False,
-                     raw: bool = False, augment: str = "hilcore") -> torch.Tensor:
-    """``[N, D]`` float32 features of every image of ``source`` (on ``device``), in order.
-
-    Test transform of ``modality`` ("rgb"/"ir", ``augment``'s), eval mode,
-    batched; L2-normalised rows (see :func:`_features`; ``flip``: averaged with
-    the mirrored image, ``raw``: the un-normalised ``cat(d, s)``). Under
-    torch.distributed each rank extracts its contiguous shard and the shards are
-    gathered (padded all_gather), so every rank returns the same full matrix.
-    """
-    net = _unwrap(model)
-    was_training = net.training
-    net.eval()
-    tf = test_transform(modality, source.size, augment)
-    start, stop = D.shard_range(len(source))
-    idx = np.arange(start, stop)
-    chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
-    out = []
-    bar = _bar(len(chunks), desc, progress)
-    for x in source.batches(chunks):
-        x = tf(x.to(device, non_blocking=True))
-        with _autocast(device, amp):
-            f = _features(net, x, modality, flip=flip, raw=raw)
-        out.append(f.float())
-        bar.update(1)
-    bar.close()
-    dim = net.feat_dim
-    local = torch.cat(out) if out else torch.zeros((0, dim), device=device)
-    net.train(was_training)
-    return D.all_gather_rows(local)
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    tqdm = require("tqdm", "the training loop's progress bar").tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
-# ================================================================================================ evaluation
-def _cmc_row(prefix: str, cmc, mAP, mINP) -> dict:
-    r = {f"{prefix}rank{k}": float(cmc[k - 1]) for k in (1, 5, 10, 20) if k <= len(cmc)}
-    r[f"{prefix}mAP"] = float(mAP)
-    r[f"{prefix}mINP"] = float(mINP)
-    return r
-
-
-def evaluate_features(kind: str, qf, gf, query: ImageSource, gallery: ImageSource, *, trials: int = 10,
-                      modes=("all", "indoor")) -> dict:
-    """Metrics from query/gallery features (rows L2-normalised; distance = 1 - cosine).
-
-    SYSU (``kind="sysu"``): for each mode, ``trials`` gallery draws
-    (:func:`hilcore.eval.sysu_gallery`, trial t seeds draw t), metrics
-    averaged; keys ``rank1..rank20, mAP, mINP`` for the first mode and
-    ``<mode>_rank1, ...`` for the others. RegDB: visible-to-thermal
-    (``rank1, ..., mAP, mINP``) and thermal-to-visible (``t2v_...``).
-    """
-    from hilcore import eval as ev
-
-    out: dict = {}
-    if kind == "sysu":
-        for mi, mode in enumerate(modes):
-            acc = []
-            for t in range(trials):
-                gi = ev.sysu_gallery(gallery.paths, gallery.pids, gallery.cams, mode=mode, trial=t)
-                gsel = torch.as_tensor(gi, device=gf.device)
-                dist = 1.0 - qf @ gf[gsel].T
-                acc.append(ev.sysu_metrics(dist, query.pids, gallery.pids[gi], query.cams, gallery.cams[gi]))
-            cmc = np.mean([a[0] for a in acc], axis=0)
-            out.update(_cmc_row("" if mi == 0 else f"{mode}_", cmc, np.mean([a[1] for a in acc]),
-                                np.mean([a[2] for a in acc])))
-    else:
-        dist = 1.0 - qf @ gf.T
-        out.update(_cmc_row("", *ev.regdb_metrics(dist, query.pids, gallery.pids)))
-        out.update(_cmc_row("t2v_", *ev.regdb_metrics(dist.T.contiguous(), gallery.pids, query.pids)))
-    return out
-
-
-def evaluate(model, data: Data, device, *, batch_size=128, amp=False, trials=10, modes=("all", "indoor"),
-             progress=False, flip=False, augment="hilcore") -> dict:
-    """Extract the test split's features with ``model`` and return :func:`evaluate_features`'s metrics."""
-    kw = dict(batch_size=batch_size, amp=amp, progress=progress, flip=flip, augment=augment)
-    if data.kind == "sysu":
-        qf = extract_features(model, data.query, "ir", device, desc="eval query (IR)", **kw)
-        gf = extract_features(model, data.gallery, "rgb", device, desc="eval gallery (RGB)", **kw)
-    else:
-        qf = extract_features(model, data.query, "rgb", device, desc="eval visible", **kw)
-        gf = extract_features(model, data.gallery, "ir", device, desc="eval thermal", **kw)
-    return evaluate_features(data.kind, qf.float(), gf.float(), data.query, data.gallery, trials=trials,
-                             modes=modes)
 
 
 # ================================================================================================ memories
@@ -380,22 +155,6 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return o.lr * f
 
 
-def train_transforms(cfg: TrainConfig) -> dict:
-    """``{"rgb": [view 1, (view 2)], "ir": tf}``: ``data.augment``'s pipelines; a second RGB view
-    (``data.rgb_views: 2``) adds channel exchange (the release's ChannelExchange; hilcore's
-    :func:`channel_exchange` with p = 1)."""
-    d = cfg.data
-    if d.augment == "release":
-        rgb = [build_release_transforms("rgb", True, view=v) for v in range(1, d.rgb_views + 1)]
-        return {"rgb": rgb, "ir": build_release_transforms("ir", True)}
-    size = tuple(d.size)
-    v1 = build_transforms("rgb", train=True, size=size)
-    rgb = [v1]
-    if d.rgb_views == 2:
-        rgb.append(Transform(v1._steps + [("channel_exchange", channel_exchange, True, {"p": 1.0})]))
-    return {"rgb": rgb, "ir": build_transforms("ir", train=True, size=size)}
-
-
 def build_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
@@ -417,6 +176,17 @@ def build_reid_model(cfg: TrainConfig, log=None):
     return build_model(m.backbone, s_dim=m.s_dim, pretrained=m.pretrained, **kw)
 
 
+def resumes_from_checkpoint(cfg: TrainConfig) -> bool:
+    """Whether :meth:`Trainer.resume` will load a checkpoint: ``run.resume`` a path, or ``auto`` with
+    ``run.output/last.pt`` present."""
+    r = cfg.run.resume
+    if r in ("never", "no", "false", False, None):
+        return False
+    if r in ("auto", True):
+        return (Path(cfg.run.output) / ckpt.LAST).is_file()
+    return True
+
+
 class Logger:
     """Prints on rank 0 and appends to ``output/train.log``."""
 
@@ -436,6 +206,9 @@ class Trainer:
     """One HIL run. ``Trainer(cfg).fit()`` trains (resuming when configured) and returns the metrics history."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
+        refusal = random_init_refusal(cfg)
+        if refusal is not None and not resumes_from_checkpoint(cfg):    # (a resumed run has its weights)
+            raise ModelSetupError(refusal)
         self.cfg = cfg
         self.device = D.setup(cfg.run.device) if device is None else device
         if cfg.run.threads:
@@ -451,6 +224,9 @@ class Trainer:
         self.data = build_data(cfg)
         self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
+        if D.is_dist() and cfg.run.bn_replicas > 1:
+            raise ModelSetupError(f"config.run.bn_replicas: {cfg.run.bn_replicas} emulates DataParallel's BatchNorm "
+                                  f"in one process; under torchrun (world {D.world_size()}) set it to 1")
         if D.is_dist() and cfg.run.sync_bn:
             D.convert_global_bn(self.model)      # BatchNorm statistics of the global batch (run.sync_bn)
         if D.is_dist():
@@ -588,22 +364,26 @@ class Trainer:
         readers = {m: self.data.train[m].batches(batches[m]) for m in MODS}
         self.net.train()
         sums: dict = {}
-        bar = _bar(cfg.optim.iters, f"train epoch {epoch + 1}", self.progress)
+        bar = progress_bar(cfg.optim.iters, f"train epoch {epoch + 1}", self.progress)
         for it in range(cfg.optim.iters):
             idx = {m: torch.as_tensor(batches[m][it], device=dev) for m in MODS}
-            raw = {m: next(readers[m]).to(dev, non_blocking=True) for m in MODS}
+            raw = {m: to_device(next(readers[m]), dev) for m in MODS}
             # every rank augments the whole global batch with the same generator (draws follow the sample's
             # position in it, not the rank) and keeps its slice
             imgs = [tf(raw["rgb"], generator=gen) for tf in self.tf_train["rgb"]]
             n_views = len(imgs)
             idx["rgb"] = idx["rgb"].repeat(n_views)          # the views of an image share its index and label
             imgs.append(self.tf_train["ir"](raw["ir"], generator=gen))
-            part = {m: slice(*D.shard_range(raw[m].shape[0])) for m in MODS}
+            part = {m: slice(*D.shard_range(len(batches[m][it]))) for m in MODS}
             imgs = [v[part["rgb"]] for v in imgs[:-1]] + [imgs[-1][part["ir"]]]
             n_rgb = sum(v.shape[0] for v in imgs[:-1])
-            with _autocast(dev, self.amp):
-                batch = torch.cat(imgs)
-                out = self.net(batch, n_rgb) if getattr(self.model, "modal_aware", False) else self.net(batch)
+            aware = getattr(self.model, "modal_aware", False)
+            with autocast_for(dev, self.amp):
+                if cfg.run.bn_replicas > 1:     # BatchNorm as the release's DataParallel (run.bn_replicas)
+                    out = split_replicas_forward(self.net, torch.cat(imgs[:-1]), imgs[-1], cfg.run.bn_replicas, aware)
+                else:
+                    batch = torch.cat(imgs)
+                    out = self.net(batch, n_rgb) if aware else self.net(batch)
             x = {h: {"rgb": torch.cat([D.gather_rows_grad(v) for v in out[h][:n_rgb].float().tensor_split(n_views)]),
                      "ir": D.gather_rows_grad(out[h][n_rgb:].float())} for h in HEADS}
             terms = self._losses(x, idx, labels, shared, mems, lo, epoch)
@@ -763,9 +543,7 @@ class Trainer:
             row.update(t_extract=t1 - t0, t_cluster=t2 - t1, t_cluster_kernels=cl.timings.get("total", 0.0),
                        t_train=t3 - t2, t_eval=t4 - t3, t_epoch=t4 - t0)
             self.history.append(row)
-            score = None
-            if "mAP" in row:
-                score = row["mAP"] + (row.get("rank1", 0.0) if cfg.eval.best_by == "rank1+mAP" else 0.0)
+            score = best_score(cfg, row)     # eval.best_by's sum (RegDB's release: both directions)
             is_best = score is not None and score > self.best.get("score", self.best["mAP"])
             if is_best:
                 self.best = {"mAP": row["mAP"], "epoch": epoch + 1, "score": score}
@@ -795,7 +573,7 @@ def load_trained_model(path, device="cpu"):
     again)."""
     state = path if isinstance(path, dict) else ckpt.load_checkpoint(path)
     cfg = from_dict(state["config"])
-    model = build_reid_model(cfg.__class__(**{**vars(cfg), "model": _no_pretrained(cfg.model)}))
+    model = build_reid_model(cfg.__class__(**{**vars(cfg), "model": _no_pretrained(cfg.model)}))   # weights: below
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
 

@@ -133,7 +133,20 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
     ss = 2 if h_out < 160 else 1  # supersample small images, then area-average
     h, w = h_out * ss, w_out * ss
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    label, g = _body_labels(ident, rng, yy, xx)
+    p, cx, sh = g["p"], g["cx"], g["sh"]
+    # pattern coordinates move with the body
+    pu = _pattern(ident["upper_pattern"], (yy - g["y_neck"]) / p, (xx - cx) / p, ident["period"])
+    pl = _pattern(ident["lower_pattern"], (yy - g["y_waist"]) / p, (xx - cx) / p, ident["period"] * 1.3)
+    shade = 1.0 - 0.25 * np.clip(((xx - cx) / (1.2 * sh)) ** 2, 0.0, 1.0)  # rounded body
+    paint = _paint_infrared if infrared else _paint_visible
+    return paint(ident, cam, rng, label, pu, pl, shade, ss, (h_out, w_out))
 
+
+def _body_labels(ident: dict, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray):
+    """The body-part label map ``[h, w]`` of one pose (drawn from ``rng``) and its geometry
+    (``p`` height, ``cx`` centre, ``sh`` half shoulder width, ``y_neck``, ``y_waist``; pixels)."""
+    h, w = yy.shape
     p = ident["height"] * rng.uniform(0.85, 1.0) * h                   # person height in pixels
     top = (h - p) / 2 + rng.uniform(-0.04, 0.04) * h
     cx = w / 2 + rng.uniform(-0.08, 0.08) * w
@@ -189,34 +202,39 @@ def render_person(ident: dict, cam: dict, rng: np.random.Generator, size: tuple[
         hair |= ((yy - head_c[0]) ** 2 / (1.3 * head_r) ** 2 + (xx - head_c[1]) ** 2 / (1.1 * head_r) ** 2 <= 1) \
             & (yy >= head_c[0]) & (np.abs(xx - cx) >= 0.7 * head_r)
     label[hair] = _HAIR_L
+    return label, {"p": p, "cx": cx, "sh": sh, "y_neck": y_neck, "y_waist": y_waist}
 
-    # pattern coordinates move with the body
-    pu = _pattern(ident["upper_pattern"], (yy - y_neck) / p, (xx - cx) / p, ident["period"])
-    pl = _pattern(ident["lower_pattern"], (yy - y_waist) / p, (xx - cx) / p, ident["period"] * 1.3)
-    shade = 1.0 - 0.25 * np.clip(((xx - cx) / (1.2 * sh)) ** 2, 0.0, 1.0)  # rounded body
 
-    if infrared:
-        bg = cam["t_level"] + 0.05 * _smooth_noise(rng, h, w, (5, 3))
-        t = np.empty((h, w), dtype=np.float32)
-        t[:] = bg
-        t_up = np.where(pu, ident["t_upper2"], ident["t_upper"])
-        t_lo = np.where(pl, ident["t_lower2"], ident["t_lower"])
-        warmth = {_SKIN_L: ident["t_skin"], _HAIR_L: 0.55 * ident["t_skin"], _SHOE: 0.3, _BAG: 0.25}
-        for code, val in warmth.items():
-            t[label == code] = val
-        t = np.where(label == _UPPER, t_up, t)
-        t = np.where(label == _LOWER, t_lo, t)
-        body = label != _BG
-        t = np.where(body, t * (0.85 + 0.15 * shade), t) * rng.uniform(0.9, 1.1)
-        img = Image.fromarray((np.clip(t, 0, 1) * 255).astype(np.uint8))
-        img = img.filter(ImageFilter.GaussianBlur(radius=0.5 * ss))
-        if ss > 1:
-            img = img.resize((w_out, h_out), Image.BOX)
-        g = np.asarray(img, dtype=np.float32) / 255.0
-        g = np.clip(g + rng.normal(0.0, 0.02, g.shape), 0, 1)
-        g8 = (g * 255).astype(np.uint8)
-        return np.repeat(g8[:, :, None], 3, axis=2)
+def _paint_infrared(ident, cam, rng, label, pu, pl, shade, ss: int, size) -> np.ndarray:
+    """The thermal image of a label map: temperatures per part, blur, downsample, sensor noise; grey x 3."""
+    h, w = label.shape
+    h_out, w_out = size
+    bg = cam["t_level"] + 0.05 * _smooth_noise(rng, h, w, (5, 3))
+    t = np.empty((h, w), dtype=np.float32)
+    t[:] = bg
+    t_up = np.where(pu, ident["t_upper2"], ident["t_upper"])
+    t_lo = np.where(pl, ident["t_lower2"], ident["t_lower"])
+    warmth = {_SKIN_L: ident["t_skin"], _HAIR_L: 0.55 * ident["t_skin"], _SHOE: 0.3, _BAG: 0.25}
+    for code, val in warmth.items():
+        t[label == code] = val
+    t = np.where(label == _UPPER, t_up, t)
+    t = np.where(label == _LOWER, t_lo, t)
+    body = label != _BG
+    t = np.where(body, t * (0.85 + 0.15 * shade), t) * rng.uniform(0.9, 1.1)
+    img = Image.fromarray((np.clip(t, 0, 1) * 255).astype(np.uint8))
+    img = img.filter(ImageFilter.GaussianBlur(radius=0.5 * ss))
+    if ss > 1:
+        img = img.resize((w_out, h_out), Image.BOX)
+    g = np.asarray(img, dtype=np.float32) / 255.0
+    g = np.clip(g + rng.normal(0.0, 0.02, g.shape), 0, 1)
+    g8 = (g * 255).astype(np.uint8)
+    return np.repeat(g8[:, :, None], 3, axis=2)
 
+
+def _paint_visible(ident, cam, rng, label, pu, pl, shade, ss: int, size) -> np.ndarray:
+    """The colour image of a label map: camera background, clothes, shading, colour cast, downsample, noise."""
+    h, w = label.shape
+    h_out, w_out = size
     bg = cam["base"][None, None, :] + 0.10 * _smooth_noise(rng, h, w, (6, 3))[:, :, None]
     bg = bg + 0.04 * _smooth_noise(rng, h, w, (24, 12))[:, :, None] * rng.uniform(0.5, 1.5, 3)
     rgb = bg.astype(np.float32)

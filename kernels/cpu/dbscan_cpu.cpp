@@ -1,5 +1,9 @@
 #include "cpu/dbscan_cpu.h"
 
+#include <string>
+
+#include "common/check.h"
+
 #include <omp.h>
 
 #include <vector>
@@ -23,7 +27,8 @@ inline int64_t find_root(std::vector<int64_t>& parent, int64_t a) {
 
 int dbscan_cpu(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
                int64_t min_samples, int64_t* labels, int num_threads) {
-  if (n < 0 || min_samples < 1) return 1;
+  HILCORE_CHECK_MSG(n >= 0, "n = " + std::to_string(n) + ": expected a number of points >= 0");
+  HILCORE_CHECK_MSG(min_samples >= 1, "min_samples = " + std::to_string(min_samples) + ": expected >= 1");
   const int nt = num_threads < 1 ? 1 : num_threads;
 
   // core points: the stored entries within eps, the diagonal only when stored so, a repeated entry each time

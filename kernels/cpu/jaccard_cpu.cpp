@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <utility>
+
+#include "common/check.h"
 
 namespace hilcore {
 
@@ -150,24 +153,25 @@ struct DenseScratch {
   std::vector<std::pair<int64_t, float>> kept;
 };
 
+DenseScratch dense_scratch(int64_t n) {
+  DenseScratch s;
+  s.acc.assign(n, 0.f);
+  s.seen.assign(n, 0);
+  return s;
+}
+
 }  // namespace
 
-int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
-                int64_t k2, float max_distance, int num_threads, JaccardCsr* out) {
-  if (n < 1 || d < 1 || k1 < 1 || k1 > n || k1 > ld_rank || k2 < 1 || k2 > k1 || out == nullptr) return 1;
-  if (n > INT32_MAX) return 1;
-  const int nt = num_threads < 1 ? 1 : num_threads;
-  double t0 = omp_get_wtime();
-
-  // 1. k-reciprocal sets, expansion, softmax weights -> V (CSR, sorted columns).
+// ---- the stages (kernels/cuda/launchers.h has their CUDA twins) -------------------------------
+void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
+                        int nt, JaccardRows* v, std::vector<float>* mass) {
+  HILCORE_CHECK_MSG(v != nullptr && mass != nullptr, "the output rows and masses must be given");
+  // the reciprocity of krecip_flags, as fixed-width sets: R(i, k1) and R(c, kh)
   const int64_t kh = half_round_even(k1);
   const RecipSets R1 = reciprocal_sets(rank, ld_rank, n, k1, nt);
   const RecipSets Rh = reciprocal_sets(rank, ld_rank, n, std::min(kh + 1, k1), nt);
-  std::vector<int64_t> v_ptr;
-  std::vector<int32_t> v_idx;
-  std::vector<float> v_val;
-  // the row masses s_i of the rows of V' (of V while k2 = 1), each added in ascending t from 0
-  std::vector<float> mass(n, 0.f);
+  mass->assign(n, 0.f);
+  float* const ms = mass->data();
   build_rows<int32_t>(
       n, nt,
       [&]() {
@@ -177,6 +181,7 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
         return s;
       },
       [&](int64_t i, ExpandScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
+        // expand_count/fill + unique_count: E(i), distinct, sorted
         s.e.clear();
         const int32_t* ri = &R1.members[i * R1.width];
         const int32_t nri = R1.cnt[i];
@@ -200,8 +205,8 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           }
         }
         std::sort(s.e.begin(), s.e.end());
-        // softmax over E(i) of -(2 - 2 x_i.x_j): the logits lie in [-4, 0], no max shift; the
-        // normaliser adds the weights in ascending column order, from 0
+        // unique_weights: softmax over E(i) of -(2 - 2 x_i.x_j): the logits lie in [-4, 0], no max
+        // shift; the normaliser adds the weights in ascending column order, from 0
         const float* xi = x + i * d;
         s.w.resize(s.e.size());
         float sum = 0.f;
@@ -215,99 +220,98 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
           V.push_back(s.w[a] / sum);
           si += V.back();
         }
-        mass[i] = si;
+        ms[i] = si;
       },
-      v_ptr, v_idx, v_val);
-  double t1 = omp_get_wtime();
+      v->ptr, v->idx, v->val);
+}
 
-  // 2. local query expansion: V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the rows added in
-  // ascending order of n (from 0; rows with the same first k2 neighbours get the same V'), then one
-  // float32 division by k2.
-  const auto make_dense = [&]() {
-    DenseScratch s;
-    s.acc.assign(n, 0.f);
-    s.seen.assign(n, 0);
-    return s;
-  };
-  std::vector<int64_t> q_ptr;
-  std::vector<int32_t> q_idx;
-  std::vector<float> q_val;
-  if (k2 > 1) {
-    build_rows<int32_t>(
-        n, nt, make_dense,
-        [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
-          s.touched.clear();
-          s.nbrs.assign(rank + i * ld_rank, rank + i * ld_rank + k2);
-          std::sort(s.nbrs.begin(), s.nbrs.end());
-          for (const int64_t r : s.nbrs) {
-            for (int64_t p = v_ptr[r]; p < v_ptr[r + 1]; ++p) {
-              const int32_t t = v_idx[p];
-              if (!s.seen[t]) {
-                s.seen[t] = 1;
-                s.touched.push_back(t);
-              }
-              s.acc[t] += v_val[p];
+void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k2,
+                                 int nt, JaccardRows* q, std::vector<float>* mass) {
+  HILCORE_CHECK_MSG(static_cast<int64_t>(v.ptr.size()) == n + 1,
+                    "v: expected " + std::to_string(n + 1) + " row offsets, got " + std::to_string(v.ptr.size()));
+  HILCORE_CHECK_MSG(q != nullptr && mass != nullptr && static_cast<int64_t>(mass->size()) == n,
+                    "the output rows and the n masses must be given");
+  // V'[i] = (1/k2) sum_{n in rank[i, :k2]} V[n], the rows added in ascending order of n (from 0; rows
+  // with the same first k2 neighbours get the same V'), then one float32 division by k2.
+  float* const ms = mass->data();
+  build_rows<int32_t>(
+      n, nt, [&]() { return dense_scratch(n); },
+      [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
+        s.touched.clear();
+        s.nbrs.assign(rank + i * ld_rank, rank + i * ld_rank + k2);
+        std::sort(s.nbrs.begin(), s.nbrs.end());
+        for (const int64_t r : s.nbrs) {
+          for (int64_t p = v.ptr[r]; p < v.ptr[r + 1]; ++p) {
+            const int32_t t = v.idx[p];
+            if (!s.seen[t]) {
+              s.seen[t] = 1;
+              s.touched.push_back(t);
             }
+            s.acc[t] += v.val[p];
           }
-          std::sort(s.touched.begin(), s.touched.end());
-          const float kf = static_cast<float>(k2);
-          float si = 0.f;
-          for (int32_t t : s.touched) {
-            I.push_back(t);
-            V.push_back(s.acc[t] / kf);
-            si += V.back();
-            s.acc[t] = 0.f;
-            s.seen[t] = 0;
-          }
-          mass[i] = si;
-        },
-        q_ptr, q_idx, q_val);
-    std::vector<int64_t>().swap(v_ptr);
-    std::vector<int32_t>().swap(v_idx);
-    std::vector<float>().swap(v_val);
-  } else {
-    q_ptr.swap(v_ptr);
-    q_idx.swap(v_idx);
-    q_val.swap(v_val);
-  }
-  double t2 = omp_get_wtime();
+        }
+        std::sort(s.touched.begin(), s.touched.end());
+        const float kf = static_cast<float>(k2);
+        float si = 0.f;
+        for (int32_t t : s.touched) {
+          I.push_back(t);
+          V.push_back(s.acc[t] / kf);
+          si += V.back();
+          s.acc[t] = 0.f;
+          s.seen[t] = 0;
+        }
+        ms[i] = si;
+      },
+      q->ptr, q->idx, q->val);
+}
 
-  // 3. inverted index: the columns of V', rows ascending within each column.
-  const int64_t nnz = q_ptr[n];
-  std::vector<int64_t> c_ptr(n + 1, 0);
-  for (int64_t p = 0; p < nnz; ++p) ++c_ptr[q_idx[p] + 1];
-  for (int64_t t = 0; t < n; ++t) c_ptr[t + 1] += c_ptr[t];
-  std::vector<int32_t> c_row(nnz);
-  std::vector<float> c_val(nnz);
-  {
-    std::vector<int64_t> fill(c_ptr.begin(), c_ptr.end() - 1);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) {
-        const int64_t f = fill[q_idx[p]]++;
-        c_row[f] = static_cast<int32_t>(i);
-        c_val[f] = q_val[p];
-      }
+void jaccard_cpu_postings(const JaccardRows& q, int64_t n, JaccardRows* p) {
+  HILCORE_CHECK_MSG(static_cast<int64_t>(q.ptr.size()) == n + 1,
+                    "q: expected " + std::to_string(n + 1) + " row offsets, got " + std::to_string(q.ptr.size()));
+  HILCORE_CHECK_MSG(p != nullptr, "the output postings must be given");
+  // the columns of V', rows ascending within each column (p->idx holds row numbers)
+  const int64_t nnz = q.ptr[n];
+  p->ptr.assign(n + 1, 0);
+  for (int64_t e = 0; e < nnz; ++e) ++p->ptr[q.idx[e] + 1];
+  for (int64_t t = 0; t < n; ++t) p->ptr[t + 1] += p->ptr[t];
+  p->idx.resize(nnz);
+  p->val.resize(nnz);
+  std::vector<int64_t> fill(p->ptr.begin(), p->ptr.end() - 1);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t e = q.ptr[i]; e < q.ptr[i + 1]; ++e) {
+      const int64_t f = fill[q.idx[e]]++;
+      p->idx[f] = static_cast<int32_t>(i);
+      p->val[f] = q.val[e];
     }
   }
-  double t3 = omp_get_wtime();
+}
 
-  // 4. m(i, j) = sum_t min(V'[i, t], V'[j, t]) in float32, t ascending, from 0 (so m(i, j) and
-  // m(j, i) are bit-identical).
+void jaccard_cpu_rows(const JaccardRows& q, const JaccardRows& p, const std::vector<float>& mass, int64_t n,
+                      float max_distance, int nt, JaccardCsr* out) {
+  HILCORE_CHECK_MSG(static_cast<int64_t>(q.ptr.size()) == n + 1 && static_cast<int64_t>(p.ptr.size()) == n + 1,
+                    "q, p: expected " + std::to_string(n + 1) + " offsets each, got " + std::to_string(q.ptr.size()) +
+                        " and " + std::to_string(p.ptr.size()));
+  HILCORE_CHECK_MSG(static_cast<int64_t>(mass.size()) == n && out != nullptr,
+                    "mass: expected " + std::to_string(n) + " row masses and an output, got " +
+                        std::to_string(mass.size()));
+  // m(i, j) = sum_t min(V'[i, t], V'[j, t]) in float32, t ascending, from 0 (so m(i, j) and m(j, i)
+  // are bit-identical); the partners of i (jaccard_partners) are the j it touches, its kept pairs
+  // (jaccard_rows) those with m > 0 and d <= max_distance, and the diagonal
   build_rows<int64_t>(
-      n, nt, make_dense,
+      n, nt, [&]() { return dense_scratch(n); },
       [&](int64_t i, DenseScratch& s, std::vector<int64_t>& I, std::vector<float>& V) {
         s.touched.clear();
         s.kept.clear();
-        for (int64_t p = q_ptr[i]; p < q_ptr[i + 1]; ++p) {
-          const int32_t t = q_idx[p];
-          const float vi = q_val[p];
-          for (int64_t c = c_ptr[t]; c < c_ptr[t + 1]; ++c) {
-            const int32_t j = c_row[c];
+        for (int64_t e = q.ptr[i]; e < q.ptr[i + 1]; ++e) {
+          const int32_t t = q.idx[e];
+          const float vi = q.val[e];
+          for (int64_t c = p.ptr[t]; c < p.ptr[t + 1]; ++c) {
+            const int32_t j = p.idx[c];
             if (!s.seen[j]) {
               s.seen[j] = 1;
               s.touched.push_back(j);
             }
-            s.acc[j] += std::min(vi, c_val[c]);
+            s.acc[j] += std::min(vi, p.val[c]);
           }
         }
         s.kept.emplace_back(i, 0.f);  // the diagonal, always stored as exactly 0
@@ -329,12 +333,41 @@ int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64
         }
       },
       out->indptr, out->indices, out->data);
-  double t4 = omp_get_wtime();
+}
+
+void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1, int64_t k2,
+                 float max_distance, int num_threads, JaccardCsr* out) {
+  HILCORE_CHECK_MSG(n >= 1 && n <= INT32_MAX, "n = " + std::to_string(n) + ": expected 1 <= n < 2^31");
+  HILCORE_CHECK_MSG(d >= 1, "d = " + std::to_string(d) + ": expected at least one feature column");
+  HILCORE_CHECK_MSG(k1 >= 1 && k1 <= n && k1 <= ld_rank,
+                    "k1 = " + std::to_string(k1) + ": expected 1 <= k1 <= min(n, ld_rank) = " +
+                        std::to_string(std::min(n, ld_rank)));
+  HILCORE_CHECK_MSG(k2 >= 1 && k2 <= k1,
+                    "k2 = " + std::to_string(k2) + ": expected 1 <= k2 <= k1 = " + std::to_string(k1));
+  HILCORE_CHECK_MSG(x != nullptr && rank != nullptr && out != nullptr, "x, rank and out must not be null");
+  const int nt = num_threads < 1 ? 1 : num_threads;
+  const double t0 = omp_get_wtime();
+  JaccardRows v, q, p;
+  std::vector<float> mass;  // the row masses s_i of the rows of V' (of V while k2 = 1)
+  jaccard_cpu_expand(x, n, d, rank, ld_rank, k1, nt, &v, &mass);
+  const double t1 = omp_get_wtime();
+  if (k2 > 1) {
+    jaccard_cpu_query_expansion(v, rank, n, ld_rank, k2, nt, &q, &mass);
+    std::vector<int64_t>().swap(v.ptr);  // V is no longer needed
+    std::vector<int32_t>().swap(v.idx);
+    std::vector<float>().swap(v.val);
+  } else {
+    std::swap(q, v);
+  }
+  const double t2 = omp_get_wtime();
+  jaccard_cpu_postings(q, n, &p);
+  const double t3 = omp_get_wtime();
+  jaccard_cpu_rows(q, p, mass, n, max_distance, nt, out);
+  const double t4 = omp_get_wtime();
   out->seconds[0] = t1 - t0;
   out->seconds[1] = t2 - t1;
   out->seconds[2] = t3 - t2;
   out->seconds[3] = t4 - t3;
-  return 0;
 }
 
 void jaccard_dot_rows(const float* a, const float* b, int64_t m, int64_t d, float* out) {

@@ -13,6 +13,13 @@ struct JaccardCsr {
   double seconds[4] = {0, 0, 0, 0};  // reciprocal+weights, query expansion, inverted index, jaccard
 };
 
+// Sparse rows with int32 columns (V, V' and the postings of V'): row i at [ptr[i], ptr[i + 1]).
+struct JaccardRows {
+  std::vector<int64_t> ptr;
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+};
+
 // Layout: x row-major [n, d] float32 with L2-normalised rows; rank row-major
 // [n, ld_rank] int64, row i holding i's neighbours best first (i itself at
 // column 0), the first k1 columns used, every entry in [0, n), distinct per row.
@@ -27,9 +34,28 @@ struct JaccardCsr {
 // whatever the thread count.
 // Kept: d <= max_distance (compared in float32) with m > 0; the diagonal is
 // always stored as exactly 0. Memory O(n * support) plus O(n) per thread.
-// Preconditions: 1 <= k2 <= k1 <= ld_rank, k1 <= n. Returns 0, or 1 for bad sizes.
-int jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
-                int64_t k2, float max_distance, int num_threads, JaccardCsr* out);
+// Preconditions: 1 <= n < 2^31, d >= 1, 1 <= k2 <= k1 <= min(n, ld_rank); a violated one throws
+// hilcore::KernelError naming it (kernels/common/check.h). Runs the four stages below in order and
+// times them (out->seconds).
+void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
+                 int64_t k2, float max_distance, int num_threads, JaccardCsr* out);
+
+// The stages of jaccard_cpu, one function each, named after the CUDA launchers they match
+// (kernels/cuda/launchers.h); each reads the previous stage's output, `nt` threads.
+// mass[i] = s_i, the sum of row i's values in ascending column order (V's after stage 1, V''s after 2).
+// 1. krecip_flags + expand_count/fill + unique_count/weights: E(i) sorted, the softmax weights V.
+void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
+                        int nt, JaccardRows* v, std::vector<float>* mass);
+// 2. query_expansion_count/fill: V'[i] = (1/k2) sum of V over rank[i, :k2] (for k2 > 1; V' = V at k2 = 1).
+void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k2,
+                                 int nt, JaccardRows* q, std::vector<float>* mass);
+// 3. the postings, the transpose of V' (the CUDA glue's stable sort): for each column t the rows holding t,
+// ascending (p->idx holds row numbers), with their values.
+void jaccard_cpu_postings(const JaccardRows& q, int64_t n, JaccardRows* p);
+// 4. jaccard_slots + jaccard_partners (the count pass) + jaccard_rows (the fill pass): the kept pairs of
+// every row, sorted by column, into out's CSR.
+void jaccard_cpu_rows(const JaccardRows& q, const JaccardRows& p, const std::vector<float>& mass, int64_t n,
+                      float max_distance, int nt, JaccardCsr* out);
 
 // The two float32 primitives of the weights, as jaccard_cpu computes them (for tests against the
 // torch stages' dot_rows / exp_f32): out[r] = a[r] . b[r] for row-major [m, d] a and b; out[i] = exp(z[i]).

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/check.h"
 #include "cpu/knn_simd.h"
 
 namespace hilcore {
@@ -181,7 +182,8 @@ namespace {
 
 int knn_topk_merge_cpu(const float* S, int64_t b, int64_t c, int64_t row0, int64_t col0, float* best_sim,
                        int64_t* best_idx, int64_t n_rows, int64_t k, bool self_search, int num_threads) {
-  if (b < 0 || c < 0 || k < 1 || row0 < 0 || row0 + b > n_rows || col0 < 0) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && c >= 0 && k >= 1 && row0 >= 0 && row0 + b <= n_rows && col0 >= 0,
+                    values({{"b", b}, {"c", c}, {"k", k}, {"row0", row0}, {"col0", col0}, {"n_rows", n_rows}}));
   if (num_threads < 1) num_threads = 1;
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (b * c > 32768)
   for (int64_t r = 0; r < b; ++r) {
@@ -193,7 +195,8 @@ int knn_topk_merge_cpu(const float* S, int64_t b, int64_t c, int64_t row0, int64
 
 int knn_topk_merge_rows_cpu(const float* S, int64_t b, int64_t c, const int64_t* row_ids, int64_t col0,
                             float* best_sim, int64_t* best_idx, int64_t k, bool self_search, int num_threads) {
-  if (b < 0 || c < 0 || k < 1 || col0 < 0) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && c >= 0 && k >= 1 && col0 >= 0,
+                    values({{"b", b}, {"c", c}, {"k", k}, {"col0", col0}}));
   if (num_threads < 1) num_threads = 1;
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (b * c > 32768)
   for (int64_t r = 0; r < b; ++r)
@@ -203,7 +206,8 @@ int knn_topk_merge_rows_cpu(const float* S, int64_t b, int64_t c, const int64_t*
 
 int knn_quantize_cpu(const float* x, int64_t n, int64_t d, int8_t* q, float* scale, float* xnorm, float* pnorm,
                      float* enorm, int num_threads) {
-  if (n < 0 || d < 1) return 1;
+  HILCORE_CHECK_MSG(n >= 0 && d >= 1,
+                    values({{"n", n}, {"d", d}}));
   if (num_threads < 1) num_threads = 1;
   // relative error of a float64 sum of d squares is <= d * 2^-53; cover it
   const double up = 1.0 + (static_cast<double>(d) + 2.0) * 0x1p-52;
@@ -246,13 +250,15 @@ int knn_quantize_cpu(const float* x, int64_t n, int64_t d, int8_t* q, float* sca
 int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, int64_t col0,
                           const float* row_scale, const float* col_scale, float* best_sim, int64_t* best_idx,
                           int64_t n_rows, int64_t k, bool self_search, bool columns, int num_threads) {
-  if (b < 0 || c < 0 || k < 1 || row0 < 0 || col0 < 0) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && c >= 0 && k >= 1 && row0 >= 0 && col0 >= 0,
+                    values({{"b", b}, {"c", c}, {"k", k}, {"row0", row0}, {"col0", col0}}));
   if (num_threads < 1) num_threads = 1;
   const float* rs = row_scale + row0;
   const float* sc = col_scale + col0;
   const knn_simd::Ops& kern = ops();
   if (!columns) {
-    if (row0 + b > n_rows) return 1;
+    HILCORE_CHECK_MSG(row0 + b <= n_rows,
+                      values({{"b", b}, {"row0", row0}, {"n_rows", n_rows}}));
 #pragma omp parallel for schedule(static) num_threads(num_threads) if (b * c > 32768)
     for (int64_t r = 0; r < b; ++r) {
       const int64_t row = row0 + r;
@@ -263,8 +269,11 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
     }
     return 0;
   }
-  if (col0 + c > n_rows) return 1;
-  if (self_search && row0 < col0 + c && col0 < row0 + b && b > 0 && c > 0) return 2;
+  HILCORE_CHECK_MSG(col0 + c <= n_rows,
+                    values({{"c", c}, {"col0", col0}, {"n_rows", n_rows}}));
+  HILCORE_CHECK_MSG(!(self_search && row0 < col0 + c && col0 < row0 + b && b > 0 && c > 0),
+                    "self-search column mode: the row block [row0, row0 + b) overlaps the column block "
+                    "[col0, col0 + c), " + values({{"row0", row0}, {"b", b}, {"col0", col0}, {"c", c}}));
   // Groups of 8 strips (128 columns, 512 bytes of each tile row) walked over
   // blocks of 256 rows: the block's slice (128 KiB) stays in L1/L2 while the 8
   // strips read it, and a block touches few pages (a whole-height strip walk
@@ -294,7 +303,8 @@ int knn_refine_i8_cpu(const int32_t* S, int64_t b, int64_t c, const int64_t* row
                       const float* row_scale, const float* col_scale, const float* bound, const float* x,
                       const float* y, int64_t d, float* best_sim, int64_t* best_idx, int64_t k, bool self_search,
                       int64_t* counts, int64_t cap, int num_threads) {
-  if (b < 0 || c < 0 || k < 1 || col0 < 0 || d < 1) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && c >= 0 && k >= 1 && col0 >= 0 && d >= 1,
+                    values({{"b", b}, {"c", c}, {"d", d}, {"k", k}, {"col0", col0}}));
   if (num_threads < 1) num_threads = 1;
   const float* sc = col_scale + col0;
   const knn_simd::Ops& kern = ops();
@@ -315,7 +325,8 @@ int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_
                     const float* cand_sim, int64_t kc, const float* bound, int64_t k, bool self_search,
                     const int64_t* self_ids, int64_t* out_idx, float* out_sim, uint8_t* certified,
                     int num_threads) {
-  if (n < 0 || m < 1 || d < 1 || k < 1 || kc < k || kc > m) return 1;
+  HILCORE_CHECK_MSG(n >= 0 && m >= 1 && d >= 1 && k >= 1 && kc >= k && kc <= m,
+                    values({{"n", n}, {"m", m}, {"d", d}, {"k", k}, {"kc", kc}}));
   if (num_threads < 1) num_threads = 1;
   int bad = 0;
   float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
@@ -365,13 +376,16 @@ int knn_rescore_cpu(const float* x, const float* y, int64_t n, int64_t m, int64_
     if (!cert) cert = kc == m || static_cast<double>(cs[kc - 1]) + B < static_cast<double>(L.thr);
     certified[i] = cert ? 1 : 0;
   }
-  return bad ? 1 : 0;
+  // checked after the parallel loop (no exception may leave it); the rows past a bad one are undefined
+  HILCORE_CHECK_MSG(!bad, "cand_idx: expected every entry in [0, m), " + values({{"m", m}}));
+  return 0;
 }
 
 int knn_refine_f32_cpu(const float* S, int64_t b, int64_t c, int64_t col0, const int64_t* self_ids,
                        const float* bound, const float* xq, const float* y, int64_t d, float* best_sim,
                        int64_t* best_idx, int64_t k, int64_t* counts, int num_threads) {
-  if (b < 0 || c < 0 || k < 1 || col0 < 0 || d < 1) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && c >= 0 && k >= 1 && col0 >= 0 && d >= 1,
+                    values({{"b", b}, {"c", c}, {"d", d}, {"k", k}, {"col0", col0}}));
   if (num_threads < 1) num_threads = 1;
   float (*const dot)(const float*, const float*, int64_t) = ops().dot_f32;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(num_threads) if (b * c > 32768)

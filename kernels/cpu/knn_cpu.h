@@ -28,7 +28,7 @@ bool knn_cpu_path_available(const char* name);
 // element whose column equals its row is ranked first (an infinite key) and
 // stored with its computed similarity.
 // Preconditions: 0 <= row0, row0 + b <= n_rows, k >= 1, S finite.
-// Returns 0, or 1 for bad sizes.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int knn_topk_merge_cpu(const float* S, int64_t b, int64_t c, int64_t row0, int64_t col0,
                        float* best_sim, int64_t* best_idx, int64_t n_rows, int64_t k,
                        bool self_search, int num_threads);
@@ -43,7 +43,7 @@ int knn_topk_merge_rows_cpu(const float* S, int64_t b, int64_t c, const int64_t*
 //   p_i = scale[i] q_i,  e_i = x_i - p_i,
 // and the norms ||x_i||, ||p_i||, ||e_i|| computed in float64 and rounded UP
 // to float32 (each stored value is >= the exact norm). A zero row gets scale 0.
-// Returns 0, or 1 for bad sizes.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int knn_quantize_cpu(const float* x, int64_t n, int64_t d, int8_t* q, float* scale, float* xnorm,
                      float* pnorm, float* enorm, int num_threads);
 
@@ -57,7 +57,7 @@ int knn_quantize_cpu(const float* x, int64_t n, int64_t d, int8_t* q, float* sca
 // row0 + r (the transposed tile, read in place in 16-column strips); in
 // self-search the two index ranges must then be disjoint (an off-diagonal tile).
 // Preconditions: the destination lists fit in n_rows, k >= 1.
-// Returns 0, 1 for bad sizes, 2 for overlapping ranges in column mode.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, int64_t col0,
                           const float* row_scale, const float* col_scale, float* best_sim, int64_t* best_idx,
                           int64_t n_rows, int64_t k, bool self_search, bool columns, int num_threads);
@@ -78,7 +78,7 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 // bound[i] < their k-th value, else certified[i] = 0 (their list is then the
 // top-k of the candidates). The first k are written to out_idx / out_sim [n, k].
 // Preconditions: 1 <= k <= kc <= m, candidate indices in [0, m).
-// Returns 0, or 1 for bad sizes / indices.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 // self_ids (may be nullptr) gives each row's own column explicitly (any value outside [0, m), e.g.
 // -2^62, for a row whose own column is not in y): then self_search is ignored. Otherwise the own column
 // of row i is i in self-search (y is x) and none outside it. certified[i] is also 1 when the row's k-th

@@ -6,6 +6,10 @@
 // slots are exactly the forward's.
 #include "cpu/mccl_cpu.h"
 
+#include <string>
+
+#include "common/check.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -56,7 +60,10 @@ inline int block_rows(const float* x, int64_t b, int64_t dim, int64_t r0, const 
 
 int mccl_forward_cpu(const float* x, int64_t b, const float* mem, int64_t clusters, int64_t slots, int64_t dim,
                      double eps, double margin, float* loss, int64_t* cstar, float* pos, float* neg) {
-  if (b < 0 || clusters < 1 || slots < 1 || dim < 1) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && clusters >= 1 && slots >= 1 && dim >= 1,
+                    "sizes: expected b >= 0 and clusters, slots, dim >= 1, got b = " + std::to_string(b) +
+                        ", clusters = " + std::to_string(clusters) + ", slots = " + std::to_string(slots) +
+                        ", dim = " + std::to_string(dim));
   const float epsf = float(eps);
 #pragma omp parallel
   {
@@ -111,9 +118,14 @@ int mccl_forward_cpu(const float* x, int64_t b, const float* mem, int64_t cluste
 int mccl_backward_cpu(const float* x, int64_t b, const float* mem, int64_t clusters, int64_t slots, int64_t dim,
                       double eps, double margin, const int64_t* cstar, const float* pos, const float* neg,
                       const float* grad_loss, float* grad) {
-  if (b < 0 || clusters < 1 || slots < 1 || dim < 1) return 1;
+  HILCORE_CHECK_MSG(b >= 0 && clusters >= 1 && slots >= 1 && dim >= 1,
+                    "sizes: expected b >= 0 and clusters, slots, dim >= 1, got b = " + std::to_string(b) +
+                        ", clusters = " + std::to_string(clusters) + ", slots = " + std::to_string(slots) +
+                        ", dim = " + std::to_string(dim));
   for (int64_t i = 0; i < b; ++i)
-    if (cstar[i] < 0 || cstar[i] >= clusters) return 2;
+    HILCORE_CHECK_MSG(cstar[i] >= 0 && cstar[i] < clusters,
+                      "cstar: cluster ids must lie in [0, " + std::to_string(clusters) + "), got cstar[" +
+                          std::to_string(i) + "] = " + std::to_string(cstar[i]));
   const float epsf = float(eps);
 #pragma omp parallel
   {

@@ -13,7 +13,7 @@ namespace hilcore {
 // clusters == 1); loss = -log(pos / (pos + neg + margin)). pos, neg and the
 // loss are accumulated in double.
 // Outputs: loss [b], cstar [b] int64, and pos, neg [b] when not null (what
-// mccl_backward_cpu needs). Returns 0; 1 for bad sizes.
+// mccl_backward_cpu needs). Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int mccl_forward_cpu(const float* x, int64_t b, const float* mem, int64_t clusters, int64_t slots, int64_t dim,
                      double eps, double margin, float* loss, int64_t* cstar, float* pos, float* neg);
 
@@ -24,7 +24,7 @@ int mccl_forward_cpu(const float* x, int64_t b, const float* mem, int64_t cluste
 // coef = g / total / (clusters - 1) on the nearest slot (lowest s on ties) of
 // every other cluster; total = pos + neg + margin. Accumulated in double from
 // the differences (no cancellation when x sits on a slot).
-// Returns 0; 1 for bad sizes; 2 when a cstar is out of range.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int mccl_backward_cpu(const float* x, int64_t b, const float* mem, int64_t clusters, int64_t slots, int64_t dim,
                       double eps, double margin, const int64_t* cstar, const float* pos, const float* neg,
                       const float* grad_loss, float* grad);

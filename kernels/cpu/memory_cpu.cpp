@@ -1,5 +1,9 @@
 #include "cpu/memory_cpu.h"
 
+#include <string>
+
+#include "common/check.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -10,9 +14,14 @@ namespace {
 template <typename T>
 int memory_update_impl(T* mem, int64_t rows, int64_t slots, int64_t dim, const T* x, const int64_t* targets,
                        int64_t b, double momentum) {
-  if (rows < 1 || slots < 1 || dim < 1 || b < 0) return 1;
+  HILCORE_CHECK_MSG_IN("memory_update_cpu", rows >= 1 && slots >= 1 && dim >= 1 && b >= 0,
+                       "sizes: expected rows, slots, dim >= 1 and b >= 0, got rows = " + std::to_string(rows) +
+                           ", slots = " + std::to_string(slots) + ", dim = " + std::to_string(dim) +
+                           ", b = " + std::to_string(b));
   for (int64_t i = 0; i < b; ++i)
-    if (targets[i] < 0 || targets[i] >= rows) return 2;
+    HILCORE_CHECK_MSG_IN("memory_update_cpu", targets[i] >= 0 && targets[i] < rows,
+                         "targets: ids must lie in [0, " + std::to_string(rows) + "), got targets[" +
+                             std::to_string(i) + "] = " + std::to_string(targets[i]));
   const double mu = momentum, nu = 1.0 - momentum;
   for (int64_t i = 0; i < b; ++i) {
     const T* xi = x + i * dim;

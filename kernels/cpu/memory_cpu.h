@@ -11,8 +11,8 @@ namespace hilcore {
 // mem[t_i, s] = v / max(||v||, 1e-12). Duplicated targets are therefore
 // applied one after the other, exactly as a Python loop over the batch.
 // Dots and norms accumulate in double.
-// Returns 0; 1 for bad sizes; 2 when a target is out of range (checked for
-// the whole batch before anything is written).
+// Returns 0; bad sizes or a target out of range (checked for the whole batch
+// before anything is written) throw hilcore::KernelError naming it (kernels/common/check.h).
 int memory_update_cpu(float* mem, int64_t rows, int64_t slots, int64_t dim, const float* x,
                       const int64_t* targets, int64_t b, double momentum);
 int memory_update_cpu(double* mem, int64_t rows, int64_t slots, int64_t dim, const double* x,

@@ -11,52 +11,239 @@
 #include <limits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace hilcore {
 namespace {
 
+// The float32 dot product of every distance below, in one fixed order (the order GCC's
+// `omp simd reduction` loop had at SSE2 width, which this code replaced bit for bit): four lanes, lane l
+// adds the products of the columns 4 q + l, q ascending; the d % 4 tail columns go to lane 0 in
+// order; then (((0 + l0) + l1) + l2) + l3. No fused multiply-add (-ffp-contract=off).
+// dots<G> evaluates G independent pairs (pa[g], pb[g]) at once, each in exactly that order: the
+// same bits as G calls of dot(), G times the independent chains.
+template <int G>
+inline void dots(const float* const* pa, const float* const* pb, int64_t d, float* out) {
+  const int64_t d4 = d & ~int64_t{3};
+  float l[G][4];
+#if defined(__SSE2__)
+  __m128 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm_setzero_ps();
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int g = 0; g < G; ++g)
+      acc[g] = _mm_add_ps(acc[g], _mm_mul_ps(_mm_loadu_ps(pa[g] + q), _mm_loadu_ps(pb[g] + q)));
+  for (int g = 0; g < G; ++g) _mm_storeu_ps(l[g], acc[g]);
+#else
+  for (int g = 0; g < G; ++g) l[g][0] = l[g][1] = l[g][2] = l[g][3] = 0.f;
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < 4; ++r) l[g][r] = l[g][r] + pa[g][q + r] * pb[g][q + r];
+#endif
+  for (int g = 0; g < G; ++g) {
+    for (int64_t t = d4; t < d; ++t) l[g][0] = l[g][0] + pa[g][t] * pb[g][t];
+    out[g] = (((0.f + l[g][0]) + l[g][1]) + l[g][2]) + l[g][3];
+  }
+}
+
 inline float dot(const float* a, const float* b, int64_t d) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t k = 0; k < d; ++k) s += a[k] * b[k];
+  float s;
+  dots<1>(&a, &b, d, &s);
   return s;
 }
 
-// Nearest of k centres (score ||c||^2 - 2 x.c, first minimum wins).
-inline int64_t nearest(const float* xr, const float* cen, const float* cc, int64_t k, int64_t d) {
-  int64_t best = 0;
-  float bs = std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < k; ++j) {
-    const float s = cc[j] - 2.f * dot(xr, cen + j * d, d);
-    if (s < bs) { bs = s; best = j; }
+// n pairs (pa[p], pb[p]) -> out[p], four at a time.
+void dots_n(const float* const* pa, const float* const* pb, int64_t n, int64_t d, float* out) {
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4) dots<4>(pa + p, pb + p, d, out + p);
+  switch (n - p) {
+    case 3: dots<3>(pa + p, pb + p, d, out + p); break;
+    case 2: dots<2>(pa + p, pb + p, d, out + p); break;
+    case 1: dots<1>(pa + p, pb + p, d, out + p); break;
+    default: break;
   }
-  return best;
 }
+
+// Score of member x against centre c from xc = dot(x, c): |c|^2 - 2 x.c (|x|^2 is common to the row;
+// ties: the first minimum), and the seeding's squared distance. Every distance the k-means evaluates is
+// one of these two expressions of a dot(), so the bounded and the plain loops compute the same bits
+// for the pairs they both evaluate.
+inline float score(float cc, float xc) { return cc - 2.f * xc; }
+inline float seed_d2(float xx, float ccn, float xc) { return std::max(xx + ccn - 2.f * xc, 0.f); }
+
+// float64 norms and distances for the bounds only (never for an assignment): four partial sums, so
+// they vectorise; their rounding (~d 2^-53 relative) is far inside kTiny below.
+double norm64(const float* a, int64_t d) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  const int64_t d4 = d & ~int64_t{3};
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int r = 0; r < 4; ++r) s[r] += static_cast<double>(a[q + r]) * static_cast<double>(a[q + r]);
+  for (int64_t q = d4; q < d; ++q) s[0] += static_cast<double>(a[q]) * static_cast<double>(a[q]);
+  return std::sqrt((s[0] + s[1]) + (s[2] + s[3]));
+}
+
+// Squared distances |a - b|^2 in float32 for the bounds only (never for an assignment), G pairs at once.
+// Every term is non-negative, so whatever the order the computed sum s satisfies
+// s (1 - g) <= |a - b|^2 <= s (1 + 2 g) (g below; one rounding each for the difference, the square
+// and every addition), up to underflow (kAbs).
+template <int G>
+inline void sqdiffs(const float* const* pa, const float* const* pb, int64_t d, float* out) {
+  const int64_t d4 = d & ~int64_t{3};
+  float l[G][4];
+#if defined(__SSE2__)
+  __m128 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm_setzero_ps();
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int g = 0; g < G; ++g) {
+      const __m128 t = _mm_sub_ps(_mm_loadu_ps(pa[g] + q), _mm_loadu_ps(pb[g] + q));
+      acc[g] = _mm_add_ps(acc[g], _mm_mul_ps(t, t));
+    }
+  for (int g = 0; g < G; ++g) _mm_storeu_ps(l[g], acc[g]);
+#else
+  for (int g = 0; g < G; ++g) l[g][0] = l[g][1] = l[g][2] = l[g][3] = 0.f;
+  for (int64_t q = 0; q < d4; q += 4)
+    for (int g = 0; g < G; ++g)
+      for (int r = 0; r < 4; ++r) {
+        const float t = pa[g][q + r] - pb[g][q + r];
+        l[g][r] = l[g][r] + t * t;
+      }
+#endif
+  for (int g = 0; g < G; ++g) {
+    for (int64_t t = d4; t < d; ++t) {
+      const float v = pa[g][t] - pb[g][t];
+      l[g][0] = l[g][0] + v * v;
+    }
+    out[g] = ((l[g][0] + l[g][1]) + l[g][2]) + l[g][3];
+  }
+}
+
+void sqdiff_n(const float* const* pa, const float* const* pb, int64_t n, int64_t d, float* out) {
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4) sqdiffs<4>(pa + p, pb + p, d, out + p);
+  for (; p < n; ++p) sqdiffs<1>(pa + p, pb + p, d, out + p);
+}
+
+// Rigorous rounding bound of the float32 scores above. For any summation order,
+// |fl(a.b) - a.b| <= gamma_d |a| |b| with gamma_d = d u / (1 - d u), u = 2^-24 (Higham, Accuracy and
+// Stability, 3.1); the one or two further roundings of score()/seed_d2() add at most 2u of the
+// magnitudes involved. So |score - (|c|^2 - 2 x.c)| <= g (|c|^2 + 2 |x| |c|) and
+// |seed_d2 - |x - c|^2| <= g (|x| + |c|)^2 with g = gamma_d + 4u. kTiny (relative) covers the float64
+// arithmetic of the bounds themselves (errors ~1e-16 relative).
+constexpr double kU = 0x1p-24;
+constexpr double kTiny = 1e-9;
+inline double slack_g(int64_t d) { return static_cast<double>(d) * kU / (1.0 - static_cast<double>(d) * kU) + 4 * kU; }
+
+// Distances moved by centres and distances between centres, rounded so that bounds stay valid: a lower
+// bound shrinks by a little more than the centre moved, an upper bound grows by a little more.
+inline double up(double v) { return v * (1.0 + kTiny) + 1e-12; }
+inline double down(double v) { return v * (1.0 - kTiny) - 1e-12; }
+constexpr double kAbs = 1e-30;  // covers float32 underflow in the squared distances of sqdiffs
+// bounds of |a - b| from a computed sqdiffs value s
+inline double dist_upper(float s, double g) { return up(std::sqrt(static_cast<double>(s) * (1.0 + 2.0 * g) + kAbs)); }
+inline double dist_lower(float s, double g) {
+  return down(std::sqrt(std::max(0.0, static_cast<double>(s) * (1.0 - g) - kAbs)));
+}
+// an upper bound of |c| from cc = dot(c, c) (cc >= |c|^2 (1 - gamma_d))
+inline double norm_upper(float cc, double g) { return up(std::sqrt(static_cast<double>(cc) * (1.0 + 2.0 * g) + kAbs)); }
 
 struct Run {
   std::vector<float> cen;
   std::vector<int64_t> cnt, first;
   double inertia;
+  int64_t evals = 0;  // member-centre distance evaluations (calls of dot(x_i, c))
 };
 
-void one_run(const float* x, const float* xx, int64_t n, int64_t d, int64_t k, int64_t iters, const double* u,
-             int64_t pos0, Run& out) {
+// One k-means run (k-means++ seeding + Lloyd) on the rows x [n, d] of one segment. xx: float32 |x_i|^2
+// (dot(x_i, x_i)), nx: float64 |x_i|. bounded: skip the distances that rigorous bounds prove cannot
+// change the outcome (below); the result is bit for bit the plain loop's.
+//
+// Seeding, bounded: i's current minimum mind2_i was computed against seed o_i; U_i bounds the true
+// |x_i - s_{o_i}| from above (mind2_i plus the rounding bound). For the new seed c the triangle
+// inequality gives |x_i - c| >= |s_{o_i} - c| - U_i =: lb; when lb^2 exceeds mind2_i by more than the
+// rounding bound, the computed seed_d2 would be >= mind2_i and std::min keeps mind2_i: it is skipped.
+//
+// Lloyd, bounded (Elkan's per-centre bounds): U_i >= true |x_i - c_{a_i}|, L_ij <= true |x_i - c_j|,
+// kept valid across a centre move of delta_j (an upper bound of |c_j' - c_j|) by U += delta_a,
+// L -= delta_j. The first step starts from the seeding's bounds (the centres are the seeds). Centre j
+// is excluded for row i when L_ij^2 - U_i^2 > 2E + tiny, E the rounding bound of a score: then the
+// computed score of j is strictly above the computed score of a, so j is neither the minimum nor tied
+// with it. The row's new assignment is the first minimum, in index order, of the scores it did compute
+// (a's always among them when any other is computed): exactly the plain loop's first minimum over all
+// k scores. A centre whose members did not change is not recomputed (same members in the same order:
+// the same float64 sums, the same bits) and moves by 0. (Elkan's centre-centre bound is left out: in
+// these dimensions it rarely excludes a centre and costs k^2 / 2 distances a step.)
+void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64_t d, int64_t k, int64_t iters,
+             const double* u, int64_t pos0, bool bounded, Run& out) {
+  const double g = slack_g(d);
+  const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> cen(k * d), cc(k);
+  int64_t evals = 0;
+  // pairs to evaluate: (pa[p], pb[p]) -> val[p]; every distance goes through these, dots_n four at a time
+  std::vector<const float*> pa, pb;
+  std::vector<float> val;
+  std::vector<int64_t> who;  // the row (or row * k + centre) of each pair
+  pa.reserve(n * k);
+  pb.reserve(n * k);
+  who.reserve(n * k);
+  auto run_pairs = [&]() {
+    val.resize(pa.size());
+    dots_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
+    evals += static_cast<int64_t>(pa.size());
+  };
+  auto clear_pairs = [&]() { pa.clear(); pb.clear(); who.clear(); };
   auto pick_uniform = [&](double uu) {
     return std::min(static_cast<int64_t>(std::floor(uu * static_cast<double>(n))), n - 1);
   };
   // k-means++ seeding, one candidate per step
   int64_t j0 = pick_uniform(u[0]);
   std::memcpy(cen.data(), x + j0 * d, sizeof(float) * d);
-  std::vector<float> mind2(n, std::numeric_limits<float>::infinity());
+  std::vector<float> mind2(n, inf), d2v(n);
+  std::vector<char> need(n);
   std::vector<double> cs(n);
+  std::vector<int64_t> owner(bounded ? n : 0, -1);
+  std::vector<double> uo(bounded ? n : 0), sd(k), lbs(bounded ? n * k : 0);  // lbs: lower bounds per seed
   for (int64_t t = 1; t < k; ++t) {
     const float* c = cen.data() + (t - 1) * d;
     const float ccn = dot(c, c, d);
+    double nc = 0.0;
+    if (bounded && t > 1) {  // the new seed's norm, and its distances to the earlier seeds (lower bounds)
+      nc = norm_upper(ccn, g);
+      clear_pairs();
+      for (int64_t p = 0; p + 1 < t; ++p) { pa.push_back(cen.data() + p * d); pb.push_back(c); }
+      val.resize(pa.size());
+      sqdiff_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
+      for (int64_t p = 0; p + 1 < t; ++p) sd[p] = dist_lower(val[p], g);
+    } else if (bounded) {
+      nc = norm_upper(ccn, g);
+    }
+    clear_pairs();
+    for (int64_t i = 0; i < n; ++i) {
+      need[i] = 1;
+      if (bounded && owner[i] >= 0) {
+        const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
+        const double lb = sd[owner[i]] - uo[i];
+        need[i] = !(lb > 0 && lb * lb > static_cast<double>(mind2[i]) + e);  // else seed_d2 >= mind2[i]
+        if (!need[i]) lbs[i * k + t - 1] = lb;
+      }
+      if (need[i]) { pa.push_back(x + i * d); pb.push_back(c); who.push_back(i); }
+    }
+    run_pairs();
+    for (size_t p = 0; p < who.size(); ++p) d2v[who[p]] = seed_d2(xx[who[p]], ccn, val[p]);
     double acc = 0.0;
     for (int64_t i = 0; i < n; ++i) {
-      float d2 = xx[i] + ccn - 2.f * dot(x + i * d, c, d);
-      d2 = std::max(d2, 0.f);
-      mind2[i] = std::min(mind2[i], d2);
+      if (need[i]) {
+        const float d2 = d2v[i];
+        if (bounded) {
+          const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
+          lbs[i * k + t - 1] = down(std::sqrt(std::max(0.0, static_cast<double>(d2) - e)));
+          if (d2 < mind2[i]) {
+            owner[i] = t - 1;
+            uo[i] = up(std::sqrt(static_cast<double>(d2) + e));
+          }
+        }
+        mind2[i] = std::min(mind2[i], d2);
+      }
       acc += static_cast<double>(mind2[i]);
       cs[i] = acc;
     }
@@ -71,36 +258,167 @@ void one_run(const float* x, const float* xx, int64_t n, int64_t d, int64_t k, i
     std::memcpy(cen.data() + t * d, x + j * d, sizeof(float) * d);
   }
   // Lloyd
-  std::vector<int64_t> a(n, -1), prev(n, -1), cnt(k);
+  std::vector<int64_t> a(n, -1), prev(n, -1), cnt(k, 0);
   std::vector<double> sums(k * d);
-  auto assign = [&]() {
-    for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
-    for (int64_t i = 0; i < n; ++i) a[i] = nearest(x + i * d, cen.data(), cc.data(), k, d);
-  };
-  for (int64_t it = 0; it < iters; ++it) {
-    assign();
-    if (it > 0 && a == prev) break;
-    std::fill(sums.begin(), sums.end(), 0.0);
-    std::fill(cnt.begin(), cnt.end(), 0);
+  std::vector<double> ub(n), lb(n * k), delta(k, 0.0);
+  std::vector<float> sc(n * k), newc(d);
+  std::vector<char> chg(k), open(n);
+  bool have_bounds = false, moved = false;
+  if (bounded && k > 1) {
+    // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
+    // the seed of the row's seeding minimum, the last seed's lower bound unknown (0; the triangle
+    // inequality through the centre distances still applies)
     for (int64_t i = 0; i < n; ++i) {
+      a[i] = owner[i];
+      ub[i] = uo[i];
+      for (int64_t j = 0; j + 1 < k; ++j) lb[i * k + j] = lbs[i * k + j];
+      lb[i * k + k - 1] = 0.0;
+    }
+    have_bounds = true;
+  }
+  auto norms = [&]() {
+    for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
+  };
+  auto first_min = [&](const float* s) {  // the plain loop's rule: first minimum
+    float bs = inf;
+    int64_t best = 0;
+    for (int64_t j = 0; j < k; ++j)
+      if (s[j] < bs) { bs = s[j]; best = j; }
+    return best;
+  };
+  auto assign_plain = [&]() {
+    norms();
+    clear_pairs();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) { pa.push_back(x + i * d); pb.push_back(cen.data() + j * d); }
+    run_pairs();
+    for (int64_t i = 0; i < n * k; ++i) sc[i] = score(cc[i % k], val[i]);
+    for (int64_t i = 0; i < n; ++i) a[i] = first_min(sc.data() + i * k);
+  };
+  auto assign_bounded = [&]() {
+    norms();
+    double ncm = 0.0;  // an upper bound of every centre's norm
+    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
+    auto err = [&](int64_t i) { return g * (ncm * ncm + 2.0 * nx[i] * ncm); };
+    auto tiny = [&](int64_t i) { return kTiny * (1.0 + nx[i] * nx[i] + ncm * ncm); };
+    auto upper = [&](int64_t i, float s) {
+      return up(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] + err(i) + tiny(i))));
+    };
+    auto lower = [&](int64_t i, float s) {
+      return down(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] - err(i) - tiny(i))));
+    };
+    auto excluded = [&](int64_t i, int64_t j) {  // centre j provably scores above the candidate a[i]
+      const double ui = ub[i];
+      const double l = lb[i * k + j];
+      return l > 0 && l * l - ui * ui > 2.0 * err(i) + tiny(i);
+    };
+    if (!have_bounds) {  // first step: every distance
+      assign_plain();
+      for (int64_t i = 0; i < n; ++i) {
+        ub[i] = upper(i, sc[i * k + a[i]]);
+        for (int64_t j = 0; j < k; ++j) lb[i * k + j] = lower(i, sc[i * k + j]);
+      }
+      have_bounds = true;
+      return;
+    }
+    // pass 1: move the bounds with the centres; rows whose every other centre is excluded keep a[i];
+    // the others get the score of their current centre (and a tighter upper bound)
+    clear_pairs();
+    for (int64_t i = 0; i < n; ++i) {
+      double* li = lb.data() + i * k;
+      if (moved) {
+        if (delta[a[i]] > 0) ub[i] += up(delta[a[i]]);
+        for (int64_t j = 0; j < k; ++j)
+          if (delta[j] > 0) li[j] = std::max(0.0, li[j] - up(delta[j]));
+      }
+      bool all = true;
+      for (int64_t j = 0; j < k && all; ++j) all = (j == a[i]) || excluded(i, j);
+      open[i] = !all;
+      if (!all) { pa.push_back(x + i * d); pb.push_back(cen.data() + a[i] * d); who.push_back(i); }
+    }
+    run_pairs();
+    for (size_t p = 0; p < who.size(); ++p) {
+      const int64_t i = who[p];
+      float* si = sc.data() + i * k;
+      for (int64_t j = 0; j < k; ++j) si[j] = inf;  // excluded centres: above a[i]'s score, never the minimum
+      si[a[i]] = score(cc[a[i]], val[p]);
+      ub[i] = upper(i, si[a[i]]);
+    }
+    // pass 2: the centres the tighter bound does not exclude
+    std::vector<int64_t> rows(who.begin(), who.end());
+    clear_pairs();
+    for (int64_t i : rows)
+      for (int64_t j = 0; j < k; ++j)
+        if (j != a[i] && !excluded(i, j)) {
+          pa.push_back(x + i * d); pb.push_back(cen.data() + j * d); who.push_back(i * k + j);
+        }
+    run_pairs();
+    for (size_t p = 0; p < who.size(); ++p) {
+      const int64_t i = who[p] / k, j = who[p] % k;
+      sc[who[p]] = score(cc[j], val[p]);
+      lb[who[p]] = lower(i, sc[who[p]]);
+    }
+    for (int64_t i : rows) {
+      const int64_t best = first_min(sc.data() + i * k);
+      if (best != a[i]) {
+        lb[i * k + a[i]] = lower(i, sc[i * k + a[i]]);
+        ub[i] = upper(i, sc[i * k + best]);
+        a[i] = best;
+      }
+    }
+  };
+  bool converged = false;
+  for (int64_t it = 0; it < iters; ++it) {
+    if (bounded) assign_bounded(); else assign_plain();
+    if (it > 0 && a == prev) { converged = true; break; }
+    // update: the mean of every sub-cluster whose members changed (all of them in the plain loop)
+    for (int64_t j = 0; j < k; ++j) chg[j] = !bounded || it == 0;
+    if (bounded && it > 0)
+      for (int64_t i = 0; i < n; ++i)
+        if (a[i] != prev[i]) chg[a[i]] = chg[prev[i]] = 1;
+    for (int64_t j = 0; j < k; ++j)
+      if (chg[j]) {
+        std::fill(sums.begin() + j * d, sums.begin() + (j + 1) * d, 0.0);
+        cnt[j] = 0;
+      }
+    for (int64_t i = 0; i < n; ++i) {
+      if (!chg[a[i]]) continue;
       double* s = sums.data() + a[i] * d;
       const float* xr = x + i * d;
       for (int64_t q = 0; q < d; ++q) s[q] += static_cast<double>(xr[q]);
       ++cnt[a[i]];
     }
-    for (int64_t j = 0; j < k; ++j)
-      if (cnt[j] > 0)
-        for (int64_t q = 0; q < d; ++q)
-          cen[j * d + q] = static_cast<float>(sums[j * d + q] / static_cast<double>(cnt[j]));
+    moved = false;
+    for (int64_t j = 0; j < k; ++j) {
+      delta[j] = 0.0;
+      if (!chg[j] || cnt[j] == 0) continue;
+      float* cj = cen.data() + j * d;
+      for (int64_t q = 0; q < d; ++q) newc[q] = static_cast<float>(sums[j * d + q] / static_cast<double>(cnt[j]));
+      if (bounded) {  // how far the centre moved (an upper bound; 0 when it did not)
+        const float* pn = newc.data();
+        const float* po = cj;
+        float s2;
+        sqdiffs<1>(&pn, &po, d, &s2);
+        delta[j] = std::memcmp(pn, po, sizeof(float) * d) == 0 ? 0.0 : dist_upper(s2, g);
+        moved = moved || delta[j] > 0;
+      }
+      std::memcpy(cj, newc.data(), sizeof(float) * d);
+    }
     prev = a;
   }
-  assign();
+  // the final assignment: when the loop stopped on an unchanged assignment the centres did not move
+  // since, and assigning again gives that same assignment
+  if (!bounded) assign_plain();
+  else if (!converged) assign_bounded();
   std::fill(cnt.begin(), cnt.end(), 0);
   std::vector<int64_t> first(k, std::numeric_limits<int64_t>::max());
+  clear_pairs();
+  for (int64_t i = 0; i < n; ++i) { pa.push_back(x + i * d); pb.push_back(cen.data() + a[i] * d); }
+  run_pairs();
   double inertia = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = a[i];
-    float d2 = xx[i] + cc[j] - 2.f * dot(x + i * d, cen.data() + j * d, d);
+    float d2 = xx[i] + cc[j] - 2.f * val[i];
     inertia += static_cast<double>(std::max(d2, 0.f));
     ++cnt[j];
     first[j] = std::min(first[j], pos0 + i);
@@ -111,6 +429,7 @@ void one_run(const float* x, const float* xx, int64_t n, int64_t d, int64_t k, i
   out.cnt = std::move(cnt);
   out.first = std::move(first);
   out.inertia = inertia;
+  out.evals = evals;
 }
 
 }  // namespace
@@ -142,23 +461,30 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
 }
 
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
-                        int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, float* cen,
-                        int64_t* cnt, int64_t* first) {
+                        int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
+                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals) {
   if (m < 0 || d <= 0 || e < 0 || k <= 0 || runs <= 0 || iters <= 0) return 1;
   for (int64_t s = 0; s < e; ++s)
     if (sizes[s] <= k || starts[s] < 0 || starts[s] + sizes[s] > m) return 2;
   std::vector<float> xx(m);
-  for (int64_t i = 0; i < m; ++i) xx[i] = dot(xm + i * d, xm + i * d, d);
+  std::vector<double> nx(m);
+  for (int64_t i = 0; i < m; ++i) {
+    xx[i] = dot(xm + i * d, xm + i * d, d);
+    nx[i] = norm64(xm + i * d, d);
+  }
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t s = 0; s < e; ++s) {
     Run best, cur;
     best.inertia = std::numeric_limits<double>::infinity();
+    int64_t ev = 0;
     for (int64_t r = 0; r < runs; ++r) {
-      one_run(xm + starts[s] * d, xx.data() + starts[s], sizes[s], d, k, iters, u + (s * runs + r) * k,
-              starts[s], cur);
+      one_run(xm + starts[s] * d, xx.data() + starts[s], nx.data() + starts[s], sizes[s], d, k, iters,
+              u + (s * runs + r) * k, starts[s], bounded, cur);
+      ev += cur.evals;
       if (cur.inertia < best.inertia || r == 0) std::swap(best, cur);  // strict: ties keep the earlier run
     }
     std::memcpy(cen + s * k * d, best.cen.data(), sizeof(float) * k * d);
+    evals[s] = ev;
     const bool ok = std::isfinite(best.inertia);
     for (int64_t j = 0; j < k; ++j) {
       cnt[s * k + j] = ok ? best.cnt[j] : 0;

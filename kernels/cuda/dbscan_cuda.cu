@@ -7,6 +7,7 @@
 // one of its ancestors. Hence the root of a component is its smallest member,
 // i.e. its smallest core index. Parent loads go through L2 (__ldcg) so a
 // thread never spins on a stale L1 copy of a root that someone else hooked.
+#include "common/check.h"
 #include "cuda/common_cuda.cuh"
 #include "cuda/launchers.h"
 
@@ -103,35 +104,33 @@ __global__ void labels_kernel(const int64_t* __restrict__ indptr, const int64_t*
 
 }  // namespace
 
-int dbscan_core(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
-                int64_t min_samples, uint8_t* core, void* stream) {
-  if (n <= 0) return 0;
-  core_kernel<<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(indptr, indices, data, n, eps, min_samples,
-                                                                     core);
+int dbscan_core(const Distances& g, int64_t min_samples, uint8_t* core, void* stream) {
+  HILCORE_CHECK_MSG(min_samples >= 1, values({{"min_samples", min_samples}}));
+  if (g.n <= 0) return 0;
+  core_kernel<<<grid_for(g.n, kBlock), kBlock, 0, as_stream(stream)>>>(g.indptr, g.indices, g.data, g.n, g.eps,
+                                                                       min_samples, core);
   return launch_status();
 }
 
-int dbscan_components(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
-                      const uint8_t* core, int32_t* parent, int32_t* root, void* stream) {
-  if (n <= 0) return 0;
-  const unsigned g = grid_for(n, kBlock);
+int dbscan_components(const Distances& g, const uint8_t* core, int32_t* parent, int32_t* root, void* stream) {
+  if (g.n <= 0) return 0;
+  const unsigned grid = grid_for(g.n, kBlock);
   cudaStream_t s = as_stream(stream);
-  init_kernel<<<g, kBlock, 0, s>>>(n, parent);
+  init_kernel<<<grid, kBlock, 0, s>>>(g.n, parent);
   int st = launch_status();
   if (st) return st;
-  union_kernel<<<g, kBlock, 0, s>>>(indptr, indices, data, n, eps, core, parent);
+  union_kernel<<<grid, kBlock, 0, s>>>(g.indptr, g.indices, g.data, g.n, g.eps, core, parent);
   st = launch_status();
   if (st) return st;
-  root_kernel<<<g, kBlock, 0, s>>>(n, core, parent, root);
+  root_kernel<<<grid, kBlock, 0, s>>>(g.n, core, parent, root);
   return launch_status();
 }
 
-int dbscan_labels(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
-                  const uint8_t* core, const int32_t* root, const int64_t* root_cum, int64_t* labels,
-                  void* stream) {
-  if (n <= 0) return 0;
-  labels_kernel<<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(indptr, indices, data, n, eps, core, root,
-                                                                       root_cum, labels);
+int dbscan_labels(const Distances& g, const uint8_t* core, const int32_t* root, const int64_t* root_cum,
+                  int64_t* labels, void* stream) {
+  if (g.n <= 0) return 0;
+  labels_kernel<<<grid_for(g.n, kBlock), kBlock, 0, as_stream(stream)>>>(g.indptr, g.indices, g.data, g.n, g.eps,
+                                                                         core, root, root_cum, labels);
   return launch_status();
 }
 

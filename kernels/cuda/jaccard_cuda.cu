@@ -6,10 +6,12 @@
 //   unique_*          warp per row: distinct sorted E(i) + softmax weights V[i]
 //   query_expansion_* thread per row: V'[i] = mean of V over rank[i, :k2]
 //   jaccard_slots     thread per row: table size from the partner bound
-//   jaccard_partners  warp per row: exact distinct partners (keys-only table)
+//   jaccard_partners  warp per row: exact distinct partners (keys-only table);
+//                     the count pass of the rows (launcher jaccard_rows_count)
 //   jaccard_rows      warp per row: m(i, .) in a table sized by the partners,
 //                     walking supp(i) in ascending t, one postings list per
-//                     step, then the kept pairs written (build/count/fill fused)
+//                     step, then the kept pairs written (build/count/fill fused);
+//                     the fill pass (launcher jaccard_rows_fill)
 // Determinism: no float atomics. In jaccard_rows each j occurs once per
 // postings list, so a table slot gets one add per t, and __syncwarp between
 // t's orders them: m(i, j) is summed in ascending t, the same sequence of
@@ -19,6 +21,7 @@
 #include <cfloat>
 #include <climits>
 
+#include "common/check.h"
 #include "cuda/common_cuda.cuh"
 #include "cuda/jaccard_table.h"
 #include "cuda/launchers.h"
@@ -297,7 +300,7 @@ __global__ void jaccard_partners_kernel(
     const int64_t i = ids[r];
     const int64_t cap = bound_slots[i];
     if (!jtable::fits(cap, region)) {  // the caller's split is wrong: report, never overrun
-      if (lane == 0) atomicOr(err, 1);
+      if (lane == 0) atomicOr(err, kErrCountRegion);
       continue;
     }
     clear_keys<SHARED>(K, cap, lane);
@@ -314,7 +317,7 @@ __global__ void jaccard_partners_kernel(
     if (lane == 0) {
       partners[i] = cnt;
       slots[i] = jtable::capacity_for(cnt);
-      if (bad) atomicOr(err, 2);
+      if (bad) atomicOr(err, kErrCountFull);
     }
     __syncwarp();  // every lane is done with this table before it is cleared for the next row
   }
@@ -341,7 +344,7 @@ __global__ void jaccard_rows_kernel(
     const int64_t i = ids[r];
     const int64_t cap = slots[i];
     if (!jtable::fits(cap, region)) {
-      if (lane == 0) atomicOr(err, 4);
+      if (lane == 0) atomicOr(err, kErrFillRegion);
       continue;
     }
     for (int64_t s = lane; s < cap; s += kWarp) {
@@ -380,7 +383,7 @@ __global__ void jaccard_rows_kernel(
     bad = __any_sync(kFull, bad);
     if (lane == 0) {
       kept[i] = base - lo;
-      if (bad) atomicOr(err, 8);
+      if (bad) atomicOr(err, kErrFillStaging);
     }
     __syncwarp();
   }
@@ -389,67 +392,61 @@ __global__ void jaccard_rows_kernel(
 }  // namespace
 
 // ---- launchers --------------------------------------------------------------------
-int krecip_flags(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, uint8_t* f1, uint8_t* fh,
-                 void* stream) {
-  if (n <= 0) return 0;
-  krecip_flags_kernel<<<grid_for(n * k1, kBlock), kBlock, 0, as_stream(stream)>>>(rank, n, ld_rank, k1, kh1, f1,
-                                                                                   fh);
+int krecip_flags(const Ranking& r, uint8_t* f1, uint8_t* fh, void* stream) {
+  if (r.n <= 0) return 0;
+  krecip_flags_kernel<<<grid_for(r.n * r.k1, kBlock), kBlock, 0, as_stream(stream)>>>(r.rank, r.n, r.ld_rank, r.k1,
+                                                                                       r.kh1, f1, fh);
   return launch_status();
 }
 
-int expand_count(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, const uint8_t* f1,
-                 const uint8_t* fh, int64_t* raw_count, void* stream) {
-  if (n <= 0) return 0;
-  expand_kernel<false><<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(rank, n, ld_rank, k1, kh1, f1, fh,
-                                                                              raw_count, nullptr, nullptr);
+int expand_count(const Ranking& r, const uint8_t* f1, const uint8_t* fh, int64_t* raw_count, void* stream) {
+  if (r.n <= 0) return 0;
+  expand_kernel<false><<<grid_for(r.n, kBlock), kBlock, 0, as_stream(stream)>>>(
+      r.rank, r.n, r.ld_rank, r.k1, r.kh1, f1, fh, raw_count, nullptr, nullptr);
   return launch_status();
 }
 
-int expand_fill(const int64_t* rank, int64_t n, int64_t ld_rank, int k1, int kh1, const uint8_t* f1,
-                const uint8_t* fh, const int64_t* raw_ptr, int32_t* raw, void* stream) {
-  if (n <= 0) return 0;
-  expand_kernel<true><<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(rank, n, ld_rank, k1, kh1, f1, fh,
-                                                                             nullptr, raw_ptr, raw);
+int expand_fill(const Ranking& r, const uint8_t* f1, const uint8_t* fh, const DeviceRows& raw, void* stream) {
+  if (r.n <= 0) return 0;
+  expand_kernel<true><<<grid_for(r.n, kBlock), kBlock, 0, as_stream(stream)>>>(
+      r.rank, r.n, r.ld_rank, r.k1, r.kh1, f1, fh, nullptr, raw.ptr, raw.idx);
   return launch_status();
 }
 
-int unique_count(const int64_t* raw_ptr, const int32_t* raw, int64_t n, uint8_t* first, int64_t* e_count,
-                 void* stream) {
+int unique_count(const DeviceRows& raw, int64_t n, uint8_t* first, int64_t* e_count, void* stream) {
   if (n <= 0) return 0;
-  unique_count_kernel<<<grid_for(n, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(raw_ptr, raw, n, first,
+  unique_count_kernel<<<grid_for(n, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(raw.ptr, raw.idx, n, first,
                                                                                      e_count);
   return launch_status();
 }
 
-int unique_weights(const float* x, int64_t n, int64_t d, const int64_t* raw_ptr, const int32_t* raw,
-                   const uint8_t* first, const int64_t* e_ptr, int32_t* e_idx, float* e_val, void* stream) {
+int unique_weights(const float* x, int64_t n, int64_t d, const DeviceRows& raw, const uint8_t* first,
+                   const DeviceRows& e, void* stream) {
   if (n <= 0) return 0;
-  unique_weights_kernel<<<grid_for(n, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(x, n, d, raw_ptr, raw,
-                                                                                       first, e_ptr, e_idx, e_val);
+  unique_weights_kernel<<<grid_for(n, kWarpsPerBlock), kBlock, 0, as_stream(stream)>>>(
+      x, n, d, raw.ptr, raw.idx, first, e.ptr, e.idx, e.val);
   return launch_status();
 }
 
-int query_expansion_count(const int64_t* e_ptr, const int32_t* e_idx, const int64_t* rank, int64_t n,
-                          int64_t ld_rank, int k2, int64_t* q_count, void* stream) {
-  if (n <= 0) return 0;
-  query_expansion_kernel<false><<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(
-      e_ptr, e_idx, nullptr, rank, n, ld_rank, k2, q_count, nullptr, nullptr, nullptr);
+int query_expansion_count(const DeviceRows& e, const Ranking& r, int k2, int64_t* q_count, void* stream) {
+  HILCORE_CHECK_MSG(k2 >= 1 && k2 <= r.ld_rank, values({{"k2", k2}, {"ld_rank", r.ld_rank}}));
+  if (r.n <= 0) return 0;
+  query_expansion_kernel<false><<<grid_for(r.n, kBlock), kBlock, 0, as_stream(stream)>>>(
+      e.ptr, e.idx, nullptr, r.rank, r.n, r.ld_rank, k2, q_count, nullptr, nullptr, nullptr);
   return launch_status();
 }
 
-int query_expansion_fill(const int64_t* e_ptr, const int32_t* e_idx, const float* e_val, const int64_t* rank,
-                         int64_t n, int64_t ld_rank, int k2, const int64_t* q_ptr, int32_t* q_idx, float* q_val,
-                         void* stream) {
-  if (n <= 0) return 0;
-  query_expansion_kernel<true><<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(
-      e_ptr, e_idx, e_val, rank, n, ld_rank, k2, nullptr, q_ptr, q_idx, q_val);
+int query_expansion_fill(const DeviceRows& e, const Ranking& r, int k2, const DeviceRows& q, void* stream) {
+  HILCORE_CHECK_MSG(k2 >= 1 && k2 <= r.ld_rank, values({{"k2", k2}, {"ld_rank", r.ld_rank}}));
+  if (r.n <= 0) return 0;
+  query_expansion_kernel<true><<<grid_for(r.n, kBlock), kBlock, 0, as_stream(stream)>>>(
+      e.ptr, e.idx, e.val, r.rank, r.n, r.ld_rank, k2, nullptr, q.ptr, q.idx, q.val);
   return launch_status();
 }
 
-int jaccard_slots(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, int64_t n, int64_t* slots,
-                  void* stream) {
+int jaccard_slots(const DeviceRows& q, const DeviceRows& p, int64_t n, int64_t* slots, void* stream) {
   if (n <= 0) return 0;
-  jaccard_slots_kernel<<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(q_ptr, q_idx, p_ptr, n, slots);
+  jaccard_slots_kernel<<<grid_for(n, kBlock), kBlock, 0, as_stream(stream)>>>(q.ptr, q.idx, p.ptr, n, slots);
   return launch_status();
 }
 
@@ -458,12 +455,27 @@ static unsigned region_grid(int64_t regions) {
   return static_cast<unsigned>((regions + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
 
-// Dynamic shared memory of a block of the shared instance, after checking the
-// region against the pass's cap and opting in past the default 48 KiB.
+// What a launch of the last stage needs, in words: a region that is a power of two >= 32 (and, in
+// shared memory, at most the pass's limit), a global launch of a positive multiple of 8 warps with
+// its scratch. `func` is the launcher the error names.
+static void check_launch(const char* func, const TableLaunch& t, int64_t max_shared_slots, bool needs_vals) {
+  HILCORE_CHECK_MSG_IN(func, t.region_slots >= jtable::kMinSlots && (t.region_slots & (t.region_slots - 1)) == 0,
+                       "region_slots: expected a power of two >= 32, " + values({{"region_slots", t.region_slots}}));
+  if (t.shared) {
+    HILCORE_CHECK_MSG_IN(func, t.region_slots <= max_shared_slots,
+                         "a shared-memory region holds at most the pass's slots, " +
+                             values({{"region_slots", t.region_slots}, {"max", max_shared_slots}}));
+  } else {
+    HILCORE_CHECK_MSG_IN(func, t.regions > 0 && t.regions % kWarpsPerBlock == 0,
+                         "regions: expected a positive multiple of 8 warps, " + values({{"regions", t.regions}}));
+    HILCORE_CHECK_MSG_IN(func, t.scratch_keys != nullptr && (!needs_vals || t.scratch_vals != nullptr),
+                         "a global-memory launch needs its scratch buffers");
+  }
+}
+
+// Dynamic shared memory of a block of the shared instance, opting in past the default 48 KiB.
 template <class Kernel>
-static int shared_launch_bytes(Kernel kernel, int64_t region_slots, int64_t slot_bytes, int64_t max_slots,
-                               size_t* bytes) {
-  if (region_slots < jtable::kMinSlots || region_slots > max_slots) return static_cast<int>(cudaErrorInvalidValue);
+static int shared_launch_bytes(Kernel kernel, int64_t region_slots, int64_t slot_bytes, size_t* bytes) {
   *bytes = static_cast<size_t>(kWarpsPerBlock * region_slots * slot_bytes);
   if (*bytes > 48 * 1024) {
     const cudaError_t e =
@@ -488,44 +500,40 @@ int jaccard_smem_slots(int64_t* partners_slots, int64_t* rows_slots) {
   return 0;
 }
 
-int jaccard_partners(const int64_t* q_ptr, const int32_t* q_idx, const int64_t* p_ptr, const int32_t* p_row,
-                     const int64_t* ids, int64_t m, const int64_t* bound_slots, int shared, int64_t regions,
-                     int64_t region_slots, int32_t* scratch, int64_t* partners, int64_t* slots, int* err,
-                     void* stream) {
-  if (m <= 0) return 0;
-  if (shared) {
+int jaccard_rows_count(const DeviceRows& q, const DeviceRows& p, const TableLaunch& t, const int64_t* bound_slots,
+                       int64_t* partners, int64_t* slots, int* err, void* stream) {
+  check_launch(__func__, t, kJaccardPartnersSmemSlots, false);
+  if (t.m <= 0) return 0;
+  if (t.shared) {
     size_t bytes = 0;
-    const int st = shared_launch_bytes(jaccard_partners_kernel<true>, region_slots, 4, kJaccardPartnersSmemSlots,
-                                       &bytes);
+    const int st = shared_launch_bytes(jaccard_partners_kernel<true>, t.region_slots, 4, &bytes);
     if (st) return st;
-    jaccard_partners_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
-        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, region_slots, nullptr, partners, slots, err);
+    jaccard_partners_kernel<true><<<grid_for(t.m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q.ptr, q.idx, p.ptr, p.idx, t.ids, t.m, bound_slots, t.region_slots, nullptr, partners, slots, err);
   } else {
-    if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
-    jaccard_partners_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(
-        q_ptr, q_idx, p_ptr, p_row, ids, m, bound_slots, region_slots, scratch, partners, slots, err);
+    jaccard_partners_kernel<false><<<region_grid(t.regions), kBlock, 0, as_stream(stream)>>>(
+        q.ptr, q.idx, p.ptr, p.idx, t.ids, t.m, bound_slots, t.region_slots, t.scratch_keys, partners, slots, err);
   }
   return launch_status();
 }
 
-int jaccard_rows(const int64_t* q_ptr, const int32_t* q_idx, const float* q_val, const int64_t* p_ptr,
-                 const int32_t* p_row, const float* p_val, const int64_t* ids, int64_t m, const int64_t* slots,
-                 int shared, int64_t regions, int64_t region_slots, int32_t* scratch_keys, float* scratch_vals,
-                 float max_distance, int64_t row0, const int64_t* st_off, int64_t* kept, int32_t* st_idx,
-                 float* st_val, int* err, void* stream) {
-  if (m <= 0) return 0;
-  if (shared) {
+int jaccard_rows_fill(const DeviceRows& q, const DeviceRows& p, const TableLaunch& t, const int64_t* slots,
+                      float max_distance, const PairStaging& out, int* err, void* stream) {
+  check_launch(__func__, t, kJaccardRowsSmemSlots, true);
+  HILCORE_CHECK_MSG(out.row0 >= 0 && out.offsets != nullptr && out.kept != nullptr,
+                    "the staging needs row0 >= 0, its offsets and kept, " + values({{"row0", out.row0}}));
+  if (t.m <= 0) return 0;
+  if (t.shared) {
     size_t bytes = 0;
-    const int st = shared_launch_bytes(jaccard_rows_kernel<true>, region_slots, 8, kJaccardRowsSmemSlots, &bytes);
+    const int st = shared_launch_bytes(jaccard_rows_kernel<true>, t.region_slots, 8, &bytes);
     if (st) return st;
-    jaccard_rows_kernel<true><<<grid_for(m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
-        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, region_slots, nullptr, nullptr, max_distance, row0,
-        st_off, kept, st_idx, st_val, err);
+    jaccard_rows_kernel<true><<<grid_for(t.m, kWarpsPerBlock), kBlock, bytes, as_stream(stream)>>>(
+        q.ptr, q.idx, q.val, p.ptr, p.idx, p.val, t.ids, t.m, slots, t.region_slots, nullptr, nullptr, max_distance,
+        out.row0, out.offsets, out.kept, out.idx, out.val, err);
   } else {
-    if (regions <= 0 || regions % kWarpsPerBlock) return static_cast<int>(cudaErrorInvalidValue);
-    jaccard_rows_kernel<false><<<region_grid(regions), kBlock, 0, as_stream(stream)>>>(
-        q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, m, slots, region_slots, scratch_keys, scratch_vals,
-        max_distance, row0, st_off, kept, st_idx, st_val, err);
+    jaccard_rows_kernel<false><<<region_grid(t.regions), kBlock, 0, as_stream(stream)>>>(
+        q.ptr, q.idx, q.val, p.ptr, p.idx, p.val, t.ids, t.m, slots, t.region_slots, t.scratch_keys, t.scratch_vals,
+        max_distance, out.row0, out.offsets, out.kept, out.idx, out.val, err);
   }
   return launch_status();
 }

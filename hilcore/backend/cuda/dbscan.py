@@ -63,16 +63,14 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
         data = data.to(torch.float32).contiguous()
         _check_csr(indptr, indices, data, n)
         eps32 = float(np.float32(eps))  # the float32 threshold (on the host: no device read)
+        dist = nat.CudaDistances(indptr.data_ptr(), indices.data_ptr(), data.data_ptr(), n, eps32)
         core = torch.empty(n, dtype=torch.uint8, device=dev)
-        nat.cuda_dbscan_core(indptr.data_ptr(), indices.data_ptr(), data.data_ptr(), n, eps32, int(min_samples),
-                             core.data_ptr(), stream)
+        nat.cuda_dbscan_core(dist, int(min_samples), core.data_ptr(), stream)
         parent = torch.empty(n, dtype=torch.int32, device=dev)
         root = torch.empty(n, dtype=torch.int32, device=dev)
-        nat.cuda_dbscan_components(indptr.data_ptr(), indices.data_ptr(), data.data_ptr(), n, eps32, core.data_ptr(),
-                                   parent.data_ptr(), root.data_ptr(), stream)
+        nat.cuda_dbscan_components(dist, core.data_ptr(), parent.data_ptr(), root.data_ptr(), stream)
         is_root = root == torch.arange(n, dtype=torch.int32, device=dev)
         root_cum = torch.cumsum(is_root, 0, dtype=torch.int64)
         labels = torch.empty(n, dtype=torch.int64, device=dev)
-        nat.cuda_dbscan_labels(indptr.data_ptr(), indices.data_ptr(), data.data_ptr(), n, eps32, core.data_ptr(),
-                               root.data_ptr(), root_cum.data_ptr(), labels.data_ptr(), stream)
+        nat.cuda_dbscan_labels(dist, core.data_ptr(), root.data_ptr(), root_cum.data_ptr(), labels.data_ptr(), stream)
     return labels

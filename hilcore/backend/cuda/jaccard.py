@@ -96,6 +96,26 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _rows(nat, ptr, idx, val=None):
+    """The CudaRows struct (bindings/cuda_common.h) of sparse rows held in tensors."""
+    return nat.CudaRows(_ptr(ptr), _ptr(idx), _ptr(val))
+
+
+# The bits of the last stage's device error word (kernels/cuda/launchers.h, kErr*), in words.
+_ERROR_BITS = {
+    1: "count pass: a row's table was larger than its launch's region",
+    2: "count pass: a row's keys-only table filled up",
+    4: "fill pass: a row's table was larger than its launch's region",
+    8: "fill pass: a row kept more pairs than its staging room",
+}
+
+
+def _table_error(bits: int) -> RuntimeError:
+    words = "; ".join(w for b, w in _ERROR_BITS.items() if bits & b) or "unknown bits"
+    return RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {bits:#x}: {words}); "
+                        "this is a bug")
+
+
 class _Kernels:
     """The last stage's kernels (kernels/cuda/launchers.h) on torch tensors, on one stream.
 
@@ -105,23 +125,27 @@ class _Kernels:
 
     def __init__(self, nat, stream: int):
         self.nat, self.stream = nat, stream
-        self.smem_slots = tuple(int(v) for v in nat.cuda_jaccard_smem_slots())  # (partners pass, rows pass)
+        self.smem_slots = tuple(int(v) for v in nat.cuda_jaccard_smem_slots())  # (count pass, fill pass)
+
+    def _launch(self, ids, shared, regions, region_slots, keys=None, vals=None):
+        return self.nat.CudaTableLaunch(_ptr(ids), ids.numel(), shared, region_slots, regions, _ptr(keys), _ptr(vals))
 
     def slots(self, q_ptr, q_idx, p_ptr, n, out):
-        self.nat.cuda_jaccard_slots(_ptr(q_ptr), _ptr(q_idx), _ptr(p_ptr), n, _ptr(out), self.stream)
+        self.nat.cuda_jaccard_slots(_rows(self.nat, q_ptr, q_idx), _rows(self.nat, p_ptr, None), n, _ptr(out),
+                                    self.stream)
 
     def partners(self, q_ptr, q_idx, p_ptr, p_row, ids, bound, shared, regions, region_slots, scratch, partners,
                  slots, err):
-        self.nat.cuda_jaccard_partners(_ptr(q_ptr), _ptr(q_idx), _ptr(p_ptr), _ptr(p_row), _ptr(ids), ids.numel(),
-                                       _ptr(bound), shared, regions, region_slots, _ptr(scratch), _ptr(partners),
-                                       _ptr(slots), _ptr(err), self.stream)
+        self.nat.cuda_jaccard_rows_count(_rows(self.nat, q_ptr, q_idx), _rows(self.nat, p_ptr, p_row),
+                                         self._launch(ids, shared, regions, region_slots, scratch), _ptr(bound),
+                                         _ptr(partners), _ptr(slots), _ptr(err), self.stream)
 
     def rows(self, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, ids, slots, shared, regions, region_slots, keys, vals,
              max_distance, row0, st_off, kept, st_idx, st_val, err):
-        self.nat.cuda_jaccard_rows(_ptr(q_ptr), _ptr(q_idx), _ptr(q_val), _ptr(p_ptr), _ptr(p_row), _ptr(p_val),
-                                   _ptr(ids), ids.numel(), _ptr(slots), shared, regions, region_slots, _ptr(keys),
-                                   _ptr(vals), max_distance, row0, _ptr(st_off), _ptr(kept), _ptr(st_idx),
-                                   _ptr(st_val), _ptr(err), self.stream)
+        staging = self.nat.CudaPairStaging(row0, _ptr(st_off), _ptr(kept), _ptr(st_idx), _ptr(st_val))
+        self.nat.cuda_jaccard_rows_fill(_rows(self.nat, q_ptr, q_idx, q_val), _rows(self.nat, p_ptr, p_row, p_val),
+                                        self._launch(ids, shared, regions, region_slots, keys, vals), _ptr(slots),
+                                        max_distance, staging, _ptr(err), self.stream)
 
 
 def _regions(rows: int, region_slots: int, slot_bytes: int, budget: int) -> int:
@@ -202,8 +226,7 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
     host = torch.cat([st_cum, cls, err.to(torch.int64)]).cpu().numpy()
     cum, row_classes = host[:n + 1], host[n + 1:-1].view(np.uint8)[:n]
     if host[-1]:
-        raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {int(host[-1]):#x}); "
-                           "this is a bug")
+        raise _table_error(int(host[-1]))
     kept = torch.empty(n, **i64)
     out_idx, out_val = [], []
     for a, b in _chunks(cum, max(1, workspace_bytes // _STAGE_BYTES)):
@@ -227,7 +250,7 @@ def pairs(k, q_ptr, q_idx, q_val, p_ptr, p_row, p_val, n: int, max_distance: flo
         # one host read: the chunk's kept pairs and the error word of every launch so far
         total, flag = torch.stack([kc.sum(), err[0].to(torch.int64)]).tolist()
         if flag:
-            raise RuntimeError(f"cuda jaccard: a per-row hash table overflowed (error bits {flag:#x}); this is a bug")
+            raise _table_error(flag)
         local = torch.repeat_interleave(torch.arange(b - a, **i64), kc, output_size=total)
         src = st_off[local] + (torch.arange(total, **i64) - _exclusive(kc)[local])
         idx = st_idx[src].to(torch.int64)
@@ -283,44 +306,44 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
         kh1 = min(half_k(k1) + 1, k1)
         i64 = dict(dtype=torch.int64, device=dev)
 
+        ranking = nat.CudaRanking(rank.data_ptr(), n, k1, k1, kh1)  # rank holds its first k1 columns
+
         # 1. reciprocity flags
         f1 = torch.empty((n, k1), dtype=torch.uint8, device=dev)
         fh = torch.empty((n, kh1), dtype=torch.uint8, device=dev)
-        nat.cuda_krecip_flags(rank.data_ptr(), n, k1, k1, kh1, f1.data_ptr(), fh.data_ptr(), stream)
+        nat.cuda_krecip_flags(ranking, f1.data_ptr(), fh.data_ptr(), stream)
 
         # 2. expansion with repeats, then distinct sorted E(i) and softmax weights
         raw_count = torch.empty(n, **i64)
-        nat.cuda_expand(rank.data_ptr(), n, k1, k1, kh1, f1.data_ptr(), fh.data_ptr(), raw_count.data_ptr(), 0, 0,
-                        stream)
+        nat.cuda_expand_count(ranking, f1.data_ptr(), fh.data_ptr(), raw_count.data_ptr(), stream)
         raw_ptr = _exclusive(raw_count)
         n_raw = int(raw_ptr[-1])
         raw = torch.empty(n_raw, dtype=torch.int32, device=dev)
-        nat.cuda_expand(rank.data_ptr(), n, k1, k1, kh1, f1.data_ptr(), fh.data_ptr(), 0, raw_ptr.data_ptr(),
-                        raw.data_ptr(), stream)
+        raw_rows = _rows(nat, raw_ptr, raw)
+        nat.cuda_expand_fill(ranking, f1.data_ptr(), fh.data_ptr(), raw_rows, stream)
         del f1, fh
         first = torch.empty(n_raw, dtype=torch.uint8, device=dev)
         e_count = torch.empty(n, **i64)
-        nat.cuda_unique_count(raw_ptr.data_ptr(), raw.data_ptr(), n, first.data_ptr(), e_count.data_ptr(), stream)
+        nat.cuda_unique_count(raw_rows, n, first.data_ptr(), e_count.data_ptr(), stream)
         e_ptr = _exclusive(e_count)
         n_e = int(e_ptr[-1])
         e_idx = torch.empty(n_e, dtype=torch.int32, device=dev)
         e_val = torch.empty(n_e, dtype=torch.float32, device=dev)
-        nat.cuda_unique_weights(x.data_ptr(), n, d, raw_ptr.data_ptr(), raw.data_ptr(), first.data_ptr(),
-                                e_ptr.data_ptr(), e_idx.data_ptr(), e_val.data_ptr(), stream)
-        del raw, first, raw_ptr
+        nat.cuda_unique_weights(x.data_ptr(), n, d, raw_rows, first.data_ptr(), _rows(nat, e_ptr, e_idx, e_val),
+                                stream)
+        del raw, first, raw_ptr, raw_rows
 
         # 3. local query expansion
         if k2 > 1:
+            e_rows = _rows(nat, e_ptr, e_idx, e_val)
             q_count = torch.empty(n, **i64)
-            nat.cuda_query_expansion(e_ptr.data_ptr(), e_idx.data_ptr(), e_val.data_ptr(), rank.data_ptr(), n, k1, k2,
-                                     q_count.data_ptr(), 0, 0, 0, stream)
+            nat.cuda_query_expansion_count(e_rows, ranking, k2, q_count.data_ptr(), stream)
             q_ptr = _exclusive(q_count)
             n_q = int(q_ptr[-1])
             q_idx = torch.empty(n_q, dtype=torch.int32, device=dev)
             q_val = torch.empty(n_q, dtype=torch.float32, device=dev)
-            nat.cuda_query_expansion(e_ptr.data_ptr(), e_idx.data_ptr(), e_val.data_ptr(), rank.data_ptr(), n, k1, k2,
-                                     0, q_ptr.data_ptr(), q_idx.data_ptr(), q_val.data_ptr(), stream)
-            del e_ptr, e_idx, e_val
+            nat.cuda_query_expansion_fill(e_rows, ranking, k2, _rows(nat, q_ptr, q_idx, q_val), stream)
+            del e_ptr, e_idx, e_val, e_rows
         else:
             q_ptr, q_idx, q_val = e_ptr, e_idx, e_val
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..._info import info_arg
 
 def _brute_force():
     try:
@@ -21,7 +22,7 @@ def _brute_force():
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
-        stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        info: dict | None = None, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN from ``cuvs.neighbors.brute_force`` candidates, rescored and certified by hilcore.
 
     ``brute_force.build(db, metric="inner_product")`` and ``search`` give
@@ -33,7 +34,8 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         x: ``[N, D]`` float32, rows L2-normalised, on a CUDA device.
         k: neighbours per row, ``1 <= k <= M``.
         y: optional ``[M, D]`` database like ``x``; ``None`` is self-search.
-        stats: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        info: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``(idx int64 [N, k], sim float32 [N, k])`` on ``x.device``, best first.
@@ -54,6 +56,8 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
     brute_force = _brute_force()
     from ..triton import knn as tknn
 
+    info = info_arg(info, stats, "hilcore.backend.cuvs.knn.knn")
+
     self_search = y is None
     x = x.contiguous()
     db = x if self_search else y.contiguous()
@@ -70,4 +74,4 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         sim = torch.as_tensor(dist, device=x.device)
         idx = torch.as_tensor(nbr, device=x.device)
         del index
-    return tknn.rescore_candidates(x, db, k, idx, sim, self_search, stats=stats)
+    return tknn.rescore_candidates(x, db, k, idx, sim, self_search, info=info)

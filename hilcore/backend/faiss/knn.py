@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._info import info_arg
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN by inner product (cosine on normalised rows) with a flat faiss index.
@@ -99,7 +100,7 @@ def _faiss_gpu():
 
 
 def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
-            stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            info: dict | None = None, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN from ``faiss.GpuIndexFlatIP`` candidates, rescored and certified by hilcore.
 
     The flat GPU index (float32 storage, ``useFloat16=False``) returns
@@ -114,7 +115,8 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
             lives on that GPU).
         k: neighbours per row, ``1 <= k <= M``.
         y: optional ``[M, D]`` database like ``x``; ``None`` is self-search.
-        stats: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        info: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``(idx int64 [N, k], sim float32 [N, k])`` on ``x.device``, best first.
@@ -134,6 +136,8 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
     """
     faiss, torch_io = _faiss_gpu()
     from ..triton import knn as tknn
+
+    info = info_arg(info, stats, "hilcore.backend.faiss.knn.knn_gpu")
 
     self_search = y is None
     x = x.contiguous()
@@ -166,4 +170,4 @@ def knn_gpu(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         del index
     else:  # too many candidates to rescore: rescore_candidates answers with the fp32 kernel
         idx = sim = None
-    return tknn.rescore_candidates(x, db, k, idx, sim, self_search, stats=stats)
+    return tknn.rescore_candidates(x, db, k, idx, sim, self_search, info=info)

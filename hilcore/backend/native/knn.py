@@ -77,7 +77,7 @@ least 4096 rows (and when :func:`int8_matmul` found a working int8 GEMM). The
 C++ row kernels of both paths (tile merges, rescoring dot products) run the
 AVX2/FMA code on x86-64 CPUs that have it, else portable scalar code with the
 same results (``hilcore._native.cpu_features()["knn_path"]``).
-``knn(..., stats={})`` reports what the call did.
+``knn(..., info={})`` reports what the call did.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def default_extra(k: int) -> int:
 
 @ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = TILE, precision: str = "auto",
-        extra: int | None = None, stats: dict | None = None):
+        extra: int | None = None, info: dict | None = None):
     """Exact cosine kNN of normalised float32 CPU rows ``x [N, D]`` against ``y [M, D]`` (or ``x``).
 
     Returns ``(idx int64 [N, k], sim float32 [N, k])``, best first by (sim desc,
@@ -149,11 +149,11 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     (default :func:`default_extra` on the int8 path, :func:`default_extra_fp32` on the fp32 path). Both are
     internal knobs for tests and benchmarks; every choice returns the same bits.
 
-    ``stats``: optional dict that receives what the call did: ``precision``
+    ``info``: optional dict that receives what the call did: ``precision``
     ("fp32" or "int8"), ``candidates`` (K'), ``rows``, ``uncertified_rows`` /
     ``uncertified_fraction`` (rows the candidates did not certify: they took the
     second int8 pass, or the fp32 path's exact completion), ``fallback_rows`` /
-    ``fallback_fraction`` (int8 rows completed by :func:`exact_rows`), measured stage ``times_s``.
+    ``fallback_fraction`` (int8 rows completed by :func:`exact_rows`), measured stage ``timings``.
     """
     if precision not in ("auto", "fp32", "int8"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'int8', got {precision!r}")
@@ -170,8 +170,8 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     if use_int8 and (d > INT8_MAX_DIM or int8_matmul() is None):
         use_int8 = False
     if not use_int8 or n == 0:
-        return _knn_fp32(x, k, y is None, db, tile, extra, stats)
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, stats)
+        return _knn_fp32(x, k, y is None, db, tile, extra, info)
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, info)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
@@ -299,29 +299,29 @@ def _certify_and_complete(xq, db, cand_idx, cand_sim, k, self_search, self_ids, 
     return best_idx, best_sim, int(failed.numel())
 
 
-def _knn_fp32(x, k, self_search, db, tile, extra=None, stats=None):
+def _knn_fp32(x, k, self_search, db, tile, extra=None, info=None):
     """The fp32 path: GEMM candidates, dot_f32 rescoring, certificate, exact completion of the rest."""
     times = {}
     t = time.perf_counter()
     n, m = x.shape[0], db.shape[0]
     if n == 0:
-        if stats is not None:
-            stats.update(precision="fp32", candidates=0, rows=0, uncertified_rows=0, uncertified_fraction=0.0,
-                         fallback_rows=0, fallback_fraction=0.0, times_s={})
+        if info is not None:
+            info.update(precision="fp32", candidates=0, rows=0, uncertified_rows=0, uncertified_fraction=0.0,
+                         fallback_rows=0, fallback_fraction=0.0, timings={})
         return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float32)
     kc = min(m, k + (default_extra_fp32(k) if extra is None else extra))
     cand_idx, cand_sim = _fp32_candidates(x, kc, self_search, db, tile)
     times["candidates"] = time.perf_counter() - t
     best_idx, best_sim, failed = _certify_and_complete(x, db, cand_idx, cand_sim, k, self_search, None, tile, times)
-    if stats is not None:
-        stats.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=failed,
+    if info is not None:
+        info.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=failed,
                      uncertified_fraction=failed / max(n, 1), fallback_rows=0, fallback_fraction=0.0,
-                     times_s=times)
+                     timings=times)
     return best_idx, best_sim
 
 
 def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tensor | None = None, *,
-               tile: int = TILE, extra: int | None = None, stats: dict | None = None
+               tile: int = TILE, extra: int | None = None, info: dict | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The native answer for gathered query rows: exact top-k of ``xq [n, D]`` against ``db [m, D]``.
 
@@ -332,7 +332,7 @@ def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tenso
     float32 GEMM candidates, rescoring, the fp32 certificate, exact completion.
     Used by the fallback of the int8 path and by :func:`hilcore.distributed.knn`
     (one streamed chunk at a time). Returns ``(idx [n, k] int64, sim [n, k] float32)``;
-    ``stats`` (optional dict) receives ``uncertified_rows`` (rows the exact completion ran for).
+    ``info`` (optional dict) receives ``uncertified_rows`` (rows the exact completion ran for).
     """
     with ieee_fp32():
         xq = xq.to(torch.float32).contiguous()
@@ -342,8 +342,8 @@ def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tenso
             self_ids = torch.full((n,), NO_SELF, dtype=torch.int64)
         self_ids = self_ids.to(torch.int64).contiguous()
         self_ids = torch.where((self_ids >= 0) & (self_ids < m), self_ids, torch.full_like(self_ids, NO_SELF))
-        if stats is not None:
-            stats["uncertified_rows"] = 0
+        if info is not None:
+            info["uncertified_rows"] = 0
         if n == 0:
             return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float32)
         nat = native_module()
@@ -358,8 +358,8 @@ def exact_rows(xq: torch.Tensor, k: int, db: torch.Tensor, self_ids: torch.Tenso
                 nat.knn_topk_merge_rows(s.numpy(), sid.numpy(), j0, cs, ci, True)
                 del s
         best_idx, best_sim, failed = _certify_and_complete(xq, db, cand_idx, cand_sim, k, True, self_ids, tile)
-        if stats is not None:
-            stats["uncertified_rows"] = failed
+        if info is not None:
+            info["uncertified_rows"] = failed
         return best_idx, best_sim
 
 
@@ -393,7 +393,7 @@ def row_bounds(d, xnorm, pnorm, enorm, db_xnorm, db_pnorm, db_enorm) -> np.ndarr
     return _round_up_f32(b)
 
 
-def _knn_int8(x, k, self_search, db, tile, extra, stats):
+def _knn_int8(x, k, self_search, db, tile, extra, info):
     nat = native_module()
     int_mm = int8_matmul()
     n, d = x.shape
@@ -465,9 +465,9 @@ def _knn_int8(x, k, self_search, db, tile, extra, stats):
             best_idx[over] = fi
             best_sim[over] = fs
     times["fallback"] = time.perf_counter() - t
-    if stats is not None:
-        stats.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
+    if info is not None:
+        info.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
                      uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),
-                     fallback_fraction=n_over / n, times_s=times,
+                     fallback_fraction=n_over / n, timings=times,
                      bound_median=float(np.median(bound.numpy())) if n else math.nan)
     return best_idx, best_sim

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._core import dbscan_labels
+from ...stages.dbscan import labels as dbscan_labels_of
 from ..._precision import ieee_fp32
 
 _CHUNK = 8192  # member rows per gathered block (bounds the [rows, K, D] temporaries)
@@ -260,20 +260,9 @@ def dbscan_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, eps: f
     dst = torch.cat(dst_l)
     deg = torch.bincount(src, minlength=m)
     core = deg >= min_samples
-    cc_edge = core[src] & core[dst]
-    cs, cd = src[cc_edge], dst[cc_edge]
-    big = m  # sentinel above every position
-    root = torch.where(core, torch.arange(m, device=dev), torch.full((m,), big, device=dev))
-    while True:
-        nxt = root.clone()
-        nxt.scatter_reduce_(0, cs, root[cd], reduce="amin")
-        nxt = torch.where(core, nxt[nxt.clamp(max=m - 1)].minimum(nxt), nxt)  # pointer jumping
-        if torch.equal(nxt, root):
-            break
-        root = nxt
-    # border points join the component of their smallest-root core neighbour (the shared DBSCAN rule;
-    # components are numbered in order of their root, so the label order is the root order)
-    comp = dbscan_labels(core, root.clamp(max=m - 1), src, dst)
+    # components of the core points (stage core's union-find), numbered in root order = sample order; border
+    # points join the component of their smallest-root core neighbour (the shared DBSCAN rule)
+    comp = dbscan_labels_of(core, src, dst)
     valid = comp >= 0
     vm = torch.nonzero(valid).flatten()
     g = comp[vm]

@@ -101,6 +101,92 @@ def _assign_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, s_ptr, done_ptr, M, K, D, MX,
         tl.store(s_ptr + rows64, best, mask=row_ok)
 
 
+# _assign_lloyd_kernel: the assignment step of the Lloyd loop with Hamerly's bounds.
+# Layout: as _assign_kernel (xm [MX, D], seg [M] virtual segments, cen [E, K, D], a [M] int64 output),
+#   plus prev [M] int64 the previous step's assignment, ub / lb [M] float64 an upper bound of the true
+#   distance of the row to its assigned centre and a lower bound of its distance to every other centre,
+#   mv [E * K, NBLK] float32 the squared moves of every centre in the last update, one partial sum per
+#   D-block of _lloyd_update_kernel (0 when the centre did not move), xx [MX] float32 |x|^2 (as
+#   (x * x).sum(1)), par [2] float64: ncm, an upper bound of every centre's norm, and g, the rounding bound
+#   of a score (see below), cnt [M] int32 (COUNT: +1 for every row whose distances are computed).
+# A row of a live run first moves its bounds with the centres (ub += move of its centre, lb -= the
+#   largest move of another centre); when lb^2 - ub^2 > 2E + tiny, E = g (ncm^2 + 2 |x| ncm) the
+#   rounding bound of a computed score |c|^2 - 2 x.c (any summation order: g = gamma_D + 4u), every
+#   other centre's computed score is strictly above its centre's: the row keeps prev (nothing loaded
+#   but its bounds) and is exactly what the full step would give. Every other row computes its K
+#   scores with _assign_kernel's arithmetic (same BLOCK_D chunks, same sums), takes the first minimum
+#   and resets ub (from its score) and lb (from the second smallest score). INIT: the first step
+#   (every row computed, bounds written). Programs whose rows are all skipped read no row.
+@triton.jit
+def _assign_lloyd_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, done_ptr, prev_ptr, ub_ptr, lb_ptr, mv_ptr, xx_ptr,
+                         par_ptr, cnt_ptr, M, K, D, MX, NBLK,
+                         BLOCK_M: tl.constexpr, K_P: tl.constexpr, BLOCK_D: tl.constexpr, INIT: tl.constexpr,
+                         COUNT: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    rows64 = rows.to(tl.int64)
+    seg = tl.load(seg_ptr + rows64, mask=row_ok, other=0)
+    row_ok = row_ok & (tl.load(done_ptr + seg, mask=row_ok, other=1) == 0)  # converged runs: untouched
+    xrow = rows64 % MX
+    slots = tl.arange(0, K_P)
+    slot_ok = slots < K
+    ok2 = row_ok[:, None] & slot_ok[None, :]
+    ncm = tl.load(par_ptr)
+    g = tl.load(par_ptr + 1)
+    xx = tl.load(xx_ptr + xrow, mask=row_ok, other=0.0).to(tl.float64)
+    nx = tl.sqrt(xx * (1.0 + 2.0 * g))  # >= |x|
+    err = g * (ncm * ncm + 2.0 * nx * ncm)
+    tiny = 1e-9 * (1.0 + xx + ncm * ncm)
+    if INIT:
+        todo = row_ok
+        ap = tl.zeros([BLOCK_M], dtype=tl.int64)
+        ub = tl.zeros([BLOCK_M], dtype=tl.float64)
+        lb = tl.zeros([BLOCK_M], dtype=tl.float64)
+    else:
+        ap = tl.load(prev_ptr + rows64, mask=row_ok, other=0)
+        ub = tl.load(ub_ptr + rows64, mask=row_ok, other=0.0)
+        lb = tl.load(lb_ptr + rows64, mask=row_ok, other=0.0)
+        part = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
+        mrow = (seg[:, None] * K + slots[None, :]) * NBLK
+        for b in range(0, NBLK):
+            part += tl.load(mv_ptr + mrow + b, mask=ok2, other=0.0)
+        p64 = part.to(tl.float64)
+        mv = tl.where(p64 > 0, tl.sqrt(p64 * (1.0 + 2.0 * g) + 1e-30) * (1.0 + 1e-9) + 1e-12, 0.0)
+        mine = slots[None, :] == ap[:, None]
+        ub = ub + tl.sum(tl.where(mine, mv, 0.0), axis=1)
+        lb = tl.maximum(lb - tl.max(tl.where(mine, 0.0, mv), axis=1), 0.0)
+        keep = (lb > 0) & (lb * lb - ub * ub > 2.0 * err + tiny)
+        todo = row_ok & ~keep
+    n_d = tl.where(tl.sum(todo.to(tl.int32), axis=0) > 0, D, 0)
+    crow = (seg[:, None] * K + slots[None, :]) * D
+    ok2t = todo[:, None] & slot_ok[None, :]
+    offs_d = tl.arange(0, BLOCK_D)
+    dot = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
+    cc = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
+    for d0 in range(0, n_d, BLOCK_D):
+        kk = d0 + offs_d
+        k_ok = kk < D
+        xv = tl.load(x_ptr + xrow[:, None] * D + kk[None, :], mask=todo[:, None] & k_ok[None, :], other=0.0)
+        cv = tl.load(cen_ptr + crow[:, :, None] + kk[None, None, :], mask=ok2t[:, :, None] & k_ok[None, None, :],
+                     other=0.0)
+        dot += tl.sum(xv[:, None, :] * cv, axis=2)
+        cc += tl.sum(cv * cv, axis=2)
+    score = tl.where(slot_ok[None, :], cc - 2.0 * dot, float("inf"))
+    best = tl.min(score, axis=1)
+    idx = tl.min(tl.where(score == best[:, None], slots[None, :], K_P), axis=1)
+    second = tl.min(tl.where(slots[None, :] == idx[:, None], float("inf"), score), axis=1)
+    up_new = tl.sqrt(tl.maximum(best.to(tl.float64) + xx * (1.0 + g) + err + tiny, 0.0)) * (1.0 + 1e-9) + 1e-12
+    lo_new = tl.sqrt(tl.maximum(second.to(tl.float64) + xx * (1.0 - g) - err - tiny, 0.0)) * (1.0 - 1e-9) - 1e-12
+    a_out = tl.where(todo, idx.to(tl.int64), ap)
+    tl.store(a_ptr + rows64, a_out, mask=row_ok)
+    tl.store(ub_ptr + rows64, tl.where(todo, up_new, ub), mask=row_ok)
+    tl.store(lb_ptr + rows64, tl.where(todo, lo_new, lb), mask=row_ok)
+    if COUNT:
+        c0 = tl.load(cnt_ptr + rows64, mask=row_ok, other=0)
+        tl.store(cnt_ptr + rows64, c0 + todo.to(tl.int32), mask=row_ok)
+
+
 # _lloyd_update_kernel: the Lloyd update of every (run, segment), with its convergence flag.
 # Layout: xm [M, D] float32 contiguous (member rows grouped by segment: segment e is rows
 #   starts[e] .. starts[e] + sizes[e] - 1, in sample-index order); a, prev [R * M] int64 the
@@ -117,8 +203,9 @@ def _assign_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, s_ptr, done_ptr, M, K, D, MX,
 #   converged: program j == 0 sets its done flag and nothing else is written (its centres are
 #   already those means). Programs whose runs are all done read no member.
 @triton.jit
-def _lloyd_update_kernel(x_ptr, a_ptr, prev_ptr, cen_ptr, done_ptr, starts_ptr, sizes_ptr, M, E, R, K, D,
-                         RUNS: tl.constexpr, K_P: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _lloyd_update_kernel(x_ptr, a_ptr, prev_ptr, cen_ptr, done_ptr, starts_ptr, sizes_ptr, mv_ptr, M, E, R, K, D,
+                         NBLK, RUNS: tl.constexpr, K_P: tl.constexpr, BLOCK_R: tl.constexpr,
+                         BLOCK_D: tl.constexpr):
     e = tl.program_id(0)
     rb = tl.program_id(1)
     j = tl.program_id(2)
@@ -153,7 +240,15 @@ def _lloyd_update_kernel(x_ptr, a_ptr, prev_ptr, cen_ptr, done_ptr, starts_ptr, 
     mean = acc / tl.maximum(cnt, 1).to(tl.float64)[:, None]
     write = live & (chg > 0) & (cnt > 0) & (slot < K)
     crow = (v * K + slot) * D
-    tl.store(cen_ptr + crow[:, None] + cols[None, :], mean.to(tl.float32), mask=write[:, None] & col_ok[None, :])
+    new = mean.to(tl.float32)
+    wmask = write[:, None] & col_ok[None, :]
+    old = tl.load(cen_ptr + crow[:, None] + cols[None, :], mask=wmask, other=0.0)
+    tl.store(cen_ptr + crow[:, None] + cols[None, :], new, mask=wmask)
+    # this D-block's part of the squared move of every centre (0 when it was not rewritten), for the bounds
+    # of _assign_lloyd_kernel (stored for every run: the lanes of a run flagged done meanwhile by program
+    # j == 0 store 0, as they must)
+    step = tl.where(wmask, new - old, 0.0)
+    tl.store(mv_ptr + (v * K + slot) * NBLK + j, tl.sum(step * step, axis=1), mask=run_ok & (slot < K))
     first = live & (slot + j == 0)  # slot 0 lanes of program j == 0
     tl.store(done_ptr + v, (chg == 0).to(tl.int32), mask=first)
 
@@ -250,17 +345,26 @@ def _update_config(r_runs: int, k: int, d: int):
 _UPDATE_GPU = dict(RUNS=1, BLOCK_R=8, BLOCK_D=32, num_warps=4)
 
 
+def _G(d: int) -> float:
+    """g = gamma_d + 4u (u = 2^-24), slightly rounded up: the relative rounding bound of a float32 score of
+    width ``d`` in any summation order (kernels/cpu/subcluster_cpu.cpp has the derivation)."""
+    u = 2.0 ** -24
+    return (d * u / (1 - d * u) + 4 * u) * 1.001
+
+
 def lloyd(xm: torch.Tensor, segv: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, cen: torch.Tensor,
-          iters: int) -> torch.Tensor:
+          iters: int, counts: torch.Tensor | None = None) -> torch.Tensor:
     """At most ``iters`` Lloyd steps of every run of every segment, two launches per step.
 
     ``xm`` [M, D] member rows grouped by segment (``starts``/``sizes`` [E]); ``segv`` [R * M] the
     virtual segment ``r * E + e`` of row ``r * M + p``; ``cen`` [R, E, k, D] the seeds. A step is
-    :func:`_assign_kernel` (rows of converged runs skipped) then :func:`_lloyd_update_kernel`; a
+    :func:`_assign_lloyd_kernel` (rows of converged runs skipped, and rows whose Hamerly bounds prove their
+    assignment unchanged: the same assignments as computing them) then :func:`_lloyd_update_kernel`; a
     run whose assignment did not change is marked converged on the device and left alone from then
     on, exactly where checking it every step would stop it (a converged run is a fixed point). The
-    host reads the flags only after the steps in ``_CHECK_AFTER`` (one sync each). Returns the
-    final ``cen`` [R, E, k, D]."""
+    host reads the flags only after the steps in ``_CHECK_AFTER`` (one sync each). ``counts``: an int32
+    [R * M] tensor that receives, per (run, row), the number of steps whose distances were computed.
+    Returns the final ``cen`` [R, E, k, D]."""
     r_runs, e_n, k, d = cen.shape
     m = xm.shape[0]
     n_v = r_runs * e_n
@@ -269,18 +373,29 @@ def lloyd(xm: torch.Tensor, segv: torch.Tensor, starts: torch.Tensor, sizes: tor
     segv = segv.contiguous()
     starts = starts.contiguous()
     sizes = sizes.contiguous()
-    bufs = torch.full((2, r_runs * m), -1, dtype=torch.int64, device=xm.device).unbind(0)  # a: this / last step
-    done = torch.zeros(n_v, dtype=torch.int32, device=xm.device)
+    dev = xm.device
+    bufs = torch.full((2, r_runs * m), -1, dtype=torch.int64, device=dev).unbind(0)  # a: this / last step
+    done = torch.zeros(n_v, dtype=torch.int32, device=dev)
     k_p, bm, bd, warps = _assign_config(r_runs * m, k, d)
     runs, k_p2, br, bd2, warps2 = _update_config(r_runs, k, d)
     grid_a = (triton.cdiv(r_runs * m, bm),)
-    grid_u = (e_n, triton.cdiv(r_runs, runs), triton.cdiv(d, bd2))
+    nblk = triton.cdiv(d, bd2)
+    grid_u = (e_n, triton.cdiv(r_runs, runs), nblk)
+    # Hamerly's bounds (_assign_lloyd_kernel): one upper and one lower bound per (run, row), the centres'
+    # squared moves per D-block, |x|^2, an upper bound of every centre's norm (a centre is a mean of rows
+    # or a row: never longer than the longest row, up to rounding) and the rounding bound g
+    bnd = torch.empty(2, r_runs * m, dtype=torch.float64, device=dev).unbind(0)
+    mv = torch.zeros(n_v * k, nblk, dtype=torch.float32, device=dev)
+    xx = (xm * xm).sum(1)
+    par = torch.stack([(xx.max().double() * (1.0 + 4.0 * _G(d))).sqrt(), xx.new_tensor(_G(d), dtype=torch.float64)])
+    cnt = counts if counts is not None else done
     with on_device(xm):
         for it in range(iters):
             a, prev = bufs[it % 2], bufs[(it + 1) % 2]
-            _assign_kernel[grid_a](xm, segv, cen, a, a, done, r_runs * m, k, d, m, BLOCK_M=bm, K_P=k_p,
-                                   BLOCK_D=bd, SCORE=False, SKIP_DONE=True, num_warps=warps)
-            _lloyd_update_kernel[grid_u](xm, a, prev, cen, done, starts, sizes, m, e_n, r_runs, k, d,
+            _assign_lloyd_kernel[grid_a](xm, segv, cen, a, done, prev, bnd[0], bnd[1], mv, xx, par, cnt,
+                                         r_runs * m, k, d, m, nblk, BLOCK_M=bm, K_P=k_p, BLOCK_D=bd,
+                                         INIT=it == 0, COUNT=counts is not None, num_warps=warps)
+            _lloyd_update_kernel[grid_u](xm, a, prev, cen, done, starts, sizes, mv, m, e_n, r_runs, k, d, nblk,
                                          RUNS=runs, K_P=k_p2, BLOCK_R=br, BLOCK_D=bd2, num_warps=warps2)
             if it + 1 in _CHECK_AFTER and it + 1 < iters and bool(done.all()):
                 break

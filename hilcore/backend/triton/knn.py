@@ -60,6 +60,7 @@ import triton.language as tl
 
 from ..._core import interpreting
 from ..._device import on_device
+from ..._info import info_arg
 from ._tiles import dot_tile, dot_tile_f16
 
 # Largest k served by the kernel; larger k goes to the torch backend.
@@ -332,7 +333,8 @@ def _blocks(kp: int, d: int, interpret: bool) -> tuple[int, int, int, int]:
 
 
 def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
-        precision: str = "auto", stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        precision: str = "auto", info: dict | None = None,
+        stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN of the rows of ``x`` among the rows of ``y`` (or of ``x``).
 
     Args:
@@ -346,9 +348,10 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
             when ``candidates(k) <= MAX_KC``, else fp32), ``"fp16"`` (the same) or
             ``"fp32"`` (the IEEE float32 kernel alone); an internal knob for tests and
             benchmarks: every choice returns the exact answer.
-        stats: optional dict that receives what the call did: ``precision``,
+        info: optional dict that receives what the call did: ``precision``,
             ``rows``, ``candidates`` (KC), ``splits``, ``uncertified_rows`` (rows
             answered by the fp32 kernel).
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``(idx, sim)``: ``[N, k]`` int64 and ``[N, k]`` float32 on ``x.device``,
@@ -368,6 +371,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
         >>> bool((idx.cpu() == hilcore.knn(x.cpu(), 4, backend="torch")[0]).all())
         True
     """
+    info = info_arg(info, stats, "hilcore.backend.triton.knn.knn")
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.float32:
         raise ValueError("x: expected a 2-D float32 torch tensor [N, D]")
     if y is not None and (not isinstance(y, torch.Tensor) or y.dim() != 2 or y.dtype != torch.float32):
@@ -401,10 +405,10 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
     use_fp16 = precision != "fp32" and kc <= MAX_KC
     with on_device(x):  # launch on x's GPU whatever the current device is
         if not use_fp16:
-            if stats is not None:
-                stats.update(precision="fp32", rows=n, uncertified_rows=0)
+            if info is not None:
+                info.update(precision="fp32", rows=n, uncertified_rows=0)
             return _exact(x, db, k, y is None)
-        return _fp16_path(x, db, k, kc, y is None, interpret, stats)
+        return _fp16_path(x, db, k, kc, y is None, interpret, info)
 
 
 # candidates of the fp16 path: KC = next power of two >= k + max(8, k / 4), at most MAX_KC
@@ -505,7 +509,7 @@ def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return _round_up_f32(b * (1.0 + 1e-12))
 
 
-def _fp16_path(x, db, k, kc, self_search, interpret, stats):
+def _fp16_path(x, db, k, kc, self_search, interpret, info):
     n, d = x.shape
     m = db.shape[0]
     bm, bn, bk, warps = _tc_blocks(kc, d, interpret)
@@ -536,8 +540,8 @@ def _fp16_path(x, db, k, kc, self_search, interpret, stats):
     bad = torch.nonzero(cert == 0).flatten()  # the one host sync
     if bad.numel():
         _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
-    if stats is not None:
-        stats.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
+    if info is not None:
+        info.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
     return idx, sim
 
 
@@ -577,7 +581,8 @@ def _ordered_bits_t(v: torch.Tensor) -> torch.Tensor:
 
 
 def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand_sim, self_search: bool, *,
-                       input_rounding: float = FOREIGN_INPUT_ROUNDING, stats: dict | None = None):
+                       input_rounding: float = FOREIGN_INPUT_ROUNDING, info: dict | None = None,
+                       stats: dict | None = None):
     """The exact top-k from another library's candidates (faiss-GPU, cuVS): fp32 rescoring, certificate.
 
     Args:
@@ -588,7 +593,8 @@ def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand
             first, ``C = min(M, candidates(k))`` (any array torch.as_tensor takes).
         self_search: row i must be its own rank 0.
         input_rounding: the input rounding the bound allows (:func:`foreign_bounds`).
-        stats: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        info: receives ``candidates``, ``rows``, ``uncertified_rows``.
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``(idx, sim)`` exactly as :func:`knn` returns them (the exact ranking of the float32
@@ -598,13 +604,14 @@ def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand
         In self-search a row missing from its own candidates replaces its worst one. ``k`` whose
         ``candidates(k)`` exceeds ``MAX_KC`` is answered by the fp32 kernel alone.
     """
+    info = info_arg(info, stats, "hilcore.backend.triton.knn.rescore_candidates")
     n, d = x.shape
     m = db.shape[0]
     kc = candidates(k)
     if kc > MAX_KC:
         idx, sim = knn(x, k, None if self_search else db, precision="fp32")
-        if stats is not None:
-            stats.update(candidates=0, rows=n, uncertified_rows=n)
+        if info is not None:
+            info.update(candidates=0, rows=n, uncertified_rows=n)
         return idx, sim
     want = min(m, kc)
     ci = torch.as_tensor(cand_idx, device=x.device).to(torch.int64)
@@ -645,6 +652,6 @@ def rescore_candidates(x: torch.Tensor, db: torch.Tensor, k: int, cand_idx, cand
         bad = torch.nonzero(cert == 0).flatten()
         if bad.numel():
             _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
-    if stats is not None:
-        stats.update(candidates=kc, rows=n, uncertified_rows=int(bad.numel()))
+    if info is not None:
+        info.update(candidates=kc, rows=n, uncertified_rows=int(bad.numel()))
     return idx, sim
