@@ -116,12 +116,9 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     if raw.dtype == torch.bfloat16 and not exact:
         raise TypeError("target_features: bfloat16 features: the original computes them through NumPy, which has "
                         "no bfloat16 (pass .float(), or exact=True)")
-    xt, _ = _arrays.features(raw, "target_features", normalize=False)  # shape, dtype and finiteness checks
-    n = xt.shape[0]
-    k1 = _arrays.ranking_length(k1, "k1", n)
-    k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
-    if exact:
+    if exact:  # hilcore's distance validates (and normalises) the features itself
         d = _jaccard_distance(raw, k1, k2, max_distance=None, backend=backend)
+        n = d.shape[0]
         if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
             d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
                                d.crow_indices().cpu().numpy()), shape=(n, n))
@@ -131,6 +128,10 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
         coo = d.tocoo()
         dense[coo.row, coo.col] = coo.data
     else:
+        # shape, dtype and finiteness (in float32: the original's flat index holds float32 copies)
+        xt, _ = _arrays.features(raw, "target_features", normalize=False)
+        k1 = _arrays.ranking_length(k1, "k1", xt.shape[0])
+        k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
         _dispatch.check_backend(backend)
         dense = compat_jaccard.dense_jaccard(raw, k1, k2, bool(use_float16), backend)
     if print_flag:

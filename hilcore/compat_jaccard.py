@@ -91,6 +91,8 @@ def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dt
     out = torch.empty_like(neg)
     sizes = eptr[1:] - eptr[:-1]
     for k in torch.unique(sizes).tolist():
+        if k == 0:
+            continue
         rows = torch.nonzero(sizes == k).flatten().to(x.device)
         pos = (eptr[:-1].to(x.device)[rows].unsqueeze(1) + torch.arange(k, device=x.device)).reshape(-1)
         out[pos] = F.softmax(neg[pos].view(-1, k), dim=1).reshape(-1)
@@ -142,6 +144,10 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
     kk = min(half_k(k1) + 1, k1)
     eptr, eidx = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
     vals = _weights(x, eptr, eidx, mat)
+    if not np.isfinite(vals).all():  # |x|^2 beyond the dtype's range: the original's weights are NaN too
+        raise ValueError("target_features: the original's arithmetic overflows on these features (x_i . x_j "
+                         "beyond the range of their dtype gives NaN weights, in the original too); normalise "
+                         "the features first, or pass exact=True for hilcore's distance")
     if k2 != 1:
         eptr, eidx, v = _query_expansion(rank[:, :k2].contiguous(), eptr, eidx, vals, n)
     else:
