@@ -687,7 +687,15 @@ class MultiCenterClusterMemory(_CompatMemory):
 class ClusterMemory_shared(ClusterMemory):  # noqa: N801 - the HIL release's name
     """The HIL release's ``ClusterMemory_shared`` (one memory both modalities train against): the release's
     ``ClusterMemory`` under its other name, ``features`` ``[C, D]`` and a zero ``features_d`` ``[C, 10, D]``
-    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`."""
+    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`.
+
+    Example:
+        >>> import torch
+        >>> from hilcore.compat import ClusterMemory_shared
+        >>> memory = ClusterMemory_shared(32, 5)
+        >>> sorted(memory.state_dict()), tuple(memory.features_d.shape)
+        (['features', 'features_d'], (5, 10, 32))
+    """
 
     def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 10,
                  backend: str = "auto"):
