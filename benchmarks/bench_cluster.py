@@ -412,7 +412,10 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=1536)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="time hilcore only")
-    p.add_argument("--out", help="result JSON path (default benchmarks/results/cluster_<device>_<model>[_quick].json)")
+    p.add_argument("--out", help="result JSON path (default OUT_DIR/cluster_<device>_<model>[_quick].json)")
+    p.add_argument("--out-dir", default=None,
+                   help="folder of the default result path (default benchmarks/results, the committed results, when "
+                   "run as a script; `hil bench` passes a folder outside the source tree)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -427,11 +430,12 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             p.error("--device cuda: no CUDA device is available")
     result = bench(args)
-    out = Path(args.out) if args.out else RESULTS / (
+    out = Path(args.out) if args.out else Path(args.out_dir or RESULTS) / (
         f"cluster_{args.device.split(':')[0]}_{slug(result['machine']['device_name'])}"
         f"{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    from hilcore._files import write_text
+
+    write_text(out, json.dumps(result, indent=1))  # atomically: a failed write keeps the earlier result
     print(f"# wrote {out}")
     failed = any("error" in r.get(w, {}) for r in result["rows"] for w in ("hilcore", "baseline"))
     return 1 if failed else 0

@@ -3,7 +3,7 @@
 Each world size W runs the pipeline kNN (k1) -> Jaccard (k1, k2, max_distance=eps) -> DBSCAN on ReID-like
 synthetic features (hilcore.synthetic.reid_features) split into W contiguous shards, ``--repeats`` times;
 the table reports the median over repeats of the slowest rank, the bytes each rank put into collectives
-(payload x receivers, the ``stats`` dict of :mod:`hilcore.distributed`) and each rank's peak memory above its
+(payload x receivers, the ``info`` dict of :mod:`hilcore.distributed`) and each rank's peak memory above its
 baseline (CPU: peak RSS growth; CUDA: ``torch.cuda.max_memory_allocated``). The baseline in the same run
 is the single-process ``hilcore.jaccard_distance`` + ``hilcore.dbscan`` (torch and native backends). Every
 world size's labels are checked equal to W = 1's and to the single-process torch backend's.
@@ -90,11 +90,11 @@ def run_rank(args, device: torch.device) -> dict:
             st: dict = {}
             t0 = time.perf_counter()
             if op == "knn":
-                H.knn(xl, args.k1, stats=st)
+                H.knn(xl, args.k1, info=st)
             elif op == "jaccard":
-                d = H.jaccard_distance(xl, args.k1, args.k2, max_distance=args.eps, stats=st)
+                d = H.jaccard_distance(xl, args.k1, args.k2, max_distance=args.eps, info=st)
             else:
-                labels = H.dbscan(d, args.eps, args.min_samples, stats=st)
+                labels = H.dbscan(d, args.eps, args.min_samples, info=st)
             _sync(device)
             times.append(time.perf_counter() - t0)
             sent = st["bytes_sent"]

@@ -80,7 +80,7 @@ def kmeans_evals(xr, xi, out, cfg) -> dict:
         for bounded in (True, False):
             st: dict = {}
             t0 = time.process_time()
-            kmeans_subcenters(xt, lab, c, cfg.n_sub, SUB_DEFAULTS["iters"], u, bounded=bounded, stats=st)
+            kmeans_subcenters(xt, lab, c, cfg.n_sub, SUB_DEFAULTS["iters"], u, bounded=bounded, info=st)
             row["bounded" if bounded else "plain"] = st["distance_evals"]
             row["cpu_s_" + ("bounded" if bounded else "plain")] = time.process_time() - t0
         res[name] = row

@@ -40,12 +40,10 @@ py::array dense_jaccard(const py::object& indptr_obj, const py::object& indices_
   void* op = out.mutable_data();
   const float* vp = vals.data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::compat_dense_jaccard(ip, ix, vp, n, half, op, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::compat_dense_jaccard(ip, ix, vp, n, half, op, nt);
   }
-  check_status(status, "compat_dense_jaccard");
   return out;
 }
 
@@ -67,12 +65,10 @@ py::tuple dense_eps_rows(const py::array& x, double eps) {
   int64_t bad = -1;
   const void* xp = x.data();
   const int nt = num_threads();
-  int status;
   {
-    py::gil_scoped_release release;
-    status = hilcore::dense_eps_rows(xp, kind, n, ld, eps, &indptr, &indices, &bad, nt);
+    py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
+    hilcore::dense_eps_rows(xp, kind, n, ld, eps, &indptr, &indices, &bad, nt);
   }
-  check_status(status, "dense_eps_rows");
   if (bad >= 0) return py::make_tuple(py::none(), py::none(), bad);
   return py::make_tuple(owned_array(std::move(indptr)), owned_array(std::move(indices)), -1);
 }

@@ -18,6 +18,7 @@ EXTRA_OF = {
     "matplotlib": ("train", "matplotlib"),
     "tqdm": ("train", "tqdm"),
     "sklearn": ("train", "scikit-learn"),
+    "pydantic": ("train", "pydantic"),
     "psutil": ("bench", "psutil"),
 }
 

@@ -26,7 +26,8 @@ class Stopwatch:
             start and its end (``torch.cuda.synchronize`` on CUDA; nothing on
             CPU or None).
 
-    ``with sw("knn"): ...`` times a block, ``sw.run("knn", fn, *args)`` a call;
+    ``with sw("knn"): ...`` times a block, ``sw.run("knn", fn, *args)`` a call,
+    ``sw.split("knn")`` the code since the previous split (or ``sw.restart()``);
     a name measured again is overwritten. ``sw.total("total")`` stores the
     seconds since the stopwatch was made (synchronised as well).
 
@@ -48,14 +49,19 @@ class Stopwatch:
         dev = None if device is None else torch.device(device)
         self._cuda = dev if times is not None and dev is not None and dev.type == "cuda" else None
         self.started = time.perf_counter() if times is not None else 0.0
+        self._last = self.started
 
     def sync(self) -> None:
         """Wait for the device's queued work (CUDA only, and only when measuring)."""
         if self._cuda is not None:
             torch.cuda.synchronize(self._cuda)
 
-    @contextlib.contextmanager
     def __call__(self, name: str):
+        return self.measure(name)
+
+    @contextlib.contextmanager
+    def measure(self, name: str):
+        """The block under ``with`` timed into ``times[name]`` (what ``sw(name)`` returns)."""
         if self.times is None:
             yield
             return
@@ -67,8 +73,23 @@ class Stopwatch:
 
     def run(self, name: str, fn, *args, **kw):
         """``fn(*args, **kw)``, its seconds stored under ``name``."""
-        with self(name):
+        with self.measure(name):
             return fn(*args, **kw)
+
+    def restart(self) -> None:
+        """Start the next :meth:`split` here."""
+        if self.times is not None:
+            self.sync()
+            self._last = time.perf_counter()
+
+    def split(self, name: str) -> None:
+        """Store the seconds since the last split (or restart, or since the stopwatch was made) under
+        ``name``: consecutive stages of straight-line code, without a ``with`` block each."""
+        if self.times is not None:
+            self.sync()
+            now = time.perf_counter()
+            self.times[name] = now - self._last
+            self._last = now
 
     def total(self, name: str = "total") -> None:
         """Store the seconds since the stopwatch was made under ``name``."""

@@ -19,6 +19,7 @@ command with exit status 2 and one line ``hil: error: ...`` on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
+
+from ._files import _FULL, FolderLockedError, WriteError, atomic_open, describe_os_error, save_npy, write_text
 
 PROG = "hil"
 
@@ -44,7 +47,7 @@ ISSUE_TRACKER = "the hilcore issue tracker (include the command line, `hil --ver
 
 # Errors that are the user's to fix: one line, exit status 2. Anything else is a bug in hilcore.
 _USER_ERRORS = (CLIError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-                FileExistsError, ValueError, TypeError)
+                FileExistsError, ValueError, TypeError, FolderLockedError)
 
 
 def check_input_file(path: str, opt: str, *, allow_dir: bool = False) -> Path:
@@ -114,8 +117,13 @@ def check_device(text, opt: str = "--device", *, allow_auto: bool = False) -> st
     return text
 
 
+def check_seed(v, opt: str = "--seed") -> None:
+    """A random seed NumPy and torch both take: an integer in [0, 2**32 - 1]."""
+    check_number(v, opt, 0, maximum=2 ** 32 - 1)
+
+
 def check_number(v, opt: str, minimum, *, maximum=None) -> None:
-    if v < minimum or (maximum is not None and v > maximum):
+    if v != v or v < minimum or (maximum is not None and v > maximum):   # (v != v: NaN)
         rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         _fail(f"{opt}: expected a number {rng}, got {v}")
 
@@ -208,30 +216,123 @@ class _NoBar:
     def set_postfix_str(self, *_):
         pass
 
+    def set_description_str(self, *_):
+        pass
+
     def update(self, *_):
+        pass
+
+    def refresh(self):
         pass
 
     def close(self):
         pass
 
 
-def _progress(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
+def show_progress(choice: str, long_run: bool = True) -> bool:
+    """``--progress``: ``on`` always, ``off`` never, ``auto`` on a terminal (never into a redirected log) for
+    runs long enough to wait for."""
+    return choice == "on" or (choice == "auto" and long_run and sys.stderr.isatty())
 
-    return tqdm(total=total, desc="hil cluster", unit="stage", disable=not enabled, file=sys.stderr,
-                bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]{postfix}")
+
+class _Steps:
+    """A progress line of named steps whose elapsed time keeps moving while a step runs (a background refresh
+    every 0.5 s), with the chunks of the running step when it reports them (:mod:`hilcore._progress`):
+    ``hil cluster: 0/3 steps [00:07], kNN tiles 12/40 (30%)``. Nothing is shown when disabled."""
+
+    def __init__(self, steps: tuple, enabled: bool, desc: str = "hil cluster"):
+        self.steps, self.i = steps, 0
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is None or not enabled:
+            self.bar, self._stop = _NoBar(), None
+            return
+        import threading
+
+        self.bar = tqdm(total=len(steps), desc=desc, unit="step", file=sys.stderr,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}]{postfix}")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def _tick(self):
+        while not self._stop.wait(0.5):
+            with self._lock:
+                self.bar.refresh()
+
+    def start(self, name: str, note: str = "") -> None:
+        """Step ``name`` starts (the steps before it are done)."""
+        with getattr(self, "_lock", _NOLOCK):
+            k = self.steps.index(name)
+            if k > self.i:
+                self.bar.update(k - self.i)
+                self.i = k
+            self.bar.set_postfix_str(f"{name}{' ' + note if note else ''}")
+
+    def chunk(self, name: str, done: int, total: int, unit: str = "tiles") -> None:
+        """``done`` of ``total`` chunks of step ``name`` (which starts now if it had not)."""
+        if name != self.steps[min(self.i, len(self.steps) - 1)]:
+            self.start(name)
+        if total > 0:
+            with getattr(self, "_lock", _NOLOCK):
+                self.bar.set_postfix_str(f"{name} {unit} {done}/{total} ({100 * done // total}%)")
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+        with getattr(self, "_lock", _NOLOCK):
+            if self.i < len(self.steps):
+                self.bar.update(len(self.steps) - self.i)
+                self.i = len(self.steps)
+            self.bar.close()
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+
+_NOLOCK = _NoLock()
+
+#: the library's argument names -> ``hil cluster``'s flags, for messages raised below the CLI
+_CLUSTER_FLAGS = {"x": "FEATURES", "k1": "--k1", "k2": "--k2", "max_distance": "--eps", "eps": "--eps",
+                  "min_samples": "--min-samples", "backend": "--backend"}
+
+
+def _under_flag(flag: str, msg: str) -> str:
+    """``msg`` of a library call on ``flag``'s value, naming the flag once: a leading ``name: `` that is the
+    flag's own name becomes the flag (``checkpoint: x`` -> ``--checkpoint: x``); a message that already names
+    a config key (``config.optim.lr: ...``) stays as it is; any other gets the flag in front."""
+    name = flag.lstrip("-")
+    head, sep, rest = msg.partition(": ")
+    if sep and head == name:
+        return f"{flag}: {rest}"
+    if msg.startswith((flag + ":", flag + " ", name + ".")):
+        return msg
+    return f"{flag}: {msg}"
+
+
+def _as_flag(msg: str, flags: dict) -> str:
+    """``msg`` with a leading ``name: `` (a library argument) named by its flag instead."""
+    head, sep, rest = msg.partition(": ")
+    return f"{flags[head]}: {rest}" if sep and head in flags else msg
 
 
 def cmd_cluster(args) -> int:
     import hilcore
-    from hilcore import _arrays
+    from hilcore import _arrays, _dispatch
 
     # every check that needs no data first: the long work must not end in a usage error
     check_input_file(args.features, "FEATURES")
     check_device(args.device)
+    _dispatch.check_backend(args.backend, "--backend")
     for opt, v in (("--k1", args.k1), ("--k2", args.k2)):
         check_number(v, opt, 1)
     check_number(args.min_samples, "--min-samples", 1, maximum=_arrays.MAX_INT)
@@ -253,7 +354,6 @@ def cmd_cluster(args) -> int:
     except ValueError as e:
         _fail(str(e))
 
-    from hilcore import _dispatch
     import torch
 
     device = arr.device if isinstance(arr, torch.Tensor) else torch.device("cpu")
@@ -261,32 +361,39 @@ def cmd_cluster(args) -> int:
         jac = _dispatch.resolve("jaccard_distance", args.backend, device)
         b_db = _dispatch.resolve("dbscan", args.backend, device).backend
     except (ValueError, TypeError, RuntimeError) as e:
-        _fail(f"--backend: {e}")
+        _fail(f"--backend {args.backend}: {e}")
     b_jac = jac.backend
     ran = {p.label for _, p in jac.parts} | {b_db}
     backend = ran.pop() if len(ran) == 1 else f"jaccard {jac.label} / dbscan {b_db}"
 
     # a progress display on runs long enough to wait for (or when asked)
     slow = n >= 20000 or (jac.part("knn").backend == "torch" and device.type == "cpu" and n >= 4000)
-    show = args.progress == "on" or (args.progress == "auto" and slow and sys.stderr.isatty())
-    bar = _progress(2, show)
+    from hilcore import _progress
+
+    bar = _Steps(("kNN", "Jaccard", "DBSCAN"), show_progress(args.progress, slow))
+    names = {"knn": ("kNN", f"of {n} x {d}"), "stages": ("Jaccard", "k-reciprocal sets, query expansion")}
+
+    def hook(stage, done, total):   # the parts of the pipeline and the kNN's tiles (hilcore._progress)
+        if stage in names and total == 0:
+            bar.start(*names[stage])
+        elif stage in names:
+            bar.chunk(names[stage][0], done, total)
+
     try:
-        bar.set_postfix_str(f"kNN + Jaccard on {n} x {d}")
         t = time.perf_counter()
-        dist = hilcore.jaccard_distance(arr, args.k1, args.k2, max_distance=args.eps, backend=b_jac)
+        with _progress.reporting(hook if show_progress(args.progress, slow) else None):
+            dist = hilcore.jaccard_distance(arr, args.k1, args.k2, max_distance=args.eps, backend=b_jac)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_jac = time.perf_counter() - t
-        bar.update(1)
-        bar.set_postfix_str("DBSCAN")
+        bar.start("DBSCAN", f"eps {args.eps}, min_samples {args.min_samples}")
         t = time.perf_counter()
         labels = hilcore.dbscan(dist, args.eps, args.min_samples, backend=b_db)
         if isinstance(labels, torch.Tensor):
             labels = labels.cpu().numpy()
         t_db = time.perf_counter() - t
-        bar.update(1)
     except (ValueError, TypeError) as e:
-        _fail(str(e))
+        _fail(_as_flag(str(e), _CLUSTER_FLAGS))
     finally:
         bar.close()
     labels = np.asarray(labels, dtype=np.int64)
@@ -308,10 +415,7 @@ def cmd_cluster(args) -> int:
     print(f"time       load {t_load:.3f}s  knn+jaccard {t_jac:.3f}s  dbscan {t_db:.3f}s  "
           f"total {t_jac + t_db:.3f}s", file=out)
     if args.out:
-        outp = Path(args.out)
-        outp.parent.mkdir(parents=True, exist_ok=True)
-        with open(outp, "wb") as fh:  # exactly this path (np.save on a name would append .npy)
-            np.save(fh, labels)
+        outp = save_npy(args.out, labels)   # exactly this path, atomically (an earlier file survives a failure)
         print(f"labels     -> {outp}", file=out)
     return 0
 
@@ -327,30 +431,64 @@ def cmd_make_features(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".npy":
         _fail(f"OUT: expected a .npy path, got {args.out}")
-    if args.ids < 1 or args.per_id < 1 or args.dim < 2:
-        _fail("--ids and --per-id must be >= 1 and --dim >= 2")
+    check_number(args.ids, "--ids", 1)
+    check_number(args.per_id, "--per-id", 1)
+    check_number(args.dim, "--dim", 2)
     check_number(args.cams, "--cams", 1)
+    check_seed(args.seed)
     for p in (out, _ids_path(out, "ids"), _ids_path(out, "cams")):
         check_output_file(str(p), "OUT")
     t = time.perf_counter()
     x, ids, cams = reid_features(args.ids, args.per_id, dim=args.dim, n_cams=args.cams, seed=args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x)
-    np.save(_ids_path(out, "ids"), ids)
-    np.save(_ids_path(out, "cams"), cams)
+    # the three files as one: every byte written and synced before the first rename, so a full disk leaves
+    # the earlier three (not a new features file beside old ids)
+    with contextlib.ExitStack() as files:
+        for path, arr in ((out, x), (_ids_path(out, "ids"), ids), (_ids_path(out, "cams"), cams)):
+            fh = files.enter_context(atomic_open(path, "wb"))
+            np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
     print(f"wrote {out} ({x.shape[0]} x {x.shape[1]} float32, {args.ids} identities x {args.per_id} images, "
           f"{args.cams} cameras, seed {args.seed}) and {_ids_path(out, 'ids')}, {_ids_path(out, 'cams')} "
           f"in {time.perf_counter() - t:.2f}s")
     return 0
 
 
+def bench_out_dir() -> Path:
+    """Where ``hil bench`` writes its results by default: ``$HIL_BENCH_DIR``, else
+    ``$XDG_CACHE_HOME/hilcore/bench`` (``~/.cache/hilcore/bench``); never the source tree, whose
+    ``benchmarks/results/`` holds the committed results the documentation shows."""
+    if os.environ.get("HIL_BENCH_DIR"):
+        return Path(os.environ["HIL_BENCH_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return cache / "hilcore" / "bench"
+
+
+def find_bench_script() -> Path | None:
+    """``benchmarks/bench_cluster.py`` of the source tree this hilcore runs from (an editable install), else of
+    the clone the current folder is in (any of its folders), else None."""
+    rel = Path("benchmarks") / "bench_cluster.py"
+    here = Path(__file__).resolve().parents[1]
+    cwd = Path.cwd().resolve()
+    for root in (here, cwd, *cwd.parents):
+        if (root / rel).is_file() and (root / "hilcore" / "__init__.py").is_file():
+            return root / rel
+    return None
+
+
 def cmd_bench(bench_args: list[str]) -> int:
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cluster.py"
-    if not script.exists():
-        _fail(f"bench: {script} not found (the benchmarks live in the source tree; run from a clone)")
+    script = find_bench_script()
+    if script is None:
+        _fail("bench: the benchmark scripts are not installed with the package; they live in hilcore's source "
+              "repository: run `hil bench` inside a clone of it (any of its folders), or "
+              "`python benchmarks/bench_cluster.py` there")
     import runpy
 
-    sys.argv = [str(script)] + list(bench_args)
+    args = list(bench_args)
+    if not any(a in ("-h", "--help", "--worker") or a.startswith(("--out=", "--out-dir")) or a == "--out"
+               for a in args):
+        args += ["--out-dir", str(bench_out_dir())]
+    sys.argv = [f"{PROG} bench"] + args       # argparse names the program after argv[0]
     sys.path.insert(0, str(script.parents[1]))
     try:
         runpy.run_path(str(script), run_name="__main__")
@@ -376,6 +514,7 @@ def cmd_make_synthetic(args) -> int:
     size = _size(args.size)
     check_number(args.ids, "--ids", 3 if args.layout == "sysu" else 2)  # the layouts' train/test split needs them
     check_number(args.imgs_per_cam, "--imgs-per-cam", 1)
+    check_seed(args.seed)
     if size[0] < 16 or size[1] < 8:
         _fail(f"--size: expected H >= 16 and W >= 8, got {args.size}")
     check_output_dir(args.dir, "DIR")
@@ -386,7 +525,9 @@ def cmd_make_synthetic(args) -> int:
         else:
             root = make_synthetic_regdb(args.dir, n_ids=args.ids, imgs_per_id=args.imgs_per_cam, size=size,
                                         seed=args.seed, overwrite=args.overwrite)
-    except (ValueError, TypeError, FileExistsError, NotADirectoryError) as e:
+    except FileExistsError:
+        _fail(f"DIR: {args.dir} is not empty; pass --overwrite to replace the dataset there")
+    except (ValueError, TypeError, NotADirectoryError) as e:
         _fail(str(e))
     n = sum(1 for p in Path(root).rglob("*") if p.suffix.lower() in (".jpg", ".bmp"))
     print(f"wrote {n} images of {size[0]}x{size[1]} ({args.ids} identities, {args.layout} layout, seed {args.seed}) "
@@ -409,7 +550,9 @@ def cmd_train(args) -> int:
     try:
         cfg = load_config(args.config, overrides)
     except (FileNotFoundError, ValueError, TypeError) as e:
-        _fail(str(e))
+        msg = str(e)      # the file's own faults name --config; a bad key names the key (file or override)
+        _fail(_under_flag("--config", msg) if isinstance(e, FileNotFoundError) or " is not valid YAML" in msg
+              else msg)
     check_device(cfg.run.device, "config run.device", allow_auto=True)
     check_output_dir(cfg.run.output, "--output" if args.output else "config run.output")
     from .train import distributed as D
@@ -419,7 +562,7 @@ def cmd_train(args) -> int:
 
     try:
         train(cfg)
-    except (FileNotFoundError, NotADirectoryError, ModelSetupError, CheckpointError) as e:
+    except (FileNotFoundError, NotADirectoryError, ModelSetupError, CheckpointError, FolderLockedError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if "clustering failed" in str(e):
@@ -462,7 +605,8 @@ def cmd_eval(args) -> int:
     device = torch.device(args.device)
     print(f"checkpoint {args.checkpoint}: {cfg.model.backbone}, epoch {state['epoch']}, input "
           f"{cfg.data.size[0]}x{cfg.data.size[1]}")
-    feat_kw = dict(flip=cfg.data.flip_extract, augment=cfg.data.augment)   # the run's test features
+    # the run's test features; a bar per extraction (query, gallery) on a terminal
+    feat_kw = dict(flip=cfg.data.flip_extract, augment=cfg.data.augment, progress=show_progress(args.progress))
     rows = []
     if args.dataset == "regdb":
         trials = [args.regdb_trial] if args.regdb_trial is not None else list(range(1, args.trials + 1))
@@ -513,7 +657,7 @@ def cmd_extract(args) -> int:
     try:
         obj = read_weights(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
-        _fail(f"--checkpoint: {e}")
+        _fail(_under_flag("--checkpoint", str(e)))
     size, kwargs, source = (288, 144), {}, "defaults (ViT-B/16, ICS stem, 288x144)"
     cfg_dict = None
     if args.config:
@@ -522,7 +666,7 @@ def cmd_extract(args) -> int:
         try:
             cfg_dict = load_config(args.config).to_dict()
         except (FileNotFoundError, ValueError, TypeError) as e:
-            _fail(f"--config: {e}")
+            _fail(_under_flag("--config", str(e)))
         source = args.config
     elif isinstance(obj, dict) and isinstance(obj.get("config"), dict):
         cfg_dict, source = obj["config"], "the checkpoint's config"
@@ -544,19 +688,16 @@ def cmd_extract(args) -> int:
     kind = "pretrained ViT (heads copied from its last block)" if rep.missing else "full model"
     print(f"checkpoint {args.checkpoint}: {kind}, {len(rep.unexpected)} unexpected key(s) {rep.unexpected[:5]}, "
           f"{len(rep.ignored)} ignored; network from {source}", file=sys.stderr)
-    progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
+    progress = show_progress(args.progress)
     try:
         feats = extract_files(net, files, args.modality, heads=args.heads, batch_size=args.batch_size,
                               device=args.device, progress=progress)
     except ValueError as e:
         _fail(str(e))
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats)
+    out = save_npy(args.out, feats)
     names = out.with_name(out.stem + "_files.txt")
     root = Path(args.images)
-    names.write_text("".join(p.relative_to(root).as_posix() + "\n" for p in files))
+    write_text(names, "".join(p.relative_to(root).as_posix() + "\n" for p in files))
     print(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} float32 ({args.modality.upper()} branch, heads "
           f"{args.heads}, flip-averaged), file order in {names}")
     return 0
@@ -595,8 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_commands(sub)
     _add_checkpoint_commands(sub)
     # listed for --help; main() forwards everything after "bench" to the script untouched
-    sub.add_parser("bench", help="run benchmarks/bench_cluster.py with the remaining options (source checkout)",
-                   add_help=False)
+    sub.add_parser("bench", help="run benchmarks/bench_cluster.py (in a clone) with the remaining options; results "
+                   "go to ~/.cache/hilcore/bench unless --out is given (hil bench --help lists them)", add_help=False)
     return p
 
 
@@ -671,6 +812,8 @@ def _add_training_commands(sub) -> None:
     e.add_argument("--batch-size", type=int, default=128, help="extraction batch (default 128)")
     e.add_argument("--workers", type=int, default=0, help="image reading processes (default 0)")
     e.add_argument("--size", default=None, help="input size HxW (default: the checkpoint's)")
+    e.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bars of the feature extraction: auto = on a terminal (default auto)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -693,7 +836,8 @@ def _add_checkpoint_commands(sub) -> None:
     x.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     x.add_argument("--heads", choices=("d", "s", "both"), default="both",
                    help="both: normalize(cat(feat, feat_s)) (default); d or s: that head, normalised")
-    x.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar (default auto)")
+    x.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar: auto = on a terminal (default auto)")
     x.set_defaults(func=cmd_extract)
 
     v = sub.add_parser("convert-checkpoint", help="rewrite a checkpoint in the safe format, with a checksum",
@@ -735,6 +879,12 @@ def _report(e: BaseException, debug: bool, command: str = "") -> int:
     if isinstance(e, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    if isinstance(e, OSError) and (isinstance(e, WriteError) or e.errno in _FULL):
+        # a failed write (the atomic writer left any earlier file in place): one line, exit status 2
+        if debug:
+            traceback.print_exception(e)
+        print(f"{PROG}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     if isinstance(e, _USER_ERRORS + (BackendUnavailable, MemoryError)):
         if debug and not isinstance(e, CLIError):
             traceback.print_exception(e)

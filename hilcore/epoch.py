@@ -1,13 +1,13 @@
 """The clustering step of one HIL epoch in one call (docs/design.md, the epoch's data path, steps 2-5)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from . import _arrays, _dispatch
+from ._info import Stopwatch
 from .jaccard import jaccard_rows
 
 
@@ -65,6 +65,7 @@ class EpochClusters:
             ``_ir``, ``match``, ``shared``, ``total``).
         backends: what ran in each stage, e.g. ``{"jaccard": "knn=native, stages=native",
             "dbscan": "native", ...}`` (the labels of :func:`hilcore._dispatch.resolve`).
+        info: the diagnostics under one name, ``{"backends": backends, "timings": timings}`` (read-only).
     """
 
     labels_rgb: Any
@@ -84,33 +85,31 @@ class EpochClusters:
     timings: dict = field(default_factory=dict)
     backends: dict = field(default_factory=dict)
 
+    @property
+    def info(self) -> dict:
+        """The diagnostics under hilcore's one name for them: ``{"backends": ..., "timings": ...}``, the
+        same dicts as the fields :attr:`backends` and :attr:`timings` (documented before ``info``; kept)."""
+        return {"backends": self.backends, "timings": self.timings}
+
 
 def backend_for(backend: str, op: str) -> str:
     """``backend`` when ``op`` implements it, else ``"auto"``."""
     return backend if _dispatch.implements(op, backend) else "auto"
 
 
-class Clock:
-    """Measured seconds per named stage (``times``), synchronising the device first on CUDA.
+class Clock(Stopwatch):
+    """The epoch's stopwatch (:class:`hilcore._info.Stopwatch`, the one timing helper): seconds per
+    named stage in ``times``, the device synchronised around each.
 
     ``clock(name, fn, *args, **kw)`` runs ``fn`` and records its wall time under ``name``;
-    ``started`` is the time the clock was made (the epoch's ``total``).
+    ``clock.total("total")`` the time since the clock was made.
     """
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.times: dict[str, float] = {}
-        self.started = time.perf_counter()
+        super().__init__({}, device)
 
     def __call__(self, name: str, fn, *args, **kw):
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn(*args, **kw)
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.times[name] = time.perf_counter() - t0
-        return out
+        return self.run(name, fn, *args, **kw)
 
 
 def check_config(cfg) -> None:
@@ -247,7 +246,7 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
     sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
     s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub)
-    clock.times["total"] = time.perf_counter() - clock.started
+    clock.total("total")
     return _epoch_result(per, m, sr, si, s_cen, s_multi, dev, fam, dict(clock.times), ran)
 
 

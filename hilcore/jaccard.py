@@ -6,7 +6,7 @@ import math
 import scipy.sparse as sp
 import torch
 
-from . import _arrays, _dispatch
+from . import _arrays, _dispatch, _progress
 from ._core import SparseRows, half_k  # noqa: F401  (re-exported)
 from ._info import Stopwatch
 
@@ -18,11 +18,14 @@ def jaccard_rows(x: torch.Tensor, k1: int, k2: int, max_distance: float, impl: _
     ``impl`` is the resolved ``jaccard_distance`` pipeline (its ``knn`` and
     ``stages`` parts). With ``timings``, the measured seconds of each part are
     stored in it (``knn``, ``stages``; the native stages add their own sub-stages
-    as ``stages.<name>``), the device synchronised around each.
+    as ``stages.<name>``), the device synchronised around each. Each part's start is reported to
+    :mod:`hilcore._progress` (``"knn"``, ``"stages"``; the kNN backends report their tiles).
     """
     sw = Stopwatch(timings, x.device)
+    _progress.report("knn", 0, 0)
     with sw("knn"):
         rank, _ = impl.part("knn")(x, k1, None)
+    _progress.report("stages", 0, 0)
     if timings is None:
         indptr, indices, data = impl.part("stages")(x, rank, k1, k2, max_distance)
     else:

@@ -131,11 +131,11 @@ def _cases(world: int, rank: int, g) -> dict:
     xs = _shard(xk, KNN_SHARDS[world], rank)
     res["knn"] = H.knn(torch.from_numpy(xs), 9, chunk_rows=16, group=g)
     st: dict = {}
-    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9, group=g, stats=st)  # one chunk per rank
+    res["knn_wide"] = H.knn(torch.from_numpy(xs), 9, group=g, info=st)  # one chunk per rank
     res["knn_uncertified"] = st["uncertified"]
     res["knn_np"] = H.knn(xs.astype(np.float64), 5, group=g)  # NumPy float64 in -> NumPy out
     st = {}
-    res["knn_all"] = H.knn(torch.from_numpy(xs), 97, group=g, stats=st)  # k = N
+    res["knn_all"] = H.knn(torch.from_numpy(xs), 97, group=g, info=st)  # k = N
     res["knn_bytes"] = st["bytes_sent"]
     xt = torch.from_numpy(_shard(_tie_data(), TIE_SHARDS[world], rank))
     res["knn_ties"] = H.knn(xt, 9, chunk_rows=13, group=g)
@@ -517,7 +517,7 @@ def test_canonical_path_where_the_default_knn_is_not_native(monkeypatch):
         want = _canonical_knn(x, 9)
         for chunk in (1, 16, None):
             st: dict = {}
-            i, s = H.knn(torch.from_numpy(x), 9, chunk_rows=chunk, stats=st)
+            i, s = H.knn(torch.from_numpy(x), 9, chunk_rows=chunk, info=st)
             assert torch.equal(i, want[0]) and torch.equal(s, want[1]), chunk
         assert st["uncertified"] > 0  # duplicates: the rows rescored against the whole chunk
         old = torch.get_float32_matmul_precision()

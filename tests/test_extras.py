@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = ("yaml", "PIL", "matplotlib", "tqdm", "psutil", "sklearn")
+OPTIONAL = ("yaml", "PIL", "matplotlib", "tqdm", "psutil", "sklearn", "pydantic")
 
 BLOCK = textwrap.dedent(f"""
     import sys
@@ -139,7 +139,7 @@ def test_pyproject_dependencies():
 
     assert names(meta["dependencies"]) == {"numpy", "scipy", "torch"}
     extras = {k: names(v) for k, v in meta["optional-dependencies"].items()}
-    assert {"pyyaml", "pillow", "matplotlib", "tqdm", "scikit-learn"} <= extras["train"]
+    assert {"pyyaml", "pillow", "matplotlib", "tqdm", "scikit-learn", "pydantic"} <= extras["train"]
     assert {"psutil"} <= extras["bench"]
     assert {"scikit-learn"} <= extras["compat"]
     assert extras["train"] | extras["bench"] | extras["compat"] | {"pytest"} <= extras["test"]

@@ -41,6 +41,21 @@ def test_a_cuda_stage_is_synchronised_at_both_ends_and_stored_under_its_name(mon
     assert calls == [] and list(cpu) == ["x"]
 
 
+def test_splits_time_consecutive_stages_and_restart_skips_what_is_not_a_stage(monkeypatch):
+    clock = iter([10.0, 11.5, 20.0, 23.0, 30.0])  # made, split a, restart, split b, split c
+    monkeypatch.setattr("hilcore._info.time.perf_counter", lambda: next(clock))
+    times: dict = {}
+    sw = Stopwatch(times)
+    sw.split("a")
+    sw.restart()
+    sw.split("b")
+    sw.split("c")
+    assert times == {"a": 1.5, "b": 3.0, "c": 7.0}
+    off = Stopwatch(None)
+    off.restart()
+    off.split("a")  # measures nothing, reads no clock (the iterator is exhausted)
+
+
 def test_a_failing_stage_records_no_time():
     times: dict = {}
     with pytest.raises(ZeroDivisionError):
@@ -103,3 +118,29 @@ def test_documented_backend_entry_points_keep_stats_as_a_deprecated_name():
     with pytest.warns(DeprecationWarning, match="rescore_candidates: stats= is deprecated"):
         idx, _ = tknn.rescore_candidates(x, x, 3, ci, cv, True, stats=old)
     assert old["rows"] == 40 and torch.equal(idx, ci[:, :3])
+
+
+def test_the_epoch_clock_is_the_stopwatch_and_its_result_reports_through_info():
+    from hilcore.epoch import Clock
+
+    assert issubclass(Clock, Stopwatch)
+    x = reid_features(90)
+    out = hilcore.cluster_epoch(x, x.copy(), hilcore.EpochConfig(k1=8, k2=3, eps=0.6, min_samples=3, backend="torch"))
+    assert out.info == {"backends": out.backends, "timings": out.timings}
+    assert out.info["timings"]["total"] >= out.info["timings"]["jaccard_rgb"] >= 0
+
+
+def test_the_sharded_ops_report_through_info_and_keep_stats_as_a_deprecated_name():
+    import hilcore.distributed as HD
+
+    x = reid_features(50)
+    info: dict = {}
+    d = HD.jaccard_distance(x, 8, 3, max_distance=0.6, info=info)
+    assert info["op"] == "jaccard_distance" and info["world"] == 1 and info["nnz"] == d.nnz
+    assert set(info["timings"]) == {"knn", "total"} and info["timings"]["total"] >= info["timings"]["knn"] >= 0
+    old: dict = {}
+    with pytest.warns(DeprecationWarning, match="hilcore.distributed.knn: stats= is deprecated"):
+        HD.knn(x, 4, stats=old)
+    assert old["op"] == "knn" and "total" in old["timings"]
+    with pytest.raises(TypeError, match="not both"):
+        HD.dbscan(d, 0.6, 3, info={}, stats={})

@@ -26,7 +26,7 @@ def _run(x, lab, k, iters, seed, n_init=10):
     outs, evals = [], []
     for bounded in (True, False):
         st = {}
-        outs.append(kmeans_subcenters(xt, lab, c, k, iters, u, bounded=bounded, stats=st))
+        outs.append(kmeans_subcenters(xt, lab, c, k, iters, u, bounded=bounded, info=st))
         evals.append(st["distance_evals"])
     for a, b in zip(*outs):
         assert torch.equal(a, b)

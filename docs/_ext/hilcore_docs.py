@@ -286,14 +286,33 @@ def _generic(res, page: _Page) -> None:
 _RENDERERS = (_cluster, _scale, _knn, _hil_ops, _epoch)
 
 
+def _committed(results_dir: Path, pattern: str) -> list[Path]:
+    """The files of ``results_dir`` matching ``pattern`` that are committed to git (a benchmark run on this
+    machine, not yet committed, is not published); every matching file when ``results_dir`` is not in a git
+    checkout (a source archive) or git is missing."""
+    import subprocess
+
+    if not results_dir.is_dir():
+        return []
+    found = sorted(results_dir.glob(pattern))
+    try:
+        proc = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", "."], cwd=results_dir,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return found
+    if proc.returncode != 0:
+        return found          # not a git checkout (or no commit yet)
+    names = {Path(n).name for n in proc.stdout.decode("utf-8", "replace").split("\0") if n}
+    return [f for f in found if f.name in names]
+
+
 def render_results(results_dir: Path, rel_prefix: str) -> tuple[list[str], list[Path]]:
     """reStructuredText for every result file in ``results_dir``; also returns the files read.
 
     ``rel_prefix`` is how the page refers to ``results_dir`` (for the images).
     """
     page = _Page()
-    files = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
-    pngs = sorted(results_dir.glob("*.png")) if results_dir.is_dir() else []
+    files, pngs = _committed(results_dir, "*.json"), _committed(results_dir, "*.png")
     shown: set[Path] = set()
     if not files and not pngs:
         page.para(f"No benchmark results found in ``{results_dir.name}/``; run the scripts in ``benchmarks/``.")

@@ -52,10 +52,13 @@ on ``ShardedRows``), :mod:`~hilcore.distributed.dbscan_sharded`
 (:func:`hilcore.stages.dbscan.labels` on ``ShardedRows``) and
 :mod:`~hilcore.distributed.epoch_sharded` (:func:`hilcore.epoch.run_epoch`).
 
-Every op takes an optional ``stats`` dict that receives, for that call on this
+Every op takes an optional ``info`` dict that receives, for that call on this
 rank, ``bytes_sent`` (payload bytes this rank put into collectives, times the
-receivers), the wall time and what the op did (no module-level state: calls on
-several threads or groups do not mix their reports).
+receivers), ``timings`` (seconds: ``total``, and ``knn`` for the Jaccard
+distance, measured by :class:`hilcore._info.Stopwatch`) and what the op did
+(no module-level state: calls on several threads or groups do not mix their
+reports). ``stats``, its earlier documented name, still works with a
+DeprecationWarning.
 """
 from __future__ import annotations
 

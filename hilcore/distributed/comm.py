@@ -9,20 +9,19 @@
   order): a fetch is an ``all_to_all`` of the requested ids and one of the
   replies, a reduction an ``all_reduce`` or ``all_gather``.
 - the argument checks every sharded op shares (:func:`local_features`,
-  :func:`global_rows`, :func:`same_on_all_ranks`) and its ``stats`` report (:func:`finish`).
+  :func:`global_rows`, :func:`same_on_all_ranks`) and its ``info`` report (:func:`start`, :func:`finish`).
 """
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from .. import _arrays
+from .._info import Stopwatch, info_arg
 from ..stages.jaccard import segment_offsets
 
-__all__ = ["Comm", "ShardedRows", "shard_sizes", "offsets", "same_on_all_ranks", "finish", "local_features",
+__all__ = ["Comm", "ShardedRows", "shard_sizes", "offsets", "same_on_all_ranks", "start", "finish", "local_features",
            "global_rows", "gather_rows"]
 
 
@@ -123,12 +122,20 @@ def shard_sizes(n_local: int, *, group=None) -> list[int]:
     return Comm(group).all_gather_int(n_local)
 
 
-def finish(op: str, comm: Comm, t0: float, stats: dict | None, **extra) -> None:
-    """Fill ``stats`` (when given) with what this call did on this rank."""
-    if stats is None:
+def finish(op: str, comm: Comm, clock: Stopwatch, info: dict | None, **extra) -> None:
+    """Fill ``info`` (when given) with what this call did on this rank; ``timings`` gets the seconds
+    ``clock`` measured and its ``total`` (since the call started)."""
+    if info is None:
         return
-    stats.update(op=op, bytes_sent=int(comm.sent), time_s=time.perf_counter() - t0, world=comm.world,
-                 rank=comm.rank, **extra)
+    clock.total("total")
+    info.update(op=op, bytes_sent=int(comm.sent), world=comm.world, rank=comm.rank, timings=clock.times, **extra)
+
+
+def start(info: dict | None, stats: dict | None, op: str) -> tuple[dict | None, Stopwatch]:
+    """An op's diagnostics dict (``stats`` is the deprecated name of ``info``) and the stopwatch of its
+    timings (measuring nothing without a dict)."""
+    info = info_arg(info, stats, f"hilcore.distributed.{op}")
+    return info, Stopwatch(None if info is None else {})
 
 
 def local_features(x_local, name: str, comm: Comm):

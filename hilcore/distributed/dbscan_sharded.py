@@ -8,7 +8,6 @@ round, then of the border labels), so every rank returns the same global labels 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,7 +15,7 @@ import torch
 
 from .. import _arrays
 from ..stages.dbscan import core_counts, labels as dbscan_labels_of, neighbour_pairs, with_diagonal
-from .comm import Comm, ShardedRows, finish, same_on_all_ranks
+from .comm import Comm, ShardedRows, finish, same_on_all_ranks, start
 
 __all__ = ["dbscan"]
 
@@ -55,7 +54,8 @@ def local_csr(d_local, eps: float, name: str = "d_local"):
     return ip, ix, cut, int(shape[0]), int(shape[1]), fam
 
 
-def dbscan(d_local, eps: float, min_samples: int, *, group=None, stats: dict | None = None):
+def dbscan(d_local, eps: float, min_samples: int, *, group=None, info: dict | None = None,
+           stats: dict | None = None):
     """DBSCAN over distance rows sharded by rank; every rank returns all N labels.
 
     Semantics are :func:`hilcore.dbscan`'s (scikit-learn's precomputed DBSCAN):
@@ -72,8 +72,9 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, stats: dict | N
         eps: neighbourhood radius (>= 0).
         min_samples: neighbours (self included) that make a core point (>= 1).
         group: torch.distributed process group (``None``: default / a world of one).
-        stats: optional dict that receives what this call did on this rank
-            (``op``, ``bytes_sent``, ``time_s``, ``rounds``, ...).
+        info: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``timings`` (``total``), ``rounds``, ...).
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``[N]`` int64 global labels, the same on every rank (NumPy for NumPy /
@@ -85,7 +86,7 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, stats: dict | N
         >>> HD.dbscan(d, eps=0.5, min_samples=2).tolist()  # a world of one: all the rows
         [0, 0, -1]
     """
-    t0 = time.perf_counter()
+    info, clock = start(info, stats, "dbscan")
     comm = Comm(group)
     eps = _arrays.nonneg_float(eps, "eps")
     min_samples = _arrays.positive_int(min_samples, "min_samples")
@@ -107,7 +108,7 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, stats: dict | N
     u, v = neighbour_pairs(ip, ix, data, eps, n_all, start=rows.start)  # u: this rank's rows
     core_l = core_counts(ip, data, eps) >= min_samples
     core = comm.all_gather_var(core_l.to(torch.uint8)).to(torch.bool)
-    info: dict = {}
-    out = dbscan_labels_of(core, u, v, rows, info)
-    finish("dbscan", comm, t0, stats, n=n_all, rounds=info["rounds"])
+    uf: dict = {}
+    out = dbscan_labels_of(core, u, v, rows, uf)
+    finish("dbscan", comm, clock, info, n=n_all, rounds=uf["rounds"])
     return _arrays.to_family(out, fam)

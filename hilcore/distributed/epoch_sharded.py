@@ -89,9 +89,9 @@ def cluster_epoch(feats_rgb_local, feats_ir_local, config=None, *, memory_feats_
     def label(name: str, x: torch.Tensor) -> torch.Tensor:
         st: dict = {}
         d = clock(f"jaccard_{name}", jaccard_distance, local[name], cfg.k1, cfg.k2, max_distance=cfg.eps,
-                  group=group, stats=st)
+                  group=group, info=st)
         sent[0] += st["bytes_sent"]
-        lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, group=group, stats=st)
+        lab = clock(f"dbscan_{name}", dbscan, d, cfg.eps, cfg.min_samples, group=group, info=st)
         sent[0] += st["bytes_sent"]
         return torch.as_tensor(lab).to(x.device)
 

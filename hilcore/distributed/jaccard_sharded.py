@@ -11,21 +11,20 @@ process only the pairs j >= i are summed, and the kept ones are mirrored to the 
 from __future__ import annotations
 
 import math
-import time
 
 import scipy.sparse as sp
 import torch
 
 from .. import _arrays
 from ..stages.jaccard import jaccard_rows
-from .comm import Comm, ShardedRows, finish, global_rows, local_features, same_on_all_ranks
+from .comm import Comm, ShardedRows, finish, global_rows, local_features, same_on_all_ranks, start
 from .knn_sharded import knn_tensors
 
 __all__ = ["jaccard_distance"]
 
 
 def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float | None = None, group=None,
-                     chunk_rows: int | None = None, stats: dict | None = None):
+                     chunk_rows: int | None = None, info: dict | None = None, stats: dict | None = None):
     """This rank's rows of the k-reciprocal Jaccard distance of the rows sharded over ``group``.
 
     The semantics are :func:`hilcore.jaccard_distance`'s (DESIGN.md); the
@@ -48,8 +47,9 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
         max_distance: keep pairs with ``d <= max_distance`` (``None``: every pair whose supports meet).
         group: torch.distributed process group (``None``: default / a world of one).
         chunk_rows: rows per streamed kNN chunk.
-        stats: optional dict that receives what this call did on this rank
-            (``op``, ``bytes_sent``, ``time_s``, ``knn_s``, ``nnz``, ...).
+        info: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``timings`` (``knn``, ``total``), ``nnz``, ...).
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``[n_r, N]`` float32 CSR with global column indices, sorted, the
@@ -66,7 +66,7 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
         >>> bool((d != ref).nnz == 0)
         True
     """
-    t0 = time.perf_counter()
+    info, clock = start(info, stats, "jaccard_distance")
     comm = Comm(group)
     xl, fam = local_features(x_local, "x_local", comm)
     sizes, n_all = global_rows(comm, xl)
@@ -74,10 +74,9 @@ def jaccard_distance(x_local, k1: int = 30, k2: int = 6, *, max_distance: float 
     k2 = min(_arrays.positive_int(k2, "k2"), k1)
     md = math.inf if max_distance is None else _arrays.nonneg_float(max_distance, "max_distance")
     same_on_all_ranks(comm, k1=k1, k2=k2, max_distance=md)
-    rank_l, _ = knn_tensors(comm, xl, k1, sizes, chunk_rows)
-    t_knn = time.perf_counter() - t0
+    rank_l, _ = clock.run("knn", knn_tensors, comm, xl, k1, sizes, chunk_rows)
     indptr, cols, data = jaccard_rows(xl, rank_l, k1, k2, md, ShardedRows(comm, sizes, xl.device))
-    finish("jaccard_distance", comm, t0, stats, n=n_all, knn_s=t_knn, nnz=int(cols.numel()))
+    finish("jaccard_distance", comm, clock, info, n=n_all, nnz=int(cols.numel()))
     n_l = xl.shape[0]
     if fam.kind == "numpy" or not fam.is_cuda:
         return sp.csr_matrix((data.cpu().numpy(), cols.cpu().numpy(), indptr.cpu().numpy()), shape=(n_l, n_all))

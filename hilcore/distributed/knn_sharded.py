@@ -13,12 +13,11 @@ kNN is separate work).
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 from .. import _arrays
-from .comm import Comm, finish, global_rows, local_features, offsets, same_on_all_ranks
+from .comm import Comm, finish, global_rows, local_features, offsets, same_on_all_ranks, start
 
 __all__ = ["knn", "knn_tensors", "canonical_similarity"]
 
@@ -169,7 +168,8 @@ def _chunk_native(exact_rows, xl: torch.Tensor, yb: torch.Tensor, j0: int, k: in
     return key, sim, idx + j0, st["uncertified_rows"]
 
 
-def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: dict | None = None):
+def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, info: dict | None = None,
+        stats: dict | None = None):
     """Exact cosine kNN of the rows sharded over ``group``; global indices.
 
     Args:
@@ -180,8 +180,9 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
         group: a torch.distributed process group (``None``: the default one,
             or a world of one when none is initialised).
         chunk_rows: rows per streamed chunk (default: ``2^22 / D``).
-        stats: optional dict that receives what this call did on this rank
-            (``op``, ``bytes_sent``, ``time_s``, ``world``, ``rank``, ``uncertified``).
+        info: optional dict that receives what this call did on this rank
+            (``op``, ``bytes_sent``, ``timings`` (``total``), ``world``, ``rank``, ``uncertified``).
+        stats: deprecated name of ``info`` (DeprecationWarning).
 
     Returns:
         ``(idx, sim)``: ``[n_r, k]`` int64 global indices, best first (the row
@@ -197,7 +198,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
         >>> idx.shape, bool((idx[:, 0] == np.arange(100)).all())
         ((100, 5), True)
     """
-    t0 = time.perf_counter()
+    info, clock = start(info, stats, "knn")
     comm = Comm(group)
     xl, fam = local_features(x_local, "x_local", comm)
     k = _arrays.positive_int(k, "k")
@@ -206,7 +207,7 @@ def knn(x_local, k: int, *, group=None, chunk_rows: int | None = None, stats: di
     if k > n_all:
         raise ValueError(f"k: expected k <= {n_all} (the number of rows over all ranks), got {k}")
     idx, sim = knn_tensors(comm, xl, k, sizes, chunk_rows)
-    finish("knn", comm, t0, stats, n=n_all, k=k, uncertified=comm.uncertified)
+    finish("knn", comm, clock, info, n=n_all, k=k, uncertified=comm.uncertified)
     return _arrays.to_family(idx, fam), _arrays.to_family(sim, fam)
 
 

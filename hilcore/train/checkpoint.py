@@ -45,13 +45,15 @@ import random
 import re
 import shutil
 import struct
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path, PurePath
 
 import numpy as np
 import torch
+
+from hilcore import _files
+from hilcore._files import atomic_open
 
 LAST = "last.pt"
 PREV = "last.prev.pt"
@@ -189,6 +191,118 @@ def _first_line(e: BaseException) -> str:
     return s.splitlines()[0][:200] if s else ""
 
 
+_SAFE_HINT = ("hilcore does not unpickle them, as that can run arbitrary code. If you trust where the file "
+              "comes from, convert it once: hil convert-checkpoint --trust {path} OUT.pt")
+
+
+def _pickle_globals(data: bytes, limit: int = 64) -> list[str]:
+    """The ``module.name`` globals a pickle stream imports, in order (``GLOBAL`` and ``STACK_GLOBAL``; the
+    strings a ``STACK_GLOBAL`` takes are followed through the memo). Stops quietly at a damaged stream."""
+    import pickletools
+
+    out, strings, memo, last = [], [], {}, None
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                        "BINSTRING", "STRING"):
+                last = arg
+                strings.append(arg)
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = last
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = last
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                last = memo.get(arg)
+                strings.append(last)
+                continue
+            elif name == "GLOBAL":
+                out.append(str(arg).replace(" ", "."))
+            elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                out.append(f"{strings[-2]}.{strings[-1]}")
+            elif name == "STOP":
+                break
+            last = None
+            if len(out) >= limit:
+                break
+    except Exception:  # noqa: BLE001 - a damaged stream: what was read so far
+        pass
+    return out
+
+
+def _first_unsafe_global(path: Path) -> str | None:
+    """The first global of ``path``'s pickle outside what a torch checkpoint needs (None when not found)."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+    except Exception:  # noqa: BLE001
+        return None
+    for g in _pickle_globals(data):
+        if not (g.startswith("torch.") or g in ("collections.OrderedDict", "builtins.set")):
+            return g
+    return None
+
+
+def explain_load_error(path, e: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """The :class:`CheckpointError` that says what is wrong with ``path`` after ``torch.load(weights_only=True)``
+    failed with ``e``: Python objects outside the safe format (:class:`UnsafeCheckpointError`, naming the first),
+    an empty, truncated or damaged file, or not a torch file at all (:class:`CorruptCheckpointError`). It never
+    passes on torch's advice to load with ``weights_only=False``."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+        m = re.search(r"GLOBAL ([\w.]+)", text)
+        name = m.group(1) if m else _first_unsafe_global(path)
+        if name is not None or "Unsupported operand" in text or "unsupported" in text.lower():
+            first = f" (the first is {name})" if name else ""
+            return UnsafeCheckpointError(f"{what}: {path} holds Python objects outside the safe checkpoint "
+                                         f"format{first}; " + _SAFE_HINT.format(path=path))
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as e2:
+        return CorruptCheckpointError(f"{what}: cannot read {path} ({e2.strerror or e2})")
+    if size == 0:
+        return CorruptCheckpointError(f"{what}: {path} is empty (0 bytes): the write that made it did not "
+                                      f"finish; use another checkpoint")
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return CorruptCheckpointError(f"{what}: {path} is truncated: a torch archive without its end "
+                                          f"({size} bytes; the copy or the write that made it did not finish)")
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except Exception as e2:  # noqa: BLE001
+            bad = f"{type(e2).__name__}: {_first_line(e2)}"
+        if bad is not None:
+            return CorruptCheckpointError(f"{what}: {path} is damaged: the archive entry {bad} fails its CRC "
+                                          f"check (the bytes changed after it was written)")
+        return CorruptCheckpointError(f"{what}: {path} is a damaged torch archive ({size} bytes; torch reports: "
+                                      f"{_torch_reason(e)})")
+    if head[:1] == b"\x80":
+        return CorruptCheckpointError(f"{what}: {path} is truncated or damaged: its pickle stream ends early or "
+                                      f"holds garbage ({size} bytes; torch reports: {_torch_reason(e)})")
+    return CorruptCheckpointError(f"{what}: {path} is not a torch file (it starts with {head!r}; expected a "
+                                  f"torch.save archive)")
+
+
+def _torch_reason(e: BaseException) -> str:
+    """torch's reason, without its advice about ``weights_only``."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
+    return (lines[0][:160] if lines else type(e).__name__)
+
+
 def load_state_file(path, *, what: str = "checkpoint", map_location="cpu", safe_globals=()):
     """Read a torch file with ``torch.load(weights_only=True)``, never running code from it.
 
@@ -216,15 +330,7 @@ def load_state_file(path, *, what: str = "checkpoint", map_location="cpu", safe_
         else:
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear message
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if m:
-            raise UnsafeCheckpointError(
-                f"{what}: {path} holds Python objects outside the safe checkpoint format (the first is "
-                f"{m.group(1)}); hilcore does not unpickle them, as that can run arbitrary code. If you trust "
-                f"where the file comes from, convert it once: hil convert-checkpoint --trust {path} OUT.pt"
-            ) from None
-        raise CorruptCheckpointError(f"{what}: cannot read {path}: not a complete torch file (truncated or "
-                                     f"corrupted?) ({type(e).__name__}: {_first_line(e)})") from None
+        raise explain_load_error(path, e, what) from None
     if isinstance(obj, dict) and ("hilcore_version" in obj or isinstance(obj.get("checksum"), dict)):
         verify(obj, path)
     return obj
@@ -250,42 +356,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not supported (e.g. Windows); the replace itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj, path, *, before_replace=None) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``).
+    """``torch.save(obj)`` to ``path`` atomically (:func:`hilcore._files.atomic_open`: temp file in the same
+    folder, fsync, ``os.replace``); a failed write leaves ``path`` as it was and raises
+    :class:`hilcore._files.WriteError` (``no space left on device writing PATH`` on a full disk).
 
     ``before_replace()``, when given, runs once the temp file is complete, just before it replaces ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path, "wb", prefix=_TMP_PREFIX, before_replace=before_replace) as fh:
+        torch.save(obj, fh)
     return path
 
 
@@ -304,26 +384,19 @@ def _atomic_duplicate(src: Path, dst: Path) -> None:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, _files.WriteError):
+            raise _files.WriteError(dst, e) from e
         raise
 
 
 def remove_stale_temps(folder) -> list[Path]:
     """Delete temporary files left by a process killed while saving; returns what was removed."""
-    folder = Path(folder)
-    out = []
-    if folder.is_dir():
-        for p in folder.glob(_TMP_PREFIX + "*"):
-            try:
-                p.unlink()
-                out.append(p)
-            except OSError:
-                pass
-    return out
+    return _files.remove_stale_temps(folder, _TMP_PREFIX) + _files.remove_stale_temps(folder)
 
 
 def save_checkpoint(folder, state: dict, is_best: bool = False) -> Path:

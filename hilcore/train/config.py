@@ -22,10 +22,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hilcore import _dispatch
 from hilcore._extras import require
 from hilcore.epoch import EpochConfig
 
@@ -145,7 +147,7 @@ class RunConfig:
     amp: bool = True                # mixed precision (CUDA only; CPU runs fp32)
     seed: int = 0
     resume: str = "auto"            # auto: continue when output/last.pt exists | never | a checkpoint path
-    progress: bool = True           # progress bars (stderr)
+    progress: bool = True           # progress bars (stderr; shown on a terminal only, never into a redirected log)
     threads: int | None = None      # torch CPU threads (None: torch's default)
     sync_bn: bool = True            # world > 1: BatchNorm statistics of the global batch (all ranks), so W ranks
     #                                 train as one process; false: each rank normalises its own slice
@@ -186,134 +188,271 @@ def _section_types() -> dict:
     return {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
 
 
-def from_dict(d: dict | None) -> TrainConfig:
-    """A validated :class:`TrainConfig` from a nested mapping; unknown sections/keys raise ValueError."""
+# ---------------------------------------------------------------------------------------------- the schema
+#: The type and range of every key, section by section: the schema :func:`from_dict` checks with pydantic
+#: (strict: no string is read as a number or a boolean, no float as an integer; every key unknown to the
+#: dataclasses above is refused). Rules: ("int", lo, hi) / ("num", lo, hi, open_lo) with None = unbounded,
+#: ("bool",), ("choice", values), ("str",), ("pattern", regex, text), ("pair",) two numbers >= 0,
+#: ("size",) [H, W], ("ints", lo) a list of integers >= lo, ("choices", values) a non-empty list of them,
+#: ("mapping",); any rule + ("null",) also takes null. A key of a dataclass without a rule is an error of
+#: hilcore (tests/test_config_schema.py checks that every key has one); a rule for a key the dataclasses do
+#: not (yet) have is not used.
+NULL = ("null",)
+RULES: dict = {
+    "data": {
+        "dataset": ("choice", DATASETS), "root": ("str",), "regdb_trial": ("int", 1, 10),
+        "size": ("size",), "workers": ("int", 0, None), "cache": ("bool",), "extract_batch": ("int", 1, None),
+        "flip_extract": ("bool",), "extract_interp": ("choice", ("bilinear", "bicubic")),
+        "eval_interp": ("choice", ("bilinear", "bicubic", "lanczos")), "augment": ("choice", ("hilcore", "release")),
+        "rgb_views": ("choice", (1, 2)), "jitter_full_size": ("bool",),
+    },
+    "model": {
+        "backbone": ("choice", ("vit_b16", "resnet50", "tiny", "hil_vit")), "pretrained": ("str",) + NULL,
+        "init_from": ("str",) + NULL, "reload_best_at": ("int", 0, None) + NULL, "s_dim": ("int", 1, None) + NULL,
+        "kwargs": ("mapping",), "allow_random_init": ("bool",),
+    },
+    "sampler": {"P": ("int", 1, None), "K": ("int", 1, None), "name": ("choice", ("identity", "camera"))},
+    "optim": {
+        "name": ("choice", ("adam", "adamw", "sgd")), "lr": ("num", 0, None, True), "weight_decay": ("num", 0, None),
+        "momentum": ("num", 0, 1), "epochs": ("int", 1, None), "iters": ("int", 1, None),
+        "warmup_epochs": ("int", 0, None), "warmup_factor": ("num", 0, 1, True), "milestones": ("ints", 0),
+        "gamma": ("num", 0, None, True), "grad_clip": ("num", 0, None, True) + NULL, "nesterov": ("bool",),
+    },
+    "loss": {
+        "temp": ("num", 1e-6, None), "memory_momentum": ("num", 0, 1), "instance_momentum": ("num", 0, 1),
+        "cc_weight": ("num", 0, None), "shared_weight": ("num", 0, None), "mccl_weight": ("num", 0, None),
+        "mccl_weight_late": ("num", 0, None), "mccl_switch_epoch": ("int", 0, None), "mccl_cross": ("bool",),
+        "nc_weight": ("num", 0, None), "nc_k": ("int", 1, None), "nc_cross": ("bool",),
+        "term_reduction": ("choice", ("mean", "sum")), "mccl_memory": ("choice", ("per_modality", "shared")),
+        "mccl_head_weights": ("pair",), "multi_update": ("bool",), "nc_mode": ("choice", ("knn", "release")),
+        "nc_thresh": ("num", 0, None), "nc_head_weights": ("pair",), "nc_cross_weights": ("pair",),
+        "nc_cross_parity": ("bool",), "instance_update": ("choice", ("normalized", "raw")),
+    },
+    "cluster": {
+        "k1": ("int", 1, None), "k2": ("int", 1, None), "eps": ("num", 0, None), "min_samples": ("int", 1, None),
+        "n_sub": ("int", 1, None), "weight": ("num", 0, 1), "sub_method": ("choice", ("kmeans", "dbscan")),
+        "ratio": ("num", 0, None), "match_mode": ("choice", ("rgb_to_ir", "ir_to_rgb", "both")),
+        "backend": ("str",), "seed": ("int", 0, 2 ** 63 - 1) + NULL, "cam_center": ("bool",),
+        "transfer": ("choice", ("match", "rgb_to_ir_all")),
+        "memory_features": ("choice", ("clustering", "raw_heads")), "distributed": ("choice", ("auto", "on", "off")),
+    },
+    "eval": {"every": ("int", 0, None), "trials": ("int", 1, None), "modes": ("choices", ("all", "indoor")),
+             "best_by": ("str",)},
+    "run": {
+        "output": ("str",), "device": ("pattern", r"^(auto|cpu|cuda|cuda:[0-9]+)$", "auto, cpu, cuda or cuda:N"),
+        "amp": ("bool",), "seed": ("int", 0, 2 ** 63 - 1), "resume": ("resume",), "progress": ("bool",),
+        "threads": ("int", 1, None) + NULL, "sync_bn": ("bool",), "bn_replicas": ("int", 1, None),
+    },
+}
+
+
+def _range_text(lo, hi, open_lo=False) -> str:
+    if lo is not None and hi is not None:
+        return f"in ({lo}, {hi}]" if open_lo else f"in [{lo}, {hi}]"
+    if lo is not None:
+        return f"> {lo}" if open_lo else f">= {lo}"
+    return f"<= {hi}" if hi is not None else ""
+
+
+def _annotation(rule: tuple, pd):
+    """``(type for pydantic, what is expected in words)`` of one rule of :data:`RULES`."""
+    from typing import Annotated, Any, Literal, Optional, Union
+
+    Field = pd.Field
+    null = rule[-1] == "null"
+    kind, args = rule[0], rule[1:len(rule) - null]
+    if kind == "int":
+        lo, hi = args
+        t, text = Annotated[int, Field(ge=lo, le=hi)], " ".join(filter(None, ("an integer", _range_text(lo, hi))))
+    elif kind == "num":
+        lo, hi, open_lo = (tuple(args) + (False,))[:3]
+        bounds = dict(gt=lo) if open_lo else dict(ge=lo)
+        t = Annotated[float, Field(le=hi, allow_inf_nan=False, **bounds)]
+        text = " ".join(filter(None, ("a number", _range_text(lo, hi, open_lo))))
+    elif kind == "bool":
+        t, text = bool, "true or false"
+    elif kind == "choice":
+        t, text = Literal[tuple(args[0])], "one of " + ", ".join(map(str, args[0]))
+    elif kind == "choices":
+        t = Annotated[list[Literal[tuple(args[0])]], Field(min_length=1)]
+        text = "a non-empty list of " + ", ".join(map(str, args[0]))
+    elif kind == "str":
+        t, text = str, "a string"
+    elif kind == "pattern":
+        t, text = Annotated[str, Field(pattern=args[0])], args[1]
+    elif kind == "pair":
+        t = Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
+        text = "two numbers >= 0"
+    elif kind == "size":
+        t = Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=2, max_length=2)]
+        text = "[H, W], two integers >= 8"
+    elif kind == "ints":
+        t, text = list[Annotated[int, Field(ge=args[0])]], f"a list of integers >= {args[0]}"
+    elif kind == "mapping":
+        t, text = dict[str, Any], "a mapping"
+    elif kind == "resume":
+        t, text = Union[str, bool], "auto, never or a checkpoint path"
+    else:
+        raise AssertionError(f"unknown rule {rule!r}")
+    if null:
+        t, text = Optional[t], f"{text}, or null"
+    return t, text
+
+
+_SCHEMA: dict = {}
+
+
+def schema() -> dict:
+    """``{section: (pydantic model, {key: what is expected})}`` built from the dataclasses' keys and defaults
+    and :data:`RULES` (once; pydantic is imported here, not when this module is)."""
+    if _SCHEMA:
+        return _SCHEMA
+    pd = require("pydantic", "hilcore.train.config (the config schema)")
+    out = {}
+    for name, factory in _section_types().items():
+        default, rules = factory(), RULES[name]
+        fields, texts = {}, {}
+        for f in dataclasses.fields(default):
+            if f.name not in rules:
+                raise AssertionError(f"config.{name}.{f.name} has no rule in hilcore.train.config.RULES")
+            t, texts[f.name] = _annotation(rules[f.name], pd)
+            fields[f.name] = (t, getattr(default, f.name))
+        model = pd.create_model(f"config_{name}", __config__=pd.ConfigDict(extra="forbid", strict=True), **fields)
+        out[name] = (model, texts)
+    _SCHEMA.update(out)
+    return _SCHEMA
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _unknown(what: str, name, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{what}: unknown key {name!r}{hint}; expected one of {sorted(known)}"
+
+
+def check_dict(d) -> dict:
+    """Check the nested mapping ``d`` against the schema; returns ``{section: {key: value}}`` with every key,
+    defaults filled in and integers given for numbers turned into floats.
+
+    Raises ValueError (or TypeError for a section that is not a mapping) with one line naming the first bad
+    key, its value and what was expected, e.g.
+    ``config.optim.grad_clip: expected a number > 0, or null, got -1``.
+    """
     d = {} if d is None else d
     if not isinstance(d, dict):
         raise TypeError(f"config: expected a mapping of sections, got {type(d).__name__}")
-    sections = _section_types()
-    unknown = sorted(set(d) - set(sections))
-    if unknown:
-        raise ValueError(f"config: unknown section(s) {unknown}; expected some of {sorted(sections)}")
-    built = {}
-    for name, factory in sections.items():
-        default = factory()
-        vals = d.get(name) or {}
+    sch = schema()
+    for name in d:
+        if name not in sch:
+            raise ValueError(_unknown("config", name, list(sch)).replace("unknown key", "unknown section"))
+    out = {}
+    for name, (model, texts) in sch.items():
+        vals = d.get(name)
+        vals = {} if vals is None else vals
         if not isinstance(vals, dict):
-            raise TypeError(f"config.{name}: expected a mapping, got {type(vals).__name__}")
-        names = {f.name for f in dataclasses.fields(default)}
-        bad = sorted(set(vals) - names)
-        if bad:
-            raise ValueError(f"config.{name}: unknown key(s) {bad}; expected some of {sorted(names)}")
-        built[name] = dataclasses.replace(default, **vals)
-    cfg = TrainConfig(**built)
-    validate(cfg)
+            raise TypeError(f"config.{name}: expected a mapping of keys, got {type(vals).__name__} {_short(vals)}")
+        for key in vals:
+            if not isinstance(key, str) or key not in texts:
+                raise ValueError(_unknown(f"config.{name}", key, list(texts)))
+        if name == "cluster" and "backend" in vals:     # before EpochConfig's own check, named by its key
+            try:
+                _dispatch.check_backend(vals["backend"], "config.cluster.backend")
+            except TypeError as e:
+                raise ValueError(str(e)) from None
+        try:
+            out[name] = model(**vals).model_dump()
+        except Exception as e:  # noqa: BLE001 - pydantic.ValidationError, imported lazily
+            errors = e.errors() if hasattr(e, "errors") else []
+            if not errors:
+                raise
+            key = str(errors[0]["loc"][0])
+            more = f" ({len({str(x['loc'][0]) for x in errors}) - 1} more bad key(s) in config.{name})" \
+                if len({str(x["loc"][0]) for x in errors}) > 1 else ""
+            raise ValueError(f"config.{name}.{key}: expected {texts[key]}, got {_short(vals[key])}{more}") from None
+    return out
+
+
+def from_dict(d: dict | None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a nested mapping (:func:`check_dict`, then :func:`check_together`);
+    unknown sections/keys, wrong types and out-of-range values raise ValueError naming the key."""
+    vals = check_dict(d)
+    cfg = TrainConfig(**{name: factory(**vals[name]) for name, factory in _section_types().items()})
+    check_together(cfg)
     return cfg
 
 
-def _positive(v: Any, name: str, minimum: float = 1, integer: bool = True) -> None:
-    ok = isinstance(v, int) and not isinstance(v, bool) if integer else isinstance(v, (int, float)) \
-        and not isinstance(v, bool)
-    if not ok or v < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"config.{name}: expected {kind} >= {minimum}, got {v!r}")
-
-
-def _choice(v: Any, name: str, allowed: tuple) -> None:
-    if isinstance(v, bool) or v not in allowed:
-        raise ValueError(f"config.{name}: expected one of {list(allowed)}, got {v!r}")
-
-
 def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError naming the key of the first bad value."""
-    d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ValueError(f"config.data.dataset: expected one of {DATASETS}, got {d.dataset!r}")
-    if not isinstance(d.size, (list, tuple)) or len(d.size) != 2 or not all(
-            isinstance(s, int) and s >= 8 for s in d.size):
-        raise ValueError(f"config.data.size: expected [H, W] integers >= 8, got {d.size!r}")
-    _positive(d.workers, "data.workers", 0)
-    _positive(d.extract_batch, "data.extract_batch")
-    _positive(d.regdb_trial, "data.regdb_trial")
-    if cfg.model.backbone not in ("vit_b16", "resnet50", "tiny", "hil_vit"):
-        raise ValueError(f"config.model.backbone: expected vit_b16, resnet50, tiny or hil_vit, "
-                         f"got {cfg.model.backbone!r}")
+    """Raise ValueError naming the key of the first bad value (the schema, then :func:`check_together`)."""
+    check_dict(cfg.to_dict())
+    check_together(cfg)
+
+
+def check_together(cfg: TrainConfig) -> None:
+    """The rules that join several keys (each key's own type and range is the schema's)."""
     if cfg.model.init_from is not None and cfg.model.backbone != "hil_vit":
         raise ValueError(f"config.model.init_from: only the hil_vit backbone loads full checkpoints, "
                          f"got backbone {cfg.model.backbone!r}")
-    if cfg.model.reload_best_at is not None:
-        _positive(cfg.model.reload_best_at, "model.reload_best_at", 0)
-    if not isinstance(cfg.model.kwargs, dict):
-        raise ValueError(f"config.model.kwargs: expected a mapping, got {cfg.model.kwargs!r}")
-    _positive(cfg.sampler.P, "sampler.P")
-    _positive(cfg.sampler.K, "sampler.K")
     o = cfg.optim
-    if o.name not in ("adam", "adamw", "sgd"):
-        raise ValueError(f"config.optim.name: expected adam, adamw or sgd, got {o.name!r}")
-    _positive(o.lr, "optim.lr", 0, integer=False)
-    _positive(o.weight_decay, "optim.weight_decay", 0, integer=False)
-    _positive(o.epochs, "optim.epochs")
-    _positive(o.iters, "optim.iters")
-    _positive(o.warmup_epochs, "optim.warmup_epochs", 0)
-    lo = cfg.loss
-    _positive(lo.temp, "loss.temp", 1e-6, integer=False)
-    for k in ("memory_momentum", "instance_momentum"):
-        v = getattr(lo, k)
-        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"config.loss.{k}: expected a number in [0, 1], got {v!r}")
-    for k in ("cc_weight", "shared_weight", "mccl_weight", "mccl_weight_late", "nc_weight"):
-        _positive(getattr(lo, k), f"loss.{k}", 0, integer=False)
-    _positive(lo.mccl_switch_epoch, "loss.mccl_switch_epoch", 0)
-    _positive(lo.nc_k, "loss.nc_k")
-    _choice(d.extract_interp, "data.extract_interp", ("bilinear", "bicubic"))
-    _choice(d.eval_interp, "data.eval_interp", ("bilinear", "bicubic", "lanczos"))
-    _choice(d.augment, "data.augment", ("hilcore", "release"))
-    _choice(d.rgb_views, "data.rgb_views", (1, 2))
-    _choice(cfg.sampler.name, "sampler.name", ("identity", "camera"))
-    _choice(lo.term_reduction, "loss.term_reduction", ("mean", "sum"))
-    _choice(lo.mccl_memory, "loss.mccl_memory", ("per_modality", "shared"))
-    _choice(lo.nc_mode, "loss.nc_mode", ("knn", "release"))
-    _choice(lo.instance_update, "loss.instance_update", ("normalized", "raw"))
-    for k in ("mccl_head_weights", "nc_head_weights", "nc_cross_weights"):
-        v = getattr(lo, k)
-        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in v):
-            raise ValueError(f"config.loss.{k}: expected two non-negative numbers, got {v!r}")
-    _positive(lo.nc_thresh, "loss.nc_thresh", 0, integer=False)
-    _choice(cfg.cluster.transfer, "cluster.transfer", ("match", "rgb_to_ir_all"))
-    _choice(cfg.cluster.memory_features, "cluster.memory_features", ("clustering", "raw_heads"))
-    best_by_terms(cfg)
-    for k in ("flip_extract", "jitter_full_size"):
-        if not isinstance(getattr(d, k), bool):
-            raise ValueError(f"config.data.{k}: expected true or false, got {getattr(d, k)!r}")
-    for k in ("multi_update", "nc_cross_parity"):
-        if not isinstance(getattr(lo, k), bool):
-            raise ValueError(f"config.loss.{k}: expected true or false, got {getattr(lo, k)!r}")
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ValueError("config.optim.nesterov: Nesterov momentum needs optim.momentum > 0, got momentum 0 "
+                         "(set optim.nesterov=false or a momentum)")
+    d = cfg.data
     if d.jitter_full_size and d.augment != "release":
         raise ValueError(f"config.data.jitter_full_size: the full-size colour jitter is the release's augmentation; "
                          f"it needs data.augment: release, got {d.augment!r}")
-    if not isinstance(cfg.model.allow_random_init, bool):
-        raise ValueError(f"config.model.allow_random_init: expected true or false, got {cfg.model.allow_random_init!r}")
-    _positive(cfg.run.bn_replicas, "run.bn_replicas")
-    if cfg.cluster.seed is not None and (not isinstance(cfg.cluster.seed, int) or isinstance(cfg.cluster.seed, bool)):
-        raise ValueError(f"config.cluster.seed: expected an integer or null (run.seed), got {cfg.cluster.seed!r}")
-    if not isinstance(cfg.run.sync_bn, bool):
-        raise ValueError(f"config.run.sync_bn: expected true or false, got {cfg.run.sync_bn!r}")
-    if not isinstance(cfg.cluster.cam_center, bool):
-        raise ValueError(f"config.cluster.cam_center: expected true or false, got {cfg.cluster.cam_center!r}")
-    if cfg.cluster.distributed not in ("auto", "on", "off"):
-        raise ValueError(f"config.cluster.distributed: expected auto, on or off, got {cfg.cluster.distributed!r}")
-    _positive(cfg.eval.every, "eval.every", 0)
-    _positive(cfg.eval.trials, "eval.trials")
-    if not cfg.eval.modes or any(m not in ("all", "indoor") for m in cfg.eval.modes):
-        raise ValueError(f"config.eval.modes: expected a list of 'all'/'indoor', got {cfg.eval.modes!r}")
-    dev = cfg.run.device
-    if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or (
-            dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ValueError(f"config.run.device: expected auto, cpu, cuda or cuda:N, got {dev!r}")
-    if not isinstance(cfg.run.seed, int):
-        raise ValueError(f"config.run.seed: expected an integer, got {cfg.run.seed!r}")
+    best_by_terms(cfg)
+    check_memory(cfg)
     cfg.epoch_config()  # EpochConfig accepts the fields
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def step_input_bytes(cfg: TrainConfig) -> int:
+    """Bytes of one training step's input images alone (float32, both modalities, every RGB view): a lower
+    bound of what a step needs (the network's activations come on top)."""
+    h, w = cfg.data.size
+    return cfg.sampler.P * cfg.sampler.K * (cfg.data.rgb_views + 1) * 3 * h * w * 4
+
+
+def check_memory(cfg: TrainConfig, available: int | None = None) -> None:
+    """Refuse a batch whose input images alone exceed this machine's memory (``available`` bytes; default the
+    physical memory): ``sampler.P x sampler.K`` at ``data.size`` cannot fit, whatever the network."""
+    available = _physical_memory() if available is None else available
+    need = step_input_bytes(cfg)
+    if available and need > available:
+        s = cfg.sampler
+        raise ValueError(f"config.sampler.P: a step of P x K = {s.P} x {s.K} images per modality at "
+                         f"{cfg.data.size[0]}x{cfg.data.size[1]} needs {need / 2 ** 30:.1f} GiB for its input "
+                         f"images alone, more than this machine's {available / 2 ** 30:.1f} GiB; expected a smaller "
+                         f"sampler.P (or sampler.K, data.size), got P={s.P}")
+
+
+def check_data_sizes(cfg: TrainConfig, n_rgb: int, n_ir: int) -> None:
+    """Refuse, once the dataset is listed and before any image is read, sizes the data cannot fill:
+    ``sampler.P`` above the training images of a modality (a batch draws P distinct pseudo identities,
+    each with at least one image), and ``cluster.k1`` above them beyond what the clustering clamps."""
+    from hilcore._arrays import MAX_CLAMPED_K
+
+    n, which = min((n_rgb, "RGB"), (n_ir, "IR"))
+    if cfg.sampler.P > n:
+        raise ValueError(f"config.sampler.P: expected at most {n} (the {which} modality has {n} training images "
+                         f"in {cfg.data.root}; a batch draws P distinct pseudo identities out of them), got "
+                         f"{cfg.sampler.P}")
+    if cfg.cluster.k1 > n and cfg.cluster.k1 > MAX_CLAMPED_K:
+        raise ValueError(f"config.cluster.k1: expected at most {max(n, MAX_CLAMPED_K)} (the {which} modality has "
+                         f"{n} training images; values up to {MAX_CLAMPED_K} are clamped to it), got "
+                         f"{cfg.cluster.k1}")
 
 
 METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .augment import Transform, build_transforms, channel_exchange
-from .config import TrainConfig
+from .config import TrainConfig, check_data_sizes
 from .datasets import RGB, load_image, load_regdb, load_sysu_mm01
 from .hil_release import build_release_transforms
 
@@ -122,7 +122,9 @@ class Data:
         return (self.extract or self.train)[m]
 
 
-def build_data(cfg: TrainConfig) -> Data:
+def build_data(cfg: TrainConfig, for_training: bool = False) -> Data:
+    """The images of ``cfg.data``; ``for_training``: first refuse sizes the listed data cannot fill
+    (:func:`hilcore.train.config.check_data_sizes`), before any image is read."""
     d = cfg.data
     size = tuple(d.size)
     if d.dataset in ("sysu", "synthetic"):
@@ -134,6 +136,8 @@ def build_data(cfg: TrainConfig) -> Data:
         ds = load_regdb(d.root, d.regdb_trial)
         rgb, ir = ds.train_visible, ds.train_thermal
         q, g, kind = ds.test_visible, ds.test_thermal, "regdb"
+    if for_training:
+        check_data_sizes(cfg, len(rgb), len(ir))
     mk = lambda s, interp="bilinear", full=False: ImageSource(s, size, d.cache, d.workers, interp, full)  # noqa: E731
     ext = None
     if d.extract_interp != "bilinear" or d.jitter_full_size:

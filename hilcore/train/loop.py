@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 import hilcore
+from hilcore._files import FolderLock, FolderLockedError, WriteError, write_text
 
 from . import checkpoint as ckpt
 from . import distributed as D
@@ -197,9 +199,12 @@ class Logger:
         if not D.is_main():
             return
         print(msg, flush=True)
-        if self.path is not None:
-            with open(self.path, "a") as fh:
-                fh.write(msg + "\n")
+        if self.path is not None:     # appended line by line (the one output that is not replaced whole)
+            try:
+                with open(self.path, "a") as fh:
+                    fh.write(msg + "\n")
+            except OSError as e:
+                raise WriteError(self.path, e) from e
 
 
 class Trainer:
@@ -214,14 +219,20 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(int(cfg.run.threads))
         self.out = Path(cfg.run.output)
-        if D.is_main():
-            self.out.mkdir(parents=True, exist_ok=True)
-        D.barrier()
+        self.lock = self._lock_output()
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.close()          # a run that fails to start leaves the folder free
+            raise
+
+    def _build(self, cfg: TrainConfig) -> None:
         self.log = Logger(self.out)
         self.amp = bool(cfg.run.amp) and self.device.type == "cuda"
-        self.progress = bool(cfg.run.progress) and D.is_main()
+        # bars on a terminal only: a redirected log gets the per-epoch lines, not thousands of \r updates
+        self.progress = bool(cfg.run.progress) and D.is_main() and sys.stderr.isatty()
         self._seed(cfg.run.seed)
-        self.data = build_data(cfg)
+        self.data = build_data(cfg, for_training=True)
         self.model = build_reid_model(cfg, log=self.log).to(self.device)
         self.net = self.model
         if D.is_dist() and cfg.run.bn_replicas > 1:
@@ -242,6 +253,26 @@ class Trainer:
         self.tf_train = train_transforms(cfg)
 
     # -------------------------------------------------------------------------------------- setup
+    def _lock_output(self):
+        """Create ``run.output`` and hold its lock (:class:`hilcore._files.FolderLock`) on rank 0 for the whole
+        run: a second run into the same folder is refused (on every rank) before it reads any data."""
+        lock, err = None, None
+        if D.is_main():
+            try:
+                lock = FolderLock(self.out, "hil train", "give this run another --output (run.output)").acquire()
+            except FolderLockedError as e:
+                err = str(e)
+        err = D.broadcast_object(err)
+        if err is not None:
+            raise FolderLockedError(err)
+        D.barrier()
+        return lock
+
+    def close(self) -> None:
+        """Release the output folder's lock (also released when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
     @staticmethod
     def _seed(seed: int) -> None:
         s = seed + 1000 * D.rank()
@@ -514,7 +545,7 @@ class Trainer:
     def fit(self) -> list:
         cfg = self.cfg
         if D.is_main():
-            (self.out / "config.yaml").write_text(dump_config(cfg))
+            write_text(self.out / "config.yaml", dump_config(cfg))
         self.resume()
         n = {m: len(self.data.train[m]) for m in MODS}
         self.log(f"run        {cfg.model.backbone} on {cfg.data.dataset} ({cfg.data.root}): RGB {n['rgb']} / IR "
@@ -563,8 +594,15 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> list:
-    """Run (or resume) the configured training; returns the metrics history (one dict per epoch)."""
-    return Trainer(cfg).fit()
+    """Run (or resume) the configured training; returns the metrics history (one dict per epoch).
+
+    Holds the lock of ``run.output`` while it runs: a second run into the same folder raises
+    :class:`hilcore._files.FolderLockedError` before reading any data."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
 
 
 def load_trained_model(path, device="cpu"):

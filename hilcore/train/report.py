@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._extras import require
+from .._files import atomic_open
 
 PLOT_GROUPS = (
     ("losses", ("loss", "loss_cc", "loss_shared", "loss_mccl", "loss_nc")),
@@ -51,13 +52,11 @@ def write_csv(history: list, path) -> Path:
     cols: list = []
     for row in history:
         cols += [k for k in row if k not in cols]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:      # a failed write keeps the previous CSV
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for row in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    tmp.replace(path)
     return path
 
 
@@ -84,10 +83,11 @@ def plot_history(history: list, path) -> Path | None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_open(path, "wb") as fh:             # a failed write keeps the previous plot
+            fig.savefig(fh, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

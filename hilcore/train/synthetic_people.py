@@ -37,6 +37,7 @@ except ImportError:  # without the 'train' extra: importable, the renderers rais
     Image = ImageFilter = None
 
 from .._extras import require
+from .._files import atomic_open, write_text
 
 SYSU_SPLIT = (296, 99, 96)
 _PATTERNS_UPPER = ("solid", "hstripes", "vstripes", "checks")
@@ -305,7 +306,8 @@ def _write_sysu_identity(root: str, seed: int, pid: int, h: int, w: int, cam_pre
         for k in range(1, imgs_per_cam + 1):
             irng = np.random.default_rng([seed, 505, pid, c, k])
             arr = render_person(ident, cam, irng, (h, w), infrared=c in (3, 6))
-            Image.fromarray(arr).save(folder / f"{k:04d}.jpg", quality=92)
+            with atomic_open(folder / f"{k:04d}.jpg", sync=False) as fh:   # (a whole dataset: no fsync each)
+                Image.fromarray(arr).save(fh, format="JPEG", quality=92)
 
 
 def make_synthetic_sysu(root, n_ids: int = 96, imgs_per_cam: int = 4, size: tuple[int, int] = (64, 32),
@@ -355,7 +357,7 @@ def make_synthetic_sysu(root, n_ids: int = 96, imgs_per_cam: int = 4, size: tupl
              "test": sorted(perm[n_train + n_val:].tolist())}
     (root / "exp").mkdir()
     for name, ids in split.items():
-        (root / "exp" / f"{name}_id.txt").write_text(",".join(str(i) for i in ids) + "\n")
+        write_text(root / "exp" / f"{name}_id.txt", ",".join(str(i) for i in ids) + "\n")
 
     jobs = [(str(root), seed, pid, h, w, float(cam_presence), imgs_per_cam) for pid in range(1, n_ids + 1)]
     if workers == 1:
@@ -401,7 +403,8 @@ def make_synthetic_regdb(root, n_ids: int = 40, imgs_per_id: int = 4, n_trials: 
                 irng = np.random.default_rng([seed, 606, pid, cam, k])
                 arr = render_person(ident, cams[cam], irng, (h, w), infrared=cam == 2)
                 rel = f"{mod}/{pid}/{tag}_{pid:04d}_{k:02d}.bmp"
-                Image.fromarray(arr).save(root / rel)
+                with atomic_open(root / rel, sync=False) as fh:
+                    Image.fromarray(arr).save(fh, format="BMP")
                 rels.append(rel)
             files[(pid, mod)] = rels
     (root / "idx").mkdir()
@@ -411,5 +414,5 @@ def make_synthetic_regdb(root, n_ids: int = 40, imgs_per_id: int = 4, n_trials: 
         for part, ids in (("train", sorted(perm[:n_train].tolist())), ("test", sorted(perm[n_train:].tolist()))):
             for mod in ("Visible", "Thermal"):
                 lines = [f"{rel} {label}" for label, pid in enumerate(ids) for rel in files[(pid, mod)]]
-                (root / "idx" / f"{part}_{mod.lower()}_{trial}.txt").write_text("\n".join(lines) + "\n")
+                write_text(root / "idx" / f"{part}_{mod.lower()}_{trial}.txt", "\n".join(lines) + "\n")
     return root

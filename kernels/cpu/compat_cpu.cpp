@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+
+#include "common/check.h"
 
 namespace hilcore {
 
@@ -54,7 +57,7 @@ inline float round_half(float v) { return f16_to_f32(f32_to_f16(v)); }
 
 int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const float* vals, int64_t n, bool half,
                          void* out, int num_threads) {
-  if (n < 0) return 1;
+  HILCORE_CHECK_MSG(n >= 0, values({{"n", n}}));
   const int64_t nnz = indptr[n];
   // inverted index: for every column t, the (row, value) pairs with V'[row, t] != 0, rows ascending
   std::vector<int64_t> col_ptr(n + 1, 0);
@@ -176,7 +179,9 @@ float floor_to_float(double eps) {
 
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
                    std::vector<int64_t>* indices, int64_t* bad_row, int num_threads) {
-  if (n < 0 || ld < n || kind < 0 || kind > 2) return 1;
+  HILCORE_CHECK_MSG(n >= 0 && ld >= n && kind >= 0 && kind <= 2,
+                    "expected n >= 0, ld >= n and kind 0 (float32), 1 (float64) or 2 (float16), " +
+                        values({{"n", n}, {"ld", ld}, {"kind", kind}}));
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads < 1 ? 1 : num_threads,
                                                                          std::max<int64_t>(n, 1))));
   if (kind == 0)

@@ -18,7 +18,7 @@ float f16_to_f32(uint16_t h);
 //              negative results set to 0 (pairs that share no t give exactly 1).
 // out: float32 [n, n] (half = false) or uint16 float16 bits [n, n] (half = true), row-major.
 // Rows run in parallel; each row's arithmetic is sequential, so the result does not depend on threads.
-// Returns 0, or 1 for bad sizes.
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const float* vals, int64_t n, bool half,
                          void* out, int num_threads);
 
@@ -27,7 +27,8 @@ int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const fl
 // value is a float64 value; the caller passes eps already rounded as scikit-learn compares it).
 // indptr [n+1] and indices (ascending per row, the diagonal included when within eps) are filled.
 // bad_row: the first row holding a NaN, an infinity or a negative value (-1 when none; then nothing
-// else is meaningful). Returns 0, or 1 for bad sizes.
+// else is meaningful). Returns 0; a violated
+// precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
                    std::vector<int64_t>* indices, int64_t* bad_row, int num_threads);
 

@@ -1,12 +1,11 @@
 #include "cpu/dbscan_cpu.h"
 
-#include <string>
-
-#include "common/check.h"
-
 #include <omp.h>
 
+#include <string>
 #include <vector>
+
+#include "common/check.h"
 
 namespace hilcore {
 

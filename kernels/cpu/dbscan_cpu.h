@@ -14,7 +14,8 @@ namespace hilcore {
 // core index; a border point takes the smallest label among its core
 // neighbours (scanning its own row), the rest get -1. On a symmetric matrix
 // this equals scikit-learn's DBSCAN(metric="precomputed") on the dense matrix.
-// Output: labels [n] int64. Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
+// Output: labels [n] int64. Returns 0; a violated
+// precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int dbscan_cpu(const int64_t* indptr, const int64_t* indices, const float* data, int64_t n, float eps,
                int64_t min_samples, int64_t* labels, int num_threads);
 

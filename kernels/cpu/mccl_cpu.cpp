@@ -6,16 +6,15 @@
 // slots are exactly the forward's.
 #include "cpu/mccl_cpu.h"
 
-#include <string>
-
-#include "common/check.h"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
+
+#include "common/check.h"
 
 namespace hilcore {
 namespace {

@@ -13,7 +13,8 @@ namespace hilcore {
 // clusters == 1); loss = -log(pos / (pos + neg + margin)). pos, neg and the
 // loss are accumulated in double.
 // Outputs: loss [b], cstar [b] int64, and pos, neg [b] when not null (what
-// mccl_backward_cpu needs). Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
+// mccl_backward_cpu needs). Returns 0; a violated
+// precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int mccl_forward_cpu(const float* x, int64_t b, const float* mem, int64_t clusters, int64_t slots, int64_t dim,
                      double eps, double margin, float* loss, int64_t* cstar, float* pos, float* neg);
 

@@ -1,11 +1,10 @@
 #include "cpu/memory_cpu.h"
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "common/check.h"
-
-#include <algorithm>
-#include <cmath>
 
 namespace hilcore {
 

@@ -12,13 +12,13 @@ def cluster_centers(x: torch.Tensor, lab: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters: int, u: torch.Tensor, *,
-                      bounded: bool = True, stats: dict | None = None):
+                      bounded: bool = True, info: dict | None = None):
     """Same contract as :func:`hilcore.backend.torch.centers.kmeans_subcenters`.
 
     ``bounded``: the kernel skips the member-centre distances that rigorous bounds prove cannot change
     an assignment or a seeding minimum (Elkan's bounds widened by the float32 rounding bound of every
     score, ``kernels/cpu/subcluster_cpu.cpp``); ``False`` runs the plain Lloyd loop. Both give the same
-    bits. ``stats``: when given, ``stats["distance_evals"]`` receives the number of member-centre
+    bits. ``info``: when given, ``info["distance_evals"]`` receives the number of member-centre
     distances evaluated (k-means++ seeding, Lloyd steps and the final inertia, all runs)."""
     n, d = x.shape
     sub = torch.zeros(c, k, d, dtype=torch.float32)
@@ -27,16 +27,16 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
     elig = torch.nonzero(sizes_all > k).flatten()
     if elig.numel() == 0:
-        if stats is not None:
-            stats.setdefault("distance_evals", 0)
+        if info is not None:
+            info.setdefault("distance_evals", 0)
         return sub, cnt, first
     mem, _, starts, sizes = segments(lab, elig)
     xm = x[mem].contiguous()
     ue = u[elig].contiguous()
     cen_e, cnt_e, first_e, evals = native_module().kmeans_segments(xm.numpy(), starts.numpy(), sizes.numpy(), k,
                                                                    iters, ue.numpy(), bounded)
-    if stats is not None:
-        stats["distance_evals"] = stats.get("distance_evals", 0) + int(evals.sum())
+    if info is not None:
+        info["distance_evals"] = info.get("distance_evals", 0) + int(evals.sum())
     sub[elig] = torch.from_numpy(cen_e)
     cnt[elig] = torch.from_numpy(cnt_e)
     first[elig] = mem[torch.from_numpy(first_e).clamp(max=mem.numel() - 1)]

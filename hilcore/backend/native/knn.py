@@ -82,12 +82,13 @@ same results (``hilcore._native.cpu_features()["knn_path"]``).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
+from ... import _progress
 from ..._dispatch import native_module
+from ..._info import Stopwatch
 from ..._precision import ieee_fp32
 
 # Square tiles of TILE x TILE similarities (16 MiB in float32 / int32): memory O(TILE x N).
@@ -199,6 +200,7 @@ def _fp32_candidates(x, kc, self_search, db, tile):
     best_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
     best_idx = torch.full((n, kc), -1, dtype=torch.int64)
     bs, bi = best_sim.numpy(), best_idx.numpy()
+    tick = _TileTicker(n, m, tile, self_search)
     if self_search:
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
@@ -208,6 +210,7 @@ def _fp32_candidates(x, kc, self_search, db, tile):
                 if j0 != i0:
                     nat.knn_topk_merge(s.t().contiguous().numpy(), j0, i0, bs, bi, True)
                 del s
+            tick(i0)
     else:
         for i0 in range(0, n, tile):
             xi = x[i0:i0 + tile]
@@ -215,7 +218,23 @@ def _fp32_candidates(x, kc, self_search, db, tile):
                 s = torch.mm(xi, db[j0:j0 + tile].t())
                 nat.knn_topk_merge(s.numpy(), i0, j0, bs, bi, False)
                 del s
+            tick(i0)
     return best_idx, best_sim
+
+
+class _TileTicker:
+    """Reports the tiles of a candidate pass done so far to :mod:`hilcore._progress` (after each row tile;
+    self-search counts the tiles on and above the diagonal)."""
+
+    def __init__(self, n: int, m: int, tile: int, self_search: bool):
+        rows, cols = -(-n // tile), -(-m // tile)
+        self.tile, self.self_search, self.cols = tile, self_search, cols
+        self.total = rows * (rows + 1) // 2 if self_search else rows * cols
+        self.done = 0
+
+    def __call__(self, i0: int) -> None:
+        self.done += (self.cols - i0 // self.tile) if self.self_search else self.cols
+        _progress.report("knn", self.done, self.total)
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:
@@ -281,10 +300,10 @@ def _certify_and_complete(xq, db, cand_idx, cand_sim, k, self_search, self_ids, 
     ``self_search`` row i's own column is i. Returns ``(best_idx, best_sim, uncertified rows)``;
     ``times`` (optional dict) receives the ``rescore`` and ``refine`` seconds.
     """
-    t = time.perf_counter()
+    sw = Stopwatch(times)
     bound = fp32_bounds(xq, db)
     best_idx, best_sim, cert = _rescore_and_certify(xq, db, cand_idx, cand_sim, bound, k, self_search, self_ids)
-    t2 = time.perf_counter()
+    sw.split("rescore")
     failed = torch.nonzero(cert == 0).flatten()
     if failed.numel():
         if self_ids is not None:
@@ -294,15 +313,14 @@ def _certify_and_complete(xq, db, cand_idx, cand_sim, k, self_search, self_ids, 
         fi, fs = best_idx[failed].contiguous(), best_sim[failed].contiguous()
         _refine_fp32(xq[failed].contiguous(), own, np.ascontiguousarray(bound[failed.numpy()]), db, fi, fs, tile)
         best_idx[failed], best_sim[failed] = fi, fs
-    if times is not None:
-        times["rescore"], times["refine"] = t2 - t, time.perf_counter() - t2
+    sw.split("refine")
     return best_idx, best_sim, int(failed.numel())
 
 
 def _knn_fp32(x, k, self_search, db, tile, extra=None, info=None):
     """The fp32 path: GEMM candidates, dot_f32 rescoring, certificate, exact completion of the rest."""
     times = {}
-    t = time.perf_counter()
+    sw = Stopwatch(times)
     n, m = x.shape[0], db.shape[0]
     if n == 0:
         if info is not None:
@@ -311,7 +329,7 @@ def _knn_fp32(x, k, self_search, db, tile, extra=None, info=None):
         return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float32)
     kc = min(m, k + (default_extra_fp32(k) if extra is None else extra))
     cand_idx, cand_sim = _fp32_candidates(x, kc, self_search, db, tile)
-    times["candidates"] = time.perf_counter() - t
+    sw.split("candidates")
     best_idx, best_sim, failed = _certify_and_complete(x, db, cand_idx, cand_sim, k, self_search, None, tile, times)
     if info is not None:
         info.update(precision="fp32", candidates=kc, rows=n, uncertified_rows=failed,
@@ -400,7 +418,7 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
     m = db.shape[0]
     kc = min(m, k + extra)
     times = {}
-    t = time.perf_counter()
+    sw = Stopwatch(times)
     qx, sx, nx, px, ex = _quantize(nat, x)
     if self_search:
         qy, sy, ny, py, ey = qx, sx, nx, px, ex
@@ -408,13 +426,14 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
         qy, sy, ny, py, ey = _quantize(nat, db)
     qyT = qy.t().contiguous()  # [D, M]: int_mm(qx[i0:i1], qyT[:, j0:j1]) is the fast layout
     bound = torch.from_numpy(row_bounds(d, nx.numpy(), px.numpy(), ex.numpy(), ny.numpy(), py.numpy(), ey.numpy()))
-    times["quantize"] = time.perf_counter() - t
+    sw.split("quantize")
 
-    t = time.perf_counter()
+    sw.restart()
     cand_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
     cand_idx = torch.full((n, kc), -1, dtype=torch.int64)
     cs, ci = cand_sim.numpy(), cand_idx.numpy()
     sxn, syn = sx.numpy(), sy.numpy()
+    tick = _TileTicker(n, m, tile, self_search)
     for i0 in range(0, n, tile):
         qi = qx[i0:i0 + tile]
         for j0 in range(i0 if self_search else 0, m, tile):
@@ -423,20 +442,21 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
             if self_search and j0 != i0:
                 nat.knn_topk_merge_i8(s, i0, j0, sxn, syn, cs, ci, True, True)
             del s
-    times["candidates"] = time.perf_counter() - t
+        tick(i0)
+    sw.split("candidates")
 
-    t = time.perf_counter()
+    sw.restart()
     best_idx = torch.empty((n, k), dtype=torch.int64)
     best_sim = torch.empty((n, k), dtype=torch.float32)
     certified = torch.empty(n, dtype=torch.uint8)
     n_cert = nat.knn_rescore(x.numpy(), db.numpy(), ci, cs, bound.numpy(), self_search, best_idx.numpy(),
                              best_sim.numpy(), certified.numpy())
-    times["rescore"] = time.perf_counter() - t
+    sw.split("rescore")
 
     # uncertified rows: an int8 pass against every column rescoring each column that
     # could still enter (approx + B_i >= the k-th value); rows that would rescore
     # more than `cap` columns go to the fp32 path
-    t = time.perf_counter()
+    sw.restart()
     failed = torch.nonzero(certified == 0).flatten()
     n_over = 0
     if failed.numel():
@@ -458,13 +478,12 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
         best_sim[failed] = rsim
         over = failed[counts < 0]
         n_over = over.numel()
-        times["refine"] = time.perf_counter() - t
-        t = time.perf_counter()
+        sw.split("refine")
         if n_over:
             fi, fs = exact_rows(x[over], k, db, over if self_search else None, tile=tile)
             best_idx[over] = fi
             best_sim[over] = fs
-    times["fallback"] = time.perf_counter() - t
+    sw.split("fallback")
     if info is not None:
         info.update(precision="int8", candidates=kc, rows=n, uncertified_rows=int(n - n_cert),
                      uncertified_fraction=(n - n_cert) / n, fallback_rows=int(n_over),

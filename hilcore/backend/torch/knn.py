@@ -3,7 +3,7 @@
 A tile of query rows is multiplied against every database row with
 ``torch.mm``; every database row whose GEMM similarity lies within twice the
 GEMM's rounding bound of the k-th largest is a candidate, and the candidates
-are rescored by :func:`hilcore.torch_backend.jaccard.dot_rows` (one fixed
+are rescored by :func:`hilcore.stages.jaccard.dot_rows` (one fixed
 summation order, so two identical database rows get bitwise the same value,
 which a GEMM does not guarantee). The k best candidates under (rescored
 similarity descending, index ascending) are returned with their rescored
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import _progress
 from ..._precision import ieee_fp32
 from .jaccard import dot_rows
 
@@ -80,7 +81,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
     Inputs are L2-normalised contiguous float32 on one device; returns
     ``(idx int64 [N, k], sim float32 [N, k])`` on that device. In self-search
     row i is its own first neighbour, reported with its computed similarity.
-    Similarities are :func:`~hilcore.torch_backend.jaccard.dot_rows` values;
+    Similarities are :func:`~hilcore.stages.jaccard.dot_rows` values;
     ties (equal values) go to the lower index.
     """
     self_search = y is None
@@ -101,4 +102,5 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> tuple[torch.T
         idx, vals = _rescored_topk(x[start:stop], db, s, k, start, self_search, bound)
         idx_out[start:stop] = idx
         sim_out[start:stop] = vals
+        _progress.report("knn", stop, n)      # (hil cluster's progress display, per block of rows)
     return idx_out, sim_out
