@@ -173,13 +173,17 @@ def bidirectional_match(x_rgb, labels_rgb, x_ir, labels_ir, ratio: float = 0.5, 
 
 
 def match_tensors(xr: torch.Tensor, lr: torch.Tensor, c_rgb: int, xi: torch.Tensor, li: torch.Tensor, c_ir: int,
-                  ratio: float, mode: str, impl: _dispatch.Impl):
+                  ratio: float, mode: str, impl: _dispatch.Impl, centres: dict | None = None):
     """Internal entry of :func:`bidirectional_match` on validated input (normalised float32 features, contiguous
     int64 labels with ``c_rgb`` / ``c_ir`` clusters, ``impl`` the resolved ``bidirectional_match``): the
-    torch tensors ``(labels_rgb, labels_ir, pairs, unmatched_rgb, unmatched_ir)`` and ``n_shared``."""
+    torch tensors ``(labels_rgb, labels_ir, pairs, unmatched_rgb, unmatched_ir)`` and ``n_shared``.
+    ``centres``: ``{"rgb": ..., "ir": ...}`` the result of ``impl``'s ``centers`` part on these very
+    features and labels when the caller has it (not computed again)."""
     b = impl.part("brst")
 
     def cen(x, lab, c):  # prototypes: L2-normalised cluster centres (cosine on both sides)
+        if centres is not None:
+            return torch.nn.functional.normalize(centres["rgb" if x is xr else "ir"], dim=1)
         return torch.nn.functional.normalize(impl.part("centers")(x, lab, c), dim=1)
     dev = xr.device
     ar_rgb = torch.arange(c_rgb, device=dev)

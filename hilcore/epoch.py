@@ -237,26 +237,28 @@ def run_epoch(cfg: EpochConfig, feats: dict, mem: dict, fam, label, clock: Clock
         x = feats[name]
         lab = label(name, x)
         check_not_all_noise(lab, name, x.shape[0], cfg)
-        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb)
+        xn, c, cen = clock(f"centers_{name}", modality_centres, mem[name], lab, cb, mem[name] is x)
         multi = clock(f"subcluster_{name}", modality_memories, xn, lab, c, cen, cfg, cb, b_sub)
         per[name] = (lab, cen, multi)
     xr, xi = feats["rgb"], feats["ir"]
     lr, li = per["rgb"][0], per["ir"][0]
-    m = clock("match", match, xr, lr, xi, li, per, cfg, b_match)
+    m = clock("match", match, xr, lr, xi, li, per, cfg, cb, b_match, mem["rgb"] is xr)
     sr, si = torch.as_tensor(m.labels_rgb).to(dev), torch.as_tensor(m.labels_ir).to(dev)
 
-    s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub)
+    s_cen, s_multi = clock("shared", shared_memories, mem["rgb"], mem["ir"], sr, si, m, per, cfg, cb, b_sub,
+                           mem["rgb"] is xr)
     clock.total("total")
     return _epoch_result(per, m, sr, si, s_cen, s_multi, dev, fam, dict(clock.times), ran)
 
 
-def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str):
+def modality_centres(x: torch.Tensor, lab: torch.Tensor, cb: str, normalized: bool):
     """What ``cluster_centers(x, lab, backend=cb)`` computes, keeping its validated rows for the next stage:
     ``(normalised rows, C, centres [C, D])`` (one validation and normalisation of ``x`` and one label check
-    per modality instead of one per op)."""
+    per modality instead of one per op). ``normalized``: ``x`` is the epoch's own validated, normalised
+    features, used as they are (normalised once, as the ops normalise the caller's features once)."""
     from .centers import checked_clusters
 
-    xn, _ = _arrays.features(x, "x", normalize=True)
+    xn = x if normalized else _arrays.features(x, "x", normalize=True)[0]
     lab, c = checked_clusters(lab, xn.shape[0], xn.device)
     return xn, c, _dispatch.resolve("cluster_centers", cb, xn.device)(xn, lab, c)
 
@@ -277,16 +279,19 @@ def modality_memories(xn: torch.Tensor, lab: torch.Tensor, c: int, cen: torch.Te
 
 
 def match(xr: torch.Tensor, lr: torch.Tensor, xi: torch.Tensor, li: torch.Tensor, per: dict, cfg: EpochConfig,
-          b_match: str):
+          cb: str, b_match: str, same_rows: bool):
     """``bidirectional_match(xr, lr, xi, li, cfg.ratio, cfg.match_mode)`` on the epoch's validated, normalised
     features and its DBSCAN labels (contiguous; the cluster counts are the centres' rows): no second
-    validation, normalisation or label check."""
+    validation, normalisation or label check. ``same_rows``: the per-modality centres in ``per`` were computed
+    from these very rows; when the match's centre function is the same, they are its prototypes (the same
+    bits) instead of a second pass."""
     from .brst import MatchResult, match_tensors
 
     ratio = _arrays.nonneg_float(cfg.ratio, "ratio")
     impl = _dispatch.resolve("bidirectional_match", b_match, xr.device)
+    same = same_rows and impl.part("centers").fn is _dispatch.resolve("cluster_centers", cb, xr.device).fn
     out = match_tensors(xr, lr, int(per["rgb"][1].shape[0]), xi, li, int(per["ir"][1].shape[0]), ratio,
-                        cfg.match_mode, impl)
+                        cfg.match_mode, impl, {"rgb": per["rgb"][1], "ir": per["ir"][1]} if same else None)
     return MatchResult(*out[:5], n_shared=int(out[5]))
 
 
@@ -306,7 +311,7 @@ def _single_modality_clusters(m, mode: str, dev: torch.device):
 
 
 def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: torch.Tensor, m, per: dict,
-                    cfg: EpochConfig, cb: str, b_sub: str):
+                    cfg: EpochConfig, cb: str, b_sub: str, normalized: bool = False):
     """Shared centres ``[S, D]`` and multi-centre memories ``[S, 1 + n_sub, D]`` over the rows of both
     modalities (RGB first) with the shared labels ``sr`` / ``si`` of the match ``m``.
 
@@ -315,7 +320,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
     release's per-cluster ``KMeans(random_state=seed)`` does); only the other shared clusters (the matched
     pairs, or the clusters that received samples) are computed, over their own rows, with the k-means++
     draws of their shared ids (rows of :func:`hilcore.centers.seeding_uniforms` of the shared space), so each
-    of them equals ``subcluster(both rows, shared labels)``'s row."""
+    of them equals ``subcluster(both rows, shared labels)``'s row. ``normalized``: ``mr`` / ``mi`` are the
+    epoch's normalised features (not normalised again)."""
     from .centers import SUB_DEFAULTS, multi_centres, seeding_uniforms
 
     dev = mr.device
@@ -338,7 +344,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
         rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
         n_r = mr.shape[0]
         xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
-        xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
+        if not normalized:
+            xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
         lf = lf[rows]
         c_impl = _dispatch.resolve("cluster_centers", cb, dev)
         s_impl = _dispatch.resolve("subcluster", b_sub, dev)

@@ -166,8 +166,8 @@ def test_census_counts_what_it_sees():
 
 # Budget of one cluster_epoch on its GPU code path (both modalities and the shared space: 2 kNN, 2 Jaccard
 # stages, 2 DBSCAN, 4 centre calls, 3 subcluster calls, BRST both ways), the CUDA backend's Python glue
-# included (run for real on the kernel model, tests/cuda_model.py). Measured: 1,578-1,580 ops + launches
-# and 56 syncs at 120, 240 and 480 features (3 to 36 clusters), 16 of them the glue's (7 per Jaccard call,
+# included (run for real on the kernel model, tests/cuda_model.py). Measured: 1,439-1,469 ops + launches
+# and 43-46 syncs at 120, 240 and 480 features (3 to 36 clusters), 16 of them the glue's (7 per Jaccard call,
 # 1 per DBSCAN call; before this census counted them: 40). The bound adds the three subcluster calls at
 # their worst (every Lloyd step run: +50 ops + launches and +3 syncs each) and room for more table sizes in
 # the Jaccard stage (one launch and a slice each, no sync). Independent of N and of the number of clusters

@@ -173,120 +173,152 @@ struct Run {
 // k scores. A centre whose members did not change is not recomputed (same members in the same order:
 // the same float64 sums, the same bits) and moves by 0. (Elkan's centre-centre bound is left out: in
 // these dimensions it rarely excludes a centre and costs k^2 / 2 distances a step.)
-void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64_t d, int64_t k, int64_t iters,
-             const double* u, int64_t pos0, bool bounded, Run& out) {
-  const double g = slack_g(d);
-  const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> cen(k * d), cc(k);
+// One k-means run as a small object: the state below, one method per phase (seeding, the two kinds of
+// assignment step, the update, the final assignment and inertia).
+struct KMeansRun {
+  const float* x;
+  const float* xx;
+  const double* nx;
+  int64_t n, d, k;
+  const double* u;
+  bool bounded;
+  double g;
+  float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> cen, cc;
   int64_t evals = 0;
   // pairs to evaluate: (pa[p], pb[p]) -> val[p]; every distance goes through these, dots_n four at a time
   std::vector<const float*> pa, pb;
   std::vector<float> val;
   std::vector<int64_t> who;  // the row (or row * k + centre) of each pair
-  pa.reserve(n * k);
-  pb.reserve(n * k);
-  who.reserve(n * k);
-  auto run_pairs = [&]() {
+  // seeding state: the seed of each row's minimum, an upper bound of its distance, lower bounds per seed
+  std::vector<int64_t> owner;
+  std::vector<double> uo, lbs;
+  // Lloyd state
+  std::vector<int64_t> a, prev, cnt;
+  std::vector<double> sums, ub, lb, delta;
+  std::vector<float> sc, newc;
+  std::vector<char> chg;
+  bool have_bounds = false, moved = false;
+  // gram: [n, n] dot(x_p, x_q) of the segment's rows when the caller built it (bounded runs of small
+  // segments): the seeds are rows, so every seeding distance and the first Lloyd step's scores are
+  // look-ups (dot is symmetric bit for bit: the products commute, the order of the sum is the same)
+  const float* gram = nullptr;
+  std::vector<int64_t> sidx;  // the row of every seed
+
+  KMeansRun(const float* x_, const float* xx_, const double* nx_, int64_t n_, int64_t d_, int64_t k_,
+            const double* u_, bool bounded_)
+      : x(x_), xx(xx_), nx(nx_), n(n_), d(d_), k(k_), u(u_), bounded(bounded_), g(slack_g(d_)), cen(k_ * d_),
+        cc(k_), owner(bounded_ ? n_ : 0, -1), uo(bounded_ ? n_ : 0), lbs(bounded_ ? n_ * k_ : 0), a(n_, -1),
+        prev(n_, -1), cnt(k_, 0), sums(k_ * d_), ub(n_), lb(n_ * k_), delta(k_, 0.0), sc(n_ * k_), newc(d_),
+        chg(k_), sidx(k_, 0) {
+    pa.reserve(n * k);
+    pb.reserve(n * k);
+    who.reserve(n * k);
+  }
+
+  void run_pairs() {
     val.resize(pa.size());
     dots_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
     evals += static_cast<int64_t>(pa.size());
-  };
-  auto clear_pairs = [&]() { pa.clear(); pb.clear(); who.clear(); };
-  auto pick_uniform = [&](double uu) {
+  }
+  void clear_pairs() { pa.clear(); pb.clear(); who.clear(); }
+  int64_t pick_uniform(double uu) const {
     return std::min(static_cast<int64_t>(std::floor(uu * static_cast<double>(n))), n - 1);
-  };
-  // k-means++ seeding, one candidate per step
-  int64_t j0 = pick_uniform(u[0]);
-  std::memcpy(cen.data(), x + j0 * d, sizeof(float) * d);
-  std::vector<float> mind2(n, inf), d2v(n);
-  std::vector<char> need(n);
-  std::vector<double> cs(n);
-  std::vector<int64_t> owner(bounded ? n : 0, -1);
-  std::vector<double> uo(bounded ? n : 0), sd(k), lbs(bounded ? n * k : 0);  // lbs: lower bounds per seed
-  for (int64_t t = 1; t < k; ++t) {
-    const float* c = cen.data() + (t - 1) * d;
-    const float ccn = dot(c, c, d);
-    double nc = 0.0;
-    if (bounded && t > 1) {  // the new seed's norm, and its distances to the earlier seeds (lower bounds)
-      nc = norm_upper(ccn, g);
-      clear_pairs();
-      for (int64_t p = 0; p + 1 < t; ++p) { pa.push_back(cen.data() + p * d); pb.push_back(c); }
-      val.resize(pa.size());
-      sqdiff_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
-      for (int64_t p = 0; p + 1 < t; ++p) sd[p] = dist_lower(val[p], g);
-    } else if (bounded) {
-      nc = norm_upper(ccn, g);
-    }
+  }
+  double seed_err(int64_t i, double nc) const {
+    return g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
+  }
+
+  // the new seed's lower-bounded distances to the earlier seeds (sd[p], p < t - 1)
+  void seed_distances(int64_t t, const float* c, std::vector<double>& sd) {
     clear_pairs();
-    for (int64_t i = 0; i < n; ++i) {
-      need[i] = 1;
-      if (bounded && owner[i] >= 0) {
-        const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
-        const double lb = sd[owner[i]] - uo[i];
-        need[i] = !(lb > 0 && lb * lb > static_cast<double>(mind2[i]) + e);  // else seed_d2 >= mind2[i]
-        if (!need[i]) lbs[i * k + t - 1] = lb;
-      }
-      if (need[i]) { pa.push_back(x + i * d); pb.push_back(c); who.push_back(i); }
-    }
-    run_pairs();
-    for (size_t p = 0; p < who.size(); ++p) d2v[who[p]] = seed_d2(xx[who[p]], ccn, val[p]);
-    double acc = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      if (need[i]) {
-        const float d2 = d2v[i];
-        if (bounded) {
-          const double e = g * (nx[i] + nc) * (nx[i] + nc) + kTiny * (1.0 + nx[i] * nx[i] + nc * nc);
-          lbs[i * k + t - 1] = down(std::sqrt(std::max(0.0, static_cast<double>(d2) - e)));
-          if (d2 < mind2[i]) {
-            owner[i] = t - 1;
-            uo[i] = up(std::sqrt(static_cast<double>(d2) + e));
-          }
+    for (int64_t p = 0; p + 1 < t; ++p) { pa.push_back(cen.data() + p * d); pb.push_back(c); }
+    val.resize(pa.size());
+    sqdiff_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, val.data());
+    for (int64_t p = 0; p + 1 < t; ++p) sd[p] = dist_lower(val[p], g);
+  }
+
+  // k-means++ seeding, one candidate per step
+  void seed() {
+    sidx[0] = pick_uniform(u[0]);
+    std::memcpy(cen.data(), x + sidx[0] * d, sizeof(float) * d);
+    const bool bnd = bounded && gram == nullptr;  // with the Gram matrix every distance is a look-up
+    std::vector<float> mind2(n, inf), d2v(n);
+    std::vector<char> need(n);
+    std::vector<double> cs(n), sd(k);
+    for (int64_t t = 1; t < k; ++t) {
+      const float* c = cen.data() + (t - 1) * d;
+      const float ccn = gram ? xx[sidx[t - 1]] : dot(c, c, d);  // xx[j] = dot(x_j, x_j), the same bits
+      const double nc = bnd ? norm_upper(ccn, g) : 0.0;
+      if (bnd && t > 1) seed_distances(t, c, sd);
+      clear_pairs();
+      for (int64_t i = 0; i < n; ++i) {
+        need[i] = 1;
+        if (gram) {
+          need[i] = 0;
+          d2v[i] = seed_d2(xx[i], ccn, gram[i * n + sidx[t - 1]]);
+        } else if (bounded && owner[i] >= 0) {
+          const double lbv = sd[owner[i]] - uo[i];
+          need[i] = !(lbv > 0 && lbv * lbv > static_cast<double>(mind2[i]) + seed_err(i, nc));  // seed_d2 >= mind2
+          if (!need[i]) lbs[i * k + t - 1] = lbv;
         }
-        mind2[i] = std::min(mind2[i], d2);
+        if (need[i]) { pa.push_back(x + i * d); pb.push_back(c); who.push_back(i); }
       }
-      acc += static_cast<double>(mind2[i]);
-      cs[i] = acc;
+      run_pairs();
+      for (size_t p = 0; p < who.size(); ++p) d2v[who[p]] = seed_d2(xx[who[p]], ccn, val[p]);
+      double acc = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        if (need[i] || gram) {
+          const float d2 = d2v[i];
+          if (bnd) {
+            const double e = seed_err(i, nc);
+            lbs[i * k + t - 1] = down(std::sqrt(std::max(0.0, static_cast<double>(d2) - e)));
+            if (d2 < mind2[i]) {
+              owner[i] = t - 1;
+              uo[i] = up(std::sqrt(static_cast<double>(d2) + e));
+            }
+          }
+          mind2[i] = std::min(mind2[i], d2);
+        }
+        acc += static_cast<double>(mind2[i]);
+        cs[i] = acc;
+      }
+      int64_t j;
+      if (acc > 0) {
+        const double target = u[t] * acc;
+        j = std::upper_bound(cs.begin(), cs.end(), target) - cs.begin();  // first cs > target
+        j = std::min(j, n - 1);
+      } else {
+        j = pick_uniform(u[t]);
+      }
+      sidx[t] = j;
+      std::memcpy(cen.data() + t * d, x + j * d, sizeof(float) * d);
     }
-    int64_t j;
-    if (acc > 0) {
-      const double target = u[t] * acc;
-      j = std::upper_bound(cs.begin(), cs.end(), target) - cs.begin();  // first cs > target
-      j = std::min(j, n - 1);
-    } else {
-      j = pick_uniform(u[t]);
+    if (bnd && k > 1) {
+      // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
+      // the seed of the row's seeding minimum, the last seed's lower bound unknown (0)
+      for (int64_t i = 0; i < n; ++i) {
+        a[i] = owner[i];
+        ub[i] = uo[i];
+        for (int64_t j = 0; j + 1 < k; ++j) lb[i * k + j] = lbs[i * k + j];
+        lb[i * k + k - 1] = 0.0;
+      }
+      have_bounds = true;
     }
-    std::memcpy(cen.data() + t * d, x + j * d, sizeof(float) * d);
   }
-  // Lloyd
-  std::vector<int64_t> a(n, -1), prev(n, -1), cnt(k, 0);
-  std::vector<double> sums(k * d);
-  std::vector<double> ub(n), lb(n * k), delta(k, 0.0);
-  std::vector<float> sc(n * k), newc(d);
-  std::vector<char> chg(k), open(n);
-  bool have_bounds = false, moved = false;
-  if (bounded && k > 1) {
-    // the seeding's bounds are valid for the first Lloyd step (the centres are the seeds): candidate =
-    // the seed of the row's seeding minimum, the last seed's lower bound unknown (0; the triangle
-    // inequality through the centre distances still applies)
-    for (int64_t i = 0; i < n; ++i) {
-      a[i] = owner[i];
-      ub[i] = uo[i];
-      for (int64_t j = 0; j + 1 < k; ++j) lb[i * k + j] = lbs[i * k + j];
-      lb[i * k + k - 1] = 0.0;
-    }
-    have_bounds = true;
-  }
-  auto norms = [&]() {
+
+  void norms() {
     for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
-  };
-  auto first_min = [&](const float* s) {  // the plain loop's rule: first minimum
+  }
+  int64_t first_min(const float* s) const {  // the plain loop's rule: first minimum
     float bs = inf;
     int64_t best = 0;
     for (int64_t j = 0; j < k; ++j)
       if (s[j] < bs) { bs = s[j]; best = j; }
     return best;
-  };
-  auto assign_plain = [&]() {
+  }
+
+  void assign_plain() {
     norms();
     clear_pairs();
     for (int64_t i = 0; i < n; ++i)
@@ -294,35 +326,26 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
     run_pairs();
     for (int64_t i = 0; i < n * k; ++i) sc[i] = score(cc[i % k], val[i]);
     for (int64_t i = 0; i < n; ++i) a[i] = first_min(sc.data() + i * k);
-  };
-  auto assign_bounded = [&]() {
-    norms();
-    double ncm = 0.0;  // an upper bound of every centre's norm
-    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
-    auto err = [&](int64_t i) { return g * (ncm * ncm + 2.0 * nx[i] * ncm); };
-    auto tiny = [&](int64_t i) { return kTiny * (1.0 + nx[i] * nx[i] + ncm * ncm); };
-    auto upper = [&](int64_t i, float s) {
-      return up(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] + err(i) + tiny(i))));
-    };
-    auto lower = [&](int64_t i, float s) {
-      return down(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] - err(i) - tiny(i))));
-    };
-    auto excluded = [&](int64_t i, int64_t j) {  // centre j provably scores above the candidate a[i]
-      const double ui = ub[i];
-      const double l = lb[i * k + j];
-      return l > 0 && l * l - ui * ui > 2.0 * err(i) + tiny(i);
-    };
-    if (!have_bounds) {  // first step: every distance
-      assign_plain();
-      for (int64_t i = 0; i < n; ++i) {
-        ub[i] = upper(i, sc[i * k + a[i]]);
-        for (int64_t j = 0; j < k; ++j) lb[i * k + j] = lower(i, sc[i * k + j]);
-      }
-      have_bounds = true;
-      return;
-    }
-    // pass 1: move the bounds with the centres; rows whose every other centre is excluded keep a[i];
-    // the others get the score of their current centre (and a tighter upper bound)
+  }
+
+  // bounds of true distances from computed scores, and the exclusion test (see one_run's comment)
+  double ncm = 0.0;  // an upper bound of every centre's norm (this step)
+  double err(int64_t i) const { return g * (ncm * ncm + 2.0 * nx[i] * ncm); }
+  double tiny(int64_t i) const { return kTiny * (1.0 + nx[i] * nx[i] + ncm * ncm); }
+  double upper(int64_t i, float s) const {
+    return up(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] + err(i) + tiny(i))));
+  }
+  double lower(int64_t i, float s) const {
+    return down(std::sqrt(std::max(0.0, static_cast<double>(s) + nx[i] * nx[i] - err(i) - tiny(i))));
+  }
+  bool excluded(int64_t i, int64_t j) const {  // centre j provably scores above the candidate a[i]
+    const double ui = ub[i], l = lb[i * k + j];
+    return l > 0 && l * l - ui * ui > 2.0 * err(i) + tiny(i);
+  }
+
+  // pass 1 of a bounded step: move the bounds with the centres; rows whose every other centre is excluded
+  // keep a[i]; the others get the score of their current centre (and a tighter upper bound). Returns them.
+  std::vector<int64_t> bounded_pass1() {
     clear_pairs();
     for (int64_t i = 0; i < n; ++i) {
       double* li = lb.data() + i * k;
@@ -333,7 +356,6 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
       }
       bool all = true;
       for (int64_t j = 0; j < k && all; ++j) all = (j == a[i]) || excluded(i, j);
-      open[i] = !all;
       if (!all) { pa.push_back(x + i * d); pb.push_back(cen.data() + a[i] * d); who.push_back(i); }
     }
     run_pairs();
@@ -344,8 +366,38 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
       si[a[i]] = score(cc[a[i]], val[p]);
       ub[i] = upper(i, si[a[i]]);
     }
+    return std::vector<int64_t>(who.begin(), who.end());
+  }
+
+  // the first Lloyd step with the Gram matrix: the centres are the seeds, every score a look-up
+  void assign_from_gram() {
+    norms();
+    ncm = 0.0;
+    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < k; ++j) sc[i * k + j] = score(cc[j], gram[i * n + sidx[j]]);
+      a[i] = first_min(sc.data() + i * k);
+      ub[i] = upper(i, sc[i * k + a[i]]);
+      for (int64_t j = 0; j < k; ++j) lb[i * k + j] = lower(i, sc[i * k + j]);
+    }
+    have_bounds = true;
+  }
+
+  void assign_bounded() {
+    norms();
+    ncm = 0.0;
+    for (int64_t j = 0; j < k; ++j) ncm = std::max(ncm, norm_upper(cc[j], g));
+    if (!have_bounds) {  // first step without the seeding's bounds: every distance
+      assign_plain();
+      for (int64_t i = 0; i < n; ++i) {
+        ub[i] = upper(i, sc[i * k + a[i]]);
+        for (int64_t j = 0; j < k; ++j) lb[i * k + j] = lower(i, sc[i * k + j]);
+      }
+      have_bounds = true;
+      return;
+    }
+    const std::vector<int64_t> rows = bounded_pass1();
     // pass 2: the centres the tighter bound does not exclude
-    std::vector<int64_t> rows(who.begin(), who.end());
     clear_pairs();
     for (int64_t i : rows)
       for (int64_t j = 0; j < k; ++j)
@@ -366,12 +418,10 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
         a[i] = best;
       }
     }
-  };
-  bool converged = false;
-  for (int64_t it = 0; it < iters; ++it) {
-    if (bounded) assign_bounded(); else assign_plain();
-    if (it > 0 && a == prev) { converged = true; break; }
-    // update: the mean of every sub-cluster whose members changed (all of them in the plain loop)
+  }
+
+  // the mean of every sub-cluster whose members changed (all of them in the plain loop)
+  void update(int64_t it) {
     for (int64_t j = 0; j < k; ++j) chg[j] = !bounded || it == 0;
     if (bounded && it > 0)
       for (int64_t i = 0; i < n; ++i)
@@ -406,30 +456,66 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
     }
     prev = a;
   }
+
+  // the winner's outputs: member counts, first member, inertia (inf with an empty sub-cluster)
+  void finish(int64_t pos0, Run& out) {
+    std::fill(cnt.begin(), cnt.end(), 0);
+    std::vector<int64_t> first(k, std::numeric_limits<int64_t>::max());
+    clear_pairs();
+    for (int64_t i = 0; i < n; ++i) { pa.push_back(x + i * d); pb.push_back(cen.data() + a[i] * d); }
+    run_pairs();
+    double inertia = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = a[i];
+      float d2 = xx[i] + cc[j] - 2.f * val[i];
+      inertia += static_cast<double>(std::max(d2, 0.f));
+      ++cnt[j];
+      first[j] = std::min(first[j], pos0 + i);
+    }
+    for (int64_t j = 0; j < k; ++j)
+      if (cnt[j] == 0) inertia = std::numeric_limits<double>::infinity();
+    out.cen = std::move(cen);
+    out.cnt = std::move(cnt);
+    out.first = std::move(first);
+    out.inertia = inertia;
+    out.evals = evals;
+  }
+};
+
+// g [n, n]: dot(x_p, x_q) for p <= q, mirrored (dot is symmetric bit for bit). Returns the dots evaluated.
+int64_t gram_matrix(const float* x, int64_t n, int64_t d, std::vector<float>& g) {
+  g.assign(n * n, 0.f);
+  std::vector<const float*> pa, pb;
+  std::vector<int64_t> at;
+  for (int64_t p = 0; p < n; ++p)
+    for (int64_t q = p; q < n; ++q) { pa.push_back(x + p * d); pb.push_back(x + q * d); at.push_back(p * n + q); }
+  std::vector<float> v(pa.size());
+  dots_n(pa.data(), pb.data(), static_cast<int64_t>(pa.size()), d, v.data());
+  for (size_t i = 0; i < at.size(); ++i) {
+    const int64_t p = at[i] / n, q = at[i] % n;
+    g[p * n + q] = g[q * n + p] = v[i];
+  }
+  return static_cast<int64_t>(pa.size());
+}
+
+void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64_t d, int64_t k, int64_t iters,
+             const double* u, int64_t pos0, bool bounded, const float* gram, Run& out) {
+  KMeansRun r(x, xx, nx, n, d, k, u, bounded);
+  r.gram = bounded ? gram : nullptr;
+  r.seed();
+  bool converged = false;
+  for (int64_t it = 0; it < iters; ++it) {
+    if (!bounded) r.assign_plain();
+    else if (it == 0 && r.gram) r.assign_from_gram();
+    else r.assign_bounded();
+    if (it > 0 && r.a == r.prev) { converged = true; break; }
+    r.update(it);
+  }
   // the final assignment: when the loop stopped on an unchanged assignment the centres did not move
   // since, and assigning again gives that same assignment
-  if (!bounded) assign_plain();
-  else if (!converged) assign_bounded();
-  std::fill(cnt.begin(), cnt.end(), 0);
-  std::vector<int64_t> first(k, std::numeric_limits<int64_t>::max());
-  clear_pairs();
-  for (int64_t i = 0; i < n; ++i) { pa.push_back(x + i * d); pb.push_back(cen.data() + a[i] * d); }
-  run_pairs();
-  double inertia = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t j = a[i];
-    float d2 = xx[i] + cc[j] - 2.f * val[i];
-    inertia += static_cast<double>(std::max(d2, 0.f));
-    ++cnt[j];
-    first[j] = std::min(first[j], pos0 + i);
-  }
-  for (int64_t j = 0; j < k; ++j)
-    if (cnt[j] == 0) inertia = std::numeric_limits<double>::infinity();
-  out.cen = std::move(cen);
-  out.cnt = std::move(cnt);
-  out.first = std::move(first);
-  out.inertia = inertia;
-  out.evals = evals;
+  if (!bounded) r.assign_plain();
+  else if (!converged) r.assign_bounded();
+  r.finish(pos0, out);
 }
 
 }  // namespace
@@ -476,10 +562,16 @@ int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* st
   for (int64_t s = 0; s < e; ++s) {
     Run best, cur;
     best.inertia = std::numeric_limits<double>::infinity();
+    const int64_t n = sizes[s];
+    const float* xs = xm + starts[s] * d;
+    // bounded runs of a segment small enough that its Gram matrix costs fewer distances than the runs'
+    // seedings (runs (k - 1) n) take it: n (n + 1) / 2 dots, shared by every run
+    std::vector<float> gram;
     int64_t ev = 0;
+    if (bounded && k > 1 && n + 1 < 2 * runs * (k - 1)) ev = gram_matrix(xs, n, d, gram);
     for (int64_t r = 0; r < runs; ++r) {
-      one_run(xm + starts[s] * d, xx.data() + starts[s], nx.data() + starts[s], sizes[s], d, k, iters,
-              u + (s * runs + r) * k, starts[s], bounded, cur);
+      one_run(xs, xx.data() + starts[s], nx.data() + starts[s], n, d, k, iters, u + (s * runs + r) * k, starts[s],
+              bounded, gram.empty() ? nullptr : gram.data(), cur);
       ev += cur.evals;
       if (cur.inertia < best.inertia || r == 0) std::swap(best, cur);  // strict: ties keep the earlier run
     }
