@@ -47,8 +47,9 @@ py::array_t<int64_t> dbscan(const py::object& indptr_obj, const py::object& indi
 void register_dbscan(py::module_& m) {
   m.def("dbscan", &dbscan, py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n"), py::arg("eps"),
         py::arg("min_samples"),
-        "DBSCAN on CSR distances (int64 indptr [n+1], int64 indices, float32 data): neighbours are i itself and "
-        "every stored j != i with d <= eps; union-find over core-core edges; labels int64 [n], -1 for noise.");
+        "DBSCAN on CSR distances (int64 indptr [n+1], int64 indices, float32 data): core when the stored entries "
+        "d <= eps of the row (the diagonal when stored so, a repeated entry each time) number min_samples; "
+        "union-find over core-core edges; labels int64 [n], -1 for noise.");
 }
 
 }  // namespace hilcore_bindings

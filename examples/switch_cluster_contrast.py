@@ -7,11 +7,15 @@ same inputs:
 - "before": the pipeline as cluster-contrast writes it, with the
   plain-PyTorch ``ClusterMemory`` of ``clustercontrast/models/cm.py`` written
   out below (its update a per-sample Python loop inside the autograd
-  backward), scikit-learn's DBSCAN, and a plain k-reciprocal Jaccard
-  (``hilcore.ref.jaccard``, standing in for ``faiss_rerank``);
+  backward), scikit-learn's DBSCAN, and the widely used
+  ``compute_jaccard_distance`` written out step by step with its dense matrices
+  and dtypes (``hilcore.ref.compat_jaccard``, standing in for ``faiss_rerank``);
 - "after": the same loop with the import lines changed to ``hilcore.compat``.
 
-Every epoch the pseudo labels must be identical, and every iteration the loss,
+Every epoch the pseudo labels must be identical, with the fixed eps (0.6) and
+with an eps set from the matrix as many pipelines do (the mean of its smallest
+0.16 % upper-triangle non-zero entries, where the original's tiny positives
+count), and every iteration the loss,
 the gradient reaching the features and the memory after backward must agree
 to 1e-6 (the plain memory starts each step from the compat one's state, so
 rounding does not accumulate into a different hardest sample); the script
@@ -75,9 +79,17 @@ class PlainClusterMemory(nn.Module):
 
 
 def plain_jaccard(features, k1=30, k2=6, print_flag=False):
-    from hilcore.ref.jaccard import jaccard_distance
+    from hilcore.ref.compat_jaccard import jaccard_dense  # the original's arithmetic, dense, row by row
 
-    return jaccard_distance(F.normalize(features, dim=1).numpy(), k1, k2).astype(np.float32)
+    return jaccard_dense(features, k1, k2)
+
+
+def percentile_eps(dist, fraction=1.6e-3):
+    """eps from the distance matrix, as SpCL-style pipelines set it: the mean of the smallest ``fraction`` of
+    the non-zero upper-triangle entries."""
+    tri = np.triu(dist, 1)
+    tri = np.sort(tri[np.nonzero(tri)], axis=None)
+    return tri[:np.round(fraction * tri.size).astype(int)].mean()
 
 
 # ------------------------------------------------------------------ the training loop, checked step by step
@@ -98,15 +110,22 @@ def train(model, images, epochs, iters, use_hard, backend, seed=7):
     worst = dict(loss=0.0, grad=0.0, memory=0.0)
     for epoch in range(epochs):
         with torch.no_grad():
-            feats = model(images)
+            feats = F.normalize(model(images), dim=1)  # extract_features returns normalised features
         rerank = compute_jaccard_distance(feats, k1=20, k2=6, print_flag=False)
+        plain_rerank = plain_jaccard(feats, k1=20, k2=6)
         labels = DBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(rerank)
-        plain_labels = SkDBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(
-            plain_jaccard(feats, k1=20, k2=6))
+        plain_labels = SkDBSCAN(eps=0.6, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(plain_rerank)
         if not np.array_equal(labels, plain_labels):
             raise AssertionError(f"epoch {epoch}: pseudo labels differ from the plain pipeline's")
+        eps, plain_eps = percentile_eps(rerank), percentile_eps(plain_rerank)  # the percentile-eps variant
+        by_eps = DBSCAN(eps=eps, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(rerank)
+        plain_by_eps = SkDBSCAN(eps=plain_eps, min_samples=4, metric="precomputed", n_jobs=-1).fit_predict(
+            plain_rerank)
+        if eps != plain_eps or not np.array_equal(by_eps, plain_by_eps):
+            raise AssertionError(f"epoch {epoch}: percentile eps {eps} vs {plain_eps}, or its labels, differ")
         n_cluster = len(set(labels.tolist()) - {-1})
-        print(f"epoch {epoch}: {n_cluster} clusters, {(labels == -1).sum()} noise, labels identical")
+        print(f"epoch {epoch}: {n_cluster} clusters, {(labels == -1).sum()} noise, labels identical; "
+              f"percentile eps {eps:.4f}: {len(set(by_eps.tolist()) - {-1})} clusters, identical")
         memory = ClusterMemory(feats.shape[1], n_cluster, temp=0.05, momentum=0.2, use_hard=use_hard,
                                backend=backend)
         memory.features = F.normalize(cluster_centres(feats, labels), dim=1)

@@ -116,12 +116,9 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
     if raw.dtype == torch.bfloat16 and not exact:
         raise TypeError("target_features: bfloat16 features: the original computes them through NumPy, which has "
                         "no bfloat16 (pass .float(), or exact=True)")
-    xt, _ = _arrays.features(raw, "target_features", normalize=False)  # shape, dtype and finiteness checks
-    n = xt.shape[0]
-    k1 = _arrays.ranking_length(k1, "k1", n)
-    k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
-    if exact:
+    if exact:  # hilcore's distance validates (and normalises) the features itself
         d = _jaccard_distance(raw, k1, k2, max_distance=None, backend=backend)
+        n = d.shape[0]
         if isinstance(d, torch.Tensor):  # CUDA input gives a torch sparse CSR on the GPU
             d = sp.csr_matrix((d.values().cpu().numpy(), d.col_indices().cpu().numpy(),
                                d.crow_indices().cpu().numpy()), shape=(n, n))
@@ -131,6 +128,10 @@ def compute_jaccard_distance(target_features, k1: int = 20, k2: int = 6, print_f
         coo = d.tocoo()
         dense[coo.row, coo.col] = coo.data
     else:
+        # shape, dtype and finiteness (in float32: the original's flat index holds float32 copies)
+        xt, _ = _arrays.features(raw, "target_features", normalize=False)
+        k1 = _arrays.ranking_length(k1, "k1", xt.shape[0])
+        k2 = _arrays.ranking_length(k2, "k2", k1, limit_name="k1")
         _dispatch.check_backend(backend)
         dense = compat_jaccard.dense_jaccard(raw, k1, k2, bool(use_float16), backend)
     if print_flag:
@@ -269,11 +270,14 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             w = _check_sample_weight(sample_weight, base)
             n_neighbors = cd.weighted_counts(cd.split_rows(indptr.cpu().numpy(), indices.cpu().numpy()), w)
         core_np = np.asarray(n_neighbors >= self.min_samples)
-        core = torch.from_numpy(core_np).to(indptr.device)
-        labels = cd.labels_from_rows(indptr, indices, core)
+        if sample_weight is None and indptr.device.type == "cpu" and _dispatch.has_native():
+            labels = cd.labels_native(indptr.numpy(), indices.numpy(), self.min_samples)
+        else:
+            labels = cd.labels_from_rows(indptr, indices, torch.from_numpy(core_np).to(indptr.device))
+            labels = None if labels is None else labels.cpu().numpy()
         if labels is None:  # asymmetric neighbourhoods: scikit-learn's own search order decides
-            return self._sklearn_fit(ref if native or not sp.issparse(ref) else ref, sample_weight)
-        self.labels_ = labels.cpu().numpy().astype(np.intp)
+            return self._sklearn_fit(ref, sample_weight)
+        self.labels_ = labels.astype(np.intp)
         idx = np.flatnonzero(core_np).astype(np.intp)
         self.core_sample_indices_ = idx
         self.components_ = self._rows_of(X, idx, n)
@@ -683,7 +687,15 @@ class MultiCenterClusterMemory(_CompatMemory):
 class ClusterMemory_shared(ClusterMemory):  # noqa: N801 - the HIL release's name
     """The HIL release's ``ClusterMemory_shared`` (one memory both modalities train against): the release's
     ``ClusterMemory`` under its other name, ``features`` ``[C, D]`` and a zero ``features_d`` ``[C, 10, D]``
-    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`."""
+    registered (``num_centers=10``). Everything else is :class:`ClusterMemory`.
+
+    Example:
+        >>> import torch
+        >>> from hilcore.compat import ClusterMemory_shared
+        >>> memory = ClusterMemory_shared(32, 5)
+        >>> sorted(memory.state_dict()), tuple(memory.features_d.shape)
+        (['features', 'features_d'], (5, 10, 32))
+    """
 
     def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False, *, num_centers: int = 10,
                  backend: str = "auto"):

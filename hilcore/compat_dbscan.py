@@ -171,6 +171,26 @@ def split_rows(indptr: np.ndarray, indices: np.ndarray) -> list:
     return np.split(indices, indptr[1:-1]) if len(indptr) > 1 else []
 
 
+def labels_native(indptr: np.ndarray, indices: np.ndarray, min_samples) -> np.ndarray | None:
+    """The unweighted fit on CPU in C++: scikit-learn's labels from neighbour rows (every stored entry a
+    neighbour; the count is the row's length), or ``None`` when the relation (i != j, as sets) is not symmetric
+    or the extension is missing. NumPy and one native call, so small matrices cost microseconds, not a chain of
+    torch operations."""
+    nat = native_module()
+    if nat is None:
+        return None
+    n = indptr.shape[0] - 1
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    off = rows != indices
+    a, b = rows[off], indices[off]
+    if not np.array_equal(np.unique(a * n + b), np.unique(b * n + a)):
+        return None
+    ms = int(min(int(min_samples), indices.shape[0] + 1))  # beyond every count: no core point either way
+    zeros = np.zeros(indices.shape[0], dtype=np.float32)  # every listed entry is within eps
+    return nat.dbscan(np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(indices, dtype=np.int64),
+                      zeros, n, 0.0, ms)
+
+
 def labels_from_rows(indptr: torch.Tensor, indices: torch.Tensor, core: torch.Tensor) -> torch.Tensor | None:
     """scikit-learn's labels from neighbour rows and the core mask when the relation (i != j, as sets) is
     symmetric; ``None`` when it is not (the caller then runs scikit-learn's own search)."""

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from . import _arrays
+from ._core import half_k
 from ._dispatch import native_module
 from .knn import knn_tensors
-from ._core import half_k
 from .stages.jaccard import expansion, reciprocal_mask, row_ids
 
 #: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
@@ -66,14 +66,17 @@ def ranking(x: torch.Tensor, k1: int, backend: str = "auto") -> torch.Tensor:
 
 
 def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dtype) -> np.ndarray:
-    """V's values row by row, as the original computes them: ``F.softmax(-(2 - 2 x_i . x_E))`` with the same
-    torch calls on the same shapes (so the same bits; MKL's product depends on torch's thread count, which is
-    left as the caller set it), cast to the matrix dtype as NumPy casts. The rows ``x_E`` are gathered for many
-    rows at once (a copy: the same values and layout as the original's per-row gather)."""
+    """V's values, as the original computes them: ``F.softmax(-(2 - 2 x_i . x_E))`` with the same torch calls
+    (so the same bits). The product runs row by row (MKL's bits depend on the shapes, and on torch's thread
+    count, left as the caller set it), on rows ``x_E`` gathered for many rows at once (a copy: the same values
+    and layout); ``-(2 - 2 s)`` is element-wise (the same two roundings per element however many run
+    together); the softmax runs once per group of rows with the same expanded-set size (torch's softmax of
+    an ``[R, K]`` tensor is row by row the softmax of each ``[1, K]`` row). Cast to the matrix dtype as NumPy
+    casts."""
     ptr = eptr.tolist()
     idx = eidx.to(x.device)
     n, dim = x.shape
-    parts = []
+    dots = []
     start = 0
     while start < n:
         stop = start + 1
@@ -81,16 +84,19 @@ def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dt
             stop += 1
         gathered = x[idx[ptr[start]:ptr[stop]]]
         base = ptr[start]
-        # the products row by row (MKL's bits depend on the shapes); the element-wise -(2 - 2 s) at once
-        # (the same two roundings per element however many run together); the softmax row by row
-        dots = torch.cat([torch.mm(x[i:i + 1], gathered[ptr[i] - base:ptr[i + 1] - base].t()).view(-1)
-                          for i in range(start, stop)])
-        neg = -(2 - 2 * dots)
-        for i in range(start, stop):
-            parts.append(F.softmax(neg[ptr[i] - base:ptr[i + 1] - base].view(1, -1), dim=1).view(-1))
+        dots += [torch.mm(x[i:i + 1], gathered[ptr[i] - base:ptr[i + 1] - base].t()).view(-1)
+                 for i in range(start, stop)]
         start = stop
-    vals = torch.cat(parts).cpu().numpy()
-    return vals.astype(mat)
+    neg = -(2 - 2 * torch.cat(dots)) if dots else torch.zeros(0, dtype=x.dtype, device=x.device)
+    out = torch.empty_like(neg)
+    sizes = eptr[1:] - eptr[:-1]
+    for k in torch.unique(sizes).tolist():
+        if k == 0:
+            continue
+        rows = torch.nonzero(sizes == k).flatten().to(x.device)
+        pos = (eptr[:-1].to(x.device)[rows].unsqueeze(1) + torch.arange(k, device=x.device)).reshape(-1)
+        out[pos] = F.softmax(neg[pos].view(-1, k), dim=1).reshape(-1)
+    return out.cpu().numpy().astype(mat)
 
 
 def _query_expansion(rank: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, vals: np.ndarray, n: int):
@@ -138,6 +144,10 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
     kk = min(half_k(k1) + 1, k1)
     eptr, eidx = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
     vals = _weights(x, eptr, eidx, mat)
+    if not np.isfinite(vals).all():  # |x|^2 beyond the dtype's range: the original's weights are NaN too
+        raise ValueError("target_features: the original's arithmetic overflows on these features (x_i . x_j "
+                         "beyond the range of their dtype gives NaN weights, in the original too); normalise "
+                         "the features first, or pass exact=True for hilcore's distance")
     if k2 != 1:
         eptr, eidx, v = _query_expansion(rank[:, :k2].contiguous(), eptr, eidx, vals, n)
     else:

@@ -7,6 +7,7 @@ import torch
 
 from . import _arrays, _dispatch
 from ._core import SparseRows
+from .stages.dbscan import with_diagonal
 
 def _check_square(shape, name="dist"):
     if len(shape) != 2 or shape[0] != shape[1]:
@@ -36,12 +37,10 @@ def _sparse_parts(dist):
         if dist.format in ("csr", "csc"):  # scipy's conversions trust the structure: check it first
             _arrays.csr_structure(torch.from_numpy(np.asarray(dist.indptr)), torch.from_numpy(np.asarray(dist.indices)),
                                   len(dist.data), n, name, "column" if dist.format == "csr" else "row")
-        csr = sp.csr_matrix(dist)  # copies COO/CSC; CSR input is shared
+        # as scikit-learn converts: COO / CSC (and the other formats) sum repeated entries; CSR keeps them
+        csr = dist if dist.format == "csr" else dist.asformat("csr")
         if csr.indices.shape[0] != csr.nnz:  # spare capacity past indptr[-1]
             csr = sp.csr_matrix((csr.data[:csr.nnz], csr.indices[:csr.nnz], csr.indptr), shape=csr.shape)
-        if not csr.has_canonical_format:  # repeated entries are summed, as scipy does, on a copy
-            csr = csr.copy()
-            csr.sum_duplicates()
         data = torch.from_numpy(np.asarray(csr.data))
         return (torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)), data,
                 n, _arrays.Family("numpy", torch.device("cpu")))
@@ -55,17 +54,19 @@ def _sparse_parts(dist):
     if isinstance(dist, torch.Tensor) and dist.layout != torch.strided:
         _check_square(dist.shape)
         t = dist.detach()
+        if t.layout == torch.sparse_csc:  # read as COO: its CSR conversion sums repeated entries, as scipy's
+            t = t.to_sparse_coo()
         if t.layout == torch.sparse_coo:
             if t.sparse_dim() != 2:
                 raise ValueError(f"{name}: expected a 2-D sparse matrix, got {t.sparse_dim()} sparse dimensions")
-            t = t.coalesce()  # sums repeated entries, like scipy
+            t = t.coalesce()  # sums repeated entries, as scipy's COO -> CSR conversion does
             ij = t.indices()
             n = t.shape[0]
             if ij.numel() and bool(((ij < 0) | (ij >= n)).any()):
                 raise ValueError(f"{name}: a stored COO entry lies outside [0, {n}) x [0, {n}]")
             t = t.to_sparse_csr()
         elif t.layout != torch.sparse_csr:
-            raise TypeError(f"{name}: expected a dense, CSR or COO tensor, got layout {t.layout}")
+            raise TypeError(f"{name}: expected a dense, CSR, CSC or COO tensor, got layout {t.layout}")
         ip, ix, data = t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), t.values()
         _arrays.csr_structure(ip, ix, data.numel(), t.shape[0], name)
         return ip, ix, data, t.shape[0], _arrays.Family("torch", data.device)
@@ -83,6 +84,7 @@ def as_rows(dist, eps: float, symmetrize=None) -> tuple[SparseRows, _arrays.Fami
         data = data[:nnz]
         ix = ix[:nnz]
         _check_values(data)
+        ip, ix, data = with_diagonal(ip, ix, data, n)  # scikit-learn's diagonal (an unstored one is 0)
     else:
         t, fam = _arrays.as_tensor(dist, name)
         t = t.detach()
@@ -101,10 +103,13 @@ def dbscan(dist, eps: float = 0.6, min_samples: int = 4, *, symmetrize: str | No
     ``DBSCAN(eps, min_samples=min_samples, metric="precomputed").fit_predict``
     on the dense matrix.
 
-    The neighbours of ``i`` are ``i`` itself and every ``j`` whose stored
-    distance is ``<= eps`` (in sparse input, entries not stored are not
-    neighbours; stored zeros count, unlike scikit-learn's sparse path).
-    ``i`` is core when it has ``>= min_samples`` neighbours. Clusters are the
+    Neighbourhoods are scikit-learn's: the neighbours of ``i`` are the ``j``
+    with ``d(i, j) <= eps``, ``i`` itself only when ``d(i, i) <= eps``. In
+    sparse input entries not stored are not neighbours, stored zeros are, an
+    unstored diagonal entry is 0 (scikit-learn sets it explicitly), a CSR entry
+    stored twice counts twice (COO / CSC input is converted to CSR first, which
+    sums repeated entries; a diagonal entry stored twice makes SciPy sum every
+    repeated entry). ``i`` is core when it has ``>= min_samples`` neighbours. Clusters are the
     connected components of core points (union-find over core-core edges),
     numbered in order of their smallest core index; a border point takes the
     smallest label among its core neighbours; the rest are -1.

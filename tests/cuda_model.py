@@ -339,9 +339,11 @@ class NativeModel(KernelModel):
 
     def cuda_dbscan_core(self, dist, min_samples, core, stream):
         self.calls.append("dbscan_core")
-        indptr, indices, data, n, eps = dist.indptr, dist.indices, dist.data, dist.n, dist.eps
-        rows, _ = self._csr(indptr, indices, data, n, eps)
-        nb = 1 + np.bincount(rows, minlength=n)
+        indptr, data, n, eps = dist.indptr, dist.data, dist.n, dist.eps
+        ptr = _view(indptr, n + 1, I64).numpy()
+        d = _view(data, int(ptr[-1]), F32).numpy()
+        within = np.repeat(np.arange(n), np.diff(ptr))[d <= np.float32(eps)]  # every stored entry, diagonal too
+        nb = np.bincount(within, minlength=n)
         _view(core, n, U8).numpy()[:] = nb >= min_samples
 
     def cuda_dbscan_components(self, dist, core, parent, root, stream):

@@ -111,7 +111,8 @@ def test_torch_input_same_as_numpy():
     np.testing.assert_array_equal(got.core_sample_indices_, want.core_sample_indices_)
     assert isinstance(got.components_, torch.Tensor)
     np.testing.assert_array_equal(got.components_.numpy(), want.components_)
-    got_w = DBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(torch.from_numpy(d), sample_weight=np.full(60, 1.5))
+    got_w = DBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(torch.from_numpy(d),
+                                                                     sample_weight=np.full(60, 1.5))
     want_w = SkDBSCAN(eps=0.6, min_samples=3, metric="precomputed").fit(d, sample_weight=np.full(60, 1.5))
     np.testing.assert_array_equal(got_w.labels_, want_w.labels_)
 

@@ -369,7 +369,8 @@ def _release_state(c, d, n):
         "cluster": {"features": F.normalize(torch.randn(c, d, generator=g), dim=1),
                     "features_d": F.normalize(torch.randn(c, 10, d, generator=g), dim=2)},
         "wise": {"features": F.normalize(torch.randn(n, d, generator=g), dim=1),
-                 "labels": torch.randint(-1, c, (n,), generator=g).int(), "cam": torch.randint(0, 6, (n,), generator=g).int()},
+                 "labels": torch.randint(-1, c, (n,), generator=g).int(),
+                 "cam": torch.randint(0, 6, (n,), generator=g).int()},
         "memory": {"features": F.normalize(torch.randn(n, d, generator=g), dim=1),
                    "labels": torch.randint(-1, c, (n,), generator=g), "cam": torch.randint(0, 6, (n,), generator=g)},
     }

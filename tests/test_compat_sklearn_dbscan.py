@@ -212,3 +212,31 @@ def test_other_metrics_are_sklearns():
     x = rng.random((60, 3))
     for kw in (dict(), dict(metric="manhattan", eps=0.3), dict(metric="minkowski", p=3, eps=0.2)):
         _same(compat.DBSCAN(**kw).fit(x), SkDBSCAN(**kw).fit(x))
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+@pytest.mark.parametrize("seed", range(4))
+def test_hilcore_dbscan_reads_every_container_as_sklearn(backend, seed):
+    """hilcore.dbscan (symmetric input) gives scikit-learn's labels on the same odd matrices."""
+    import hilcore
+
+    rng = np.random.default_rng(seed)
+    for diag_mode in ("zero", "random", "large"):
+        for dtype in (np.float64, np.float32):
+            d = _matrix(rng, 30, dtype, diag_mode)
+            for ms in (1, 2, 4):
+                want = SkDBSCAN(eps=0.2, min_samples=ms, metric="precomputed").fit(d).labels_
+                for x in (d, torch.from_numpy(d.copy())):
+                    np.testing.assert_array_equal(np.asarray(hilcore.dbscan(x, 0.2, ms, backend=backend)), want)
+    for name, m in _sparse_cases(rng, 30):
+        if name == "csr-asym":
+            continue
+        for ms in (1, 2, 4, 7):
+            want = SkDBSCAN(eps=0.2, min_samples=ms, metric="precomputed").fit(m).labels_
+            np.testing.assert_array_equal(hilcore.dbscan(m, 0.2, ms, backend=backend), want, err_msg=name)
+            for t in _torch_like(m):
+                np.testing.assert_array_equal(hilcore.dbscan(t, 0.2, ms, backend=backend).numpy(), want,
+                                              err_msg=name)
+    d = np.array([[.9, .1, .8], [.1, .9, .8], [.8, .8, .9]])
+    assert hilcore.dbscan(d, 0.5, 2, backend=backend).tolist() == [-1, -1, -1]
+    assert hilcore.dbscan(sp.csr_matrix(d), 0.5, 2, backend=backend).tolist() == [-1, -1, -1]

@@ -7,7 +7,7 @@ from sklearn.cluster import DBSCAN
 
 import hilcore
 from hilcore.ref import dbscan as ref_dbscan
-from testing import DBSCAN_BACKENDS, SIZES, csr_to_dense, reid_features, tie_features, with_duplicates
+from testing import DBSCAN_BACKENDS, SIZES, csr_to_dense, dbscan_dense, reid_features, tie_features, with_duplicates
 
 
 def _sklearn(dense, eps, min_samples):
@@ -53,7 +53,7 @@ def test_on_jaccard_output(backend, kind, n):
         if max_distance is None and n > 99:
             continue  # the textbook reference is slow on the full matrix
         dist = hilcore.jaccard_distance(x, 20, 6, max_distance=max_distance, backend="torch")
-        dense = csr_to_dense(dist, fill=1.0)
+        dense = dbscan_dense(dist, fill=1.0)
         want = _sklearn(dense, eps, min_samples)
         np.testing.assert_array_equal(ref_dbscan.dbscan(dense, eps, min_samples), want)
         np.testing.assert_array_equal(hilcore.dbscan(dist, eps, min_samples, backend=backend), want)
@@ -72,7 +72,7 @@ def test_stored_zeros_count(backend):
     assert d.nnz == 14  # the zeros are stored
     np.testing.assert_array_equal(hilcore.dbscan(d, 0.5, 4, backend=backend), [0, 0, 0, 0, -1, -1, -1])
     np.testing.assert_array_equal(hilcore.dbscan(d, 0.5, 2, backend=backend), [0, 0, 0, 0, 1, 1, -1])
-    dense = csr_to_dense(d, fill=np.inf)
+    dense = dbscan_dense(d, fill=np.inf)
     np.testing.assert_array_equal(ref_dbscan.dbscan(dense, 0.5, 4), [0, 0, 0, 0, -1, -1, -1])
     # the same zeros through COO, CSC and torch sparse input
     for other in (d.tocoo(), d.tocsc(), torch.sparse_csr_tensor(torch.from_numpy(d.indptr.astype(np.int64)),
@@ -161,4 +161,4 @@ def test_cuda_tensors(backend):
     got = hilcore.dbscan(sparse, 0.6, 4, backend=backend)
     rows = sp.csr_matrix((sparse.values().cpu().numpy(), sparse.col_indices().cpu().numpy(),
                           sparse.crow_indices().cpu().numpy()), shape=sparse.shape)
-    np.testing.assert_array_equal(got.cpu().numpy(), _sklearn(csr_to_dense(rows, fill=1.0), 0.6, 4))
+    np.testing.assert_array_equal(got.cpu().numpy(), _sklearn(dbscan_dense(rows, fill=1.0), 0.6, 4))

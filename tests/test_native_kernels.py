@@ -269,11 +269,17 @@ def test_dbscan_matches_sklearn_random_symmetric(n, seed, eps, min_samples):
     # every entry stored (zeros included) ...
     got_all = native_dbscan(*csr_of_dense(D, np.ones_like(D, bool)), n, eps, min_samples)
     np.testing.assert_array_equal(got_all.numpy(), expect)
-    # ... and only the off-diagonal entries within eps (the diagonal is implied)
+    # ... and only the entries within eps, the diagonal among them
     keep = D <= np.float32(eps)
-    np.fill_diagonal(keep, False)
     got = native_dbscan(*csr_of_dense(D, keep), n, eps, min_samples)
     np.testing.assert_array_equal(got.numpy(), expect)
+    # the kernel counts what is stored (scikit-learn's count): a diagonal left out is a point not its own
+    # neighbour, as scikit-learn reads a dense matrix whose diagonal lies above eps
+    np.fill_diagonal(keep, False)
+    far = D.copy()
+    np.fill_diagonal(far, 2.0)
+    got = native_dbscan(*csr_of_dense(D, keep), n, eps, min_samples)
+    np.testing.assert_array_equal(got.numpy(), ref_sklearn(far, eps, min_samples))
 
 
 def test_dbscan_float32_threshold_like_sklearn():

@@ -305,7 +305,9 @@ def distance_case(draw, max_n=14, min_n=1):
 
 def _forms(d, stored, form):
     """``(input, dense_for_sklearn)``."""
-    far = np.where(stored | np.eye(len(d), dtype=bool), d, 1e6).astype(d.dtype)  # a point is its own neighbour
+    far = np.where(stored, d, 1e6).astype(d.dtype)
+    diag = np.arange(len(d))  # scikit-learn sets an unstored diagonal entry to an explicit 0
+    far[diag, diag] = np.where(stored[diag, diag], d[diag, diag], 0)
     coo_r, coo_c = np.nonzero(stored)
     csr = sp.csr_matrix((d[coo_r, coo_c], (coo_r, coo_c)), shape=d.shape)
     if form == "dense":
@@ -343,14 +345,12 @@ def test_dbscan_equals_sklearn(case, form, eps, ms, backend):
     dist, dense = _forms(d, stored, form)
     got = _np(hilcore.dbscan(dist, eps, ms, backend=backend))
     want = _sk(dense, eps, ms)
-    if form.startswith(("csr", "csc", "coo", "torch_c")):
-        # hilcore's sparse rule: stored zeros are neighbours (scikit-learn's sparse path drops them); on the
-        # dense matrix with unstored entries far away both agree, the diagonal being the point itself
-        pass
     np.testing.assert_array_equal(got, want)
+    if form in ("csr", "csc", "coo"):  # scikit-learn on the sparse matrix itself reads it the same way
+        np.testing.assert_array_equal(got, _sk(dist, eps, ms))
     if form in ("dense", "csr"):
-        np.testing.assert_array_equal(compat.DBSCAN(eps, min_samples=ms, metric="precomputed",
-                                                    backend=backend).fit_predict(dist), want)
+        np.testing.assert_array_equal(compat.DBSCAN(eps if eps > 0 else 1e-300, min_samples=ms,
+                                                    metric="precomputed", backend=backend).fit_predict(dist), want)
 
 
 @few(40)
@@ -611,8 +611,28 @@ def test_cluster_epoch_is_its_stages(seed, n, data):
 @given(case=feature_case(max_n=14, max_d=5, dtypes=("float32", "float64")), k1=st.integers(1, 20),
        k2=st.integers(1, 6), f16=st.booleans())
 def test_compat_compute_jaccard_distance(case, k1, k2, f16):
+    from hilcore import _arrays, compat_jaccard
+    from hilcore.ref.compat_jaccard import jaccard_dense
+
     x64, x = case
-    dense = compat.compute_jaccard_distance(x, k1, k2, print_flag=False, use_float16=f16)
+    # the default: the original's arithmetic, bit for bit its reference given the same ranking (float64 rows
+    # beyond the float32 range, which the original's float32 index cannot hold, are refused loudly)
+    if not np.all(np.abs(x64) <= np.finfo(np.float32).max):
+        with pytest.raises(ValueError, match="target_features"):
+            compat.compute_jaccard_distance(x, k1, k2, print_flag=False, use_float16=f16)
+    else:
+        xt = _arrays.as_tensor(x, "x")[0]
+        kk1 = min(k1, xt.shape[0])
+        with np.errstate(all="ignore"):
+            want = jaccard_dense(xt, kk1, min(k2, kk1), f16, rank=compat_jaccard.ranking(xt, kk1).numpy())
+        if np.isnan(want).any():  # products beyond the dtype's range: the original's weights are NaN
+            with pytest.raises(ValueError, match="target_features: the original's arithmetic overflows"):
+                compat.compute_jaccard_distance(x, k1, k2, print_flag=False, use_float16=f16)
+        else:
+            got = compat.compute_jaccard_distance(x, k1, k2, print_flag=False, use_float16=f16)
+            np.testing.assert_array_equal(got, want)
+    # exact=True: hilcore's distance made dense
+    dense = compat.compute_jaccard_distance(x, k1, k2, print_flag=False, use_float16=f16, exact=True)
     sparse = hilcore.jaccard_distance(x64, k1, k2)
     want = np.ones(dense.shape, np.float32)
     coo = sparse.tocoo()

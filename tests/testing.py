@@ -113,6 +113,16 @@ def csr_to_dense(csr, fill: float = 1.0) -> np.ndarray:
     return out
 
 
+def dbscan_dense(csr, fill: float = 1.0) -> np.ndarray:
+    """The dense matrix scikit-learn's DBSCAN sees for a sparse one: unstored off-diagonal entries ``fill``
+    (not neighbours when fill > eps), an unstored diagonal entry 0 (scikit-learn sets it explicitly)."""
+    out = csr_to_dense(csr, fill)
+    stored = stored_mask(csr)
+    d = np.arange(out.shape[0])
+    out[d, d] = np.where(stored[d, d], out[d, d], 0.0)
+    return out
+
+
 def stored_mask(csr) -> np.ndarray:
     coo = sp.coo_matrix(csr)
     out = np.zeros(coo.shape, dtype=bool)

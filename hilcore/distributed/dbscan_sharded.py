@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from .. import _arrays
-from ..stages.dbscan import labels as dbscan_labels_of, neighbour_pairs
+from ..stages.dbscan import core_counts, labels as dbscan_labels_of, neighbour_pairs, with_diagonal
 from .comm import Comm, ShardedRows, finish, same_on_all_ranks, start
 
 __all__ = ["dbscan"]
@@ -25,10 +25,7 @@ def local_csr(d_local, eps: float, name: str = "d_local"):
     if sp.issparse(d_local):
         if len(d_local.shape) != 2:
             raise ValueError(f"{name}: expected a 2-D [n_r, N] matrix, got shape {d_local.shape}")
-        csr = sp.csr_matrix(d_local)
-        if not csr.has_canonical_format:
-            csr = csr.copy()
-            csr.sum_duplicates()
+        csr = d_local.asformat("csr")  # as scikit-learn converts: COO / CSC sum repeated entries, CSR keeps them
         data = torch.from_numpy(np.asarray(csr.data))
         ip = torch.from_numpy(csr.indptr.astype(np.int64))
         ix = torch.from_numpy(csr.indices.astype(np.int64))
@@ -62,8 +59,9 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, info: dict | No
     """DBSCAN over distance rows sharded by rank; every rank returns all N labels.
 
     Semantics are :func:`hilcore.dbscan`'s (scikit-learn's precomputed DBSCAN):
-    neighbours of i are i and every stored j with ``d(i, j) <= eps``; core iff
-    at least ``min_samples`` neighbours; clusters numbered by their smallest
+    the neighbours of i are the stored j with ``d(i, j) <= eps``, i itself only
+    when ``d(i, i) <= eps`` (sparse rows: an unstored diagonal entry is 0), a
+    repeated CSR entry counting each time; core iff at least ``min_samples`` neighbours; clusters numbered by their smallest
     core index; a border point takes the smallest label among its core
     neighbours; the rest -1. The matrix must be symmetric (the Jaccard one is).
 
@@ -93,6 +91,7 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, info: dict | No
     eps = _arrays.nonneg_float(eps, "eps")
     min_samples = _arrays.positive_int(min_samples, "min_samples")
     same_on_all_ranks(comm, eps=eps, min_samples=min_samples)
+    sparse_input = sp.issparse(d_local) or (isinstance(d_local, torch.Tensor) and d_local.layout != torch.strided)
     ip, ix, data, n_l, n_all, fam = local_csr(d_local, eps)
     dev = data.device
     ip, ix = ip.to(dev), ix.to(dev)
@@ -104,8 +103,10 @@ def dbscan(d_local, eps: float, min_samples: int, *, group=None, info: dict | No
     if ix.numel() and (int(ix.min()) < 0 or int(ix.max()) >= n_all):
         raise ValueError(f"d_local: column indices must lie in [0, {n_all}), got [{int(ix.min())}, {int(ix.max())}]")
     rows = ShardedRows(comm, sizes, dev)
+    if sparse_input:  # scikit-learn's diagonal: an unstored one is an explicit 0
+        ip, ix, data = with_diagonal(ip, ix, data, n_all, start=rows.start)
     u, v = neighbour_pairs(ip, ix, data, eps, n_all, start=rows.start)  # u: this rank's rows
-    core_l = 1 + torch.bincount(u - rows.start, minlength=n_l) >= min_samples
+    core_l = core_counts(ip, data, eps) >= min_samples
     core = comm.all_gather_var(core_l.to(torch.uint8)).to(torch.bool)
     uf: dict = {}
     out = dbscan_labels_of(core, u, v, rows, uf)

@@ -122,6 +122,7 @@ def loop_soft_instance_loss(x, indexes, mem, temp=0.05, momentum=0.2):
 
 @torch.no_grad()
 def loop_update_em_raw(mem, x, indexes, momentum):
-    """The HIL release's ``cm.Memory.updateEM``, sample by sample: ``m[j] <- mu m[j] + (1 - mu) x``, not renormalised."""
+    """The HIL release's ``cm.Memory.updateEM``, sample by sample: ``m[j] <- mu m[j] + (1 - mu) x``, not
+    renormalised."""
     for xi, j in zip(x, indexes.tolist()):
         mem[j] = momentum * mem[j] + (1.0 - momentum) * xi

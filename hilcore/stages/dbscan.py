@@ -1,5 +1,9 @@
 """DBSCAN's graph stages on torch tensors, written once for one process and for shards.
 
+- :func:`with_diagonal`: scikit-learn's reading of a sparse precomputed matrix (an unstored diagonal entry is an
+  explicit 0; a diagonal stored more than once makes it sum every repeated entry);
+- :func:`core_counts`: the neighbourhood sizes as scikit-learn counts them (every stored entry ``<= eps`` of
+  a row, the diagonal only when stored so, a repeated entry each time);
 - :func:`neighbour_pairs`: the neighbour relation of CSR distance rows (``d <= eps``, i != j, as a set);
 - :func:`components`: vectorised union-find (min-label hooking of both roots of every edge, the hooked
   parent array reduced over the shards, pointer jumping) to a fixpoint: every node ends pointing at the
@@ -17,7 +21,49 @@ import torch
 
 from .._core import dbscan_labels
 
-__all__ = ["neighbour_pairs", "components", "labels"]
+__all__ = ["with_diagonal", "core_counts", "neighbour_pairs", "components", "labels"]
+
+
+def with_diagonal(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n_cols: int, start: int = 0):
+    """CSR rows ``start ..`` of a sparse distance as scikit-learn's DBSCAN reads them (``X.setdiag(X.diagonal())``
+    on a copy): a row whose diagonal entry is not stored gets an explicit 0 there (a point is then its own
+    neighbour); when some diagonal entry is stored more than once, SciPy sums every repeated entry of the
+    matrix (off-diagonal ones too) first, and so does this. Other repeated entries stay, each one counting.
+    Returns ``(indptr, indices, data)`` with columns in row order (not necessarily sorted)."""
+    dev = data.device
+    indptr, indices = indptr.to(dev, torch.int64), indices.to(dev, torch.int64)
+    n_l = indptr.shape[0] - 1
+    r = torch.repeat_interleave(torch.arange(n_l, device=dev), indptr[1:] - indptr[:-1])
+    on_diag = indices == r + start
+    per_row = torch.bincount(r[on_diag], minlength=n_l)
+    if bool((per_row > 1).any()):  # scipy sums the duplicates of the whole matrix
+        key, inv = torch.unique(r * n_cols + indices, return_inverse=True)
+        data = torch.zeros(key.shape[0], dtype=data.dtype, device=dev).index_add_(0, inv, data)
+        r, indices = key // n_cols, key % n_cols
+        per_row = torch.bincount(r[indices == r + start], minlength=n_l)
+    missing = torch.nonzero(per_row == 0).flatten()
+    if missing.numel() == 0:
+        counts = torch.bincount(r, minlength=n_l)
+    else:
+        r = torch.cat([r, missing])
+        indices = torch.cat([indices, missing + start])
+        data = torch.cat([data, torch.zeros(missing.shape[0], dtype=data.dtype, device=dev)])
+        order = torch.sort(r, stable=True).indices
+        r, indices, data = r[order], indices[order], data[order]
+        counts = torch.bincount(r, minlength=n_l)
+    out = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
+    out[1:] = torch.cumsum(counts, 0)
+    return out, indices, data
+
+
+def core_counts(indptr: torch.Tensor, data: torch.Tensor, eps: float) -> torch.Tensor:
+    """int64 ``[n_rows]``: the stored entries ``<= eps`` of each CSR row (scikit-learn's ``len(neighbours)``:
+    the diagonal counts when it is stored within eps, a repeated entry counts each time)."""
+    dev = data.device
+    indptr = indptr.to(dev, torch.int64)
+    n_l = indptr.shape[0] - 1
+    r = torch.repeat_interleave(torch.arange(n_l, device=dev), indptr[1:] - indptr[:-1])
+    return torch.bincount(r[data <= eps], minlength=n_l)
 
 
 def neighbour_pairs(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, eps: float, n_cols: int,

@@ -30,12 +30,13 @@ int dbscan_cpu(const int64_t* indptr, const int64_t* indices, const float* data,
   HILCORE_CHECK_MSG(min_samples >= 1, "min_samples = " + std::to_string(min_samples) + ": expected >= 1");
   const int nt = num_threads < 1 ? 1 : num_threads;
 
-  // core points: 1 (self) + stored off-diagonal entries within eps
+  // core points: the stored entries within eps, the diagonal only when stored so, a repeated entry each time
+  // (scikit-learn's neighbourhood size)
   std::vector<uint8_t> core(n, 0);
 #pragma omp parallel for schedule(static) num_threads(nt) if (n > 4096)
   for (int64_t i = 0; i < n; ++i) {
-    int64_t cnt = 1;
-    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) cnt += (indices[p] != i && data[p] <= eps);
+    int64_t cnt = 0;
+    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) cnt += (data[p] <= eps);
     core[i] = cnt >= min_samples;
   }
 

@@ -6,9 +6,10 @@ namespace hilcore {
 
 // Layout: CSR [n, n]: indptr [n+1] (non-decreasing, indptr[0] = 0),
 // indices [indptr[n]] in [0, n), data [indptr[n]] float32 distances.
-// Neighbours of i: i itself plus every stored j != i with data <= eps
-// (compared in float32, like scikit-learn on a float32 matrix; stored zeros
-// count). Core iff |neighbours| >= min_samples. Clusters: connected components
+// Neighbourhood of i (scikit-learn's count): every stored entry of row i with
+// data <= eps (compared in float32, like scikit-learn on a float32 matrix;
+// stored zeros count), the diagonal only when it is stored so, a repeated
+// entry each time. Core iff that count >= min_samples. Clusters: connected components
 // of core points over core-core edges, numbered in order of their smallest
 // core index; a border point takes the smallest label among its core
 // neighbours (scanning its own row), the rest get -1. On a symmetric matrix

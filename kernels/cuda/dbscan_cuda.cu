@@ -26,8 +26,8 @@ __global__ void core_kernel(const int64_t* __restrict__ indptr, const int64_t* _
                             const float* __restrict__ data, int64_t n, float eps, int64_t min_samples,
                             uint8_t* __restrict__ core) {
   for (int64_t i = thread_id(); i < n; i += thread_count()) {
-    int64_t cnt = 1;  // i itself
-    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) cnt += is_neighbour(i, indices[p], data[p], eps) ? 1 : 0;
+    int64_t cnt = 0;  // scikit-learn's count: every stored entry within eps, the diagonal only when stored so
+    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) cnt += data[p] <= eps ? 1 : 0;
     core[i] = cnt >= min_samples ? 1 : 0;
   }
 }

@@ -43,7 +43,8 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
             float32), CUDA tensors; entries not stored are not neighbours.
         n: number of points.
         eps: neighbourhood radius; ``data <= eps`` in float32.
-        min_samples: neighbours (the point itself included) of a core point.
+        min_samples: stored entries within eps (the diagonal when stored so, a repeated entry each time;
+            scikit-learn's count) of a core point's row.
     """
     nat = _cj._native()
     if not _cj._cuda(data):

@@ -46,7 +46,13 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
     far = 4.0 * (float(eps32) + 1.0) ** 2  # above eps whether cuML compares d or d^2 with eps
     dense = torch.full((n, n), far, dtype=torch.float32, device=dev)
     dense[rows[nb], indices[nb]] = 0.0  # neighbours at 0: cuML only has to test <= eps, ties cannot differ
-    dense.fill_diagonal_(0.0)
+    # a point is its own neighbour only when its diagonal entry is stored within eps (scikit-learn's count;
+    # hilcore.dbscan stores the diagonal as scikit-learn reads it). A repeated entry counts once here: a dense
+    # matrix cannot hold it twice.
+    own = rows[(data <= eps32) & (rows == indices)]
+    diag = torch.full((n,), far, dtype=torch.float32, device=dev)
+    diag[own] = 0.0
+    dense.diagonal().copy_(diag)
     with cupy.cuda.Device(dev.index):
         model = DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed",
                        calc_core_sample_indices=True, output_type="cupy")
