@@ -22,7 +22,6 @@ f32 cluster_centers(const f32& x, const i64& labels, int64_t c) {
     py::gil_scoped_release nogil;
     st = hilcore::cluster_centers_cpu(x.data(), n, d, labels.data(), c, out.mutable_data());
   }
-  if (st == 2) throw py::value_error("labels: expected values in [-1, c)");
   check_status(st, "cluster_centers_cpu");
   return out;
 }
@@ -46,7 +45,6 @@ py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, in
                                       bounded, cen.mutable_data(), cnt.mutable_data(), first.mutable_data(),
                                       evals.mutable_data());
   }
-  if (st == 2) throw py::value_error("sizes: every segment needs more than k rows inside xm");
   check_status(st, "kmeans_segments_cpu");
   return py::make_tuple(cen, cnt, first, evals);
 }

@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/check.h"
 #include "cpu/brst_tile.h"
 
 namespace hilcore {
@@ -78,7 +79,7 @@ int brst_set_cpu_path(const char* name) {
 
 int brst_cpu(const float* xb, int64_t m, const float* protos, int64_t c, int64_t d,
              int64_t* best, float* best_sim, float* col_max) {
-  if (m < 0 || c <= 0 || d <= 0) return 1;
+  HILCORE_CHECK_MSG(m >= 0 && c > 0 && d > 0, values({{"m", m}, {"c", c}, {"d", d}}));
   const float ninf = -std::numeric_limits<float>::infinity();
   std::fill(col_max, col_max + c, ninf);
   const brst_tile::TileFn tile = tile_fn();

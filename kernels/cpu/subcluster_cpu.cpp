@@ -11,8 +11,10 @@
 #include <limits>
 #include <vector>
 
+#include "common/check.h"
+
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#include "cpu/x86/lanes_sse2.h"
 #endif
 
 namespace hilcore {
@@ -29,12 +31,7 @@ inline void dots(const float* const* pa, const float* const* pb, int64_t d, floa
   const int64_t d4 = d & ~int64_t{3};
   float l[G][4];
 #if defined(__SSE2__)
-  __m128 acc[G];
-  for (int g = 0; g < G; ++g) acc[g] = _mm_setzero_ps();
-  for (int64_t q = 0; q < d4; q += 4)
-    for (int g = 0; g < G; ++g)
-      acc[g] = _mm_add_ps(acc[g], _mm_mul_ps(_mm_loadu_ps(pa[g] + q), _mm_loadu_ps(pb[g] + q)));
-  for (int g = 0; g < G; ++g) _mm_storeu_ps(l[g], acc[g]);
+  x86::lanes4_dot_sse2<G>(pa, pb, d4, l);
 #else
   for (int g = 0; g < G; ++g) l[g][0] = l[g][1] = l[g][2] = l[g][3] = 0.f;
   for (int64_t q = 0; q < d4; q += 4)
@@ -92,14 +89,7 @@ inline void sqdiffs(const float* const* pa, const float* const* pb, int64_t d, f
   const int64_t d4 = d & ~int64_t{3};
   float l[G][4];
 #if defined(__SSE2__)
-  __m128 acc[G];
-  for (int g = 0; g < G; ++g) acc[g] = _mm_setzero_ps();
-  for (int64_t q = 0; q < d4; q += 4)
-    for (int g = 0; g < G; ++g) {
-      const __m128 t = _mm_sub_ps(_mm_loadu_ps(pa[g] + q), _mm_loadu_ps(pb[g] + q));
-      acc[g] = _mm_add_ps(acc[g], _mm_mul_ps(t, t));
-    }
-  for (int g = 0; g < G; ++g) _mm_storeu_ps(l[g], acc[g]);
+  x86::lanes4_sqdiff_sse2<G>(pa, pb, d4, l);
 #else
   for (int g = 0; g < G; ++g) l[g][0] = l[g][1] = l[g][2] = l[g][3] = 0.f;
   for (int64_t q = 0; q < d4; q += 4)
@@ -521,9 +511,11 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
 }  // namespace
 
 int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* labels, int64_t c, float* out) {
-  if (n < 0 || d <= 0 || c <= 0) return 1;
+  HILCORE_CHECK_MSG(n >= 0 && d > 0 && c > 0, values({{"n", n}, {"d", d}, {"c", c}}));
   for (int64_t i = 0; i < n; ++i)
-    if (labels[i] >= c || labels[i] < -1) return 2;
+    HILCORE_CHECK_MSG(labels[i] >= -1 && labels[i] < c,
+                      "labels[" + std::to_string(i) + "] = " + std::to_string(labels[i]) + ": expected -1 or a cluster in [0, " +
+                          std::to_string(c) + ")");
   std::vector<int64_t> cnt(c, 0);
   for (int64_t i = 0; i < n; ++i)
     if (labels[i] >= 0) ++cnt[labels[i]];
@@ -549,9 +541,13 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
                         int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
                         float* cen, int64_t* cnt, int64_t* first, int64_t* evals) {
-  if (m < 0 || d <= 0 || e < 0 || k <= 0 || runs <= 0 || iters <= 0) return 1;
+  HILCORE_CHECK_MSG(m >= 0 && d > 0 && e >= 0 && k > 0 && runs > 0 && iters > 0,
+                    values({{"m", m}, {"d", d}, {"e", e}, {"k", k}, {"runs", runs}, {"iters", iters}}));
   for (int64_t s = 0; s < e; ++s)
-    if (sizes[s] <= k || starts[s] < 0 || starts[s] + sizes[s] > m) return 2;
+    HILCORE_CHECK_MSG(sizes[s] > k && starts[s] >= 0 && starts[s] + sizes[s] <= m,
+                      "segment " + std::to_string(s) + ": " +
+                          values({{"start", starts[s]}, {"size", sizes[s]}, {"k", k}, {"m", m}}) +
+                          ": expected more than k rows inside xm");
   std::vector<float> xx(m);
   std::vector<double> nx(m);
   for (int64_t i = 0; i < m; ++i) {
