@@ -53,7 +53,11 @@ def test_scikit_learns_own_dbscan_tests_pass_against_compat(tmp_path):
             open({str(count)!r}, "w").write("\\n".join(map(str, fits)))
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "sklearn.conftest",
+    # --confcutdir at the folder holding sklearn/: pytest then loads sklearn/conftest.py (its fixtures, such as
+    # global_random_seed) as that module's conftest, once, with every pytest version (naming it with -p too
+    # registers it twice under pytest >= 9.2)
+    site = Path(sklearn.__file__).parents[1]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--confcutdir={site}",
                         "-p", "patch_compat_dbscan", str(module)], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
