@@ -55,6 +55,32 @@ def _segment_mean_kernel(x_ptr, order_ptr, starts_ptr, sizes_ptr, out_ptr, D,
     tl.store(out_ptr + c.to(tl.int64) * D + cols, mean.to(tl.float32), mask=col_ok)
 
 
+# _centre_scores: the member-to-sub-centre scores of both assignment kernels, one arithmetic:
+#   score[i, s] = |c_s|^2 - 2 x_i . c_s summed over BLOCK_D chunks of the first n_d columns in fp32 (only
+#   rows with rows_ok load anything; padded slots score +inf), best = the row's minimum score, idx = the
+#   lowest slot reaching it.
+@triton.jit
+def _centre_scores(x_ptr, cen_ptr, xrow, seg, rows_ok, slots, slot_ok, K, D, n_d,
+                   BLOCK_M: tl.constexpr, K_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    crow = (seg[:, None] * K + slots[None, :]) * D  # [BLOCK_M, K_P] element offsets of the sub-centres
+    ok2 = rows_ok[:, None] & slot_ok[None, :]
+    offs_d = tl.arange(0, BLOCK_D)
+    dot = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
+    cc = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
+    for d0 in range(0, n_d, BLOCK_D):
+        kk = d0 + offs_d
+        k_ok = kk < D
+        xv = tl.load(x_ptr + xrow[:, None] * D + kk[None, :], mask=rows_ok[:, None] & k_ok[None, :], other=0.0)
+        cv = tl.load(cen_ptr + crow[:, :, None] + kk[None, None, :], mask=ok2[:, :, None] & k_ok[None, None, :],
+                     other=0.0)
+        dot += tl.sum(xv[:, None, :] * cv, axis=2)
+        cc += tl.sum(cv * cv, axis=2)
+    score = tl.where(slot_ok[None, :], cc - 2.0 * dot, float("inf"))
+    best = tl.min(score, axis=1)
+    idx = tl.min(tl.where(score == best[:, None], slots[None, :], K_P), axis=1)
+    return score, best, idx
+
+
 # _assign_kernel
 # Layout: xm [M, D] float32 contiguous (member rows, grouped by segment); seg [M]
 #   int64 segment of each row; cen [E, K, D] float32 contiguous. Output a [M] int64.
@@ -80,22 +106,8 @@ def _assign_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, s_ptr, done_ptr, M, K, D, MX,
     xrow = rows64 % MX  # virtual row r * MX + p of run r reads member row p
     slots = tl.arange(0, K_P)
     slot_ok = slots < K
-    crow = (seg[:, None] * K + slots[None, :]) * D  # [BLOCK_M, K_P] element offsets of the sub-centres
-    ok2 = row_ok[:, None] & slot_ok[None, :]
-    offs_d = tl.arange(0, BLOCK_D)
-    dot = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
-    cc = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        kk = d0 + offs_d
-        k_ok = kk < D
-        xv = tl.load(x_ptr + xrow[:, None] * D + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        cv = tl.load(cen_ptr + crow[:, :, None] + kk[None, None, :], mask=ok2[:, :, None] & k_ok[None, None, :],
-                     other=0.0)
-        dot += tl.sum(xv[:, None, :] * cv, axis=2)
-        cc += tl.sum(cv * cv, axis=2)
-    score = tl.where(slot_ok[None, :], cc - 2.0 * dot, float("inf"))
-    best = tl.min(score, axis=1)
-    idx = tl.min(tl.where(score == best[:, None], slots[None, :], K_P), axis=1)
+    score, best, idx = _centre_scores(x_ptr, cen_ptr, xrow, seg, row_ok, slots, slot_ok, K, D, D,
+                                      BLOCK_M, K_P, BLOCK_D)
     tl.store(a_ptr + rows64, idx.to(tl.int64), mask=row_ok)
     if SCORE:  # the minimum score itself: |x|^2 + score is the squared distance to the chosen centre
         tl.store(s_ptr + rows64, best, mask=row_ok)
@@ -158,23 +170,9 @@ def _assign_lloyd_kernel(x_ptr, seg_ptr, cen_ptr, a_ptr, done_ptr, prev_ptr, ub_
         lb = tl.maximum(lb - tl.max(tl.where(mine, 0.0, mv), axis=1), 0.0)
         keep = (lb > 0) & (lb * lb - ub * ub > 2.0 * err + tiny)
         todo = row_ok & ~keep
-    n_d = tl.where(tl.sum(todo.to(tl.int32), axis=0) > 0, D, 0)
-    crow = (seg[:, None] * K + slots[None, :]) * D
-    ok2t = todo[:, None] & slot_ok[None, :]
-    offs_d = tl.arange(0, BLOCK_D)
-    dot = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
-    cc = tl.zeros([BLOCK_M, K_P], dtype=tl.float32)
-    for d0 in range(0, n_d, BLOCK_D):
-        kk = d0 + offs_d
-        k_ok = kk < D
-        xv = tl.load(x_ptr + xrow[:, None] * D + kk[None, :], mask=todo[:, None] & k_ok[None, :], other=0.0)
-        cv = tl.load(cen_ptr + crow[:, :, None] + kk[None, None, :], mask=ok2t[:, :, None] & k_ok[None, None, :],
-                     other=0.0)
-        dot += tl.sum(xv[:, None, :] * cv, axis=2)
-        cc += tl.sum(cv * cv, axis=2)
-    score = tl.where(slot_ok[None, :], cc - 2.0 * dot, float("inf"))
-    best = tl.min(score, axis=1)
-    idx = tl.min(tl.where(score == best[:, None], slots[None, :], K_P), axis=1)
+    n_d = tl.where(tl.sum(todo.to(tl.int32), axis=0) > 0, D, 0)  # a program with no row to compute reads none
+    score, best, idx = _centre_scores(x_ptr, cen_ptr, xrow, seg, todo, slots, slot_ok, K, D, n_d,
+                                      BLOCK_M, K_P, BLOCK_D)
     second = tl.min(tl.where(slots[None, :] == idx[:, None], float("inf"), score), axis=1)
     up_new = tl.sqrt(tl.maximum(best.to(tl.float64) + xx * (1.0 + g) + err + tiny, 0.0)) * (1.0 + 1e-9) + 1e-12
     lo_new = tl.sqrt(tl.maximum(second.to(tl.float64) + xx * (1.0 - g) - err - tiny, 0.0)) * (1.0 - 1e-9) - 1e-12
