@@ -39,15 +39,7 @@ import torch  # noqa: E402
 from hilcore._precision import ieee_fp32  # noqa: E402
 from hilcore.synthetic import reid_features, sysu_sizes  # noqa: E402
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from benchmarks.bench_cluster import cpu_model  # noqa: E402
 
 
 def _merge_rounds(a: torch.Tensor, kc: int, bm: int, bn: int) -> torch.Tensor:
@@ -136,7 +128,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     doc = dict(note="emulated on the CPU, not measured on a GPU: float16-rounded candidates (float32 sums), "
                     "float32 rescoring, the Triton launcher's own bound (hilcore.backend.triton.knn.bounds)",
-               machine=f"{_cpu_name()}, {os.cpu_count()} CPUs ({platform.node() or 'host'})",
+               machine=f"{cpu_model()}, {os.cpu_count()} CPUs ({platform.node() or 'host'})",
                torch=torch.__version__, seed=args.seed, rows=[])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for d in args.dims:
