@@ -1,10 +1,12 @@
 // hilcore._native.compat_*: the kernels of hilcore.compat (the widely used dense Jaccard arithmetic; the rows of
 // a dense precomputed distance matrix within eps).
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "common.h"
 #include "cpu/compat_cpu.h"
+#include "cpu/jaccard_cpu.h"
 
 namespace hilcore_bindings {
 
@@ -47,30 +49,75 @@ py::array dense_jaccard(const py::object& indptr_obj, const py::object& indices_
   return out;
 }
 
-py::tuple dense_eps_rows(const py::array& x, double eps) {
-  if (x.ndim() != 2 || x.shape(0) != x.shape(1)) throw py::value_error("x: expected a square [N, N] array");
-  const int64_t n = x.shape(0);
+// kind (0 float32, 1 float64, 2 float16) and row stride (elements) of a 2-D array of contiguous rows
+std::pair<int, int64_t> dense_layout(const py::array& x) {
+  if (x.ndim() != 2) throw py::value_error("x: expected a 2-D array");
   int kind;
   const std::string dt = py::str(x.dtype());
   if (dt == "float32") kind = 0;
   else if (dt == "float64") kind = 1;
   else if (dt == "float16") kind = 2;
   else throw py::value_error("x: expected float16, float32 or float64, got " + dt);
-  const int64_t item = x.itemsize();
-  if (n > 0 && (x.strides(1) != item || x.strides(0) % item != 0 || x.strides(0) / item < n))
+  const int64_t item = x.itemsize(), rows = x.shape(0), n = x.shape(1);
+  if (rows > 0 && n > 0 && (x.strides(1) != item || x.strides(0) % item != 0 || x.strides(0) / item < n))
     throw py::value_error("x: expected rows of contiguous elements");
-  const int64_t ld = n > 0 ? x.strides(0) / item : 0;
+  return {kind, rows > 0 && n > 0 ? x.strides(0) / item : n};
+}
+
+py::tuple dense_eps_rows(const py::array& x, double eps) {
+  if (x.ndim() != 2 || x.shape(0) != x.shape(1)) throw py::value_error("x: expected a square [N, N] array");
+  const int64_t n = x.shape(0);
+  const auto [kind, ld] = dense_layout(x);
   if (!(eps >= 0)) throw py::value_error("eps: expected a number >= 0");
   std::vector<int64_t> indptr, indices;
+  py::array_t<uint64_t> prints(n);
   int64_t bad = -1;
   const void* xp = x.data();
+  uint64_t* pp = prints.mutable_data();
   const int nt = num_threads();
   {
     py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
-    hilcore::dense_eps_rows(xp, kind, n, ld, eps, &indptr, &indices, &bad, nt);
+    hilcore::dense_eps_rows(xp, kind, n, ld, eps, &indptr, &indices, &bad, pp, nt);
   }
-  if (bad >= 0) return py::make_tuple(py::none(), py::none(), bad);
-  return py::make_tuple(owned_array(std::move(indptr)), owned_array(std::move(indices)), -1);
+  if (bad >= 0) return py::make_tuple(py::none(), py::none(), bad, py::none());
+  return py::make_tuple(owned_array(std::move(indptr)), owned_array(std::move(indices)), -1, prints);
+}
+
+py::array_t<uint64_t> row_fingerprints(const py::array& x) {
+  const auto [kind, ld] = dense_layout(x);
+  const int64_t rows = x.shape(0), n = x.shape(1);
+  py::array_t<uint64_t> out(rows);
+  const void* xp = x.data();
+  uint64_t* op = out.mutable_data();
+  const int nt = num_threads();
+  {
+    py::gil_scoped_release release;
+    hilcore::row_fingerprints(xp, kind, rows, n, ld, op, nt);
+  }
+  return out;
+}
+
+py::tuple expansion_sets(const py::object& rank_obj, int64_t k1) {
+  auto rank = expect_array<int64_t>(rank_obj, "rank", 2, "int64");
+  const int64_t n = rank.shape(0), ld = rank.shape(1);
+  if (n >= (int64_t{1} << 31)) throw py::value_error("rank: expected fewer than 2^31 rows");
+  if (k1 < 1 || k1 > n || k1 > ld)
+    throw py::value_error("k1: expected 1 <= k1 <= min(N, rank columns) = " + std::to_string(std::min(n, ld)) +
+                          ", got " + std::to_string(k1));
+  const int64_t* r = rank.data();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t a = 0; a < k1; ++a)
+      if (r[i * ld + a] < 0 || r[i * ld + a] >= n)
+        throw py::value_error("rank: entry [" + std::to_string(i) + ", " + std::to_string(a) + "] is not a row "
+                              "index in [0, " + std::to_string(n) + ")");
+  hilcore::JaccardRows e;
+  const int nt = num_threads();
+  {
+    py::gil_scoped_release release;
+    hilcore::jaccard_cpu_expansion_sets(r, n, ld, k1, nt, &e);
+  }
+  std::vector<int64_t> idx(e.idx.begin(), e.idx.end());
+  return py::make_tuple(owned_array(std::move(e.ptr)), owned_array(std::move(idx)));
 }
 
 }  // namespace
@@ -82,7 +129,14 @@ void register_compat(py::module_& m) {
         "float32 (half=False) or float16 (half=True) arithmetic, operation by operation.");
   m.def("compat_dense_eps_rows", &dense_eps_rows, py::arg("x"), py::arg("eps"),
         "(indptr, indices, -1): the entries x[i, j] <= eps (float64 compare) of a dense square float16/32/64 "
-        "matrix, row by row; (None, None, row) when that row is the first with a NaN, inf or negative value.");
+        "matrix, row by row, and the rows' fingerprints (uint64 [N], compat_row_fingerprints'); (None, None, row, "
+        "None) when that row is the first with a NaN, inf or negative value.");
+  m.def("compat_row_fingerprints", &row_fingerprints, py::arg("x"),
+        "uint64 [rows]: a fingerprint of each row's bits (kernels/cpu/compat_cpu.h, row_fingerprints) of a 2-D "
+        "float16/32/64 array of contiguous rows.");
+  m.def("compat_expansion_sets", &expansion_sets, py::arg("rank"), py::arg("k1"),
+        "(indptr, indices) int64: the k-reciprocal expanded sets E(i) of a self-search ranking [N, >= k1] "
+        "(sorted per row; the sets of hilcore's Jaccard stage 1).");
 }
 
 }  // namespace hilcore_bindings

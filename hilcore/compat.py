@@ -229,6 +229,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             X = cd.torch_sparse_to_scipy(X)
             native = False
         ref = X  # the matrix scikit-learn would see (for a fallback)
+        prints = None  # fingerprints of X's rows (dense CPU input): components_ is then copied on first access
         if native:
             t = X.detach()
             if t.dim() != 2 or t.shape[0] != t.shape[1]:
@@ -242,7 +243,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             eps_c = cd.eps_threshold(cd._TORCH_TO_NUMPY[t.dtype], self.eps, sparse=False)
             self.n_features_in_ = int(t.shape[1])
             if t.device.type == "cpu":
-                indptr, indices = cd.dense_rows_cpu(t.numpy(), eps_c)
+                indptr, indices, prints = cd.dense_rows_cpu(t.numpy(), eps_c)
                 indptr, indices = torch.from_numpy(indptr), torch.from_numpy(indices)
             else:
                 indptr, indices = cd.dense_rows_torch(t, eps_c)
@@ -261,7 +262,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
                     X = sort_graph_by_row_values(X, copy=False, warn_when_not_sorted=False)
                 rows = cd.sparse_rows(X, cd.eps_threshold(X.dtype, self.eps, sparse=True))
             else:
-                rows = cd.dense_rows_cpu(X, cd.eps_threshold(X.dtype, self.eps, sparse=False))
+                *rows, prints = cd.dense_rows_cpu(X, cd.eps_threshold(X.dtype, self.eps, sparse=False))
             indptr, indices = torch.from_numpy(rows[0]), torch.from_numpy(rows[1])
         n = int(indptr.numel()) - 1
         if sample_weight is None:
@@ -280,8 +281,40 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         self.labels_ = labels.astype(np.intp)
         idx = np.flatnonzero(core_np).astype(np.intp)
         self.core_sample_indices_ = idx
-        self.components_ = self._rows_of(X, idx, n)
+        if prints is not None and idx.size and (not isinstance(X, torch.Tensor) or X.dtype in cd._TORCH_TO_NUMPY):
+            self.__dict__.pop("_components", None)
+            self._lazy_components = cd.LazyRows(X, idx, prints)
+        else:
+            self.components_ = self._rows_of(X, idx, n)
         return self
+
+    @property
+    def components_(self):
+        """The core samples' rows of ``X`` (scikit-learn's attribute), copied from ``X`` on first access.
+
+        scikit-learn copies them in ``fit``; here a dense CPU matrix's rows are copied when first read (the
+        pipelines never read them, and the copy is ~0.5 GB at N = 12,000). If ``X`` was changed in place
+        since ``fit`` (its rows' fingerprints or a tensor's version differ), the copy raises ``RuntimeError``
+        rather than return other rows than scikit-learn's (:class:`hilcore.compat_dbscan.LazyRows`).
+        """
+        lazy = self.__dict__.get("_lazy_components")
+        if lazy is not None:
+            self.__dict__["_components"] = lazy.rows()
+            del self.__dict__["_lazy_components"]
+        try:
+            return self.__dict__["_components"]
+        except KeyError:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'components_'") from None
+
+    @components_.setter
+    def components_(self, value):
+        self.__dict__.pop("_lazy_components", None)
+        self.__dict__["_components"] = value
+
+    def __getstate__(self):  # a pickle holds the rows, not X
+        if "_lazy_components" in self.__dict__:
+            self.components_  # noqa: B018 (materialises)
+        return super().__getstate__()
 
     @staticmethod
     def _rows_of(X, idx: np.ndarray, n: int):
@@ -295,7 +328,7 @@ class DBSCAN(ClusterMixin, BaseEstimator):
             return X[cupy.asarray(idx)]
         if idx.size == 0:
             return np.empty((0, n))
-        return X[idx]  # fancy indexing copies (scikit-learn copies once more)
+        return np.ascontiguousarray(X[idx]) if isinstance(X, np.ndarray) else X[idx]  # scikit-learn's .copy()
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X, sample_weight=sample_weight)`` and return ``labels_``."""

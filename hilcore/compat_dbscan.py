@@ -78,10 +78,13 @@ def _negative(what: str):
                       f"distances >= 0")
 
 
-def dense_rows_cpu(a: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr, indices) of the entries ``<= eps`` (float64 compare) of a dense square NumPy matrix, in C++."""
+def dense_rows_cpu(a: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(indptr, indices, prints) of the entries ``<= eps`` (float64 compare) of a dense square NumPy matrix, in
+    C++; ``prints`` are the rows' fingerprints (``_native.compat_row_fingerprints``; ``None`` without the
+    extension or when ``a`` is not float16/32/64)."""
     nat = native_module()
-    if a.dtype not in (np.float16, np.float32, np.float64):
+    printable = a.dtype in (np.float16, np.float32, np.float64)
+    if not printable:
         a = a.astype(np.float64)
     if a.shape[0] and (a.strides[1] != a.itemsize or a.strides[0] % a.itemsize):
         a = np.ascontiguousarray(a)
@@ -99,14 +102,44 @@ def dense_rows_cpu(a: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
             cols.append(c)
         indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
         indptr[1:] = np.cumsum(np.concatenate(counts)) if counts else 0
-        return indptr, np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
-    indptr, indices, bad = nat.compat_dense_eps_rows(a, float(eps))
+        return indptr, np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64), None
+    indptr, indices, bad, prints = nat.compat_dense_eps_rows(a, float(eps))
     if bad >= 0:
         row = a[bad].astype(np.float64)
         if not np.isfinite(row).all():
             raise ValueError(f"X: Input contains NaN or infinity (row {bad})")
         raise _negative("precomputed distance matrix")
-    return indptr, indices
+    return indptr, indices, prints if printable else None
+
+
+class LazyRows:
+    """``X[idx]`` as scikit-learn's ``components_`` holds it (a copy, C order), made on first use.
+
+    scikit-learn copies the core samples' rows in ``fit``: ~0.5 GB for a 12,000-row float32 matrix, written to
+    fresh memory (slow on first touch), though the pipelines never read ``components_``. This keeps ``X``
+    (the caller's matrix, not a copy) and the rows' fingerprints taken in ``fit`` (``prints``, from the
+    thresholding pass, which reads every row anyway), and copies on first use; the copy's fingerprints must
+    equal the recorded ones, and a torch tensor's version counter must not have moved, else ``X`` was changed in
+    place since ``fit`` and the rows scikit-learn would hold are gone: ``RuntimeError``, never other values.
+    """
+
+    def __init__(self, x, idx: np.ndarray, prints: np.ndarray):
+        self.x, self.idx, self.prints = x, idx, prints
+        self.version = x._version if isinstance(x, torch.Tensor) else None
+
+    def rows(self):
+        x = self.x
+        changed = self.version is not None and x._version != self.version
+        if isinstance(x, torch.Tensor):
+            out = x.detach()[torch.from_numpy(self.idx)]
+            arr = out.numpy()
+        else:
+            out = arr = np.ascontiguousarray(x[self.idx])
+        if changed or not np.array_equal(native_module().compat_row_fingerprints(arr), self.prints[self.idx]):
+            raise RuntimeError("components_: the matrix passed to fit was changed in place since; DBSCAN copies "
+                               "the core samples' rows on first access of components_ (scikit-learn copies them in "
+                               "fit), so they are gone: read components_ before changing X, or fit again")
+        return out
 
 
 def dense_rows_torch(t: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@ of the original (SpCL / cluster-contrast ``faiss_rerank.py``; slow reference: ``
 1. ranking: a flat L2 index on the float32 copies of the features as given, the row itself first. Rows of
    unit norm (within 1e-5) go to hilcore's exact cosine kNN (the same order up to float32 near-ties); other
    rows (unnormalised, float16, ...) to an exact blocked L2 search here;
-2. k-reciprocal expansion sets (hilcore's torch stages; integer sets, no rounding);
+2. k-reciprocal expansion sets (the sets of hilcore's Jaccard stage 1, in C++: ``_native.compat_expansion_sets``,
+   equal to the torch stages' ``expansion``; integer sets, no rounding);
 3. weights ``softmax(-(2 - 2 x_i . x_E))`` by the very ``torch.mm`` / ``F.softmax`` calls of the original, one
    row at a time on the features' device and dtype (a batched product could round differently), then V in
    float32 (float16 with ``use_float16``);
@@ -26,10 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from . import _arrays
-from ._core import half_k
 from ._dispatch import native_module
 from .knn import knn_tensors
-from .stages.jaccard import expansion, reciprocal_mask, row_ids
+from .stages.jaccard import row_ids
 
 #: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
 UNIT_TOL = 1e-5
@@ -141,8 +141,7 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
     n = x.shape[0]
     mat = np.dtype(np.float16 if use_float16 else np.float32)
     rank = ranking(x, k1, backend).cpu()
-    kk = min(half_k(k1) + 1, k1)
-    eptr, eidx = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
+    eptr, eidx = (torch.from_numpy(a) for a in nat.compat_expansion_sets(rank.contiguous().numpy(), k1))
     vals = _weights(x, eptr, eidx, mat)
     if not np.isfinite(vals).all():  # |x|^2 beyond the dtype's range: the original's weights are NaN too
         raise ValueError("target_features: the original's arithmetic overflows on these features (x_i . x_j "

@@ -141,3 +141,93 @@ def test_bad_input():
         DBSCAN(min_samples=0, **pre).fit(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="sample_weight|shapes"):
         DBSCAN(**pre).fit(np.zeros((3, 3)), sample_weight=np.ones(4))
+
+
+def _print_ref(rows: np.ndarray) -> np.ndarray:
+    """kernels/cpu/compat_cpu.h's row fingerprint, written out in Python integers."""
+    out = []
+    for row in rows:
+        if row.dtype == np.float16:
+            words = row.view(np.uint16).astype(np.int64)
+        else:
+            words = np.ascontiguousarray(row).view(np.uint32).astype(np.int64)  # float64: low word first
+        k = 2 * np.arange(words.size, dtype=np.int64) + 1
+        a, b = int(words.sum()) % 2**32, int((words % 2**32 * k % 2**32).sum()) % 2**32
+        out.append((a << 32) | b)
+    return np.array(out, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_row_fingerprints_are_the_documented_sums(dtype):
+    from hilcore._dispatch import native_module
+
+    rows = np.random.default_rng(0).random((7, 33)).astype(dtype) * 3
+    got = native_module().compat_row_fingerprints(rows)
+    np.testing.assert_array_equal(got, _print_ref(rows))
+    np.testing.assert_array_equal(native_module().compat_dense_eps_rows(rows[:, :7].copy(), 0.5)[3],
+                                  _print_ref(rows[:, :7]))
+    changed = rows.copy()
+    changed[3, 5] = np.nextafter(changed[3, 5], dtype(10))  # one ulp
+    assert (native_module().compat_row_fingerprints(changed) != got).tolist() == [i == 3 for i in range(7)]
+
+
+@pytest.mark.parametrize("kind", ["numpy-f32", "numpy-f64", "numpy-f16", "numpy-fortran", "torch-f32", "torch-f16",
+                                  "numpy-int"])
+def test_components_copied_on_first_access_equal_sklearns(kind):
+    """components_ of dense CPU input is copied from X when first read: the values scikit-learn copies in fit."""
+    d = _distances(99, 7, "euclid")
+    x = {"numpy-f32": lambda: d.astype(np.float32), "numpy-f64": lambda: d, "numpy-f16": lambda: d.astype(np.float16),
+         "numpy-fortran": lambda: np.asfortranarray(d), "torch-f32": lambda: torch.from_numpy(d.astype(np.float32)),
+         "torch-f16": lambda: torch.from_numpy(d.astype(np.float16)),
+         "numpy-int": lambda: (d * 10).astype(np.int64)}[kind]()
+    ref = x.numpy() if isinstance(x, torch.Tensor) else x
+    want = SkDBSCAN(eps=0.8 if kind != "numpy-int" else 8, min_samples=4, metric="precomputed").fit(ref)
+    got = DBSCAN(eps=0.8 if kind != "numpy-int" else 8, min_samples=4, metric="precomputed").fit(x)
+    assert len(want.core_sample_indices_) > 10
+    assert ("_lazy_components" in vars(got)) == (kind != "numpy-int")  # integers: converted, copied in fit
+    comp = got.components_
+    assert type(comp) is type(x) and comp.dtype == x.dtype
+    np.testing.assert_array_equal(comp.numpy() if isinstance(comp, torch.Tensor) else comp, want.components_)
+    if isinstance(comp, np.ndarray):
+        assert comp.flags.c_contiguous == want.components_.flags.c_contiguous
+    x[want.core_sample_indices_[0], 0] += 1  # changed after the first access: the copy keeps fit's rows
+    np.testing.assert_array_equal(np.asarray(got.components_), want.components_)
+    assert got.components_ is comp
+
+
+@pytest.mark.parametrize("container", ["numpy", "torch"])
+def test_components_after_an_in_place_change_raise(container):
+    d = _distances(60, 2, "euclid").astype(np.float32)
+    x = torch.from_numpy(d.copy()) if container == "torch" else d.copy()
+    est = DBSCAN(eps=0.8, min_samples=4, metric="precomputed").fit(x)
+    core = est.core_sample_indices_
+    assert len(core) > 5
+    untouched = DBSCAN(eps=0.8, min_samples=4, metric="precomputed").fit(x)
+    x[core[2], core[3]] = float(np.nextafter(np.float32(x[core[2], core[3]]), np.float32(9)))  # one ulp, core row
+    with pytest.raises(RuntimeError, match="components_.*changed in place"):
+        est.components_
+    with pytest.raises(RuntimeError, match="changed in place"):
+        untouched.components_
+    np.testing.assert_array_equal(est.labels_, untouched.labels_)  # the labels were fixed in fit
+    # a change of a non-core row is harmless (torch's version counter still notices it)
+    y = d.copy()
+    est = DBSCAN(eps=0.8, min_samples=4, metric="precomputed").fit(y)
+    other = np.setdiff1d(np.arange(60), est.core_sample_indices_)
+    assert other.size
+    y[other[0], 0] += 1
+    np.testing.assert_array_equal(est.components_, d[est.core_sample_indices_])
+
+
+def test_lazy_components_pickle_and_refit():
+    import pickle
+
+    d = _distances(50, 4, "euclid")
+    est = DBSCAN(eps=0.8, min_samples=4, metric="precomputed").fit(d)
+    want = d[est.core_sample_indices_]
+    back = pickle.loads(pickle.dumps(est))  # the pickle holds the rows, not X
+    assert "_lazy_components" not in vars(back) and "_lazy_components" not in vars(est)
+    np.testing.assert_array_equal(back.components_, want)
+    est.fit(d[:10, :10])  # a refit replaces the rows
+    np.testing.assert_array_equal(est.components_, SkDBSCAN(eps=0.8, min_samples=4, metric="precomputed")
+                                  .fit(d[:10, :10]).components_)
+    assert not hasattr(DBSCAN(), "components_")

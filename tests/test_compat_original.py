@@ -89,3 +89,30 @@ def test_numpy_and_torch_input_agree_and_bad_input_is_named():
         compat.compute_jaccard_distance(x, print_flag=False, exact="yes")
     with pytest.raises(ValueError, match="k1"):
         compat.compute_jaccard_distance(x, k1=0, print_flag=False)
+
+
+@pytest.mark.parametrize("n,k1", [(1, 1), (2, 2), (40, 1), (40, 2), (40, 7), (97, 20), (97, 97), (300, 30)])
+def test_native_expansion_sets_are_the_torch_stages_sets(n, k1):
+    """_native.compat_expansion_sets (what dense_jaccard uses) against hilcore's torch stages, on random
+    self-first rankings (mostly one-sided neighbourhoods) and on a true kNN ranking."""
+    from hilcore._core import half_k
+    from hilcore._dispatch import native_module
+    from hilcore.stages.jaccard import expansion, reciprocal_mask
+
+    rng = np.random.default_rng(n * 1000 + k1)
+    rand = np.stack([np.concatenate(([i], rng.permutation(np.delete(np.arange(n), i))[:k1 - 1])) for i in range(n)])
+    knn = compat_jaccard.ranking(_features(n, n_ids=-(-n // 10), per=10)[:n], k1).numpy() if n >= 10 else rand
+    sizes = []
+    for rank in (rand, knn):
+        rank = torch.from_numpy(np.ascontiguousarray(rank, dtype=np.int64))
+        kk = min(half_k(k1) + 1, k1)
+        want = expansion(rank, reciprocal_mask(rank, k1), reciprocal_mask(rank, kk))
+        got = native_module().compat_expansion_sets(rank.numpy(), k1)
+        np.testing.assert_array_equal(got[0], want[0].numpy())
+        np.testing.assert_array_equal(got[1], want[1].numpy())
+        sizes.append(np.diff(got[0]))
+    assert n < 40 or sizes[1].max() > k1 // 2  # the kNN ranking's sets were expanded, not only self
+    with pytest.raises(ValueError, match="rank"):
+        native_module().compat_expansion_sets(np.full((3, 2), 3, dtype=np.int64), 2)
+    with pytest.raises(ValueError, match="k1"):
+        native_module().compat_expansion_sets(np.zeros((3, 2), dtype=np.int64), 3)

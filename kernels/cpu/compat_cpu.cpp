@@ -114,12 +114,44 @@ int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const fl
 
 namespace {
 
+// The 32-bit words of one element: a float16 (its bits widened), a float32, or a float64 (low word, high word).
+inline int words_of(uint16_t h, uint32_t* w) {
+  w[0] = h;
+  return 1;
+}
+inline int words_of(float f, uint32_t* w) {
+  std::memcpy(w, &f, 4);
+  return 1;
+}
+inline int words_of(double f, uint32_t* w) {
+  uint64_t u;
+  std::memcpy(&u, &f, 8);
+  w[0] = static_cast<uint32_t>(u);
+  w[1] = static_cast<uint32_t>(u >> 32);
+  return 2;
+}
+
+// A row's fingerprint (see compat_cpu.h): a = sum of the words, b = sum of word k * (2k + 1), both mod 2^32.
+template <typename T>
+uint64_t row_print(const T* row, int64_t n) {
+  uint32_t a = 0, b = 0, k = 1;
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t w[2];
+    const int m = words_of(row[j], w);
+    for (int q = 0; q < m; ++q, k += 2) {
+      a += w[q];
+      b += w[q] * k;
+    }
+  }
+  return (static_cast<uint64_t>(a) << 32) | b;
+}
+
 // V is the compare type (float or double): x[i, j] <= eps (as float64) <=> load(x[i, j]) <= e, e being eps rounded
 // down to V (every value of the matrix is exactly a V value). One row at a time: a vectorisable pass checks the
 // values, a second (the row is in cache) lists the columns within e.
 template <typename T, typename V, typename Load>
 int eps_rows(const T* x, int64_t n, int64_t ld, V e, Load load, std::vector<int64_t>* indptr,
-             std::vector<int64_t>* indices, int64_t* bad_row, int nt) {
+             std::vector<int64_t>* indices, int64_t* bad_row, uint64_t* prints, int nt) {
   const V top = std::numeric_limits<V>::max();
   std::vector<std::vector<int64_t>> cols(nt), counts(nt);
   std::vector<int64_t> first_bad(nt, -1), start(nt + 1, 0);
@@ -139,6 +171,7 @@ int eps_rows(const T* x, int64_t n, int64_t ld, V e, Load load, std::vector<int6
         first_bad[t] = i;
         break;
       }
+      if (prints != nullptr) prints[i] = row_print(row, n);  // the row is in cache
       const size_t before = c.size();
       for (int64_t j = 0; j < n; ++j)
         if (load(row[j]) <= e) c.push_back(j);
@@ -178,7 +211,7 @@ float floor_to_float(double eps) {
 }  // namespace
 
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
-                   std::vector<int64_t>* indices, int64_t* bad_row, int num_threads) {
+                   std::vector<int64_t>* indices, int64_t* bad_row, uint64_t* prints, int num_threads) {
   HILCORE_CHECK_MSG(n >= 0 && ld >= n && kind >= 0 && kind <= 2,
                     "expected n >= 0, ld >= n and kind 0 (float32), 1 (float64) or 2 (float16), " +
                         values({{"n", n}, {"ld", ld}, {"kind", kind}}));
@@ -186,12 +219,25 @@ int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, s
                                                                          std::max<int64_t>(n, 1))));
   if (kind == 0)
     return eps_rows(static_cast<const float*>(x), n, ld, floor_to_float(eps), [](float v) { return v; }, indptr,
-                    indices, bad_row, nt);
+                    indices, bad_row, prints, nt);
   if (kind == 1)
     return eps_rows(static_cast<const double*>(x), n, ld, eps, [](double v) { return v; }, indptr, indices,
-                    bad_row, nt);
+                    bad_row, prints, nt);
   return eps_rows(static_cast<const uint16_t*>(x), n, ld, floor_to_float(eps), [](uint16_t h) { return f16_to_f32(h); },
-                  indptr, indices, bad_row, nt);
+                  indptr, indices, bad_row, prints, nt);
+}
+
+void row_fingerprints(const void* x, int kind, int64_t rows, int64_t n, int64_t ld, uint64_t* out, int num_threads) {
+  HILCORE_CHECK_MSG(rows >= 0 && n >= 0 && ld >= n && kind >= 0 && kind <= 2,
+                    "expected rows >= 0, n >= 0, ld >= n and kind 0, 1 or 2, " +
+                        values({{"rows", rows}, {"n", n}, {"ld", ld}, {"kind", kind}}));
+  const int nt = num_threads < 1 ? 1 : num_threads;
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < rows; ++i) {
+    if (kind == 0) out[i] = row_print(static_cast<const float*>(x) + i * ld, n);
+    else if (kind == 1) out[i] = row_print(static_cast<const double*>(x) + i * ld, n);
+    else out[i] = row_print(static_cast<const uint16_t*>(x) + i * ld, n);
+  }
 }
 
 }  // namespace hilcore

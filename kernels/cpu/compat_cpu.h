@@ -27,9 +27,16 @@ int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const fl
 // value is a float64 value; the caller passes eps already rounded as scikit-learn compares it).
 // indptr [n+1] and indices (ascending per row, the diagonal included when within eps) are filled.
 // bad_row: the first row holding a NaN, an infinity or a negative value (-1 when none; then nothing
-// else is meaningful). Returns 0; a violated
-// precondition throws hilcore::KernelError naming it (kernels/common/check.h).
+// else is meaningful). prints (nullptr: not computed): [n], row i's fingerprint (row_fingerprints).
+// Returns 0; a violated precondition throws hilcore::KernelError naming it (kernels/common/check.h).
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
-                   std::vector<int64_t>* indices, int64_t* bad_row, int num_threads);
+                   std::vector<int64_t>* indices, int64_t* bad_row, uint64_t* prints, int num_threads);
+
+// Fingerprints of `rows` rows of n elements (kind as above, row stride ld elements): the row's bits as 32-bit
+// words w_k (a float16 widened, a float64 as its low then high word), out[i] = (a << 32) | b with
+// a = sum_k w_k and b = sum_k w_k (2k + 1), both mod 2^32: every change of one float16 / float32 element changes
+// b (2k + 1 is odd, so invertible mod 2^32); other changes go unnoticed only when they cancel in both sums.
+// hilcore.compat.DBSCAN compares them to notice a matrix changed in place between fit and components_.
+void row_fingerprints(const void* x, int kind, int64_t rows, int64_t n, int64_t ld, uint64_t* out, int num_threads);
 
 }  // namespace hilcore

@@ -145,6 +145,41 @@ struct ExpandScratch {
   std::vector<float> w;
 };
 
+ExpandScratch expand_scratch(int64_t n) {
+  ExpandScratch s;
+  s.in_r.assign(n, -1);
+  s.in_e.assign(n, -1);
+  return s;
+}
+
+// expand_count/fill + unique_count: E(i) = R(i, k1) plus every R(c, kh) (c in R(i, k1)) with
+// |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|, distinct and sorted, into s.e.
+void expanded_set(int64_t i, const RecipSets& R1, const RecipSets& Rh, ExpandScratch& s) {
+  s.e.clear();
+  const int32_t* ri = &R1.members[i * R1.width];
+  const int32_t nri = R1.cnt[i];
+  for (int32_t a = 0; a < nri; ++a) {
+    s.in_r[ri[a]] = i;
+    s.in_e[ri[a]] = i;
+    s.e.push_back(ri[a]);
+  }
+  for (int32_t a = 0; a < nri; ++a) {
+    const int32_t* rc = &Rh.members[static_cast<int64_t>(ri[a]) * Rh.width];
+    const int32_t nrc = Rh.cnt[ri[a]];
+    int32_t common = 0;
+    for (int32_t b = 0; b < nrc; ++b) common += (s.in_r[rc[b]] == i);
+    if (3 * common > 2 * nrc) {  // exactly, in integers
+      for (int32_t b = 0; b < nrc; ++b) {
+        if (s.in_e[rc[b]] != i) {
+          s.in_e[rc[b]] = i;
+          s.e.push_back(rc[b]);
+        }
+      }
+    }
+  }
+  std::sort(s.e.begin(), s.e.end());
+}
+
 struct DenseScratch {
   std::vector<float> acc;
   std::vector<uint8_t> seen;
@@ -174,37 +209,9 @@ void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* ran
   float* const ms = mass->data();
   build_rows<int32_t>(
       n, nt,
-      [&]() {
-        ExpandScratch s;
-        s.in_r.assign(n, -1);
-        s.in_e.assign(n, -1);
-        return s;
-      },
+      [&]() { return expand_scratch(n); },
       [&](int64_t i, ExpandScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
-        // expand_count/fill + unique_count: E(i), distinct, sorted
-        s.e.clear();
-        const int32_t* ri = &R1.members[i * R1.width];
-        const int32_t nri = R1.cnt[i];
-        for (int32_t a = 0; a < nri; ++a) {
-          s.in_r[ri[a]] = i;
-          s.in_e[ri[a]] = i;
-          s.e.push_back(ri[a]);
-        }
-        for (int32_t a = 0; a < nri; ++a) {
-          const int32_t* rc = &Rh.members[static_cast<int64_t>(ri[a]) * Rh.width];
-          const int32_t nrc = Rh.cnt[ri[a]];
-          int32_t common = 0;
-          for (int32_t b = 0; b < nrc; ++b) common += (s.in_r[rc[b]] == i);
-          if (3 * common > 2 * nrc) {  // |R(c, kh) n R(i, k1)| > 2/3 |R(c, kh)|, exactly
-            for (int32_t b = 0; b < nrc; ++b) {
-              if (s.in_e[rc[b]] != i) {
-                s.in_e[rc[b]] = i;
-                s.e.push_back(rc[b]);
-              }
-            }
-          }
-        }
-        std::sort(s.e.begin(), s.e.end());
+        expanded_set(i, R1, Rh, s);
         // unique_weights: softmax over E(i) of -(2 - 2 x_i.x_j): the logits lie in [-4, 0], no max
         // shift; the normaliser adds the weights in ascending column order, from 0
         const float* xi = x + i * d;
@@ -223,6 +230,21 @@ void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* ran
         ms[i] = si;
       },
       v->ptr, v->idx, v->val);
+}
+
+void jaccard_cpu_expansion_sets(const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k1, int nt,
+                                JaccardRows* e) {
+  HILCORE_CHECK_MSG(e != nullptr, "the output rows must be given");
+  const RecipSets R1 = reciprocal_sets(rank, ld_rank, n, k1, nt);
+  const RecipSets Rh = reciprocal_sets(rank, ld_rank, n, std::min(half_round_even(k1) + 1, k1), nt);
+  build_rows<int32_t>(
+      n, nt, [&]() { return expand_scratch(n); },
+      [&](int64_t i, ExpandScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
+        expanded_set(i, R1, Rh, s);
+        I.insert(I.end(), s.e.begin(), s.e.end());
+        V.resize(I.size(), 0.f);
+      },
+      e->ptr, e->idx, e->val);
 }
 
 void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k2,

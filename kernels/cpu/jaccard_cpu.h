@@ -46,6 +46,10 @@ void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int6
 // 1. krecip_flags + expand_count/fill + unique_count/weights: E(i) sorted, the softmax weights V.
 void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
                         int nt, JaccardRows* v, std::vector<float>* mass);
+// 1 without the weights: the expanded sets E(i) alone, sorted (e->val is zeros), the same sets as stage 1's
+// (hilcore.compat reuses them under the widely used code's own weights).
+void jaccard_cpu_expansion_sets(const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k1, int nt,
+                                JaccardRows* e);
 // 2. query_expansion_count/fill: V'[i] = (1/k2) sum of V over rank[i, :k2] (for k2 > 1; V' = V at k2 = 1).
 void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k2,
                                  int nt, JaccardRows* q, std::vector<float>* mass);
