@@ -68,26 +68,24 @@ def ranking(x: torch.Tensor, k1: int, backend: str = "auto") -> torch.Tensor:
 def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dtype) -> np.ndarray:
     """V's values, as the original computes them: ``F.softmax(-(2 - 2 x_i . x_E))`` with the same torch calls
     (so the same bits). The product runs row by row (MKL's bits depend on the shapes, and on torch's thread
-    count, left as the caller set it), on rows ``x_E`` gathered for many rows at once (a copy: the same values
-    and layout); ``-(2 - 2 s)`` is element-wise (the same two roundings per element however many run
-    together); the softmax runs once per group of rows with the same expanded-set size (torch's softmax of
-    an ``[R, K]`` tensor is row by row the softmax of each ``[1, K]`` row). Cast to the matrix dtype as NumPy
-    casts."""
+    count, left as the caller set it) on the rows ``x_E`` gathered into one reused buffer (the values, layout
+    and alignment of the original's fresh ``x[E]``, without fresh memory per row: first touches of new pages
+    are what a gather costs most on a VM); ``-(2 - 2 s)`` is element-wise (the same two roundings per element
+    however many run together); the softmax runs once per group of rows with the same expanded-set size
+    (torch's softmax of an ``[R, K]`` tensor is row by row the softmax of each ``[1, K]`` row). Cast to the
+    matrix dtype as NumPy casts."""
     ptr = eptr.tolist()
     idx = eidx.to(x.device)
     n, dim = x.shape
-    dots = []
-    start = 0
-    while start < n:
-        stop = start + 1
-        while stop < n and (ptr[stop + 1] - ptr[start]) * dim <= _TILE:
-            stop += 1
-        gathered = x[idx[ptr[start]:ptr[stop]]]
-        base = ptr[start]
-        dots += [torch.mm(x[i:i + 1], gathered[ptr[i] - base:ptr[i + 1] - base].t()).view(-1)
-                 for i in range(start, stop)]
-        start = stop
-    neg = -(2 - 2 * torch.cat(dots)) if dots else torch.zeros(0, dtype=x.dtype, device=x.device)
+    flat = torch.empty(ptr[-1], dtype=x.dtype, device=x.device)
+    buf = torch.empty((max((b - a for a, b in zip(ptr, ptr[1:])), default=0), dim), dtype=x.dtype, device=x.device)
+    mm, select = torch.mm, torch.index_select
+    for i, (a, b) in enumerate(zip(ptr, ptr[1:])):
+        if b > a:
+            rows = buf[:b - a]
+            select(x, 0, idx[a:b], out=rows)
+            mm(x[i:i + 1], rows.t(), out=flat[a:b].view(1, b - a))
+    neg = -(2 - 2 * flat)
     out = torch.empty_like(neg)
     sizes = eptr[1:] - eptr[:-1]
     for k in torch.unique(sizes).tolist():
