@@ -64,6 +64,38 @@ std::pair<int, int64_t> dense_layout(const py::array& x) {
   return {kind, rows > 0 && n > 0 ? x.strides(0) / item : n};
 }
 
+py::tuple query_expansion(const py::object& indptr_obj, const py::object& indices_obj, const py::object& vals_obj,
+                          const py::object& rank_obj, bool half) {
+  auto indptr = expect_array<int64_t>(indptr_obj, "indptr", 1, "int64");
+  auto indices = expect_array<int64_t>(indices_obj, "indices", 1, "int64");
+  auto vals = expect_array<float>(vals_obj, "vals", 1, "float32");
+  auto rank = expect_array<int64_t>(rank_obj, "rank", 2, "int64");
+  const int64_t n = indptr.shape(0) - 1, k2 = rank.shape(1);
+  if (n < 0 || rank.shape(0) != n || k2 < 1)
+    throw py::value_error("rank: expected [n, k2 >= 1] with n = len(indptr) - 1");
+  const int64_t* ip = indptr.data();
+  const int64_t* ix = indices.data();
+  const int64_t* rp = rank.data();
+  if (ip[0] != 0 || indices.shape(0) != ip[n] || vals.shape(0) != ip[n])
+    throw py::value_error("indptr: expected indptr[0] == 0 and indptr[n] == len(indices) == len(vals)");
+  for (int64_t i = 0; i < n; ++i) {
+    if (ip[i + 1] < ip[i]) throw py::value_error("indptr: expected non-decreasing offsets");
+    for (int64_t p = ip[i]; p < ip[i + 1]; ++p)
+      if (ix[p] < 0 || ix[p] >= n) throw py::value_error("indices: expected columns in [0, n)");
+  }
+  for (int64_t p = 0; p < n * k2; ++p)
+    if (rp[p] < 0 || rp[p] >= n) throw py::value_error("rank: expected row indices in [0, n)");
+  std::vector<int64_t> qptr, qidx;
+  std::vector<float> qval;
+  const float* vp = vals.data();
+  const int nt = num_threads();
+  {
+    py::gil_scoped_release release;
+    hilcore::compat_query_expansion(ip, ix, vp, rp, n, k2, half, &qptr, &qidx, &qval, nt);
+  }
+  return py::make_tuple(owned_array(std::move(qptr)), owned_array(std::move(qidx)), owned_array(std::move(qval)));
+}
+
 py::tuple dense_eps_rows(const py::array& x, double eps) {
   if (x.ndim() != 2 || x.shape(0) != x.shape(1)) throw py::value_error("x: expected a square [N, N] array");
   const int64_t n = x.shape(0);
@@ -134,6 +166,10 @@ void register_compat(py::module_& m) {
   m.def("compat_row_fingerprints", &row_fingerprints, py::arg("x"),
         "uint64 [rows]: a fingerprint of each row's bits (kernels/cpu/compat_cpu.h, row_fingerprints) of a 2-D "
         "float16/32/64 array of contiguous rows.");
+  m.def("compat_query_expansion", &query_expansion, py::arg("indptr"), py::arg("indices"), py::arg("vals"),
+        py::arg("rank"), py::arg("half"),
+        "(qptr, qidx, qval): the widely used code's np.mean(V[rank[i, :k2]], axis=0) as CSR, zeros dropped "
+        "(kernels/cpu/compat_cpu.h, compat_query_expansion).");
   m.def("compat_expansion_sets", &expansion_sets, py::arg("rank"), py::arg("k1"),
         "(indptr, indices) int64: the k-reciprocal expanded sets E(i) of a self-search ranking [N, >= k1] "
         "(sorted per row; the sets of hilcore's Jaccard stage 1).");

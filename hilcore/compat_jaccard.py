@@ -12,7 +12,7 @@ of the original (SpCL / cluster-contrast ``faiss_rerank.py``; slow reference: ``
    row at a time on the features' device and dtype (a batched product could round differently), then V in
    float32 (float16 with ``use_float16``);
 4. query expansion in ranking order, summed in float32 one row at a time, divided in float64 and rounded
-   to float32 (then float16), as ``np.mean`` does;
+   to float32 (then float16), as ``np.mean`` does (in C++: ``_native.compat_query_expansion``);
 5. ``m(i, j)`` summed in ascending t in the matrix dtype, ``1 - m / (2 - m)`` one operation at a time in
    that dtype, negative values set to 0, in C++ (``_native.compat_dense_jaccard``).
 
@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from . import _arrays
 from ._dispatch import native_module
 from .knn import knn_tensors
-from .stages.jaccard import row_ids
 
 #: Rows whose float32 norm is within this of 1 are "normalised": ranked by hilcore's cosine kNN.
 UNIT_TOL = 1e-5
@@ -97,37 +96,6 @@ def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dt
     return out.cpu().numpy().astype(mat)
 
 
-def _query_expansion(rank: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, vals: np.ndarray, n: int):
-    """CSR of ``np.mean(V[rank[i, :k2]], axis=0)``: the rows added in ranking order, each sum in float32
-    from the first row, then divided by k2 in float64 and rounded to float32 (float16 V: then to float16)."""
-    k2 = rank.shape[1]
-    half = vals.dtype == np.float16
-    v = torch.from_numpy(vals.astype(np.float32))
-    length = eptr[1:] - eptr[:-1]
-    nb = rank.reshape(-1)  # (i, position) in ranking order
-    reps = length[nb]
-    who = torch.repeat_interleave(torch.arange(n).repeat_interleave(k2), reps)
-    start = torch.repeat_interleave(eptr[nb], reps)
-    within = torch.arange(int(reps.sum())) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
-    pos = start + within
-    key = who * n + eidx[pos]
-    order = torch.sort(key, stable=True).indices  # by (i, t), ranking order kept inside
-    key, val = key[order], v[pos[order]]
-    uniq, counts = torch.unique_consecutive(key, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts
-    acc = val[first].clone()
-    for q in range(1, k2):
-        more = counts > q
-        acc[more] = acc[more] + val[first[more] + q]
-    mean = (acc.to(torch.float64) / k2).to(torch.float32)
-    if half:
-        mean = torch.from_numpy(mean.numpy().astype(np.float16).astype(np.float32))
-    rows = uniq // n
-    qptr = torch.zeros(n + 1, dtype=torch.int64)
-    qptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return qptr, uniq % n, mean
-
-
 def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend: str = "auto") -> np.ndarray:
     """The original's dense matrix for features ``x`` (torch, as given, detached), k1/k2 already clamped."""
     nat = native_module()
@@ -145,15 +113,7 @@ def dense_jaccard(x: torch.Tensor, k1: int, k2: int, use_float16: bool, backend:
         raise ValueError("target_features: the original's arithmetic overflows on these features (x_i . x_j "
                          "beyond the range of their dtype gives NaN weights, in the original too); normalise "
                          "the features first, or pass exact=True for hilcore's distance")
-    if k2 != 1:
-        eptr, eidx, v = _query_expansion(rank[:, :k2].contiguous(), eptr, eidx, vals, n)
-    else:
-        v = torch.from_numpy(vals.astype(np.float32))
-    keep = v != 0  # the original's support is V' != 0 (float16 weights can round to 0)
-    if not bool(keep.all()):
-        rows = row_ids(eptr)[keep]
-        eidx, v = eidx[keep], v[keep]
-        eptr = torch.zeros(n + 1, dtype=torch.int64)
-        eptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return nat.compat_dense_jaccard(eptr.numpy(), eidx.contiguous().numpy(), v.contiguous().numpy(), n,
-                                    bool(use_float16))
+    # V' = V at k2 = 1; zeros dropped either way (the original's support is V' != 0; float16 can round to 0)
+    qptr, qidx, v = nat.compat_query_expansion(eptr.numpy(), eidx.numpy(), vals.astype(np.float32),
+                                               rank[:, :k2].contiguous().numpy(), bool(use_float16))
+    return nat.compat_dense_jaccard(qptr, qidx, v, n, bool(use_float16))

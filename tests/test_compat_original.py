@@ -116,3 +116,31 @@ def test_native_expansion_sets_are_the_torch_stages_sets(n, k1):
         native_module().compat_expansion_sets(np.full((3, 2), 3, dtype=np.int64), 2)
     with pytest.raises(ValueError, match="k1"):
         native_module().compat_expansion_sets(np.zeros((3, 2), dtype=np.int64), 3)
+
+
+@pytest.mark.parametrize("half", [False, True])
+@pytest.mark.parametrize("k2", [1, 2, 6])
+def test_native_query_expansion_is_np_mean(half, k2):
+    """_native.compat_query_expansion against the original's np.mean(V[rank[i, :k2]], axis=0) on a dense V,
+    float32 or float16 (values that round to a float16 zero drop out of the support)."""
+    from hilcore._dispatch import native_module
+
+    rng = np.random.default_rng(k2 + 10 * half)
+    n = 70
+    dt = np.float16 if half else np.float32
+    v = np.zeros((n, n), dtype=dt)
+    for i in range(n):
+        cols = rng.choice(n, size=rng.integers(1, 12), replace=False)
+        v[i, cols] = (rng.random(cols.size) * 10.0 ** rng.integers(-7, 0, cols.size)).astype(dt)
+    rank = np.stack([np.concatenate(([i], rng.permutation(np.delete(np.arange(n), i))[:k2 - 1])) for i in range(n)])
+    want = np.stack([np.mean(v[rank[i, :k2]], axis=0) for i in range(n)])
+    r, c = np.nonzero(v)
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=n)))).astype(np.int64)
+    qptr, qidx, qval = native_module().compat_query_expansion(indptr, c.astype(np.int64), v[r, c].astype(np.float32),
+                                                              rank.astype(np.int64), half)
+    got = np.zeros((n, n), dtype=np.float32)
+    got[np.repeat(np.arange(n), np.diff(qptr)), qidx] = qval
+    assert (qval != 0).all() and np.array_equal(np.diff(qptr), (want != 0).sum(1))
+    np.testing.assert_array_equal(got.astype(dt).view(np.uint16 if half else np.uint32),
+                                  want.view(np.uint16 if half else np.uint32))
+    assert np.array_equal(got.astype(dt), got)  # float16 mode returns float16 values

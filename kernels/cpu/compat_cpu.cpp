@@ -112,6 +112,63 @@ int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const fl
   return 0;
 }
 
+void compat_query_expansion(const int64_t* indptr, const int64_t* indices, const float* vals, const int64_t* rank,
+                            int64_t n, int64_t k2, bool half, std::vector<int64_t>* qptr, std::vector<int64_t>* qidx,
+                            std::vector<float>* qval, int num_threads) {
+  HILCORE_CHECK_MSG(n >= 0 && k2 >= 1, values({{"n", n}, {"k2", k2}}));
+  const int nt = num_threads < 1 ? 1 : num_threads;
+  std::vector<std::vector<int64_t>> tidx(nt);
+  std::vector<std::vector<float>> tval(nt);
+  std::vector<int64_t> len(n), start(n);
+  std::vector<int> owner(n);
+#pragma omp parallel num_threads(nt)
+  {
+    const int th = omp_get_thread_num();
+    std::vector<float> acc(static_cast<size_t>(n));
+    std::vector<uint8_t> seen(static_cast<size_t>(n), 0);
+    std::vector<int64_t> touched;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t i = 0; i < n; ++i) {
+      touched.clear();
+      for (int64_t q = 0; q < k2; ++q) {  // ranking order: the first value, then float32 adds in order
+        const int64_t r = rank[i * k2 + q];
+        for (int64_t p = indptr[r]; p < indptr[r + 1]; ++p) {
+          const int64_t t = indices[p];
+          if (seen[t]) {
+            acc[t] = acc[t] + vals[p];
+          } else {
+            seen[t] = 1;
+            acc[t] = vals[p];
+            touched.push_back(t);
+          }
+        }
+      }
+      std::sort(touched.begin(), touched.end());
+      start[i] = static_cast<int64_t>(tidx[th].size());
+      owner[i] = th;
+      for (const int64_t t : touched) {
+        seen[t] = 0;
+        float m = static_cast<float>(static_cast<double>(acc[t]) / static_cast<double>(k2));  // np.mean's division
+        if (half) m = round_half(m);
+        if (m != 0.0f) {  // the original's support is V' != 0 (float16 means can round to 0)
+          tidx[th].push_back(t);
+          tval[th].push_back(m);
+        }
+      }
+      len[i] = static_cast<int64_t>(tidx[th].size()) - start[i];
+    }
+  }
+  qptr->assign(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) (*qptr)[i + 1] = (*qptr)[i] + len[i];
+  qidx->resize((*qptr)[n]);
+  qval->resize((*qptr)[n]);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy_n(tidx[owner[i]].begin() + start[i], len[i], qidx->begin() + (*qptr)[i]);
+    std::copy_n(tval[owner[i]].begin() + start[i], len[i], qval->begin() + (*qptr)[i]);
+  }
+}
+
 namespace {
 
 // The 32-bit words of one element: a float16 (its bits widened), a float32, or a float64 (low word, high word).

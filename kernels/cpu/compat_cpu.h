@@ -22,6 +22,16 @@ float f16_to_f32(uint16_t h);
 int compat_dense_jaccard(const int64_t* indptr, const int64_t* indices, const float* vals, int64_t n, bool half,
                          void* out, int num_threads);
 
+// The original's query expansion V'[i] = np.mean(V[rank[i, :k2]], axis=0) on V as CSR (indptr [n+1], indices
+// ascending per row, vals: V's values in the matrix dtype, as float32; rank row-major [n, k2]): per column t,
+// the values of the rows rank[i, 0], rank[i, 1], ... holding t, the first taken as it is and the next added in
+// that order in float32 (NumPy's mean over axis 0 adds the rows one after the other), divided by k2 in float64
+// and rounded to float32 (half: then to float16, as the original's float16 mean). Entries whose mean is 0 are
+// dropped (the original's support is V' != 0). Output: CSR qptr [n+1], qidx (ascending per row), qval.
+void compat_query_expansion(const int64_t* indptr, const int64_t* indices, const float* vals, const int64_t* rank,
+                            int64_t n, int64_t k2, bool half, std::vector<int64_t>* qptr, std::vector<int64_t>* qidx,
+                            std::vector<float>* qval, int num_threads);
+
 // Entries of a dense [n, n] matrix within eps, row by row (kind: 0 float32, 1 float64, 2 float16 bits).
 // Row i's stride is ld elements. Kept: x[i, j] <= eps compared exactly in float64 (every float32 / float16
 // value is a float64 value; the caller passes eps already rounded as scikit-learn compares it).
