@@ -96,6 +96,23 @@ py::tuple query_expansion(const py::object& indptr_obj, const py::object& indice
   return py::make_tuple(owned_array(std::move(qptr)), owned_array(std::move(qidx)), owned_array(std::move(qval)));
 }
 
+int csr_symmetric(const py::object& indptr_obj, const py::object& indices_obj) {
+  auto indptr = expect_array<int64_t>(indptr_obj, "indptr", 1, "int64");
+  auto indices = expect_array<int64_t>(indices_obj, "indices", 1, "int64");
+  const int64_t n = indptr.shape(0) - 1;
+  const int64_t* ip = indptr.data();
+  const int64_t* ix = indices.data();
+  if (n < 0 || ip[0] != 0 || ip[n] != indices.shape(0))
+    throw py::value_error("indptr: expected indptr[0] == 0 and indptr[n] == len(indices)");
+  for (int64_t i = 0; i < n; ++i)
+    if (ip[i + 1] < ip[i]) throw py::value_error("indptr: expected non-decreasing offsets");
+  for (int64_t p = 0; p < ip[n]; ++p)
+    if (ix[p] < 0 || ix[p] >= n) throw py::value_error("indices: expected columns in [0, n)");
+  const int nt = num_threads();
+  py::gil_scoped_release release;
+  return hilcore::csr_symmetric(ip, ix, n, nt);
+}
+
 py::tuple dense_eps_rows(const py::array& x, double eps) {
   if (x.ndim() != 2 || x.shape(0) != x.shape(1)) throw py::value_error("x: expected a square [N, N] array");
   const int64_t n = x.shape(0);
@@ -170,6 +187,8 @@ void register_compat(py::module_& m) {
         py::arg("rank"), py::arg("half"),
         "(qptr, qidx, qval): the widely used code's np.mean(V[rank[i, :k2]], axis=0) as CSR, zeros dropped "
         "(kernels/cpu/compat_cpu.h, compat_query_expansion).");
+  m.def("compat_csr_symmetric", &csr_symmetric, py::arg("indptr"), py::arg("indices"),
+        "1 when {(i, j): j in row i, j != i} is symmetric, 0 when not, -1 when a row is not strictly ascending.");
   m.def("compat_expansion_sets", &expansion_sets, py::arg("rank"), py::arg("k1"),
         "(indptr, indices) int64: the k-reciprocal expanded sets E(i) of a self-search ranking [N, >= k1] "
         "(sorted per row; the sets of hilcore's Jaccard stage 1).");

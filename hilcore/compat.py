@@ -211,8 +211,9 @@ class DBSCAN(ClusterMixin, BaseEstimator):
         """Cluster ``X`` (scikit-learn's ``fit``): with ``metric="precomputed"`` an ``[N, N]`` distance matrix.
 
         Sets ``labels_`` (int64 NumPy, -1 noise), ``core_sample_indices_`` (int64 NumPy), ``components_``
-        (the core samples' rows: scikit-learn's for NumPy / SciPy input, ``X``'s kind for torch and CuPy)
-        and ``n_features_in_``; returns ``self``.
+        (the core samples' rows: scikit-learn's for NumPy / SciPy input, ``X``'s kind for torch and CuPy;
+        from a dense CPU matrix copied on first access, see the property) and ``n_features_in_``; returns
+        ``self``.
         """
         from . import compat_dbscan as cd
         from sklearn.utils.validation import _check_sample_weight

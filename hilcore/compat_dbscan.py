@@ -213,15 +213,19 @@ def labels_native(indptr: np.ndarray, indices: np.ndarray, min_samples) -> np.nd
     if nat is None:
         return None
     n = indptr.shape[0] - 1
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    off = rows != indices
-    a, b = rows[off], indices[off]
-    if not np.array_equal(np.unique(a * n + b), np.unique(b * n + a)):
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    sym = nat.compat_csr_symmetric(indptr, indices)  # rows strictly ascending (dense input): binary searches
+    if sym < 0:  # unsorted or repeated columns (sparse input): as sets
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        off = rows != indices
+        a, b = rows[off], indices[off]
+        sym = int(np.array_equal(np.unique(a * n + b), np.unique(b * n + a)))
+    if not sym:
         return None
     ms = int(min(int(min_samples), indices.shape[0] + 1))  # beyond every count: no core point either way
     zeros = np.zeros(indices.shape[0], dtype=np.float32)  # every listed entry is within eps
-    return nat.dbscan(np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(indices, dtype=np.int64),
-                      zeros, n, 0.0, ms)
+    return nat.dbscan(indptr, indices, zeros, n, 0.0, ms)
 
 
 def labels_from_rows(indptr: torch.Tensor, indices: torch.Tensor, core: torch.Tensor) -> torch.Tensor | None:

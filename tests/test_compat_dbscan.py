@@ -231,3 +231,26 @@ def test_lazy_components_pickle_and_refit():
     np.testing.assert_array_equal(est.components_, SkDBSCAN(eps=0.8, min_samples=4, metric="precomputed")
                                   .fit(d[:10, :10]).components_)
     assert not hasattr(DBSCAN(), "components_")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_csr_symmetric_against_sets(seed):
+    from hilcore._dispatch import native_module
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    a = rng.random((n, n)) < 0.15
+    sym = a | a.T
+    cases = [(sym, 1), (sym & ~np.eye(n, dtype=bool), 1)]
+    b = sym.copy()
+    i, j = np.argwhere(np.triu(sym, 1))[0]
+    b[i, j] = False  # one missing mirror entry
+    cases.append((b, 0))
+    for m, want in cases:
+        r, c = np.nonzero(m)
+        indptr = np.concatenate(([0], np.cumsum(np.bincount(r, minlength=n)))).astype(np.int64)
+        assert native_module().compat_csr_symmetric(indptr, c.astype(np.int64)) == want
+        shuffled = c.astype(np.int64).copy()
+        row = int(np.argmax(np.diff(indptr) > 1))
+        shuffled[indptr[row]:indptr[row + 1]] = shuffled[indptr[row]:indptr[row + 1]][::-1]
+        assert native_module().compat_csr_symmetric(indptr, shuffled) == -1  # not ascending: unknown

@@ -169,39 +169,45 @@ void compat_query_expansion(const int64_t* indptr, const int64_t* indices, const
   }
 }
 
+int csr_symmetric(const int64_t* indptr, const int64_t* indices, int64_t n, int num_threads) {
+  HILCORE_CHECK_MSG(n >= 0, values({{"n", n}}));
+  int unsorted = 0, missing = 0;
+  const int nt = num_threads < 1 ? 1 : num_threads;
+#pragma omp parallel for schedule(dynamic, 256) reduction(| : unsorted, missing) num_threads(nt)
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
+      if (p > indptr[i] && indices[p] <= indices[p - 1]) unsorted = 1;
+      const int64_t j = indices[p];
+      if (j != i && !std::binary_search(indices + indptr[j], indices + indptr[j + 1], i)) missing = 1;
+    }
+  }
+  return unsorted ? -1 : (missing ? 0 : 1);
+}
+
 namespace {
 
-// The 32-bit words of one element: a float16 (its bits widened), a float32, or a float64 (low word, high word).
-inline int words_of(uint16_t h, uint32_t* w) {
-  w[0] = h;
-  return 1;
-}
-inline int words_of(float f, uint32_t* w) {
-  std::memcpy(w, &f, 4);
-  return 1;
-}
-inline int words_of(double f, uint32_t* w) {
-  uint64_t u;
-  std::memcpy(&u, &f, 8);
-  w[0] = static_cast<uint32_t>(u);
-  w[1] = static_cast<uint32_t>(u >> 32);
-  return 2;
-}
+// 32-bit words that may alias the matrix's elements (a float16 element is read as its uint16 bits).
+typedef uint32_t __attribute__((may_alias)) word32;
 
-// A row's fingerprint (see compat_cpu.h): a = sum of the words, b = sum of word k * (2k + 1), both mod 2^32.
-template <typename T>
-uint64_t row_print(const T* row, int64_t n) {
-  uint32_t a = 0, b = 0, k = 1;
-  for (int64_t j = 0; j < n; ++j) {
-    uint32_t w[2];
-    const int m = words_of(row[j], w);
-    for (int q = 0; q < m; ++q, k += 2) {
-      a += w[q];
-      b += w[q] * k;
-    }
+// (a << 32) | b with a = sum_k w_k and b = sum_k w_k (2k + 1), mod 2^32 (a loop the compiler vectorises).
+template <typename W>
+inline uint64_t word_print(const W* w, int64_t m) {
+  uint32_t a = 0, b = 0, odd = 1;
+  for (int64_t k = 0; k < m; ++k, odd += 2u) {
+    const uint32_t v = w[k];
+    a += v;
+    b += v * odd;
   }
   return (static_cast<uint64_t>(a) << 32) | b;
 }
+
+// A row's fingerprint (see compat_cpu.h): its elements as 32-bit words (a float16 widened, a float64 as its low
+// then high word, as they lie in memory on a little-endian machine).
+inline uint64_t row_print(const float* row, int64_t n) { return word_print(reinterpret_cast<const word32*>(row), n); }
+inline uint64_t row_print(const double* row, int64_t n) {
+  return word_print(reinterpret_cast<const word32*>(row), 2 * n);
+}
+inline uint64_t row_print(const uint16_t* row, int64_t n) { return word_print(row, n); }
 
 // V is the compare type (float or double): x[i, j] <= eps (as float64) <=> load(x[i, j]) <= e, e being eps rounded
 // down to V (every value of the matrix is exactly a V value). One row at a time: a vectorisable pass checks the

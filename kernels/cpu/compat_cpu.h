@@ -42,6 +42,10 @@ void compat_query_expansion(const int64_t* indptr, const int64_t* indices, const
 int dense_eps_rows(const void* x, int kind, int64_t n, int64_t ld, double eps, std::vector<int64_t>* indptr,
                    std::vector<int64_t>* indices, int64_t* bad_row, uint64_t* prints, int num_threads);
 
+// Whether the relation {(i, j) : j in row i, j != i} of a CSR (indptr [n+1], indices in [0, n)) is symmetric:
+// 1 yes, 0 no, -1 a row's columns are not strictly ascending (unknown: the caller checks another way).
+int csr_symmetric(const int64_t* indptr, const int64_t* indices, int64_t n, int num_threads);
+
 // Fingerprints of `rows` rows of n elements (kind as above, row stride ld elements): the row's bits as 32-bit
 // words w_k (a float16 widened, a float64 as its low then high word), out[i] = (a << 32) | b with
 // a = sum_k w_k and b = sum_k w_k (2k + 1), both mod 2^32: every change of one float16 / float32 element changes
