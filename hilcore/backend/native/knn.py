@@ -224,18 +224,16 @@ def _fp32_candidates(x, kc, self_search, db, tile):
 
 
 class _TileTicker:
-    """Reports the tiles of a candidate pass done so far to :mod:`hilcore._progress` (after each row tile;
-    self-search counts the tiles on and above the diagonal)."""
+    """Reports the rows of a candidate pass done so far to :mod:`hilcore._progress`, after each row tile:
+    ``("knn", rows, N)``, the rows whose candidate lists are complete (in self-search the tiles on and above
+    the diagonal are computed, each merged into its rows and its columns, so a row tile's rows are complete
+    once it and every tile before it are merged)."""
 
     def __init__(self, n: int, m: int, tile: int, self_search: bool):
-        rows, cols = -(-n // tile), -(-m // tile)
-        self.tile, self.self_search, self.cols = tile, self_search, cols
-        self.total = rows * (rows + 1) // 2 if self_search else rows * cols
-        self.done = 0
+        self.n, self.tile = n, tile
 
     def __call__(self, i0: int) -> None:
-        self.done += (self.cols - i0 // self.tile) if self.self_search else self.cols
-        _progress.report("knn", self.done, self.total)
+        _progress.report("knn", min(self.n, i0 + self.tile), self.n)
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:
