@@ -20,7 +20,7 @@ py::array_t<T> to_numpy(std::vector<T>&& v) {
 }
 
 // The progress function of jaccard_cpu from a Python callable (None: none): called on the calling
-// thread between blocks of rows, the GIL taken only for the call (an exception it raises ends the run).
+// thread between its rows, the GIL taken only for the call (an exception it raises ends the run).
 hilcore::JaccardProgress progress_of(const py::object& progress, int64_t block_rows) {
   hilcore::JaccardProgress prog;
   if (progress.is_none()) return prog;
@@ -107,9 +107,9 @@ void register_jaccard(py::module_& m) {
         "Sparse k-reciprocal Jaccard distance. x: float32 [N, D] L2-normalised; rank: int64 [N, >=k1] self-search "
         "ranking (self first). Returns (indptr int64 [N+1], indices int64 [nnz], data float32 [nnz], "
         "seconds per stage (reciprocal+weights, query expansion, inverted index, jaccard)). progress: None or "
-        "a callable progress(done, total), called between blocks of block_rows rows of the row passes "
-        "(expansion, query expansion when k2 > 1, pairs) with the rows done over them (total = passes * N); "
-        "the result is the same with or without it.");
+        "a callable progress(done, total), called on the calling thread each time another block_rows rows "
+        "of a row pass (expansion, query expansion when k2 > 1, pairs) are finished and after each pass, "
+        "done counting the rows over the passes (total = passes * N); the result is the same with or without it.");
 }
 
 }  // namespace hilcore_bindings

@@ -7,7 +7,7 @@ rows whose lists are done (``("knn", rows, N)``), the k-reciprocal stages
 (torch, native) the rows of their passes over the N rows (:func:`rows_pass`:
 ``("stages", k * N + rows, P * N)`` in pass k of P, so the count only grows and
 ends at ``P * N``). Without a hook a report is one context-variable read, and
-the native stages run as one block. This module imports nothing from hilcore.
+the native stages count no rows. This module imports nothing from hilcore.
 
 Example:
     >>> seen = []

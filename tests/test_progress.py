@@ -5,7 +5,8 @@ during the kNN and during the k-reciprocal stages, in rows.
   :mod:`hilcore._progress` as the chunks of rows of their passes finish: the count only grows, is seen
   inside every pass, and ends at the total;
 * the native reports come from the calling thread while the C++ call runs (an exception raised by the
-  hook ends the call), and the blocks of rows change no bit of the result, at any thread count;
+  hook ends the call), one per block of rows at one thread, and change no bit of the result, at any
+  thread count;
 * ``hil cluster --progress on`` shows the passes' rows.
 """
 from __future__ import annotations
@@ -32,6 +33,16 @@ def x():
 def _need(backend: str) -> None:
     if backend not in hilcore.backends("cpu"):
         pytest.skip(f"{backend} is not built here")
+
+
+@pytest.fixture
+def one_thread():
+    """One OpenMP thread (shared by torch and the extension): the calling thread finishes every row, so the
+    native stages report at every block end."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture
@@ -66,7 +77,7 @@ def test_rows_pass_counts_over_the_passes():
 
 @pytest.mark.parametrize("k2", [3, 1])
 @pytest.mark.parametrize("backend", ["native", "torch"])
-def test_jaccard_stages_report_their_rows_per_chunk(x, backend, k2, small_chunks):
+def test_jaccard_stages_report_their_rows_per_chunk(x, backend, k2, small_chunks, one_thread):
     _need(backend)
     want = hilcore.jaccard_distance(x, 8, k2, backend=backend, max_distance=0.9)
     seen = []
@@ -84,6 +95,29 @@ def test_jaccard_stages_report_their_rows_per_chunk(x, backend, k2, small_chunks
         assert done == [k * N + min(N, b) for k in range(passes) for b in range(32, N + 32, 32)]
 
 
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_jaccard_stage_reports_at_two_threads(x, backend, small_chunks):
+    """At two threads the native reports come when the calling thread passes a block end: fewer perhaps,
+    still multiples of the block (plus each pass's end), increasing to the total, and the same bits."""
+    _need(backend)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = hilcore.jaccard_distance(x, 8, 3, backend=backend)
+        seen = []
+        with _progress.reporting(lambda *r: seen.append(r)):
+            got = hilcore.jaccard_distance(x, 8, 3, backend=backend)
+    finally:
+        torch.set_num_threads(old)
+    assert (want != got).nnz == 0 and np.array_equal(want.data.view(np.int32), got.data.view(np.int32))
+    done = [d for d, _ in _stage_reports(seen)]
+    passes = {"native": 3, "torch": 4}[backend]
+    assert all(a < b for a, b in zip(done, done[1:])) and done[-1] == passes * N
+    assert all(k * N in done for k in range(1, passes + 1))                         # every pass ends
+    if backend == "native":
+        assert all(d % N % 32 == 0 for d in done)
+
+
 def test_native_and_torch_stages_agree_under_reports(x, small_chunks):
     _need("native")
     with _progress.reporting(lambda *r: None):
@@ -92,7 +126,7 @@ def test_native_and_torch_stages_agree_under_reports(x, small_chunks):
     assert (a != b).nnz == 0 and np.array_equal(a.data.view(np.int32), b.data.view(np.int32))
 
 
-def test_native_reports_come_from_the_calling_thread_while_the_call_runs(x, small_chunks):
+def test_native_reports_come_from_the_calling_thread_while_the_call_runs(x, small_chunks, one_thread):
     _need("native")
     me, threads, seen = threading.get_ident(), set(), []
 
@@ -127,7 +161,9 @@ def test_native_blocks_of_rows_change_no_bit(x, threads):
             calls = []
             got = nat.jaccard(xn, rank, 10, 4, math.inf, lambda d, t: calls.append((d, t)), block)[:3]
             assert all(np.array_equal(u.view(np.uint8), v.view(np.uint8)) for u, v in zip(want, got)), block
-            assert len(calls) == 3 * -(-N // block) and calls[-1] == (3 * N, 3 * N)
+            assert calls[-1] == (3 * N, 3 * N) and all(a < b for (a, _), (b, _) in zip(calls, calls[1:]))
+            if threads == 1:                              # the calling thread passes every block end
+                assert len(calls) == 3 * -(-N // block)
     finally:
         torch.set_num_threads(old)
 
@@ -146,7 +182,8 @@ def test_native_progress_arguments_are_checked(x):
 
 
 @pytest.mark.parametrize("backend, passes", [("native", 3), ("torch", 4)])
-def test_hil_cluster_progress_shows_the_jaccard_passes_rows(x, tmp_path, capsys, backend, passes, small_chunks):
+def test_hil_cluster_progress_shows_the_jaccard_passes_rows(x, tmp_path, capsys, backend, passes, small_chunks,
+                                                           one_thread):
     pytest.importorskip("tqdm")
     _need(backend)
     f = tmp_path / "f.npy"

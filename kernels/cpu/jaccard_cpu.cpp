@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -14,61 +16,65 @@ namespace hilcore {
 
 namespace {
 
-// One thread's state of build_rows, on its own cache lines: its scratch (made by the thread at its
-// first block) and the rows it appended so far.
-template <class Idx, class Scratch>
-struct alignas(64) RowsSlot {
-  Scratch scratch;
-  bool made = false;
-  std::vector<Idx> idx;
-  std::vector<float> val;
-};
-
 // Build a CSR whose rows are produced independently (in parallel, any order):
 // fn(i, scratch, idx_out, val_out) appends row i. Each thread makes its own
 // scratch with make(); rows are then copied into place, so the result does
-// not depend on the thread count. The rows run in blocks (ticks: one block
-// without a progress function), ticks' fn called after each, outside the
-// parallel region; a row does not depend on its block either.
+// not depend on the thread count. With a progress function (ticks), the
+// threads count the rows they finish and the calling thread (OpenMP's thread
+// 0), between its own rows, reports each block of rows passed (no barrier:
+// the others go on meanwhile), then the whole pass after the loop; an
+// exception of the function stops the pass (the rows left are skipped) and
+// is rethrown here.
 template <class Idx, class Make, class Fn>
 void build_rows(int64_t n, int nt, const RowTicks& ticks, Make make, Fn fn, std::vector<int64_t>& indptr,
                 std::vector<Idx>& idx, std::vector<float>& val) {
   const bool report = ticks.progress != nullptr && static_cast<bool>(ticks.progress->fn);
   const int64_t block = report && ticks.progress->block_rows > 0 ? ticks.progress->block_rows : n;
-  std::vector<RowsSlot<Idx, decltype(make())>> slots(nt);
+  std::atomic<int64_t> finished{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr failure;
+  std::vector<std::vector<Idx>> tidx(nt);
+  std::vector<std::vector<float>> tval(nt);
   std::vector<int64_t> start(n), len(n);
   std::vector<int> owner(n);
-  for (int64_t b0 = 0; b0 < n; b0 += block) {
-    const int64_t b1 = std::min(n, b0 + block);
 #pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num();
-      auto& slot = slots[t];
-      if (!slot.made) {
-        slot.scratch = make();
-        slot.made = true;
-      }
-      std::vector<Idx>& I = slot.idx;
-      std::vector<float>& V = slot.val;
+  {
+    const int t = omp_get_thread_num();
+    auto scratch = make();
+    std::vector<Idx>& I = tidx[t];
+    std::vector<float>& V = tval[t];
+    int64_t next = block;  // thread 0: the next block end to report
 #pragma omp for schedule(dynamic, 32)
-      for (int64_t i = b0; i < b1; ++i) {
-        const int64_t s = static_cast<int64_t>(I.size());
-        fn(i, slot.scratch, I, V);
-        owner[i] = t;
-        start[i] = s;
-        len[i] = static_cast<int64_t>(I.size()) - s;
+    for (int64_t i = 0; i < n; ++i) {
+      if (report && failed.load(std::memory_order_relaxed)) continue;
+      const int64_t s = static_cast<int64_t>(I.size());
+      fn(i, scratch, I, V);
+      owner[i] = t;
+      start[i] = s;
+      len[i] = static_cast<int64_t>(I.size()) - s;
+      if (!report) continue;
+      const int64_t done = finished.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (t == 0 && done >= next && done < n && !failed.load(std::memory_order_relaxed)) {
+        next = (done / block + 1) * block;
+        try {
+          ticks.progress->fn(ticks.before + done / block * block, ticks.total);
+        } catch (...) {
+          failure = std::current_exception();
+          failed.store(true, std::memory_order_relaxed);
+        }
       }
     }
-    if (report) ticks.progress->fn(ticks.before + b1, ticks.total);
   }
+  if (failure) std::rethrow_exception(failure);
+  if (report) ticks.progress->fn(ticks.before + n, ticks.total);
   indptr.assign(n + 1, 0);
   for (int64_t i = 0; i < n; ++i) indptr[i + 1] = indptr[i] + len[i];
   idx.resize(indptr[n]);
   val.resize(indptr[n]);
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t i = 0; i < n; ++i) {
-    std::copy_n(slots[owner[i]].idx.begin() + start[i], len[i], idx.begin() + indptr[i]);
-    std::copy_n(slots[owner[i]].val.begin() + start[i], len[i], val.begin() + indptr[i]);
+    std::copy_n(tidx[owner[i]].begin() + start[i], len[i], idx.begin() + indptr[i]);
+    std::copy_n(tval[owner[i]].begin() + start[i], len[i], val.begin() + indptr[i]);
   }
 }
 

@@ -22,14 +22,16 @@ struct JaccardRows {
 };
 
 // Optional progress of jaccard_cpu's row passes (the expansion and weights, the query expansion when
-// k2 > 1, the pairs): each pass runs its rows in blocks of `block_rows` (every row computed as in one
-// block: the result does not depend on it), and after each block `fn(done, total)` is called on the
-// calling thread, outside every parallel region, with done = rows finished over the passes so far and
-// total = passes * n (done reaches total). An empty fn: no call, each pass one block. An exception
-// thrown by fn leaves jaccard_cpu (with `out` unspecified).
+// k2 > 1, the pairs): while a pass runs, the calling thread (OpenMP's thread 0, which takes rows like the
+// others) calls `fn(done, total)` between its own rows each time the rows finished by all threads pass
+// another multiple of `block_rows` (done = the rows of the earlier passes plus that multiple; the other
+// threads do not wait), and once after the pass with its last row counted; total = passes * n, so done
+// only grows and ends at total. The result does not depend on it. An empty fn: no call and no counting.
+// An exception thrown by fn stops the pass (its remaining rows are skipped) and leaves jaccard_cpu
+// (`out` unspecified).
 struct JaccardProgress {
   std::function<void(int64_t done, int64_t total)> fn;
-  int64_t block_rows = 0;  // <= 0: n (one block per pass)
+  int64_t block_rows = 0;  // <= 0: n (a report after each pass only)
 };
 
 // Layout: x row-major [n, d] float32 with L2-normalised rows; rank row-major
@@ -53,9 +55,9 @@ void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int6
                  int64_t k2, float max_distance, int num_threads, JaccardCsr* out,
                  const JaccardProgress* progress = nullptr);
 
-// Where a row pass reports (RowTicks): JaccardProgress's fn and block, and the rows of the passes before it.
+// Where a row pass reports: JaccardProgress's fn and block, and the rows of the passes before it.
 struct RowTicks {
-  const JaccardProgress* progress = nullptr;  // null or an empty fn: no reports, one block
+  const JaccardProgress* progress = nullptr;  // null or an empty fn: no reports
   int64_t before = 0;                         // rows finished by the earlier passes
   int64_t total = 0;                          // passes * n
 };

@@ -10,8 +10,8 @@ from ..._dispatch import native_module
 
 #: The stages the C++ code times, in order.
 STAGES = ("reciprocal_weights", "query_expansion", "inverted_index", "jaccard")
-#: Rows per progress report of the row passes, when a :mod:`hilcore._progress` hook is set (without one
-#: each pass runs as one block); the result does not depend on it.
+#: Rows per progress report of the row passes, when a :mod:`hilcore._progress` hook is set (without one the
+#: rows are not counted); the result does not depend on it.
 BLOCK_ROWS = 4096
 
 
@@ -26,8 +26,9 @@ def jaccard(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_distance:
 
     Under a :mod:`hilcore._progress` hook, the C++ row passes (expansion and
     weights, query expansion when ``k2 > 1``, pairs) report ``("stages", done,
-    passes * N)`` after each block of :data:`BLOCK_ROWS` rows, ``done`` counting
-    the rows over the passes (:func:`hilcore._progress.rows_pass`).
+    passes * N)`` from the calling thread each time another :data:`BLOCK_ROWS`
+    rows are finished (the other threads go on meanwhile) and after each pass,
+    ``done`` counting the rows over the passes (as :func:`hilcore._progress.rows_pass`).
     """
     nat = native_module()
     xa = x.to(torch.float32).contiguous().numpy()
