@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
         for _ in range(a.rounds):
             for so in ([a.baseline_so] if a.baseline_so else []) + [None]:
                 cmd = common + (["--so", str(so)] if so else [])
-                got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+                proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                got = json.loads(proc.stdout.splitlines()[-1])
                 for name, r in got.items():
                     secs.setdefault(name, []).extend(r["seconds"])
                     digests.add(r["digest"])
