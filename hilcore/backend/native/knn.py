@@ -129,9 +129,20 @@ def int8_matmul():
     return _INT8_MATMUL[0]
 
 
-def default_extra(k: int) -> int:
-    """Extra candidates per row (K' = k + extra) of the int8 path."""
-    return 2 * k + 8
+def default_extra(k: int, n: int = 0) -> int:
+    """Extra candidates per row (K' = k + extra) of the int8 path for ``n`` query rows.
+
+    Many: the int8 bound is loose (about 0.02 for unit rows at D = 1536-2048), so with 2k + 8 candidates
+    most rows of ReID-like data (clusters of ~15 images in a dense crowd) were not certified and took the
+    second int8 pass against every column. The tile merges take their offers in batches
+    (``knn_simd::BatchedList``), so a long list costs little in the merges, and the rescoring stops once
+    the next candidate cannot enter, so only rows that need the extra candidates pay for them. The lists
+    (12 bytes a candidate) stay within 1 GiB: beyond that many rows, fewer extra (never under 2k + 8).
+    """
+    extra = 4 * k + 128
+    if n * (k + extra) * 12 > 1 << 30:
+        extra = max(2 * k + 8, (1 << 30) // (12 * n) - k)
+    return extra
 
 
 @ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
@@ -173,7 +184,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
         use_int8 = False
     if not use_int8 or n == 0:
         return _knn_fp32(x, k, y is None, db, tile, extra, info)
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, info)
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k, x.shape[0]) if extra is None else extra, info)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
