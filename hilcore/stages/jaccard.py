@@ -255,22 +255,23 @@ def weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, rows=N
 
     ``x``: the local rows' normalised float32 features; ``(indptr, indices)``: E as CSR (global ids).
     The normaliser adds a row's weights in ascending column order, from 0. ``tick(rows)`` (optional) is
-    called after each chunk of entries with the rows whose first entries add up to the entries done
-    (the rows whose dot products are done, in one process; the entries go in row order).
+    called after a chunk of entries that completes rows, with the rows whose entries lie within the
+    entries done (in one process the entries go in row order: the rows whose dot products are done).
     """
     rows = LocalRows(x.shape[0]) if rows is None else rows
     n_l, dim = x.shape
     r = row_ids(indptr)
     sims = torch.empty(indices.shape[0], dtype=torch.float32, device=x.device)
     step = max(1, CHUNK_ELEMENTS // max(dim, 1))
-    done = 0
+    done, reported = 0, 0
     for ent, tab, pos in rows.rounds(indices, x):  # the columns' features, one owner at a time
         for s in range(0, ent.shape[0], step):
             e = ent[s:s + step]
             sims[e] = dot_rows(x[r[e]], tab[pos[s:s + step]])
             done += e.shape[0]
-            if tick is not None:
-                tick(int(torch.searchsorted(indptr[1:], done, right=True)))
+            if tick is not None and (now := int(torch.searchsorted(indptr[1:], done, right=True))) > reported:
+                reported = now
+                tick(now)
     w = softmax_numerators(sims)
     total = torch.zeros(n_l, dtype=torch.float32, device=x.device).index_add_(0, r, w)
     return w / total[r]
