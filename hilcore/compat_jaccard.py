@@ -73,17 +73,18 @@ def _weights(x: torch.Tensor, eptr: torch.Tensor, eidx: torch.Tensor, mat: np.dt
     however many run together); the softmax runs once per group of rows with the same expanded-set size
     (torch's softmax of an ``[R, K]`` tensor is row by row the softmax of each ``[1, K]`` row). Cast to the
     matrix dtype as NumPy casts."""
-    ptr = eptr.tolist()
-    idx = eidx.to(x.device)
-    n, dim = x.shape
-    flat = torch.empty(ptr[-1], dtype=x.dtype, device=x.device)
-    buf = torch.empty((max((b - a for a, b in zip(ptr, ptr[1:])), default=0), dim), dtype=x.dtype, device=x.device)
+    sizes = (eptr[1:] - eptr[:-1]).tolist()
+    flat = torch.empty(int(eptr[-1]), dtype=x.dtype, device=x.device)
+    buf = torch.empty((max(sizes, default=0), x.shape[1]), dtype=x.dtype, device=x.device)
+    blocks = {k: (buf[:k], buf[:k].t()) for k in set(sizes)}  # buf[:k] and its transpose, made once per size
+    # per-row views made by one call each: the rows x[i:i + 1], the sets E(i), the [1, k] outputs
+    outs = [o.view(1, o.shape[0]) for o in flat.split(sizes)]
     mm, select = torch.mm, torch.index_select
-    for i, (a, b) in enumerate(zip(ptr, ptr[1:])):
-        if b > a:
-            rows = buf[:b - a]
-            select(x, 0, idx[a:b], out=rows)
-            mm(x[i:i + 1], rows.t(), out=flat[a:b].view(1, b - a))
+    for xi, ei, oi, k in zip(x.split(1), eidx.to(x.device).split(sizes), outs, sizes):
+        if k:
+            rows, rows_t = blocks[k]
+            select(x, 0, ei, out=rows)
+            mm(xi, rows_t, out=oi)
     neg = -(2 - 2 * flat)
     out = torch.empty_like(neg)
     sizes = eptr[1:] - eptr[:-1]
