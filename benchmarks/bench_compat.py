@@ -30,7 +30,7 @@ that the matrices agree to float32 rounding and the labels are identical, and ti
 vs compat) on the original's matrix, both sides taking turns. The original runs once (minutes at N = 12,000);
 the switched step and the DBSCANs ``--repeats`` times (medians).
 
-    python benchmarks/bench_compat.py --step --n 12000 --dim 2048 --threads 1
+    python benchmarks/bench_compat.py --step --n 12000 --dim 2048 --threads 2 --repeats 2
 
 Results go to ``benchmarks/results/compat_step_<device>_<model>.json``.
 """
