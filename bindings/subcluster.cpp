@@ -27,12 +27,24 @@ f32 cluster_centers(const f32& x, const i64& labels, int64_t c) {
 }
 
 py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, int64_t k, int64_t iters,
-                          const f64& u, bool bounded) {
+                          const f64& u, bool bounded, const py::object& rows_obj) {
   check_array(xm, "xm", 2);
   check_array(starts, "starts", 1);
   check_array(sizes, "sizes", 1);
   check_array(u, "u", 3);
-  const int64_t m = xm.shape(0), d = xm.shape(1), e = starts.shape(0);
+  const int64_t n = xm.shape(0), d = xm.shape(1), e = starts.shape(0);
+  int64_t m = n;
+  i64 rows;
+  const int64_t* idx = nullptr;
+  if (!rows_obj.is_none()) {
+    rows = expect_array<int64_t>(rows_obj, "rows", 1, "int64");
+    m = rows.shape(0);
+    idx = rows.data();
+    for (int64_t r = 0; r < m; ++r)
+      if (idx[r] < 0 || idx[r] >= n)
+        throw py::value_error("rows: expected row ids in [0, " + std::to_string(n) + "), got rows[" +
+                              std::to_string(r) + "] = " + std::to_string(idx[r]));
+  }
   if (sizes.shape(0) != e) throw py::value_error("sizes: expected as many entries as starts");
   if (u.shape(0) != e || u.shape(2) != k) throw py::value_error("u: expected shape [E, runs, k]");
   const int64_t runs = u.shape(1);
@@ -43,7 +55,7 @@ py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, in
     py::gil_scoped_release nogil;
     st = hilcore::kmeans_segments_cpu(xm.data(), m, d, starts.data(), sizes.data(), e, k, runs, iters, u.data(),
                                       bounded, cen.mutable_data(), cnt.mutable_data(), first.mutable_data(),
-                                      evals.mutable_data());
+                                      evals.mutable_data(), idx);
   }
   check_status(st, "kmeans_segments_cpu");
   return py::make_tuple(cen, cnt, first, evals);
@@ -55,8 +67,9 @@ void register_subcluster(py::module_& m) {
   m.def("cluster_centers", &cluster_centers, py::arg("x"), py::arg("labels"), py::arg("c"),
         "[C, D] float32 mean of the rows of each cluster (labels -1 ignored)");
   m.def("kmeans_segments", &kmeans_segments, py::arg("xm"), py::arg("starts"), py::arg("sizes"), py::arg("k"),
-        py::arg("iters"), py::arg("u"), py::arg("bounded") = true,
-        "Batched k-means inside row segments; returns (centres [E,k,D], counts [E,k], first row [E,k], "
-        "distance evaluations [E]); bounded=False runs the plain Lloyd loop (same results, every distance)");
+        py::arg("iters"), py::arg("u"), py::arg("bounded") = true, py::arg("rows") = py::none(),
+        "Batched k-means inside row segments; returns (centres [E,k,D], counts [E,k], first position [E,k], "
+        "distance evaluations [E]); bounded=False runs the plain Lloyd loop (same results, every distance); "
+        "rows: int64 row ids into xm, the members (segments are ranges of them), read in place");
 }
 }  // namespace hilcore_bindings

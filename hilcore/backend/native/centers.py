@@ -31,10 +31,11 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
             info.setdefault("distance_evals", 0)
         return sub, cnt, first
     mem, _, starts, sizes = segments(lab, elig)
-    xm = x[mem].contiguous()
     ue = u[elig].contiguous()
-    cen_e, cnt_e, first_e, evals = native_module().kmeans_segments(xm.numpy(), starts.numpy(), sizes.numpy(), k,
-                                                                   iters, ue.numpy(), bounded)
+    # the members are read in place through their row ids (each segment gathered by the thread that runs it)
+    cen_e, cnt_e, first_e, evals = native_module().kmeans_segments(x.contiguous().numpy(), starts.numpy(),
+                                                                   sizes.numpy(), k, iters, ue.numpy(), bounded,
+                                                                   mem.contiguous().numpy())
     if info is not None:
         info["distance_evals"] = info.get("distance_evals", 0) + int(evals.sum())
     sub[elig] = torch.from_numpy(cen_e)
