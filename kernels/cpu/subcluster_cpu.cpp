@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "cpu/rowsum.h"
 
 #if defined(__SSE2__)
 #include "cpu/x86/lanes_sse2.h"
@@ -421,11 +422,12 @@ struct KMeansRun {
         std::fill(sums.begin() + j * d, sums.begin() + (j + 1) * d, 0.0);
         cnt[j] = 0;
       }
+    const rowsum::AddFn add = rowsum::ops().add;
     for (int64_t i = 0; i < n; ++i) {
       if (!chg[a[i]]) continue;
       double* s = sums.data() + a[i] * d;
       const float* xr = x + i * d;
-      for (int64_t q = 0; q < d; ++q) s[q] += static_cast<double>(xr[q]);
+      add(s, xr, d);
       ++cnt[a[i]];
     }
     moved = false;
@@ -433,7 +435,7 @@ struct KMeansRun {
       delta[j] = 0.0;
       if (!chg[j] || cnt[j] == 0) continue;
       float* cj = cen.data() + j * d;
-      for (int64_t q = 0; q < d; ++q) newc[q] = static_cast<float>(sums[j * d + q] / static_cast<double>(cnt[j]));
+      rowsum::ops().mean(sums.data() + j * d, cnt[j], d, newc.data());
       if (bounded) {  // how far the centre moved (an upper bound; 0 when it did not)
         const float* pn = newc.data();
         const float* po = cj;
@@ -576,6 +578,7 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
   std::vector<int64_t> members(start[c]), fill(start.begin(), start.end() - 1);
   for (int64_t i = 0; i < n; ++i)
     if (labels[i] >= 0) members[fill[labels[i]]++] = i;
+  const rowsum::Ops& rs = rowsum::ops();
 #pragma omp parallel
   {
     std::vector<double> s(d);
@@ -587,9 +590,9 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
       std::fill(s.begin(), s.end(), 0.0);
       for (int64_t t = start[j]; t < start[j + 1]; ++t) {
         const float* xr = x + members[t] * d;
-        for (int64_t q = 0; q < d; ++q) s[q] += static_cast<double>(xr[q]);
+        rs.add(s.data(), xr, d);
       }
-      for (int64_t q = 0; q < d; ++q) o[q] = static_cast<float>(s[q] / static_cast<double>(cnt));
+      rs.mean(s.data(), cnt, d, o);
     }
   }
   return 0;
