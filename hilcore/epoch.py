@@ -341,9 +341,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
         fmap = torch.full((n_shared,), -1, dtype=torch.int64, device=dev)
         fmap[fresh_ids] = torch.arange(q, device=dev)
         lf = torch.where(ls >= 0, fmap[ls.clamp(min=0)], ls)
-        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
-        n_r = mr.shape[0]
-        xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
+        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, ascending: RGB rows first
+        xs = _gather_rows(mr, mi, rows)
         if not normalized:
             xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
         lf = lf[rows]
@@ -359,6 +358,17 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
                                            iters=SUB_DEFAULTS["iters"], eps=SUB_DEFAULTS["eps"],
                                            min_samples=SUB_DEFAULTS["min_samples"], centres=cen_f if same else None)
     return s_cen, s_multi
+
+
+def _gather_rows(mr: torch.Tensor, mi: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([mr, mi])[rows]`` for ascending ``rows``, gathered straight into one buffer (one host read:
+    where the RGB rows end)."""
+    n_r = mr.shape[0]
+    k = int(torch.searchsorted(rows, n_r))
+    xs = torch.empty(rows.numel(), mr.shape[1], dtype=mr.dtype, device=mr.device)
+    torch.index_select(mr, 0, rows[:k], out=xs[:k])
+    torch.index_select(mi, 0, rows[k:] - n_r, out=xs[k:])
+    return xs
 
 
 def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: dict):
