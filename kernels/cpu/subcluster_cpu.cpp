@@ -188,7 +188,7 @@ struct KMeansRun {
   std::vector<int64_t> a, prev, cnt;
   std::vector<double> sums, ub, lb, delta;
   std::vector<float> sc, newc;
-  std::vector<char> chg;
+  std::vector<char> chg, cc_ok;  // cc_ok[j]: cc[j] is the norm of the current centre j
   bool have_bounds = false, moved = false;
   // gram: [n, n] dot(x_p, x_q) of the segment's rows when the caller built it (bounded runs of small
   // segments): the seeds are rows, so every seeding distance and the first Lloyd step's scores are
@@ -201,7 +201,7 @@ struct KMeansRun {
       : x(x_), xx(xx_), nx(nx_), n(n_), d(d_), k(k_), u(u_), bounded(bounded_), g(slack_g(d_)), cen(k_ * d_),
         cc(k_), owner(bounded_ ? n_ : 0, -1), uo(bounded_ ? n_ : 0), lbs(bounded_ ? n_ * k_ : 0), a(n_, -1),
         prev(n_, -1), cnt(k_, 0), sums(k_ * d_), ub(n_), lb(n_ * k_), delta(k_, 0.0), sc(n_ * k_), newc(d_),
-        chg(k_), sidx(k_, 0) {
+        chg(k_), cc_ok(k_, 0), sidx(k_, 0) {
     pa.reserve(n * k);
     pb.reserve(n * k);
     who.reserve(n * k);
@@ -298,8 +298,12 @@ struct KMeansRun {
     }
   }
 
-  void norms() {
-    for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
+  void norms() {  // cc[j] = dot(c_j, c_j), computed again only for the centres that changed since
+    for (int64_t j = 0; j < k; ++j)
+      if (!cc_ok[j]) {
+        cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
+        cc_ok[j] = 1;
+      }
   }
   int64_t first_min(const float* s) const {  // the plain loop's rule: first minimum
     float bs = inf;
@@ -436,13 +440,15 @@ struct KMeansRun {
       if (!chg[j] || cnt[j] == 0) continue;
       float* cj = cen.data() + j * d;
       rowsum::ops().mean(sums.data() + j * d, cnt[j], d, newc.data());
-      if (bounded) {  // how far the centre moved (an upper bound; 0 when it did not)
+      if (std::memcmp(newc.data(), cj, sizeof(float) * d) == 0) continue;  // the same centre, the same bits
+      cc_ok[j] = 0;
+      if (bounded) {  // how far the centre moved (an upper bound)
         const float* pn = newc.data();
         const float* po = cj;
         float s2;
         sqdiffs<1>(&pn, &po, d, &s2);
-        delta[j] = std::memcmp(pn, po, sizeof(float) * d) == 0 ? 0.0 : dist_upper(s2, g);
-        moved = moved || delta[j] > 0;
+        delta[j] = dist_upper(s2, g);
+        moved = true;
       }
       std::memcpy(cj, newc.data(), sizeof(float) * d);
     }
