@@ -221,3 +221,28 @@ def test_native_means_round_like_the_float64_quotient():
         got = nat.cluster_centers(x, labels.astype(np.int64), c)
         np.testing.assert_array_equal(got, want)
     assert want[0, 0] == np.float32(1)  # the tie went to the even neighbour
+
+
+@pytest.mark.skipif(hilcore._dispatch.native_module() is None, reason="hilcore._native is not built")
+def test_native_kmeans_segments_rows_and_out_equal_the_gathered_call():
+    """kmeans_segments reading its members through row ids and writing each segment's centres into given rows of
+    ``out`` returns what the call on the gathered members returns; bad ids and a half-given output are refused."""
+    nat = hilcore._dispatch.native_module()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((90, 13)).astype(np.float32)
+    mem = rng.permutation(90)[:70].astype(np.int64)
+    starts, sizes = np.array([0, 25, 31], dtype=np.int64), np.array([25, 6, 39], dtype=np.int64)
+    u = rng.random((3, 4, 3))
+    want = nat.kmeans_segments(np.ascontiguousarray(x[mem]), starts, sizes, 3, 30, u)
+    out = np.full((5, 3, 13), 7.0, dtype=np.float32)
+    got = nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 2], dtype=np.int64))
+    np.testing.assert_array_equal(out[[4, 0, 2]], want[0])
+    assert np.all(out[[1, 3]] == 7.0)  # rows no segment names are left alone
+    for a, b in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="out, out_ids: pass both or neither"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out)
+    with pytest.raises(ValueError, match=r"out_ids: expected rows of out in \[0, 5\), got 5"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 5], dtype=np.int64))
+    with pytest.raises(ValueError, match=r"rows: expected row ids in \[0, 90\), got rows\[0\] = 90"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, np.full(70, 90, dtype=np.int64))

@@ -606,7 +606,8 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
 
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
                         int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
-                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows) {
+                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows,
+                        const int64_t* cen_rows) {
   HILCORE_CHECK_MSG(m >= 0 && d > 0 && e >= 0 && k > 0 && runs > 0 && iters > 0,
                     values({{"m", m}, {"d", d}, {"e", e}, {"k", k}, {"runs", runs}, {"iters", iters}}));
   for (int64_t s = 0; s < e; ++s)
@@ -620,8 +621,9 @@ int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* st
 #pragma omp for schedule(dynamic, 1)
     for (int64_t s = 0; s < e; ++s) {
       seg.load(xm, rows, starts[s], sizes[s], d);
-      segment_kmeans(seg, starts[s], sizes[s], d, k, runs, iters, u + s * runs * k, bounded, cen + s * k * d,
-                     cnt + s * k, first + s * k, evals + s);
+      float* cs = cen + (cen_rows ? cen_rows[s] : s) * k * d;
+      segment_kmeans(seg, starts[s], sizes[s], d, k, runs, iters, u + s * runs * k, bounded, cs, cnt + s * k,
+                     first + s * k, evals + s);
     }
   }
   return 0;

@@ -22,9 +22,11 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
 // centres are rows) are look-ups of the same dot products; the outputs are bit for bit those of
 // bounded = false, the plain loop. rows: null (the members are xm's m rows) or the m members' row ids
 // into xm (checked by the caller), read in place: each segment's rows are gathered by the thread that
-// runs it. Returns 0 on success.
+// runs it. cen_rows: null (segment s's centres go to cen[s]) or the row of cen [*, k, d] each segment's
+// centres go to (checked by the caller). Returns 0 on success.
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
                         int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
-                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows = nullptr);
+                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows = nullptr,
+                        const int64_t* cen_rows = nullptr);
 
 }  // namespace hilcore
