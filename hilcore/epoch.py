@@ -332,8 +332,14 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
     s_multi = torch.empty(n_shared, 1 + cfg.n_sub, d, dtype=torch.float32, device=dev)
     fresh = torch.ones(n_shared, dtype=torch.bool, device=dev)
     for (ids, sid), name in zip(_single_modality_clusters(m, cfg.match_mode, dev), ("rgb", "ir")):
-        s_cen[sid] = torch.as_tensor(per[name][1]).to(dev)[ids]
-        s_multi[sid] = torch.as_tensor(per[name][2]).to(dev)[ids]
+        cen, multi = (torch.as_tensor(t).to(dev) for t in per[name][1:3])
+        if cfg.match_mode == "both":  # shared ids of a consecutive range: gathered straight into place
+            lo = int(len(m.pairs)) + (0 if name == "rgb" else len(m.unmatched_rgb))
+            torch.index_select(cen, 0, ids, out=s_cen[lo:lo + ids.numel()])
+            torch.index_select(multi, 0, ids, out=s_multi[lo:lo + ids.numel()])
+        else:
+            s_cen[sid] = cen[ids]
+            s_multi[sid] = multi[ids]
         fresh[sid] = False
     fresh_ids = torch.nonzero(fresh).flatten()
     q = fresh_ids.numel()
