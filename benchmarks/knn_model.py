@@ -74,6 +74,21 @@ def _rounds(curve: list[float], tiles: int) -> float:
     return float(sum(curve[:tiles])) + max(0, tiles - len(curve)) * curve[-1]
 
 
+def _price(terms, l2_bytes_per_s: float) -> float:
+    """Seconds of a stage's parts at an L2 bandwidth: each part (compute seconds, L2 bytes, HBM bytes) takes the
+    largest of its compute, L2 and HBM times (roofline), the parts run one after another."""
+    return sum(max(c, l2 / l2_bytes_per_s, hbm / H100["hbm_bytes_per_s"]) for c, l2, hbm in terms)
+
+
+def _priced(stage: dict, terms, launches: int) -> dict:
+    """``stage`` with its times at the assumed and at the pessimistic L2 bandwidth, and its parts kept under
+    ``_terms`` (for :func:`l2_to_meet`; dropped before the JSON is written)."""
+    extra = launches * H100["launch_s"]
+    stage.update(time_s=_price(terms, H100["l2_bytes_per_s"]) + extra,
+                 time_s_l2_5p5=_price(terms, L2_PESSIMISTIC) + extra, _terms=(list(terms), extra))
+    return stage
+
+
 def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float]) -> dict:
     n, m, dp, cols = int(a["N"]), int(a["M"]), int(a["DP"]), int(a["COLS"])
     bm, bn, kp = kw["BLOCK_M"], kw["BLOCK_N"], kw["KP"]
@@ -83,7 +98,7 @@ def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float])
     slots = H100["sms"] * per_sm
     programs = [(r, s) for s in range(sp) for r in range(rt)]  # blockIdx.x (row tile) varies fastest
     waves = math.ceil(len(programs) / slots)
-    t = t55 = t_gemm = t_sel = flops = l2 = hbm = sel_ops = 0.0
+    terms, t_gemm, t_sel, flops, l2, hbm, keys, sel_ops = [], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     def rows_in(r):  # masked rows and columns are not loaded
         return min(bm, n - r * bm)
 
@@ -93,37 +108,35 @@ def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float])
     for w in range(waves):
         wave = programs[w * slots:(w + 1) * slots]
         f_w = sum(2.0 * bm * bn * dp * tiles[s] for _, s in wave)
-        l2_w = sum((tiles[s] * rows_in(r) + cols_in(s)) * dp * 2.0 + rows_in(r) * kp * 8.0 for r, s in wave)
+        keys_w = sum(rows_in(r) * kp * 8.0 for r, _ in wave)  # the KP kept keys of each row, written once
+        l2_w = sum((tiles[s] * rows_in(r) + cols_in(s)) * dp * 2.0 for r, s in wave) + keys_w
         hbm_w = (sum(rows_in(r) for r in {r for r, _ in wave}) * dp * 2.0
-                 + sum(cols_in(s) for s in {s for _, s in wave}) * dp * 2.0
-                 + sum(rows_in(r) for r, _ in wave) * kp * 8.0)
+                 + sum(cols_in(s) for s in {s for _, s in wave}) * dp * 2.0 + keys_w)
         # one program per SM slot: its GEMM, then its selection (not overlapped), at the SM's share of the peaks
         longest = max(tiles[s] for _, s in wave)
         gemm_prog = 2.0 * bm * bn * dp * longest / (H100["fp16_tensor_flops"] / slots)
         sel_prog = bm * bn * (SELECT_OPS_PER_ENTRY * longest + ROUND_OPS_PER_ENTRY * _rounds(curve, longest)) \
             / (LANE_OPS / slots)
-        t += max(gemm_prog + sel_prog, l2_w / H100["l2_bytes_per_s"], hbm_w / H100["hbm_bytes_per_s"])
-        t55 += max(gemm_prog + sel_prog, l2_w / L2_PESSIMISTIC, hbm_w / H100["hbm_bytes_per_s"])
+        terms.append((gemm_prog + sel_prog, l2_w, hbm_w))
         t_gemm += gemm_prog
         t_sel += sel_prog
-        flops, l2, hbm = flops + f_w, l2 + l2_w, hbm + hbm_w
+        flops, l2, hbm, keys = flops + f_w, l2 + l2_w, hbm + hbm_w, keys + keys_w
         sel_ops += sum(bm * bn * (SELECT_OPS_PER_ENTRY * tiles[s] + ROUND_OPS_PER_ENTRY * _rounds(curve, tiles[s]))
                        for _, s in wave)
-    return dict(stage="candidates", flops_tensor=flops, selection_lane_ops=sel_ops, l2_bytes=l2, hbm_bytes=hbm,
-                programs=len(programs), programs_per_sm=per_sm, waves=waves, time_s=t + H100["launch_s"],
-                time_s_l2_5p5=t55 + H100["launch_s"], time_s_tensor_cores=t_gemm, time_s_selection=t_sel,
-                config=dict(BLOCK_M=bm, BLOCK_N=bn, KC=kp, splits=sp,
-                            merge_rounds_per_program=_rounds(curve, max(tiles)),
-                            rounds_from="emulation" if curve else f"assumed {DEFAULT_ROUNDS_PER_TILE}/tile"))
+    return _priced(dict(stage="candidates", flops_tensor=flops, selection_lane_ops=sel_ops, l2_bytes=l2,
+                        key_write_bytes=keys, hbm_bytes=hbm, programs=len(programs), programs_per_sm=per_sm,
+                        waves=waves, time_s_tensor_cores=t_gemm, time_s_selection=t_sel,
+                        config=dict(BLOCK_M=bm, BLOCK_N=bn, KC=kp, splits=sp,
+                                    merge_rounds_per_program=_rounds(curve, max(tiles)),
+                                    rounds_from="emulation" if curve else f"assumed {DEFAULT_ROUNDS_PER_TILE}/tile")),
+                   terms, 1)
 
 
 def _prep_cost(a: dict, kw: dict, grid) -> dict:
     n, d, dp = int(a["N"]), int(a["D"]), int(a["DP"])
     hbm = n * d * 4.0 + n * dp * 2.0 + 12.0 * n
-    return dict(stage="prep", flops_tensor=0.0, l2_bytes=hbm, hbm_bytes=hbm, programs=grid[0],
-                time_s_l2_5p5=hbm / H100["hbm_bytes_per_s"] + H100["launch_s"],
-                waves=math.ceil(grid[0] / (H100["sms"] * 16)),
-                time_s=hbm / H100["hbm_bytes_per_s"] + H100["launch_s"])
+    return _priced(dict(stage="prep", flops_tensor=0.0, l2_bytes=hbm, hbm_bytes=hbm, programs=grid[0],
+                        waves=math.ceil(grid[0] / (H100["sms"] * 16))), [(0.0, 0.0, hbm)], 1)
 
 
 def _rescore_cost(a: dict, kw: dict, grid, reads: float) -> dict:
@@ -133,18 +146,16 @@ def _rescore_cost(a: dict, kw: dict, grid, reads: float) -> dict:
     gathered = n * rows * d * 4.0
     own = n * d * 4.0 + n * ncand * 8.0
     flops = 2.0 * n * rows * d
-    t_l2 = (gathered + own) / H100["l2_bytes_per_s"]
     t_hbm_worst = (gathered + own) / H100["hbm_bytes_per_s"]
     # modelled: rows of one identity share their neighbours, so the gathered rows come through L2 and HBM
     # supplies the float32 database about once
     hbm = own + n * d * 4.0
-    t = max(t_l2, hbm / H100["hbm_bytes_per_s"], flops / H100["fp32_flops"])
-    t55 = max((gathered + own) / L2_PESSIMISTIC, t)
-    return dict(stage="rescore", flops_fp32=flops, l2_bytes=gathered + own, hbm_bytes=hbm,
-                time_s_l2_5p5=t55 + H100["launch_s"],
-                hbm_bytes_worst=gathered + own, time_s=t + H100["launch_s"],
-                time_s_worst=max(t_hbm_worst, t) + H100["launch_s"], programs=grid[0],
-                config=dict(KC=kc, CP=kw["CP"], rescored_rows_per_query=rows))
+    terms = [(flops / H100["fp32_flops"], gathered + own, hbm)]
+    out = _priced(dict(stage="rescore", flops_fp32=flops, l2_bytes=gathered + own, hbm_bytes=hbm,
+                       hbm_bytes_worst=gathered + own, programs=grid[0],
+                       config=dict(KC=kc, CP=kw["CP"], rescored_rows_per_query=rows)), terms, 1)
+    out["time_s_worst"] = max(t_hbm_worst, out["time_s"] - H100["launch_s"]) + H100["launch_s"]
+    return out
 
 
 def _fallback_cost(n_rows: int, m: int, d: int, k: int) -> dict:
@@ -158,12 +169,10 @@ def _fallback_cost(n_rows: int, m: int, d: int, k: int) -> dict:
     sp = tknn._splits(rt, m, bn, kp, H100["sms"], tknn.FALLBACK_KEYS)
     flops = 2.0 * rt * bm * m * d
     l2 = rt * m * d * 4.0 * (1 + bn / bm)
-    t = max(flops / min(H100["fp32_flops"], H100["fp32_flops"] * rt * sp / H100["sms"]),
-            l2 / H100["l2_bytes_per_s"], m * d * 4.0 / H100["hbm_bytes_per_s"])
-    t55 = max(t, l2 / L2_PESSIMISTIC)
-    return dict(stage=f"fallback[{n_rows} rows]", flops_fp32=flops, l2_bytes=l2, hbm_bytes=m * d * 4.0,
-                time_s_l2_5p5=t55 + 2 * H100["launch_s"],
-                programs=rt * sp, time_s=t + 2 * H100["launch_s"], config=dict(splits=sp, BLOCK_M=bm, BLOCK_N=bn))
+    compute = flops / min(H100["fp32_flops"], H100["fp32_flops"] * rt * sp / H100["sms"])
+    return _priced(dict(stage=f"fallback[{n_rows} rows]", flops_fp32=flops, l2_bytes=l2, hbm_bytes=m * d * 4.0,
+                        programs=rt * sp, config=dict(splits=sp, BLOCK_M=bm, BLOCK_N=bn)),
+                   [(compute, l2, m * d * 4.0)], 2)
 
 
 def _emulated(d: int) -> dict:
@@ -219,6 +228,7 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
     if unc:
         stages.append(_fallback_cost(unc, n, d, k))
     return dict(n=n, d=d, k=k, stages=stages, time_s=sum(s["time_s"] for s in stages),
+                _terms=[s.pop("_terms") for s in stages],
                 emulated_d=em.get("emulated_d"),
                 time_s_l2_5p5=sum(s["time_s_l2_5p5"] for s in stages),
                 l2_bytes=sum(s["l2_bytes"] for s in stages), hbm_bytes=sum(s["hbm_bytes"] for s in stages),
@@ -240,6 +250,23 @@ class contextlib_stack:
         for c in reversed(self.cms):
             c.__exit__(*exc)
         return False
+
+
+def time_at(runs: list[dict], l2_bytes_per_s: float) -> float:
+    """Modelled seconds of ``runs`` (:func:`knn_cost` results still holding their ``_terms``) at an L2 bandwidth."""
+    return sum(_price(terms, l2_bytes_per_s) + extra for r in runs for terms, extra in r["_terms"])
+
+
+def l2_to_meet(runs: list[dict], target_s: float = TARGET_S) -> float | None:
+    """The smallest L2 bandwidth (bytes/s, rounded up to 0.01 TB/s) at which ``runs`` take at most ``target_s`` in
+    the model; ``None`` when no L2 bandwidth is enough (compute or HBM alone exceed the target)."""
+    if time_at(runs, 1e18) > target_s:
+        return None
+    lo, hi = 1e9, 1e15
+    for _ in range(200):  # time_at falls as the bandwidth grows: bisection
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if time_at(runs, mid) <= target_s else (mid, hi)
+    return math.ceil(hi / 1e10) * 1e10
 
 
 def model(static_rows: list[dict] | None = None) -> dict:
@@ -267,15 +294,27 @@ def model(static_rows: list[dict] | None = None) -> dict:
             cand = next(s for s in run["stages"] if s["stage"] == "candidates")
             old = next(s for s in before["stages"] if s["stage"] == "candidates")
             run["candidate_pass_before"] = dict(config=old["config"], l2_bytes=old["l2_bytes"],
+                                                key_write_bytes=old["key_write_bytes"],
                                                 hbm_bytes=old["hbm_bytes"], time_s=old["time_s"])
             run["candidate_l2_ratio"] = cand["l2_bytes"] / old["l2_bytes"]
             run["modality"] = mod if len(sizes) > 1 else None
             runs.append(run)
         total = sum(r["time_s"] for r in runs)
-        out["cases"][case] = dict(d=d, runs=runs, time_s=total, time_s_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs),
-                                  candidate_l2_ratio=sum(r["stages"][1]["l2_bytes"] for r in runs)
-                                  / sum(r["candidate_pass_before"]["l2_bytes"] for r in runs),
-                                  meets_target=total <= TARGET_S if len(sizes) > 1 else None)
+        need = l2_to_meet(runs) if len(sizes) > 1 else None
+        cands = [next(s for s in r["stages"] if s["stage"] == "candidates") for r in runs]
+        olds = [r["candidate_pass_before"] for r in runs]
+        out["cases"][case] = dict(
+            d=d, runs=runs, time_s=total, time_s_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs),
+            candidate_l2_ratio=sum(c["l2_bytes"] for c in cands) / sum(o["l2_bytes"] for o in olds),
+            # the operand loads alone (no key writes): the floor set by the tiles and the padding of the last
+            # row and column tiles (ceil(N / BLOCK_M) programs per split each load every column of the split)
+            candidate_operand_l2_ratio=sum(c["l2_bytes"] - c["key_write_bytes"] for c in cands)
+            / sum(o["l2_bytes"] - o["key_write_bytes"] for o in olds),
+            meets_target=total <= TARGET_S if len(sizes) > 1 else None,
+            meets_target_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs) <= TARGET_S if len(sizes) > 1 else None,
+            l2_bytes_per_s_to_meet_target=need)
+        for r in runs:
+            del r["_terms"]
     out["kc"] = tknn.candidates(30)
     return out
 
@@ -287,7 +326,11 @@ def table(doc: dict) -> str:
         head = f"{case}: {1e3 * c['time_s']:.2f} ms ({1e3 * c['time_s_l2_5p5']:.2f} ms at 5.5 TB/s L2)"
         if c.get("meets_target") is not None:
             head += f", target <= {1e3 * doc['target_s']:.0f} ms {'met' if c['meets_target'] else 'MISSED'}"
-        head += f"; candidate-pass L2 bytes {c['candidate_l2_ratio']:.3f} x the 64x32 kernel's"
+        if c.get("meets_target") is not None:
+            need = c.get("l2_bytes_per_s_to_meet_target")
+            head += f" (needs L2 >= {need / 1e12:.2f} TB/s)" if need else " (no L2 bandwidth is enough)"
+        head += (f"; candidate-pass L2 bytes {c['candidate_l2_ratio']:.4f} x the 64x32 kernel's"
+                 f" ({c['candidate_operand_l2_ratio']:.4f} without the key writes)")
         lines.append(head)
         for r in c["runs"]:
             st = ", ".join(f"{s['stage']} {1e3 * s['time_s']:.2f}" for s in r["stages"])

@@ -215,7 +215,30 @@ def test_knn_cost_model_from_the_recorded_launches(doc):
             assert cand["l2_bytes"] <= 0.34 * run["candidate_pass_before"]["l2_bytes"]
         assert case["time_s"] == pytest.approx(sum(r["time_s"] for r in case["runs"]))
     for name in ("sysu_d1536", "sysu_d2048"):
-        assert model["cases"][name]["time_s"] <= model["target_s"] == 8e-3, name
+        case = model["cases"][name]
+        assert case["time_s"] <= model["target_s"] == 8e-3, name
+        # the key writes are the only bytes beside the operand loads
+        assert case["candidate_operand_l2_ratio"] < case["candidate_l2_ratio"], name
+        # the break-even L2 bandwidth agrees with the verdicts at the assumed and the pessimistic figure
+        need = case["l2_bytes_per_s_to_meet_target"]
+        assert need is not None and need <= model["device"]["l2_bytes_per_s"], name
+        assert case["meets_target_l2_5p5"] == (case["time_s_l2_5p5"] <= 8e-3) == (need <= 5.5e12), name
+
+
+def test_knn_model_l2_break_even():
+    """knn_model.l2_to_meet: the smallest L2 bandwidth (rounded up to 0.01 TB/s) at which the priced parts fit
+    the target; None when compute or HBM alone exceed it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import knn_model
+
+    launch = 1e-4
+    runs = [dict(_terms=[([(1e-3, 7e9, 0.0)], launch)]), dict(_terms=[([(0.5e-3, 0.0, 0.0)], 0.0)])]
+    # max(1e-3, 7e9 / bw) + 1e-4 + 0.5e-3 <= 8e-3  <=>  bw >= 7e9 / 7.4e-3 = 0.9459 TB/s
+    assert knn_model.l2_to_meet(runs, 8e-3) == pytest.approx(0.95e12)
+    assert knn_model.time_at(runs, 0.95e12) <= 8e-3 < knn_model.time_at(runs, 0.94e12)
+    assert knn_model.l2_to_meet([dict(_terms=[([(9e-3, 1.0, 0.0)], 0.0)])], 8e-3) is None
+    hbm_bound = [dict(_terms=[([(0.0, 1.0, 3e10)], 0.0)])]  # 30 GB from HBM at 3.35 TB/s: ~9 ms
+    assert knn_model.l2_to_meet(hbm_bound, 8e-3) is None
 
 
 @pytest.mark.skipif(_toolchain_reason() is not None, reason=str(_toolchain_reason()))
