@@ -316,6 +316,73 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
     tl.store(key_ptr + out, best, mask=row_ok[:, None])
 
 
+# _knn_sym_kernel: the candidate pass of the fp16 path in self-search, over the symmetric tiles.
+# Layout: xh [N, DP] float16 as for _knn_cand_kernel; keys [N, NK] int64 (NK = (S + 1) * KP: S row-side
+#   lists, then the column-side list _knn_sym_merge_kernel writes); tt [N, LDT] float32, LDT = (NB // 2) * BT.
+# Row blocks of BT rows, NB = cdiv(N, BT). Program (b, sp) owns block b and sweeps the tiles (b, b + t mod NB)
+#   for t in its part [sp*TS, (sp+1)*TS) of 0..T_b, T_b = (NB - 1) // 2, plus NB / 2 when NB is even and
+#   b < NB / 2: every unordered pair of blocks exactly once (the diagonal tile at t = 0), as many tiles per
+#   block +-1. The tile s = a(p_i . p_j) feeds the running list of its rows (as in _knn_cand_kernel, self key
+#   on top) and, off the diagonal, is stored transposed: tt[j, (t - 1) * BT + q] = s[q, j] (rows past N: -inf),
+#   so column j's values of the tiles it is the column of lie in its own row of tt. The bound B_i covers them:
+#   |a_ji - p_i . p_j| <= G_tc ||p_i|| ||p_j|| is symmetric.
+@triton.jit
+def _knn_sym_kernel(xh_ptr, key_ptr, tt_ptr, N, NB, DP, TS, LDT, NK,
+                    KP: tl.constexpr, BT: tl.constexpr, BLOCK_K: tl.constexpr):
+    b = tl.program_id(0)
+    sp = tl.program_id(1)
+    rows = b * BT + tl.arange(0, BT)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    q = tl.arange(0, BT)
+
+    slot = tl.arange(0, KP).to(tl.int64)
+    best = tl.zeros([BT, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    half = NB // 2
+    t_end = (NB - 1) // 2 + 1 + ((NB % 2 == 0) & (b < half)).to(tl.int32)
+    t_lo = sp * TS
+    t_hi = tl.minimum(t_end, t_lo + TS)
+    for t in range(t_lo, t_hi):
+        j = b + t
+        j = j - NB * (j >= NB).to(tl.int32)
+        cols = j * BT + q
+        col_ok = cols < N
+        cols64 = cols.to(tl.int64)
+        s = dot_tile_f16(xh_ptr, xh_ptr, rows64, row_ok, cols64, col_ok, DP, DP, DP, BT, BT, BLOCK_K)
+        s = tl.where(row_ok[:, None] & col_ok[None, :] & (s == s), s, float("-inf"))
+        dst = tt_ptr + cols64[None, :] * LDT + ((t - 1) * BT + q)[:, None]
+        tl.store(dst, s, mask=col_ok[None, :] & (t > 0))
+        s = tl.where(rows[:, None] == cols[None, :], float("inf"), s)  # only in the diagonal tile
+        best = _keep_best_f(best, s, rows, cols, True, KP)
+    tl.store(key_ptr + rows64[:, None] * NK + sp * KP + slot[None, :], best, mask=row_ok[:, None])
+
+
+# _knn_sym_merge_kernel: the column side of _knn_sym_kernel. Program p owns rows [p*BR, (p+1)*BR) (BR divides
+#   BT: one block c) and merges the stored tiles of the blocks b = c - t mod NB whose tile (b, c) was computed by
+#   b (t = 1..(NB - 1) // 2, plus NB / 2 when NB is even and c >= NB / 2) into a running list of KP keys, written
+#   at keys[r, KOFF:KOFF + KP].
+@triton.jit
+def _knn_sym_merge_kernel(tt_ptr, key_ptr, N, NB, LDT, NK, KOFF,
+                          KP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr):
+    r0 = tl.program_id(0) * BR
+    rows = r0 + tl.arange(0, BR)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    q = tl.arange(0, BT)
+    c = r0 // BT
+    slot = tl.arange(0, KP).to(tl.int64)
+    best = tl.zeros([BR, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    half = NB // 2
+    t_end = (NB - 1) // 2 + 1 + ((NB % 2 == 0) & (c >= half)).to(tl.int32)
+    for t in range(1, t_end):
+        b = c - t
+        b = b + NB * (b < 0).to(tl.int32)
+        s = tl.load(tt_ptr + rows64[:, None] * LDT + ((t - 1) * BT + q)[None, :], mask=row_ok[:, None],
+                    other=float("-inf"))
+        best = _keep_best_f(best, s, rows, b * BT + q, False, KP)
+    tl.store(key_ptr + rows64[:, None] * NK + KOFF + slot[None, :], best, mask=row_ok[:, None])
+
+
 # _knn_rescore_kernel: rescoring and certificate of the fp16 path for BLOCK_R
 #   query rows per program. keys [N, NCAND] int64 (NCAND = S * KP candidate keys
 #   per row, CP = next power of two >= NCAND); bound [N] float32 (B_i); out_idx
@@ -638,6 +705,43 @@ def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return cert.round_up_f32(b)
 
 
+#: self-search of the fp16 path over the symmetric tiles (:func:`_sym_pass`); False: the full sweep
+SYMMETRIC = True
+#: largest buffer of stored transposed tiles (N x (NB // 2) x BT float32) the symmetric pass allocates; larger
+#: self-searches sweep every tile (_knn_cand_kernel)
+SYM_MAX_BYTES = 2 * 2**30
+
+
+def symmetric(n: int, kc: int, d: int, interpret: bool, major: int = 9) -> bool:
+    """Whether the fp16 self-search of ``n`` rows takes the symmetric pass (:data:`SYMMETRIC` and its stored
+    tiles within :data:`SYM_MAX_BYTES`)."""
+    bm, bn, _, _ = _tc_blocks(kc, d, interpret, major)
+    bt = min(bm, bn)
+    return SYMMETRIC and n * (triton.cdiv(n, bt) // 2) * bt * 4 <= SYM_MAX_BYTES
+
+
+def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bool):
+    """The candidate keys of a self-search over the symmetric tiles: ``_knn_sym_kernel`` over (block, split)
+    (splits chosen like the full sweep's, over the ~NB / 2 + 1 tiles of a block), then
+    ``_knn_sym_merge_kernel``; returns (keys [N, (S + 1) * KC], S)."""
+    n, dp = xh.shape
+    nb = triton.cdiv(n, bt)
+    tiles = (nb - 1) // 2 + 1 + (1 if nb % 2 == 0 else 0)  # the most tiles of one block
+    n_split = _splits(nb, tiles * bt, bt, kc, sms)
+    ts = triton.cdiv(tiles, n_split)
+    n_split = triton.cdiv(tiles, ts)
+    nk = (n_split + 1) * kc
+    ldt = (nb // 2) * bt
+    keys = torch.empty((n, nk), dtype=torch.int64, device=xh.device)
+    tt = torch.empty((n, max(ldt, 1)), dtype=torch.float32, device=xh.device)
+    _knn_sym_kernel[(nb, n_split)](xh, keys, tt, n, nb, dp, ts, ldt, nk, KP=kc, BT=bt, BLOCK_K=bk,
+                                   num_warps=warps, num_stages=1 if interpret else 2)
+    br, mwarps = (bt, 1) if interpret else (min(bt, 32), 4)
+    _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, n, nb, ldt, nk, n_split * kc, KP=kc, BR=br, BT=bt,
+                                                 num_warps=mwarps)
+    return keys, n_split
+
+
 def _fp16_path(x, db, k, kc, self_search, interpret, info):
     n, d = x.shape
     m = db.shape[0]
@@ -647,16 +751,20 @@ def _fp16_path(x, db, k, kc, self_search, interpret, info):
     yh, ys = (xh, xs) if self_search else _prep(db, dp, interpret)
     bound = bounds(d, xs, ys)
 
-    row_tiles = triton.cdiv(n, bm)
-    n_split = _splits(row_tiles, m, bn, kc, _sm_count(x, interpret))
-    cols = triton.cdiv(triton.cdiv(m, n_split), bn) * bn
-    n_split = triton.cdiv(m, cols)
-    keys = torch.empty((n, n_split * kc), dtype=torch.int64, device=x.device)
-    _knn_cand_kernel[(row_tiles, n_split)](xh, yh, keys, n, m, dp, cols,
-                                           SELF=self_search, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                                           num_warps=warps, num_stages=1 if interpret else 2)
+    sym = self_search and symmetric(n, kc, d, interpret, _cc_major(x, interpret))
+    if sym:
+        keys, n_split = _sym_pass(xh, kc, min(bm, bn), bk, warps, _sm_count(x, interpret), interpret)
+    else:
+        row_tiles = triton.cdiv(n, bm)
+        n_split = _splits(row_tiles, m, bn, kc, _sm_count(x, interpret))
+        cols = triton.cdiv(triton.cdiv(m, n_split), bn) * bn
+        n_split = triton.cdiv(m, cols)
+        keys = torch.empty((n, n_split * kc), dtype=torch.int64, device=x.device)
+        _knn_cand_kernel[(row_tiles, n_split)](xh, yh, keys, n, m, dp, cols,
+                                               SELF=self_search, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                                               num_warps=warps, num_stages=1 if interpret else 2)
 
-    ncand = n_split * kc
+    ncand = keys.shape[1]
     cp = triton.next_power_of_2(ncand)
     br, bd, rwarps = _rescore_blocks(cp, kc, d, interpret)
     idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
@@ -670,7 +778,8 @@ def _fp16_path(x, db, k, kc, self_search, interpret, info):
     if bad.numel():
         _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
     if info is not None:
-        info.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
+        info.update(precision="fp16", rows=n, candidates=kc, splits=n_split, symmetric=sym,
+                    uncertified_rows=int(bad.numel()))
     return idx, sim
 
 
