@@ -82,6 +82,7 @@ def test_duplicates_straddle_the_diagonal_tiles(tiles16, monkeypatch):
     assert idx[0, :4].tolist() == [0, 31, 47, 66]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "ties"])
 def test_split_symmetric_sweep(tiles16, monkeypatch, kind):
     """More SMs than blocks: the blocks' sweeps split, the rescoring merges the splits and the column side."""
@@ -113,10 +114,10 @@ def test_when_symmetric(monkeypatch):
     assert run(x, 3)[2]["symmetric"] is True
     _, _, st = run(x, 3, y)
     assert st["symmetric"] is False
-    monkeypatch.setattr(tknn, "SYM_MAX_BYTES", 40 * 32 * 4 - 1)  # N x (NB // 2) x BT x 4 at interpreter tiles
+    monkeypatch.setattr(tknn, "SYM_MAX_BYTES", 2 * 1 * 32 * 32 * 4 - 1)  # NB x (NB // 2) x BT^2 x 4, 32-row tiles
     assert not tknn.symmetric(40, 16, 8, True)
     idx, sim, st = run(x, 3)
     assert st["symmetric"] is False
     check(idx, sim, x, 3, exact=True)
-    monkeypatch.setattr(tknn, "SYM_MAX_BYTES", 40 * 32 * 4)
+    monkeypatch.setattr(tknn, "SYM_MAX_BYTES", 2 * 1 * 32 * 32 * 4)
     assert tknn.symmetric(40, 16, 8, True)

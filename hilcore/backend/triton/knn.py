@@ -71,6 +71,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ... import _certificate as cert
 from ..._core import interpreting
@@ -317,17 +318,18 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
 
 
 # _knn_sym_kernel: the candidate pass of the fp16 path in self-search, over the symmetric tiles.
-# Layout: xh [N, DP] float16 as for _knn_cand_kernel; keys [N, NK] int64 (NK = (S + 1) * KP: S row-side
-#   lists, then the column-side list _knn_sym_merge_kernel writes); tt [N, LDT] float32, LDT = (NB // 2) * BT.
+# Layout: xh [N, DP] float16 as for _knn_cand_kernel; keys [N, NK] int64 (NK = S * KP: the lists of the S
+#   splits, unordered); tt a tensor descriptor over a float32
+#   [NB * HT * BT, BT] buffer (HT = NB // 2), block [BT, BT]: tile slot b * HT + t - 1 holds tile (b, t).
 # Row blocks of BT rows, NB = cdiv(N, BT). Program (b, sp) owns block b and sweeps the tiles (b, b + t mod NB)
 #   for t in its part [sp*TS, (sp+1)*TS) of 0..T_b, T_b = (NB - 1) // 2, plus NB / 2 when NB is even and
 #   b < NB / 2: every unordered pair of blocks exactly once (the diagonal tile at t = 0), as many tiles per
 #   block +-1. The tile s = a(p_i . p_j) feeds the running list of its rows (as in _knn_cand_kernel, self key
-#   on top) and, off the diagonal, is stored transposed: tt[j, (t - 1) * BT + q] = s[q, j] (rows past N: -inf),
-#   so column j's values of the tiles it is the column of lie in its own row of tt. The bound B_i covers them:
-#   |a_ji - p_i . p_j| <= G_tc ||p_i|| ||p_j|| is symmetric.
+#   on top) and, off the diagonal, is stored as it is (rows or columns past N: -inf) through the descriptor
+#   (TMA on sm_90: from shared memory, no pointer tile in registers) for the lists of its columns. The bound
+#   B_i covers the columns' use of it: |a_ij - p_i . p_j| <= G_tc ||p_i|| ||p_j|| is symmetric.
 @triton.jit
-def _knn_sym_kernel(xh_ptr, key_ptr, tt_ptr, N, NB, DP, TS, LDT, NK,
+def _knn_sym_kernel(xh_ptr, key_ptr, tt_desc, N, NB, DP, TS, NK,
                     KP: tl.constexpr, BT: tl.constexpr, BLOCK_K: tl.constexpr):
     b = tl.program_id(0)
     sp = tl.program_id(1)
@@ -347,22 +349,41 @@ def _knn_sym_kernel(xh_ptr, key_ptr, tt_ptr, N, NB, DP, TS, LDT, NK,
         j = j - NB * (j >= NB).to(tl.int32)
         cols = j * BT + q
         col_ok = cols < N
-        cols64 = cols.to(tl.int64)
-        s = dot_tile_f16(xh_ptr, xh_ptr, rows64, row_ok, cols64, col_ok, DP, DP, DP, BT, BT, BLOCK_K)
+        s = dot_tile_f16(xh_ptr, xh_ptr, rows64, row_ok, cols.to(tl.int64), col_ok, DP, DP, DP, BT, BT, BLOCK_K)
         s = tl.where(row_ok[:, None] & col_ok[None, :] & (s == s), s, float("-inf"))
-        dst = tt_ptr + cols64[None, :] * LDT + ((t - 1) * BT + q)[:, None]
-        tl.store(dst, s, mask=col_ok[None, :] & (t > 0))
+        if t > 0:  # the diagonal tile is not stored
+            tt_desc.store([(b * half + t - 1) * BT, 0], s)
         s = tl.where(rows[:, None] == cols[None, :], float("inf"), s)  # only in the diagonal tile
         best = _keep_best_f(best, s, rows, cols, True, KP)
     tl.store(key_ptr + rows64[:, None] * NK + sp * KP + slot[None, :], best, mask=row_ok[:, None])
 
 
-# _knn_sym_merge_kernel: the column side of _knn_sym_kernel. Program p owns rows [p*BR, (p+1)*BR) (BR divides
-#   BT: one block c) and merges the stored tiles of the blocks b = c - t mod NB whose tile (b, c) was computed by
-#   b (t = 1..(NB - 1) // 2, plus NB / 2 when NB is even and c >= NB / 2) into a running list of KP keys, written
-#   at keys[r, KOFF:KOFF + KP].
 @triton.jit
-def _knn_sym_merge_kernel(tt_ptr, key_ptr, N, NB, LDT, NK, KOFF,
+def _keep_best_k(best, cand, KP: tl.constexpr):
+    """Merge the keys ``cand`` [R, C] (distinct from the keys of ``best``; below _KEY_VALID: none) into the running
+    KP best keys ``best`` [R, KP]; returns the new ``best``. Round r moves each row's r-th largest candidate into
+    the slot of its worst kept key when larger, for as many rounds as the most candidates of a row above its
+    worst kept key (capped at KP)."""
+    worst = tl.min(best, axis=1)
+    beats = tl.sum(((cand >= _KEY_VALID) & (cand > worst[:, None])).to(tl.int32), axis=1)
+    rounds = tl.minimum(tl.max(beats, axis=0), KP)
+    prev = tl.full([cand.shape[0]], 2**63 - 1, tl.int64)
+    for _ in range(rounds):
+        c = tl.max(tl.where(cand < prev[:, None], cand, _KEY_EMPTY), axis=1)
+        prev = c
+        worst = tl.min(best, axis=1)
+        swap = (best == worst[:, None]) & ((c >= _KEY_VALID) & (c > worst))[:, None]
+        best = tl.where(swap, c[:, None], best)
+    return best
+
+
+# _knn_sym_merge_kernel: the lists of _knn_sym_kernel. Program p owns rows [p*BR, (p+1)*BR) (BR divides BT: one
+#   block c). It starts from the S row-side lists of its rows (keys [N, S * KP]) and merges the stored tiles
+#   (b, c) of the blocks b = c - t mod NB that computed them (t = 1..(NB - 1) // 2, plus NB / 2 when NB is even
+#   and c >= NB / 2), read transposed (row r of block c is column r - c * BT of the tile); the KP best keys of
+#   every column of the row go to out [N, KP] (unordered).
+@triton.jit
+def _knn_sym_merge_kernel(tt_ptr, key_ptr, out_ptr, N, NB, S,
                           KP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr):
     r0 = tl.program_id(0) * BR
     rows = r0 + tl.arange(0, BR)
@@ -371,16 +392,20 @@ def _knn_sym_merge_kernel(tt_ptr, key_ptr, N, NB, LDT, NK, KOFF,
     q = tl.arange(0, BT)
     c = r0 // BT
     slot = tl.arange(0, KP).to(tl.int64)
-    best = tl.zeros([BR, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    empty = tl.zeros([BR, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    row_keys = key_ptr + rows64[:, None] * (S * KP) + slot[None, :]
+    best = tl.load(row_keys, mask=row_ok[:, None], other=empty)
+    for sp in range(1, S):
+        best = _keep_best_k(best, tl.load(row_keys + sp * KP, mask=row_ok[:, None], other=_KEY_EMPTY), KP)
     half = NB // 2
     t_end = (NB - 1) // 2 + 1 + ((NB % 2 == 0) & (c >= half)).to(tl.int32)
     for t in range(1, t_end):
         b = c - t
         b = b + NB * (b < 0).to(tl.int32)
-        s = tl.load(tt_ptr + rows64[:, None] * LDT + ((t - 1) * BT + q)[None, :], mask=row_ok[:, None],
-                    other=float("-inf"))
+        tile = tt_ptr + (b * half + t - 1).to(tl.int64) * (BT * BT)
+        s = tl.load(tile + q[None, :] * BT + (rows - c * BT)[:, None], mask=row_ok[:, None], other=float("-inf"))
         best = _keep_best_f(best, s, rows, b * BT + q, False, KP)
-    tl.store(key_ptr + rows64[:, None] * NK + KOFF + slot[None, :], best, mask=row_ok[:, None])
+    tl.store(out_ptr + rows64[:, None] * KP + slot[None, :], best, mask=row_ok[:, None])
 
 
 # _knn_rescore_kernel: rescoring and certificate of the fp16 path for BLOCK_R
@@ -707,8 +732,8 @@ def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 #: self-search of the fp16 path over the symmetric tiles (:func:`_sym_pass`); False: the full sweep
 SYMMETRIC = True
-#: largest buffer of stored transposed tiles (N x (NB // 2) x BT float32) the symmetric pass allocates; larger
-#: self-searches sweep every tile (_knn_cand_kernel)
+#: largest buffer of stored tiles (NB x (NB // 2) tiles of BT x BT float32, ~N^2 / 2 x 4 bytes) the symmetric
+#: pass allocates; larger self-searches sweep every tile (_knn_cand_kernel)
 SYM_MAX_BYTES = 2 * 2**30
 
 
@@ -717,29 +742,32 @@ def symmetric(n: int, kc: int, d: int, interpret: bool, major: int = 9) -> bool:
     tiles within :data:`SYM_MAX_BYTES`)."""
     bm, bn, _, _ = _tc_blocks(kc, d, interpret, major)
     bt = min(bm, bn)
-    return SYMMETRIC and n * (triton.cdiv(n, bt) // 2) * bt * 4 <= SYM_MAX_BYTES
+    nb = triton.cdiv(n, bt)
+    return SYMMETRIC and nb * (nb // 2) * bt * bt * 4 <= SYM_MAX_BYTES
 
 
 def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bool):
     """The candidate keys of a self-search over the symmetric tiles: ``_knn_sym_kernel`` over (block, split)
     (splits chosen like the full sweep's, over the ~NB / 2 + 1 tiles of a block), then
-    ``_knn_sym_merge_kernel``; returns (keys [N, (S + 1) * KC], S)."""
+    ``_knn_sym_merge_kernel``; returns (keys [N, KC], S)."""
     n, dp = xh.shape
     nb = triton.cdiv(n, bt)
     tiles = (nb - 1) // 2 + 1 + (1 if nb % 2 == 0 else 0)  # the most tiles of one block
     n_split = _splits(nb, tiles * bt, bt, kc, sms)
     ts = triton.cdiv(tiles, n_split)
     n_split = triton.cdiv(tiles, ts)
-    nk = (n_split + 1) * kc
-    ldt = (nb // 2) * bt
+    nk = n_split * kc
+    ht = nb // 2
     keys = torch.empty((n, nk), dtype=torch.int64, device=xh.device)
-    tt = torch.empty((n, max(ldt, 1)), dtype=torch.float32, device=xh.device)
-    _knn_sym_kernel[(nb, n_split)](xh, keys, tt, n, nb, dp, ts, ldt, nk, KP=kc, BT=bt, BLOCK_K=bk,
+    tt = torch.empty((max(nb * ht, 1) * bt, bt), dtype=torch.float32, device=xh.device)
+    desc = TensorDescriptor.from_tensor(tt, [bt, bt])
+    _knn_sym_kernel[(nb, n_split)](xh, keys, desc, n, nb, dp, ts, nk, KP=kc, BT=bt, BLOCK_K=bk,
                                    num_warps=warps, num_stages=1 if interpret else 2)
+    out = torch.empty((n, kc), dtype=torch.int64, device=xh.device)
     br, mwarps = (bt, 1) if interpret else (min(bt, 32), 4)
-    _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, n, nb, ldt, nk, n_split * kc, KP=kc, BR=br, BT=bt,
+    _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, out, n, nb, n_split, KP=kc, BR=br, BT=bt,
                                                  num_warps=mwarps)
-    return keys, n_split
+    return out, n_split
 
 
 def _fp16_path(x, db, k, kc, self_search, interpret, info):
