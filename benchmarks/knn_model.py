@@ -132,6 +132,81 @@ def _cand_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float])
                    terms, 1)
 
 
+def _sym_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float]) -> dict:
+    """The symmetric candidate pass (``_knn_sym_kernel``): program (b, sp) multiplies the tiles (b, b + t mod NB)
+    of its part of t = 0..T_b, loads both operand tiles of each through L2, stores each off-diagonal tile
+    (BT x BT float32, through TMA) and writes its KP keys per row."""
+    n, nb, dp, ts = int(a["N"]), int(a["NB"]), int(a["DP"]), int(a["TS"])
+    bt, kp = kw["BT"], kw["KP"]
+    sp = grid[1]
+    half = nb // 2
+
+    def t_range(b, s):
+        t_end = (nb - 1) // 2 + 1 + (1 if nb % 2 == 0 and b < half else 0)
+        return range(s * ts, min(t_end, (s + 1) * ts))
+
+    def rows_in(b):  # masked rows are not loaded
+        return min(bt, n - b * bt)
+
+    per_sm = _resident(static and static.get("registers"), static and static.get("shared_bytes"), kw["num_warps"])
+    slots = H100["sms"] * per_sm
+    programs = [(b, s) for s in range(sp) for b in range(nb)]  # blockIdx.x (row block) varies fastest
+    waves = math.ceil(len(programs) / slots)
+    terms, t_gemm, t_sel, flops, l2, hbm, keys, stored, sel_ops = [], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for w in range(waves):
+        wave = programs[w * slots:(w + 1) * slots]
+        tiles = {(b, s): list(t_range(b, s)) for b, s in wave}
+        f_w = sum(2.0 * bt * bt * dp * len(tl) for tl in tiles.values())
+        keys_w = sum(rows_in(b) * kp * 8.0 for b, _ in wave)
+        tt_w = sum(bt * bt * 4.0 for tl in tiles.values() for t in tl if t > 0)
+        blocks = {(b + t) % nb for (b, _), tl in tiles.items() for t in tl} | {b for b, _ in wave}
+        l2_w = sum((rows_in(b) + rows_in((b + t) % nb)) * dp * 2.0 for (b, _), tl in tiles.items() for t in tl) \
+            + keys_w + tt_w
+        hbm_w = sum(rows_in(b) for b in blocks) * dp * 2.0 + keys_w + tt_w
+        longest = max(len(tl) for tl in tiles.values())
+        gemm_prog = 2.0 * bt * bt * dp * longest / (H100["fp16_tensor_flops"] / slots)
+        sel_prog = bt * bt * (SELECT_OPS_PER_ENTRY * longest + ROUND_OPS_PER_ENTRY * _rounds(curve, longest)) \
+            / (LANE_OPS / slots)
+        terms.append((gemm_prog + sel_prog, l2_w, hbm_w))
+        t_gemm += gemm_prog
+        t_sel += sel_prog
+        flops, l2, hbm, keys, stored = flops + f_w, l2 + l2_w, hbm + hbm_w, keys + keys_w, stored + tt_w
+        sel_ops += sum(bt * bt * (SELECT_OPS_PER_ENTRY * len(tl) + ROUND_OPS_PER_ENTRY * _rounds(curve, len(tl)))
+                       for tl in tiles.values())
+    return _priced(dict(stage="candidates", flops_tensor=flops, selection_lane_ops=sel_ops, l2_bytes=l2,
+                        key_write_bytes=keys, tile_store_bytes=stored, hbm_bytes=hbm, programs=len(programs),
+                        programs_per_sm=per_sm, waves=waves, time_s_tensor_cores=t_gemm, time_s_selection=t_sel,
+                        config=dict(symmetric=True, BLOCK_M=bt, BLOCK_N=bt, KC=kp, splits=sp, tiles_per_split=ts,
+                                    tiles=nb * (nb + 1) // 2,
+                                    merge_rounds_per_program=_rounds(curve, max(len(t_range(0, s)) for s in range(sp))),
+                                    rounds_from="emulation" if curve else f"assumed {DEFAULT_ROUNDS_PER_TILE}/tile")),
+                   terms, 1)
+
+
+def _sym_merge_cost(a: dict, kw: dict, grid, static: dict | None, curve: list[float]) -> dict:
+    """The column side of the symmetric pass (``_knn_sym_merge_kernel``): each row reads its S row-side lists and
+    its stored tiles (BR x BT float32 each, from HBM: the buffer is ~N^2 / 2 x 4 bytes), merges them (the
+    threshold test per entry and the steady-state rounds of the emulated curve per tile: the list starts full)
+    and writes KP keys."""
+    n, nb, s = int(a["N"]), int(a["NB"]), int(a["S"])
+    kp, br, bt = kw["KP"], kw["BR"], kw["BT"]
+    half = nb // 2
+    entries = 0.0
+    for c in range(nb):
+        t_end = (nb - 1) // 2 + 1 + (1 if nb % 2 == 0 and c >= half else 0)
+        entries += min(bt, n - c * bt) * bt * (t_end - 1)
+    read = entries * 4.0 + n * s * kp * 8.0
+    written = n * kp * 8.0
+    steady = curve[-1] if curve else DEFAULT_ROUNDS_PER_TILE
+    ops = entries * (SELECT_OPS_PER_ENTRY + ROUND_OPS_PER_ENTRY * steady) + n * (s - 1) * kp * kp * 4.0
+    per_sm = _resident(static and static.get("registers"), static and static.get("shared_bytes"), kw["num_warps"])
+    return _priced(dict(stage="candidates_merge", flops_tensor=0.0, selection_lane_ops=ops, l2_bytes=read + written,
+                        hbm_bytes=read + written, programs=grid[0], programs_per_sm=per_sm,
+                        waves=math.ceil(grid[0] / (H100["sms"] * per_sm)),
+                        config=dict(BR=br, BT=bt, KC=kp, rows_lists=s, rounds_per_tile=steady)),
+                   [(ops / LANE_OPS, read + written, read + written)], 1)
+
+
 def _prep_cost(a: dict, kw: dict, grid) -> dict:
     n, d, dp = int(a["N"]), int(a["D"]), int(a["DP"])
     hbm = n * d * 4.0 + n * dp * 2.0 + 12.0 * n
@@ -188,12 +263,14 @@ def _emulated(d: int) -> dict:
 
 
 def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulated: dict | None = None,
-             tc_blocks=None) -> dict:
+             tc_blocks=None, symmetric: bool = True) -> dict:
     """Modelled stages of ``hilcore.backend.triton.knn.knn`` (self-search of n rows, width d, k) on an H100.
 
-    ``static``: the static report's row of the candidate kernel (registers, shared memory) for occupancy;
+    ``static``: the static report's rows (registers, shared memory) for occupancy, by kernel function name
+    (``_knn_cand_kernel``, ``_knn_sym_kernel``, ``_knn_sym_merge_kernel``);
     ``emulated``: the certificate emulation's row (rescored candidates, merge rounds, uncertified rows);
-    ``tc_blocks``: another candidate-kernel configuration (BLOCK_M, BLOCK_N, BLOCK_K, warps), for comparison."""
+    ``tc_blocks``: another candidate-kernel configuration (BLOCK_M, BLOCK_N, BLOCK_K, warps), for comparison;
+    ``symmetric``: False models the full sweep (the launcher's ``SYMMETRIC`` off)."""
     from unittest import mock
 
     import torch
@@ -206,7 +283,8 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
     patches = [mock.patch.object(tknn, "interpreting", lambda: False),
                mock.patch.object(tknn, "_sm_count", lambda t, interpret: H100["sms"]),
                mock.patch.object(tknn, "_cc_major", lambda t, interpret: 9),
-               mock.patch.object(tknn, "_exact", lambda *a, **kw: None)]
+               mock.patch.object(tknn, "_exact", lambda *a, **kw: None),
+               mock.patch.object(tknn, "SYMMETRIC", symmetric)]
     if tc_blocks is not None:
         patches.append(mock.patch.object(tknn, "_tc_blocks", lambda *a, **kw: tc_blocks))
     with contextlib_stack(patches), _recorded_launches() as launches:
@@ -221,7 +299,11 @@ def knn_cost(n: int, d: int, k: int = 30, *, static: dict | None = None, emulate
         if name == "_knn_prep_kernel":
             stages.append(_prep_cost(a, kwargs, grid))
         elif name == "_knn_cand_kernel":
-            stages.append(_cand_cost(a, kwargs, grid, static, curve))
+            stages.append(_cand_cost(a, kwargs, grid, (static or {}).get(name), curve))
+        elif name == "_knn_sym_kernel":
+            stages.append(_sym_cost(a, kwargs, grid, (static or {}).get(name), curve))
+        elif name == "_knn_sym_merge_kernel":
+            stages.append(_sym_merge_cost(a, kwargs, grid, (static or {}).get(name), curve))
         elif name == "_knn_rescore_kernel":
             stages.append(_rescore_cost(a, kwargs, grid, reads))
     unc = int(em.get("uncertified_rows", 0))
@@ -269,9 +351,26 @@ def l2_to_meet(runs: list[dict], target_s: float = TARGET_S) -> float | None:
     return math.ceil(hi / 1e10) * 1e10
 
 
+STATIC_KERNELS = {"_knn_cand_kernel": "knn_cand[k=30,", "_knn_sym_kernel": "knn_sym[k=30,",
+                  "_knn_sym_merge_kernel": "knn_sym_merge[k=30,"}
+
+
+def _cand_pass(run: dict) -> dict:
+    """The candidate pass of a modelled run (the candidate kernel, or the symmetric kernel and its merge): bytes
+    through L2, the operand loads alone (without key writes, stored tiles and the merge), HBM bytes, time."""
+    st = [s for s in run["stages"] if s["stage"].startswith("candidates")]
+    l2 = sum(s["l2_bytes"] for s in st)
+    main = next(s for s in st if s["stage"] == "candidates")
+    operands = main["l2_bytes"] - main["key_write_bytes"] - main.get("tile_store_bytes", 0.0)
+    return dict(config=main["config"], l2_bytes=l2, operand_l2_bytes=operands, key_write_bytes=main["key_write_bytes"],
+                hbm_bytes=sum(s["hbm_bytes"] for s in st), time_s=sum(s["time_s"] for s in st),
+                time_s_l2_5p5=sum(s["time_s_l2_5p5"] for s in st))
+
+
 def model(static_rows: list[dict] | None = None) -> dict:
     """The kNN cost model at SYSU-MM01 size (D = 1536, 2048; both modalities) and 10^6 x 768, plus the
-    candidate pass of the previous kernel (64 x 32 tiles) for comparison."""
+    candidate pass of the previous kernel (64 x 32 tiles) and of the full sweep of 128 x 128 tiles (the
+    symmetric pass off) for comparison."""
     import hilcore.backend.triton.knn as tknn
 
     out = dict(note="a model, not a measurement: launches recorded from the launcher, priced with H100 "
@@ -279,37 +378,40 @@ def model(static_rows: list[dict] | None = None) -> dict:
                device=H100, target_s=TARGET_S, cases={})
     for case, (sizes, d) in CASES.items():
         em = _emulated(d)
-        static = None
-        for r in static_rows or []:
-            if r.get("kernel", "").startswith("knn_cand[k=30,") and r.get("d") == d and r.get("arch") == "sm_90":
-                static = r
+        static = {fn: r for r in static_rows or [] for fn, pre in STATIC_KERNELS.items()
+                  if r.get("kernel", "").startswith(pre) and r.get("d") == d and r.get("arch") == "sm_90"}
         runs = []
         for n, mod in zip(sizes, ("rgb", "ir")):
             # 10^6 rows: the SYSU RGB emulation (its rounds curve extended by its last value, its rescored count)
             e = em.get(mod) if n in (22258, 11909) else em.get("rgb")
             run = knn_cost(n, d, 30, static=static, emulated=e)
-            before = knn_cost(n, d, 30, tc_blocks=(64, 32, 64, 8), emulated=e)
+            before = knn_cost(n, d, 30, tc_blocks=(64, 32, 64, 8), emulated=e, symmetric=False)
+            full = knn_cost(n, d, 30, static=static, emulated=e, symmetric=False)
             if n not in (22258, 11909) and e:
                 run["note"] = "rounds and rescored candidates extrapolated from the SYSU-sized RGB emulation"
-            cand = next(s for s in run["stages"] if s["stage"] == "candidates")
-            old = next(s for s in before["stages"] if s["stage"] == "candidates")
-            run["candidate_pass_before"] = dict(config=old["config"], l2_bytes=old["l2_bytes"],
-                                                key_write_bytes=old["key_write_bytes"],
-                                                hbm_bytes=old["hbm_bytes"], time_s=old["time_s"])
+            cand, old = _cand_pass(run), _cand_pass(before)
+            run["candidate_pass"] = cand
+            run["candidate_pass_before"] = old
+            run["candidate_pass_full_sweep"] = dict(_cand_pass(full), knn_time_s=full["time_s"],
+                                                    knn_time_s_l2_5p5=full["time_s_l2_5p5"])
             run["candidate_l2_ratio"] = cand["l2_bytes"] / old["l2_bytes"]
             run["modality"] = mod if len(sizes) > 1 else None
             runs.append(run)
         total = sum(r["time_s"] for r in runs)
         need = l2_to_meet(runs) if len(sizes) > 1 else None
-        cands = [next(s for s in r["stages"] if s["stage"] == "candidates") for r in runs]
+        cands = [r["candidate_pass"] for r in runs]
         olds = [r["candidate_pass_before"] for r in runs]
+        fulls = [r["candidate_pass_full_sweep"] for r in runs]
         out["cases"][case] = dict(
             d=d, runs=runs, time_s=total, time_s_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs),
             candidate_l2_ratio=sum(c["l2_bytes"] for c in cands) / sum(o["l2_bytes"] for o in olds),
-            # the operand loads alone (no key writes): the floor set by the tiles and the padding of the last
-            # row and column tiles (ceil(N / BLOCK_M) programs per split each load every column of the split)
-            candidate_operand_l2_ratio=sum(c["l2_bytes"] - c["key_write_bytes"] for c in cands)
-            / sum(o["l2_bytes"] - o["key_write_bytes"] for o in olds),
+            # the operand loads alone (no key writes, no stored tiles, no merge): the floor set by the tiles, the
+            # padding of the last row and column tiles and, in self-search, the symmetric tiles
+            candidate_operand_l2_ratio=sum(c["operand_l2_bytes"] for c in cands)
+            / sum(o["operand_l2_bytes"] for o in olds),
+            full_sweep_l2_ratio=sum(f["l2_bytes"] for f in fulls) / sum(o["l2_bytes"] for o in olds),
+            full_sweep_time_s=sum(f["knn_time_s"] for f in fulls),
+            full_sweep_time_s_l2_5p5=sum(f["knn_time_s_l2_5p5"] for f in fulls),
             meets_target=total <= TARGET_S if len(sizes) > 1 else None,
             meets_target_l2_5p5=sum(r["time_s_l2_5p5"] for r in runs) <= TARGET_S if len(sizes) > 1 else None,
             l2_bytes_per_s_to_meet_target=need)
@@ -330,7 +432,9 @@ def table(doc: dict) -> str:
             need = c.get("l2_bytes_per_s_to_meet_target")
             head += f" (needs L2 >= {need / 1e12:.2f} TB/s)" if need else " (no L2 bandwidth is enough)"
         head += (f"; candidate-pass L2 bytes {c['candidate_l2_ratio']:.4f} x the 64x32 kernel's"
-                 f" ({c['candidate_operand_l2_ratio']:.4f} without the key writes)")
+                 f" ({c['candidate_operand_l2_ratio']:.4f} operand loads alone; full sweep of 128x128 tiles"
+                 f" {c['full_sweep_l2_ratio']:.4f}, {1e3 * c['full_sweep_time_s']:.2f} ms /"
+                 f" {1e3 * c['full_sweep_time_s_l2_5p5']:.2f} ms)")
         lines.append(head)
         for r in c["runs"]:
             st = ", ".join(f"{s['stage']} {1e3 * s['time_s']:.2f}" for s in r["stages"])
