@@ -764,7 +764,7 @@ def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bo
     _knn_sym_kernel[(nb, n_split)](xh, keys, desc, n, nb, dp, ts, nk, KP=kc, BT=bt, BLOCK_K=bk,
                                    num_warps=warps, num_stages=1 if interpret else 2)
     out = torch.empty((n, kc), dtype=torch.int64, device=xh.device)
-    br, mwarps = (bt, 1) if interpret else (min(bt, 32), 8)
+    br, mwarps = (bt, 1) if interpret else (min(bt, 16), 8)
     _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, out, n, nb, n_split, KP=kc, BR=br, BT=bt,
                                                  num_warps=mwarps)
     return out, n_split
