@@ -59,6 +59,16 @@ tiles x column ranges, then ``_knn_merge_kernel``), so one bad row does not
 sweep the database on one SM. ``benchmarks/knn_model.py`` models the cost of
 these launches on an H100 (a model, not a measurement; docs/gpu.md).
 
+In self-search (unless the stored tiles below would exceed ``SYM_MAX_BYTES``, ~1 GB at
+22,258 rows) the candidate pass multiplies each unordered pair of 128-row blocks once
+(``_knn_sym_kernel``, as the native CPU path does): the tile feeds the running lists of its
+rows and, off the diagonal, is stored (float32, through a TMA tensor descriptor on sm_90) for
+its columns; ``_knn_sym_merge_kernel`` starts from the row-side lists and merges each row's
+stored tiles read transposed, leaving the KC best keys per row. Half the products and the
+operand loads, for ~N^2 / 2 x 4 bytes written and read back through HBM. The bound is the
+same: ``|a_ji - p_i . p_j| <= G_tc ||p_i|| ||p_j||`` is symmetric, so every column still has
+``ê_ij <= c_i + B_i`` whichever tile computed its value.
+
 The rescoring kernel also serves candidates found by another library
 (:func:`rescore_candidates`, used by the ``faiss_gpu`` and ``cuvs`` backends):
 the same certificate with the bound of :func:`foreign_bounds` (the library's
