@@ -771,8 +771,10 @@ def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bo
     keys = torch.empty((n, nk), dtype=torch.int64, device=xh.device)
     tt = torch.empty((max(nb * ht, 1) * bt, bt), dtype=torch.float32, device=xh.device)
     desc = TensorDescriptor.from_tensor(tt, [bt, bt])
+    # KC = 256 (32-row tiles): 4 warps; 8 spilled 2 instructions on sm_90 under Triton 3.9 (D = 1536)
     _knn_sym_kernel[(nb, n_split)](xh, keys, desc, n, nb, dp, ts, nk, KP=kc, BT=bt, BLOCK_K=bk,
-                                   num_warps=warps, num_stages=1 if interpret else 2)
+                                   num_warps=warps if interpret or kc <= 128 else 4,
+                                   num_stages=1 if interpret else 2)
     out = torch.empty((n, kc), dtype=torch.int64, device=xh.device)
     br, mwarps = (bt, 1) if interpret else (min(bt, 16), 8)
     _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, out, n, nb, n_split, KP=kc, BR=br, BT=bt,
