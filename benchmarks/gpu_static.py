@@ -152,7 +152,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
     """The kNN kernels exactly as the launcher of hilcore/backend/triton/knn.py launches them on a GPU.
 
     For each case of :data:`KNN_CASES` the fp16 path (``_fp16_path``: prep, candidates,
-    rescoring) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
+    rescoring; once with the symmetric self-search pass and once with the full sweep, which
+    database searches and larger self-searches take) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
     CPU tensors of the real shapes with the GPU branch of every choice (``interpreting()``
     false, the SM count of the target) and their launches recorded, not run; each
     distinct (kernel, constexprs, launch options) becomes a spec whose arguments Triton's
@@ -298,7 +299,8 @@ def triton_report(dims, archs, only=None) -> list[dict]:
 
 
 def _order(kernel: str) -> int:
-    for i, p in enumerate(("knn_sym[", "knn_sym_merge", "knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge", "segment_mean", "assign",
+    for i, p in enumerate(("knn_sym[", "knn_sym_merge", "knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge",
+                           "segment_mean", "assign",
                            "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
         if kernel.startswith(p):
             return i
