@@ -1,4 +1,5 @@
 // hilcore._native.jaccard: sparse k-reciprocal Jaccard distance from a ranking.
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -18,8 +19,26 @@ py::array_t<T> to_numpy(std::vector<T>&& v) {
                         owned->data(), base);
 }
 
+// The progress function of jaccard_cpu from a Python callable (None: none): called on the calling
+// thread between its rows, the GIL taken only for the call (an exception it raises ends the run).
+hilcore::JaccardProgress progress_of(const py::object& progress, int64_t block_rows) {
+  hilcore::JaccardProgress prog;
+  if (progress.is_none()) return prog;
+  if (!PyCallable_Check(progress.ptr()))
+    throw py::type_error("progress: expected a callable (done, total) or None, got " +
+                         std::string(py::str(py::type::of(progress).attr("__name__"))));
+  if (block_rows < 1) throw py::value_error("block_rows: expected >= 1, got " + std::to_string(block_rows));
+  py::function f = py::reinterpret_borrow<py::function>(progress);
+  prog.fn = [f](int64_t done, int64_t total) {
+    py::gil_scoped_acquire gil;
+    f(done, total);
+  };
+  prog.block_rows = block_rows;
+  return prog;
+}
+
 py::tuple jaccard(const py::object& x_obj, const py::object& rank_obj, int64_t k1, int64_t k2,
-                  double max_distance) {
+                  double max_distance, const py::object& progress, int64_t block_rows) {
   auto x = expect_array<float>(x_obj, "x", 2, "float32");
   auto rank = expect_array<int64_t>(rank_obj, "rank", 2, "int64");
   const int64_t n = x.shape(0), d = x.shape(1);
@@ -46,10 +65,11 @@ py::tuple jaccard(const py::object& x_obj, const py::object& rank_obj, int64_t k
   const float* xp = x.data();
   const float md = static_cast<float>(max_distance);  // kept iff d <= md in float32, like torch/NumPy
   const int nt = num_threads();
+  const hilcore::JaccardProgress prog = progress_of(progress, block_rows);  // (released with the GIL held)
   hilcore::JaccardCsr out;
   {
     py::gil_scoped_release release;  // a failed precondition throws hilcore::KernelError: ValueError
-    hilcore::jaccard_cpu(xp, n, d, r, ld, k1, k2, md, nt, &out);
+    hilcore::jaccard_cpu(xp, n, d, r, ld, k1, k2, md, nt, &out, &prog);
   }
   py::tuple seconds = py::make_tuple(out.seconds[0], out.seconds[1], out.seconds[2], out.seconds[3]);
   return py::make_tuple(to_numpy(std::move(out.indptr)), to_numpy(std::move(out.indices)),
@@ -83,9 +103,13 @@ void register_jaccard(py::module_& m) {
   m.def("jaccard_exp_f32", &exp_f32, py::arg("z"),
         "float32 exp of a 1-D float32 array as the Jaccard weights compute it (float64 operations only).");
   m.def("jaccard", &jaccard, py::arg("x"), py::arg("rank"), py::arg("k1"), py::arg("k2"), py::arg("max_distance"),
+        py::arg("progress") = py::none(), py::arg("block_rows") = 4096,
         "Sparse k-reciprocal Jaccard distance. x: float32 [N, D] L2-normalised; rank: int64 [N, >=k1] self-search "
         "ranking (self first). Returns (indptr int64 [N+1], indices int64 [nnz], data float32 [nnz], "
-        "seconds per stage (reciprocal+weights, query expansion, inverted index, jaccard)).");
+        "seconds per stage (reciprocal+weights, query expansion, inverted index, jaccard)). progress: None or "
+        "a callable progress(done, total), called on the calling thread each time another block_rows rows "
+        "of a row pass (expansion, query expansion when k2 > 1, pairs) are finished and after each pass, "
+        "done counting the rows over the passes (total = passes * N); the result is the same with or without it.");
 }
 
 }  // namespace hilcore_bindings

@@ -1,10 +1,13 @@
 """Progress of long calls, per chunk: a hook the caller sets, the loops of the kernels report to.
 
 ``hil cluster`` sets a hook around ``jaccard_distance`` (:func:`reporting`);
-the Python loops over tiles of the kNN backends (torch, native) and the parts
-of the Jaccard pipeline call :func:`report` as they go. Without a hook a
-report is one context-variable read. This module imports nothing from
-hilcore.
+the parts of the Jaccard pipeline call :func:`report` as they go: ``("knn", 0, 0)``
+and ``("stages", 0, 0)`` when they start, the kNN backends (torch, native) the
+rows whose lists are done (``("knn", rows, N)``), the k-reciprocal stages
+(torch, native) the rows of their passes over the N rows (:func:`rows_pass`:
+``("stages", k * N + rows, P * N)`` in pass k of P, so the count only grows and
+ends at ``P * N``). Without a hook a report is one context-variable read, and
+the native stages count no rows. This module imports nothing from hilcore.
 
 Example:
     >>> seen = []
@@ -40,3 +43,27 @@ def report(stage: str, done: int, total: int) -> None:
     hook = _HOOK.get()
     if hook is not None:
         hook(stage, done, total)
+
+
+def active() -> bool:
+    """Whether a hook is set here (a loop may then prepare its reports; without one it need not)."""
+    return _HOOK.get() is not None
+
+
+def rows_pass(stage: str, n: int, k: int, passes: int):
+    """The reporter of pass ``k`` (0-based) of ``passes`` passes over ``n`` rows, or None without a hook.
+
+    ``tick(rows)`` reports ``(stage, k * n + rows, passes * n)``: over the passes
+    the count only grows, and the last pass's ``tick(n)`` reaches the total.
+
+    Example:
+        >>> seen = []
+        >>> with reporting(lambda *r: seen.append(r)):
+        ...     rows_pass("stages", 10, 1, 3)(4)
+        >>> seen, rows_pass("stages", 10, 1, 3)
+        ([('stages', 14, 30)], None)
+    """
+    if _HOOK.get() is None:
+        return None
+    base, total = k * n, passes * n
+    return lambda rows: report(stage, base + int(rows), total)

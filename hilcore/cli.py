@@ -238,7 +238,7 @@ def show_progress(choice: str, long_run: bool = True) -> bool:
 class _Steps:
     """A progress line of named steps whose elapsed time keeps moving while a step runs (a background refresh
     every 0.5 s), with the chunks of the running step when it reports them (:mod:`hilcore._progress`):
-    ``hil cluster: 0/3 steps [00:07], kNN tiles 12/40 (30%)``. Nothing is shown when disabled."""
+    ``hil cluster: 0/3 steps [00:07], kNN rows 4096/20000 (20%)``. Nothing is shown when disabled."""
 
     def __init__(self, steps: tuple, enabled: bool, desc: str = "hil cluster"):
         self.steps, self.i = steps, 0
@@ -272,8 +272,8 @@ class _Steps:
                 self.i = k
             self.bar.set_postfix_str(f"{name}{' ' + note if note else ''}")
 
-    def chunk(self, name: str, done: int, total: int, unit: str = "tiles") -> None:
-        """``done`` of ``total`` chunks of step ``name`` (which starts now if it had not)."""
+    def chunk(self, name: str, done: int, total: int, unit: str = "rows") -> None:
+        """``done`` of ``total`` ``unit`` of step ``name`` (which starts now if it had not)."""
         if name != self.steps[min(self.i, len(self.steps) - 1)]:
             self.start(name)
         if total > 0:
@@ -325,6 +325,25 @@ def _as_flag(msg: str, flags: dict) -> str:
     return f"{flags[head]}: {rest}" if sep and head in flags else msg
 
 
+def _cluster_hook(bar: _Steps, n: int, d: int):
+    """The :mod:`hilcore._progress` hook of ``hil cluster``: the parts of the pipeline start their steps, the kNN
+    reports its rows (``kNN rows 4096/20000``), the k-reciprocal stages the rows of each of their passes over
+    the N rows (``Jaccard pass 2/3 rows 8192/20000``: they count ``k * N + rows`` of ``passes * N``)."""
+    names = {"knn": ("kNN", f"of {n} x {d}"), "stages": ("Jaccard", "k-reciprocal sets, query expansion")}
+
+    def hook(stage, done, total):
+        if stage in names and total == 0:
+            bar.start(*names[stage])
+        elif stage == "stages" and total >= n:
+            passes = total // n
+            k = max(0, min((done - 1) // n, passes - 1))   # a pass's end shows as that pass's n/n
+            bar.chunk("Jaccard", done - k * n, n, f"pass {k + 1}/{passes} rows")
+        elif stage in names:
+            bar.chunk(names[stage][0], done, total)
+
+    return hook
+
+
 def cmd_cluster(args) -> int:
     import hilcore
     from hilcore import _arrays, _dispatch
@@ -371,14 +390,7 @@ def cmd_cluster(args) -> int:
     from hilcore import _progress
 
     bar = _Steps(("kNN", "Jaccard", "DBSCAN"), show_progress(args.progress, slow))
-    names = {"knn": ("kNN", f"of {n} x {d}"), "stages": ("Jaccard", "k-reciprocal sets, query expansion")}
-
-    def hook(stage, done, total):   # the parts of the pipeline and the kNN's tiles (hilcore._progress)
-        if stage in names and total == 0:
-            bar.start(*names[stage])
-        elif stage in names:
-            bar.chunk(names[stage][0], done, total)
-
+    hook = _cluster_hook(bar, n, d)
     try:
         t = time.perf_counter()
         with _progress.reporting(hook if show_progress(args.progress, slow) else None):

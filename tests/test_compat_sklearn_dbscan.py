@@ -244,3 +244,15 @@ def test_hilcore_dbscan_reads_every_container_as_sklearn(backend, seed):
     d = np.array([[.9, .1, .8], [.1, .9, .8], [.8, .8, .9]])
     assert hilcore.dbscan(d, 0.5, 2, backend=backend).tolist() == [-1, -1, -1]
     assert hilcore.dbscan(sp.csr_matrix(d), 0.5, 2, backend=backend).tolist() == [-1, -1, -1]
+
+
+def test_cuml_backend_refuses_repeated_entries():
+    """scikit-learn counts a repeated CSR entry twice; cuML's dense input cannot: refused, not miscounted."""
+    from hilcore.backend.cuml import dbscan as cuml_dbscan
+
+    indptr = torch.tensor([0, 2, 3, 4])
+    cuml_dbscan.check_no_repeats(indptr, torch.tensor([1, 2, 0, 0]), 3)  # distinct entries pass
+    with pytest.raises(ValueError, match="dist: the cuml backend cannot count a repeated"):
+        cuml_dbscan.check_no_repeats(indptr, torch.tensor([1, 1, 0, 0]), 3)
+    with pytest.raises(ValueError, match="repeated"):  # a repeat on the diagonal too
+        cuml_dbscan.check_no_repeats(torch.tensor([0, 2]), torch.tensor([0, 0]), 1)

@@ -106,7 +106,7 @@ def test_every_native_path_returns_the_reference(paths, d, k):
             nat.knn_set_cpu_path(p)
             for precision in ("fp32", "int8"):
                 for tile in (2048, 64, 37):
-                    for extra in (None, 0):
+                    for extra in (None, 0, 120):  # 120: lists longer than a merge batch (32)
                         for nt in ((1, 2) if tile == 64 else (2,)):
                             torch.set_num_threads(nt)
                             st: dict = {}
@@ -139,7 +139,7 @@ def test_int8_overflow_rows_take_the_exact_completion(monkeypatch):
 
     monkeypatch.setattr(knn_mod, "native_module", lambda: _Proxy(nat, knn_refine_i8=capped))
     st: dict = {}
-    i, s = knn_mod.knn(torch.from_numpy(xn), 9, precision="int8", info=st)
+    i, s = knn_mod.knn(torch.from_numpy(xn), 9, precision="int8", extra=26, info=st)  # few: rows uncertified
     assert st["fallback_rows"] > 0
     assert np.array_equal(i.numpy(), want[0]) and np.array_equal(s.numpy(), want[1])
 
@@ -216,3 +216,43 @@ def test_rows_with_tiny_norms_keep_a_sound_bound(scale):
     g = torch.mm(torch.from_numpy(q), torch.from_numpy(db).t()).double()
     v = torch.from_numpy(ref.dot_f32(q, db)).double()
     assert bool(((v - g).abs() <= torch.from_numpy(b).double().unsqueeze(1)).all())
+
+
+def _merge_reference(S: np.ndarray, kc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the full approximate matrix (self-search, unit scales): the row itself first, then the
+    kc - 1 best other columns by (value desc, index asc)."""
+    n = S.shape[0]
+    sim = np.empty((n, kc), np.float32)
+    idx = np.empty((n, kc), np.int64)
+    for i in range(n):
+        others = [(-float(S[i, j]), j) for j in range(n) if j != i]
+        others.sort()
+        best = [(-float(S[i, i]), i)] + others[:kc - 1]
+        sim[i] = [-v for v, _ in best]
+        idx[i] = [j for _, j in best]
+    return sim, idx
+
+
+@pytest.mark.parametrize("kc", [3, 31, 33, 90])
+def test_int8_tile_merges_keep_the_best_candidates(paths, kc):
+    """knn_topk_merge_i8 over a self-search sweep (tiles on and above the diagonal, off-diagonal tiles merged
+    into their rows and their columns) leaves each row's kc best under (value desc, index asc), self first:
+    values drawn from a few integers (ties everywhere), lists longer and shorter than a merge batch."""
+    rng = np.random.default_rng(kc)
+    n, tile = 157, 40
+    full = rng.integers(-6, 7, size=(n, n)).astype(np.int32)
+    full = np.triu(full) + np.triu(full, 1).T  # symmetric, as a self-search GEMM
+    want_s, want_i = _merge_reference(full, kc)
+    ones = np.ones(n, np.float32)
+    for p in paths:
+        nat.knn_set_cpu_path(p)
+        sim = np.full((n, kc), -np.inf, np.float32)
+        idx = np.full((n, kc), -1, np.int64)
+        for i0 in range(0, n, tile):
+            for j0 in range(i0, n, tile):
+                s = np.ascontiguousarray(full[i0:i0 + tile, j0:j0 + tile])
+                nat.knn_topk_merge_i8(s, i0, j0, ones, ones, sim, idx, True, False)
+                if j0 != i0:
+                    nat.knn_topk_merge_i8(s, i0, j0, ones, ones, sim, idx, True, True)
+        assert np.array_equal(idx, want_i), p
+        assert np.array_equal(sim, want_s), p

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _progress
 from .._core import half_k
 from .rows import LocalRows
 
@@ -146,9 +147,10 @@ def jaccard_from_min_sum(m: torch.Tensor, mass_i: torch.Tensor, mass_j: torch.Te
 
 
 def mean_of_rows(nbrs: torch.Tensor, n_cols: int, indptr: torch.Tensor, indices: torch.Tensor,
-                 values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 values: torch.Tensor, tick=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR (indptr, indices, float32 values) of row i = mean over the CSR rows ``nbrs[i, :]`` of
     ``(indptr, indices, values)``, whose columns lie in ``[0, n_cols)``; columns sorted per row.
+    ``tick(rows)`` (optional) is called after each chunk with the rows done so far.
 
     The rows ``nbrs[i, :]`` are added in ascending order of their ids (from 0), so two rows with
     the same set of neighbours (exact duplicates) get bitwise the same mean, whatever their ranking order.
@@ -173,6 +175,8 @@ def mean_of_rows(nbrs: torch.Tensor, n_cols: int, indptr: torch.Tensor, indices:
         counts.append(torch.bincount(uniq // n_cols - s, minlength=e - s))
         cols.append(uniq % n_cols)
         vals.append(acc / k2)
+        if tick is not None:
+            tick(e)
     qptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     if n:
         qptr[1:] = torch.cumsum(torch.cat(counts), 0)
@@ -206,11 +210,12 @@ def reciprocal_mask(rank: torch.Tensor, cols: int, rows=None, fetched=None) -> t
 
 
 def expansion(rank: torch.Tensor, mask1: torch.Tensor, mask_h: torch.Tensor, rows=None,
-              fetched=None) -> tuple[torch.Tensor, torch.Tensor]:
+              fetched=None, tick=None) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR (indptr, global indices) of the expanded sets E(i) of the local rows, indices sorted per row.
 
     ``mask1`` / ``mask_h``: the local rows' :func:`reciprocal_mask` for k1 and ``half_k(k1)``;
-    ``fetched``: ``rows.fetch(rank, rank)`` (fetched here when ``None``).
+    ``fetched``: ``rows.fetch(rank, rank)`` (fetched here when ``None``); ``tick(rows)`` (optional)
+    is called after each chunk with the local rows done so far.
     """
     rows = LocalRows(rank.shape[0]) if rows is None else rows
     tab, pos = rows.fetch(rank, rank) if fetched is None else fetched
@@ -237,48 +242,59 @@ def expansion(rank: torch.Tensor, mask1: torch.Tensor, mask_h: torch.Tensor, row
         c, v = dedupe_rows(torch.cat([base, added], dim=1), n)
         counts.append(c)
         pieces.append(v)
+        if tick is not None:
+            tick(e)
     indptr = torch.zeros(n_l + 1, dtype=torch.int64, device=dev)
     if n_l:
         indptr[1:] = torch.cumsum(torch.cat(counts), 0)
     return indptr, _cat(pieces, torch.int64, dev)
 
 
-def weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, rows=None) -> torch.Tensor:
+def weights(x: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, rows=None, tick=None) -> torch.Tensor:
     """V values of the local rows: per row, softmax over E(i) of -(2 - 2 x_i . x_j), float32.
 
     ``x``: the local rows' normalised float32 features; ``(indptr, indices)``: E as CSR (global ids).
-    The normaliser adds a row's weights in ascending column order, from 0.
+    The normaliser adds a row's weights in ascending column order, from 0. ``tick(rows)`` (optional) is
+    called after a chunk of entries that completes rows, with the rows whose entries lie within the
+    entries done (in one process the entries go in row order: the rows whose dot products are done).
     """
     rows = LocalRows(x.shape[0]) if rows is None else rows
     n_l, dim = x.shape
     r = row_ids(indptr)
     sims = torch.empty(indices.shape[0], dtype=torch.float32, device=x.device)
     step = max(1, CHUNK_ELEMENTS // max(dim, 1))
+    done, reported = 0, 0
     for ent, tab, pos in rows.rounds(indices, x):  # the columns' features, one owner at a time
         for s in range(0, ent.shape[0], step):
             e = ent[s:s + step]
             sims[e] = dot_rows(x[r[e]], tab[pos[s:s + step]])
+            done += e.shape[0]
+            if tick is not None and (now := int(torch.searchsorted(indptr[1:], done, right=True))) > reported:
+                reported = now
+                tick(now)
     w = softmax_numerators(sims)
     total = torch.zeros(n_l, dtype=torch.float32, device=x.device).index_add_(0, r, w)
     return w / total[r]
 
 
 def query_expansion(rank: torch.Tensor, k2: int, indptr: torch.Tensor, indices: torch.Tensor,
-                    values: torch.Tensor, rows=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CSR of ``V'[i]`` = mean over n in ``rank[i, :k2]`` of ``V[n]`` (V rows fetched), for the local rows."""
+                    values: torch.Tensor, rows=None, tick=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR of ``V'[i]`` = mean over n in ``rank[i, :k2]`` of ``V[n]`` (V rows fetched), for the local rows
+    (``tick``: :func:`mean_of_rows`)."""
     rows = LocalRows(rank.shape[0]) if rows is None else rows
     ptr, idx, val, pos = rows.fetch_csr(rank[:, :k2], indptr, indices, values)
-    return mean_of_rows(pos, rows.n, ptr, idx, val)
+    return mean_of_rows(pos, rows.n, ptr, idx, val, tick)
 
 
 def upper_pairs(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, max_distance: float,
-                rows=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                rows=None, tick=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(local i, global j, d) for j >= i with supports meeting and ``d <= max_distance`` (diagonal d = 0).
 
     ``(indptr, indices, values)``: V' of the local rows. Every entry ``(t, i, v)`` goes to the owner of
     column t (the inverted index, rows ascending in a column); each super-block of local rows (at most
     :data:`PAIR_BUDGET` partner entries, a single heavy row excepted) fetches the columns its supports
-    touch; ``m(i, j)`` adds over increasing t.
+    touch; ``m(i, j)`` adds over increasing t. ``tick(rows)`` (optional) is called after each block of
+    local rows with the local rows done so far.
     """
     n_l = indptr.shape[0] - 1
     rows = LocalRows(n_l) if rows is None else rows
@@ -342,6 +358,8 @@ def upper_pairs(indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tenso
             out_i.append(i[keep])
             out_j.append(j[keep])
             out_d.append(d[keep])
+            if tick is not None:
+                tick(r1)
         del lptr, lrow, lval, lkey, start, half
     return _cat(out_i, torch.int64, dev), _cat(out_j, torch.int64, dev), _cat(out_d, torch.float32, dev)
 
@@ -371,6 +389,9 @@ def jaccard_rows(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_dist
     ``x`` ``[n_local, D]`` normalised float32, ``rank`` ``[n_local, k1]`` int64 global ids (self
     at column 0), ``k2 <= k1 <= N``; keeps the pairs whose supports meet and ``d <= max_distance``
     (``math.inf`` keeps all). Rows sorted, diagonal stored as 0.0, symmetric over all rows.
+    Under a :mod:`hilcore._progress` hook, its passes over the local rows (expansion, weights, query
+    expansion when ``k2 > 1``, pairs) report ``("stages", done, passes * n_local)`` as their chunks finish
+    (:func:`hilcore._progress.rows_pass`).
 
     Example:
         >>> import math, torch, hilcore
@@ -384,12 +405,17 @@ def jaccard_rows(x: torch.Tensor, rank: torch.Tensor, k1: int, k2: int, max_dist
     rows = LocalRows(x.shape[0]) if rows is None else rows
     rank = rank.to(torch.int64).contiguous()
     kk = min(half_k(k1) + 1, k1)
+    n_l, passes = x.shape[0], 4 if k2 > 1 else 3
+
+    def tick(k):  # the reporter of pass k (None without a hook)
+        return _progress.rows_pass("stages", n_l, k, passes)
+
     fetched = rows.fetch(rank, rank)  # the neighbours' rank rows, once for stages 1 and 2
     mask1 = reciprocal_mask(rank, k1, rows, fetched)
     mask_h = reciprocal_mask(rank, kk, rows, fetched)
-    eptr, eidx = expansion(rank, mask1, mask_h, rows, fetched)
-    vals = weights(x, eptr, eidx, rows)
+    eptr, eidx = expansion(rank, mask1, mask_h, rows, fetched, tick(0))
+    vals = weights(x, eptr, eidx, rows, tick(1))
     if k2 > 1:
-        eptr, eidx, vals = query_expansion(rank, k2, eptr, eidx, vals, rows)
-    i, j, d = upper_pairs(eptr, eidx, vals, max_distance, rows)
+        eptr, eidx, vals = query_expansion(rank, k2, eptr, eidx, vals, rows, tick(2))
+    i, j, d = upper_pairs(eptr, eidx, vals, max_distance, rows, tick(passes - 1))
     return symmetric_rows(i, j, d, x.shape[0], rows)

@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -17,10 +19,20 @@ namespace {
 // Build a CSR whose rows are produced independently (in parallel, any order):
 // fn(i, scratch, idx_out, val_out) appends row i. Each thread makes its own
 // scratch with make(); rows are then copied into place, so the result does
-// not depend on the thread count.
+// not depend on the thread count. With a progress function (ticks), the
+// threads count the rows they finish and the calling thread (OpenMP's thread
+// 0), between its own rows, reports each block of rows passed (no barrier:
+// the others go on meanwhile), then the whole pass after the loop; an
+// exception of the function stops the pass (the rows left are skipped) and
+// is rethrown here.
 template <class Idx, class Make, class Fn>
-void build_rows(int64_t n, int nt, Make make, Fn fn, std::vector<int64_t>& indptr, std::vector<Idx>& idx,
-                std::vector<float>& val) {
+void build_rows(int64_t n, int nt, const RowTicks& ticks, Make make, Fn fn, std::vector<int64_t>& indptr,
+                std::vector<Idx>& idx, std::vector<float>& val) {
+  const bool report = ticks.progress != nullptr && static_cast<bool>(ticks.progress->fn);
+  const int64_t block = report && ticks.progress->block_rows > 0 ? ticks.progress->block_rows : n;
+  std::atomic<int64_t> finished{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr failure;
   std::vector<std::vector<Idx>> tidx(nt);
   std::vector<std::vector<float>> tval(nt);
   std::vector<int64_t> start(n), len(n);
@@ -31,15 +43,30 @@ void build_rows(int64_t n, int nt, Make make, Fn fn, std::vector<int64_t>& indpt
     auto scratch = make();
     std::vector<Idx>& I = tidx[t];
     std::vector<float>& V = tval[t];
+    int64_t next = block;  // thread 0: the next block end to report
 #pragma omp for schedule(dynamic, 32)
     for (int64_t i = 0; i < n; ++i) {
+      if (report && failed.load(std::memory_order_relaxed)) continue;
       const int64_t s = static_cast<int64_t>(I.size());
       fn(i, scratch, I, V);
       owner[i] = t;
       start[i] = s;
       len[i] = static_cast<int64_t>(I.size()) - s;
+      if (!report) continue;
+      const int64_t done = finished.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (t == 0 && done >= next && done < n && !failed.load(std::memory_order_relaxed)) {
+        next = (done / block + 1) * block;
+        try {
+          ticks.progress->fn(ticks.before + done / block * block, ticks.total);
+        } catch (...) {
+          failure = std::current_exception();
+          failed.store(true, std::memory_order_relaxed);
+        }
+      }
     }
   }
+  if (failure) std::rethrow_exception(failure);
+  if (report) ticks.progress->fn(ticks.before + n, ticks.total);
   indptr.assign(n + 1, 0);
   for (int64_t i = 0; i < n; ++i) indptr[i + 1] = indptr[i] + len[i];
   idx.resize(indptr[n]);
@@ -164,7 +191,7 @@ DenseScratch dense_scratch(int64_t n) {
 
 // ---- the stages (kernels/cuda/launchers.h has their CUDA twins) -------------------------------
 void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1,
-                        int nt, JaccardRows* v, std::vector<float>* mass) {
+                        int nt, JaccardRows* v, std::vector<float>* mass, const RowTicks& ticks) {
   HILCORE_CHECK_MSG(v != nullptr && mass != nullptr, "the output rows and masses must be given");
   // the reciprocity of krecip_flags, as fixed-width sets: R(i, k1) and R(c, kh)
   const int64_t kh = half_round_even(k1);
@@ -173,7 +200,7 @@ void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* ran
   mass->assign(n, 0.f);
   float* const ms = mass->data();
   build_rows<int32_t>(
-      n, nt,
+      n, nt, ticks,
       [&]() {
         ExpandScratch s;
         s.in_r.assign(n, -1);
@@ -226,7 +253,7 @@ void jaccard_cpu_expand(const float* x, int64_t n, int64_t d, const int64_t* ran
 }
 
 void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int64_t n, int64_t ld_rank, int64_t k2,
-                                 int nt, JaccardRows* q, std::vector<float>* mass) {
+                                 int nt, JaccardRows* q, std::vector<float>* mass, const RowTicks& ticks) {
   HILCORE_CHECK_MSG(static_cast<int64_t>(v.ptr.size()) == n + 1,
                     "v: expected " + std::to_string(n + 1) + " row offsets, got " + std::to_string(v.ptr.size()));
   HILCORE_CHECK_MSG(q != nullptr && mass != nullptr && static_cast<int64_t>(mass->size()) == n,
@@ -235,7 +262,7 @@ void jaccard_cpu_query_expansion(const JaccardRows& v, const int64_t* rank, int6
   // with the same first k2 neighbours get the same V'), then one float32 division by k2.
   float* const ms = mass->data();
   build_rows<int32_t>(
-      n, nt, [&]() { return dense_scratch(n); },
+      n, nt, ticks, [&]() { return dense_scratch(n); },
       [&](int64_t i, DenseScratch& s, std::vector<int32_t>& I, std::vector<float>& V) {
         s.touched.clear();
         s.nbrs.assign(rank + i * ld_rank, rank + i * ld_rank + k2);
@@ -287,7 +314,7 @@ void jaccard_cpu_postings(const JaccardRows& q, int64_t n, JaccardRows* p) {
 }
 
 void jaccard_cpu_rows(const JaccardRows& q, const JaccardRows& p, const std::vector<float>& mass, int64_t n,
-                      float max_distance, int nt, JaccardCsr* out) {
+                      float max_distance, int nt, JaccardCsr* out, const RowTicks& ticks) {
   HILCORE_CHECK_MSG(static_cast<int64_t>(q.ptr.size()) == n + 1 && static_cast<int64_t>(p.ptr.size()) == n + 1,
                     "q, p: expected " + std::to_string(n + 1) + " offsets each, got " + std::to_string(q.ptr.size()) +
                         " and " + std::to_string(p.ptr.size()));
@@ -298,7 +325,7 @@ void jaccard_cpu_rows(const JaccardRows& q, const JaccardRows& p, const std::vec
   // are bit-identical); the partners of i (jaccard_partners) are the j it touches, its kept pairs
   // (jaccard_rows) those with m > 0 and d <= max_distance, and the diagonal
   build_rows<int64_t>(
-      n, nt, [&]() { return dense_scratch(n); },
+      n, nt, ticks, [&]() { return dense_scratch(n); },
       [&](int64_t i, DenseScratch& s, std::vector<int64_t>& I, std::vector<float>& V) {
         s.touched.clear();
         s.kept.clear();
@@ -336,7 +363,7 @@ void jaccard_cpu_rows(const JaccardRows& q, const JaccardRows& p, const std::vec
 }
 
 void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int64_t ld_rank, int64_t k1, int64_t k2,
-                 float max_distance, int num_threads, JaccardCsr* out) {
+                 float max_distance, int num_threads, JaccardCsr* out, const JaccardProgress* progress) {
   HILCORE_CHECK_MSG(n >= 1 && n <= INT32_MAX, "n = " + std::to_string(n) + ": expected 1 <= n < 2^31");
   HILCORE_CHECK_MSG(d >= 1, "d = " + std::to_string(d) + ": expected at least one feature column");
   HILCORE_CHECK_MSG(k1 >= 1 && k1 <= n && k1 <= ld_rank,
@@ -347,12 +374,14 @@ void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int6
   HILCORE_CHECK_MSG(x != nullptr && rank != nullptr && out != nullptr, "x, rank and out must not be null");
   const int nt = num_threads < 1 ? 1 : num_threads;
   const double t0 = omp_get_wtime();
+  const int64_t passes = k2 > 1 ? 3 : 2;  // the row passes: expansion, query expansion (k2 > 1), pairs
+  auto ticks = [&](int64_t before) { return RowTicks{progress, before * n, passes * n}; };
   JaccardRows v, q, p;
   std::vector<float> mass;  // the row masses s_i of the rows of V' (of V while k2 = 1)
-  jaccard_cpu_expand(x, n, d, rank, ld_rank, k1, nt, &v, &mass);
+  jaccard_cpu_expand(x, n, d, rank, ld_rank, k1, nt, &v, &mass, ticks(0));
   const double t1 = omp_get_wtime();
   if (k2 > 1) {
-    jaccard_cpu_query_expansion(v, rank, n, ld_rank, k2, nt, &q, &mass);
+    jaccard_cpu_query_expansion(v, rank, n, ld_rank, k2, nt, &q, &mass, ticks(1));
     std::vector<int64_t>().swap(v.ptr);  // V is no longer needed
     std::vector<int32_t>().swap(v.idx);
     std::vector<float>().swap(v.val);
@@ -362,7 +391,7 @@ void jaccard_cpu(const float* x, int64_t n, int64_t d, const int64_t* rank, int6
   const double t2 = omp_get_wtime();
   jaccard_cpu_postings(q, n, &p);
   const double t3 = omp_get_wtime();
-  jaccard_cpu_rows(q, p, mass, n, max_distance, nt, out);
+  jaccard_cpu_rows(q, p, mass, n, max_distance, nt, out, ticks(passes - 1));
   const double t4 = omp_get_wtime();
   out->seconds[0] = t1 - t0;
   out->seconds[1] = t2 - t1;

@@ -15,6 +15,7 @@
 namespace hilcore {
 
 using knn_simd::approx;
+using knn_simd::BatchedList;
 using knn_simd::insert_first;
 using knn_simd::kInf;
 using knn_simd::kNoSelf;
@@ -23,53 +24,58 @@ using knn_simd::TopList;
 namespace {
 
 // Merge columns [q0, q1) of one float tile row.
-inline void merge_span(const float* srow, int64_t q0, int64_t q1, int64_t col0, TopList& L) {
+inline void merge_span(const float* srow, int64_t q0, int64_t q1, int64_t col0, BatchedList& L) {
   for (int64_t q = q0; q < q1; ++q) L.offer(srow[q], col0 + q);
 }
 
 // Merge one float tile row into its list, the self column (if in the tile) first.
 inline void merge_row(const float* srow, int64_t c, int64_t col0, float* sim, int64_t* idx, int64_t k,
                       bool self_search, int64_t self) {
-  TopList L(sim, idx, k, self_search ? self : kNoSelf);
+  BatchedList L(sim, idx, k, self_search ? self : kNoSelf);
   const int64_t qs = self_search ? self - col0 : -1;  // the self column in this tile
   if (self_search && qs >= 0 && qs < c) {
     merge_span(srow, 0, qs, col0, L);
+    L.flush();
     insert_first(sim, idx, k, srow[qs], self);
-    L.refresh();
+    L.L.refresh();
     merge_span(srow, qs + 1, c, col0, L);
   } else {
     merge_span(srow, 0, c, col0, L);
   }
+  L.flush();
 }
 
 // ---------------------------------------------------------------- scalar kernels (knn_simd.h)
 
 void merge_row_i8_scalar(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, float* sim,
                          int64_t* idx, int64_t k, int64_t self) {
-  TopList L(sim, idx, k, self);
+  BatchedList L(sim, idx, k, self);
   const int64_t qs = self != kNoSelf ? self - col0 : -1;
   for (int64_t q = 0; q < c; ++q) {
     if (q == qs) {
+      L.flush();
       insert_first(sim, idx, k, approx(sr, sc[q], srow[q]), self);
-      L.refresh();
+      L.L.refresh();
     } else {
       L.offer(approx(sr, sc[q], srow[q]), col0 + q);
     }
   }
+  L.flush();
 }
 
 void merge_cols16_i8_scalar(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_t q0, int64_t row0,
                             int64_t col0, const float* rs, const float* sc, float* best_sim, int64_t* best_idx,
                             int64_t k, bool self_search) {
-  TopList lists[16];
+  BatchedList lists[16];
   for (int l = 0; l < 16; ++l) {
     const int64_t g = col0 + q0 + l;
-    lists[l] = TopList(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
+    lists[l] = BatchedList(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
   }
   for (int64_t r = r0; r < r1; ++r) {
     const int32_t* p = S + r * c + q0;
     for (int l = 0; l < 16; ++l) lists[l].offer(approx(rs[r], sc[q0 + l], p[l]), row0 + r);
   }
+  for (int l = 0; l < 16; ++l) lists[l].flush();
 }
 
 // the summation order of knn_simd::Ops::dot_f32, one lane at a time
@@ -292,8 +298,9 @@ int knn_topk_merge_i8_cpu(const int32_t* S, int64_t b, int64_t c, int64_t row0, 
 #pragma omp for schedule(static)
     for (int64_t q = strips * 16; q < c; ++q) {  // the tail columns, one list each
       const int64_t g = col0 + q;
-      TopList L(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
+      BatchedList L(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
       for (int64_t r = 0; r < b; ++r) L.offer(approx(rs[r], sc[q], S[r * c + q]), row0 + r);
+      L.flush();
     }
   }
   return 0;

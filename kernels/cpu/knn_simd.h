@@ -102,6 +102,72 @@ struct TopList {
   }
 };
 
+// A TopList fed in batches: an offered (v, j) that beats the k-th key as of the last flush is kept
+// in a small buffer; flush() sorts the buffer and merges it into the list in place from the end
+// (the list's last slots are the only ones that move), then refreshes the k-th key. The list then
+// holds the k best of everything offered under (v desc, j asc), the self entry pinned first, which
+// is what offering one at a time gives: the same bits, but an insertion no longer shifts up to k
+// entries, so long candidate lists (k of several hundred) cost little more than short ones.
+// Every offer must be followed by a flush() before the list is read or insert_first() is called.
+struct BatchedList {
+  static constexpr int kBatch = 32;
+  TopList L;
+  float bv[kBatch];
+  int64_t bj[kBatch];
+  int nb = 0;
+
+  BatchedList() = default;
+  BatchedList(float* s, int64_t* i, int64_t kk, int64_t self) : L(s, i, kk, self) {}
+  float thr() const { return L.thr; }
+  inline void offer(float v, int64_t j) {
+    if (v < L.thr) return;
+    if (v > L.thr || j < L.thr_idx) {
+      bv[nb] = v;
+      bj[nb] = j;
+      if (++nb == kBatch) flush();
+    }
+  }
+  static bool beats(float v, int64_t j, float w, int64_t q) { return v > w || (v == w && j < q); }
+  void flush() {
+    if (nb == 0) return;
+    for (int a = 1; a < nb; ++a) {  // insertion sort, best first
+      const float v = bv[a];
+      const int64_t j = bj[a];
+      int p = a;
+      for (; p > 0 && beats(v, j, bv[p - 1], bj[p - 1]); --p) {
+        bv[p] = bv[p - 1];
+        bj[p] = bj[p - 1];
+      }
+      bv[p] = v;
+      bj[p] = j;
+    }
+    float* sim = L.sim;
+    int64_t* idx = L.idx;
+    const int64_t lo = idx[0] == L.self_idx ? 1 : 0;  // the self entry stays first
+    int64_t i = L.k - 1;  // last list entry still in the running
+    int b = nb - 1;       // last buffer entry still in the running
+    for (int t = 0; t < nb && b >= 0; ++t) {  // drop the nb worst of list [lo, k) + buffer
+      if (i >= lo && !beats(sim[i], idx[i], bv[b], bj[b]))
+        --i;
+      else
+        --b;
+    }
+    for (int64_t w = L.k - 1; b >= 0; --w) {  // merge from the end; w > i while the buffer lasts
+      if (i >= lo && !beats(sim[i], idx[i], bv[b], bj[b])) {
+        sim[w] = sim[i];
+        idx[w] = idx[i];
+        --i;
+      } else {
+        sim[w] = bv[b];
+        idx[w] = bj[b];
+        --b;
+      }
+    }
+    nb = 0;
+    L.refresh();
+  }
+};
+
 // approximate similarity of an int8 product: (s_a * s_b) * float(S), this order
 inline float approx(float sa, float sb, int32_t s) { return (sa * sb) * static_cast<float>(s); }
 

@@ -24,15 +24,28 @@ def _import_cuml():
     return DBSCAN
 
 
+def check_no_repeats(indptr: torch.Tensor, indices: torch.Tensor, n: int) -> None:
+    """Refuse a CSR with a repeated (row, column) entry: scikit-learn counts each stored entry (hilcore's
+    other backends do too), cuML's dense matrix can hold it once, so the core points could differ."""
+    rows = torch.repeat_interleave(torch.arange(n, device=indices.device), indptr.diff(), output_size=indices.numel())
+    key = rows * max(n, 1) + indices
+    if torch.unique(key).numel() != key.numel():
+        raise ValueError("dist: the cuml backend cannot count a repeated (row, column) entry twice as "
+                         "scikit-learn does (its input is a dense matrix); sum or drop the repeats first, or "
+                         "use another backend (auto, torch, cuda, native)")
+
+
 def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: int, eps: float,
            min_samples: int) -> torch.Tensor:
-    """Labels int64 ``[n]`` (-1 noise) from cuML's DBSCAN on the CSR distances (CUDA tensors)."""
+    """Labels int64 ``[n]`` (-1 noise) from cuML's DBSCAN on the CSR distances (CUDA tensors); a CSR with a
+    repeated entry is refused (:func:`check_no_repeats`)."""
     if not (isinstance(data, torch.Tensor) and data.is_cuda):
         raise ValueError("dist: the cuml backend needs CUDA input (a CUDA torch tensor or CuPy array)")
     dev = data.device
     n = int(n)
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=dev)
+    check_no_repeats(indptr.to(device=dev, dtype=torch.int64), indices.to(device=dev, dtype=torch.int64), n)
     DBSCAN = _import_cuml()
     import cupy
 
@@ -47,8 +60,8 @@ def dbscan(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, n: i
     dense = torch.full((n, n), far, dtype=torch.float32, device=dev)
     dense[rows[nb], indices[nb]] = 0.0  # neighbours at 0: cuML only has to test <= eps, ties cannot differ
     # a point is its own neighbour only when its diagonal entry is stored within eps (scikit-learn's count;
-    # hilcore.dbscan stores the diagonal as scikit-learn reads it). A repeated entry counts once here: a dense
-    # matrix cannot hold it twice.
+    # hilcore.dbscan stores the diagonal as scikit-learn reads it). Repeated entries were refused above: a dense
+    # matrix cannot hold one twice.
     own = rows[(data <= eps32) & (rows == indices)]
     diag = torch.full((n,), far, dtype=torch.float32, device=dev)
     diag[own] = 0.0

@@ -129,9 +129,20 @@ def int8_matmul():
     return _INT8_MATMUL[0]
 
 
-def default_extra(k: int) -> int:
-    """Extra candidates per row (K' = k + extra) of the int8 path."""
-    return 2 * k + 8
+def default_extra(k: int, n: int = 0) -> int:
+    """Extra candidates per row (K' = k + extra) of the int8 path for ``n`` query rows.
+
+    Many: the int8 bound is loose (about 0.02 for unit rows at D = 1536-2048), so with 2k + 8 candidates
+    most rows of ReID-like data (clusters of ~15 images in a dense crowd) were not certified and took the
+    second int8 pass against every column. The tile merges take their offers in batches
+    (``knn_simd::BatchedList``), so a long list costs little in the merges, and the rescoring stops once
+    the next candidate cannot enter, so only rows that need the extra candidates pay for them. The lists
+    (12 bytes a candidate) stay within 1 GiB: beyond that many rows, fewer extra (never under 2k + 8).
+    """
+    extra = 4 * k + 128
+    if n * (k + extra) * 12 > 1 << 30:
+        extra = max(2 * k + 8, (1 << 30) // (12 * n) - k)
+    return extra
 
 
 @ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
@@ -173,7 +184,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
         use_int8 = False
     if not use_int8 or n == 0:
         return _knn_fp32(x, k, y is None, db, tile, extra, info)
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k) if extra is None else extra, info)
+    return _knn_int8(x, k, y is None, db, tile, default_extra(k, x.shape[0]) if extra is None else extra, info)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
@@ -224,18 +235,16 @@ def _fp32_candidates(x, kc, self_search, db, tile):
 
 
 class _TileTicker:
-    """Reports the tiles of a candidate pass done so far to :mod:`hilcore._progress` (after each row tile;
-    self-search counts the tiles on and above the diagonal)."""
+    """Reports the rows of a candidate pass done so far to :mod:`hilcore._progress`, after each row tile:
+    ``("knn", rows, N)``, the rows whose candidate lists are complete (in self-search the tiles on and above
+    the diagonal are computed, each merged into its rows and its columns, so a row tile's rows are complete
+    once it and every tile before it are merged)."""
 
     def __init__(self, n: int, m: int, tile: int, self_search: bool):
-        rows, cols = -(-n // tile), -(-m // tile)
-        self.tile, self.self_search, self.cols = tile, self_search, cols
-        self.total = rows * (rows + 1) // 2 if self_search else rows * cols
-        self.done = 0
+        self.n, self.tile = n, tile
 
     def __call__(self, i0: int) -> None:
-        self.done += (self.cols - i0 // self.tile) if self.self_search else self.cols
-        _progress.report("knn", self.done, self.total)
+        _progress.report("knn", min(self.n, i0 + self.tile), self.n)
 
 
 def _norm_up(a: torch.Tensor) -> np.ndarray:

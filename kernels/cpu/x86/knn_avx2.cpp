@@ -18,10 +18,10 @@ namespace {
 
 // Merge columns [q0, q1) of one int32 tile row (8 columns per compare).
 inline void merge_span_i8(const int32_t* srow, int64_t q0, int64_t q1, int64_t col0, float sr, const float* sc,
-                          TopList& L) {
+                          BatchedList& L) {
   int64_t q = q0;
   const __m256 vsr = _mm256_set1_ps(sr);
-  __m256 vthr = _mm256_set1_ps(L.thr);
+  __m256 vthr = _mm256_set1_ps(L.thr());
   alignas(32) float vals[8];
   for (; q + 8 <= q1; q += 8) {
     const __m256 s = _mm256_mul_ps(vsr, _mm256_loadu_ps(sc + q));
@@ -35,23 +35,25 @@ inline void merge_span_i8(const int32_t* srow, int64_t q0, int64_t q1, int64_t c
       mask &= mask - 1;
       L.offer(vals[l], col0 + q + l);
     }
-    vthr = _mm256_set1_ps(L.thr);
+    vthr = _mm256_set1_ps(L.thr());
   }
   for (; q < q1; ++q) L.offer(approx(sr, sc[q], srow[q]), col0 + q);
 }
 
 void merge_row_i8(const int32_t* srow, int64_t c, int64_t col0, float sr, const float* sc, float* sim, int64_t* idx,
                   int64_t k, int64_t self) {
-  TopList L(sim, idx, k, self);
+  BatchedList L(sim, idx, k, self);
   const int64_t qs = self != kNoSelf ? self - col0 : -1;
   if (qs >= 0 && qs < c) {
     merge_span_i8(srow, 0, qs, col0, sr, sc, L);
+    L.flush();
     insert_first(sim, idx, k, approx(sr, sc[qs], srow[qs]), self);
-    L.refresh();
+    L.L.refresh();
     merge_span_i8(srow, qs + 1, c, col0, sr, sc, L);
   } else {
     merge_span_i8(srow, 0, c, col0, sr, sc, L);
   }
+  L.flush();
 }
 
 void merge_cols16_i8(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_t q0, int64_t row0, int64_t col0,
@@ -59,11 +61,11 @@ void merge_cols16_i8(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_
                      bool self_search) {
   alignas(32) float thr[16];
   alignas(32) float vals[16];
-  TopList lists[16];
+  BatchedList lists[16];
   for (int l = 0; l < 16; ++l) {
     const int64_t g = col0 + q0 + l;
-    lists[l] = TopList(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
-    thr[l] = lists[l].thr;
+    lists[l] = BatchedList(best_sim + g * k, best_idx + g * k, k, self_search ? g : kNoSelf);
+    thr[l] = lists[l].thr();
   }
   __m256 t0 = _mm256_load_ps(thr), t1 = _mm256_load_ps(thr + 8);
   const __m256 c0 = _mm256_loadu_ps(sc + q0), c1 = _mm256_loadu_ps(sc + q0 + 8);
@@ -83,11 +85,12 @@ void merge_cols16_i8(const int32_t* S, int64_t r0, int64_t r1, int64_t c, int64_
       const int l = __builtin_ctz(mask);
       mask &= mask - 1;
       lists[l].offer(vals[l], row0 + r);
-      thr[l] = lists[l].thr;
+      thr[l] = lists[l].thr();
     }
     t0 = _mm256_load_ps(thr);
     t1 = _mm256_load_ps(thr + 8);
   }
+  for (int l = 0; l < 16; ++l) lists[l].flush();
 }
 
 // 4 x 8 FMA partial sums; lane l of s_j holds the terms t = 8 j + l (mod 32)
