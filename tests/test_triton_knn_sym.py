@@ -121,3 +121,29 @@ def test_when_symmetric(monkeypatch):
     check(idx, sim, x, 3, exact=True)
     monkeypatch.setattr(tknn, "SYM_MAX_BYTES", 2 * 1 * 32 * 32 * 4)
     assert tknn.symmetric(40, 16, 8, True)
+
+
+@pytest.mark.parametrize("n,k,sms", [(17, 3, 1), (53, 4, 1), (77, 9, 1), (260, 6, 64)])
+def test_candidate_keys_equal_the_full_sweep(tiles16, monkeypatch, n, k, sms):
+    """The candidate stage alone (no certificate or fallback to hide a lost candidate): on rows whose float16
+    products are exact (so a_ij == a_ji whichever tile computed it), the symmetric pass leaves each row exactly
+    the KC best keys (value desc, column asc; self on top) of the full sweep's _knn_cand_kernel."""
+    import triton
+
+    monkeypatch.setattr(tknn, "INTERPRET_SMS", sms)
+    x = _t(duplicated(tie_rows(n, 8, seed=n), seed=k))
+    kc = tknn.candidates(k)
+    bm, bn, bk, _ = tknn._tc_blocks(kc, 8, True)
+    dp = triton.cdiv(8, bk) * bk
+    xh, _ = tknn._prep(x, dp, True)
+    sym, splits = tknn._sym_pass(xh, kc, bm, bk, 1, sms, True)
+    assert sym.shape == (n, kc) and (splits > 1) == (sms > 1)
+    full = torch.empty((n, kc), dtype=torch.int64, device=x.device)
+    tknn._knn_cand_kernel[(triton.cdiv(n, bm), 1)](xh, xh, full, n, n, dp, triton.cdiv(n, bn) * bn, SELF=True, KP=kc,
+                                                   BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=1, num_stages=1)
+    valid = -(2**63) + 2**32  # keys below are empty slots
+    for r in range(n):
+        got = sorted(v for v in sym[r].tolist() if v >= valid)
+        want = sorted(v for v in full[r].tolist() if v >= valid)
+        assert got == want, r
+        assert len(got) == min(n, kc)
