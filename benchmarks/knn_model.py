@@ -6,7 +6,10 @@ instead of running it (``gpu_static._recorded_launches``) and prices each launch
 from its grid, block sizes and shapes with the H100's published figures:
 
 - FLOPs: the tensor-core FLOPs of the padded tiles each program multiplies
-  (candidate pass), the float32 FLOPs of the rescoring;
+  (candidate pass: the full sweep, or in self-search the symmetric tiles, each
+  unordered pair of row blocks once), the float32 FLOPs of the rescoring;
+- the symmetric pass's stored tiles (float32, off the diagonal) go to HBM and its
+  merge reads them back from HBM with the row-side lists;
 - bytes per level: operand bytes every program loads (L2), and the bytes that
   must come from HBM (the candidate pass: each wave of resident programs reads
   its distinct query tiles and column ranges once; prep: read x, write its
