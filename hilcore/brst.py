@@ -17,7 +17,7 @@ def brst_tensors(xb: torch.Tensor, lab: torch.Tensor, protos: torch.Tensor, rati
     rows = torch.nonzero(lab >= 0).flatten()
     if rows.numel() == 0:
         return out
-    best, best_sim, col_max = impl(xb[rows].contiguous(), protos)
+    best, best_sim, col_max = impl(xb, protos, rows)  # the scan of xb[rows] (the native kernel reads them in place)
     accept = best_sim >= ratio * col_max[best]
     out[rows] = torch.where(accept, best, -1)  # positions, not a mask: no host sync
     return out

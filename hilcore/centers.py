@@ -106,16 +106,14 @@ def seeding_uniforms(seed, c: int, n_init: int, n_sub: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).random((c, n_init, n_sub)))
 
 
-def _order_and_fill(sub: torch.Tensor, cnt: torch.Tensor, first: torch.Tensor):
-    """Sort every cluster's sub-centres by (size desc, smallest member index asc); returns the
-    sorted ``[C, S, D]`` sub-centres and the ``[C, S, 1]`` mask of slots that hold one."""
+def _slot_order(cnt: torch.Tensor, first: torch.Tensor):
+    """Every cluster's sub-centres by (size desc, smallest member index asc): the ``[C, S]`` order of the
+    slots and the ``[C, S, 1]`` mask of the sorted slots that hold one."""
     o1 = torch.sort(first, dim=1, stable=True).indices
     cnt1 = torch.gather(cnt, 1, o1)
     o2 = torch.sort(cnt1, dim=1, descending=True, stable=True).indices
     order = torch.gather(o1, 1, o2)
-    cnt = torch.gather(cnt, 1, order)
-    sub = torch.gather(sub, 1, order.unsqueeze(2).expand_as(sub))
-    return sub, (cnt > 0).unsqueeze(2)
+    return order, (torch.gather(cnt, 1, order) > 0).unsqueeze(2)
 
 
 #: :func:`subcluster`'s defaults (``iters``, ``n_init``, ``eps``, ``min_samples``), used by the epoch's shared stage.
@@ -222,7 +220,14 @@ def multi_centres(xt: torch.Tensor, lab: torch.Tensor, c: int, n_sub: int, weigh
         sub, cnt, first = impl.part("kmeans")(xt, lab, c, n_sub, iters, u)
     else:
         sub, cnt, first = impl.part("dbscan")(xt, lab, c, n_sub, eps, min_samples)
-    sub, has = _order_and_fill(sub, cnt, first)
+    order, has = _slot_order(cnt, first)
+    # written into the result in place (one [C, 1 + S, D] buffer, no temporaries of that size): slot 0 the centre,
+    # the sorted slots (1 - w) u + w m, the empty ones exact copies of the centre
+    out = torch.empty(c, 1 + sub.shape[1], centres.shape[1], dtype=centres.dtype, device=centres.device)
+    out[:, 0] = centres
     m = centres.unsqueeze(1)
-    slots = torch.where(has, weight * m + (1 - weight) * sub, m)  # exact centre copies in empty slots
-    return torch.cat([m, slots], dim=1)
+    slots = out[:, 1:]
+    torch.gather(sub, 1, order.unsqueeze(2).expand_as(sub), out=slots)
+    slots.mul_(1 - weight).add_(weight * m)
+    torch.where(has, slots, m, out=slots)
+    return out

@@ -332,8 +332,14 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
     s_multi = torch.empty(n_shared, 1 + cfg.n_sub, d, dtype=torch.float32, device=dev)
     fresh = torch.ones(n_shared, dtype=torch.bool, device=dev)
     for (ids, sid), name in zip(_single_modality_clusters(m, cfg.match_mode, dev), ("rgb", "ir")):
-        s_cen[sid] = torch.as_tensor(per[name][1]).to(dev)[ids]
-        s_multi[sid] = torch.as_tensor(per[name][2]).to(dev)[ids]
+        cen, multi = (torch.as_tensor(t).to(dev) for t in per[name][1:3])
+        if cfg.match_mode == "both":  # shared ids of a consecutive range: gathered straight into place
+            lo = int(len(m.pairs)) + (0 if name == "rgb" else len(m.unmatched_rgb))
+            torch.index_select(cen, 0, ids, out=s_cen[lo:lo + ids.numel()])
+            torch.index_select(multi, 0, ids, out=s_multi[lo:lo + ids.numel()])
+        else:
+            s_cen[sid] = cen[ids]
+            s_multi[sid] = multi[ids]
         fresh[sid] = False
     fresh_ids = torch.nonzero(fresh).flatten()
     q = fresh_ids.numel()
@@ -341,9 +347,8 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
         fmap = torch.full((n_shared,), -1, dtype=torch.int64, device=dev)
         fmap[fresh_ids] = torch.arange(q, device=dev)
         lf = torch.where(ls >= 0, fmap[ls.clamp(min=0)], ls)
-        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, RGB rows first
-        n_r = mr.shape[0]
-        xs = torch.cat([mr[rows[rows < n_r]], mi[rows[rows >= n_r] - n_r]])
+        rows = torch.nonzero(lf >= 0).flatten()  # the members of the fresh clusters, ascending: RGB rows first
+        xs = _gather_rows(mr, mi, rows)
         if not normalized:
             xs, _ = _arrays.features(xs, "x", normalize=True)  # row by row what cluster_centers would see
         lf = lf[rows]
@@ -359,6 +364,17 @@ def shared_memories(mr: torch.Tensor, mi: torch.Tensor, sr: torch.Tensor, si: to
                                            iters=SUB_DEFAULTS["iters"], eps=SUB_DEFAULTS["eps"],
                                            min_samples=SUB_DEFAULTS["min_samples"], centres=cen_f if same else None)
     return s_cen, s_multi
+
+
+def _gather_rows(mr: torch.Tensor, mi: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([mr, mi])[rows]`` for ascending ``rows``, gathered straight into one buffer (one host read:
+    where the RGB rows end)."""
+    n_r = mr.shape[0]
+    k = int(torch.searchsorted(rows, n_r))
+    xs = torch.empty(rows.numel(), mr.shape[1], dtype=mr.dtype, device=mr.device)
+    torch.index_select(mr, 0, rows[:k], out=xs[:k])
+    torch.index_select(mi, 0, rows[k:] - n_r, out=xs[k:])
+    return xs
 
 
 def _jaccard(x: torch.Tensor, cfg: EpochConfig, impl: _dispatch.Impl, timings: dict):

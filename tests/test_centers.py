@@ -184,3 +184,65 @@ def test_subcluster_kmeans_small_layout_matches_reference():
     want = subcluster_ref(x, lab, n_sub=9, weight=0.9)
     for b in BACKENDS:
         np.testing.assert_allclose(centers.subcluster(x, lab, n_sub=9, backend=b), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(hilcore._dispatch.native_module() is None, reason="hilcore._native is not built")
+def test_native_means_round_like_the_float64_quotient():
+    """The native centre update's means (kernels/cpu/rowsum.h; on AVX-512 a product by 1 / n, checked) equal
+    float32(float64 sum / n) with the sums in row order, also where the quotient is exactly halfway between
+    two float32 values or a few float64 ulps from halfway (the cases the check must hand to the division)."""
+    nat = hilcore._dispatch.native_module()
+    rng = np.random.default_rng(3)
+    one, e = np.float32(1), 2.0 ** -24
+    # three rows whose float64 sum is 3 (1 + 2^-24): the mean is exactly halfway between 1 and 1 + 2^-23
+    tie = np.array([1 + 2 * e, 1 + 2 * e, 1 - e], dtype=np.float64).astype(np.float32)
+    assert float(tie.astype(np.float64).sum()) == 3 * (1 + e)
+    cols = [np.tile(tie, 2)]  # labels below: 0, 0, 0, 1, 1, 1
+    for j in range(40):  # sums 3 m, m = 1 + (2 j + 1) e halfway between two float32 values, moved by -2..2 ulps:
+        for step in range(-2, 3):  # the product by fl(1/3) rounds some of these the other way
+            t = 3 * (1 + (2 * j + 1) * e)
+            for _ in range(abs(step)):
+                t = float(np.nextafter(t, np.inf if step > 0 else -np.inf))
+            a = np.float32(t)
+            b = np.float32(t - float(a))
+            c = np.float32(t - float(a) - float(b))  # t = a + b + c exactly, in this order
+            assert (float(a) + float(b)) + float(c) == t
+            cols.append(np.array([a, b, c] * 2, dtype=np.float32))
+    cols += [rng.standard_normal(6).astype(np.float32) for _ in range(57)]
+    x = np.ascontiguousarray(np.stack(cols, axis=1))  # [6, 97]: the vector loop and its tail
+    for labels, c in ((np.array([0, 0, 0, 1, 1, 1]), 2), (np.array([0, 0, 0, -1, 1, 1]), 2),
+                      (np.array([0, 1, 0, 1, 0, 1]), 2), (np.array([0, 0, 0, 0, 0, 0]), 1)):
+        want = np.zeros((c, x.shape[1]), dtype=np.float32)
+        for j in range(c):
+            s = np.zeros(x.shape[1], dtype=np.float64)
+            for i in np.flatnonzero(labels == j):  # row order, one float64 addition at a time
+                s = s + x[i].astype(np.float64)
+            want[j] = (s / np.float64((labels == j).sum())).astype(np.float32)
+        got = nat.cluster_centers(x, labels.astype(np.int64), c)
+        np.testing.assert_array_equal(got, want)
+    assert want[0, 0] == np.float32(1)  # the tie went to the even neighbour
+
+
+@pytest.mark.skipif(hilcore._dispatch.native_module() is None, reason="hilcore._native is not built")
+def test_native_kmeans_segments_rows_and_out_equal_the_gathered_call():
+    """kmeans_segments reading its members through row ids and writing each segment's centres into given rows of
+    ``out`` returns what the call on the gathered members returns; bad ids and a half-given output are refused."""
+    nat = hilcore._dispatch.native_module()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((90, 13)).astype(np.float32)
+    mem = rng.permutation(90)[:70].astype(np.int64)
+    starts, sizes = np.array([0, 25, 31], dtype=np.int64), np.array([25, 6, 39], dtype=np.int64)
+    u = rng.random((3, 4, 3))
+    want = nat.kmeans_segments(np.ascontiguousarray(x[mem]), starts, sizes, 3, 30, u)
+    out = np.full((5, 3, 13), 7.0, dtype=np.float32)
+    got = nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 2], dtype=np.int64))
+    np.testing.assert_array_equal(out[[4, 0, 2]], want[0])
+    assert np.all(out[[1, 3]] == 7.0)  # rows no segment names are left alone
+    for a, b in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="out, out_ids: pass both or neither"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out)
+    with pytest.raises(ValueError, match=r"out_ids: expected rows of out in \[0, 5\), got 5"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 5], dtype=np.int64))
+    with pytest.raises(ValueError, match=r"rows: expected row ids in \[0, 90\), got rows\[0\] = 90"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, np.full(70, 90, dtype=np.int64))

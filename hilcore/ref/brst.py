@@ -4,6 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 from .centers import cluster_centers_ref, normalize_rows
+from .knn import fma_f32
+
+
+def fma_similarities(x_b, protos_a) -> np.ndarray:
+    """``[M, C]`` float32 similarities of the native BRST scan (kernels/cpu/brst_tile.h), from its definition:
+    ``s = fma(x_q, p_q, s)`` over the columns q in order from ``s = 0``, one rounding per column, rows used
+    as given (float32). Slow (a Python loop over D): for tests."""
+    x = np.asarray(x_b, dtype=np.float32)
+    p = np.asarray(protos_a, dtype=np.float32)
+    s = np.zeros((x.shape[0], p.shape[0]), dtype=np.float32)
+    for q in range(x.shape[1]):
+        s = fma_f32(x[:, q, None], p[None, :, q], s)
+    return s
 
 
 def brst_ref(x_b, labels_b, protos_a, ratio: float = 0.5) -> np.ndarray:

@@ -1,5 +1,11 @@
 #include "cpu/cpu_features.h"
 
+#include <cstdint>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace hilcore {
 
 CpuFeatures cpu_features() {
@@ -17,6 +23,20 @@ CpuFeatures cpu_features() {
   f.arch = "aarch64";
 #endif
   return f;
+}
+
+bool os_saves_zmm() {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // no OSXSAVE: no XGETBV
+  uint32_t lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  (void)hi;
+  const uint32_t want = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7);
+  return (lo & want) == want;
+#else
+  return false;
+#endif
 }
 
 }  // namespace hilcore

@@ -17,4 +17,9 @@ struct CpuFeatures {
 
 CpuFeatures cpu_features();
 
+// x86: the OS enables the AVX-512 register state (CPUID.1:ECX.OSXSAVE and XCR0 bits 1, 2, 5, 6, 7: SSE,
+// AVX, opmask, upper halves of zmm0-15, zmm16-31), without which zmm instructions fault even on a CPU
+// that has them. false elsewhere.
+bool os_saves_zmm();
+
 }  // namespace hilcore

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "cpu/rowsum.h"
 
 #if defined(__SSE2__)
 #include "cpu/x86/lanes_sse2.h"
@@ -187,7 +188,7 @@ struct KMeansRun {
   std::vector<int64_t> a, prev, cnt;
   std::vector<double> sums, ub, lb, delta;
   std::vector<float> sc, newc;
-  std::vector<char> chg;
+  std::vector<char> chg, cc_ok;  // cc_ok[j]: cc[j] is the norm of the current centre j
   bool have_bounds = false, moved = false;
   // gram: [n, n] dot(x_p, x_q) of the segment's rows when the caller built it (bounded runs of small
   // segments): the seeds are rows, so every seeding distance and the first Lloyd step's scores are
@@ -200,7 +201,7 @@ struct KMeansRun {
       : x(x_), xx(xx_), nx(nx_), n(n_), d(d_), k(k_), u(u_), bounded(bounded_), g(slack_g(d_)), cen(k_ * d_),
         cc(k_), owner(bounded_ ? n_ : 0, -1), uo(bounded_ ? n_ : 0), lbs(bounded_ ? n_ * k_ : 0), a(n_, -1),
         prev(n_, -1), cnt(k_, 0), sums(k_ * d_), ub(n_), lb(n_ * k_), delta(k_, 0.0), sc(n_ * k_), newc(d_),
-        chg(k_), sidx(k_, 0) {
+        chg(k_), cc_ok(k_, 0), sidx(k_, 0) {
     pa.reserve(n * k);
     pb.reserve(n * k);
     who.reserve(n * k);
@@ -297,8 +298,12 @@ struct KMeansRun {
     }
   }
 
-  void norms() {
-    for (int64_t j = 0; j < k; ++j) cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
+  void norms() {  // cc[j] = dot(c_j, c_j), computed again only for the centres that changed since
+    for (int64_t j = 0; j < k; ++j)
+      if (!cc_ok[j]) {
+        cc[j] = dot(cen.data() + j * d, cen.data() + j * d, d);
+        cc_ok[j] = 1;
+      }
   }
   int64_t first_min(const float* s) const {  // the plain loop's rule: first minimum
     float bs = inf;
@@ -421,11 +426,12 @@ struct KMeansRun {
         std::fill(sums.begin() + j * d, sums.begin() + (j + 1) * d, 0.0);
         cnt[j] = 0;
       }
+    const rowsum::AddFn add = rowsum::ops().add;
     for (int64_t i = 0; i < n; ++i) {
       if (!chg[a[i]]) continue;
       double* s = sums.data() + a[i] * d;
       const float* xr = x + i * d;
-      for (int64_t q = 0; q < d; ++q) s[q] += static_cast<double>(xr[q]);
+      add(s, xr, d);
       ++cnt[a[i]];
     }
     moved = false;
@@ -433,14 +439,16 @@ struct KMeansRun {
       delta[j] = 0.0;
       if (!chg[j] || cnt[j] == 0) continue;
       float* cj = cen.data() + j * d;
-      for (int64_t q = 0; q < d; ++q) newc[q] = static_cast<float>(sums[j * d + q] / static_cast<double>(cnt[j]));
-      if (bounded) {  // how far the centre moved (an upper bound; 0 when it did not)
+      rowsum::ops().mean(sums.data() + j * d, cnt[j], d, newc.data());
+      if (std::memcmp(newc.data(), cj, sizeof(float) * d) == 0) continue;  // the same centre, the same bits
+      cc_ok[j] = 0;
+      if (bounded) {  // how far the centre moved (an upper bound)
         const float* pn = newc.data();
         const float* po = cj;
         float s2;
         sqdiffs<1>(&pn, &po, d, &s2);
-        delta[j] = std::memcmp(pn, po, sizeof(float) * d) == 0 ? 0.0 : dist_upper(s2, g);
-        moved = moved || delta[j] > 0;
+        delta[j] = dist_upper(s2, g);
+        moved = true;
       }
       std::memcpy(cj, newc.data(), sizeof(float) * d);
     }
@@ -508,6 +516,56 @@ void one_run(const float* x, const float* xx, const double* nx, int64_t n, int64
   r.finish(pos0, out);
 }
 
+// The rows of one segment, contiguous, with their float32 |x|^2 (dot(x, x)) and float64 |x|: read in place
+// (rows = null: the segment is xm's rows start .. start + n) or gathered through the row ids rows[start + t]
+// into a buffer of the thread (the same values either way, so the same bits).
+struct SegmentRows {
+  std::vector<float> buf, xx;
+  std::vector<double> nx;
+  const float* x = nullptr;
+  void load(const float* xm, const int64_t* rows, int64_t start, int64_t n, int64_t d) {
+    if (rows) {
+      buf.resize(n * d);
+      for (int64_t t = 0; t < n; ++t) std::memcpy(buf.data() + t * d, xm + rows[start + t] * d, sizeof(float) * d);
+      x = buf.data();
+    } else {
+      x = xm + start * d;
+    }
+    xx.resize(n);
+    nx.resize(n);
+    for (int64_t t = 0; t < n; ++t) {
+      xx[t] = dot(x + t * d, x + t * d, d);
+      nx[t] = norm64(x + t * d, d);
+    }
+  }
+};
+
+// Every run of one segment of n rows (starting at position pos0 of the members); the lowest inertia wins.
+void segment_kmeans(const SegmentRows& seg, int64_t pos0, int64_t n, int64_t d, int64_t k, int64_t runs,
+                    int64_t iters, const double* u, bool bounded, float* cen, int64_t* cnt, int64_t* first,
+                    int64_t* evals) {
+  Run best, cur;
+  best.inertia = std::numeric_limits<double>::infinity();
+  // bounded runs of a segment small enough that its Gram matrix costs fewer distances than the runs'
+  // seedings (runs (k - 1) n) take it: n (n + 1) / 2 dots, shared by every run
+  std::vector<float> gram;
+  int64_t ev = 0;
+  if (bounded && k > 1 && n + 1 < 2 * runs * (k - 1)) ev = gram_matrix(seg.x, n, d, gram);
+  for (int64_t r = 0; r < runs; ++r) {
+    one_run(seg.x, seg.xx.data(), seg.nx.data(), n, d, k, iters, u + r * k, pos0, bounded,
+            gram.empty() ? nullptr : gram.data(), cur);
+    ev += cur.evals;
+    if (cur.inertia < best.inertia || r == 0) std::swap(best, cur);  // strict: ties keep the earlier run
+  }
+  std::memcpy(cen, best.cen.data(), sizeof(float) * k * d);
+  *evals = ev;
+  const bool ok = std::isfinite(best.inertia);
+  for (int64_t j = 0; j < k; ++j) {
+    cnt[j] = ok ? best.cnt[j] : 0;
+    first[j] = best.first[j];
+  }
+}
+
 }  // namespace
 
 int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* labels, int64_t c, float* out) {
@@ -516,31 +574,40 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
     HILCORE_CHECK_MSG(labels[i] >= -1 && labels[i] < c,
                       "labels[" + std::to_string(i) + "] = " + std::to_string(labels[i]) + ": expected -1 or a cluster in [0, " +
                           std::to_string(c) + ")");
-  std::vector<int64_t> cnt(c, 0);
+  // the members of every cluster in ascending row order (a counting sort), then one cluster per task: its
+  // rows are read whole (contiguous, prefetched) and summed into one float64 row, in ascending row order
+  // per column (the sums do not depend on the thread count)
+  std::vector<int64_t> start(c + 1, 0);
   for (int64_t i = 0; i < n; ++i)
-    if (labels[i] >= 0) ++cnt[labels[i]];
-  constexpr int64_t kColBlock = 64;  // each thread owns a band of columns for all rows
-  const int64_t nb = (d + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t q0 = b * kColBlock, q1 = std::min(d, q0 + kColBlock), w = q1 - q0;
-    std::vector<double> s(c * w, 0.0);
-    for (int64_t i = 0; i < n; ++i) {
-      if (labels[i] < 0) continue;
-      double* sr = s.data() + labels[i] * w;
-      const float* xr = x + i * d + q0;
-      for (int64_t q = 0; q < w; ++q) sr[q] += static_cast<double>(xr[q]);
+    if (labels[i] >= 0) ++start[labels[i] + 1];
+  for (int64_t j = 0; j < c; ++j) start[j + 1] += start[j];
+  std::vector<int64_t> members(start[c]), fill(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    if (labels[i] >= 0) members[fill[labels[i]]++] = i;
+  const rowsum::Ops& rs = rowsum::ops();
+#pragma omp parallel
+  {
+    std::vector<double> s(d);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t cnt = start[j + 1] - start[j];
+      float* o = out + j * d;
+      if (cnt == 0) { std::fill(o, o + d, 0.f); continue; }
+      std::fill(s.begin(), s.end(), 0.0);
+      for (int64_t t = start[j]; t < start[j + 1]; ++t) {
+        const float* xr = x + members[t] * d;
+        rs.add(s.data(), xr, d);
+      }
+      rs.mean(s.data(), cnt, d, o);
     }
-    for (int64_t j = 0; j < c; ++j)
-      for (int64_t q = 0; q < w; ++q)
-        out[j * d + q0 + q] = cnt[j] ? static_cast<float>(s[j * w + q] / static_cast<double>(cnt[j])) : 0.f;
   }
   return 0;
 }
 
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
                         int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
-                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals) {
+                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows,
+                        const int64_t* cen_rows) {
   HILCORE_CHECK_MSG(m >= 0 && d > 0 && e >= 0 && k > 0 && runs > 0 && iters > 0,
                     values({{"m", m}, {"d", d}, {"e", e}, {"k", k}, {"runs", runs}, {"iters", iters}}));
   for (int64_t s = 0; s < e; ++s)
@@ -548,35 +615,15 @@ int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* st
                       "segment " + std::to_string(s) + ": " +
                           values({{"start", starts[s]}, {"size", sizes[s]}, {"k", k}, {"m", m}}) +
                           ": expected more than k rows inside xm");
-  std::vector<float> xx(m);
-  std::vector<double> nx(m);
-  for (int64_t i = 0; i < m; ++i) {
-    xx[i] = dot(xm + i * d, xm + i * d, d);
-    nx[i] = norm64(xm + i * d, d);
-  }
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t s = 0; s < e; ++s) {
-    Run best, cur;
-    best.inertia = std::numeric_limits<double>::infinity();
-    const int64_t n = sizes[s];
-    const float* xs = xm + starts[s] * d;
-    // bounded runs of a segment small enough that its Gram matrix costs fewer distances than the runs'
-    // seedings (runs (k - 1) n) take it: n (n + 1) / 2 dots, shared by every run
-    std::vector<float> gram;
-    int64_t ev = 0;
-    if (bounded && k > 1 && n + 1 < 2 * runs * (k - 1)) ev = gram_matrix(xs, n, d, gram);
-    for (int64_t r = 0; r < runs; ++r) {
-      one_run(xs, xx.data() + starts[s], nx.data() + starts[s], n, d, k, iters, u + (s * runs + r) * k, starts[s],
-              bounded, gram.empty() ? nullptr : gram.data(), cur);
-      ev += cur.evals;
-      if (cur.inertia < best.inertia || r == 0) std::swap(best, cur);  // strict: ties keep the earlier run
-    }
-    std::memcpy(cen + s * k * d, best.cen.data(), sizeof(float) * k * d);
-    evals[s] = ev;
-    const bool ok = std::isfinite(best.inertia);
-    for (int64_t j = 0; j < k; ++j) {
-      cnt[s * k + j] = ok ? best.cnt[j] : 0;
-      first[s * k + j] = best.first[j];
+#pragma omp parallel
+  {
+    SegmentRows seg;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t s = 0; s < e; ++s) {
+      seg.load(xm, rows, starts[s], sizes[s], d);
+      float* cs = cen + (cen_rows ? cen_rows[s] : s) * k * d;
+      segment_kmeans(seg, starts[s], sizes[s], d, k, runs, iters, u + s * runs * k, bounded, cs, cnt + s * k,
+                     first + s * k, evals + s);
     }
   }
   return 0;

@@ -20,9 +20,13 @@ int cluster_centers_cpu(const float* x, int64_t n, int64_t d, const int64_t* lab
 // bound of every score) prove cannot change an outcome, Elkan-style, and a segment small enough
 // (n + 1 < 2 runs (k - 1)) computes its Gram matrix once, so its seedings and first Lloyd steps (the
 // centres are rows) are look-ups of the same dot products; the outputs are bit for bit those of
-// bounded = false, the plain loop. Returns 0 on success.
+// bounded = false, the plain loop. rows: null (the members are xm's m rows) or the m members' row ids
+// into xm (checked by the caller), read in place: each segment's rows are gathered by the thread that
+// runs it. cen_rows: null (segment s's centres go to cen[s]) or the row of cen [*, k, d] each segment's
+// centres go to (checked by the caller). Returns 0 on success.
 int kmeans_segments_cpu(const float* xm, int64_t m, int64_t d, const int64_t* starts, const int64_t* sizes,
                         int64_t e, int64_t k, int64_t runs, int64_t iters, const double* u, bool bounded,
-                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals);
+                        float* cen, int64_t* cnt, int64_t* first, int64_t* evals, const int64_t* rows = nullptr,
+                        const int64_t* cen_rows = nullptr);
 
 }  // namespace hilcore

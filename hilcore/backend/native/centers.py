@@ -21,23 +21,25 @@ def kmeans_subcenters(x: torch.Tensor, lab: torch.Tensor, c: int, k: int, iters:
     bits. ``info``: when given, ``info["distance_evals"]`` receives the number of member-centre
     distances evaluated (k-means++ seeding, Lloyd steps and the final inertia, all runs)."""
     n, d = x.shape
-    sub = torch.zeros(c, k, d, dtype=torch.float32)
+    sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
+    sub = torch.empty(c, k, d, dtype=torch.float32)
+    sub[sizes_all <= k] = 0  # the kernel writes the other clusters' rows
     cnt = torch.zeros(c, k, dtype=torch.int64)
     first = torch.full((c, k), n, dtype=torch.int64)
-    sizes_all = torch.bincount(lab[lab >= 0], minlength=c)
     elig = torch.nonzero(sizes_all > k).flatten()
     if elig.numel() == 0:
         if info is not None:
             info.setdefault("distance_evals", 0)
         return sub, cnt, first
     mem, _, starts, sizes = segments(lab, elig)
-    xm = x[mem].contiguous()
     ue = u[elig].contiguous()
-    cen_e, cnt_e, first_e, evals = native_module().kmeans_segments(xm.numpy(), starts.numpy(), sizes.numpy(), k,
-                                                                   iters, ue.numpy(), bounded)
+    # the members are read in place through their row ids (each segment gathered by the thread that runs it), the
+    # centres written straight into their clusters' rows of sub
+    _, cnt_e, first_e, evals = native_module().kmeans_segments(x.contiguous().numpy(), starts.numpy(), sizes.numpy(),
+                                                               k, iters, ue.numpy(), bounded, mem.contiguous().numpy(),
+                                                               sub.numpy(), elig.contiguous().numpy())
     if info is not None:
         info["distance_evals"] = info.get("distance_evals", 0) + int(evals.sum())
-    sub[elig] = torch.from_numpy(cen_e)
     cnt[elig] = torch.from_numpy(cnt_e)
     first[elig] = mem[torch.from_numpy(first_e).clamp(max=mem.numel() - 1)]
     return sub, cnt, first

@@ -68,8 +68,11 @@ def _blocks(d: int, interpret: bool) -> tuple[int, int, int, int]:
     return 64, 32, 32, 8
 
 
-def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor):
-    """(best [M] int64, best_sim [M] float32, col_max [C] float32) of ``xb @ protos.T``."""
+def row_argmax_col_max(xb: torch.Tensor, protos: torch.Tensor, rows: torch.Tensor | None = None):
+    """(best [M] int64, best_sim [M] float32, col_max [C] float32) of ``xb @ protos.T`` (of ``xb[rows]``
+    when int64 row ids ``rows`` are given)."""
+    if rows is not None:
+        xb = xb[rows]
     xb = xb.contiguous()
     protos = protos.contiguous()
     m, d = xb.shape
