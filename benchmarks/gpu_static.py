@@ -152,7 +152,8 @@ def knn_specs(d: int, arch: int) -> list[dict]:
     """The kNN kernels exactly as the launcher of hilcore/backend/triton/knn.py launches them on a GPU.
 
     For each case of :data:`KNN_CASES` the fp16 path (``_fp16_path``: prep, candidates,
-    rescoring) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
+    rescoring; once with the symmetric self-search pass and once with the full sweep, which
+    database searches and larger self-searches take) and the fp32 kernel of the uncertified rows (``_exact`` with GATHER) run on
     CPU tensors of the real shapes with the GPU branch of every choice (``interpreting()``
     false, the SM count of the target) and their launches recorded, not run; each
     distinct (kernel, constexprs, launch options) becomes a spec whose arguments Triton's
@@ -166,12 +167,16 @@ def knn_specs(d: int, arch: int) -> list[dict]:
     for n, k in KNN_CASES:
         kc = tknn.candidates(k)
         x = torch.empty((n, d), dtype=torch.float32)  # never read: nothing runs
-        stats: dict = {}
         with mock.patch.object(tknn, "interpreting", lambda: False), \
                 mock.patch.object(tknn, "_sm_count", lambda t, interpret: SMS.get(arch, 132)), \
                 mock.patch.object(tknn, "_cc_major", lambda t, interpret: arch // 10):
-            with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as fp16:
-                tknn._fp16_path(x, x, k, kc, True, False, stats)
+            fp16 = []
+            for sym in (True, False):  # the symmetric self-search and the full sweep (database search, large N)
+                info: dict = {}
+                with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), \
+                        mock.patch.object(tknn, "SYMMETRIC", sym), _recorded_launches() as rec:
+                    tknn._fp16_path(x, x, k, kc, True, False, info)
+                fp16 += [(*la, info) for la in rec]
             rows = torch.arange(min(n, 1000), dtype=torch.int64)  # the uncertified rows
             idx = torch.empty((n, k), dtype=torch.int64)
             with _recorded_launches() as fp32:
@@ -181,17 +186,19 @@ def knn_specs(d: int, arch: int) -> list[dict]:
                 cand = torch.arange(kc, dtype=torch.int64).expand(n, kc)
                 with mock.patch.object(tknn, "_exact", lambda *a, **kw: None), _recorded_launches() as foreign:
                     tknn.rescore_candidates(x, x, k, cand, torch.zeros(n, kc), True)
-        for fn, args, kwargs, grid in fp16 + fp32 + foreign:
+        for fn, args, kwargs, grid, *info in fp16 + [(*la, {}) for la in fp32 + foreign]:
             const = {p.name: kwargs.get(p.name, p.default) for p in fn.params if p.is_constexpr}
             opts = {o: kwargs[o] for o in ("num_warps", "num_stages") if o in kwargs}
             key = (fn.__name__, tuple(sorted(const.items())), tuple(sorted(opts.items())))
-            launch = dict(n=n, k=k, grid=list(grid), splits=None if const.get("CHECK") else stats.get("splits"),
-                          sms=SMS.get(arch, 132))
+            launch = dict(n=n, k=k, grid=list(grid), splits=info[0].get("splits"), sms=SMS.get(arch, 132),
+                          symmetric=info[0].get("symmetric"))
             if key in seen:  # the same compiled kernel: one more launch of it
                 seen[key]["launches"].append(launch)
                 continue
             short = fn.__name__.removeprefix("_knn_").removesuffix("_kernel")
             name = {"cand": f"knn_cand[k={k},KC={const.get('KP')}]",
+                    "sym": f"knn_sym[k={k},KC={const.get('KP')}]",
+                    "sym_merge": f"knn_sym_merge[k={k},KC={const.get('KP')}]",
                     "rescore": f"knn_rescore_lib[k={k},KC={const.get('KC')}]" if const.get("CHECK")  # faiss_gpu/cuvs
                     else f"knn_rescore[k={k},KC={const.get('KC')},CP={const.get('CP')}]",
                     "topk": f"knn_fp32[k={k}{',split' if const.get('SPLIT') else ''}]",
@@ -292,7 +299,8 @@ def triton_report(dims, archs, only=None) -> list[dict]:
 
 
 def _order(kernel: str) -> int:
-    for i, p in enumerate(("knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge", "segment_mean", "assign",
+    for i, p in enumerate(("knn_sym[", "knn_sym_merge", "knn_cand", "knn_rescore", "knn_prep", "knn_fp32", "knn_merge",
+                           "segment_mean", "assign",
                            "lloyd_update", "mccl_fwd", "mccl_bwd", "memory_update", "brst_scan")):
         if kernel.startswith(p):
             return i

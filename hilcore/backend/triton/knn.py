@@ -59,6 +59,16 @@ tiles x column ranges, then ``_knn_merge_kernel``), so one bad row does not
 sweep the database on one SM. ``benchmarks/knn_model.py`` models the cost of
 these launches on an H100 (a model, not a measurement; docs/gpu.md).
 
+In self-search (unless the stored tiles below would exceed ``SYM_MAX_BYTES``, ~1 GB at
+22,258 rows) the candidate pass multiplies each unordered pair of 128-row blocks once
+(``_knn_sym_kernel``, as the native CPU path does): the tile feeds the running lists of its
+rows and, off the diagonal, is stored (float32, through a TMA tensor descriptor on sm_90) for
+its columns; ``_knn_sym_merge_kernel`` starts from the row-side lists and merges each row's
+stored tiles read transposed, leaving the KC best keys per row. Half the products and the
+operand loads, for ~N^2 / 2 x 4 bytes written and read back through HBM. The bound is the
+same: ``|a_ji - p_i . p_j| <= G_tc ||p_i|| ||p_j||`` is symmetric, so every column still has
+``ê_ij <= c_i + B_i`` whichever tile computed its value.
+
 The rescoring kernel also serves candidates found by another library
 (:func:`rescore_candidates`, used by the ``faiss_gpu`` and ``cuvs`` backends):
 the same certificate with the bound of :func:`foreign_bounds` (the library's
@@ -71,6 +81,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ... import _certificate as cert
 from ..._core import interpreting
@@ -314,6 +325,97 @@ def _knn_cand_kernel(xh_ptr, yh_ptr, key_ptr, N, M, DP, COLS,
         best = _keep_best_f(best, s, rows, cols, SELF, KP)
     out = rows64[:, None] * (n_split * KP) + sp * KP + slot[None, :]
     tl.store(key_ptr + out, best, mask=row_ok[:, None])
+
+
+# _knn_sym_kernel: the candidate pass of the fp16 path in self-search, over the symmetric tiles.
+# Layout: xh [N, DP] float16 as for _knn_cand_kernel; keys [N, NK] int64 (NK = S * KP: the lists of the S
+#   splits, unordered); tt a tensor descriptor over a float32
+#   [NB * HT * BT, BT] buffer (HT = NB // 2), block [BT, BT]: tile slot b * HT + t - 1 holds tile (b, t).
+# Row blocks of BT rows, NB = cdiv(N, BT). Program (b, sp) owns block b and sweeps the tiles (b, b + t mod NB)
+#   for t in its part [sp*TS, (sp+1)*TS) of 0..T_b, T_b = (NB - 1) // 2, plus NB / 2 when NB is even and
+#   b < NB / 2: every unordered pair of blocks exactly once (the diagonal tile at t = 0), as many tiles per
+#   block +-1. The tile s = a(p_i . p_j) feeds the running list of its rows (as in _knn_cand_kernel, self key
+#   on top) and, off the diagonal, is stored as it is (rows or columns past N: -inf) through the descriptor
+#   (TMA on sm_90: from shared memory, no pointer tile in registers) for the lists of its columns. The bound
+#   B_i covers the columns' use of it: |a_ij - p_i . p_j| <= G_tc ||p_i|| ||p_j|| is symmetric.
+@triton.jit
+def _knn_sym_kernel(xh_ptr, key_ptr, tt_desc, N, NB, DP, TS, NK,
+                    KP: tl.constexpr, BT: tl.constexpr, BLOCK_K: tl.constexpr):
+    b = tl.program_id(0)
+    sp = tl.program_id(1)
+    rows = b * BT + tl.arange(0, BT)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    q = tl.arange(0, BT)
+
+    slot = tl.arange(0, KP).to(tl.int64)
+    best = tl.zeros([BT, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    half = NB // 2
+    t_end = (NB - 1) // 2 + 1 + ((NB % 2 == 0) & (b < half)).to(tl.int32)
+    t_lo = sp * TS
+    t_hi = tl.minimum(t_end, t_lo + TS)
+    for t in range(t_lo, t_hi):
+        j = b + t
+        j = j - NB * (j >= NB).to(tl.int32)
+        cols = j * BT + q
+        col_ok = cols < N
+        s = dot_tile_f16(xh_ptr, xh_ptr, rows64, row_ok, cols.to(tl.int64), col_ok, DP, DP, DP, BT, BT, BLOCK_K)
+        s = tl.where(row_ok[:, None] & col_ok[None, :] & (s == s), s, float("-inf"))
+        if t > 0:  # the diagonal tile is not stored
+            tt_desc.store([(b * half + t - 1) * BT, 0], s)
+        s = tl.where(rows[:, None] == cols[None, :], float("inf"), s)  # only in the diagonal tile
+        best = _keep_best_f(best, s, rows, cols, True, KP)
+    tl.store(key_ptr + rows64[:, None] * NK + sp * KP + slot[None, :], best, mask=row_ok[:, None])
+
+
+@triton.jit
+def _keep_best_k(best, cand, KP: tl.constexpr):
+    """Merge the keys ``cand`` [R, C] (distinct from the keys of ``best``; below _KEY_VALID: none) into the running
+    KP best keys ``best`` [R, KP]; returns the new ``best``. Round r moves each row's r-th largest candidate into
+    the slot of its worst kept key when larger, for as many rounds as the most candidates of a row above its
+    worst kept key (capped at KP)."""
+    worst = tl.min(best, axis=1)
+    beats = tl.sum(((cand >= _KEY_VALID) & (cand > worst[:, None])).to(tl.int32), axis=1)
+    rounds = tl.minimum(tl.max(beats, axis=0), KP)
+    prev = tl.full([cand.shape[0]], 2**63 - 1, tl.int64)
+    for _ in range(rounds):
+        c = tl.max(tl.where(cand < prev[:, None], cand, _KEY_EMPTY), axis=1)
+        prev = c
+        worst = tl.min(best, axis=1)
+        swap = (best == worst[:, None]) & ((c >= _KEY_VALID) & (c > worst))[:, None]
+        best = tl.where(swap, c[:, None], best)
+    return best
+
+
+# _knn_sym_merge_kernel: the lists of _knn_sym_kernel. Program p owns rows [p*BR, (p+1)*BR) (BR divides BT: one
+#   block c). It starts from the S row-side lists of its rows (keys [N, S * KP]) and merges the stored tiles
+#   (b, c) of the blocks b = c - t mod NB that computed them (t = 1..(NB - 1) // 2, plus NB / 2 when NB is even
+#   and c >= NB / 2), read transposed (row r of block c is column r - c * BT of the tile); the KP best keys of
+#   every column of the row go to out [N, KP] (unordered).
+@triton.jit
+def _knn_sym_merge_kernel(tt_ptr, key_ptr, out_ptr, N, NB, S,
+                          KP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr):
+    r0 = tl.program_id(0) * BR
+    rows = r0 + tl.arange(0, BR)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    q = tl.arange(0, BT)
+    c = r0 // BT
+    slot = tl.arange(0, KP).to(tl.int64)
+    empty = tl.zeros([BR, KP], dtype=tl.int64) + (slot + (_KEY_EMPTY + 1))[None, :]
+    row_keys = key_ptr + rows64[:, None] * (S * KP) + slot[None, :]
+    best = tl.load(row_keys, mask=row_ok[:, None], other=empty)
+    for sp in range(1, S):
+        best = _keep_best_k(best, tl.load(row_keys + sp * KP, mask=row_ok[:, None], other=_KEY_EMPTY), KP)
+    half = NB // 2
+    t_end = (NB - 1) // 2 + 1 + ((NB % 2 == 0) & (c >= half)).to(tl.int32)
+    for t in range(1, t_end):
+        b = c - t
+        b = b + NB * (b < 0).to(tl.int32)
+        tile = tt_ptr + (b * half + t - 1).to(tl.int64) * (BT * BT)
+        s = tl.load(tile + q[None, :] * BT + (rows - c * BT)[:, None], mask=row_ok[:, None], other=float("-inf"))
+        best = _keep_best_f(best, s, rows, b * BT + q, False, KP)
+    tl.store(out_ptr + rows64[:, None] * KP + slot[None, :], best, mask=row_ok[:, None])
 
 
 # _knn_rescore_kernel: rescoring and certificate of the fp16 path for BLOCK_R
@@ -638,6 +740,48 @@ def bounds(d: int, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return cert.round_up_f32(b)
 
 
+#: self-search of the fp16 path over the symmetric tiles (:func:`_sym_pass`); False: the full sweep
+SYMMETRIC = True
+#: largest buffer of stored tiles (NB x (NB // 2) tiles of BT x BT float32, ~N^2 / 2 x 4 bytes) the symmetric
+#: pass allocates; larger self-searches sweep every tile (_knn_cand_kernel)
+SYM_MAX_BYTES = 2 * 2**30
+
+
+def symmetric(n: int, kc: int, d: int, interpret: bool, major: int = 9) -> bool:
+    """Whether the fp16 self-search of ``n`` rows takes the symmetric pass (:data:`SYMMETRIC` and its stored
+    tiles within :data:`SYM_MAX_BYTES`)."""
+    bm, bn, _, _ = _tc_blocks(kc, d, interpret, major)
+    bt = min(bm, bn)
+    nb = triton.cdiv(n, bt)
+    return SYMMETRIC and nb * (nb // 2) * bt * bt * 4 <= SYM_MAX_BYTES
+
+
+def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bool):
+    """The candidate keys of a self-search over the symmetric tiles: ``_knn_sym_kernel`` over (block, split)
+    (splits chosen like the full sweep's, over the ~NB / 2 + 1 tiles of a block), then
+    ``_knn_sym_merge_kernel``; returns (keys [N, KC], S)."""
+    n, dp = xh.shape
+    nb = triton.cdiv(n, bt)
+    tiles = (nb - 1) // 2 + 1 + (1 if nb % 2 == 0 else 0)  # the most tiles of one block
+    n_split = _splits(nb, tiles * bt, bt, kc, sms)
+    ts = triton.cdiv(tiles, n_split)
+    n_split = triton.cdiv(tiles, ts)
+    nk = n_split * kc
+    ht = nb // 2
+    keys = torch.empty((n, nk), dtype=torch.int64, device=xh.device)
+    tt = torch.empty((max(nb * ht, 1) * bt, bt), dtype=torch.float32, device=xh.device)
+    desc = TensorDescriptor.from_tensor(tt, [bt, bt])
+    # KC = 256 (32-row tiles): 4 warps; 8 spilled 2 instructions on sm_90 under Triton 3.9 (D = 1536)
+    _knn_sym_kernel[(nb, n_split)](xh, keys, desc, n, nb, dp, ts, nk, KP=kc, BT=bt, BLOCK_K=bk,
+                                   num_warps=warps if interpret or kc <= 128 else 4,
+                                   num_stages=1 if interpret else 2)
+    out = torch.empty((n, kc), dtype=torch.int64, device=xh.device)
+    br, mwarps = (bt, 1) if interpret else (min(bt, 16), 8)
+    _knn_sym_merge_kernel[(triton.cdiv(n, br),)](tt, keys, out, n, nb, n_split, KP=kc, BR=br, BT=bt,
+                                                 num_warps=mwarps)
+    return out, n_split
+
+
 def _fp16_path(x, db, k, kc, self_search, interpret, info):
     n, d = x.shape
     m = db.shape[0]
@@ -647,16 +791,20 @@ def _fp16_path(x, db, k, kc, self_search, interpret, info):
     yh, ys = (xh, xs) if self_search else _prep(db, dp, interpret)
     bound = bounds(d, xs, ys)
 
-    row_tiles = triton.cdiv(n, bm)
-    n_split = _splits(row_tiles, m, bn, kc, _sm_count(x, interpret))
-    cols = triton.cdiv(triton.cdiv(m, n_split), bn) * bn
-    n_split = triton.cdiv(m, cols)
-    keys = torch.empty((n, n_split * kc), dtype=torch.int64, device=x.device)
-    _knn_cand_kernel[(row_tiles, n_split)](xh, yh, keys, n, m, dp, cols,
-                                           SELF=self_search, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                                           num_warps=warps, num_stages=1 if interpret else 2)
+    sym = self_search and symmetric(n, kc, d, interpret, _cc_major(x, interpret))
+    if sym:
+        keys, n_split = _sym_pass(xh, kc, min(bm, bn), bk, warps, _sm_count(x, interpret), interpret)
+    else:
+        row_tiles = triton.cdiv(n, bm)
+        n_split = _splits(row_tiles, m, bn, kc, _sm_count(x, interpret))
+        cols = triton.cdiv(triton.cdiv(m, n_split), bn) * bn
+        n_split = triton.cdiv(m, cols)
+        keys = torch.empty((n, n_split * kc), dtype=torch.int64, device=x.device)
+        _knn_cand_kernel[(row_tiles, n_split)](xh, yh, keys, n, m, dp, cols,
+                                               SELF=self_search, KP=kc, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                                               num_warps=warps, num_stages=1 if interpret else 2)
 
-    ncand = n_split * kc
+    ncand = keys.shape[1]
     cp = triton.next_power_of_2(ncand)
     br, bd, rwarps = _rescore_blocks(cp, kc, d, interpret)
     idx = torch.empty((n, k), dtype=torch.int64, device=x.device)
@@ -670,7 +818,8 @@ def _fp16_path(x, db, k, kc, self_search, interpret, info):
     if bad.numel():
         _exact(x, db, k, self_search, rows=bad, idx=idx, sim=sim)
     if info is not None:
-        info.update(precision="fp16", rows=n, candidates=kc, splits=n_split, uncertified_rows=int(bad.numel()))
+        info.update(precision="fp16", rows=n, candidates=kc, splits=n_split, symmetric=sym,
+                    uncertified_rows=int(bad.numel()))
     return idx, sim
 
 
