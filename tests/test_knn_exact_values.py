@@ -256,3 +256,35 @@ def test_int8_tile_merges_keep_the_best_candidates(paths, kc):
                     nat.knn_topk_merge_i8(s, i0, j0, ones, ones, sim, idx, True, True)
         assert np.array_equal(idx, want_i), p
         assert np.array_equal(sim, want_s), p
+
+
+def test_choose_extra_follows_the_data():
+    """The int8 pass's candidate count: the floor (2k + 8) when each row's k-th value stands clear of the
+    other columns (clusters of k images far apart), more in a structureless crowd (many columns within the
+    bound of the k-th value), never more than max_extra; and the answer is the fp32 path's either way."""
+    k = 10
+    rng = np.random.default_rng(0)
+    d = 256
+    centres = rng.standard_normal((500, d))
+    apart = np.repeat(centres, k, axis=0) + 0.05 * rng.standard_normal((5000, d))  # k images a cluster
+    common = rng.standard_normal(d)
+    crowd = 1.5 * common / np.linalg.norm(common) * np.sqrt(d) + rng.standard_normal((5000, d))  # one blob
+    picks = {}
+    for name, x in (("big", apart), ("crowd", crowd)):
+        xn = _normalised(np.ascontiguousarray(x, dtype=np.float32))
+        t = torch.from_numpy(xn)
+        qx, sx, nx, px, ex = knn_mod._quantize(nat, t)
+        bound = torch.from_numpy(knn_mod.row_bounds(d, nx.numpy(), px.numpy(), ex.numpy(), nx.numpy(),
+                                                    px.numpy(), ex.numpy()))
+        picks[name] = knn_mod.choose_extra(t, t, qx, sx, qx.t().contiguous(), sx, bound, k, True, 2048)
+        assert knn_mod.default_extra(k, 5000) <= picks[name] <= knn_mod.max_extra(k, 5000)
+        st: dict = {}
+        i, s = knn_mod.knn(t, k, precision="int8", info=st)
+        assert st["candidates"] == k + picks[name]
+        fi, fs = knn_mod.knn(t, k, precision="fp32")  # the fp32 path (checked against the reference above)
+        assert np.array_equal(i.numpy(), fi.numpy()) and np.array_equal(s.numpy(), fs.numpy())
+    assert picks["big"] == knn_mod.default_extra(k, 5000)
+    assert picks["crowd"] > knn_mod.default_extra(k, 5000)
+    # a memory cap: a long list never passes 1 GiB of candidates
+    assert knn_mod.max_extra(30, 10**7) == knn_mod.default_extra(30, 10**7)
+    assert 10**5 * (30 + knn_mod.max_extra(30, 10**5)) * 12 <= 1 << 30

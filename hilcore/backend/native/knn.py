@@ -130,19 +130,61 @@ def int8_matmul():
 
 
 def default_extra(k: int, n: int = 0) -> int:
-    """Extra candidates per row (K' = k + extra) of the int8 path for ``n`` query rows.
+    """The fewest extra candidates per row (K' = k + extra) of the int8 path, for ``n`` query rows: ``2k + 8``.
 
-    Many: the int8 bound is loose (about 0.02 for unit rows at D = 1536-2048), so with 2k + 8 candidates
-    most rows of ReID-like data (clusters of ~15 images in a dense crowd) were not certified and took the
-    second int8 pass against every column. The tile merges take their offers in batches
-    (``knn_simd::BatchedList``), so a long list costs little in the merges, and the rescoring stops once
-    the next candidate cannot enter, so only rows that need the extra candidates pay for them. The lists
-    (12 bytes a candidate) stay within 1 GiB: beyond that many rows, fewer extra (never under 2k + 8).
+    :func:`choose_extra` raises it when a sample of rows says most rows would not be certified with it.
     """
-    extra = 4 * k + 128
+    return 2 * k + 8
+
+
+def max_extra(k: int, n: int) -> int:
+    """The most extra candidates :func:`choose_extra` picks: ``8k + 256``, the lists (12 bytes a candidate)
+    within 1 GiB for ``n`` rows (never under :func:`default_extra`)."""
+    extra = 8 * k + 256
     if n * (k + extra) * 12 > 1 << 30:
-        extra = max(2 * k + 8, (1 << 30) // (12 * n) - k)
-    return extra
+        extra = (1 << 30) // (12 * max(n, 1)) - k
+    return max(default_extra(k, n), extra)
+
+
+#: rows :func:`choose_extra` samples (fewer when the database is long: [rows, M] float32 at most 256 MiB)
+CHOOSE_SAMPLE = 64
+
+
+def choose_extra(x, db, qx, sx, qyT, sy, bound, k: int, self_search: bool, tile: int) -> int:
+    """Extra candidates for the int8 pass from a sample of rows: enough that ~90 % of rows certify.
+
+    The int8 bound ``B_i`` is loose (about 0.02 for unit rows at D = 1536-2048): a row certifies only when
+    its candidate list reaches past every column with ``a_ij + B_i >= `` its k-th exact value. In data with
+    large clusters (SYSU-MM01: ~56 images an identity) ``k + 2k + 8`` candidates do that for almost every
+    row; in a dense crowd of small clusters (~15 an identity) most rows then fail and take the second int8
+    pass against every column, which costs more than longer lists (the tile merges take their offers in
+    batches, ``knn_simd::BatchedList``, and the rescoring stops as soon as the next candidate cannot
+    enter). So: evenly spaced sample rows, their approximate rows against every column (int8 products, the
+    same tiles), their k-th value from the float32 products of their best approximate candidates, and the
+    number of columns within ``B_i`` of it; the 90th percentile, between :func:`default_extra` and
+    :func:`max_extra`. Only the time depends on it: every candidate count returns the same bits.
+    """
+    int_mm = int8_matmul()
+    n, m = x.shape[0], db.shape[0]
+    lo, hi = default_extra(k, n), max_extra(k, n)
+    s = min(CHOOSE_SAMPLE, n, max(16, (1 << 26) // max(m, 1)))
+    if hi <= lo or m <= k + lo or n < 4 * s:
+        return lo
+    rows = torch.linspace(0, n - 1, s).round().to(torch.int64).unique()
+    qs = qx[rows]
+    a = torch.cat([(sx[rows, None] * sy[None, j0:j0 + tile]) * int_mm(qs, qyT[:, j0:j0 + tile]).to(torch.float32)
+                   for j0 in range(0, m, tile)], dim=1)
+    if self_search:
+        a[torch.arange(rows.numel()), rows] = float("-inf")  # the row itself: first, not a competitor
+    kk = k - 1 if self_search else k
+    if kk == 0:
+        return lo
+    cand = torch.topk(a, min(m - int(self_search), k + lo), dim=1).indices
+    exact = torch.bmm(db[cand], x[rows].unsqueeze(2)).squeeze(2)  # float32 products (an estimate suffices)
+    kth = torch.topk(exact, kk, dim=1).values[:, -1]
+    within = (a + bound[rows, None] >= kth[:, None]).sum(1)
+    need = int(torch.quantile(within.to(torch.float64), 0.9)) + 1 - kk
+    return int(min(hi, max(lo, need)))
 
 
 @ieee_fp32()  # the float32 tiles stay IEEE (no bf16 / TF32) whatever the caller set
@@ -159,7 +201,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
     ``precision``: ``"auto"`` (int8 candidates for ``D >= 64`` and ``M >= 4096``,
     else fp32), ``"fp32"`` or ``"int8"`` (falls back to fp32 when ``D`` is too
     large for exact int32 accumulation, or when :func:`int8_matmul` is None). ``extra``: candidates beyond k per row
-    (default :func:`default_extra` on the int8 path, :func:`default_extra_fp32` on the fp32 path). Both are
+    (default :func:`choose_extra` on the int8 path, :func:`default_extra_fp32` on the fp32 path). Both are
     internal knobs for tests and benchmarks; every choice returns the same bits.
 
     ``info``: optional dict that receives what the call did: ``precision``
@@ -184,7 +226,7 @@ def knn(x: torch.Tensor, k: int, y: torch.Tensor | None = None, *, tile: int = T
         use_int8 = False
     if not use_int8 or n == 0:
         return _knn_fp32(x, k, y is None, db, tile, extra, info)
-    return _knn_int8(x, k, y is None, db, tile, default_extra(k, x.shape[0]) if extra is None else extra, info)
+    return _knn_int8(x, k, y is None, db, tile, extra, info)
 
 
 # ---------------------------------------------------------------------------------------------- fp32
@@ -401,7 +443,6 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
     int_mm = int8_matmul()
     n, d = x.shape
     m = db.shape[0]
-    kc = min(m, k + extra)
     times = {}
     sw = Stopwatch(times)
     qx, sx, nx, px, ex = _quantize(nat, x)
@@ -412,6 +453,10 @@ def _knn_int8(x, k, self_search, db, tile, extra, info):
     qyT = qy.t().contiguous()  # [D, M]: int_mm(qx[i0:i1], qyT[:, j0:j1]) is the fast layout
     bound = torch.from_numpy(row_bounds(d, nx.numpy(), px.numpy(), ex.numpy(), ny.numpy(), py.numpy(), ey.numpy()))
     sw.split("quantize")
+    if extra is None:
+        extra = choose_extra(x, db, qx, sx, qyT, sy, bound, k, self_search, tile)
+        sw.split("choose_extra")
+    kc = min(m, k + extra)
 
     sw.restart()
     cand_sim = torch.full((n, kc), float("-inf"), dtype=torch.float32)
