@@ -16,17 +16,8 @@ py::tuple brst_scan(const f32& xb, const f32& protos, const py::object& rows_obj
   if (protos.shape(1) != d) throw py::value_error("protos: expected as many columns as xb");
   if (c == 0) throw py::value_error("protos: expected at least one prototype");
   i64 rows;
-  const int64_t* idx = nullptr;
   int64_t m = n;
-  if (!rows_obj.is_none()) {
-    rows = expect_array<int64_t>(rows_obj, "rows", 1, "int64");
-    m = rows.shape(0);
-    idx = rows.data();
-    for (int64_t r = 0; r < m; ++r)
-      if (idx[r] < 0 || idx[r] >= n)
-        throw py::value_error("rows: expected row ids in [0, " + std::to_string(n) + "), got rows[" +
-                              std::to_string(r) + "] = " + std::to_string(idx[r]));
-  }
+  const int64_t* idx = optional_row_ids(rows_obj, n, rows, m);
   i64 best(m);
   f32 best_sim(m), col_max(c);
   int st;

@@ -50,6 +50,22 @@ inline py::array_t<T> expect_array(const py::object& obj, const char* name, int 
   return a;
 }
 
+// Optional row ids into an n-row array (`None`: every row, in order): the checked int64 ids in `holder`,
+// their pointer (nullptr for None) and their count in `m` (n for None); ValueError naming `rows` otherwise.
+inline const int64_t* optional_row_ids(const py::object& rows_obj, int64_t n, py::array_t<int64_t>& holder,
+                                       int64_t& m) {
+  m = n;
+  if (rows_obj.is_none()) return nullptr;
+  holder = expect_array<int64_t>(rows_obj, "rows", 1, "int64");
+  m = holder.shape(0);
+  const int64_t* idx = holder.data();
+  for (int64_t r = 0; r < m; ++r)
+    if (idx[r] < 0 || idx[r] >= n)
+      throw py::value_error("rows: expected row ids in [0, " + std::to_string(n) + "), got rows[" +
+                            std::to_string(r) + "] = " + std::to_string(idx[r]));
+  return idx;
+}
+
 inline void check_status(int status, const char* what) {
   if (status != 0)
     throw std::runtime_error(std::string(what) + " failed with status " + std::to_string(status));

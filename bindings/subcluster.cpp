@@ -36,16 +36,7 @@ py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, in
   const int64_t n = xm.shape(0), d = xm.shape(1), e = starts.shape(0);
   int64_t m = n;
   i64 rows;
-  const int64_t* idx = nullptr;
-  if (!rows_obj.is_none()) {
-    rows = expect_array<int64_t>(rows_obj, "rows", 1, "int64");
-    m = rows.shape(0);
-    idx = rows.data();
-    for (int64_t r = 0; r < m; ++r)
-      if (idx[r] < 0 || idx[r] >= n)
-        throw py::value_error("rows: expected row ids in [0, " + std::to_string(n) + "), got rows[" +
-                              std::to_string(r) + "] = " + std::to_string(idx[r]));
-  }
+  const int64_t* idx = optional_row_ids(rows_obj, n, rows, m);
   if (sizes.shape(0) != e) throw py::value_error("sizes: expected as many entries as starts");
   if (u.shape(0) != e || u.shape(2) != k) throw py::value_error("u: expected shape [E, runs, k]");
   const int64_t runs = u.shape(1);
