@@ -1,6 +1,8 @@
 // hilcore._native: cluster_centers and kmeans_segments (CPU).
 #include "common.h"
 
+#include <vector>
+
 #include "cpu/subcluster_cpu.h"
 
 namespace hilcore_bindings {
@@ -52,10 +54,15 @@ py::tuple kmeans_segments(const f32& xm, const i64& starts, const i64& sizes, in
     out_ids = expect_array<int64_t>(out_ids_obj, "out_ids", 1, "int64");
     if (out_ids.shape(0) != e) throw py::value_error("out_ids: expected one row of out per segment");
     cen_rows = out_ids.data();
-    for (int64_t s = 0; s < e; ++s)
+    std::vector<char> taken(static_cast<size_t>(cen.shape(0)), 0);  // segments run in parallel: one row each
+    for (int64_t s = 0; s < e; ++s) {
       if (cen_rows[s] < 0 || cen_rows[s] >= cen.shape(0))
         throw py::value_error("out_ids: expected rows of out in [0, " + std::to_string(cen.shape(0)) + "), got " +
                               std::to_string(cen_rows[s]));
+      if (taken[cen_rows[s]]++)
+        throw py::value_error("out_ids: expected distinct rows of out (segments are written in parallel), row " +
+                              std::to_string(cen_rows[s]) + " appears twice");
+    }
   }
   i64 cnt({e, k}), first({e, k}), evals(e);
   int st;

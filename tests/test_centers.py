@@ -244,5 +244,7 @@ def test_native_kmeans_segments_rows_and_out_equal_the_gathered_call():
         nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out)
     with pytest.raises(ValueError, match=r"out_ids: expected rows of out in \[0, 5\), got 5"):
         nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 5], dtype=np.int64))
+    with pytest.raises(ValueError, match="out_ids: expected distinct rows of out .* row 4 appears twice"):
+        nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, mem, out, np.array([4, 0, 4], dtype=np.int64))
     with pytest.raises(ValueError, match=r"rows: expected row ids in \[0, 90\), got rows\[0\] = 90"):
         nat.kmeans_segments(x, starts, sizes, 3, 30, u, True, np.full(70, 90, dtype=np.int64))

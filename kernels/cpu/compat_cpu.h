@@ -49,7 +49,8 @@ int csr_symmetric(const int64_t* indptr, const int64_t* indices, int64_t n, int 
 // Fingerprints of `rows` rows of n elements (kind as above, row stride ld elements): the row's bits as 32-bit
 // words w_k (a float16 widened, a float64 as its low then high word), out[i] = (a << 32) | b with
 // a = sum_k w_k and b = sum_k w_k (2k + 1), both mod 2^32: every change of one float16 / float32 element changes
-// b (2k + 1 is odd, so invertible mod 2^32); other changes go unnoticed only when they cancel in both sums.
+// b (2k + 1 is odd, so invertible mod 2^32); other changes go unnoticed only when they cancel in both sums
+// (a float64 element whose two words both change by 2^31, e.g. its bits 31 and 63 flipped together, is one).
 // hilcore.compat.DBSCAN compares them to notice a matrix changed in place between fit and components_.
 void row_fingerprints(const void* x, int kind, int64_t rows, int64_t n, int64_t ld, uint64_t* out, int num_threads);
 

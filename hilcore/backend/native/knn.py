@@ -146,7 +146,8 @@ def max_extra(k: int, n: int) -> int:
     return max(default_extra(k, n), extra)
 
 
-#: rows :func:`choose_extra` samples (fewer when the database is long: [rows, M] float32 at most 256 MiB)
+#: rows :func:`choose_extra` samples (fewer when the database is long: [rows, M] float32 at most 256 MiB; none
+#: past 4M columns, where the floor is kept)
 CHOOSE_SAMPLE = 64
 
 
@@ -167,22 +168,25 @@ def choose_extra(x, db, qx, sx, qyT, sy, bound, k: int, self_search: bool, tile:
     int_mm = int8_matmul()
     n, m = x.shape[0], db.shape[0]
     lo, hi = default_extra(k, n), max_extra(k, n)
-    s = min(CHOOSE_SAMPLE, n, max(16, (1 << 26) // max(m, 1)))
-    if hi <= lo or m <= k + lo or n < 4 * s:
+    s = min(CHOOSE_SAMPLE, n, (1 << 26) // max(m, 1))  # [s, M] float32 within 256 MiB
+    kk = k - 1 if self_search else k  # the row itself is first, not a competitor
+    if hi <= lo or m <= k + lo or s < 16 or n < 4 * s or kk == 0:
         return lo
     rows = torch.linspace(0, n - 1, s).round().to(torch.int64).unique()
-    qs = qx[rows]
-    a = torch.cat([(sx[rows, None] * sy[None, j0:j0 + tile]) * int_mm(qs, qyT[:, j0:j0 + tile]).to(torch.float32)
-                   for j0 in range(0, m, tile)], dim=1)
+    s = rows.numel()
+    qs, ss = qx[rows], sx[rows, None]
+    a = torch.empty((s, m), dtype=torch.float32)
+    for j0 in range(0, m, tile):
+        a[:, j0:j0 + tile] = (ss * sy[None, j0:j0 + tile]) * int_mm(qs, qyT[:, j0:j0 + tile]).to(torch.float32)
     if self_search:
-        a[torch.arange(rows.numel()), rows] = float("-inf")  # the row itself: first, not a competitor
-    kk = k - 1 if self_search else k
-    if kk == 0:
-        return lo
+        a[torch.arange(s), rows] = float("-inf")
     cand = torch.topk(a, min(m - int(self_search), k + lo), dim=1).indices
-    exact = torch.bmm(db[cand], x[rows].unsqueeze(2)).squeeze(2)  # float32 products (an estimate suffices)
-    kth = torch.topk(exact, kk, dim=1).values[:, -1]
-    within = (a + bound[rows, None] >= kth[:, None]).sum(1)
+    kth = torch.empty(s, dtype=torch.float32)
+    g = max(1, min(s, (1 << 27) // (cand.shape[1] * x.shape[1] * 4)))  # gathered rows within 128 MiB
+    for r0 in range(0, s, g):  # float32 products of the sample rows' best candidates (an estimate suffices)
+        prod = torch.bmm(db[cand[r0:r0 + g]], x[rows[r0:r0 + g]].unsqueeze(2)).squeeze(2)
+        kth[r0:r0 + g] = torch.topk(prod, kk, dim=1).values[:, -1]
+    within = (a.add_(bound[rows, None]) >= kth[:, None]).sum(1)
     need = int(torch.quantile(within.to(torch.float64), 0.9)) + 1 - kk
     return int(min(hi, max(lo, need)))
 

@@ -81,7 +81,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
+
+try:  # host-side tensor descriptors (Triton >= 3.4): the symmetric pass's tile store needs them
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton: every self-search sweeps the full tiles
+    TensorDescriptor = None
 
 from ... import _certificate as cert
 from ..._core import interpreting
@@ -749,11 +753,11 @@ SYM_MAX_BYTES = 2 * 2**30
 
 def symmetric(n: int, kc: int, d: int, interpret: bool, major: int = 9) -> bool:
     """Whether the fp16 self-search of ``n`` rows takes the symmetric pass (:data:`SYMMETRIC` and its stored
-    tiles within :data:`SYM_MAX_BYTES`)."""
+    tiles within :data:`SYM_MAX_BYTES`, on a Triton with host tensor descriptors)."""
     bm, bn, _, _ = _tc_blocks(kc, d, interpret, major)
     bt = min(bm, bn)
     nb = triton.cdiv(n, bt)
-    return SYMMETRIC and nb * (nb // 2) * bt * bt * 4 <= SYM_MAX_BYTES
+    return SYMMETRIC and TensorDescriptor is not None and nb * (nb // 2) * bt * bt * 4 <= SYM_MAX_BYTES
 
 
 def _sym_pass(xh, kc: int, bt: int, bk: int, warps: int, sms: int, interpret: bool):
