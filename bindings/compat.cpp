@@ -1,5 +1,7 @@
 // hilcore._native.compat_*: the kernels of hilcore.compat (the widely used dense Jaccard arithmetic; the rows of
 // a dense precomputed distance matrix within eps).
+#include <cstdlib>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +13,21 @@
 namespace hilcore_bindings {
 
 namespace {
+
+// An uninitialised [n, n] array in memory from malloc, not NumPy's allocator. NumPy asks for transparent huge
+// pages on large arrays (madvise); where THP is "madvise" (many VMs) a fresh N x N matrix then often cannot reuse
+// the memory the previous epoch's matrix just freed (no free 2 MB blocks) and faults in pages the host has to
+// back first: at N = 12,000 (576 MB) 0.2 s or 0.95 s for the same write, alternating from call to call on this
+// project's VM; small pages from the freed memory take 0.2 s every time. The values are the same either way.
+py::array plain_pages_matrix(int64_t n, const py::dtype& dt) {
+  const size_t bytes = static_cast<size_t>(n) * static_cast<size_t>(n) * static_cast<size_t>(dt.itemsize());
+  void* buf = std::malloc(bytes > 0 ? bytes : 1);
+  if (buf == nullptr) throw std::bad_alloc();
+  py::capsule base(buf, [](void* p) { std::free(p); });
+  const py::ssize_t item = dt.itemsize();
+  return py::array(dt, {static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)},
+                   {static_cast<py::ssize_t>(n) * item, item}, buf, base);
+}
 
 template <typename T>
 py::array_t<T> owned_array(std::vector<T>&& v) {
@@ -38,7 +55,7 @@ py::array dense_jaccard(const py::object& indptr_obj, const py::object& indices_
     for (int64_t p = ip[i]; p < ip[i + 1]; ++p)
       if (ix[p] < 0 || ix[p] >= n || (p > ip[i] && ix[p] <= ix[p - 1]))
         throw py::value_error("indices: expected strictly ascending columns in [0, n) per row");
-  py::array out = half ? py::array(py::dtype("float16"), {n, n}) : py::array(py::dtype("float32"), {n, n});
+  py::array out = plain_pages_matrix(n, half ? py::dtype("float16") : py::dtype("float32"));
   void* op = out.mutable_data();
   const float* vp = vals.data();
   const int nt = num_threads();

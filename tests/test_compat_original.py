@@ -50,6 +50,7 @@ def test_bitwise_the_original(seed, name, fn, use_float16, k1, k2):
         np.testing.assert_array_equal(rank.numpy(), l2_rank(x, k1))
     want = jaccard_dense(x, k1, k2, use_float16, rank=rank.numpy())
     assert got.dtype == want.dtype == (np.float16 if use_float16 else np.float32)
+    assert got.flags["C_CONTIGUOUS"] and got.flags["WRITEABLE"] and got.shape == want.shape
     np.testing.assert_array_equal(got.view(np.uint16 if use_float16 else np.uint32),
                                   want.view(np.uint16 if use_float16 else np.uint32))
 

@@ -149,6 +149,8 @@ def max_extra(k: int, n: int) -> int:
 #: rows :func:`choose_extra` samples (fewer when the database is long: [rows, M] float32 at most 256 MiB; none
 #: past 4M columns, where the floor is kept)
 CHOOSE_SAMPLE = 64
+#: the share of sample rows whose candidate lists :func:`choose_extra` makes long enough to certify
+CHOOSE_QUANTILE = 0.9
 
 
 def choose_extra(x, db, qx, sx, qyT, sy, bound, k: int, self_search: bool, tile: int) -> int:
@@ -187,7 +189,7 @@ def choose_extra(x, db, qx, sx, qyT, sy, bound, k: int, self_search: bool, tile:
         prod = torch.bmm(db[cand[r0:r0 + g]], x[rows[r0:r0 + g]].unsqueeze(2)).squeeze(2)
         kth[r0:r0 + g] = torch.topk(prod, kk, dim=1).values[:, -1]
     within = (a.add_(bound[rows, None]) >= kth[:, None]).sum(1)
-    need = int(torch.quantile(within.to(torch.float64), 0.9)) + 1 - kk
+    need = int(torch.quantile(within.to(torch.float64), CHOOSE_QUANTILE)) + 1 - kk
     return int(min(hi, max(lo, need)))
 
 
