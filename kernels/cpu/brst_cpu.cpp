@@ -54,23 +54,9 @@ constexpr Tile kAvx2{brst_tile::tile_avx2, brst_tile::kTileRows, 1, "avx2"};
 constexpr Tile kAvx512{brst_tile::tile_avx512, brst_tile::kAvx512Rows, 2, "avx512"};
 #endif
 
-bool avx2_usable() {
-#if defined(HILCORE_KNN_AVX2)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
+bool avx2_usable() { return avx2_fma_usable(); }
 
-bool avx512_usable() {
-#if defined(HILCORE_KNN_AVX2)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && os_saves_zmm();
-#else
-  return false;
-#endif
-}
+bool avx512_usable() { return avx512f_usable(); }
 
 int best_path() { return avx512_usable() ? 2 : avx2_usable() ? 1 : 0; }
 

@@ -39,4 +39,22 @@ bool os_saves_zmm() {
 #endif
 }
 
+bool avx2_fma_usable() {
+#if defined(HILCORE_KNN_AVX2)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool avx512f_usable() {
+#if defined(HILCORE_KNN_AVX2)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && os_saves_zmm();
+#else
+  return false;
+#endif
+}
+
 }  // namespace hilcore

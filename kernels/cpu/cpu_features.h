@@ -22,4 +22,9 @@ CpuFeatures cpu_features();
 // that has them. false elsewhere.
 bool os_saves_zmm();
 
+// Whether the x86 SIMD units built with this library (kernels/cpu/x86/, HILCORE_KNN_AVX2) may run here: AVX2 +
+// FMA, and AVX-512F with the OS saving the zmm state. false on other architectures and builds without them.
+bool avx2_fma_usable();
+bool avx512f_usable();
+
 }  // namespace hilcore

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "cpu/cpu_features.h"
 #include "cpu/knn_simd.h"
 
 namespace hilcore {
@@ -123,14 +124,7 @@ namespace {
 
 // ---------------------------------------------------------------- run-time dispatch
 
-bool avx2_usable() {
-#if defined(HILCORE_KNN_AVX2)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
+bool avx2_usable() { return avx2_fma_usable(); }
 
 const knn_simd::Ops* default_ops() {
 #if defined(HILCORE_KNN_AVX2)

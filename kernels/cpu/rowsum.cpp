@@ -17,8 +17,7 @@ void mean_portable(const double* s, int64_t n, int64_t d, float* out) {
 namespace {
 Ops choose() {
 #if defined(HILCORE_KNN_AVX2)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && os_saves_zmm()) return Ops{add_avx512, mean_avx512, "avx512"};
+  if (avx512f_usable()) return Ops{add_avx512, mean_avx512, "avx512"};
 #endif
   return Ops{add_portable, mean_portable, "portable"};
 }
